@@ -1,0 +1,12 @@
+"""`python -m actors ...` is the `rig` command: `python -m actors run MODULE:CLASS`."""
+
+import sys
+
+from actors._cli import main
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    # `python -m actors run X` is short for `rig actor run X`.
+    if args[:1] == ["run"]:
+        args = ["actor", *args]
+    main(args)

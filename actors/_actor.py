@@ -1,0 +1,475 @@
+"""The `Actor` base: connect, consume, ack, dead-letter, drain.
+
+Every Rig process is an `Actor`. A subclass says what it consumes (`inboxes`), what
+requests it answers (`endpoints`), and what to do with each message; the base does
+the rest, the same way for every kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from actors._config import RigConfig
+from actors._log import configure_logging
+from actors._nats import connect, ensure_topology, headers_of
+from protocols import (
+    ActorReady,
+    DeadLetter,
+    Encoding,
+    ErrorReply,
+    Header,
+    NonRetryableError,
+    ProtocolError,
+    RetryableError,
+    RigError,
+    decode_as,
+    encode,
+    sniff,
+)
+
+log = structlog.get_logger("rig.actor")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a message arrived: its subject, headers, encoding and delivery count."""
+
+    subject: str
+    headers: dict[str, str]
+    encoding: Encoding
+    attempt: int
+
+
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+Responder = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    """One durable pull consumer on the work stream: where to read, what, and who handles it."""
+
+    durable: str
+    subject: str
+    model: Any
+    handler: Handler
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A request/reply subject answered in a queue group: the reply is `responder`'s return."""
+
+    subject: str
+    model: Any
+    responder: Responder
+
+
+class _Slots:
+    """A counting semaphore that can hand out several permits at once (for batch fetches)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._changed = asyncio.Condition()
+
+    async def take_up_to(self, wanted: int) -> int:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free > 0)
+            taken = min(wanted, self._free)
+            self._free -= taken
+            return taken
+
+    async def give_back(self, count: int = 1) -> None:
+        async with self._changed:
+            self._free += count
+            self._changed.notify_all()
+
+
+class Actor:
+    """An independent process that consumes Rig messages from NATS JetStream.
+
+    To write your own kind, subclass one of `Agent`, `ToolExecutor` or `Verifier`
+    (they are actors already) and start it with `rig actor run my_module:MyClass`.
+    Subclassing `Actor` directly is for new kinds of process:
+
+        class Echo(Actor):
+            name = "echo"
+
+            def inboxes(self):
+                return [Inbox(durable="echo", subject=self.names.tool("echo"),
+                              model=ToolCall, handler=self.on_call)]
+
+            async def on_call(self, call: ToolCall, delivery: Delivery) -> None:
+                ...
+
+    What the base does with each message of an inbox:
+
+    - decodes and validates it once (msgpack or JSON, see `protocols.decode_as`);
+      one that cannot be decoded is terminated and dead-lettered on `rig.dlq.<durable>`
+      with the reason and its original bytes;
+    - runs the handler, at most `RIG_CONCURRENCY` handlers at once per process,
+      sending in-progress acks every third of the ack wait while it runs;
+    - handler returns: ack. Raises `RetryableError(delay=...)`: nak with that delay.
+      Raises `NonRetryableError`: terminate and dead-letter. Raises anything else:
+      logged, nak'ed with the default delay (it may be transient);
+    - a message delivered more than `max_deliver` times is dead-lettered, not retried.
+
+    Durable consumers are shared: start more processes of a class and they split the
+    work. On SIGTERM or SIGINT the actor stops fetching, lets running handlers finish
+    (up to `drain_timeout`), then drains its connection. It reconnects forever if the
+    server goes away, and resumes consuming when it is back.
+    """
+
+    name: ClassVar[str] = "actor"
+
+    def __init__(self, *, config: RigConfig | None = None) -> None:
+        self.config = config or RigConfig.from_env()
+        self.names = self.config.names
+        self.log = structlog.get_logger(f"rig.{self.name}").bind(actor=self.name)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._stopping = asyncio.Event()
+        self._slots = _Slots(self.config.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._consumer_tasks: list[asyncio.Task[None]] = []
+
+    # --- hooks -----------------------------------------------------------------
+
+    def inboxes(self) -> list[Inbox]:
+        """The consumers this actor reads. Called once, after `on_start`."""
+        return []
+
+    def endpoints(self) -> list[Endpoint]:
+        """The request/reply subjects this actor answers. Called once, after `on_start`."""
+        return []
+
+    async def on_start(self) -> None:
+        """Runs once connected, before consuming. Raising aborts the start."""
+
+    async def on_stop(self) -> None:
+        """Runs once handlers have finished, before the connection drains."""
+
+    # --- what handlers use -----------------------------------------------------
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError(f"{self.name} is not connected yet (call run() first)")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError(f"{self.name} is not connected yet (call run() first)")
+        return self._js
+
+    async def publish(
+        self,
+        subject: str,
+        message: Any,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish to a stream and wait for the server to store it (msgpack).
+
+        `msg_id` becomes `Nats-Msg-Id`: the same id published again within the stream's
+        duplicate window is stored once.
+        """
+        all_headers = dict(headers or {})
+        if msg_id is not None:
+            all_headers[Header.MSG_ID] = msg_id
+        payload = message if isinstance(message, bytes) else encode(message)
+        try:
+            await self.js.publish(subject, payload, headers=all_headers or None)
+        except Exception as exc:
+            raise RetryableError(f"publish to {subject} failed: {exc!r}", subject=subject) from exc
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the actor to stop: it finishes what it runs, then returns from `run()`."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Connect, consume until `stop()` or SIGTERM/SIGINT, then drain and return."""
+        configure_logging()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        self._nc = await connect(self.config, name=f"{self.name}@{socket.gethostname()}")
+        self._js = self._nc.jetstream()
+        try:
+            await ensure_topology(self._js, self.names)
+            await self.on_start()
+            inboxes = self.inboxes()
+            for endpoint in self.endpoints():
+                await self._serve(endpoint)
+            for inbox in inboxes:
+                await self._ensure_consumer(inbox)
+                self._consumer_tasks.append(asyncio.create_task(self._consume(inbox)))
+            await self._announce(inboxes)
+            await self._stopping.wait()
+            self.log.info("actor.stopping", running=len(self._running))
+            await self._drain_handlers()
+            await self.on_stop()
+        finally:
+            for task in self._consumer_tasks:
+                task.cancel()
+            await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.drain(), timeout=self.config.drain_timeout)
+            self.log.info("actor.stopped")
+
+    async def _announce(self, inboxes: list[Inbox]) -> None:
+        ready = ActorReady(
+            actor=self.name,
+            cls=f"{type(self).__module__}:{type(self).__qualname__}",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            subjects=[inbox.subject for inbox in inboxes],
+        )
+        await self.nc.publish(self.names.actor_ready, encode(ready))
+        await self.nc.flush(timeout=5)
+        self.log.info("actor.ready", pid=ready.pid, subjects=ready.subjects)
+
+    async def _drain_handlers(self) -> None:
+        if not self._running:
+            return
+        _done, pending = await asyncio.wait(set(self._running), timeout=self.config.drain_timeout)
+        for task in pending:
+            task.cancel()  # unacked: JetStream redelivers the message to another instance
+        if pending:
+            self.log.warning("actor.drain_timeout", cancelled=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- consuming ---------------------------------------------------------------
+
+    async def _ensure_consumer(self, inbox: Inbox) -> None:
+        config = ConsumerConfig(
+            durable_name=inbox.durable,
+            filter_subject=inbox.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.config.ack_wait,
+            # Unlimited on the server: the actor itself dead-letters a message past
+            # `max_deliver`, so that it is never silently parked by the server.
+            max_deliver=-1,
+            max_ack_pending=max(1000, self.config.concurrency * 4),
+        )
+        await self.js.add_consumer(self.names.work_stream, config=config)
+
+    async def _consume(self, inbox: Inbox) -> None:
+        """Fetch in batches no larger than the free handler slots; re-subscribe on trouble."""
+        sub: JetStreamContext.PullSubscription | None = None
+        failures = 0
+        while not self._stopping.is_set():
+            taken = await self._slots.take_up_to(self.config.batch)
+            try:
+                if sub is None:
+                    sub = await self.js.pull_subscribe_bind(
+                        durable=inbox.durable, stream=self.names.work_stream
+                    )
+                msgs = await sub.fetch(
+                    taken,
+                    timeout=self.config.fetch_timeout,
+                    heartbeat=self.config.fetch_timeout / 4,
+                )
+                failures = 0
+            except asyncio.CancelledError:
+                await self._slots.give_back(taken)
+                raise
+            except TimeoutError:
+                await self._slots.give_back(taken)
+                continue
+            except Exception as exc:
+                # A reconnect or a server restart: start a fresh pull subscription.
+                await self._slots.give_back(taken)
+                failures += 1
+                self.log.warning("consume.error", durable=inbox.durable, error=repr(exc))
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                    sub = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=min(0.2 * failures, 2.0))
+                continue
+            if len(msgs) < taken:
+                await self._slots.give_back(taken - len(msgs))
+            for msg in msgs:
+                task = asyncio.create_task(self._process(inbox, msg))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _process(self, inbox: Inbox, msg: Msg) -> None:
+        headers = headers_of(msg)
+        attempt = msg.metadata.num_delivered or 1
+        structlog.contextvars.bind_contextvars(
+            actor=self.name, subject=msg.subject, attempt=attempt
+        )
+        try:
+            if attempt > self.config.max_deliver:
+                await self._dead_letter(
+                    inbox,
+                    msg,
+                    headers,
+                    NonRetryableError(
+                        f"delivered {attempt} times without success", attempt=attempt
+                    ),
+                    attempt,
+                )
+                return
+            try:
+                message, encoding = decode_as(inbox.model, msg.data, headers)
+            except ProtocolError as exc:
+                await self._dead_letter(inbox, msg, headers, exc, attempt)
+                return
+            structlog.contextvars.bind_contextvars(
+                job=getattr(message, "job_id", None), step=getattr(message, "step", None)
+            )
+            delivery = Delivery(msg.subject, headers, encoding, attempt)
+            await self._run_handler(inbox, msg, message, delivery, headers, attempt)
+        except Exception as exc:  # the message stays unacked and is redelivered
+            self.log.exception("handler.crashed", error=repr(exc))
+        finally:
+            structlog.contextvars.clear_contextvars()
+            await self._slots.give_back()
+
+    async def _run_handler(
+        self,
+        inbox: Inbox,
+        msg: Msg,
+        message: Any,
+        delivery: Delivery,
+        headers: dict[str, str],
+        attempt: int,
+    ) -> None:
+        ticker = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await inbox.handler(message, delivery)
+        except RetryableError as exc:
+            if attempt >= self.config.max_deliver:
+                await self._dead_letter(inbox, msg, headers, exc, attempt)
+                return
+            self.log.info("handler.retry", reason=exc.message, delay=exc.delay)
+            await msg.nak(delay=exc.delay)
+            return
+        except NonRetryableError as exc:
+            await self._dead_letter(inbox, msg, headers, exc, attempt)
+            return
+        except Exception as exc:
+            if attempt >= self.config.max_deliver:
+                await self._dead_letter(inbox, msg, headers, exc, attempt)
+                return
+            self.log.exception("handler.failed", error=repr(exc))
+            await msg.nak(delay=self.config.nak_delay)
+            return
+        finally:
+            ticker.cancel()
+        await msg.ack()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell the server the message is still being worked on, so it is not redelivered."""
+        interval = max(self.config.ack_wait / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _dead_letter(
+        self, inbox: Inbox, msg: Msg, headers: dict[str, str], exc: Exception, attempt: int
+    ) -> None:
+        """Store the message with the reason on `rig.dlq.<durable>`, then terminate it.
+
+        If the dead letter cannot be stored the message is nak'ed instead: it is never
+        dropped without a trace.
+        """
+        error = (
+            exc.to_dict()
+            if isinstance(exc, RigError)
+            else {"code": "internal_error", "message": repr(exc)}
+        )
+        letter = DeadLetter(
+            actor=inbox.durable,
+            subject=msg.subject,
+            reason=error["message"],
+            error=error,
+            data=msg.data,
+            headers=headers,
+            deliveries=attempt,
+        )
+        self.log.warning("message.dead_lettered", reason=letter.reason, code=error["code"])
+        try:
+            await self.js.publish(self.names.dlq(inbox.durable), encode(letter))
+        except Exception as publish_error:
+            self.log.error("dlq.publish_failed", error=repr(publish_error))
+            await msg.nak(delay=self.config.nak_delay)
+            return
+        await msg.term()
+
+    # --- request/reply -----------------------------------------------------------
+
+    async def _serve(self, endpoint: Endpoint) -> None:
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def on_request(msg: Msg) -> None:
+            # One callback runs at a time per subscription: hand off to a task, but
+            # wait for a permit first, so a flood of requests queues in NATS, not here.
+            await limit.acquire()
+            task = asyncio.create_task(self._answer(endpoint, msg))
+            task.add_done_callback(lambda _t: limit.release())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+        await self.nc.subscribe(endpoint.subject, queue=self.names.api_queue, cb=on_request)
+
+    async def _answer(self, endpoint: Endpoint, msg: Msg) -> None:
+        headers = headers_of(msg)
+        encoding = _reply_encoding(msg.data, headers)
+        try:
+            request, encoding = decode_as(endpoint.model, msg.data, headers)
+            reply: Any = await endpoint.responder(request)
+        except RigError as exc:
+            reply = ErrorReply(error=exc.to_dict())
+        except Exception as exc:
+            self.log.exception("endpoint.failed", subject=endpoint.subject)
+            reply = ErrorReply(error={"code": "internal_error", "message": repr(exc)})
+        if not msg.reply:
+            return
+        try:
+            await self.nc.publish(
+                msg.reply, encode(reply, encoding), headers=encoding.headers or None
+            )
+        except Exception as exc:
+            self.log.warning("endpoint.reply_failed", error=repr(exc))
+
+
+def _reply_encoding(data: bytes, headers: dict[str, str]) -> Encoding:
+    """The encoding to answer in, decided before (and whether or not) the request decodes.
+
+    The header decides when there is one. Otherwise a body that is UTF-8 text gets
+    JSON (someone typing at the `nats` CLI can read the error); a msgpack map never
+    is valid UTF-8, since its first byte is 0x80-0x8f, 0xde or 0xdf.
+    """
+    try:
+        if Header.CONTENT_TYPE in headers:
+            return sniff(data, headers)
+    except ProtocolError:
+        pass
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Encoding.MSGPACK
+    return Encoding.JSON

@@ -1,0 +1,308 @@
+"""The `rig` command line.
+
+Exit codes: 0 success; 1 the job ended in a status other than `succeeded`;
+2 a usage or connection error, an unknown job or agent, a bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from actors._client import RigClient
+from actors._config import DEFAULT_NATS_URL, RigConfig
+from protocols import Event, JobInfo, RigError
+
+EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR = 0, 1, 2
+
+_ENV_HELP = f"""
+environment:
+  RIG_NATS_URL   NATS server URL (default {DEFAULT_NATS_URL})
+  RIG_PREFIX     namespace of subjects, streams and buckets (default rig)
+  RIG_HOME       local data folder: ledger, rig up's server (default ./.rig)
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        raise SystemExit(EXIT_ERROR)
+    try:
+        code = args.run(args)
+    except KeyboardInterrupt:
+        code = 130
+    except RigError as exc:
+        _error(args, exc.to_dict())
+        code = EXIT_ERROR
+    except TimeoutError as exc:
+        _error(args, {"code": "timeout", "message": str(exc)})
+        code = EXIT_ERROR
+    raise SystemExit(code)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rig",
+        description="Run LLM agents as finite-state machines on NATS JetStream.",
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = parser.add_subparsers(title="commands", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    up = verbs.add_parser(
+        "up",
+        parents=[common],
+        help="start nats-server and the actors, restart any that die",
+        description="Start nats-server (unless RIG_NATS_URL is set, then use that server) "
+        "and the actor processes the config lists; restart an actor that dies; stop "
+        "everything on Ctrl-C or SIGTERM.",
+    )
+    up.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file of [[actor]] class/count entries "
+        "(default: the refund example, one process each)",
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        help="client port of the started nats-server (default: nats.conf's, 4222)",
+    )
+    up.add_argument(
+        "--monitor-port",
+        type=int,
+        help="monitoring port of the started server (default: nats.conf's, 8222)",
+    )
+    up.set_defaults(run=_up)
+
+    actor = verbs.add_parser("actor", help="run one actor process")
+    actor_verbs = actor.add_subparsers(title="commands", metavar="COMMAND")
+    run = actor_verbs.add_parser(
+        "run",
+        parents=[common],
+        help="run MODULE:CLASS as an actor process",
+        description="Run one actor process; the current directory is importable.",
+    )
+    run.add_argument(
+        "target",
+        metavar="MODULE:CLASS",
+        help="e.g. actors:Supervisor or examples.greeter:GreeterAgent",
+    )
+    run.set_defaults(run=_actor_run)
+
+    agents = verbs.add_parser("agents", parents=[common], help="list the registered agents")
+    agents.set_defaults(run=_agents)
+
+    submit = verbs.add_parser("submit", parents=[common], help="start a job")
+    submit.add_argument("agent", help="agent name (see `rig agents`)")
+    submit.add_argument("--input", required=True, help="the job's input, a JSON object")
+    submit.add_argument("--job-id", help="choose the job id (makes the submit idempotent)")
+    submit.add_argument("--max-steps", type=int, help="override the agent's step limit")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job is terminal or waiting for a human, then print "
+        "its status (exit 0 only if it succeeded)",
+    )
+    submit.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS")
+    submit.set_defaults(run=_submit)
+
+    status = verbs.add_parser("status", parents=[common], help="show a job's status")
+    status.add_argument("job_id", metavar="JOB")
+    status.set_defaults(run=_status)
+
+    watch = verbs.add_parser(
+        "watch",
+        parents=[common],
+        help="print a job's events until it ends",
+        description="Print the job's journal from the start, then its events as they "
+        "happen; exit when the job is terminal: 0 if it succeeded, 1 otherwise.",
+    )
+    watch.add_argument("job_id", metavar="JOB")
+    watch.add_argument("--timeout", type=float, help="give up after SECONDS (exit 2)")
+    watch.set_defaults(run=_watch)
+    return parser
+
+
+# --- verbs ---------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    from actors._up import UpConfig, run_up
+
+    config = UpConfig.load(args.config)
+    return asyncio.run(
+        run_up(config, port=args.port, monitor_port=args.monitor_port, json_output=args.json)
+    )
+
+
+def _actor_run(args: argparse.Namespace) -> int:
+    cls = load_actor_class(args.target)
+    if args.json:
+        os.environ.setdefault("RIG_LOG_FORMAT", "json")
+    asyncio.run(cls().run())
+    return EXIT_OK
+
+
+def _agents(args: argparse.Namespace) -> int:
+    infos = _with_client(lambda rig: rig.agents())
+    if args.json:
+        _print_json([{"name": i.name, "example_input": i.example_input} for i in infos])
+    elif not infos:
+        print("no agents registered (start one: rig up, or rig actor run MODULE:CLASS)")
+    else:
+        for info in infos:
+            print(f"{info.name}  {info.description}")
+            print(f"    example input: {json.dumps(info.example_input)}")
+    return EXIT_OK
+
+
+def _submit(args: argparse.Namespace) -> int:
+    try:
+        job_input = json.loads(args.input)
+    except ValueError as exc:
+        raise _usage(f"--input is not JSON: {exc}") from None
+    if not isinstance(job_input, dict):
+        raise _usage("--input must be a JSON object")
+
+    async def go(rig: RigClient) -> Any:
+        reply = await rig.submit(
+            args.agent, job_input, job_id=args.job_id, max_steps=args.max_steps
+        )
+        if not args.wait:
+            return reply
+        return await rig.wait(reply.job_id, timeout=args.timeout)
+
+    result = _with_client(go)
+    if isinstance(result, JobInfo):
+        _show_status(result, args.json)
+        return EXIT_OK if result.status == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+    if args.json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        print(f"accepted job {result.job_id}  (rig watch {result.job_id})")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    info = _with_client(lambda rig: rig.status(args.job_id))
+    _show_status(info, args.json)
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    async def go(rig: RigClient) -> str:
+        await rig.status(args.job_id)  # raises UnknownJobError for a job that does not exist
+        final = ""
+        async for event in rig.events(args.job_id, timeout=args.timeout):
+            if args.json:
+                _print_json(event.model_dump(mode="json"))
+            else:
+                print(_describe(event), flush=True)
+            if event.type == "status":
+                final = str(event.data.get("status"))
+        return final
+
+    final = _with_client(go)
+    return EXIT_OK if final == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def load_actor_class(target: str) -> type:
+    """Import `MODULE:CLASS` (the current directory is importable) and check it is an Actor."""
+    from actors._actor import Actor
+
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise _usage(f"{target!r} is not MODULE:CLASS (e.g. actors:Supervisor)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise _usage(f"cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise _usage(f"{target!r} is not an Actor subclass")
+    return cls
+
+
+def _with_client(work: Callable[[RigClient], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        config = RigConfig.from_env()
+        config = RigConfig(
+            nats_url=config.nats_url, names=config.names, home=config.home, connect_timeout=5.0
+        )
+        async with await RigClient.connect(config) as rig:
+            return await work(rig)
+
+    return asyncio.run(go())
+
+
+def _show_status(info: JobInfo, as_json: bool) -> None:
+    if as_json:
+        _print_json(info.model_dump(mode="json"))
+        return
+    print(f"job     {info.job_id}")
+    print(f"agent   {info.agent}")
+    print(f"status  {info.status}")
+    print(f"state   {info.state}   steps {info.steps}/{info.max_steps}")
+    print(f"path    {' -> '.join(info.path)}")
+    if info.result is not None:
+        print(f"result  {json.dumps(info.result)}")
+    if info.error is not None:
+        print(f"error   {info.error.get('message')}")
+
+
+def _describe(event: Event) -> str:
+    data = event.data
+    head = f"#{event.seq:<3} step {event.step:<2} {event.type:<11}"
+    match event.type:
+        case "decision":
+            extra = " (fallback: " + data.get("reason", "") + ")" if data.get("fallback") else ""
+            return f"{head} {data.get('state')} -> edge {data.get('edge')}{extra}"
+        case "tool_call":
+            return f"{head} {data.get('tool')}({json.dumps(data.get('args'))})"
+        case "tool_result":
+            outcome = json.dumps(data.get("result")) if data.get("ok") else data.get("error")
+            return f"{head} {data.get('tool')} [{data.get('ledger')}] {outcome}"
+        case "verdict":
+            verdict = "pass" if data.get("passed") else "FAIL"
+            return f"{head} {data.get('verifier')}: {verdict} {data.get('reason', '')}"
+        case "transition":
+            return f"{head} {data.get('source')} -> {data.get('target')}"
+        case "status":
+            return f"{head} {data.get('status')} in {data.get('state')}"
+    return f"{head} {json.dumps(data)}"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value), flush=True)
+
+
+def _error(args: argparse.Namespace, error: dict[str, Any]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": error}), flush=True)
+    else:
+        print(f"rig: {error.get('code')}: {error.get('message')}", file=sys.stderr)
+
+
+class _UsageError(RigError):
+    code = "usage_error"
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)

@@ -1,0 +1,177 @@
+"""`RigClient`: submit jobs, read their status, follow their journal. Used by the CLI.
+
+async with await RigClient.connect() as rig:
+    job = await rig.submit("refund", {"order_id": "A-1001", "amount": 25})
+    info = await rig.wait(job.job_id, timeout=60)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from pydantic import BaseModel
+
+from actors._config import RigConfig
+from actors._nats import connect, ensure_topology
+from protocols import (
+    TERMINAL_STATUSES,
+    AgentInfo,
+    Event,
+    JobInfo,
+    PayloadTooLargeError,
+    RigConnectionError,
+    RigError,
+    StatusRequest,
+    SubmitReply,
+    SubmitRequest,
+    decode,
+    decode_as,
+    encode,
+    error_from_dict,
+)
+
+R = TypeVar("R", bound=BaseModel)
+
+# Statuses after which waiting longer is pointless for a caller: terminal, or parked
+# until a person acts.
+SETTLED_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
+
+
+class RigClient:
+    """A connection to a Rig deployment, for programs and the `rig` CLI."""
+
+    def __init__(self, nc: Client, config: RigConfig, *, request_timeout: float = 10.0) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.config = config
+        self.names = config.names
+        self.request_timeout = request_timeout
+
+    @classmethod
+    async def connect(cls, config: RigConfig | None = None, **kwargs: Any) -> RigClient:
+        config = config or RigConfig.from_env()
+        return cls(await connect(config, name="rig-client", log_events=False), config, **kwargs)
+
+    async def __aenter__(self) -> RigClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+
+    async def submit(
+        self,
+        agent: str,
+        input: dict[str, Any],
+        *,
+        job_id: str | None = None,
+        max_steps: int | None = None,
+    ) -> SubmitReply:
+        """Start a job; returns once the job is durably stored."""
+        request = SubmitRequest(agent=agent, input=input, job_id=job_id, max_steps=max_steps)
+        return await self._request(self.names.api_submit, request, SubmitReply)
+
+    async def status(self, job_id: str) -> JobInfo:
+        return await self._request(self.names.api_status, StatusRequest(job_id=job_id), JobInfo)
+
+    async def agents(self) -> list[AgentInfo]:
+        """The agents that have registered, by name."""
+        try:
+            kv = await self.js.key_value(self.names.agents_bucket)
+            keys = await kv.keys()
+        except (BucketNotFoundError, NotFoundError):
+            return []
+        except nats.js.errors.NoKeysError:
+            return []
+        infos = []
+        for key in sorted(keys):
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(key)
+                if entry.value:
+                    infos.append(decode_as(AgentInfo, entry.value)[0])
+        return infos
+
+    async def events(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Event]:
+        """The job's journal from its first event; stops after the terminal status event.
+
+        Raises `TimeoutError` if `timeout` seconds pass before the job ends.
+        """
+        await ensure_topology(self.js, self.names)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sub = await self.js.subscribe(
+            self.names.events(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            while True:
+                wait = 5.0 if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+                try:
+                    msg = await sub.next_msg(timeout=min(wait, 5.0))
+                except nats.errors.TimeoutError:
+                    continue
+                event, _ = decode_as(Event, msg.data)
+                yield event
+                if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
+        """Wait until the job is terminal or waiting for a human; return its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async for event in self.events(job_id, timeout=timeout):
+            if event.type == "status" and event.data.get("status") in SETTLED_STATUSES:
+                break
+        info = await self.status(job_id)
+        # The journal can run ahead of the snapshot only within one transition.
+        while info.status not in SETTLED_STATUSES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not settle within {timeout} s")
+            info = await self.status(job_id)
+        return info
+
+    async def _request(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
+        try:
+            msg = await self.nc.request(subject, encode(request), timeout=self.request_timeout)
+        except nats.errors.NoRespondersError:
+            raise RigConnectionError(
+                f"no supervisor answers on {subject}; start one (`rig up`, or "
+                "`rig actor run actors:Supervisor`)",
+                subject=subject,
+            ) from None
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLargeError(
+                f"the request is larger than the server's max_payload ({self.nc.max_payload} "
+                "bytes)",
+                limit=self.nc.max_payload,
+            ) from exc
+        except nats.errors.TimeoutError:
+            raise RigConnectionError(
+                f"no answer on {subject} within {self.request_timeout} s", subject=subject
+            ) from None
+        body, _ = decode(msg.data, dict(msg.headers or {}))
+        if isinstance(body, dict) and set(body) == {"error"}:
+            raise error_from_dict(body["error"])
+        try:
+            return reply_type.model_validate(body)
+        except Exception as exc:
+            raise RigError(f"unexpected reply on {subject}: {body!r}") from exc

@@ -1,0 +1,61 @@
+"""Settings shared by every actor and the CLI, read from the environment.
+
+| variable          | default                   | meaning                                         |
+| ----------------- | ------------------------- | ----------------------------------------------- |
+| `RIG_NATS_URL`    | `nats://127.0.0.1:4222`   | the NATS server (comma-separate several)        |
+| `RIG_PREFIX`      | `rig`                     | namespace of every subject, stream and bucket   |
+| `RIG_HOME`        | `./.rig`                  | local data: the ledger file, `rig up`'s server  |
+| `RIG_ACK_WAIT`    | `30`                      | seconds before an unacknowledged message is redelivered |
+| `RIG_CONCURRENCY` | `64`                      | handlers one actor process runs at once         |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocols import Names
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RigConfig:
+    """Where Rig connects and keeps its data; `RigConfig.from_env()` reads the variables above."""
+
+    nats_url: str = DEFAULT_NATS_URL
+    names: Names = field(default_factory=Names)
+    home: Path = Path(".rig")
+    ack_wait: float = 30.0
+    concurrency: int = 64
+    batch: int = 32
+    fetch_timeout: float = 2.0
+    max_deliver: int = 10
+    nak_delay: float = 1.0
+    drain_timeout: float = 10.0
+    connect_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> RigConfig:
+        return cls(
+            nats_url=os.environ.get("RIG_NATS_URL") or DEFAULT_NATS_URL,
+            names=Names(os.environ.get("RIG_PREFIX") or "rig"),
+            home=Path(os.environ.get("RIG_HOME") or ".rig"),
+            ack_wait=_env_float("RIG_ACK_WAIT", 30.0),
+            concurrency=int(_env_float("RIG_CONCURRENCY", 64)),
+        )
+
+    @property
+    def servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]

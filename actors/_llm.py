@@ -1,0 +1,110 @@
+"""What an agent asks its LLM, what comes back, and an offline stand-in that follows rules.
+
+An LLM in Rig only routes: given the current state, its edges and the job's context,
+it names one edge (and the edge's arguments) as JSON text:
+
+    {"edge": "approve", "args": {"amount": 25.0}}
+
+Anything else (not JSON, an edge that does not exist, args that are not an object) is
+re-asked with the error in `RoutePrompt.feedback`, then replaced by the state's safe edge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from protocols import Edge, JobContext, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePrompt:
+    """One routing question: which edge of `state` should the job take?"""
+
+    agent: str
+    state: str
+    description: str
+    edges: tuple[Edge, ...]
+    context: JobContext
+    feedback: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        """The prompt as text, for a model that reads text."""
+        lines = [
+            f"You are routing a job of agent {self.agent!r}. Current state: {self.state!r}.",
+            self.description,
+            'Pick exactly one edge and answer with JSON: {"edge": "<name>", "args": {...}}. Edges:',
+        ]
+        lines += [f"- {edge.name}: {edge.description}" for edge in self.edges]
+        lines.append(f"Job context: {self.context.model_dump_json()}")
+        lines += [f"Your previous answer was rejected: {problem}" for problem in self.feedback]
+        return "\n".join(line for line in lines if line)
+
+    def retry_with(self, problem: str) -> RoutePrompt:
+        return RoutePrompt(
+            self.agent,
+            self.state,
+            self.description,
+            self.edges,
+            self.context,
+            (*self.feedback, problem),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LLMReply:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+
+
+class LLM(Protocol):
+    """Anything that answers a `RoutePrompt` with text. Raise `RetryableError` for outages."""
+
+    async def complete(self, prompt: RoutePrompt) -> LLMReply: ...
+
+
+Choice = tuple[str, dict[str, Any]]
+Rule = Callable[[RoutePrompt], str | Choice]
+
+
+class RuleLLM:
+    """An offline LLM stand-in: a function picks the edge; the reply is the JSON a model would write.
+
+    The function gets the prompt and returns an edge name, or `(edge, args)`. Token
+    usage is estimated at four characters a token, so budgets see plausible numbers.
+    """
+
+    def __init__(self, rule: Rule) -> None:
+        self._rule = rule
+
+    async def complete(self, prompt: RoutePrompt) -> LLMReply:
+        choice = self._rule(prompt)
+        edge, args = (choice, {}) if isinstance(choice, str) else choice
+        text = json.dumps({"edge": edge, "args": args})
+        usage = Usage(input_tokens=len(prompt.render()) // 4, output_tokens=len(text) // 4)
+        return LLMReply(text=text, usage=usage)
+
+
+class InvalidAnswer(Exception):
+    """The LLM's reply cannot be used; the message is fed back to it on a re-ask."""
+
+
+def parse_answer(text: str, edges: tuple[Edge, ...]) -> Choice:
+    """Turn a model's reply into `(edge, args)`, or raise `InvalidAnswer` saying what is wrong."""
+    try:
+        answer = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise InvalidAnswer(f"the answer is not JSON ({exc})") from None
+    if not isinstance(answer, dict):
+        raise InvalidAnswer("the answer must be a JSON object with 'edge' and 'args'")
+    edge, args = answer.get("edge"), answer.get("args", {})
+    names = [e.name for e in edges]
+    if not isinstance(edge, str) or edge not in names:
+        raise InvalidAnswer(f"edge {edge!r} is not one of {', '.join(names)}")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise InvalidAnswer("'args' must be a JSON object")
+    return edge, args

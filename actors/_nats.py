@@ -1,0 +1,157 @@
+"""Connecting to NATS and making sure Rig's streams and buckets exist.
+
+Every actor and the CLI call `ensure_topology` when they start; it creates what is
+missing and leaves what exists alone, so processes may start in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from actors._config import RigConfig
+from protocols import Names, RigConnectionError
+
+log = structlog.get_logger("rig.nats")
+
+# How long a published Nats-Msg-Id is remembered: a re-publish of the same id within
+# this window is dropped by the server. Two minutes covers a crashed actor's restart
+# and redelivery; the supervisor's step check catches anything later.
+DUPLICATE_WINDOW_S = 120.0
+EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+
+
+async def connect(config: RigConfig, *, name: str, log_events: bool = True) -> Client:
+    """Connect, retrying until `config.connect_timeout`; once connected, reconnect forever.
+
+    nats-py's defaults give up after 60 reconnect attempts and ping every two minutes;
+    an actor must outlive a server restart, so both are changed here.
+    """
+    # With unlimited reconnects nats-py retries the first connect forever too; the
+    # deadline is what turns "no server" into an error.
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=config.servers,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                ping_interval=5,
+                max_outstanding_pings=3,
+                connect_timeout=2,
+                error_cb=_on_error if log_events else _ignore,
+                disconnected_cb=_on_disconnected if log_events else None,
+                reconnected_cb=_on_reconnected if log_events else None,
+            ),
+            timeout=config.connect_timeout,
+        )
+    except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
+        raise RigConnectionError(
+            f"cannot reach NATS at {config.nats_url} within {config.connect_timeout:g} s; "
+            "is nats-server running? (`rig up` starts one; RIG_NATS_URL points elsewhere)",
+            url=config.nats_url,
+        ) from exc
+
+
+_last_error_log = 0.0
+
+
+async def _on_error(exc: Exception) -> None:
+    # While the server is away every reconnect attempt fails: log one line per 10 s.
+    global _last_error_log
+    if time.monotonic() - _last_error_log > 10:
+        _last_error_log = time.monotonic()
+        log.warning("nats.error", error=str(exc) or type(exc).__name__)
+
+
+async def _ignore(exc: Exception) -> None:
+    pass
+
+
+async def _on_disconnected() -> None:
+    log.warning("nats.disconnected")
+
+
+async def _on_reconnected() -> None:
+    log.info("nats.reconnected")
+
+
+def stream_configs(names: Names) -> list[StreamConfig]:
+    """The three streams of a Rig deployment."""
+    return [
+        StreamConfig(
+            name=names.work_stream,
+            description="Rig commands to actors and their reports (work queue)",
+            subjects=[names.work_all],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=names.events_stream,
+            description="Rig job journals, one subject per job",
+            subjects=[names.events_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=EVENTS_MAX_AGE_S,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=names.dlq_stream,
+            description="Rig dead letters: messages an actor could not accept",
+            subjects=[names.dlq_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=DLQ_MAX_AGE_S,
+            discard=DiscardPolicy.OLD,
+        ),
+    ]
+
+
+async def ensure_topology(js: JetStreamContext, names: Names) -> None:
+    """Create Rig's streams and KV buckets if they are missing."""
+    for config in stream_configs(names):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("stream.created", stream=config.name)
+    for bucket, description in (
+        (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
+        (names.agents_bucket, "Rig agent registry: graph and example input per agent"),
+    ):
+        await _ensure_bucket(js, bucket, description)
+
+
+async def _ensure_bucket(js: JetStreamContext, bucket: str, description: str) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        kv = await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket, description=description, history=1, storage=StorageType.FILE
+            )
+        )
+        log.info("bucket.created", bucket=bucket)
+        return kv
+
+
+def headers_of(msg: Any) -> dict[str, str]:
+    return dict(msg.headers) if msg.headers else {}

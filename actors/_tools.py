@@ -1,0 +1,291 @@
+"""The tool executor: runs tools for the supervisor, each call through the idempotency ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, overload
+
+import pydantic
+
+from actors._actor import Actor, Delivery, Inbox
+from actors._ledger import Ledger
+from protocols import (
+    NonRetryableError,
+    RetryableError,
+    ToolCall,
+    ToolResult,
+    canonical,
+    check_token,
+    explain,
+    idempotency_key,
+    msg_id,
+)
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """The call a tool is running for: pass `key` downstream as an `Idempotency-Key`."""
+
+    job_id: str
+    step: int
+    tool: str
+    key: str
+    epoch: int
+
+
+_current: ContextVar[ToolContext] = ContextVar("rig_tool_context")
+
+
+def tool_context() -> ToolContext:
+    """The call the running tool serves; only valid inside a `@tool` method."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("tool_context() is only available while a tool runs") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """How a tool behaves: set with `@tool(...)`."""
+
+    name: str
+    side_effects: bool
+    timeout: float
+    lease: float
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(
+    *, name: str | None = None, side_effects: bool = True, timeout: float = 60.0
+) -> Callable[[F], F]: ...
+def tool(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    side_effects: bool = True,
+    timeout: float = 60.0,
+) -> F | Callable[[F], F]:
+    """Mark an async method of a `ToolExecutor` as a tool the graph's edges can name.
+
+    The method's parameters are the tool's arguments, validated with pydantic from its
+    annotations. `side_effects=True` (the default, the safe assumption) means a call
+    whose outcome is unknown (the executor died mid-call) is never run again blindly.
+    `timeout` bounds one run; the ledger lease is the timeout plus a margin.
+    """
+
+    def mark(f: F) -> F:
+        spec = ToolSpec(
+            name=check_token(name or f.__name__, what="tool name"),
+            side_effects=side_effects,
+            timeout=timeout,
+            lease=timeout + 30.0,
+        )
+        f._rig_tool = spec  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class ToolExecutor(Actor):
+    """Runs tools at most once per job and arguments, whatever JetStream redelivers.
+
+    To write your own: subclass, and mark async methods with `@tool`:
+
+        class Payments(ToolExecutor):
+            name = "payments"
+
+            @tool(side_effects=True)
+            async def refund(self, order_id: str, amount: float) -> dict:
+                return await bank.refund(order_id, amount)
+
+    Consumes `rig.work.tool.<tool>` (durable `tool-<tool>`) for each of its tools:
+    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor`.
+
+    Every call first claims its key (a hash of job id, tool and canonical args) in
+    the SQLite ledger at `$RIG_HOME/ledger.sqlite3`. Only a fresh claim runs the tool;
+    a repeat of a finished call returns the recorded result (`ledger="hit"`); a call
+    still running elsewhere is retried later; a side-effecting call whose executor
+    died mid-run comes back as the error `effect_unknown` and is not run again.
+
+    A tool signals a failure worth retrying with `RetryableError`; any other exception
+    is a final failure, recorded and returned to the supervisor as `ok=False`.
+    """
+
+    tools: ClassVar[dict[str, tuple[ToolSpec, Callable[..., Awaitable[Any]]]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found = dict(cls.tools)
+        for attr in dir(cls):
+            spec = getattr(getattr(cls, attr, None), "_rig_tool", None)
+            if isinstance(spec, ToolSpec):
+                found[spec.name] = (spec, pydantic.validate_call(getattr(cls, attr)))
+        cls.tools = found
+
+    async def on_start(self) -> None:
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
+
+    async def on_stop(self) -> None:
+        await self.ledger.close()
+
+    def inboxes(self) -> list[Inbox]:
+        return [
+            Inbox(
+                durable=self.names.tool_durable(name),
+                subject=self.names.tool(name),
+                model=ToolCall,
+                handler=self.on_call,
+            )
+            for name in self.tools
+        ]
+
+    async def on_call(self, call: ToolCall, delivery: Delivery) -> None:
+        result = await self.execute(call)
+        await self.publish(
+            self.names.supervisor, result, msg_id=msg_id(call.job_id, call.step, "tool_result")
+        )
+
+    async def execute(self, call: ToolCall) -> ToolResult:
+        """Run `call` through the ledger and say what happened; raise to nak."""
+        if call.tool not in self.tools:
+            raise NonRetryableError(f"{self.name} has no tool {call.tool!r}", tool=call.tool)
+        spec, fn = self.tools[call.tool]
+        key = idempotency_key(call.job_id, call.tool, call.args)
+        try:
+            args_hash = hashlib.sha256(canonical(call.args)).hexdigest()
+        except (TypeError, ValueError) as exc:
+            return _failed(call, key, "invalid_args", f"arguments are not JSON: {exc}")
+        claim = await self.ledger.claim(
+            key,
+            job_id=call.job_id,
+            tool=call.tool,
+            args_hash=args_hash,
+            lease=spec.lease,
+            side_effects=spec.side_effects,
+        )
+        match claim.outcome:
+            case "succeeded":
+                assert claim.record is not None
+                return _ok(call, key, claim.record.result, ledger="hit")
+            case "failed":
+                assert claim.record is not None and claim.record.error is not None
+                return ToolResult(
+                    job_id=call.job_id,
+                    step=call.step,
+                    tool=call.tool,
+                    key=key,
+                    ok=False,
+                    error=claim.record.error,
+                    ledger="hit",
+                )
+            case "busy":
+                raise RetryableError(
+                    "the call is running elsewhere",
+                    delay=min(max(claim.retry_after, 0.1), 5.0),
+                    key=key,
+                )
+            case "unknown":
+                return _failed(
+                    call,
+                    key,
+                    "effect_unknown",
+                    "an earlier run died mid-call; the effect may have happened, "
+                    "so the tool is not run again",
+                    ledger="hit",
+                )
+            case "conflict":
+                return _failed(
+                    call,
+                    key,
+                    "key_conflict",
+                    "this idempotency key was used with other arguments",
+                    ledger="hit",
+                )
+        return await self._run(call, key, spec, fn, claim.epoch)
+
+    async def _run(
+        self,
+        call: ToolCall,
+        key: str,
+        spec: ToolSpec,
+        fn: Callable[..., Awaitable[Any]],
+        epoch: int,
+    ) -> ToolResult:
+        try:
+            value = await self._invoke(call, key, epoch, spec, fn)
+            json.dumps(value)  # a result must be JSON to be recorded and sent
+        except RetryableError:
+            await self.ledger.fail(key, epoch, {"code": "retryable"}, retryable=True)
+            raise
+        except pydantic.ValidationError as exc:
+            error = {"code": "invalid_args", "message": explain(exc)}
+        except TimeoutError:
+            if spec.side_effects:
+                # The effect may be under way: leave the claim to expire into `unknown`.
+                raise RetryableError(f"tool {call.tool} timed out", delay=1.0) from None
+            error = {"code": "timeout", "message": f"no result within {spec.timeout} s"}
+        except (TypeError, ValueError) as exc:
+            error = {"code": "bad_result", "message": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:
+            error = {"code": "tool_error", "message": f"{type(exc).__name__}: {exc}"}
+        else:
+            if not await self.ledger.complete(key, epoch, value):
+                self.log.warning("ledger.fenced", key=key, epoch=epoch)
+            return _ok(call, key, value, ledger="miss")
+        await self.ledger.fail(key, epoch, error, retryable=False)
+        return ToolResult(
+            job_id=call.job_id, step=call.step, tool=call.tool, key=key, ok=False, error=error
+        )
+
+    async def _invoke(
+        self,
+        call: ToolCall,
+        key: str,
+        epoch: int,
+        spec: ToolSpec,
+        fn: Callable[..., Awaitable[Any]],
+    ) -> Any:
+        token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch))
+        try:
+            return await asyncio.wait_for(fn(self, **call.args), spec.timeout)
+        finally:
+            _current.reset(token)
+
+
+def _ok(call: ToolCall, key: str, value: Any, *, ledger: Any) -> ToolResult:
+    return ToolResult(
+        job_id=call.job_id,
+        step=call.step,
+        tool=call.tool,
+        key=key,
+        ok=True,
+        result=value,
+        ledger=ledger,
+    )
+
+
+def _failed(
+    call: ToolCall, key: str, code: str, message: str, *, ledger: Any = "miss"
+) -> ToolResult:
+    return ToolResult(
+        job_id=call.job_id,
+        step=call.step,
+        tool=call.tool,
+        key=key,
+        ok=False,
+        error={"code": code, "message": message},
+        ledger=ledger,
+    )

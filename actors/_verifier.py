@@ -1,0 +1,96 @@
+"""The verifier actor: checks what a tool returned before the job moves on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar, overload
+
+from actors._actor import Actor, Delivery, Inbox
+from protocols import NonRetryableError, Verdict, VerifyRequest, check_token, msg_id
+
+Check = Callable[[Any, VerifyRequest], Awaitable[bool | tuple[bool, str]]]
+F = TypeVar("F", bound=Check)
+
+
+@overload
+def verifier(fn: F, /) -> F: ...
+@overload
+def verifier(*, name: str | None = None, timeout: float = 30.0) -> Callable[[F], F]: ...
+def verifier(
+    fn: F | None = None, /, *, name: str | None = None, timeout: float = 30.0
+) -> F | Callable[[F], F]:
+    """Mark an async method of a `Verifier` as a check the graph's edges can name.
+
+    The method gets the `VerifyRequest` (tool, args, result, job context) and returns
+    `True`/`False` or `(passed, reason)`. An exception counts as a failed check, with
+    the exception as the reason.
+    """
+
+    def mark(f: F) -> F:
+        f._rig_verifier = (check_token(name or f.__name__, what="verifier name"), timeout)  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class Verifier(Actor):
+    """Checks tool results: pass moves the job along its edge, fail sends it to `on_fail`.
+
+    To write your own: subclass and mark async methods with `@verifier`:
+
+        class RefundChecks(Verifier):
+            name = "refund-checks"
+
+            @verifier
+            async def refund_matches(self, request: VerifyRequest) -> tuple[bool, str]:
+                ok = request.result["amount"] == request.args["amount"]
+                return ok, "amount refunded matches the request" if ok else "amount differs"
+
+    Consumes `rig.work.verify.<verifier>` (durable `verify-<verifier>`) for each of its
+    checks: `VerifyRequest`. Publishes `Verdict` on `rig.work.supervisor`.
+    """
+
+    checks: ClassVar[dict[str, tuple[float, Check]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found = dict(cls.checks)
+        for attr in dir(cls):
+            mark = getattr(getattr(cls, attr, None), "_rig_verifier", None)
+            if mark is not None:
+                found[mark[0]] = (mark[1], getattr(cls, attr))
+        cls.checks = found
+
+    def inboxes(self) -> list[Inbox]:
+        return [
+            Inbox(
+                durable=self.names.verifier_durable(name),
+                subject=self.names.verifier(name),
+                model=VerifyRequest,
+                handler=self.on_request,
+            )
+            for name in self.checks
+        ]
+
+    async def on_request(self, request: VerifyRequest, delivery: Delivery) -> None:
+        if request.verifier not in self.checks:
+            raise NonRetryableError(
+                f"{self.name} has no verifier {request.verifier!r}", verifier=request.verifier
+            )
+        timeout, check = self.checks[request.verifier]
+        try:
+            outcome = await asyncio.wait_for(check(self, request), timeout)
+            passed, reason = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
+        except Exception as exc:
+            passed, reason = False, f"the check raised {type(exc).__name__}: {exc}"
+        verdict = Verdict(
+            job_id=request.job_id,
+            step=request.step,
+            verifier=request.verifier,
+            passed=bool(passed),
+            reason=str(reason),
+        )
+        await self.publish(
+            self.names.supervisor, verdict, msg_id=msg_id(request.job_id, request.step, "verdict")
+        )

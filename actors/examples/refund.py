@@ -1,0 +1,204 @@
+"""The shipped example: a refund agent whose refunds are real side effects.
+
+    triage --lookup(lookup_order)--> review --approve--> refunding --refund(issue_refund,
+       |                               |                    |          verified by refund_matches)--> done
+       '--escalate--> human <----------+--escalate----------'
+                                       '--deny--> denied
+
+The LLM is `RuleLLM`, a rule-based stand-in, so the example runs offline. Refunds are
+written to `$RIG_HOME/refunds.sqlite3`, an effects sink that the ledger knows nothing
+about: counting its rows is how the tests prove a refund happens at most once.
+
+Run it (each in its own terminal, or all at once with `rig up`):
+
+    rig actor run actors:Supervisor
+    rig actor run actors.examples.refund:RefundAgent
+    rig actor run actors.examples.refund:RefundTools
+    rig actor run actors.examples.refund:RefundChecks
+    rig submit refund --input '{"order_id": "A-1001", "amount": 25, "reason": "damaged"}' --wait
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, tool_context, verifier
+from protocols import Edge, Graph, State, VerifyRequest
+
+# Refunds above this go to a person, whatever the order says.
+AUTO_APPROVE_LIMIT = 500.0
+
+
+def find_order(order_id: str) -> dict[str, Any]:
+    """The pretend order database: `A-<n>` exists; every tenth order is still in transit."""
+    match = re.fullmatch(r"A-(\d{1,9})", order_id)
+    if match is None:
+        return {"found": False, "order_id": order_id}
+    n = int(match.group(1))
+    return {
+        "found": True,
+        "order_id": order_id,
+        "status": "in_transit" if n % 10 == 3 else "delivered",
+        "total": float(20 + (n * 37) % 980),
+    }
+
+
+def route(prompt: RoutePrompt) -> str | tuple[str, dict[str, Any]]:
+    """What a careful support agent would do; stands in for the LLM."""
+    request = prompt.context.input
+    if prompt.state == "triage":
+        order_id = request.get("order_id")
+        return ("lookup", {"order_id": order_id}) if isinstance(order_id, str) else "escalate"
+    if prompt.state == "review":
+        order = prompt.context.results.get("lookup_order", {})
+        amount = request.get("amount")
+        if not isinstance(amount, int | float) or amount <= 0:
+            return "escalate"
+        if not order.get("found") or order.get("status") != "delivered":
+            return "deny"
+        if amount > order["total"]:
+            return "deny"
+        if amount > AUTO_APPROVE_LIMIT:
+            return "escalate"
+        return "approve"
+    if prompt.state == "refunding":
+        return "refund", {"order_id": request["order_id"], "amount": float(request["amount"])}
+    return "escalate"
+
+
+class RefundAgent(Agent):
+    """Decides customer refund requests: look the order up, approve or deny, refund, verify."""
+
+    name = "refund"
+    graph = Graph(
+        initial="triage",
+        states={
+            "triage": State(
+                description="A customer asks for a refund. Find the order.",
+                edges=(
+                    Edge(
+                        name="lookup",
+                        to="review",
+                        tool="lookup_order",
+                        description="Look up the order the customer names.",
+                    ),
+                    Edge(
+                        name="escalate",
+                        to="human",
+                        description="The request is unclear; hand it to a person.",
+                    ),
+                ),
+                safe_edge="escalate",
+            ),
+            "review": State(
+                description="Decide whether the order qualifies for the amount asked.",
+                edges=(
+                    Edge(
+                        name="approve",
+                        to="refunding",
+                        description="The order was delivered and the amount is within its total.",
+                    ),
+                    Edge(
+                        name="deny",
+                        to="denied",
+                        description="The order does not exist, is not delivered, or the "
+                        "amount exceeds its total.",
+                    ),
+                    Edge(
+                        name="escalate",
+                        to="human",
+                        description=f"The amount is above {AUTO_APPROVE_LIMIT:.0f}; a person decides.",
+                    ),
+                ),
+                safe_edge="escalate",
+            ),
+            "refunding": State(
+                description="Issue the approved refund.",
+                edges=(
+                    Edge(
+                        name="refund",
+                        to="done",
+                        tool="issue_refund",
+                        verifier="refund_matches",
+                        description="Refund the approved amount to the customer.",
+                    ),
+                    Edge(
+                        name="escalate", to="human", description="Something is off; ask a person."
+                    ),
+                ),
+                safe_edge="escalate",
+            ),
+            "done": State(terminal="succeeded", description="The refund was issued and checked."),
+            "denied": State(terminal="succeeded", description="The request was declined."),
+            "human": State(
+                human=True,
+                description="A person decides.",
+                edges=(Edge(name="close", to="denied"),),
+            ),
+        },
+    )
+    example_input = {"order_id": "A-1001", "amount": 25.0, "reason": "arrived damaged"}
+    max_steps = 10
+    llm = RuleLLM(route)
+
+
+class RefundTools(ToolExecutor):
+    """The order lookup (no side effects) and the refund (a side effect, at most once)."""
+
+    name = "refund-tools"
+
+    @tool(side_effects=False, timeout=10.0)
+    async def lookup_order(self, order_id: str) -> dict[str, Any]:
+        return find_order(order_id)
+
+    @tool(side_effects=True, timeout=30.0)
+    async def issue_refund(self, order_id: str, amount: float) -> dict[str, Any]:
+        call = tool_context()
+        refund = {
+            "refund_id": uuid.uuid4().hex,
+            "order_id": order_id,
+            "amount": amount,
+            "status": "issued",
+        }
+        await record_refund(self.config.home / "refunds.sqlite3", call.job_id, refund)
+        return refund
+
+
+async def record_refund(path: Path, job_id: str, refund: dict[str, Any]) -> None:
+    """The side effect: one row in the refunds file (the 'bank')."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(path) as db:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS refunds (refund_id TEXT PRIMARY KEY, job_id TEXT,"
+            " order_id TEXT, amount REAL, ts REAL)"
+        )
+        await db.execute(
+            "INSERT INTO refunds VALUES (?, ?, ?, ?, ?)",
+            (refund["refund_id"], job_id, refund["order_id"], refund["amount"], time.time()),
+        )
+        await db.commit()
+
+
+class RefundChecks(Verifier):
+    """Checks that the refund issued is the refund that was approved."""
+
+    name = "refund-checks"
+
+    @verifier
+    async def refund_matches(self, request: VerifyRequest) -> tuple[bool, str]:
+        result, args = request.result or {}, request.args
+        if result.get("status") != "issued":
+            return False, f"refund status is {result.get('status')!r}, not 'issued'"
+        if result.get("order_id") != args.get("order_id"):
+            return False, "refund went to another order"
+        if abs(float(result.get("amount", -1)) - float(args.get("amount", 0))) > 1e-9:
+            return False, f"refunded {result.get('amount')}, approved {args.get('amount')}"
+        return True, "refund issued for the approved order and amount"

@@ -1,0 +1,141 @@
+"""Rig's error hierarchy: one base, data as attributes, and the tree below.
+
+    RigError
+    ├── ProtocolError                 a message that cannot be accepted (never retried)
+    │   ├── DecodeError               bytes that are neither msgpack nor a JSON object
+    │   ├── SchemaError               a valid encoding with the wrong shape
+    │   └── PayloadTooLargeError      bigger than the server or Rig accepts
+    ├── InvalidNameError (ValueError) a name that cannot be a subject token
+    ├── GraphError                    an agent's FSM is invalid (raised when the class loads)
+    ├── UnknownAgentError             no agent of that name is registered
+    ├── UnknownJobError               no job with that id
+    ├── RetryableError                try again later: the message is nak'ed with `delay`
+    ├── NonRetryableError             give up: the message is terminated and dead-lettered
+    └── RigConnectionError            the NATS server cannot be reached (the network broke it)
+
+The `code` of each class is what travels in an `ErrorReply`, so a client in any
+language can tell the cases apart without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RigError(Exception):
+    """Base of every error Rig raises on purpose."""
+
+    code: ClassVar[str] = "rig_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **_plain(self.details)}
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | None) else str(v)
+        for k, v in details.items()
+    }
+
+
+class ProtocolError(RigError):
+    """A message that can never be accepted, however often it is retried."""
+
+    code = "protocol_error"
+
+
+class DecodeError(ProtocolError):
+    """The bytes are neither msgpack nor a JSON object."""
+
+    code = "decode_error"
+
+
+class SchemaError(ProtocolError):
+    """The message decoded, but its fields are not what the subject expects."""
+
+    code = "schema_error"
+
+
+class PayloadTooLargeError(ProtocolError):
+    """The payload exceeds what the server (`max_payload`) or Rig accepts."""
+
+    code = "payload_too_large"
+
+
+class InvalidNameError(RigError, ValueError):
+    """A name that cannot be used as a NATS subject token or consumer name."""
+
+    code = "invalid_name"
+
+
+class GraphError(RigError):
+    """An agent's finite-state machine is invalid; `state` and `problem` say where and why."""
+
+    code = "graph_error"
+
+    def __init__(self, problem: str, *, state: str | None = None) -> None:
+        where = f"state {state!r}: " if state is not None else ""
+        super().__init__(f"invalid agent graph: {where}{problem}", state=state, problem=problem)
+
+
+class UnknownAgentError(RigError):
+    """No running agent has registered this name."""
+
+    code = "unknown_agent"
+
+
+class UnknownJobError(RigError):
+    """No job with this id exists."""
+
+    code = "unknown_job"
+
+
+class RetryableError(RigError):
+    """A handler failed in a way that may pass: the message is redelivered after `delay` s."""
+
+    code = "retryable"
+
+    def __init__(self, message: str, *, delay: float = 1.0, **details: Any) -> None:
+        super().__init__(message, delay=delay, **details)
+
+
+class NonRetryableError(RigError):
+    """A handler failed for good: the message is terminated and dead-lettered with the reason."""
+
+    code = "non_retryable"
+
+
+class RigConnectionError(RigError, ConnectionError):
+    """The NATS server could not be reached or went away."""
+
+    code = "connection_error"
+
+
+_BY_CODE: dict[str, type[RigError]] = {}
+
+
+def _register(cls: type[RigError]) -> None:
+    _BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(RigError)
+
+
+def error_from_dict(data: dict[str, Any]) -> RigError:
+    """Rebuild the error an `ErrorReply` describes (unknown codes become a plain RigError)."""
+    cls = _BY_CODE.get(str(data.get("code")), RigError)
+    message = str(data.get("message", "unknown error"))
+    err = RigError.__new__(cls)
+    RigError.__init__(
+        err, message, **{k: v for k, v in data.items() if k not in ("code", "message")}
+    )
+    return err

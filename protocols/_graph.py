@@ -1,0 +1,186 @@
+"""An agent's finite-state machine: states, the edges the LLM may pick, and their checks.
+
+The LLM routes, the runtime acts: in each state the LLM picks one of the state's
+edges and nothing else. An edge may name a tool to call (with the arguments the LLM
+gives) and a verifier that checks the tool's result. The runtime then moves the job
+to the edge's target, or, when the tool fails or the verifier rejects the result, to
+the edge's `on_fail` state (by default where the state's safe edge goes).
+
+    Graph(
+        initial="triage",
+        states={
+            "triage": State(
+                edges=[Edge(name="lookup", to="review", tool="lookup_order"),
+                       Edge(name="escalate", to="human")],
+                safe_edge="escalate",          # taken when the LLM's answer is invalid
+            ),
+            ...
+            "human": State(human=True),        # parks the job for a person
+            "done": State(terminal="succeeded"),
+        },
+    )
+
+A graph is checked when it is built; a broken one raises `GraphError` naming the
+state and the problem, so an agent class with a bad graph fails when it loads.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocols._errors import GraphError, InvalidNameError
+from protocols._names import check_token
+
+TerminalStatus = Literal["succeeded", "failed"]
+
+
+class Edge(BaseModel):
+    """One choice the LLM may make in a state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    to: str
+    description: str = ""
+    tool: str | None = None
+    verifier: str | None = None
+    on_fail: str | None = Field(
+        default=None,
+        description="state to go to when the tool fails or the verifier rejects "
+        "(default: where the state's safe edge goes)",
+    )
+
+
+class State(BaseModel):
+    """A state of the job: terminal (ends it), human (parks it) or decided by the LLM."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str = ""
+    edges: tuple[Edge, ...] = ()
+    safe_edge: str | None = Field(
+        default=None, description="edge taken when the LLM's answer is invalid after re-asks"
+    )
+    terminal: TerminalStatus | None = None
+    human: bool = False
+
+    def edge(self, name: str) -> Edge | None:
+        for edge in self.edges:
+            if edge.name == name:
+                return edge
+        return None
+
+    @property
+    def decided_by_llm(self) -> bool:
+        return self.terminal is None and not self.human
+
+
+class Graph(BaseModel):
+    """A validated finite-state machine; see the module docstring for an example."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial: str
+    states: dict[str, State]
+
+    @model_validator(mode="after")
+    def _valid(self) -> Graph:
+        self.check()
+        return self
+
+    def state(self, name: str) -> State:
+        return self.states[name]
+
+    def fail_target(self, state: str, edge: Edge) -> str:
+        """Where a job goes when `edge`'s tool fails or its verifier rejects the result."""
+        if edge.on_fail is not None:
+            return edge.on_fail
+        source = self.states[state]
+        safe = source.edge(source.safe_edge) if source.safe_edge else None
+        return safe.to if safe is not None else state
+
+    def check(self) -> None:
+        """Raise `GraphError` for the first problem found; return None for a sound graph."""
+        if not self.states:
+            raise GraphError("the graph has no states")
+        for name in self.states:
+            try:
+                check_token(name, what="state name")
+            except InvalidNameError as exc:
+                raise GraphError(exc.message, state=name) from None
+        if self.initial not in self.states:
+            raise GraphError(f"initial state {self.initial!r} is not one of the states")
+        for name, state in self.states.items():
+            self._check_state(name, state)
+        if not any(s.terminal for s in self.states.values()):
+            raise GraphError("the graph has no terminal state, so no job could ever finish")
+        unreachable = sorted(set(self.states) - self._reachable_from(self.initial))
+        if unreachable:
+            raise GraphError(
+                f"unreachable from the initial state {self.initial!r}", state=unreachable[0]
+            )
+        for name in self.states:
+            if not self._can_finish(name):
+                raise GraphError("no path from here reaches a terminal or human state", state=name)
+
+    def _check_state(self, name: str, state: State) -> None:
+        if state.terminal and state.human:
+            raise GraphError("a state cannot be both terminal and human", state=name)
+        if state.terminal and state.edges:
+            raise GraphError("a terminal state cannot have edges", state=name)
+        seen: set[str] = set()
+        for edge in state.edges:
+            if edge.name in seen:
+                raise GraphError(f"edge {edge.name!r} appears twice", state=name)
+            seen.add(edge.name)
+            try:
+                check_token(edge.name, what="edge name")
+                if edge.tool is not None:
+                    check_token(edge.tool, what="tool name")
+                if edge.verifier is not None:
+                    check_token(edge.verifier, what="verifier name")
+            except InvalidNameError as exc:
+                raise GraphError(exc.message, state=name) from None
+            if edge.to not in self.states:
+                raise GraphError(
+                    f"edge {edge.name!r} goes to unknown state {edge.to!r}", state=name
+                )
+            if edge.on_fail is not None and edge.on_fail not in self.states:
+                raise GraphError(
+                    f"edge {edge.name!r} has on_fail to unknown state {edge.on_fail!r}", state=name
+                )
+        if state.decided_by_llm:
+            if not state.edges:
+                raise GraphError("a non-terminal state needs at least one edge", state=name)
+            if state.safe_edge is None:
+                raise GraphError(
+                    "no safe_edge: the runtime needs an edge to take when the LLM's "
+                    "answer stays invalid",
+                    state=name,
+                )
+        if state.safe_edge is not None and state.edge(state.safe_edge) is None:
+            raise GraphError(f"safe_edge {state.safe_edge!r} is not one of its edges", state=name)
+
+    def _successors(self, name: str) -> set[str]:
+        state = self.states[name]
+        targets = {edge.to for edge in state.edges}
+        targets |= {self.fail_target(name, e) for e in state.edges if e.tool or e.verifier}
+        return targets
+
+    def _reachable_from(self, start: str) -> set[str]:
+        seen = {start}
+        queue = deque([start])
+        while queue:
+            for nxt in self._successors(queue.popleft()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        return seen
+
+    def _can_finish(self, name: str) -> bool:
+        return any(
+            self.states[s].terminal or self.states[s].human for s in self._reachable_from(name)
+        )

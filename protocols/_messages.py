@@ -1,0 +1,310 @@
+"""Every message that crosses NATS, as pydantic v2 models.
+
+Messages between actors carry a `kind` so that one subject (the supervisor's) can take
+several of them. Models read from outside (the `rig.api.*` requests) forbid unknown
+fields, so a typo gets a clear error; models passed between actors ignore them, so an
+older actor keeps working beside a newer one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols._graph import Graph
+
+JobStatusName = Literal[
+    "accepted",
+    "running",
+    "waiting_human",
+    "succeeded",
+    "failed",
+    "step_limit",
+    "budget_exceeded",
+    "deadline_exceeded",
+    "cancelled",
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "step_limit", "budget_exceeded", "deadline_exceeded", "cancelled"}
+)
+
+DEFAULT_MAX_STEPS = 25
+
+JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def now() -> float:
+    return time.time()
+
+
+class _Wire(BaseModel):
+    """Between actors: unknown fields are ignored (forward compatible)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Api(BaseModel):
+    """From clients: unknown fields are an error, so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- the request/reply API -------------------------------------------------------
+
+
+class SubmitRequest(_Api):
+    """`rig.api.submit`: start a job of `agent` on `input`."""
+
+    agent: Name
+    input: dict[str, Any]
+    job_id: JobId | None = Field(
+        default=None, description="choose the id to make the submit idempotent"
+    )
+    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class SubmitReply(_Wire):
+    job_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+class StatusRequest(_Api):
+    """`rig.api.status`: the current snapshot of a job."""
+
+    job_id: JobId
+
+
+class ErrorReply(_Wire):
+    """What every `rig.api.*` endpoint answers when it cannot do what was asked."""
+
+    error: dict[str, Any]
+
+
+class JobInfo(_Wire):
+    """A job as `rig status` shows it."""
+
+    job_id: str
+    agent: str
+    status: JobStatusName
+    state: str | None
+    steps: int
+    max_steps: int
+    path: list[str]
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+
+
+# --- between actors -------------------------------------------------------------
+
+
+class JobContext(_Wire):
+    """What an agent and a verifier see of a job: its input and the tools' results so far."""
+
+    input: dict[str, Any]
+    results: dict[str, Any] = Field(default_factory=dict)
+    path: list[str] = Field(default_factory=list)
+
+
+class Usage(_Wire):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class StartJob(_Wire):
+    """Supervisor to itself: a job was accepted; start it."""
+
+    kind: Literal["start"] = "start"
+    job_id: str
+    agent: str
+    input: dict[str, Any]
+    max_steps: int
+
+
+class StepRequest(_Wire):
+    """Supervisor to agent: pick one edge of `state`."""
+
+    kind: Literal["step"] = "step"
+    job_id: str
+    step: int
+    agent: str
+    state: str
+    context: JobContext
+
+
+class Decision(_Wire):
+    """Agent to supervisor: the edge the LLM picked (or the safe edge, if `fallback`)."""
+
+    kind: Literal["decision"] = "decision"
+    job_id: str
+    step: int
+    edge: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    reasks: int = 0
+    fallback: bool = False
+    reason: str = ""
+    usage: Usage = Field(default_factory=Usage)
+
+
+class ToolCall(_Wire):
+    """Supervisor to tool executor: run `tool` with `args`, at most once per job and args."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    job_id: str
+    step: int
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResult(_Wire):
+    """Tool executor to supervisor. `ledger` is `hit` when the result came from the ledger."""
+
+    kind: Literal["tool_result"] = "tool_result"
+    job_id: str
+    step: int
+    tool: str
+    key: str
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    ledger: Literal["hit", "miss"] = "miss"
+
+
+class VerifyRequest(_Wire):
+    """Supervisor to verifier: check what a tool returned."""
+
+    kind: Literal["verify"] = "verify"
+    job_id: str
+    step: int
+    verifier: str
+    tool: str | None
+    args: dict[str, Any]
+    result: Any
+    context: JobContext
+
+
+class Verdict(_Wire):
+    """Verifier to supervisor: pass or fail, with the reason."""
+
+    kind: Literal["verdict"] = "verdict"
+    job_id: str
+    step: int
+    verifier: str
+    passed: bool
+    reason: str = ""
+
+
+SupervisorMessage = Annotated[
+    StartJob | Decision | ToolResult | Verdict, Field(discriminator="kind")
+]
+
+EventType = Literal[
+    "accepted", "started", "decision", "tool_call", "tool_result", "verdict", "transition", "status"
+]
+
+
+class Event(_Wire):
+    """One entry of a job's journal, on `rig.events.<job_id>`."""
+
+    job_id: str
+    seq: int
+    step: int
+    type: EventType
+    ts: float = Field(default_factory=now)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(_Wire):
+    """A message an actor could not accept, kept with the reason and its original bytes."""
+
+    actor: str
+    subject: str
+    reason: str
+    error: dict[str, Any]
+    data: bytes
+    headers: dict[str, str] = Field(default_factory=dict)
+    deliveries: int = 1
+    ts: float = Field(default_factory=now)
+
+
+class AgentInfo(_Wire):
+    """What an agent registers in `RIG_AGENTS` when it starts: how to run and check it."""
+
+    name: str
+    description: str = ""
+    graph: Graph
+    example_input: dict[str, Any]
+    max_steps: int = DEFAULT_MAX_STEPS
+
+
+class ActorReady(_Wire):
+    """Published on `rig.actors.ready` (core NATS) once an actor consumes."""
+
+    actor: str
+    cls: str
+    pid: int
+    host: str
+    subjects: list[str]
+
+
+class Outgoing(_Wire):
+    """A message a transition must publish; kept in the snapshot until it is sent."""
+
+    subject: str
+    msg_id: str
+    data: bytes
+
+
+class JobSnapshot(_Wire):
+    """A job's current state, the value of `<job_id>` in `RIG_JOBS`.
+
+    Written only with compare-and-set on the KV revision. `outbox` holds what the last
+    transition must publish (journal events and the next command): a supervisor that
+    dies after writing the snapshot but before publishing is replaced by one that
+    publishes the outbox again, under the same `Nats-Msg-Id`s, so nothing is lost or
+    doubled.
+    """
+
+    job_id: str
+    agent: str
+    status: JobStatusName
+    state: str | None = None
+    step: int = 0
+    phase: Literal["decide", "tool", "verify"] | None = None
+    input: dict[str, Any]
+    results: dict[str, Any] = Field(default_factory=dict)
+    path: list[str] = Field(default_factory=list)
+    max_steps: int = DEFAULT_MAX_STEPS
+    pending_edge: str | None = None
+    pending_args: dict[str, Any] = Field(default_factory=dict)
+    pending_result: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    created_at: float = Field(default_factory=now)
+    updated_at: float = Field(default_factory=now)
+    event_seq: int = 0
+    outbox: list[Outgoing] = Field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def info(self) -> JobInfo:
+        return JobInfo(
+            job_id=self.job_id,
+            agent=self.agent,
+            status=self.status,
+            state=self.state,
+            steps=self.step,
+            max_steps=self.max_steps,
+            path=self.path,
+            result=self.result,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )

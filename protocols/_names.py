@@ -1,0 +1,161 @@
+"""Every name on the wire: subjects, streams, consumers, headers and KV buckets.
+
+Actors never build a subject with an f-string of their own; they ask a `Names`.
+All names derive from one prefix (`rig` by default, `RIG_PREFIX` to change it),
+so that several Rig deployments, or several tests, can share one nats-server
+without seeing each other's messages.
+
+With the default prefix the names are the ones in the design:
+
+    rig.api.submit                       request/reply, answered by a supervisor
+    rig.work.supervisor                  stream RIG_WORK (work queue)
+    rig.work.agent.<agent>
+    rig.work.tool.<tool>
+    rig.work.verify.<verifier>
+    rig.events.<job_id>                  stream RIG_EVENTS (the journal)
+    rig.dlq.<actor>                      stream RIG_DLQ
+    RIG_JOBS, RIG_AGENTS                 KV buckets
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from protocols._errors import InvalidNameError
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def check_token(name: str, *, what: str = "name") -> str:
+    """Return `name` if it can be one subject token and a durable name, else raise."""
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        raise InvalidNameError(
+            f"{what} {name!r} must be letters, digits, '_' or '-' "
+            "(it becomes a NATS subject token and a consumer name)",
+            name=str(name),
+        )
+    return name
+
+
+class Header:
+    """Header names Rig reads and writes."""
+
+    CONTENT_TYPE = "Content-Type"
+    MSG_ID = "Nats-Msg-Id"
+    JOB = "Rig-Job"
+    STEP = "Rig-Step"
+    TRACEPARENT = "traceparent"
+
+
+class ContentType:
+    MSGPACK = "application/msgpack"
+    JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """The subjects, streams, consumers and buckets of one Rig deployment."""
+
+    prefix: str = "rig"
+
+    def __post_init__(self) -> None:
+        check_token(self.prefix, what="prefix")
+
+    # Streams and buckets: upper-case prefix, as NATS convention has it.
+    @property
+    def work_stream(self) -> str:
+        return f"{self.prefix.upper()}_WORK"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix.upper()}_EVENTS"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.prefix.upper()}_DLQ"
+
+    @property
+    def jobs_bucket(self) -> str:
+        return f"{self.prefix.upper()}_JOBS"
+
+    @property
+    def agents_bucket(self) -> str:
+        return f"{self.prefix.upper()}_AGENTS"
+
+    # Request/reply API.
+    @property
+    def api_submit(self) -> str:
+        return f"{self.prefix}.api.submit"
+
+    @property
+    def api_status(self) -> str:
+        return f"{self.prefix}.api.status"
+
+    @property
+    def api_queue(self) -> str:
+        """Queue group shared by every supervisor answering the API."""
+        return f"{self.prefix}-api"
+
+    # Work subjects (stream RIG_WORK).
+    @property
+    def work_all(self) -> str:
+        return f"{self.prefix}.work.>"
+
+    @property
+    def supervisor(self) -> str:
+        return f"{self.prefix}.work.supervisor"
+
+    def agent(self, agent: str) -> str:
+        return f"{self.prefix}.work.agent.{check_token(agent, what='agent name')}"
+
+    def tool(self, tool: str) -> str:
+        return f"{self.prefix}.work.tool.{check_token(tool, what='tool name')}"
+
+    def verifier(self, verifier: str) -> str:
+        return f"{self.prefix}.work.verify.{check_token(verifier, what='verifier name')}"
+
+    # Durable consumer names: one per work subject, since a work-queue stream
+    # allows several consumers only on non-overlapping subjects.
+    @property
+    def supervisor_durable(self) -> str:
+        return "supervisor"
+
+    def agent_durable(self, agent: str) -> str:
+        return f"agent-{check_token(agent, what='agent name')}"
+
+    def tool_durable(self, tool: str) -> str:
+        return f"tool-{check_token(tool, what='tool name')}"
+
+    def verifier_durable(self, verifier: str) -> str:
+        return f"verify-{check_token(verifier, what='verifier name')}"
+
+    # The journal (stream RIG_EVENTS).
+    @property
+    def events_all(self) -> str:
+        return f"{self.prefix}.events.>"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}.events.{check_token(job_id, what='job id')}"
+
+    # Dead letters (stream RIG_DLQ).
+    @property
+    def dlq_all(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    def dlq(self, actor: str) -> str:
+        return f"{self.prefix}.dlq.{check_token(actor, what='actor name')}"
+
+    # Core (not stored) subjects.
+    def tokens(self, job_id: str) -> str:
+        return f"{self.prefix}.tokens.{check_token(job_id, what='job id')}"
+
+    @property
+    def actor_ready(self) -> str:
+        """Every actor announces itself here once it consumes (core NATS, not stored)."""
+        return f"{self.prefix}.actors.ready"
+
+
+def msg_id(job_id: str, step: int, kind: str) -> str:
+    """The `Nats-Msg-Id` of a message: one id per job, step and kind of message."""
+    return f"{job_id}:{step}:{kind}"
