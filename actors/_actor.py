@@ -229,8 +229,12 @@ class Actor:
             for task in self._consumer_tasks:
                 task.cancel()
             await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
+            # Handlers are done and their acks written: flush them out, then close. (A
+            # drain would wait on the cancelled pull subscriptions' queues.)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), timeout=self.config.drain_timeout)
+                await self.nc.flush(timeout=5)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
             self.log.info("actor.stopped")
 
     async def _announce(self, inboxes: list[Inbox]) -> None:

@@ -1,0 +1,63 @@
+"""A user's own agent, tool executor and verifier, written outside the `actors` package.
+
+Run it beside a supervisor, from the repository root:
+
+    rig actor run actors:Supervisor
+    rig actor run examples.greeter:GreeterAgent
+    rig actor run examples.greeter:GreeterTools
+    rig actor run examples.greeter:GreeterChecks
+    rig submit greeter --input '{"who": "Ada"}' --wait
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, verifier
+from protocols import Edge, Graph, State, VerifyRequest
+
+
+def route(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
+    who = prompt.context.input.get("who")
+    return ("greet", {"who": who}) if isinstance(who, str) and who else "give_up"
+
+
+class GreeterAgent(Agent):
+    """Greets someone by name, and checks the greeting names them."""
+
+    name = "greeter"
+    graph = Graph(
+        initial="start",
+        states={
+            "start": State(
+                edges=(
+                    Edge(name="greet", to="greeted", tool="compose_greeting",
+                         verifier="names_them", on_fail="gave_up",
+                         description="Write a greeting for the person named in the input."),
+                    Edge(name="give_up", to="gave_up", description="No name was given."),
+                ),
+                safe_edge="give_up",
+            ),
+            "greeted": State(terminal="succeeded"),
+            "gave_up": State(terminal="failed"),
+        },
+    )
+    example_input = {"who": "Ada"}
+    llm = RuleLLM(route)
+
+
+class GreeterTools(ToolExecutor):
+    name = "greeter-tools"
+
+    @tool(side_effects=False)
+    async def compose_greeting(self, who: str) -> dict[str, str]:
+        return {"text": f"Hello, {who}!"}
+
+
+class GreeterChecks(Verifier):
+    name = "greeter-checks"
+
+    @verifier
+    async def names_them(self, request: VerifyRequest) -> tuple[bool, str]:
+        named = request.args["who"] in request.result["text"]
+        return named, "the greeting names them" if named else "the greeting lacks the name"

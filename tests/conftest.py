@@ -1,0 +1,242 @@
+"""Fixtures: a real nats-server, a namespace per test, and actors as real OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from actors import RigConfig
+from actors._client import RigClient
+from protocols import ActorReady, Names, decode_as
+
+ROOT = Path(__file__).resolve().parents[1]
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+T = TypeVar("T")
+
+
+class NatsServer:
+    """nats-server with the project's nats.conf, on a free port, JetStream in `store`."""
+
+    def __init__(self, store: Path, log: Path) -> None:
+        self.store = store
+        self.log = log
+        self.port = -1
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart on the same port and store), return once it accepts clients."""
+        self.proc = subprocess.Popen(
+            [str(NATS_SERVER), "-c", str(ROOT / "nats.conf"), "-p", str(self.port), "-m", "-1",
+             "-sd", str(self.store)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        ready = threading.Event()
+        # A thread copies the server's log to a file (so the pipe never fills up and
+        # blocks the server) and tells us when it is ready.
+        self._pump = threading.Thread(target=self._copy_log, args=(self.proc, ready), daemon=True)
+        self._pump.start()
+        if not ready.wait(timeout=20) or self.port < 0:
+            raise RuntimeError(f"nats-server did not start; see {self.log}")
+
+    def _copy_log(self, proc: subprocess.Popen[bytes], ready: threading.Event) -> None:
+        assert proc.stderr is not None
+        with self.log.open("ab") as out, proc.stderr:
+            for line in proc.stderr:
+                out.write(line)
+                out.flush()
+                found = re.search(rb"Listening for client connections on [\d.]+:(\d+)", line)
+                if found:
+                    self.port = int(found.group(1))
+                if b"Server is ready" in line:
+                    ready.set()
+        ready.set()
+
+    def kill(self) -> None:
+        """SIGKILL: nothing flushed, nothing said goodbye."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._pump.join(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._pump.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One server for the session; each test gets its own namespace (prefix) on it."""
+    folder = tmp_path_factory.mktemp("nats")
+    server = NatsServer(folder / "store", folder / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A server of the test's own, for tests that kill or restart it."""
+    server = NatsServer(tmp_path / "store", tmp_path / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, message: str = ""
+) -> T:
+    """Retry `check` until it returns a truthy value or raises nothing; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = await check()
+            if value:
+                return value
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not true within {timeout} s: {message or check}") from last
+
+
+@dataclass
+class Deployment:
+    """One Rig namespace on a real server: spawn actors, talk to them, clean up."""
+
+    server: NatsServer
+    home: Path
+    prefix: str
+    nc: Client
+    client: RigClient
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    @property
+    def names(self) -> Names:
+        return Names(self.prefix)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RIG_NATS_URL": self.server.url,
+            "RIG_PREFIX": self.prefix,
+            "RIG_HOME": str(self.home),
+            "RIG_ACK_WAIT": "2",
+            "RIG_LOG_FORMAT": "json",
+            "PYTHONPATH": str(ROOT),
+            **self.extra_env,
+        }
+
+    async def spawn(self, *targets: str, ready: bool = True) -> list[asyncio.subprocess.Process]:
+        """Start `python -m actors run TARGET` processes; wait until each announces itself."""
+        sub = await self.nc.subscribe(self.names.actor_ready)
+        started = []
+        for target in targets:
+            with (self.home / f"{target.replace(':', '.')}.log").open("ab") as log:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "actors", "run", target, env=self.env, cwd=ROOT,
+                    stdout=log, stderr=log,
+                )
+            self.procs.append(proc)
+            started.append(proc)
+        if ready:
+            await self.wait_ready(sub, {p.pid for p in started})
+        await sub.unsubscribe()
+        return started
+
+    async def wait_ready(self, sub: Any, pids: set[int], timeout: float = 30.0) -> list[ActorReady]:
+        seen: list[ActorReady] = []
+        async with asyncio.timeout(timeout):
+            while {r.pid for r in seen} & pids != pids:
+                msg = await sub.next_msg(timeout=timeout)
+                seen.append(decode_as(ActorReady, msg.data)[0])
+        return seen
+
+    async def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
+
+
+REFUND = (
+    "actors:Supervisor",
+    "actors.examples.refund:RefundAgent",
+    "actors.examples.refund:RefundTools",
+    "actors.examples.refund:RefundChecks",
+)
+
+
+async def _deployment(server: NatsServer, home: Path) -> AsyncIterator[Deployment]:
+    prefix = "t" + uuid.uuid4().hex[:10]
+    home.mkdir(parents=True, exist_ok=True)
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    config = RigConfig(nats_url=server.url, names=Names(prefix), home=home)
+    client = RigClient(nc, config)
+    deployment = Deployment(server, home, prefix, nc, client)
+    try:
+        yield deployment
+    finally:
+        await deployment.stop_all()
+        await nc.close()
+
+
+@pytest.fixture
+async def rig(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Deployment]:
+    """A fresh namespace on the shared server, with no actors yet."""
+    async for deployment in _deployment(nats_server, tmp_path / "home"):
+        yield deployment
+
+
+@pytest.fixture
+async def private_rig(private_nats: NatsServer, tmp_path: Path) -> AsyncIterator[Deployment]:
+    """A namespace on a server of the test's own."""
+    async for deployment in _deployment(private_nats, tmp_path / "home"):
+        yield deployment
+
+
+def refund_rows(home: Path) -> list[tuple[Any, ...]]:
+    """The effects sink of the refund example: one row per refund actually issued."""
+    import sqlite3
+
+    path = home / "refunds.sqlite3"
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT job_id, order_id, amount FROM refunds").fetchall()

@@ -1,0 +1,84 @@
+"""The SQLite ledger: one claim runs, repeats get the record, stale runs are fenced off."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from actors import Ledger
+
+ARGS = dict(job_id="j1", tool="refund", args_hash="h1")
+
+
+async def test_first_claim_runs_and_repeats_get_the_result(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    claim = await ledger.claim("k", **ARGS, lease=30)
+    assert (claim.outcome, claim.epoch) == ("claimed", 1)
+    assert await ledger.complete("k", 1, {"refund_id": "r1"})
+    again = await ledger.claim("k", **ARGS, lease=30)
+    assert again.outcome == "succeeded"
+    assert again.record is not None and again.record.result == {"refund_id": "r1"}
+    await ledger.close()
+
+
+async def test_the_file_is_wal_with_full_sync(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    await ledger.close()
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_live_claim_is_busy_and_other_args_conflict(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    await ledger.claim("k", **ARGS, lease=30)
+    busy = await ledger.claim("k", **ARGS, lease=30)
+    assert busy.outcome == "busy" and 0 < busy.retry_after <= 30
+    conflict = await ledger.claim("k", job_id="j1", tool="refund", args_hash="other", lease=30)
+    assert conflict.outcome == "conflict"
+    await ledger.close()
+
+
+async def test_expired_side_effect_becomes_unknown_and_never_reruns(tmp_path: Path) -> None:
+    """A side-effecting call whose lease ran out is `unknown`, then stays so."""
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    await ledger.claim("k", **ARGS, lease=0)
+    assert (await ledger.claim("k", **ARGS, lease=30)).outcome == "unknown"
+    assert (await ledger.claim("k", **ARGS, lease=30)).outcome == "unknown"
+    record = await ledger.get("k")
+    assert record is not None and record.state == "unknown"
+    await ledger.close()
+
+
+async def test_expired_pure_call_is_reclaimed_and_the_stale_run_is_fenced(tmp_path: Path) -> None:
+    """A call without side effects is claimed again under a new epoch; the old one can't finish."""
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    await ledger.claim("k", **ARGS, lease=0, side_effects=False)
+    second = await ledger.claim("k", **ARGS, lease=30, side_effects=False)
+    assert (second.outcome, second.epoch) == ("claimed", 2)
+    assert not await ledger.complete("k", 1, "stale")
+    assert await ledger.complete("k", 2, "fresh")
+    record = await ledger.get("k")
+    assert record is not None and record.result == "fresh"
+    await ledger.close()
+
+
+async def test_failures_retryable_or_final(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    await ledger.claim("k", **ARGS, lease=30)
+    assert await ledger.fail("k", 1, {"code": "x"}, retryable=True)
+    assert (await ledger.claim("k", **ARGS, lease=30)).epoch == 2
+    assert await ledger.fail("k", 2, {"code": "y"}, retryable=False)
+    final = await ledger.claim("k", **ARGS, lease=30)
+    assert final.outcome == "failed" and final.record is not None
+    assert final.record.error == {"code": "y"}
+    await ledger.close()
+
+
+async def test_one_claim_wins_across_connections(tmp_path: Path) -> None:
+    """Eight connections to one file claim the same key at once: exactly one is `claimed`."""
+    ledgers = [await Ledger.open(tmp_path / "l.db", owner=f"o{i}") for i in range(8)]
+    claims = await asyncio.gather(*(led.claim("k", **ARGS, lease=30) for led in ledgers))
+    assert sorted(c.outcome for c in claims) == ["busy"] * 7 + ["claimed"]
+    for led in ledgers:
+        await led.close()
