@@ -1,0 +1,140 @@
+"""The demo: `rig up` on free ports, a handful of refund jobs end to end, a summary.
+
+Run through `scripts/demo`, which sets up `.venv` first. Exits 0 when every job ended
+in a terminal status and the refunds issued are exactly those of the jobs that reached
+`done`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from actors import RigConfig
+from actors._client import RigClient
+from protocols import TERMINAL_STATUSES, ActorReady, JobInfo, Names, decode_as
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = ROOT / ".rig" / "demo"
+
+JOBS = [
+    ("the agent's example input", {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"},
+     None),
+    ("a second refund", {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"}, None),
+    ("an order still in transit", {"order_id": "A-1003", "amount": 10.0, "reason": "late"}, None),
+    ("an order that does not exist", {"order_id": "B-77", "amount": 10.0, "reason": "?"}, None),
+    ("more than the order's total", {"order_id": "A-1006", "amount": 990.0, "reason": "x"}, None),
+    ("a step budget too small to finish", {"order_id": "A-1005", "amount": 5.0, "reason": "x"},
+     2),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def main() -> int:
+    shutil.rmtree(HOME, ignore_errors=True)
+    HOME.mkdir(parents=True)
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    env = {**os.environ, "RIG_HOME": str(HOME), "RIG_PREFIX": "rig"}
+    env.pop("RIG_NATS_URL", None)  # let `rig up` start its own server
+    print(f"starting: rig up --port {port} (log: {HOME / 'up.log'})")
+    started = time.monotonic()
+    with (HOME / "up.log").open("wb") as log:
+        up = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "actors", "up", "--port", str(port),
+            "--monitor-port", str(free_port()), "--json",
+            env=env, cwd=ROOT, stdout=log, stderr=log,
+        )
+    try:
+        config = RigConfig(nats_url=url, names=Names("rig"), home=HOME)
+        rig = await RigClient.connect(config)
+        try:
+            return await run_jobs(rig, started)
+        finally:
+            await rig.close()
+    finally:
+        up.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(up.wait(), 60)
+        print(f"stopped rig up (exit {up.returncode})")
+
+
+async def run_jobs(rig: RigClient, started: float) -> int:
+    await wait_for_actors(rig, count=4)
+    print(f"4 actors ready after {time.monotonic() - started:.1f} s\n")
+    submitted = []
+    for label, job_input, max_steps in JOBS:
+        reply = await rig.submit("refund", job_input, max_steps=max_steps)
+        submitted.append((label, reply.job_id))
+    t0 = time.monotonic()
+    infos = await asyncio.gather(*(rig.wait(job_id, timeout=60) for _, job_id in submitted))
+    elapsed = time.monotonic() - t0
+    for (label, _), info in zip(submitted, infos, strict=True):
+        show(label, info)
+    refunds = refund_rows()
+    done = {info.job_id for info in infos if info.state == "done"}
+    statuses = Counter(info.status for info in infos)
+    print("summary")
+    print(f"  jobs          {len(infos)} in {elapsed:.2f} s: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    print(f"  refunds       {len(refunds)} issued (effects sink {HOME / 'refunds.sqlite3'})")
+    all_terminal = all(info.status in TERMINAL_STATUSES for info in infos)
+    refunds_match = sorted(job for job, *_ in refunds) == sorted(done)
+    print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
+    print(f"  refunds match the jobs that reached 'done': {'yes' if refunds_match else 'NO'}")
+    return 0 if all_terminal and refunds_match else 1
+
+
+async def wait_for_actors(rig: RigClient, *, count: int) -> None:
+    """Wait for the agent to register and every actor to announce itself."""
+    sub = await rig.nc.subscribe(rig.names.actor_ready)
+    seen: set[int] = set()
+    async with asyncio.timeout(60):
+        while len(seen) < count:
+            msg = await sub.next_msg(timeout=60)
+            seen.add(decode_as(ActorReady, msg.data)[0].pid)
+    await sub.unsubscribe()
+
+
+def show(label: str, info: JobInfo) -> None:
+    print(f"job {info.job_id}  ({label})")
+    print(f"  status  {info.status} in {info.state!r} after {info.steps} step(s)")
+    print(f"  path    {' -> '.join(info.path)}")
+    results = (info.result or {}).get("results", {})
+    if "issue_refund" in results:
+        refund = results["issue_refund"]
+        print(f"  result  refunded {refund['amount']:.2f} on {refund['order_id']} "
+              f"(refund {refund['refund_id'][:8]})")
+    elif "lookup_order" in results:
+        order = results["lookup_order"]
+        print(f"  result  no refund; order {order}")
+    if info.error:
+        print(f"  error   {info.error['message']}")
+    print()
+
+
+def refund_rows() -> list[tuple[str, str, float]]:
+    path = HOME / "refunds.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT job_id, order_id, amount FROM refunds").fetchall()
+    finally:
+        db.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

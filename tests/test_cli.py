@@ -1,0 +1,87 @@
+"""The `rig` CLI contract, run as a real command against a real deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.examples.refund import RefundAgent
+from tests.conftest import REFUND, ROOT, Deployment
+
+pytestmark = pytest.mark.integration
+
+RIG = str(Path(sys.executable).parent / "rig")
+EXAMPLE = json.dumps(RefundAgent.example_input)
+
+
+async def rig_cli(rig: Deployment, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        RIG, *args, env=rig.env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_agents_submit_status_watch(rig: Deployment) -> None:
+    """agents, submit, status and watch print exactly the documented JSON."""
+    await rig.spawn(*REFUND)
+    code, out, _ = await rig_cli(rig, "agents", "--json")
+    assert code == 0
+    assert json.loads(out) == [{"name": "refund", "example_input": RefundAgent.example_input}]
+
+    code, out, _ = await rig_cli(rig, "submit", "refund", "--input", EXAMPLE, "--json")
+    accepted = json.loads(out)
+    assert code == 0 and set(accepted) == {"job_id", "status"}
+    assert accepted["status"] == "accepted"
+
+    code, out, _ = await rig_cli(rig, "watch", accepted["job_id"])
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert "accepted" in lines[0] and "succeeded" in lines[-1]
+    assert any("issue_refund [miss]" in line for line in lines)
+
+    code, out, _ = await rig_cli(rig, "status", accepted["job_id"], "--json")
+    status = json.loads(out)
+    assert code == 0
+    assert {k: status[k] for k in ("job_id", "agent", "status", "state", "steps")} == {
+        "job_id": accepted["job_id"], "agent": "refund", "status": "succeeded",
+        "state": "done", "steps": 3,
+    }
+
+
+async def test_submit_wait_and_exit_codes(rig: Deployment) -> None:
+    """--wait prints the final status; exit 0 only for succeeded, 1 for another ending."""
+    await rig.spawn(*REFUND)
+    code, out, _ = await rig_cli(rig, "submit", "refund", "--input", EXAMPLE, "--wait", "--json")
+    assert code == 0 and json.loads(out)["status"] == "succeeded"
+
+    code, out, _ = await rig_cli(rig, "submit", "refund", "--input", EXAMPLE, "--max-steps", "1",
+                                 "--wait", "--json")
+    assert code == 1 and json.loads(out)["status"] == "step_limit"
+    code, out, _ = await rig_cli(rig, "watch", json.loads(out)["job_id"], "--json")
+    assert code == 1 and json.loads(out.splitlines()[-1])["data"]["status"] == "step_limit"
+
+
+async def test_errors_are_clear_and_exit_2(rig: Deployment) -> None:
+    await rig.spawn("actors:Supervisor")
+    code, out, _ = await rig_cli(rig, "status", "no-such-job", "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "unknown_job"
+    code, _, err = await rig_cli(rig, "submit", "refund", "--input", "{not json")
+    assert code == 2 and "--input is not JSON" in err
+    code, _, err = await rig_cli(rig, "submit", "nobody", "--input", "{}")
+    assert code == 2 and "unknown_agent" in err
+    code, _, err = await rig_cli(rig, "actor", "run", "no_such_module:Thing")
+    assert code == 2 and "cannot import 'no_such_module'" in err
+
+
+async def test_help_lists_the_verbs(rig: Deployment) -> None:
+    code, out, _ = await rig_cli(rig, "--help")
+    assert code == 0
+    for verb in ("up", "actor", "agents", "submit", "status", "watch", "RIG_NATS_URL"):
+        assert verb in out
