@@ -134,6 +134,7 @@ class Actor:
     name: ClassVar[str] = "actor"
 
     def __init__(self, *, config: RigConfig | None = None) -> None:
+        configure_logging()  # before binding a logger, which fixes its configuration
         self.config = config or RigConfig.from_env()
         self.names = self.config.names
         self.log = structlog.get_logger(f"rig.{self.name}").bind(actor=self.name)

@@ -5,7 +5,7 @@
 | `RIG_NATS_URL`    | `nats://127.0.0.1:4222`   | the NATS server (comma-separate several)        |
 | `RIG_PREFIX`      | `rig`                     | namespace of every subject, stream and bucket   |
 | `RIG_HOME`        | `./.rig`                  | local data: the ledger file, `rig up`'s server  |
-| `RIG_ACK_WAIT`    | `30`                      | seconds before an unacknowledged message is redelivered |
+| `RIG_ACK_WAIT`    | `30`                      | seconds until an unacked message is redelivered |
 | `RIG_CONCURRENCY` | `64`                      | handlers one actor process runs at once         |
 """
 

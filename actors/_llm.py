@@ -70,7 +70,7 @@ Rule = Callable[[RoutePrompt], str | Choice]
 
 
 class RuleLLM:
-    """An offline LLM stand-in: a function picks the edge; the reply is the JSON a model would write.
+    """An offline LLM stand-in: a function picks the edge, the reply is what a model would write.
 
     The function gets the prompt and returns an edge name, or `(edge, args)`. Token
     usage is estimated at four characters a token, so budgets see plausible numbers.

@@ -114,7 +114,7 @@ class NatsServer:
                     "RIG_NATS_URL at a running server"
                 )
             binary = Path(found)
-        home.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
         args = ["-c", str(find_nats_conf()), "-sd", str(home / "nats")]
         if port is not None:
             args += ["-p", str(port)]

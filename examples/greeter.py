@@ -31,9 +31,14 @@ class GreeterAgent(Agent):
         states={
             "start": State(
                 edges=(
-                    Edge(name="greet", to="greeted", tool="compose_greeting",
-                         verifier="names_them", on_fail="gave_up",
-                         description="Write a greeting for the person named in the input."),
+                    Edge(
+                        name="greet",
+                        to="greeted",
+                        tool="compose_greeting",
+                        verifier="names_them",
+                        on_fail="gave_up",
+                        description="Write a greeting for the person named in the input.",
+                    ),
                     Edge(name="give_up", to="gave_up", description="No name was given."),
                 ),
                 safe_edge="give_up",

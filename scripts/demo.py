@@ -26,14 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 HOME = ROOT / ".rig" / "demo"
 
 JOBS = [
-    ("the agent's example input", {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"},
-     None),
+    (
+        "the agent's example input",
+        {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"},
+        None,
+    ),
     ("a second refund", {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"}, None),
     ("an order still in transit", {"order_id": "A-1003", "amount": 10.0, "reason": "late"}, None),
     ("an order that does not exist", {"order_id": "B-77", "amount": 10.0, "reason": "?"}, None),
     ("more than the order's total", {"order_id": "A-1006", "amount": 990.0, "reason": "x"}, None),
-    ("a step budget too small to finish", {"order_id": "A-1005", "amount": 5.0, "reason": "x"},
-     2),
+    ("a step budget too small to finish", {"order_id": "A-1005", "amount": 5.0, "reason": "x"}, 2),
 ]
 
 
@@ -54,9 +56,19 @@ async def main() -> int:
     started = time.monotonic()
     with (HOME / "up.log").open("wb") as log:
         up = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "actors", "up", "--port", str(port),
-            "--monitor-port", str(free_port()), "--json",
-            env=env, cwd=ROOT, stdout=log, stderr=log,
+            sys.executable,
+            "-m",
+            "actors",
+            "up",
+            "--port",
+            str(port),
+            "--monitor-port",
+            str(free_port()),
+            "--json",
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
         )
     try:
         config = RigConfig(nats_url=url, names=Names("rig"), home=HOME)
@@ -87,8 +99,10 @@ async def run_jobs(rig: RigClient, started: float) -> int:
     done = {info.job_id for info in infos if info.state == "done"}
     statuses = Counter(info.status for info in infos)
     print("summary")
-    print(f"  jobs          {len(infos)} in {elapsed:.2f} s: "
-          + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
+    print(
+        f"  jobs          {len(infos)} in {elapsed:.2f} s: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    )
     print(f"  refunds       {len(refunds)} issued (effects sink {HOME / 'refunds.sqlite3'})")
     all_terminal = all(info.status in TERMINAL_STATUSES for info in infos)
     refunds_match = sorted(job for job, *_ in refunds) == sorted(done)
@@ -115,8 +129,10 @@ def show(label: str, info: JobInfo) -> None:
     results = (info.result or {}).get("results", {})
     if "issue_refund" in results:
         refund = results["issue_refund"]
-        print(f"  result  refunded {refund['amount']:.2f} on {refund['order_id']} "
-              f"(refund {refund['refund_id'][:8]})")
+        print(
+            f"  result  refunded {refund['amount']:.2f} on {refund['order_id']} "
+            f"(refund {refund['refund_id'][:8]})"
+        )
     elif "lookup_order" in results:
         order = results["lookup_order"]
         print(f"  result  no refund; order {order}")

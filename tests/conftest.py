@@ -46,9 +46,19 @@ class NatsServer:
     def start(self) -> None:
         """Start (or restart on the same port and store), return once it accepts clients."""
         self.proc = subprocess.Popen(
-            [str(NATS_SERVER), "-c", str(ROOT / "nats.conf"), "-p", str(self.port), "-m", "-1",
-             "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                str(NATS_SERVER),
+                "-c",
+                str(ROOT / "nats.conf"),
+                "-p",
+                str(self.port),
+                "-m",
+                "-1",
+                "-sd",
+                str(self.store),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         ready = threading.Event()
         # A thread copies the server's log to a file (so the pipe never fills up and
@@ -161,8 +171,15 @@ class Deployment:
         for target in targets:
             with (self.home / f"{target.replace(':', '.')}.log").open("ab") as log:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "actors", "run", target, env=self.env, cwd=ROOT,
-                    stdout=log, stderr=log,
+                    sys.executable,
+                    "-m",
+                    "actors",
+                    "run",
+                    target,
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=log,
                 )
             self.procs.append(proc)
             started.append(proc)

@@ -30,14 +30,25 @@ class Recorder(RefundAgent):
         self._llm = llm
         self.sent: list[tuple[str, Any, str | None]] = []
 
-    async def publish(self, subject: str, message: Any, *, msg_id: str | None = None,
-                      headers: dict[str, str] | None = None) -> None:
+    async def publish(
+        self,
+        subject: str,
+        message: Any,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.sent.append((subject, message, msg_id))
 
 
 def step(state: str = "review") -> StepRequest:
-    return StepRequest(job_id="j1", step=2, agent="refund", state=state,
-                       context=JobContext(input={"order_id": "A-1", "amount": 5}))
+    return StepRequest(
+        job_id="j1",
+        step=2,
+        agent="refund",
+        state=state,
+        context=JobContext(input={"order_id": "A-1", "amount": 5}),
+    )
 
 
 DELIVERY = Delivery("rig.work.agent.refund", {}, Encoding.MSGPACK, 1)

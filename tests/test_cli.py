@@ -20,8 +20,12 @@ EXAMPLE = json.dumps(RefundAgent.example_input)
 
 async def rig_cli(rig: Deployment, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        RIG, *args, env=rig.env, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        RIG,
+        *args,
+        env=rig.env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -50,8 +54,11 @@ async def test_agents_submit_status_watch(rig: Deployment) -> None:
     status = json.loads(out)
     assert code == 0
     assert {k: status[k] for k in ("job_id", "agent", "status", "state", "steps")} == {
-        "job_id": accepted["job_id"], "agent": "refund", "status": "succeeded",
-        "state": "done", "steps": 3,
+        "job_id": accepted["job_id"],
+        "agent": "refund",
+        "status": "succeeded",
+        "state": "done",
+        "steps": 3,
     }
 
 
@@ -61,8 +68,9 @@ async def test_submit_wait_and_exit_codes(rig: Deployment) -> None:
     code, out, _ = await rig_cli(rig, "submit", "refund", "--input", EXAMPLE, "--wait", "--json")
     assert code == 0 and json.loads(out)["status"] == "succeeded"
 
-    code, out, _ = await rig_cli(rig, "submit", "refund", "--input", EXAMPLE, "--max-steps", "1",
-                                 "--wait", "--json")
+    code, out, _ = await rig_cli(
+        rig, "submit", "refund", "--input", EXAMPLE, "--max-steps", "1", "--wait", "--json"
+    )
     assert code == 1 and json.loads(out)["status"] == "step_limit"
     code, out, _ = await rig_cli(rig, "watch", json.loads(out)["job_id"], "--json")
     assert code == 1 and json.loads(out.splitlines()[-1])["data"]["status"] == "step_limit"

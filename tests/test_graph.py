@@ -16,8 +16,10 @@ def graph(**states: State) -> Graph:
 
 def test_sound_graph() -> None:
     g = graph(
-        start=State(edges=(Edge(name="go", to="done", tool="t"), Edge(name="stop", to="human")),
-                    safe_edge="stop"),
+        start=State(
+            edges=(Edge(name="go", to="done", tool="t"), Edge(name="stop", to="human")),
+            safe_edge="stop",
+        ),
         human=State(human=True),
         done=DONE,
     )
@@ -27,33 +29,78 @@ def test_sound_graph() -> None:
 @pytest.mark.parametrize(
     ("states", "state", "problem"),
     [
-        ({"start": State(edges=(Edge(name="go", to="nowhere"),), safe_edge="go"), "done": DONE},
-         "start", "goes to unknown state 'nowhere'"),
-        ({"start": State(edges=(Edge(name="go", to="done"),), safe_edge="go"), "done": DONE,
-          "island": State(terminal="failed")},
-         "island", "unreachable"),
-        ({"start": State(edges=(Edge(name="go", to="start"),), safe_edge="go")},
-         None, "no terminal state"),
-        ({"start": State(edges=(Edge(name="go", to="done"),)), "done": DONE},
-         "start", "no safe_edge"),
-        ({"start": State(edges=(Edge(name="go", to="done"),), safe_edge="nope"), "done": DONE},
-         "start", "safe_edge 'nope' is not one of its edges"),
-        ({"start": State(edges=(Edge(name="go", to="done"), Edge(name="go", to="done")),
-                         safe_edge="go"), "done": DONE},
-         "start", "edge 'go' appears twice"),
-        ({"start": State(edges=(Edge(name="go", to="done", on_fail="gone"),), safe_edge="go"),
-          "done": DONE},
-         "start", "on_fail to unknown state 'gone'"),
-        ({"start": State(edges=(Edge(name="go", to="loop"),), safe_edge="go"),
-          "loop": State(edges=(Edge(name="again", to="loop"),), safe_edge="again"), "done": DONE,
-          },
-         "done", "unreachable"),
-        ({"start": State(edges=(Edge(name="go", to="done"),), safe_edge="go"),
-          "done": State(terminal="succeeded", edges=(Edge(name="x", to="start"),))},
-         "done", "terminal state cannot have edges"),
-        ({"start": State(edges=(Edge(name="bad name", to="done"),), safe_edge="bad name"),
-          "done": DONE},
-         "start", "edge name 'bad name'"),
+        (
+            {"start": State(edges=(Edge(name="go", to="nowhere"),), safe_edge="go"), "done": DONE},
+            "start",
+            "goes to unknown state 'nowhere'",
+        ),
+        (
+            {
+                "start": State(edges=(Edge(name="go", to="done"),), safe_edge="go"),
+                "done": DONE,
+                "island": State(terminal="failed"),
+            },
+            "island",
+            "unreachable",
+        ),
+        (
+            {"start": State(edges=(Edge(name="go", to="start"),), safe_edge="go")},
+            None,
+            "no terminal state",
+        ),
+        (
+            {"start": State(edges=(Edge(name="go", to="done"),)), "done": DONE},
+            "start",
+            "no safe_edge",
+        ),
+        (
+            {"start": State(edges=(Edge(name="go", to="done"),), safe_edge="nope"), "done": DONE},
+            "start",
+            "safe_edge 'nope' is not one of its edges",
+        ),
+        (
+            {
+                "start": State(
+                    edges=(Edge(name="go", to="done"), Edge(name="go", to="done")), safe_edge="go"
+                ),
+                "done": DONE,
+            },
+            "start",
+            "edge 'go' appears twice",
+        ),
+        (
+            {
+                "start": State(edges=(Edge(name="go", to="done", on_fail="gone"),), safe_edge="go"),
+                "done": DONE,
+            },
+            "start",
+            "on_fail to unknown state 'gone'",
+        ),
+        (
+            {
+                "start": State(edges=(Edge(name="go", to="loop"),), safe_edge="go"),
+                "loop": State(edges=(Edge(name="again", to="loop"),), safe_edge="again"),
+                "done": DONE,
+            },
+            "done",
+            "unreachable",
+        ),
+        (
+            {
+                "start": State(edges=(Edge(name="go", to="done"),), safe_edge="go"),
+                "done": State(terminal="succeeded", edges=(Edge(name="x", to="start"),)),
+            },
+            "done",
+            "terminal state cannot have edges",
+        ),
+        (
+            {
+                "start": State(edges=(Edge(name="bad name", to="done"),), safe_edge="bad name"),
+                "done": DONE,
+            },
+            "start",
+            "edge name 'bad name'",
+        ),
     ],
 )
 def test_invalid_graphs(states: dict, state: str | None, problem: str) -> None:
@@ -73,8 +120,9 @@ def test_loop_without_exit_is_rejected() -> None:
     """A state from which no terminal or human state can be reached is an error."""
     with pytest.raises(GraphError) as caught:
         graph(
-            start=State(edges=(Edge(name="a", to="spin"), Edge(name="b", to="done")),
-                        safe_edge="b"),
+            start=State(
+                edges=(Edge(name="a", to="spin"), Edge(name="b", to="done")), safe_edge="b"
+            ),
             spin=State(edges=(Edge(name="again", to="spin"),), safe_edge="again"),
             done=DONE,
         )
@@ -87,8 +135,13 @@ def test_agent_with_invalid_graph_fails_when_the_class_loads() -> None:
 
         class Broken(Agent):
             name = "broken"
-            graph = Graph(initial="start", states={"start": State(edges=(Edge(name="x", to="y"),),
-                                                                  safe_edge="x"), "done": DONE})
+            graph = Graph(
+                initial="start",
+                states={
+                    "start": State(edges=(Edge(name="x", to="y"),), safe_edge="x"),
+                    "done": DONE,
+                },
+            )
             example_input = {}
             llm = RuleLLM(lambda prompt: "x")
 
@@ -98,5 +151,6 @@ def test_agent_needs_example_input() -> None:
 
         class NoExample(Agent):
             name = "no-example"
-            graph = graph(start=State(edges=(Edge(name="go", to="done"),), safe_edge="go"),
-                          done=DONE)
+            graph = graph(
+                start=State(edges=(Edge(name="go", to="done"),), safe_edge="go"), done=DONE
+            )

@@ -5,26 +5,90 @@ import protocols
 
 
 def test_actors_exports() -> None:
-    assert sorted(actors.__all__) == sorted([
-        "LLM", "Actor", "Agent", "Claim", "Delivery", "Endpoint", "Inbox", "LLMReply",
-        "Ledger", "LedgerRecord", "RigConfig", "RoutePrompt", "RuleLLM", "Supervisor",
-        "ToolContext", "ToolExecutor", "Verifier", "tool", "tool_context", "verifier",
-    ])
+    assert sorted(actors.__all__) == sorted(
+        [
+            "LLM",
+            "Actor",
+            "Agent",
+            "Claim",
+            "Delivery",
+            "Endpoint",
+            "Inbox",
+            "LLMReply",
+            "Ledger",
+            "LedgerRecord",
+            "RigConfig",
+            "RoutePrompt",
+            "RuleLLM",
+            "Supervisor",
+            "ToolContext",
+            "ToolExecutor",
+            "Verifier",
+            "tool",
+            "tool_context",
+            "verifier",
+        ]
+    )
 
 
 def test_protocols_exports() -> None:
-    assert sorted(protocols.__all__) == sorted([
-        "DEFAULT_MAX_STEPS", "TERMINAL_STATUSES", "ActorReady", "AgentInfo", "ContentType",
-        "DeadLetter", "Decision", "DecodeError", "Edge", "Encoding", "ErrorReply", "Event",
-        "Graph", "GraphError", "Header", "InvalidNameError", "JobContext", "JobInfo",
-        "JobSnapshot", "JobStatusName", "Names", "NonRetryableError", "Outgoing",
-        "PayloadTooLargeError", "ProtocolError", "RetryableError", "RigConnectionError",
-        "RigError", "SchemaError", "StartJob", "State", "StatusRequest", "StepRequest",
-        "SubmitReply", "SubmitRequest", "SupervisorMessage", "ToolCall", "ToolResult",
-        "UnknownAgentError", "UnknownJobError", "Usage", "Verdict", "VerifyRequest",
-        "canonical", "check_token", "decode", "decode_as", "encode", "error_from_dict",
-        "explain", "idempotency_key", "msg_id", "sniff",
-    ])
+    assert sorted(protocols.__all__) == sorted(
+        [
+            "DEFAULT_MAX_STEPS",
+            "TERMINAL_STATUSES",
+            "ActorReady",
+            "AgentInfo",
+            "ContentType",
+            "DeadLetter",
+            "Decision",
+            "DecodeError",
+            "Edge",
+            "Encoding",
+            "ErrorReply",
+            "Event",
+            "Graph",
+            "GraphError",
+            "Header",
+            "InvalidNameError",
+            "JobContext",
+            "JobInfo",
+            "JobSnapshot",
+            "JobStatusName",
+            "Names",
+            "NonRetryableError",
+            "Outgoing",
+            "PayloadTooLargeError",
+            "ProtocolError",
+            "RetryableError",
+            "RigConnectionError",
+            "RigError",
+            "SchemaError",
+            "StartJob",
+            "State",
+            "StatusRequest",
+            "StepRequest",
+            "SubmitReply",
+            "SubmitRequest",
+            "SupervisorMessage",
+            "ToolCall",
+            "ToolResult",
+            "UnknownAgentError",
+            "UnknownJobError",
+            "Usage",
+            "Verdict",
+            "VerifyRequest",
+            "canonical",
+            "check_token",
+            "decode",
+            "decode_as",
+            "encode",
+            "error_from_dict",
+            "explain",
+            "idempotency_key",
+            "msg_id",
+            "sniff",
+        ]
+    )
     for name in protocols.__all__:
         assert hasattr(protocols, name)
 
@@ -39,5 +103,8 @@ def test_default_names_match_the_design() -> None:
     assert names.events("j1") == "rig.events.j1"
     assert names.dlq("supervisor") == "rig.dlq.supervisor"
     assert (names.work_stream, names.events_stream, names.dlq_stream) == (
-        "RIG_WORK", "RIG_EVENTS", "RIG_DLQ")
+        "RIG_WORK",
+        "RIG_EVENTS",
+        "RIG_DLQ",
+    )
     assert names.jobs_bucket == "RIG_JOBS"

@@ -10,12 +10,14 @@ import sys
 from typing import Any
 
 import msgpack
+import nats.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
 from actors.examples.refund import RefundAgent
 from protocols import (
     DeadLetter,
+    Decision,
     ErrorReply,
     PayloadTooLargeError,
     RigConnectionError,
@@ -88,8 +90,9 @@ async def test_repeated_tool_call_runs_the_side_effect_once(rig: Deployment) -> 
     args = {"order_id": "A-1001", "amount": 10.0}
     for step, copy in ((3, "first"), (3, "redelivered"), (4, "llm-repeat")):
         call = ToolCall(job_id="job-1", step=step, tool="issue_refund", args=args)
-        await js.publish(rig.names.tool("issue_refund"), encode(call),
-                         headers={"Nats-Msg-Id": copy})
+        await js.publish(
+            rig.names.tool("issue_refund"), encode(call), headers={"Nats-Msg-Id": copy}
+        )
     sub = await js.pull_subscribe_bind("probe", stream=rig.names.work_stream)
     results: dict[int, ToolResult] = {}
     while len(results) < 2:
@@ -228,8 +231,17 @@ async def test_rig_up_restarts_a_killed_actor_and_the_job_finishes(
     thinking = await rig.nc.subscribe(f"{rig.prefix}.test.thinking")
     with (rig.home / "up.out").open("ab") as log:
         up = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "actors", "up", "--config", str(config), "--json",
-            env=rig.env, cwd=ROOT, stdout=log, stderr=log,
+            sys.executable,
+            "-m",
+            "actors",
+            "up",
+            "--config",
+            str(config),
+            "--json",
+            env=rig.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
         )
     try:
         announced = await _ready_count(ready, 4)
@@ -281,3 +293,55 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_stale_report_is_dropped_and_logged(rig: Deployment) -> None:
+    """A decision for a step the job has left changes nothing; the supervisor logs it."""
+    await rig.spawn(*REFUND)
+    reply = await rig.client.submit("refund", EXAMPLE)
+    before = await rig.client.wait(reply.job_id, timeout=30)
+    journal = [e async for e in rig.client.events(reply.job_id, timeout=10)]
+
+    stale = Decision(job_id=reply.job_id, step=1, edge="escalate")
+    await rig.nc.jetstream().publish(
+        rig.names.supervisor, encode(stale), headers={"Nats-Msg-Id": "late-duplicate"}
+    )
+
+    def stale_logged() -> bool:
+        for line in (rig.home / "actors.Supervisor.log").read_text().splitlines():
+            if '"report.stale"' in line:
+                entry = json.loads(line)
+                assert (entry["actor"], entry["job"], entry["step"]) == (
+                    "supervisor",
+                    reply.job_id,
+                    1,
+                )
+                return True
+        return False
+
+    await eventually(lambda: asyncio.to_thread(stale_logged), message="report.stale logged")
+    assert await rig.client.status(reply.job_id) == before
+    again = [e async for e in rig.client.events(reply.job_id, timeout=10)]
+    assert again == journal
+
+
+async def test_a_long_handler_keeps_its_message(rig: Deployment) -> None:
+    """A step held longer than the ack wait is not redelivered: in-progress acks keep it."""
+    await rig.spawn(
+        "actors:Supervisor",
+        "tests.gated:GatedAgent",
+        "tests.gated:GatedAgent",
+        "actors.examples.refund:RefundTools",
+        "actors.examples.refund:RefundChecks",
+    )
+    thinking = await rig.nc.subscribe(f"{rig.prefix}.test.thinking")
+    job = await rig.client.submit("gated", EXAMPLE)
+    await thinking.next_msg(timeout=30)
+    # Three ack waits (RIG_ACK_WAIT=2): a redelivery would reach the other agent process,
+    # which would announce it is thinking too.
+    with pytest.raises(nats.errors.TimeoutError):
+        await thinking.next_msg(timeout=6)
+    info = await rig.nc.jetstream().consumer_info(rig.names.work_stream, "agent-gated")
+    assert info.num_redelivered == 0
+    await rig.nc.publish(f"{rig.prefix}.test.gate", b"go")
+    assert (await rig.client.wait(job.job_id, timeout=30)).status == "succeeded"

@@ -1,9 +1,10 @@
 """The shipped example: a refund agent whose refunds are real side effects.
 
-    triage --lookup(lookup_order)--> review --approve--> refunding --refund(issue_refund,
-       |                               |                    |          verified by refund_matches)--> done
-       '--escalate--> human <----------+--escalate----------'
-                                       '--deny--> denied
+    triage --lookup--> review --approve--> refunding --refund--> done
+       |     (tool        |                   |        (tool issue_refund,
+       |   lookup_order)  |                   |         verifier refund_matches)
+       '--escalate--> human <--escalate-------'
+                          '--deny--> denied
 
 The LLM is `RuleLLM`, a rule-based stand-in, so the example runs offline. Refunds are
 written to `$RIG_HOME/refunds.sqlite3`, an effects sink that the ledger knows nothing
@@ -113,7 +114,8 @@ class RefundAgent(Agent):
                     Edge(
                         name="escalate",
                         to="human",
-                        description=f"The amount is above {AUTO_APPROVE_LIMIT:.0f}; a person decides.",
+                        description=f"The amount is above {AUTO_APPROVE_LIMIT:.0f}; "
+                        "a person decides.",
                     ),
                 ),
                 safe_edge="escalate",
