@@ -76,6 +76,18 @@ class Endpoint:
     responder: Responder
 
 
+# Consecutive fetch failures after which a pull subscription is replaced.
+_RESUBSCRIBE_AFTER = 5
+
+
+def _describe_error(exc: Exception) -> str:
+    """nats-py's APIError prints as `APIError()`; say its code and description."""
+    code, description = getattr(exc, "code", None), getattr(exc, "description", None)
+    if code or description:
+        return f"{type(exc).__name__}(code={code}, description={description!r})"
+    return repr(exc)
+
+
 class _Slots:
     """A counting semaphore that can hand out several permits at once (for batch fetches)."""
 
@@ -89,6 +101,10 @@ class _Slots:
             taken = min(wanted, self._free)
             self._free -= taken
             return taken
+
+    def borrow(self, count: int) -> None:
+        """Take permits now, even below zero: for messages already in hand."""
+        self._free -= count
 
     async def give_back(self, count: int = 1) -> None:
         async with self._changed:
@@ -287,11 +303,10 @@ class Actor:
                     sub = await self.js.pull_subscribe_bind(
                         durable=inbox.durable, stream=self.names.work_stream
                     )
-                msgs = await sub.fetch(
-                    taken,
-                    timeout=self.config.fetch_timeout,
-                    heartbeat=self.config.fetch_timeout / 4,
-                )
+                # No idle heartbeat: nats-py shortens a pull request's expiry to what is
+                # left of the timeout, and the server refuses a heartbeat above half of
+                # it (400). The short timeout already bounds an orphaned pull request.
+                msgs = await sub.fetch(taken, timeout=self.config.fetch_timeout)
                 failures = 0
             except asyncio.CancelledError:
                 await self._slots.give_back(taken)
@@ -300,19 +315,27 @@ class Actor:
                 await self._slots.give_back(taken)
                 continue
             except Exception as exc:
-                # A reconnect or a server restart: start a fresh pull subscription.
+                # A status from the server (409 and the like) or a broken connection.
+                # Keep the subscription: messages already in its queue would otherwise
+                # wait out their ack wait. Only a subscription that keeps failing is
+                # replaced (a pull subscription can stall after a server restart).
                 await self._slots.give_back(taken)
                 failures += 1
-                self.log.warning("consume.error", durable=inbox.durable, error=repr(exc))
-                if sub is not None:
+                self.log.warning("consume.error", durable=inbox.durable, failures=failures,
+                                 error=_describe_error(exc))
+                if sub is not None and failures % _RESUBSCRIBE_AFTER == 0:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
                     sub = None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=min(0.2 * failures, 2.0))
+                    await asyncio.wait_for(self._stopping.wait(), timeout=min(0.1 * failures, 2.0))
                 continue
             if len(msgs) < taken:
                 await self._slots.give_back(taken - len(msgs))
+            elif len(msgs) > taken:
+                # nats-py hands back everything already queued; run it rather than let
+                # it wait out the ack wait.
+                self._slots.borrow(len(msgs) - taken)
             for msg in msgs:
                 task = asyncio.create_task(self._process(inbox, msg))
                 self._running.add(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 from actors._actor import Actor, Delivery, Inbox
@@ -118,9 +119,14 @@ class Agent(Actor):
         )
         usage = Usage()
         problem = ""
+        llm_ms = 0.0
         for attempt in range(self.max_reasks + 1):
             try:
-                reply = await asyncio.wait_for(self._llm.complete(prompt), self.llm_timeout)
+                started = time.perf_counter()
+                try:
+                    reply = await asyncio.wait_for(self._llm.complete(prompt), self.llm_timeout)
+                finally:
+                    llm_ms += (time.perf_counter() - started) * 1000
                 usage.input_tokens += reply.usage.input_tokens
                 usage.output_tokens += reply.usage.output_tokens
                 edge, args = parse_answer(reply.text, state.edges)
@@ -138,6 +144,7 @@ class Agent(Actor):
                     args=args,
                     reasks=attempt,
                     usage=usage,
+                    llm_ms=llm_ms,
                 )
                 break
             self.log.info("llm.invalid_answer", problem=problem, attempt=attempt)
@@ -152,6 +159,7 @@ class Agent(Actor):
                 fallback=True,
                 reason=problem,
                 usage=usage,
+                llm_ms=llm_ms,
             )
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")

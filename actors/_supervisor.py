@@ -8,8 +8,10 @@ compare-and-set, then publishes what the transition produced (events, next comma
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -22,6 +24,7 @@ from protocols import (
     Edge,
     Event,
     Graph,
+    Header,
     JobContext,
     JobInfo,
     JobSnapshot,
@@ -48,6 +51,11 @@ from protocols import (
 
 # How long the supervisor trusts its copy of an agent's registry entry.
 _AGENT_CACHE_S = 5.0
+# Snapshots of running jobs kept in memory (about 2 KB each).
+_SNAPSHOT_CACHE_SIZE = 20_000
+# Attempts at a compare-and-set before giving the report back to JetStream.
+_CAS_ATTEMPTS = 5
+_PUBLISH_TIMEOUT_S = 10.0
 
 
 class Supervisor(Actor):
@@ -72,6 +80,7 @@ class Supervisor(Actor):
         self._jobs: KeyValue = await self.js.key_value(self.names.jobs_bucket)
         self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
+        self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self.stale_reports = 0
 
     def endpoints(self) -> list[Endpoint]:
@@ -130,30 +139,37 @@ class Supervisor(Actor):
 
     async def on_message(self, message: Any, delivery: Delivery) -> None:
         """Apply one report to its job, or re-send the job's outbox if the report is stale."""
-        snapshot, revision = await self._load(message.job_id)
-        if snapshot is None:
-            if not isinstance(message, StartJob):
-                raise NonRetryableError(
-                    f"{message.kind} for unknown job {message.job_id!r}", job_id=message.job_id
-                )
-            snapshot = self._new_snapshot(message)
-            revision = 0
-        after = await self._apply(snapshot, message)
-        if after is None:
-            self.stale_reports += 1
-            self.log.info("report.stale", kind=message.kind, job_step=snapshot.step)
-            await self._send(snapshot)
+        for attempt in range(_CAS_ATTEMPTS):
+            snapshot, revision = await self._load(message.job_id, cached=attempt == 0)
+            if snapshot is None:
+                if not isinstance(message, StartJob):
+                    raise NonRetryableError(
+                        f"{message.kind} for unknown job {message.job_id!r}", job_id=message.job_id
+                    )
+                snapshot = self._new_snapshot(message)
+                revision = 0
+            after = await self._apply(snapshot, message)
+            if after is None:
+                self.stale_reports += 1
+                self.log.info("report.stale", kind=message.kind, job_step=snapshot.step)
+                await self._send(snapshot)
+                return
+            after.updated_at = time.time()
+            data = encode(after)
+            try:
+                if revision == 0:
+                    revision = await self._jobs.create(after.job_id, data)
+                else:
+                    revision = await self._jobs.update(after.job_id, data, last=revision)
+            except KeyWrongLastSequenceError:
+                # Another supervisor moved the job first (or our copy was old): read the
+                # snapshot again and decide again.
+                self._snapshots.pop(message.job_id, None)
+                continue
+            self._remember(after, data, revision)
+            await self._send(after)
             return
-        after.updated_at = time.time()
-        try:
-            if revision == 0:
-                await self._jobs.create(after.job_id, encode(after))
-            else:
-                await self._jobs.update(after.job_id, encode(after), last=revision)
-        except KeyWrongLastSequenceError as exc:
-            # Another supervisor moved the job first: read again and decide again.
-            raise RetryableError("job snapshot changed concurrently", delay=0.05) from exc
-        await self._send(after)
+        raise RetryableError("the job's snapshot kept changing under us", delay=0.05)
 
     async def _apply(self, job: JobSnapshot, message: Any) -> JobSnapshot | None:
         """The next snapshot after `message`, or None if `message` is not for this step."""
@@ -204,6 +220,7 @@ class Supervisor(Actor):
             fallback=fallback,
             reason=reason,
             usage=decision.usage.model_dump(),
+            llm_ms=round(decision.llm_ms, 3),
         )
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
         if edge.tool is not None:
@@ -230,6 +247,7 @@ class Supervisor(Actor):
             error=result.error,
             ledger=result.ledger,
             key=result.key,
+            tool_ms=round(result.tool_ms, 3),
         )
         if not result.ok:
             return self._enter(
@@ -347,8 +365,18 @@ class Supervisor(Actor):
         )
 
     async def _send(self, job: JobSnapshot) -> None:
-        for out in job.outbox:
-            await self.publish(out.subject, out.data, msg_id=out.msg_id)
+        """Publish the outbox, pipelined: one round trip for all of it, order kept."""
+        try:
+            acks = [
+                await self.js.publish_async(
+                    out.subject, out.data, headers={Header.MSG_ID: out.msg_id}
+                )
+                for out in job.outbox
+            ]
+            await asyncio.wait_for(asyncio.gather(*acks), _PUBLISH_TIMEOUT_S)
+        except Exception as exc:
+            # The snapshot is written: a redelivery of the report re-sends the outbox.
+            raise RetryableError(f"publishing the outbox failed: {exc!r}", delay=0.2) from exc
 
     def _new_snapshot(self, start: StartJob) -> JobSnapshot:
         job = JobSnapshot(
@@ -375,7 +403,11 @@ class Supervisor(Actor):
 
     # --- storage -----------------------------------------------------------------
 
-    async def _load(self, job_id: str) -> tuple[JobSnapshot | None, int]:
+    async def _load(self, job_id: str, *, cached: bool = False) -> tuple[JobSnapshot | None, int]:
+        """The job's snapshot and revision: from this process's cache if `cached` and known."""
+        if cached and job_id in self._snapshots:
+            data, revision = self._snapshots[job_id]
+            return decode_as(JobSnapshot, data)[0], revision
         try:
             entry = await self._jobs.get(job_id)
         except (KeyNotFoundError, NotFoundError):
@@ -384,6 +416,20 @@ class Supervisor(Actor):
             return None, 0
         snapshot, _ = decode_as(JobSnapshot, entry.value)
         return snapshot, entry.revision or 0
+
+    def _remember(self, job: JobSnapshot, data: bytes, revision: int) -> None:
+        """Keep the snapshot just written, so the next report of this job skips a KV read.
+
+        Another supervisor may move the job meanwhile; the compare-and-set then fails
+        and the snapshot is read again, so the cache only ever saves work.
+        """
+        if job.terminal:
+            self._snapshots.pop(job.job_id, None)
+            return
+        self._snapshots[job.job_id] = (data, revision)
+        self._snapshots.move_to_end(job.job_id)
+        while len(self._snapshots) > _SNAPSHOT_CACHE_SIZE:
+            self._snapshots.popitem(last=False)
 
     async def _agent(self, name: str) -> AgentInfo:
         cached = self._agent_cache.get(name)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -224,6 +225,7 @@ class ToolExecutor(Actor):
         fn: Callable[..., Awaitable[Any]],
         epoch: int,
     ) -> ToolResult:
+        started = time.perf_counter()
         try:
             value = await self._invoke(call, key, epoch, spec, fn)
             json.dumps(value)  # a result must be JSON to be recorded and sent
@@ -242,12 +244,20 @@ class ToolExecutor(Actor):
         except Exception as exc:
             error = {"code": "tool_error", "message": f"{type(exc).__name__}: {exc}"}
         else:
+            tool_ms = (time.perf_counter() - started) * 1000
             if not await self.ledger.complete(key, epoch, value):
                 self.log.warning("ledger.fenced", key=key, epoch=epoch)
-            return _ok(call, key, value, ledger="miss")
+            return _ok(call, key, value, ledger="miss", tool_ms=tool_ms)
+        tool_ms = (time.perf_counter() - started) * 1000
         await self.ledger.fail(key, epoch, error, retryable=False)
         return ToolResult(
-            job_id=call.job_id, step=call.step, tool=call.tool, key=key, ok=False, error=error
+            job_id=call.job_id,
+            step=call.step,
+            tool=call.tool,
+            key=key,
+            ok=False,
+            error=error,
+            tool_ms=tool_ms,
         )
 
     async def _invoke(
@@ -265,7 +275,7 @@ class ToolExecutor(Actor):
             _current.reset(token)
 
 
-def _ok(call: ToolCall, key: str, value: Any, *, ledger: Any) -> ToolResult:
+def _ok(call: ToolCall, key: str, value: Any, *, ledger: Any, tool_ms: float = 0.0) -> ToolResult:
     return ToolResult(
         job_id=call.job_id,
         step=call.step,
@@ -274,6 +284,7 @@ def _ok(call: ToolCall, key: str, value: Any, *, ledger: Any) -> ToolResult:
         ok=True,
         result=value,
         ledger=ledger,
+        tool_ms=tool_ms,
     )
 
 

@@ -148,6 +148,9 @@ class Decision(_Wire):
     fallback: bool = False
     reason: str = ""
     usage: Usage = Field(default_factory=Usage)
+    llm_ms: float = Field(
+        default=0.0, description="time spent waiting for the LLM, re-asks included"
+    )
 
 
 class ToolCall(_Wire):
@@ -172,6 +175,7 @@ class ToolResult(_Wire):
     result: Any = None
     error: dict[str, Any] | None = None
     ledger: Literal["hit", "miss"] = "miss"
+    tool_ms: float = Field(default=0.0, description="time the tool itself ran (0 on a ledger hit)")
 
 
 class VerifyRequest(_Wire):

