@@ -321,8 +321,12 @@ class Actor:
                 # replaced (a pull subscription can stall after a server restart).
                 await self._slots.give_back(taken)
                 failures += 1
-                self.log.warning("consume.error", durable=inbox.durable, failures=failures,
-                                 error=_describe_error(exc))
+                self.log.warning(
+                    "consume.error",
+                    durable=inbox.durable,
+                    failures=failures,
+                    error=_describe_error(exc),
+                )
                 if sub is not None and failures % _RESUBSCRIBE_AFTER == 0:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()

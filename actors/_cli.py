@@ -7,7 +7,6 @@ Exit codes: 0 success; 1 the job ended in a status other than `succeeded`;
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import os
@@ -18,6 +17,7 @@ from typing import Any
 
 from actors._client import RigClient
 from actors._config import DEFAULT_NATS_URL, RigConfig
+from actors._loop import run_async
 from protocols import Event, JobInfo, RigError
 
 EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR = 0, 1, 2
@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:CLASS",
         help="e.g. actors:Supervisor or examples.greeter:GreeterAgent",
     )
+    run.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile with pyinstrument; write DIR/CLASS-PID.txt on exit (also RIG_PROFILE_DIR)",
+    )
     run.set_defaults(run=_actor_run)
 
     agents = verbs.add_parser("agents", parents=[common], help="list the registered agents")
@@ -142,7 +147,7 @@ def _up(args: argparse.Namespace) -> int:
     from actors._up import UpConfig, run_up
 
     config = UpConfig.load(args.config)
-    return asyncio.run(
+    return run_async(
         run_up(config, port=args.port, monitor_port=args.monitor_port, json_output=args.json)
     )
 
@@ -151,7 +156,24 @@ def _actor_run(args: argparse.Namespace) -> int:
     cls = load_actor_class(args.target)
     if args.json:
         os.environ.setdefault("RIG_LOG_FORMAT", "json")
-    asyncio.run(cls().run())
+    profile = args.profile or os.environ.get("RIG_PROFILE_DIR")
+    if not profile:
+        run_async(cls().run())
+        return EXIT_OK
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise _usage("--profile needs pyinstrument: pip install 'rig[bench]'") from None
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    try:
+        run_async(cls().run())
+    finally:
+        profiler.stop()
+        folder = Path(profile)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{cls.__name__}-{os.getpid()}.txt"
+        out.write_text(profiler.output_text(unicode=True, show_all=False))
     return EXIT_OK
 
 
@@ -249,7 +271,7 @@ def _with_client(work: Callable[[RigClient], Awaitable[Any]]) -> Any:
         async with await RigClient.connect(config) as rig:
             return await work(rig)
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _show_status(info: JobInfo, as_json: bool) -> None:

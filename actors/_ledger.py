@@ -13,14 +13,23 @@ The file uses WAL and `synchronous=FULL`: a recorded result survives power loss,
 is the point of a ledger that prevents duplicate payments. Claims use `BEGIN IMMEDIATE`,
 so two executor processes sharing the file serialise on the write lock instead of
 failing with SQLITE_BUSY. One file per host, shared by every executor on it.
+
+Group commit: one writer task per `Ledger` takes every claim and completion waiting in
+its queue and applies them in one transaction, so a full fsync is paid per batch, not
+per call. Nobody is answered before their batch has committed. The decisions themselves
+are pure functions of the record read inside that transaction (`decide_claim`,
+`decide_finish`), applied in arrival order, so two calls on one key in one batch see
+each other exactly as if they had been committed one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,29 +87,151 @@ class Claim:
     retry_after: float = 0.0
 
 
-class Ledger:
-    """An open ledger file. Use `await Ledger.open(path, owner=...)`; not shareable across loops.
+def decide_claim(
+    record: LedgerRecord | None, op: _ClaimOp, *, owner: str, now: float
+) -> tuple[Claim, LedgerRecord | None]:
+    """What a claim finds, and the record it leaves (None: unchanged). Pure."""
+    if record is None:
+        new = LedgerRecord(
+            key=op.key,
+            job_id=op.job_id,
+            tool=op.tool,
+            args_hash=op.args_hash,
+            state="in_progress",
+            epoch=1,
+            owner=owner,
+            lease_until=now + op.lease,
+            result=None,
+            error=None,
+            retryable=False,
+            created_at=now,
+            updated_at=now,
+        )
+        return Claim("claimed", epoch=1), new
+    if record.args_hash != op.args_hash:
+        return Claim("conflict", record=record), None
+    if record.state == "succeeded":
+        return Claim("succeeded", record=record), None
+    if record.state == "failed" and not record.retryable:
+        return Claim("failed", record=record), None
+    if record.state == "in_progress" and record.lease_until > now:
+        return Claim("busy", record=record, retry_after=record.lease_until - now), None
+    if record.state in ("in_progress", "unknown") and op.side_effects:
+        # The lease ran out with the effect possibly done: never run it blindly.
+        if record.state == "in_progress":
+            return Claim("unknown", record=record), replace(record, state="unknown", updated_at=now)
+        return Claim("unknown", record=record), None
+    epoch = record.epoch + 1
+    new = replace(
+        record,
+        state="in_progress",
+        epoch=epoch,
+        owner=owner,
+        lease_until=now + op.lease,
+        error=None,
+        retryable=False,
+        updated_at=now,
+    )
+    return Claim("claimed", epoch=epoch), new
 
-    Transactions on the one connection are serialised by a lock; several processes may
-    open the same file.
+
+def decide_finish(
+    record: LedgerRecord | None, op: _FinishOp, *, now: float
+) -> tuple[bool, LedgerRecord | None]:
+    """Record an outcome if `op.epoch` still owns the key; False if it was fenced off. Pure."""
+    if record is None or record.state != "in_progress" or record.epoch != op.epoch:
+        return False, None
+    return True, replace(
+        record,
+        state=op.state,
+        result=op.result,
+        error=op.error,
+        retryable=op.retryable,
+        updated_at=now,
+    )
+
+
+@dataclass(slots=True)
+class _ClaimOp:
+    key: str
+    job_id: str
+    tool: str
+    args_hash: str
+    lease: float
+    side_effects: bool
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class _FinishOp:
+    key: str
+    epoch: int
+    state: RecordState
+    result: Any
+    error: dict[str, Any] | None
+    retryable: bool
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class _GetOp:
+    key: str
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+_Op = _ClaimOp | _FinishOp | _GetOp
+
+_COLUMNS = (
+    "key, job_id, tool, args_hash, state, epoch, owner, lease_until, result, error,"
+    " retryable, created_at, updated_at"
+)
+_UPSERT = (
+    f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET state = excluded.state, epoch = excluded.epoch,"
+    " owner = excluded.owner, lease_until = excluded.lease_until, result = excluded.result,"
+    " error = excluded.error, retryable = excluded.retryable, updated_at = excluded.updated_at"
+)
+# SQLite's default limit on host parameters is 32766; stay far below it.
+_SELECT_CHUNK = 500
+
+
+class Ledger:
+    """An open ledger file. Use `await Ledger.open(path, owner=...)`; one event loop only.
+
+    Several processes may open the same file. Calls are queued (at most `max_queue`)
+    and committed in batches of at most `max_batch` by one writer task.
     """
 
-    def __init__(self, db: aiosqlite.Connection, *, owner: str) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        owner: str,
+        max_batch: int = 256,
+        max_queue: int = 10_000,
+    ) -> None:
         self._db = db
         self._owner = owner
-        self._lock = asyncio.Lock()
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue(maxsize=max_queue)
+        self._writer = asyncio.create_task(self._write_loop())
+        self.batches = 0
+        self.operations = 0
 
     @classmethod
-    async def open(cls, path: str | Path, *, owner: str) -> Ledger:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    async def open(cls, path: str | Path, *, owner: str, **kwargs: Any) -> Ledger:
+        await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA busy_timeout=10000")
         await db.execute(_SCHEMA)
-        return cls(db, owner=owner)
+        return cls(db, owner=owner, **kwargs)
 
     async def close(self) -> None:
+        """Finish what is queued, then close the file."""
+        await self._queue.put(None)
+        await self._writer
         await self._db.close()
 
     async def claim(
@@ -114,115 +245,139 @@ class Ledger:
         side_effects: bool = True,
     ) -> Claim:
         """Claim `key` for one run of the tool, or say why it must not run now."""
-        now = time.time()
-        async with self._transaction():
-            record = await self._get(key)
-            if record is None:
-                await self._db.execute(
-                    "INSERT INTO ledger (key, job_id, tool, args_hash, state, epoch, owner,"
-                    " lease_until, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, 'in_progress', 1, ?, ?, ?, ?)",
-                    (key, job_id, tool, args_hash, self._owner, now + lease, now, now),
-                )
-                return Claim("claimed", epoch=1)
-            if record.args_hash != args_hash:
-                return Claim("conflict", record=record)
-            if record.state == "succeeded":
-                return Claim("succeeded", record=record)
-            if record.state == "failed" and not record.retryable:
-                return Claim("failed", record=record)
-            if record.state == "in_progress" and record.lease_until > now:
-                return Claim("busy", record=record, retry_after=record.lease_until - now)
-            if record.state in ("in_progress", "unknown") and side_effects:
-                # The lease ran out with the effect possibly done: never run it blindly.
-                if record.state == "in_progress":
-                    await self._db.execute(
-                        "UPDATE ledger SET state = 'unknown', updated_at = ? WHERE key = ?",
-                        (now, key),
-                    )
-                return Claim("unknown", record=record)
-            epoch = record.epoch + 1
-            await self._db.execute(
-                "UPDATE ledger SET state = 'in_progress', epoch = ?, owner = ?, lease_until = ?,"
-                " error = NULL, retryable = 0, updated_at = ? WHERE key = ?",
-                (epoch, self._owner, now + lease, now, key),
-            )
-            return Claim("claimed", epoch=epoch)
+        result: Claim = await self._submit(
+            _ClaimOp(key, job_id, tool, args_hash, lease, side_effects)
+        )
+        return result
 
     async def complete(self, key: str, epoch: int, result: Any) -> bool:
         """Record a result; False if a newer epoch owns the key (this run was fenced off)."""
-        return await self._finish(key, epoch, "succeeded", json.dumps(result), None, False)
+        json.dumps(result)  # refuse a result that cannot be stored before queueing it
+        done: bool = await self._submit(_FinishOp(key, epoch, "succeeded", result, None, False))
+        return done
 
     async def fail(self, key: str, epoch: int, error: dict[str, Any], *, retryable: bool) -> bool:
         """Record a failure; a retryable one may be claimed again under a new epoch."""
-        return await self._finish(key, epoch, "failed", None, json.dumps(error), retryable)
+        done: bool = await self._submit(_FinishOp(key, epoch, "failed", None, error, retryable))
+        return done
 
     async def get(self, key: str) -> LedgerRecord | None:
-        async with self._lock:
-            return await self._get(key)
+        record: LedgerRecord | None = await self._submit(_GetOp(key))
+        return record
 
-    async def _finish(
-        self,
-        key: str,
-        epoch: int,
-        state: str,
-        result: str | None,
-        error: str | None,
-        retryable: bool,
-    ) -> bool:
-        async with self._transaction():
-            cursor = await self._db.execute(
-                "UPDATE ledger SET state = ?, result = ?, error = ?, retryable = ?,"
-                " updated_at = ? WHERE key = ? AND epoch = ? AND state = 'in_progress'",
-                (state, result, error, int(retryable), time.time(), key, epoch),
-            )
-            return cursor.rowcount == 1
+    async def _submit(self, op: _Op) -> Any:
+        if self._writer.done():
+            raise RuntimeError("the ledger is closed")
+        op.future = asyncio.get_running_loop().create_future()
+        await self._queue.put(op)
+        return await op.future
 
-    async def _get(self, key: str) -> LedgerRecord | None:
-        async with self._db.execute(
-            "SELECT key, job_id, tool, args_hash, state, epoch, owner, lease_until, result,"
-            " error, retryable, created_at, updated_at FROM ledger WHERE key = ?",
-            (key,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        return LedgerRecord(
-            key=row[0],
-            job_id=row[1],
-            tool=row[2],
-            args_hash=row[3],
-            state=row[4],
-            epoch=row[5],
-            owner=row[6],
-            lease_until=row[7],
-            result=json.loads(row[8]) if row[8] is not None else None,
-            error=json.loads(row[9]) if row[9] is not None else None,
-            retryable=bool(row[10]),
-            created_at=row[11],
-            updated_at=row[12],
-        )
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch: list[_Op] = [first]
+            stop = False
+            while len(batch) < self._max_batch and not self._queue.empty():
+                op = self._queue.get_nowait()
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            try:
+                results = await self._commit(batch)
+            except Exception as exc:
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(exc)
+            else:
+                for op, result in zip(batch, results, strict=True):
+                    if not op.future.done():
+                        op.future.set_result(result)
+            if stop:
+                return
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE` ... `COMMIT` (or `ROLLBACK` on error), under the ledger's lock."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-
-    async def __aenter__(self) -> None:
-        await self._ledger._lock.acquire()
+    async def _commit(self, batch: list[_Op]) -> list[Any]:
+        """One transaction for the whole batch: read its keys, decide in order, write once."""
+        await self._db.execute("BEGIN IMMEDIATE")
         try:
-            await self._ledger._db.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            records = await self._select({op.key for op in batch})
+            changed: dict[str, LedgerRecord] = {}
+            results: list[Any] = []
+            for op in batch:
+                record = records.get(op.key)
+                new: LedgerRecord | None = None
+                if isinstance(op, _ClaimOp):
+                    outcome, new = decide_claim(record, op, owner=self._owner, now=now)
+                elif isinstance(op, _FinishOp):
+                    outcome, new = decide_finish(record, op, now=now)
+                else:
+                    outcome = record
+                if new is not None:
+                    records[op.key] = changed[op.key] = new
+                results.append(outcome)
+            if changed:
+                await self._db.executemany(_UPSERT, [_row(r) for r in changed.values()])
+            await self._db.execute("COMMIT")
         except BaseException:
-            self._ledger._lock.release()
+            with contextlib.suppress(Exception):
+                await self._db.execute("ROLLBACK")
             raise
+        self.batches += 1
+        self.operations += len(batch)
+        return results
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            await self._ledger._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._ledger._lock.release()
+    async def _select(self, keys: set[str]) -> dict[str, LedgerRecord]:
+        found: dict[str, LedgerRecord] = {}
+        for chunk in _chunks(sorted(keys), _SELECT_CHUNK):
+            marks = ", ".join("?" * len(chunk))
+            async with self._db.execute(
+                f"SELECT {_COLUMNS} FROM ledger WHERE key IN ({marks})", chunk
+            ) as cursor:
+                for row in await cursor.fetchall():
+                    record = _record(row)
+                    found[record.key] = record
+        return found
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _record(row: Any) -> LedgerRecord:
+    return LedgerRecord(
+        key=row[0],
+        job_id=row[1],
+        tool=row[2],
+        args_hash=row[3],
+        state=row[4],
+        epoch=row[5],
+        owner=row[6],
+        lease_until=row[7],
+        result=json.loads(row[8]) if row[8] is not None else None,
+        error=json.loads(row[9]) if row[9] is not None else None,
+        retryable=bool(row[10]),
+        created_at=row[11],
+        updated_at=row[12],
+    )
+
+
+def _row(record: LedgerRecord) -> tuple[Any, ...]:
+    return (
+        record.key,
+        record.job_id,
+        record.tool,
+        record.args_hash,
+        record.state,
+        record.epoch,
+        record.owner,
+        record.lease_until,
+        json.dumps(record.result) if record.state == "succeeded" else None,
+        json.dumps(record.error) if record.error is not None else None,
+        int(record.retryable),
+        record.created_at,
+        record.updated_at,
+    )
