@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -135,7 +136,8 @@ class Actor:
       one that cannot be decoded is terminated and dead-lettered on `rig.dlq.<durable>`
       with the reason and its original bytes;
     - runs the handler, at most `RIG_CONCURRENCY` handlers at once per process,
-      sending in-progress acks every third of the ack wait while it runs;
+      sending in-progress acks every third of the ack wait while it runs (one
+      task does this for all handlers);
     - handler returns: ack. Raises `RetryableError(delay=...)`: nak with that delay.
       Raises `NonRetryableError`: terminate and dead-letter. Raises anything else:
       logged, nak'ed with the default delay (it may be transient);
@@ -160,6 +162,8 @@ class Actor:
         self._slots = _Slots(self.config.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._consumer_tasks: list[asyncio.Task[None]] = []
+        # Messages being handled (Msg is unhashable: keyed by id), and since when.
+        self._holding: dict[int, tuple[Msg, float]] = {}
 
     # --- hooks -----------------------------------------------------------------
 
@@ -237,6 +241,7 @@ class Actor:
             for inbox in inboxes:
                 await self._ensure_consumer(inbox)
                 self._consumer_tasks.append(asyncio.create_task(self._consume(inbox)))
+            self._consumer_tasks.append(asyncio.create_task(self._keep_alive()))
             await self._announce(inboxes)
             await self._stopping.wait()
             self.log.info("actor.stopping", running=len(self._running))
@@ -388,7 +393,7 @@ class Actor:
         headers: dict[str, str],
         attempt: int,
     ) -> None:
-        ticker = asyncio.create_task(self._keep_alive(msg))
+        self._holding[id(msg)] = (msg, time.monotonic())
         try:
             await inbox.handler(message, delivery)
         except RetryableError as exc:
@@ -409,16 +414,21 @@ class Actor:
             await msg.nak(delay=self.config.nak_delay)
             return
         finally:
-            ticker.cancel()
+            del self._holding[id(msg)]
         await msg.ack()
 
-    async def _keep_alive(self, msg: Msg) -> None:
-        """Tell the server the message is still being worked on, so it is not redelivered."""
+    async def _keep_alive(self) -> None:
+        """One task for all handlers: in-progress acks for every message held over a third
+        of the ack wait, so JetStream does not redeliver work that is still running.
+        """
         interval = max(self.config.ack_wait / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            due = time.monotonic() - interval
+            for msg, started in list(self._holding.values()):
+                if started <= due:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _dead_letter(
         self, inbox: Inbox, msg: Msg, headers: dict[str, str], exc: Exception, attempt: int

