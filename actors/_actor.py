@@ -454,7 +454,12 @@ class Actor:
         )
         self.log.warning("message.dead_lettered", reason=letter.reason, code=error["code"])
         try:
-            await self.js.publish(self.names.dlq(inbox.durable), encode(letter))
+            # One dead letter per stored message, even if this actor dies before `term`
+            # and the message comes back.
+            letter_id = f"dlq:{inbox.durable}:{msg.metadata.sequence.stream}"
+            await self.js.publish(
+                self.names.dlq(inbox.durable), encode(letter), headers={Header.MSG_ID: letter_id}
+            )
         except Exception as publish_error:
             self.log.error("dlq.publish_failed", error=repr(publish_error))
             await msg.nak(delay=self.config.nak_delay)

@@ -137,6 +137,35 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("job_id", metavar="JOB")
     watch.add_argument("--timeout", type=float, help="give up after SECONDS (exit 2)")
     watch.set_defaults(run=_watch)
+
+    ledger = verbs.add_parser(
+        "ledger",
+        help="inspect and prune the tool-call ledger",
+        description="The idempotency ledger of this host ($RIG_HOME/ledger.sqlite3, or --file).",
+    )
+    ledger_verbs = ledger.add_subparsers(title="commands", metavar="COMMAND")
+    file_option = argparse.ArgumentParser(add_help=False)
+    file_option.add_argument(
+        "--file", type=Path, help="the ledger file (default: $RIG_HOME/ledger.sqlite3)"
+    )
+    ls = ledger_verbs.add_parser(
+        "ls", parents=[common, file_option], help="list records, newest first"
+    )
+    ls.add_argument("--state", choices=["in_progress", "succeeded", "failed", "unknown"])
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(run=_ledger_ls)
+    show = ledger_verbs.add_parser("show", parents=[common, file_option], help="one record")
+    show.add_argument("key", metavar="KEY")
+    show.set_defaults(run=_ledger_show)
+    prune_cmd = ledger_verbs.add_parser(
+        "prune",
+        parents=[common, file_option],
+        help="delete finished records older than a duration",
+        description="Delete succeeded and failed records not updated for DURATION (e.g. 30d, "
+        "12h, 90m, 3600s). In-progress and unknown records are never deleted.",
+    )
+    prune_cmd.add_argument("--older-than", required=True, metavar="DURATION")
+    prune_cmd.set_defaults(run=_ledger_prune)
     return parser
 
 
@@ -238,6 +267,68 @@ def _watch(args: argparse.Namespace) -> int:
 
     final = _with_client(go)
     return EXIT_OK if final == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+
+
+def _ledger_file(args: argparse.Namespace) -> Path:
+    path = args.file or RigConfig.from_env().home / "ledger.sqlite3"
+    if not path.exists():
+        raise _usage(f"no ledger at {path} (set RIG_HOME or --file)")
+    return Path(path)
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(record)
+
+
+def _ledger_ls(args: argparse.Namespace) -> int:
+    from actors._ledger import list_records
+
+    records = run_async(list_records(_ledger_file(args), limit=args.limit, state=args.state))
+    if args.json:
+        _print_json([_record_json(r) for r in records])
+        return EXIT_OK
+    for r in records:
+        print(f"{r.key[:16]}  {r.state:<11} epoch {r.epoch}  {r.tool:<16} job {r.job_id}")
+    return EXIT_OK
+
+
+def _ledger_show(args: argparse.Namespace) -> int:
+    from actors._ledger import get_record
+
+    record = run_async(get_record(_ledger_file(args), args.key))
+    if record is None:
+        raise _usage(f"no record with key {args.key!r}")
+    if args.json:
+        _print_json(_record_json(record))
+    else:
+        for name, value in _record_json(record).items():
+            print(f"{name:<12} {json.dumps(value) if isinstance(value, dict) else value}")
+    return EXIT_OK
+
+
+def _ledger_prune(args: argparse.Namespace) -> int:
+    from actors._ledger import prune
+
+    seconds = parse_duration(args.older_than)
+    deleted = run_async(prune(_ledger_file(args), older_than=seconds))
+    if args.json:
+        _print_json({"deleted": deleted, "older_than_s": seconds})
+    else:
+        print(f"deleted {deleted} finished record(s) older than {args.older_than}")
+    return EXIT_OK
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise _usage(f"{text!r} is not a duration (e.g. 30d, 12h, 90m, 45s)") from None
 
 
 # --- helpers -------------------------------------------------------------------

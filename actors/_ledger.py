@@ -381,3 +381,46 @@ def _row(record: LedgerRecord) -> tuple[Any, ...]:
         record.created_at,
         record.updated_at,
     )
+
+
+# --- administration (`rig ledger`): own connection, for a file executors may be using --
+
+
+async def list_records(
+    path: str | Path, *, limit: int = 100, state: RecordState | None = None
+) -> list[LedgerRecord]:
+    """The newest records first (at most `limit`), optionally only those in `state`."""
+    async with aiosqlite.connect(str(path)) as db:
+        await db.execute("PRAGMA busy_timeout=10000")
+        where, params = ("WHERE state = ?", (state,)) if state else ("", ())
+        async with db.execute(
+            f"SELECT {_COLUMNS} FROM ledger {where} ORDER BY updated_at DESC LIMIT ?",
+            (*params, limit),
+        ) as cursor:
+            return [_record(row) for row in await cursor.fetchall()]
+
+
+async def get_record(path: str | Path, key: str) -> LedgerRecord | None:
+    async with aiosqlite.connect(str(path)) as db:
+        await db.execute("PRAGMA busy_timeout=10000")
+        async with db.execute(f"SELECT {_COLUMNS} FROM ledger WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+    return _record(row) if row is not None else None
+
+
+async def prune(path: str | Path, *, older_than: float) -> int:
+    """Delete finished records not updated for `older_than` seconds; return how many.
+
+    Only `succeeded` and `failed` records go: an `in_progress` or `unknown` record may
+    stand for an effect that happened, and deleting it would let the call run again.
+    """
+    async with aiosqlite.connect(str(path), isolation_level=None) as db:
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("BEGIN IMMEDIATE")
+        cursor = await db.execute(
+            "DELETE FROM ledger WHERE state IN ('succeeded', 'failed') AND updated_at < ?",
+            (time.time() - older_than,),
+        )
+        await db.execute("COMMIT")
+        return cursor.rowcount

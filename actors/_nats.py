@@ -121,6 +121,7 @@ def stream_configs(names: Names) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=DLQ_MAX_AGE_S,
             discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_S,
         ),
     ]
 

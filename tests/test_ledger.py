@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
+import sys
 from pathlib import Path
 
 from actors import Ledger
@@ -82,3 +85,45 @@ async def test_one_claim_wins_across_connections(tmp_path: Path) -> None:
     assert sorted(c.outcome for c in claims) == ["busy"] * 7 + ["claimed"]
     for led in ledgers:
         await led.close()
+
+
+async def test_rig_ledger_ls_show_and_prune(tmp_path: Path) -> None:
+    """`rig ledger` lists and shows records; prune never deletes in-progress or unknown ones."""
+    ledger = await Ledger.open(tmp_path / "ledger.sqlite3", owner="a")
+    await ledger.claim("done", **ARGS, lease=30)
+    await ledger.complete("done", 1, {"refund_id": "r1"})
+    await ledger.claim("running", **ARGS, lease=300)
+    await ledger.claim("doubt", **ARGS, lease=0)
+    assert (await ledger.claim("doubt", **ARGS, lease=30)).outcome == "unknown"
+    await ledger.close()
+    env = {**os.environ, "RIG_HOME": str(tmp_path)}
+
+    async def rig(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "actors",
+            "ledger",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode()
+
+    code, out = await rig("ls", "--json")
+    assert code == 0
+    assert {r["key"]: r["state"] for r in json.loads(out)} == {
+        "done": "succeeded",
+        "running": "in_progress",
+        "doubt": "unknown",
+    }
+    code, out = await rig("show", "done", "--json")
+    assert code == 0 and json.loads(out)["result"] == {"refund_id": "r1"}
+    code, out = await rig("prune", "--older-than", "0s", "--json")
+    assert code == 0 and json.loads(out)["deleted"] == 1
+    code, out = await rig("ls", "--json")
+    assert sorted(r["key"] for r in json.loads(out)) == ["doubt", "running"]
+    code, out = await rig("prune", "--older-than", "soon")
+    assert code == 2 and "not a duration" in out
