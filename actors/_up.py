@@ -36,7 +36,7 @@ import structlog
 
 from actors._config import RigConfig
 from actors._log import configure_logging
-from protocols import RigError
+from protocols import ActorReady, RigError, decode_as
 
 log = structlog.get_logger("rig.up")
 
@@ -191,6 +191,37 @@ async def _terminate(proc: asyncio.subprocess.Process, *, grace: float) -> None:
             await proc.wait()
 
 
+async def spawn_actor(
+    target: str, *, env: dict[str, str], cwd: Path | None = None, log: Any = None
+) -> asyncio.subprocess.Process:
+    """Start `python -m actors run TARGET` as a child that exits if its parent dies.
+
+    `log` (an open file) takes its stdout and stderr; by default they are inherited.
+    """
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "actors",
+        "run",
+        target,
+        env=env,
+        cwd=cwd,
+        stdout=log,
+        stderr=log,
+        preexec_fn=_die_with_parent,
+    )
+
+
+async def wait_ready(sub: Any, pids: set[int], *, timeout: float = 30.0) -> list[ActorReady]:
+    """Read `ActorReady` announcements from `sub` until every pid in `pids` has announced."""
+    seen: list[ActorReady] = []
+    async with asyncio.timeout(timeout):
+        while not pids <= {ready.pid for ready in seen}:
+            msg = await sub.next_msg(timeout=timeout)
+            seen.append(decode_as(ActorReady, msg.data)[0])
+    return seen
+
+
 class _Emitter:
     """What `rig up` reports: log lines, or JSON lines with `--json`."""
 
@@ -211,15 +242,7 @@ async def _keep_running(
     backoff = 0.5
     while not stop.is_set():
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "actors",
-            "run",
-            spec.target,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+        proc = await spawn_actor(spec.target, env=env)
         emit("actor.started", actor=spec.target, index=index, pid=proc.pid)
         exited = asyncio.create_task(proc.wait())
         stopping = asyncio.create_task(stop.wait())

@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors import Ledger  # noqa: E402
-from actors._up import NatsServer  # noqa: E402
-from protocols import ActorReady, Event, Names, decode_as, encode  # noqa: E402
+from actors._up import NatsServer, spawn_actor, wait_ready  # noqa: E402
+from protocols import Event, Names, decode_as, encode  # noqa: E402
 
 PIPELINE = (
     "actors:Supervisor",
@@ -187,27 +187,12 @@ class Deployment:
 
     async def start(self, nc: Any, targets: list[str]) -> None:
         sub = await nc.subscribe(self.names.actor_ready)
-        log = (self.home / "actors.log").open("ab")
-        for target in targets:
-            self.procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "actors",
-                    "run",
-                    target,
-                    env=self.env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-        log.close()
-        ready: set[int] = set()
-        async with asyncio.timeout(60):
-            while len(ready) < len(targets):
-                msg = await sub.next_msg(timeout=60)
-                ready.add(decode_as(ActorReady, msg.data)[0].pid)
+        with (self.home / "actors.log").open("ab") as log:
+            started = [
+                await spawn_actor(target, env=self.env, cwd=ROOT, log=log) for target in targets
+            ]
+        self.procs += started
+        await wait_ready(sub, {proc.pid for proc in started}, timeout=60)
         await sub.unsubscribe()
 
     async def stop(self) -> None:

@@ -23,7 +23,8 @@ from nats.aio.client import Client
 
 from actors import RigConfig
 from actors._client import RigClient
-from protocols import ActorReady, Names, decode_as
+from actors._up import spawn_actor, wait_ready
+from protocols import Names
 
 ROOT = Path(__file__).resolve().parents[1]
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -170,31 +171,13 @@ class Deployment:
         started = []
         for target in targets:
             with (self.home / f"{target.replace(':', '.')}.log").open("ab") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "actors",
-                    "run",
-                    target,
-                    env=self.env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=log,
-                )
+                proc = await spawn_actor(target, env=self.env, cwd=ROOT, log=log)
             self.procs.append(proc)
             started.append(proc)
         if ready:
-            await self.wait_ready(sub, {p.pid for p in started})
+            await wait_ready(sub, {p.pid for p in started})
         await sub.unsubscribe()
         return started
-
-    async def wait_ready(self, sub: Any, pids: set[int], timeout: float = 30.0) -> list[ActorReady]:
-        seen: list[ActorReady] = []
-        async with asyncio.timeout(timeout):
-            while {r.pid for r in seen} & pids != pids:
-                msg = await sub.next_msg(timeout=timeout)
-                seen.append(decode_as(ActorReady, msg.data)[0])
-        return seen
 
     async def stop_all(self) -> None:
         for proc in self.procs:
