@@ -162,6 +162,7 @@ class Actor:
         self._slots = _Slots(self.config.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._consumer_tasks: list[asyncio.Task[None]] = []
+        self._batch = self.config.batch
         # Messages being handled (Msg is unhashable: keyed by id), and since when.
         self._holding: dict[int, tuple[Msg, float]] = {}
 
@@ -236,6 +237,11 @@ class Actor:
             await ensure_topology(self._js, self.names)
             await self.on_start()
             inboxes = self.inboxes()
+            # Every inbox keeps a fetch open at all times, each holding the slots it asked
+            # for: share the slots out, or one busy tool would starve another's.
+            self._batch = max(
+                1, min(self.config.batch, self.config.concurrency // max(1, len(inboxes)))
+            )
             for endpoint in self.endpoints():
                 await self._serve(endpoint)
             for inbox in inboxes:
@@ -302,7 +308,7 @@ class Actor:
         sub: JetStreamContext.PullSubscription | None = None
         failures = 0
         while not self._stopping.is_set():
-            taken = await self._slots.take_up_to(self.config.batch)
+            taken = await self._slots.take_up_to(self._batch)
             try:
                 if sub is None:
                     sub = await self.js.pull_subscribe_bind(

@@ -31,6 +31,10 @@ from protocols import (
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+# A call found running elsewhere is retried after the rest of its lease, at most this
+# long: ten deliveries (the dead-letter limit) then outlast the default lease of 90 s.
+_BUSY_RETRY_MAX_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
@@ -195,7 +199,7 @@ class ToolExecutor(Actor):
             case "busy":
                 raise RetryableError(
                     "the call is running elsewhere",
-                    delay=min(max(claim.retry_after, 0.1), 5.0),
+                    delay=min(max(claim.retry_after, 0.1), _BUSY_RETRY_MAX_S),
                     key=key,
                 )
             case "unknown":
