@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from actors._config import RigConfig
 from actors._log import configure_logging
-from actors._nats import connect, ensure_topology, headers_of
+from actors._nats import connect, ensure_topology, headers_of, pull_subject
 from protocols import (
     ActorReady,
     DeadLetter,
@@ -77,16 +78,42 @@ class Endpoint:
     responder: Responder
 
 
-# Consecutive fetch failures after which a pull subscription is replaced.
-_RESUBSCRIBE_AFTER = 5
+# How a pull request ends when all is well: its batch filled, or it expired (408).
+_PULL_ENDED_NORMALLY = frozenset({"full", "408"})
 
 
-def _describe_error(exc: Exception) -> str:
-    """nats-py's APIError prints as `APIError()`; say its code and description."""
-    code, description = getattr(exc, "code", None), getattr(exc, "description", None)
-    if code or description:
-        return f"{type(exc).__name__}(code={code}, description={description!r})"
-    return repr(exc)
+class _Pull:
+    """The one open pull request of an inbox: how many messages it asked for and got."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.active = False
+        self.wanted = self.delivered = 0
+        self.status = self.description = ""
+
+    def start(self, wanted: int) -> None:
+        self.done.clear()
+        self.active, self.wanted, self.delivered = True, wanted, 0
+        self.status = self.description = ""
+
+    def delivered_one(self) -> bool:
+        """Count a message against the open request; False if no request is open."""
+        if not self.active:
+            return False
+        self.delivered += 1
+        if self.delivered >= self.wanted:
+            self.end("full")
+        return True
+
+    def end(self, status: str, description: str = "") -> None:
+        if self.active and not self.done.is_set():
+            self.status, self.description = status, description
+            self.done.set()
+
+    def finish(self) -> int:
+        """Close the request; return the slots it reserved for messages that never came."""
+        self.active = False
+        return self.wanted - self.delivered
 
 
 class _Slots:
@@ -304,57 +331,72 @@ class Actor:
         await self.js.add_consumer(self.names.work_stream, config=config)
 
     async def _consume(self, inbox: Inbox) -> None:
-        """Fetch in batches no larger than the free handler slots; re-subscribe on trouble."""
-        sub: JetStreamContext.PullSubscription | None = None
+        """Pull in batches no larger than the free handler slots, one request at a time.
+
+        Messages arrive on a callback subscription rather than through nats-py's
+        `fetch()`, which spends two tasks and a `wait_for` on every message. One pull
+        request is open at a time: it lingers for `fetch_timeout` and takes every message
+        that arrives meanwhile, up to its batch; it ends when the batch is full, when the
+        server answers with a status (408 expired, 409 ...), or at a client-side
+        deadline (a request lost with a broken connection).
+        """
+        pull = _Pull()
+
+        async def on_message(msg: Msg) -> None:
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is not None:
+                if status != "100":  # 100 is an idle heartbeat; anything else ends the pull
+                    pull.end(status, msg.headers.get("Description", "") if msg.headers else "")
+                return
+            if not pull.delivered_one():
+                self._slots.borrow(1)  # a late message for a pull already given up
+            task = asyncio.create_task(self._process(inbox, msg))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+        reply = self.nc.new_inbox()
+        sub = await self.nc.subscribe(reply, cb=on_message)
+        request_subject = pull_subject(self.names.work_stream, inbox.durable)
+        expires_ns = int(self.config.fetch_timeout * 1e9)
         failures = 0
-        while not self._stopping.is_set():
-            taken = await self._slots.take_up_to(self._batch)
-            try:
-                if sub is None:
-                    sub = await self.js.pull_subscribe_bind(
-                        durable=inbox.durable, stream=self.names.work_stream
+        try:
+            while not self._stopping.is_set():
+                taken = await self._slots.take_up_to(self._batch)
+                pull.start(taken)
+                try:
+                    await self.nc.publish(
+                        request_subject,
+                        json.dumps({"batch": taken, "expires": expires_ns}).encode(),
+                        reply=reply,
                     )
-                # No idle heartbeat: nats-py shortens a pull request's expiry to what is
-                # left of the timeout, and the server refuses a heartbeat above half of
-                # it (400). The short timeout already bounds an orphaned pull request.
-                msgs = await sub.fetch(taken, timeout=self.config.fetch_timeout)
-                failures = 0
-            except asyncio.CancelledError:
-                await self._slots.give_back(taken)
-                raise
-            except TimeoutError:
-                await self._slots.give_back(taken)
-                continue
-            except Exception as exc:
-                # A status from the server (409 and the like) or a broken connection.
-                # Keep the subscription: messages already in its queue would otherwise
-                # wait out their ack wait. Only a subscription that keeps failing is
-                # replaced (a pull subscription can stall after a server restart).
-                await self._slots.give_back(taken)
+                    await asyncio.wait_for(pull.done.wait(), self.config.fetch_timeout + 2)
+                except TimeoutError:
+                    pull.end("timeout", "no answer to the pull request")
+                except Exception as exc:  # the connection is down or closing
+                    pull.end("error", repr(exc))
+                finally:
+                    await self._slots.give_back(pull.finish())
+                if pull.status in _PULL_ENDED_NORMALLY:
+                    failures = 0
+                    continue
+                # A status the server does not send in normal operation (a 409 when the
+                # consumer was deleted, a lost request while the connection was down).
                 failures += 1
                 self.log.warning(
                     "consume.error",
                     durable=inbox.durable,
                     failures=failures,
-                    error=_describe_error(exc),
+                    status=pull.status,
+                    description=pull.description,
                 )
-                if sub is not None and failures % _RESUBSCRIBE_AFTER == 0:
+                if pull.status == "409" and "consumer" in pull.description.lower():
                     with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
-                    sub = None
+                        await self._ensure_consumer(inbox)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=min(0.1 * failures, 2.0))
-                continue
-            if len(msgs) < taken:
-                await self._slots.give_back(taken - len(msgs))
-            elif len(msgs) > taken:
-                # nats-py hands back everything already queued; run it rather than let
-                # it wait out the ack wait.
-                self._slots.borrow(len(msgs) - taken)
-            for msg in msgs:
-                task = asyncio.create_task(self._process(inbox, msg))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _process(self, inbox: Inbox, msg: Msg) -> None:
         headers = headers_of(msg)

@@ -154,5 +154,10 @@ async def _ensure_bucket(js: JetStreamContext, bucket: str, description: str) ->
         return kv
 
 
+def pull_subject(stream: str, durable: str) -> str:
+    """JetStream's API subject for pulling the next messages of a durable consumer."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+
+
 def headers_of(msg: Any) -> dict[str, str]:
     return dict(msg.headers) if msg.headers else {}
