@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from actors._config import RigConfig
 from actors._log import configure_logging
-from actors._nats import connect, ensure_topology, headers_of, pull_subject
+from actors._nats import Publisher, connect, ensure_topology, headers_of, pull_subject
 from protocols import (
     ActorReady,
     DeadLetter,
@@ -77,6 +77,9 @@ class Endpoint:
     model: Any
     responder: Responder
 
+
+# How long a publish may wait for the server to say it stored the message.
+_PUBLISH_TIMEOUT_S = 10.0
 
 # How a pull request ends when all is well: its batch filled, or it expired (408).
 _PULL_ENDED_NORMALLY = frozenset({"full", "408"})
@@ -241,7 +244,9 @@ class Actor:
             all_headers[Header.MSG_ID] = msg_id
         payload = message if isinstance(message, bytes) else encode(message)
         try:
-            await self.js.publish(subject, payload, headers=all_headers or None)
+            stored = await self.publisher.publish(subject, payload, all_headers)
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                await stored
         except Exception as exc:
             raise RetryableError(f"publish to {subject} failed: {exc!r}", subject=subject) from exc
 
@@ -260,6 +265,8 @@ class Actor:
                 loop.add_signal_handler(sig, self.stop)
         self._nc = await connect(self.config, name=f"{self.name}@{socket.gethostname()}")
         self._js = self._nc.jetstream()
+        self.publisher = Publisher(self._nc)
+        await self.publisher.start()
         try:
             await ensure_topology(self._js, self.names)
             await self.on_start()

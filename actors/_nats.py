@@ -7,6 +7,7 @@ missing and leaves what exists alone, so processes may start in any order.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -161,3 +162,87 @@ def pull_subject(stream: str, durable: str) -> str:
 
 def headers_of(msg: Any) -> dict[str, str]:
     return dict(msg.headers) if msg.headers else {}
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores `key` under (what nats-py's KeyValue publishes to)."""
+    return f"$KV.{bucket}.{key}"
+
+
+class PublishError(Exception):
+    """JetStream refused a publish; `err_code` is its error code (10071: wrong last sequence)."""
+
+    def __init__(self, description: str, *, code: int = 0, err_code: int = 0) -> None:
+        super().__init__(description)
+        self.description, self.code, self.err_code = description, code, err_code
+
+
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+
+
+class Publisher:
+    """JetStream publishes whose acks come back on one callback subscription.
+
+    The same protocol as nats-py's `publish_async`, without its per-message semaphore
+    wait, task and dataclass parsing: one future per publish, resolved with the stored
+    sequence (or a `PublishError`). At most `limit` publishes wait for their ack at once;
+    a caller that gives up on a future cancels it, which frees its place.
+    """
+
+    def __init__(self, nc: Client, *, limit: int = 4096) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._room = asyncio.Semaphore(limit)
+        self._counter = 0
+
+    async def start(self) -> None:
+        self._prefix = self._nc.new_inbox()
+        await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[int]:
+        """Send; return a future for the stream sequence the server stored it under."""
+        await self._room.acquire()
+        self._counter += 1
+        token = format(self._counter, "x")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        future.add_done_callback(lambda _f: self._done(token))
+        try:
+            await self._nc.publish(
+                subject, data, reply=f"{self._prefix}.{token}", headers=headers or None
+            )
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    def _done(self, token: str) -> None:
+        if self._waiting.pop(token, None) is not None:
+            self._room.release()
+
+    async def _on_ack(self, msg: Any) -> None:
+        future = self._waiting.get(msg.subject.rpartition(".")[2])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(PublishError("no stream stores this subject", code=503))
+            return
+        try:
+            answer = json.loads(msg.data)
+        except ValueError:
+            future.set_exception(PublishError(f"unreadable ack {msg.data[:100]!r}"))
+            return
+        error = answer.get("error")
+        if error:
+            future.set_exception(
+                PublishError(
+                    str(error.get("description", error)),
+                    code=int(error.get("code", 0)),
+                    err_code=int(error.get("err_code", 0)),
+                )
+            )
+        else:
+            future.set_result(int(answer.get("seq", 0)))

@@ -14,10 +14,11 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
+from actors._nats import WRONG_LAST_SEQUENCE, PublishError, kv_subject
 from protocols import (
     AgentInfo,
     Decision,
@@ -124,8 +125,8 @@ class Supervisor(Actor):
         # snapshot, the StartJob's handler creates it.
         await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
         try:
-            await self._jobs.create(job_id, encode(self._new_snapshot(start)))
-        except KeyWrongLastSequenceError:
+            await self._write(job_id, encode(self._new_snapshot(start)), last=0)
+        except _Conflict:
             pass  # the job exists: a repeated submit with the same job_id, or the handler won
         return SubmitReply(job_id=job_id)
 
@@ -157,11 +158,8 @@ class Supervisor(Actor):
             after.updated_at = time.time()
             data = encode(after)
             try:
-                if revision == 0:
-                    revision = await self._jobs.create(after.job_id, data)
-                else:
-                    revision = await self._jobs.update(after.job_id, data, last=revision)
-            except KeyWrongLastSequenceError:
+                revision = await self._write(after.job_id, data, last=revision)
+            except _Conflict:
                 # Another supervisor moved the job first (or our copy was old): read the
                 # snapshot again and decide again.
                 self._snapshots.pop(message.job_id, None)
@@ -364,16 +362,30 @@ class Supervisor(Actor):
             )
         )
 
+    async def _write(self, job_id: str, data: bytes, *, last: int) -> int:
+        """Compare-and-set the snapshot (`last=0`: create); return the new revision."""
+        stored = await self.publisher.publish(
+            kv_subject(self.names.jobs_bucket, job_id),
+            data,
+            {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
+        )
+        try:
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                return await stored
+        except PublishError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise _Conflict from exc
+            raise
+
     async def _send(self, job: JobSnapshot) -> None:
         """Publish the outbox, pipelined: one round trip for all of it, order kept."""
         try:
             acks = [
-                await self.js.publish_async(
-                    out.subject, out.data, headers={Header.MSG_ID: out.msg_id}
-                )
+                await self.publisher.publish(out.subject, out.data, {Header.MSG_ID: out.msg_id})
                 for out in job.outbox
             ]
-            await asyncio.wait_for(asyncio.gather(*acks), _PUBLISH_TIMEOUT_S)
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                await asyncio.gather(*acks)
         except Exception as exc:
             # The snapshot is written: a redelivery of the report re-sends the outbox.
             raise RetryableError(f"publishing the outbox failed: {exc!r}", delay=0.2) from exc
@@ -450,6 +462,10 @@ class Supervisor(Actor):
 
     async def _graph(self, agent: str) -> Graph:
         return (await self._agent(agent)).graph
+
+
+class _Conflict(Exception):
+    """The snapshot's revision moved: someone else wrote the job first."""
 
 
 def _context(job: JobSnapshot) -> JobContext:

@@ -43,6 +43,8 @@ class Header:
 
     CONTENT_TYPE = "Content-Type"
     MSG_ID = "Nats-Msg-Id"
+    # JetStream's compare-and-set: store only if the subject's last sequence is this.
+    EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
     JOB = "Rig-Job"
     STEP = "Rig-Step"
     TRACEPARENT = "traceparent"
