@@ -386,9 +386,12 @@ def _describe(event: Event) -> str:
     match event.type:
         case "decision":
             extra = " (fallback: " + data.get("reason", "") + ")" if data.get("fallback") else ""
-            return f"{head} {data.get('state')} -> edge {data.get('edge')}{extra}"
-        case "tool_call":
-            return f"{head} {data.get('tool')}({json.dumps(data.get('args'))})"
+            call = (
+                f", calls {data['tool']}({json.dumps(data.get('args'))})"
+                if data.get("tool")
+                else ""
+            )
+            return f"{head} {data.get('state')} -> edge {data.get('edge')}{call}{extra}"
         case "tool_result":
             outcome = json.dumps(data.get("result")) if data.get("ok") else data.get("error")
             return f"{head} {data.get('tool')} [{data.get('ledger')}] {outcome}"

@@ -213,6 +213,7 @@ class Supervisor(Actor):
             "decision",
             state=job.state,
             edge=edge.name,
+            tool=edge.tool,  # the call it makes, if any: one event, not two
             args=decision.args,
             reasks=decision.reasks,
             fallback=fallback,
@@ -224,7 +225,6 @@ class Supervisor(Actor):
         if edge.tool is not None:
             job.phase = "tool"
             call = ToolCall(job_id=job.job_id, step=job.step, tool=edge.tool, args=decision.args)
-            self._event(job, "tool_call", tool=edge.tool, args=decision.args)
             self._command(job, self.names.tool(edge.tool), call, "tool_call")
             return job
         if edge.verifier is not None:

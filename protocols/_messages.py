@@ -207,7 +207,7 @@ SupervisorMessage = Annotated[
 ]
 
 EventType = Literal[
-    "accepted", "started", "decision", "tool_call", "tool_result", "verdict", "transition", "status"
+    "accepted", "started", "decision", "tool_result", "verdict", "transition", "status"
 ]
 
 
