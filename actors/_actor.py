@@ -188,6 +188,7 @@ class Actor:
         self.log = structlog.get_logger(f"rig.{self.name}").bind(actor=self.name)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._publisher: Publisher | None = None
         self._stopping = asyncio.Event()
         self._slots = _Slots(self.config.concurrency)
         self._running: set[asyncio.Task[None]] = set()
@@ -225,6 +226,13 @@ class Actor:
         if self._js is None:
             raise RuntimeError(f"{self.name} is not connected yet (call run() first)")
         return self._js
+
+    @property
+    def publisher(self) -> Publisher:
+        """Pipelined JetStream publishes: `await (await publisher.publish(...))`."""
+        if self._publisher is None:
+            raise RuntimeError(f"{self.name} is not connected yet (call run() first)")
+        return self._publisher
 
     async def publish(
         self,
@@ -265,8 +273,8 @@ class Actor:
                 loop.add_signal_handler(sig, self.stop)
         self._nc = await connect(self.config, name=f"{self.name}@{socket.gethostname()}")
         self._js = self._nc.jetstream()
-        self.publisher = Publisher(self._nc)
-        await self.publisher.start()
+        self._publisher = Publisher(self._nc)
+        await self._publisher.start()
         try:
             await ensure_topology(self._js, self.names)
             await self.on_start()
