@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from actors._config import RigConfig
+from actors._faults import armed, crash_point
 from actors._log import configure_logging
 from actors._nats import Publisher, connect, ensure_topology, headers_of, pull_subject
 from protocols import (
@@ -479,6 +480,9 @@ class Actor:
         finally:
             del self._holding[id(msg)]
         await msg.ack()
+        if armed("after_ack"):  # fault injection: die once the server has the ack
+            await self.nc.flush(timeout=5)
+            crash_point("after_ack")
 
     async def _keep_alive(self) -> None:
         """One task for all handlers: in-progress acks for every message held over a third

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar, overload
 import pydantic
 
 from actors._actor import Actor, Delivery, Inbox
+from actors._faults import crash_point
 from actors._ledger import Ledger
 from protocols import (
     NonRetryableError,
@@ -72,7 +73,11 @@ class ToolSpec:
 def tool(fn: F, /) -> F: ...
 @overload
 def tool(
-    *, name: str | None = None, side_effects: bool = True, timeout: float = 60.0
+    *,
+    name: str | None = None,
+    side_effects: bool = True,
+    timeout: float = 60.0,
+    lease: float | None = None,
 ) -> Callable[[F], F]: ...
 def tool(
     fn: F | None = None,
@@ -81,13 +86,16 @@ def tool(
     name: str | None = None,
     side_effects: bool = True,
     timeout: float = 60.0,
+    lease: float | None = None,
 ) -> F | Callable[[F], F]:
     """Mark an async method of a `ToolExecutor` as a tool the graph's edges can name.
 
     The method's parameters are the tool's arguments, validated with pydantic from its
     annotations. `side_effects=True` (the default, the safe assumption) means a call
     whose outcome is unknown (the executor died mid-call) is never run again blindly.
-    `timeout` bounds one run; the ledger lease is the timeout plus a margin.
+    `timeout` bounds one run. `lease` is how long a claim stays `in_progress` before a
+    repeat may call the outcome unknown; by default the timeout plus 30 s, and never
+    shorter than the timeout.
     """
 
     def mark(f: F) -> F:
@@ -95,7 +103,7 @@ def tool(
             name=check_token(name or f.__name__, what="tool name"),
             side_effects=side_effects,
             timeout=timeout,
-            lease=timeout + 30.0,
+            lease=max(lease, timeout) if lease is not None else timeout + 30.0,
         )
         f._rig_tool = spec  # type: ignore[attr-defined]
         return f
@@ -159,6 +167,7 @@ class ToolExecutor(Actor):
 
     async def on_call(self, call: ToolCall, delivery: Delivery) -> None:
         result = await self.execute(call)
+        crash_point("after_record")
         await self.publish(
             self.names.supervisor, result, msg_id=msg_id(call.job_id, call.step, "tool_result")
         )
@@ -168,6 +177,7 @@ class ToolExecutor(Actor):
         if call.tool not in self.tools:
             raise NonRetryableError(f"{self.name} has no tool {call.tool!r}", tool=call.tool)
         spec, fn = self.tools[call.tool]
+        crash_point("before_claim")
         key = idempotency_key(call.job_id, call.tool, call.args)
         try:
             args_hash = hashlib.sha256(canonical(call.args)).hexdigest()
@@ -219,6 +229,7 @@ class ToolExecutor(Actor):
                     "this idempotency key was used with other arguments",
                     ledger="hit",
                 )
+        crash_point("after_claim")
         return await self._run(call, key, spec, fn, claim.epoch)
 
     async def _run(
@@ -233,6 +244,7 @@ class ToolExecutor(Actor):
         try:
             value = await self._invoke(call, key, epoch, spec, fn)
             json.dumps(value)  # a result must be JSON to be recorded and sent
+            crash_point("after_effect")
         except RetryableError:
             await self.ledger.fail(key, epoch, {"code": "retryable"}, retryable=True)
             raise

@@ -1,0 +1,116 @@
+"""At most once under crashes: a tool executor dies at each point of a call, and is replaced.
+
+The payment tool writes its own sink (tests/crash_tools.py), independent of the ledger, so
+these tests count real effects. The tool's lease is 2 s and the ack wait 2 s, so a call
+whose executor died comes back within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from nats.js.api import ConsumerConfig
+
+from actors import Ledger
+from protocols import ToolCall, ToolResult, decode_as, encode
+from tests.conftest import Deployment
+from tests.crash_tools import payments
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+TOOLS = "tests.crash_tools:CrashTools"
+ARGS = {"account": "acct-1", "amount": 12.5}
+
+
+async def reports(rig: Deployment, count: int, *, timeout: float = 30) -> list[ToolResult]:
+    """The executor's reports to the supervisor (no supervisor runs: the test reads them)."""
+    js = rig.nc.jetstream()
+    sub = await js.pull_subscribe_bind("probe", stream=rig.names.work_stream)
+    found: list[ToolResult] = []
+    async with asyncio.timeout(timeout):
+        while len(found) < count:
+            try:
+                msgs = await sub.fetch(count - len(found), timeout=5)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                found.append(decode_as(ToolResult, msg.data)[0])
+                await msg.ack()
+    return found
+
+
+async def probe(rig: Deployment) -> None:
+    await rig.nc.jetstream().add_consumer(
+        rig.names.work_stream,
+        ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor),
+    )
+
+
+async def call(rig: Deployment, step: int = 1, *, msg_id: str | None = None) -> None:
+    message = ToolCall(job_id="job-1", step=step, tool="pay", args=ARGS)
+    await rig.nc.jetstream().publish(
+        rig.names.tool("pay"),
+        encode(message),
+        headers={"Nats-Msg-Id": msg_id or f"call-{step}"},
+    )
+
+
+async def ledger_state(rig: Deployment, key: str) -> Any:
+    ledger = await Ledger.open(rig.home / "ledger.sqlite3", owner="test")
+    try:
+        record = await ledger.get(key)
+    finally:
+        await ledger.close()
+    return record.state if record else None
+
+
+@pytest.mark.parametrize(
+    ("point", "ok", "ledger", "effects"),
+    [
+        # Died before claiming: nothing happened; the redelivery runs the call once.
+        ("before_claim", True, "succeeded", 1),
+        # Died holding the claim, before the effect: the outcome cannot be known from
+        # here, so the call ends `effect_unknown` and is never run blindly.
+        ("after_claim", False, "unknown", 0),
+        # Died after the effect, before recording it: `unknown`, with exactly one effect.
+        ("after_effect", False, "unknown", 1),
+        # Died after recording, before reporting: the redelivery answers from the ledger.
+        ("after_record", True, "succeeded", 1),
+        # Died after the ack: the report was out already; nothing comes back.
+        ("after_ack", True, "succeeded", 1),
+    ],
+)
+async def test_crash_matrix(
+    rig: Deployment, point: str, ok: bool, ledger: str, effects: int
+) -> None:
+    """An executor killed (os._exit) at each point of a call: the documented outcome."""
+    rig.extra_env.update({"RIG_CRASH_AT": point, "RIG_CRASH_MARKER": str(rig.home / "crashed")})
+    [doomed] = await rig.spawn(TOOLS)
+    await probe(rig)
+    await call(rig)
+    assert await asyncio.wait_for(doomed.wait(), 30) == 137
+    assert (rig.home / "crashed").read_text() == point
+
+    rig.extra_env.pop("RIG_CRASH_AT")
+    await rig.spawn(TOOLS)
+    [result] = await reports(rig, 1)
+    assert result.ok is ok, result.error
+    if not ok:
+        assert result.error is not None and result.error["code"] == "effect_unknown"
+    assert await ledger_state(rig, result.key) == ledger
+    assert len(payments(rig.home)) == effects
+
+
+async def test_concurrent_duplicates_pay_once(rig: Deployment) -> None:
+    """Eight executor processes get the same call at once: one payment, eight equal answers."""
+    await rig.spawn(*[TOOLS] * 8)
+    await probe(rig)
+    await asyncio.gather(*(call(rig, step) for step in range(1, 9)))
+    results = await reports(rig, 8, timeout=60)
+    assert sorted(r.step for r in results) == list(range(1, 9))
+    assert all(r.ok for r in results)
+    assert len({str(r.result) for r in results}) == 1
+    assert sorted(r.ledger for r in results) == ["hit"] * 7 + ["miss"]
+    assert len(payments(rig.home)) == 1
