@@ -1,9 +1,12 @@
-"""Fault injection for the crash tests: die with `os._exit` at a named point.
+"""Fault injection for the crash tests: die (or freeze) at a named point.
 
 `RIG_CRASH_AT=after_claim` (a comma-separated list) makes the process exit with status
 137, as if SIGKILLed, when it reaches that point; with `RIG_CRASH_MARKER=FILE` it does
 so once, leaving FILE behind, so that its restarted self runs normally. Unset (the
 default), a crash point costs one set lookup.
+
+`RIG_PAUSE_AT` does the same with SIGSTOP instead of an exit: the process freezes
+there until someone sends SIGCONT, like a VM paused past its lease.
 
 Points: `before_claim`, `after_claim`, `after_effect` (the tool returned, its result not
 yet recorded), `after_record` (recorded, not yet reported), `after_ack`.
@@ -12,9 +15,16 @@ yet recorded), `after_record` (recorded, not yet reported), `after_ack`.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
-_POINTS = frozenset(p.strip() for p in os.environ.get("RIG_CRASH_AT", "").split(",") if p.strip())
+
+def _points(variable: str) -> frozenset[str]:
+    return frozenset(p.strip() for p in os.environ.get(variable, "").split(",") if p.strip())
+
+
+_POINTS = _points("RIG_CRASH_AT")
+_PAUSES = _points("RIG_PAUSE_AT")
 
 
 def armed(name: str) -> bool:
@@ -23,13 +33,20 @@ def armed(name: str) -> bool:
 
 
 def crash_point(name: str) -> None:
-    """Exit at once, without cleanup, if `RIG_CRASH_AT` names this point."""
-    if name not in _POINTS:
-        return
+    """Exit at once, without cleanup, if `RIG_CRASH_AT` names this point (SIGSTOP if
+    `RIG_PAUSE_AT` does)."""
+    if name in _POINTS and _first_time(name):
+        os._exit(137)
+    if name in _PAUSES and _first_time(name):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _first_time(name: str) -> bool:
     marker = os.environ.get("RIG_CRASH_MARKER")
-    if marker:
-        path = Path(marker)
-        if path.exists():
-            return
-        path.write_text(name)  # a few bytes, just before the process dies
-    os._exit(137)
+    if not marker:
+        return True
+    path = Path(marker)
+    if path.exists():
+        return False
+    path.write_text(name)  # a few bytes, just before the process stops
+    return True

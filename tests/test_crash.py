@@ -8,6 +8,7 @@ whose executor died comes back within seconds.
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from nats.js.api import ConsumerConfig
 
 from actors import Ledger
 from protocols import ToolCall, ToolResult, decode_as, encode
-from tests.conftest import Deployment
+from tests.conftest import Deployment, eventually
 from tests.crash_tools import payments
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -114,3 +115,48 @@ async def test_concurrent_duplicates_pay_once(rig: Deployment) -> None:
     assert len({str(r.result) for r in results}) == 1
     assert sorted(r.ledger for r in results) == ["hit"] * 7 + ["miss"]
     assert len(payments(rig.home)) == 1
+
+
+async def test_a_stale_executor_changes_nothing(rig: Deployment) -> None:
+    """Frozen after the effect past its lease, an executor's late record is fenced off.
+
+    A second executor finds the lease run out and answers `effect_unknown` without paying
+    again; when the first wakes up, its completion is refused (newer state), its report
+    is a duplicate, and the ledger and the payments stay as they were.
+    """
+    rig.extra_env.update(
+        {"RIG_PAUSE_AT": "after_effect", "RIG_CRASH_MARKER": str(rig.home / "paused")}
+    )
+    [stale] = await rig.spawn(TOOLS)
+    await probe(rig)
+    await call(rig)
+    await eventually(lambda: asyncio.to_thread(_stopped, stale.pid), message="executor frozen")
+    assert len(payments(rig.home)) == 1
+
+    rig.extra_env.pop("RIG_PAUSE_AT")
+    await rig.spawn(TOOLS)
+    [result] = await reports(rig, 1)
+    assert not result.ok and result.error is not None
+    assert result.error["code"] == "effect_unknown"
+    assert await ledger_state(rig, result.key) == "unknown"
+
+    js = rig.nc.jetstream()
+    before = (await js.stream_info(rig.names.work_stream)).state.last_seq
+    stale.send_signal(signal.SIGCONT)
+    log = rig.home / f"{TOOLS.replace(':', '.')}.log"
+    await eventually(
+        lambda: asyncio.to_thread(lambda: "ledger.fenced" in log.read_text()),
+        message="the stale executor tried to record and was fenced off",
+    )
+    # A graceful stop lets its handler finish: the late report is sent before it exits.
+    stale.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(stale.wait(), 30) == 0
+    assert await ledger_state(rig, result.key) == "unknown"
+    assert len(payments(rig.home)) == 1
+    after = (await js.stream_info(rig.names.work_stream)).state
+    assert (after.last_seq, after.messages) == (before, 0)  # the late report was a duplicate
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
