@@ -151,6 +151,41 @@ def decide_finish(
     )
 
 
+def decide_resolve(
+    record: LedgerRecord | None, op: _ResolveOp, *, owner: str, now: float
+) -> tuple[Claim, LedgerRecord | None]:
+    """Settle an `unknown` record from what the outside world says (a tool's reconcile).
+
+    Happened: the record becomes `succeeded` with the result found, and the claim says
+    so. Did not happen: the key is claimed again under a new epoch, to run the tool. A
+    record that is no longer the `unknown` of `op.epoch` (someone settled it first) is
+    left alone and returned as a claim would find it. Pure.
+    """
+    if record is None:
+        return Claim("conflict"), None
+    if record.state != "unknown" or record.epoch != op.epoch:
+        # Settled by someone else first: say what a claim would find, change nothing.
+        if record.state == "succeeded":
+            return Claim("succeeded", record=record), None
+        if record.state == "failed" and not record.retryable:
+            return Claim("failed", record=record), None
+        if record.state == "unknown":
+            return Claim("unknown", record=record), None
+        return Claim("busy", record=record, retry_after=max(record.lease_until - now, 0.1)), None
+    if op.happened:
+        new = replace(record, state="succeeded", result=op.result, updated_at=now)
+        return Claim("succeeded", record=new), new
+    epoch = record.epoch + 1
+    return Claim("claimed", epoch=epoch), replace(
+        record,
+        state="in_progress",
+        epoch=epoch,
+        owner=owner,
+        lease_until=now + op.lease,
+        updated_at=now,
+    )
+
+
 @dataclass(slots=True)
 class _ClaimOp:
     key: str
@@ -174,12 +209,22 @@ class _FinishOp:
 
 
 @dataclass(slots=True)
+class _ResolveOp:
+    key: str
+    epoch: int
+    happened: bool
+    result: Any
+    lease: float
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
 class _GetOp:
     key: str
     future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
 
 
-_Op = _ClaimOp | _FinishOp | _GetOp
+_Op = _ClaimOp | _FinishOp | _ResolveOp | _GetOp
 
 _COLUMNS = (
     "key, job_id, tool, args_hash, state, epoch, owner, lease_until, result, error,"
@@ -261,6 +306,19 @@ class Ledger:
         done: bool = await self._submit(_FinishOp(key, epoch, "failed", None, error, retryable))
         return done
 
+    async def resolve(
+        self, key: str, epoch: int, *, happened: bool, result: Any = None, lease: float = 60.0
+    ) -> Claim:
+        """Settle the `unknown` record of `epoch`: it happened (with `result`), or not.
+
+        Returns `succeeded` (recorded), `claimed` (run the tool under the new epoch), or,
+        if someone settled it first, what a claim would find now.
+        """
+        if happened:
+            json.dumps(result)
+        settled: Claim = await self._submit(_ResolveOp(key, epoch, happened, result, lease))
+        return settled
+
     async def get(self, key: str) -> LedgerRecord | None:
         record: LedgerRecord | None = await self._submit(_GetOp(key))
         return record
@@ -313,6 +371,8 @@ class Ledger:
                     outcome, new = decide_claim(record, op, owner=self._owner, now=now)
                 elif isinstance(op, _FinishOp):
                     outcome, new = decide_finish(record, op, now=now)
+                elif isinstance(op, _ResolveOp):
+                    outcome, new = decide_resolve(record, op, owner=self._owner, now=now)
                 else:
                     outcome = record
                 if new is not None:

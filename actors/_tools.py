@@ -17,7 +17,7 @@ import pydantic
 
 from actors._actor import Actor, Delivery, Inbox
 from actors._faults import crash_point
-from actors._ledger import Ledger
+from actors._ledger import Claim, Ledger
 from protocols import (
     NonRetryableError,
     RetryableError,
@@ -67,6 +67,7 @@ class ToolSpec:
     side_effects: bool
     timeout: float
     lease: float
+    reconcile: str | None = None
 
 
 @overload
@@ -78,6 +79,7 @@ def tool(
     side_effects: bool = True,
     timeout: float = 60.0,
     lease: float | None = None,
+    reconcile: str | None = None,
 ) -> Callable[[F], F]: ...
 def tool(
     fn: F | None = None,
@@ -87,6 +89,7 @@ def tool(
     side_effects: bool = True,
     timeout: float = 60.0,
     lease: float | None = None,
+    reconcile: str | None = None,
 ) -> F | Callable[[F], F]:
     """Mark an async method of a `ToolExecutor` as a tool the graph's edges can name.
 
@@ -95,7 +98,11 @@ def tool(
     whose outcome is unknown (the executor died mid-call) is never run again blindly.
     `timeout` bounds one run. `lease` is how long a claim stays `in_progress` before a
     repeat may call the outcome unknown; by default the timeout plus 30 s, and never
-    shorter than the timeout.
+    shorter than the timeout. `reconcile` names an async method of the executor, taking
+    the tool's arguments, that asks the outside world whether a call's effect happened
+    (`tool_context().key` is the idempotency key it was made with): it returns the
+    call's result if so, None if not. An `unknown` call is then settled by it (recorded,
+    or run again under a new epoch) instead of being reported `effect_unknown`.
     """
 
     def mark(f: F) -> F:
@@ -104,6 +111,7 @@ def tool(
             side_effects=side_effects,
             timeout=timeout,
             lease=max(lease, timeout) if lease is not None else timeout + 30.0,
+            reconcile=reconcile,
         )
         f._rig_tool = spec  # type: ignore[attr-defined]
         return f
@@ -144,6 +152,11 @@ class ToolExecutor(Actor):
         for attr in dir(cls):
             spec = getattr(getattr(cls, attr, None), "_rig_tool", None)
             if isinstance(spec, ToolSpec):
+                if spec.reconcile is not None and not callable(getattr(cls, spec.reconcile, None)):
+                    raise TypeError(
+                        f"{cls.__qualname__}: tool {spec.name!r} names reconcile="
+                        f"{spec.reconcile!r}, which is not a method of the class"
+                    )
                 found[spec.name] = (spec, pydantic.validate_call(getattr(cls, attr)))
         cls.tools = found
 
@@ -191,6 +204,16 @@ class ToolExecutor(Actor):
             lease=spec.lease,
             side_effects=spec.side_effects,
         )
+        if claim.outcome == "unknown" and spec.reconcile is not None:
+            assert claim.record is not None
+            claim = await self._reconcile(call, key, spec, claim.record.epoch)
+        if claim.outcome != "claimed":
+            return self._answer(call, key, claim)
+        crash_point("after_claim")
+        return await self._run(call, key, spec, fn, claim.epoch)
+
+    def _answer(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
+        """What a call that must not run answers, from its ledger record; raise to nak."""
         match claim.outcome:
             case "succeeded":
                 assert claim.record is not None
@@ -221,16 +244,29 @@ class ToolExecutor(Actor):
                     "so the tool is not run again",
                     ledger="hit",
                 )
-            case "conflict":
-                return _failed(
-                    call,
-                    key,
-                    "key_conflict",
-                    "this idempotency key was used with other arguments",
-                    ledger="hit",
-                )
-        crash_point("after_claim")
-        return await self._run(call, key, spec, fn, claim.epoch)
+        return _failed(
+            call,
+            key,
+            "key_conflict",
+            "this idempotency key was used with other arguments",
+            ledger="hit",
+        )
+
+    async def _reconcile(self, call: ToolCall, key: str, spec: ToolSpec, epoch: int) -> Claim:
+        """Ask the outside world whether an `unknown` call's effect happened, and record it."""
+        assert spec.reconcile is not None
+        check = getattr(self, spec.reconcile)
+        token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch))
+        try:
+            found = await asyncio.wait_for(check(**call.args), spec.timeout)
+        except Exception as exc:
+            raise RetryableError(f"reconcile of {call.tool} failed: {exc!r}", delay=1.0) from exc
+        finally:
+            _current.reset(token)
+        self.log.info("ledger.reconciled", key=key, happened=found is not None)
+        return await self.ledger.resolve(
+            key, epoch, happened=found is not None, result=found, lease=spec.lease
+        )
 
     async def _run(
         self,

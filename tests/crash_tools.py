@@ -2,6 +2,8 @@
 
 The sink (`$RIG_HOME/payments.sqlite3`) is written by the tool itself, not by the
 ledger: counting its rows is how a test sees how often the effect really happened.
+`pay` has no way to learn whether a payment happened; `pay_reconciled` asks the sink,
+by the call's idempotency key, as a payment API that takes `Idempotency-Key` allows.
 """
 
 from __future__ import annotations
@@ -14,22 +16,37 @@ import aiosqlite
 
 from actors import ToolExecutor, tool, tool_context
 
+_SCHEMA = "CREATE TABLE IF NOT EXISTS payments (job TEXT, step INT, key TEXT, amount REAL)"
+
 
 class CrashTools(ToolExecutor):
     name = "crash-tools"
 
     @tool(side_effects=True, timeout=1.0, lease=2.0)
     async def pay(self, account: str, amount: float) -> dict[str, Any]:
+        return await self._pay(account, amount)
+
+    @tool(side_effects=True, timeout=1.0, lease=2.0, reconcile="find_payment")
+    async def pay_reconciled(self, account: str, amount: float) -> dict[str, Any]:
+        return await self._pay(account, amount)
+
+    async def find_payment(self, account: str, amount: float) -> dict[str, Any] | None:
+        async with aiosqlite.connect(self.config.home / "payments.sqlite3") as db:
+            await db.execute(_SCHEMA)
+            cursor = await db.execute(
+                "SELECT amount FROM payments WHERE key = ?", (tool_context().key,)
+            )
+            row = await cursor.fetchone()
+        return {"account": account, "amount": row[0], "paid": True} if row else None
+
+    async def _pay(self, account: str, amount: float) -> dict[str, Any]:
         call = tool_context()
         async with aiosqlite.connect(self.config.home / "payments.sqlite3") as db:
             await db.execute("PRAGMA busy_timeout=10000")
-            await db.execute(
-                "CREATE TABLE IF NOT EXISTS payments (job TEXT, step INT, account"
-                " TEXT, amount REAL)"
-            )
+            await db.execute(_SCHEMA)
             await db.execute(
                 "INSERT INTO payments VALUES (?, ?, ?, ?)",
-                (call.job_id, call.step, account, amount),
+                (call.job_id, call.step, call.key, amount),
             )
             await db.commit()
         return {"account": account, "amount": amount, "paid": True}
@@ -41,6 +58,6 @@ def payments(home: Path) -> list[tuple[Any, ...]]:
         return []
     db = sqlite3.connect(path)
     try:
-        return db.execute("SELECT job, step, account, amount FROM payments").fetchall()
+        return db.execute("SELECT job, step, key, amount FROM payments").fetchall()
     finally:
         db.close()

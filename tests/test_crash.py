@@ -49,10 +49,12 @@ async def probe(rig: Deployment) -> None:
     )
 
 
-async def call(rig: Deployment, step: int = 1, *, msg_id: str | None = None) -> None:
-    message = ToolCall(job_id="job-1", step=step, tool="pay", args=ARGS)
+async def call(
+    rig: Deployment, step: int = 1, *, msg_id: str | None = None, tool: str = "pay"
+) -> None:
+    message = ToolCall(job_id="job-1", step=step, tool=tool, args=ARGS)
     await rig.nc.jetstream().publish(
-        rig.names.tool("pay"),
+        rig.names.tool(tool),
         encode(message),
         headers={"Nats-Msg-Id": msg_id or f"call-{step}"},
     )
@@ -101,6 +103,31 @@ async def test_crash_matrix(
     if not ok:
         assert result.error is not None and result.error["code"] == "effect_unknown"
     assert await ledger_state(rig, result.key) == ledger
+    assert len(payments(rig.home)) == effects
+
+
+@pytest.mark.parametrize(
+    ("point", "effects"),
+    [
+        # Died before the effect: the sink has no payment under the key, so it runs again.
+        ("after_claim", 1),
+        # Died after the effect: the sink has it; the call is recorded as succeeded.
+        ("after_effect", 1),
+    ],
+)
+async def test_reconcile_settles_an_unknown_call(rig: Deployment, point: str, effects: int) -> None:
+    """A tool that can ask the outside world turns `unknown` into the truth, paying once."""
+    rig.extra_env.update({"RIG_CRASH_AT": point, "RIG_CRASH_MARKER": str(rig.home / "crashed")})
+    [doomed] = await rig.spawn(TOOLS)
+    await probe(rig)
+    await call(rig, tool="pay_reconciled")
+    assert await asyncio.wait_for(doomed.wait(), 30) == 137
+    rig.extra_env.pop("RIG_CRASH_AT")
+    await rig.spawn(TOOLS)
+    [result] = await reports(rig, 1)
+    assert result.ok, result.error
+    assert result.result == {"account": "acct-1", "amount": 12.5, "paid": True}
+    assert await ledger_state(rig, result.key) == "succeeded"
     assert len(payments(rig.home)) == effects
 
 

@@ -13,14 +13,23 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors._ledger import LedgerRecord, _ClaimOp, _FinishOp, decide_claim, decide_finish
+from actors._ledger import (
+    LedgerRecord,
+    _ClaimOp,
+    _FinishOp,
+    _ResolveOp,
+    decide_claim,
+    decide_finish,
+    decide_resolve,
+)
 
 KEY = "k"
 LEGAL = {
     None: {"in_progress"},
     "in_progress": {"in_progress", "succeeded", "failed", "unknown"},
     "failed": {"in_progress", "failed"},  # only a retryable failure is claimed again
-    "unknown": {"unknown"},  # a side-effecting call in doubt is never run again
+    # A side-effecting call in doubt is never run again blindly: only a reconcile settles it.
+    "unknown": {"unknown", "succeeded", "in_progress"},
     "succeeded": {"succeeded"},
 }
 
@@ -87,6 +96,18 @@ class LedgerModel(RuleBasedStateMachine):
         _done, new = decide_finish(self.record, op, now=self.now)
         self._apply(new)
         self.runs.remove(run)
+
+    @precondition(lambda self: not self.runs and self.record and self.record.state == "unknown")
+    @rule()
+    def reconcile(self) -> None:
+        """Every executor that held the key is dead; the outside world says what happened."""
+        assert self.record is not None
+        op = _ResolveOp(KEY, self.record.epoch, self.effects > 0, {"ok": 1}, 5.0)
+        claim, new = decide_resolve(self.record, op, owner="y", now=self.now)
+        self._apply(new)
+        if claim.outcome == "claimed":
+            self.epochs.append(claim.epoch)
+            self.runs.append(Run(claim.epoch))
 
     @precondition(lambda self: bool(self.runs))
     @rule(data=st.data())

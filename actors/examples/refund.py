@@ -21,6 +21,7 @@ Run it (each in its own terminal, or all at once with `rig up`):
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -159,7 +160,7 @@ class RefundTools(ToolExecutor):
     async def lookup_order(self, order_id: str) -> dict[str, Any]:
         return find_order(order_id)
 
-    @tool(side_effects=True, timeout=30.0)
+    @tool(side_effects=True, timeout=30.0, reconcile="find_refund")
     async def issue_refund(self, order_id: str, amount: float) -> dict[str, Any]:
         call = tool_context()
         refund = {
@@ -168,25 +169,53 @@ class RefundTools(ToolExecutor):
             "amount": amount,
             "status": "issued",
         }
-        await record_refund(self.config.home / "refunds.sqlite3", call.job_id, refund)
+        # The bank is told the call's idempotency key, as a payment API would be.
+        await record_refund(self.bank, call.job_id, call.key, refund)
         return refund
 
+    async def find_refund(self, order_id: str, amount: float) -> dict[str, Any] | None:
+        """Ask the bank whether a refund was made under this call's key (reconcile)."""
+        return await find_refund(self.bank, tool_context().key)
 
-async def record_refund(path: Path, job_id: str, refund: dict[str, Any]) -> None:
+    @property
+    def bank(self) -> Path:
+        return self.config.home / "refunds.sqlite3"
+
+
+_BANK_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS refunds (refund_id TEXT PRIMARY KEY, job_id TEXT,"
+    " idempotency_key TEXT, order_id TEXT, amount REAL, ts REAL)"
+)
+
+
+async def record_refund(path: Path, job_id: str, key: str, refund: dict[str, Any]) -> None:
     """The side effect: one row in the refunds file (the 'bank')."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     async with aiosqlite.connect(path) as db:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute(_BANK_SCHEMA)
         await db.execute(
-            "CREATE TABLE IF NOT EXISTS refunds (refund_id TEXT PRIMARY KEY, job_id TEXT,"
-            " order_id TEXT, amount REAL, ts REAL)"
-        )
-        await db.execute(
-            "INSERT INTO refunds VALUES (?, ?, ?, ?, ?)",
-            (refund["refund_id"], job_id, refund["order_id"], refund["amount"], time.time()),
+            "INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?)",
+            (refund["refund_id"], job_id, key, refund["order_id"], refund["amount"], time.time()),
         )
         await db.commit()
+
+
+async def find_refund(path: Path, key: str) -> dict[str, Any] | None:
+    """The refund the bank made under an idempotency key, if any."""
+    if not await asyncio.to_thread(path.exists):
+        return None
+    async with aiosqlite.connect(path) as db:
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute(_BANK_SCHEMA)
+        async with db.execute(
+            "SELECT refund_id, order_id, amount FROM refunds WHERE idempotency_key = ?", (key,)
+        ) as cursor:
+            row = await cursor.fetchone()
+    if row is None:
+        return None
+    return {"refund_id": row[0], "order_id": row[1], "amount": row[2], "status": "issued"}
 
 
 class RefundChecks(Verifier):
