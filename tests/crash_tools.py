@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite
 
 from actors import ToolExecutor, tool, tool_context
+from actors.examples.refund import RefundTools
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS payments (job TEXT, step INT, key TEXT, amount REAL)"
 
@@ -61,3 +62,13 @@ def payments(home: Path) -> list[tuple[Any, ...]]:
         return db.execute("SELECT job, step, key, amount FROM payments").fetchall()
     finally:
         db.close()
+
+
+class FastRefundTools(RefundTools):
+    """The refund example's tools with a short lease, so a killed call settles in seconds."""
+
+    name = "fast-refund-tools"
+
+    @tool(side_effects=True, timeout=2.0, lease=3.0, reconcile="find_refund")
+    async def issue_refund(self, order_id: str, amount: float) -> dict[str, Any]:
+        return await RefundTools.issue_refund(self, order_id, amount)

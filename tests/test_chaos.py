@@ -1,0 +1,192 @@
+"""Chaos: many jobs while processes are SIGKILLed at random, or the server is.
+
+Each run checks the promise end to end: every job reaches a terminal status, and the
+refunds the bank recorded (an effects sink the ledger knows nothing about) are exactly
+one per job that reached `done`, none for the others: no duplicate, none missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.js.api import DeliverPolicy
+
+from protocols import (
+    TERMINAL_STATUSES,
+    ActorReady,
+    Event,
+    JobSnapshot,
+    RigConnectionError,
+    decode_as,
+)
+from tests.conftest import ROOT, Deployment, eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+ACTORS = {
+    "actors:Supervisor": 1,
+    "actors.examples.refund:RefundAgent": 2,
+    "tests.crash_tools:FastRefundTools": 2,
+    "actors.examples.refund:RefundChecks": 1,
+}
+
+
+def job_input(n: int) -> dict[str, Any]:
+    return {"order_id": f"A-{n}", "amount": float(5 + n % 40), "reason": "chaos"}
+
+
+async def submit_all(rig: Deployment, jobs: int) -> None:
+    """Submit every job, retrying while no supervisor answers (ids make it idempotent)."""
+    for n in range(jobs):
+        while True:
+            try:
+                await rig.client.submit("refund", job_input(n), job_id=f"chaos-{n}")
+                break
+            except (RigConnectionError, TimeoutError):
+                await asyncio.sleep(0.05)  # a supervisor is restarting: ask again shortly
+
+
+async def wait_terminal(rig: Deployment, jobs: int, timeout: float) -> dict[str, str]:
+    """Follow every journal at once until each job has a terminal status event."""
+    js = rig.nc.jetstream()
+    sub = await js.subscribe(
+        rig.names.events_all, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    final: dict[str, str] = {}
+    async with asyncio.timeout(timeout):
+        while len(final) < jobs:
+            event, _ = decode_as(Event, (await sub.next_msg(timeout=timeout)).data)
+            if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
+                final[event.job_id] = event.data["status"]
+    await sub.unsubscribe()
+    return final
+
+
+async def snapshots(rig: Deployment, jobs: int) -> dict[str, JobSnapshot]:
+    kv = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
+    found = {}
+    for n in range(jobs):
+        entry = await kv.get(f"chaos-{n}")
+        assert entry.value is not None
+        found[f"chaos-{n}"] = decode_as(JobSnapshot, entry.value)[0]
+    return found
+
+
+def refunds_by_job(home: Path) -> Counter[str]:
+    db = sqlite3.connect(home / "refunds.sqlite3")
+    try:
+        return Counter(row[0] for row in db.execute("SELECT job_id FROM refunds"))
+    finally:
+        db.close()
+
+
+def check_effects(rig: Deployment, jobs: dict[str, JobSnapshot]) -> None:
+    refunds = refunds_by_job(rig.home)
+    assert all(job.status in TERMINAL_STATUSES for job in jobs.values())
+    done = {job_id for job_id, job in jobs.items() if job.state == "done"}
+    duplicates = {job: n for job, n in refunds.items() if n > 1}
+    missing = done - set(refunds)
+    unexpected = set(refunds) - done
+    assert (duplicates, missing, unexpected) == ({}, set(), set())
+    assert len(done) > len(jobs) // 2  # most requests are refundable: the run did real work
+
+
+async def test_random_kill_9_under_rig_up(rig: Deployment) -> None:
+    """200 jobs while a killer SIGKILLs random actor processes; `rig up` restarts them."""
+    jobs, rng = 200, random.Random(20261126)
+    config = rig.home / "chaos.toml"
+    config.write_text(
+        "".join(f'[[actor]]\nclass = "{c}"\ncount = {n}\n' for c, n in ACTORS.items())
+    )
+    ready = await rig.nc.subscribe(rig.names.actor_ready)
+    with (rig.home / "up.out").open("ab") as log:
+        up = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "actors",
+            "up",
+            "--config",
+            str(config),
+            "--json",
+            env=rig.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+    live: dict[int, str] = {}
+    kills: list[str] = []
+    try:
+        for announced in await _first(ready, sum(ACTORS.values())):
+            live[announced.pid] = announced.cls
+        finished = asyncio.Event()
+
+        async def track_restarts() -> None:
+            while True:
+                announced = decode_as(ActorReady, (await ready.next_msg(timeout=3600)).data)[0]
+                live[announced.pid] = announced.cls
+
+        async def killer() -> None:
+            while not finished.is_set() and len(kills) < 25:
+                try:  # a random pause, cut short when the jobs are done
+                    await asyncio.wait_for(finished.wait(), rng.uniform(0.1, 0.5))
+                except TimeoutError:
+                    pass
+                if live and not finished.is_set():
+                    pid = rng.choice(sorted(live))
+                    kills.append(live.pop(pid))
+                    os.kill(pid, signal.SIGKILL)
+
+        tracker = asyncio.create_task(track_restarts())
+        chaos = asyncio.create_task(killer())
+        await submit_all(rig, jobs)
+        final = await wait_terminal(rig, jobs, timeout=240)
+        finished.set()
+        await chaos
+        tracker.cancel()
+        assert len(final) == jobs
+        assert len(kills) >= 10, kills
+        assert any(k.endswith(":Supervisor") for k in kills), kills  # the supervisor died too
+        check_effects(rig, await snapshots(rig, jobs))
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(up.wait(), 60) == 0
+
+
+async def _first(sub: Any, count: int) -> list[ActorReady]:
+    seen: list[ActorReady] = []
+    while len(seen) < count:
+        seen.append(decode_as(ActorReady, (await sub.next_msg(timeout=60)).data)[0])
+    return seen
+
+
+async def test_nats_server_kill_9_mid_run(private_rig: Deployment) -> None:
+    """The server is SIGKILLed mid-run and restarted on its store: no job lost, none doubled."""
+    rig, jobs = private_rig, 120
+    await rig.spawn(*[c for c, n in ACTORS.items() for _ in range(n)])
+    submitting = asyncio.create_task(submit_all(rig, jobs))
+    # Kill the server once a third of the jobs have been accepted.
+    kv = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
+    await eventually(lambda: _accepted(kv, jobs // 3), message="a third of the jobs accepted")
+    rig.server.kill()
+    rig.server.start()
+    await submitting
+    final = await wait_terminal(rig, jobs, timeout=180)
+    assert len(final) == jobs
+    check_effects(rig, await snapshots(rig, jobs))
+    assert all(p.returncode is None for p in rig.procs)  # every actor lived through it
+
+
+async def _accepted(kv: Any, count: int) -> bool:
+    try:
+        return len(await kv.keys()) >= count
+    except Exception:  # no keys yet
+        return False
