@@ -247,6 +247,22 @@ class Supervisor(Actor):
             key=result.key,
             tool_ms=round(result.tool_ms, 3),
         )
+        if result.error is not None and result.error.get("code") == "effect_unknown":
+            # The effect may have happened and the tool cannot tell: a person must look,
+            # whatever the graph says about ordinary failures.
+            job.status, job.phase, job.error = "waiting_human", None, result.error
+            self._event(
+                job,
+                "status",
+                status=job.status,
+                state=job.state,
+                reason=(
+                    f"tool {result.tool} may or may not have run (key {result.key}); "
+                    "it has no reconcile, so it is not run again"
+                ),
+                error=result.error,
+            )
+            return job
         if not result.ok:
             return self._enter(
                 job,

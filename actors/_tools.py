@@ -68,6 +68,13 @@ class ToolSpec:
     timeout: float
     lease: float
     reconcile: str | None = None
+    key_fields: tuple[str, ...] | None = None
+
+    def key_args(self, args: dict[str, Any]) -> Any:
+        """The part of the arguments that identifies the effect (all of them by default)."""
+        if self.key_fields is None:
+            return args
+        return {field: args.get(field) for field in self.key_fields}
 
 
 @overload
@@ -80,6 +87,7 @@ def tool(
     timeout: float = 60.0,
     lease: float | None = None,
     reconcile: str | None = None,
+    key: tuple[str, ...] | None = None,
 ) -> Callable[[F], F]: ...
 def tool(
     fn: F | None = None,
@@ -90,6 +98,7 @@ def tool(
     timeout: float = 60.0,
     lease: float | None = None,
     reconcile: str | None = None,
+    key: tuple[str, ...] | None = None,
 ) -> F | Callable[[F], F]:
     """Mark an async method of a `ToolExecutor` as a tool the graph's edges can name.
 
@@ -103,6 +112,8 @@ def tool(
     (`tool_context().key` is the idempotency key it was made with): it returns the
     call's result if so, None if not. An `unknown` call is then settled by it (recorded,
     or run again under a new epoch) instead of being reported `effect_unknown`.
+    `key` names the arguments that identify the effect (default: all of them): a call
+    with the same key fields but other arguments is refused as `key_conflict`, not run.
     """
 
     def mark(f: F) -> F:
@@ -112,6 +123,7 @@ def tool(
             timeout=timeout,
             lease=max(lease, timeout) if lease is not None else timeout + 30.0,
             reconcile=reconcile,
+            key_fields=tuple(key) if key is not None else None,
         )
         f._rig_tool = spec  # type: ignore[attr-defined]
         return f
@@ -191,7 +203,7 @@ class ToolExecutor(Actor):
             raise NonRetryableError(f"{self.name} has no tool {call.tool!r}", tool=call.tool)
         spec, fn = self.tools[call.tool]
         crash_point("before_claim")
-        key = idempotency_key(call.job_id, call.tool, call.args)
+        key = idempotency_key(call.job_id, call.tool, spec.key_args(call.args))
         try:
             args_hash = hashlib.sha256(canonical(call.args)).hexdigest()
         except (TypeError, ValueError) as exc:

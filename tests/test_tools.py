@@ -1,0 +1,69 @@
+"""The tool executor's ledger logic, in process: no NATS needed to run `execute`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import Ledger, RigConfig, ToolExecutor, tool
+from protocols import ToolCall
+
+
+class Bank(ToolExecutor):
+    name = "bank"
+    runs: list[dict[str, Any]]
+
+    @tool(side_effects=True, key=("invoice",))
+    async def charge(self, invoice: str, amount: float) -> dict[str, Any]:
+        self.runs.append({"invoice": invoice, "amount": amount})
+        return {"invoice": invoice, "charged": amount}
+
+
+@pytest.fixture
+async def bank(tmp_path: Path) -> Any:
+    executor = Bank(config=RigConfig(home=tmp_path))
+    executor.runs = []
+    executor.ledger = await Ledger.open(tmp_path / "ledger.sqlite3", owner="test")
+    yield executor
+    await executor.ledger.close()
+
+
+def charge(step: int, **args: Any) -> ToolCall:
+    return ToolCall(job_id="j1", step=step, tool="charge", args=args)
+
+
+async def test_key_fields_make_the_same_effect_whatever_else_changes(bank: Bank) -> None:
+    """Same invoice and amount: one charge, the repeat answered from the ledger."""
+    first = await bank.execute(charge(1, invoice="inv-1", amount=10.0))
+    again = await bank.execute(charge(2, invoice="inv-1", amount=10.0))
+    assert (first.ledger, again.ledger) == ("miss", "hit")
+    assert again.result == first.result and again.key == first.key
+    assert bank.runs == [{"invoice": "inv-1", "amount": 10.0}]
+
+
+async def test_same_key_other_arguments_is_refused(bank: Bank) -> None:
+    """The same invoice with another amount is a typed error, and the tool does not run."""
+    await bank.execute(charge(1, invoice="inv-1", amount=10.0))
+    other = await bank.execute(charge(2, invoice="inv-1", amount=99.0))
+    assert not other.ok and other.error is not None
+    assert other.error["code"] == "key_conflict"
+    assert len(bank.runs) == 1
+
+
+async def test_invalid_arguments_fail_without_an_effect(bank: Bank) -> None:
+    result = await bank.execute(charge(1, invoice="inv-2", amount="lots"))
+    assert not result.ok and result.error is not None
+    assert result.error["code"] == "invalid_args" and "amount" in result.error["message"]
+    assert bank.runs == []
+
+
+def test_reconcile_must_name_a_method() -> None:
+    with pytest.raises(TypeError, match="reconcile='nowhere'"):
+
+        class Broken(ToolExecutor):
+            name = "broken"
+
+            @tool(reconcile="nowhere")
+            async def act(self) -> None: ...
