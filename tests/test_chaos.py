@@ -155,7 +155,14 @@ async def test_random_kill_9_under_rig_up(rig: Deployment) -> None:
         assert len(final) == jobs
         assert len(kills) >= 10, kills
         assert any(k.endswith(":Supervisor") for k in kills), kills  # the supervisor died too
-        check_effects(rig, await snapshots(rig, jobs))
+        snaps = await snapshots(rig, jobs)
+        check_effects(rig, snaps)
+        # The run's counts, for the record (`pytest -s` shows them).
+        print(
+            f"\nkill -9 run: {jobs} jobs, {len(kills)} kills {dict(Counter(kills))}, "
+            f"statuses {dict(Counter(j.status + '/' + (j.state or '') for j in snaps.values()))}, "
+            f"refunds {sum(refunds_by_job(rig.home).values())}"
+        )
     finally:
         up.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(up.wait(), 60) == 0

@@ -147,25 +147,25 @@ async def test_concurrent_duplicates_pay_once(rig: Deployment) -> None:
 async def test_a_stale_executor_changes_nothing(rig: Deployment) -> None:
     """Frozen after the effect past its lease, an executor's late record is fenced off.
 
-    A second executor finds the lease run out and answers `effect_unknown` without paying
-    again; when the first wakes up, its completion is refused (newer state), its report
-    is a duplicate, and the ledger and the payments stay as they were.
+    A second executor finds the lease run out, reconciles (the payment is there) and
+    finishes the call without paying again; when the first wakes up, its completion is
+    refused (the record moved on), its report is a duplicate, and the ledger and the
+    payments stay as they were.
     """
     rig.extra_env.update(
         {"RIG_PAUSE_AT": "after_effect", "RIG_CRASH_MARKER": str(rig.home / "paused")}
     )
     [stale] = await rig.spawn(TOOLS)
     await probe(rig)
-    await call(rig)
+    await call(rig, tool="pay_reconciled")
     await eventually(lambda: asyncio.to_thread(_stopped, stale.pid), message="executor frozen")
     assert len(payments(rig.home)) == 1
 
     rig.extra_env.pop("RIG_PAUSE_AT")
     await rig.spawn(TOOLS)
     [result] = await reports(rig, 1)
-    assert not result.ok and result.error is not None
-    assert result.error["code"] == "effect_unknown"
-    assert await ledger_state(rig, result.key) == "unknown"
+    assert result.ok and result.result == {"account": "acct-1", "amount": 12.5, "paid": True}
+    assert await ledger_state(rig, result.key) == "succeeded"
 
     js = rig.nc.jetstream()
     before = (await js.stream_info(rig.names.work_stream)).state.last_seq
@@ -178,7 +178,7 @@ async def test_a_stale_executor_changes_nothing(rig: Deployment) -> None:
     # A graceful stop lets its handler finish: the late report is sent before it exits.
     stale.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(stale.wait(), 30) == 0
-    assert await ledger_state(rig, result.key) == "unknown"
+    assert await ledger_state(rig, result.key) == "succeeded"
     assert len(payments(rig.home)) == 1
     after = (await js.stream_info(rig.names.work_stream)).state
     assert (after.last_seq, after.messages) == (before, 0)  # the late report was a duplicate

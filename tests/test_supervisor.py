@@ -9,9 +9,16 @@ from protocols import Event, JobSnapshot, ToolResult, decode_as
 
 def refunding_job() -> JobSnapshot:
     return JobSnapshot(
-        job_id="j1", agent="refund", status="running", state="refunding", step=3,
-        phase="tool", input=RefundAgent.example_input, path=["triage", "review", "refunding"],
-        pending_edge="refund", pending_args={"order_id": "A-1001", "amount": 25.0},
+        job_id="j1",
+        agent="refund",
+        status="running",
+        state="refunding",
+        step=3,
+        phase="tool",
+        input=RefundAgent.example_input,
+        path=["triage", "review", "refunding"],
+        pending_edge="refund",
+        pending_args={"order_id": "A-1001", "amount": 25.0},
     )
 
 
@@ -22,8 +29,14 @@ def events(job: JobSnapshot) -> list[Event]:
 def test_an_unknown_effect_parks_the_job_for_a_person() -> None:
     """`effect_unknown` sends the job to waiting_human with the reason, and nothing runs."""
     supervisor = Supervisor(config=RigConfig())
-    result = ToolResult(job_id="j1", step=3, tool="issue_refund", key="k", ok=False,
-                        error={"code": "effect_unknown", "message": "died mid-call"})
+    result = ToolResult(
+        job_id="j1",
+        step=3,
+        tool="issue_refund",
+        key="k",
+        ok=False,
+        error={"code": "effect_unknown", "message": "died mid-call"},
+    )
     job = supervisor._tool_done(refunding_job(), RefundAgent.graph, result)
     assert (job.status, job.state, job.phase) == ("waiting_human", "refunding", None)
     assert job.error is not None and job.error["code"] == "effect_unknown"
@@ -35,7 +48,13 @@ def test_an_unknown_effect_parks_the_job_for_a_person() -> None:
 
 def test_an_ordinary_tool_failure_takes_the_fail_edge() -> None:
     supervisor = Supervisor(config=RigConfig())
-    result = ToolResult(job_id="j1", step=3, tool="issue_refund", key="k", ok=False,
-                        error={"code": "tool_error", "message": "bank said no"})
+    result = ToolResult(
+        job_id="j1",
+        step=3,
+        tool="issue_refund",
+        key="k",
+        ok=False,
+        error={"code": "tool_error", "message": "bank said no"},
+    )
     job = supervisor._tool_done(refunding_job(), RefundAgent.graph, result)
     assert (job.status, job.state) == ("waiting_human", "human")  # the state's safe edge
