@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import pydantic
 
@@ -229,18 +229,10 @@ class ToolExecutor(Actor):
         match claim.outcome:
             case "succeeded":
                 assert claim.record is not None
-                return _ok(call, key, claim.record.result, ledger="hit")
+                return _result(call, key, result=claim.record.result, ledger="hit")
             case "failed":
                 assert claim.record is not None and claim.record.error is not None
-                return ToolResult(
-                    job_id=call.job_id,
-                    step=call.step,
-                    tool=call.tool,
-                    key=key,
-                    ok=False,
-                    error=claim.record.error,
-                    ledger="hit",
-                )
+                return _result(call, key, error=claim.record.error, ledger="hit")
             case "busy":
                 raise RetryableError(
                     "the call is running elsewhere",
@@ -311,18 +303,10 @@ class ToolExecutor(Actor):
             tool_ms = (time.perf_counter() - started) * 1000
             if not await self.ledger.complete(key, epoch, value):
                 self.log.warning("ledger.fenced", key=key, epoch=epoch)
-            return _ok(call, key, value, ledger="miss", tool_ms=tool_ms)
+            return _result(call, key, result=value, tool_ms=tool_ms)
         tool_ms = (time.perf_counter() - started) * 1000
         await self.ledger.fail(key, epoch, error, retryable=False)
-        return ToolResult(
-            job_id=call.job_id,
-            step=call.step,
-            tool=call.tool,
-            key=key,
-            ok=False,
-            error=error,
-            tool_ms=tool_ms,
-        )
+        return _result(call, key, error=error, tool_ms=tool_ms)
 
     async def _invoke(
         self,
@@ -339,28 +323,30 @@ class ToolExecutor(Actor):
             _current.reset(token)
 
 
-def _ok(call: ToolCall, key: str, value: Any, *, ledger: Any, tool_ms: float = 0.0) -> ToolResult:
+def _result(
+    call: ToolCall,
+    key: str,
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+    ledger: Literal["hit", "miss"] = "miss",
+    tool_ms: float = 0.0,
+) -> ToolResult:
+    """The report of a call: ok unless there is an error."""
     return ToolResult(
         job_id=call.job_id,
         step=call.step,
         tool=call.tool,
         key=key,
-        ok=True,
-        result=value,
+        ok=error is None,
+        result=result,
+        error=error,
         ledger=ledger,
         tool_ms=tool_ms,
     )
 
 
 def _failed(
-    call: ToolCall, key: str, code: str, message: str, *, ledger: Any = "miss"
+    call: ToolCall, key: str, code: str, message: str, *, ledger: Literal["hit", "miss"] = "miss"
 ) -> ToolResult:
-    return ToolResult(
-        job_id=call.job_id,
-        step=call.step,
-        tool=call.tool,
-        key=key,
-        ok=False,
-        error={"code": code, "message": message},
-        ledger=ledger,
-    )
+    return _result(call, key, error={"code": code, "message": message}, ledger=ledger)

@@ -191,6 +191,27 @@ class Deployment:
                 proc.kill()
                 await proc.wait()
 
+    async def rig_up(self, actors: dict[str, int]) -> asyncio.subprocess.Process:
+        """Start `rig up --config` with these actor classes and counts, on this namespace."""
+        config = self.home / "up.toml"
+        config.write_text(
+            "".join(f'[[actor]]\nclass = "{cls}"\ncount = {n}\n' for cls, n in actors.items())
+        )
+        with (self.home / "up.out").open("ab") as log:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "actors",
+                "up",
+                "--config",
+                str(config),
+                "--json",
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
 

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import sqlite3
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from protocols import (
     RigConnectionError,
     decode_as,
 )
-from tests.conftest import ROOT, Deployment, eventually
+from tests.conftest import Deployment, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -103,25 +102,8 @@ def check_effects(rig: Deployment, jobs: dict[str, JobSnapshot]) -> None:
 async def test_random_kill_9_under_rig_up(rig: Deployment) -> None:
     """200 jobs while a killer SIGKILLs random actor processes; `rig up` restarts them."""
     jobs, rng = 200, random.Random(20261126)
-    config = rig.home / "chaos.toml"
-    config.write_text(
-        "".join(f'[[actor]]\nclass = "{c}"\ncount = {n}\n' for c, n in ACTORS.items())
-    )
     ready = await rig.nc.subscribe(rig.names.actor_ready)
-    with (rig.home / "up.out").open("ab") as log:
-        up = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "actors",
-            "up",
-            "--config",
-            str(config),
-            "--json",
-            env=rig.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
+    up = await rig.rig_up(ACTORS)
     live: dict[int, str] = {}
     kills: list[str] = []
     try:

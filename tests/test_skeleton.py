@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from typing import Any
 
 import msgpack
@@ -27,7 +26,7 @@ from protocols import (
     decode_as,
     encode,
 )
-from tests.conftest import REFUND, ROOT, Deployment, eventually, refund_rows
+from tests.conftest import REFUND, Deployment, eventually, refund_rows
 
 pytestmark = pytest.mark.integration
 
@@ -217,32 +216,19 @@ async def test_actor_survives_a_nats_server_restart(private_rig: Deployment) -> 
 
 
 async def test_rig_up_restarts_a_killed_actor_and_the_job_finishes(
-    rig: Deployment, tmp_path: os.PathLike[str]
+    rig: Deployment,
 ) -> None:
     """SIGKILL an agent mid-job: `rig up` starts it again, the step is redelivered, job ends."""
-    config = rig.home / "up.toml"
-    config.write_text(
-        '[[actor]]\nclass = "actors:Supervisor"\n'
-        '[[actor]]\nclass = "tests.gated:GatedAgent"\n'
-        '[[actor]]\nclass = "actors.examples.refund:RefundTools"\n'
-        '[[actor]]\nclass = "actors.examples.refund:RefundChecks"\n'
-    )
     ready = await rig.nc.subscribe(rig.names.actor_ready)
     thinking = await rig.nc.subscribe(f"{rig.prefix}.test.thinking")
-    with (rig.home / "up.out").open("ab") as log:
-        up = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "actors",
-            "up",
-            "--config",
-            str(config),
-            "--json",
-            env=rig.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
+    up = await rig.rig_up(
+        {
+            "actors:Supervisor": 1,
+            "tests.gated:GatedAgent": 1,
+            "actors.examples.refund:RefundTools": 1,
+            "actors.examples.refund:RefundChecks": 1,
+        }
+    )
     try:
         announced = await _ready_count(ready, 4)
         job = await rig.client.submit("gated", EXAMPLE)
