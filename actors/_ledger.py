@@ -194,7 +194,7 @@ class _ClaimOp:
     args_hash: str
     lease: float
     side_effects: bool
-    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -205,7 +205,7 @@ class _FinishOp:
     result: Any
     error: dict[str, Any] | None
     retryable: bool
-    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -215,13 +215,13 @@ class _ResolveOp:
     happened: bool
     result: Any
     lease: float
-    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
 class _GetOp:
     key: str
-    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[arg-type]
 
 
 _Op = _ClaimOp | _FinishOp | _ResolveOp | _GetOp
@@ -367,6 +367,7 @@ class Ledger:
             for op in batch:
                 record = records.get(op.key)
                 new: LedgerRecord | None = None
+                outcome: Any
                 if isinstance(op, _ClaimOp):
                     outcome, new = decide_claim(record, op, owner=self._owner, now=now)
                 elif isinstance(op, _FinishOp):

@@ -130,6 +130,7 @@ def stream_configs(names: Names) -> list[StreamConfig]:
 async def ensure_topology(js: JetStreamContext, names: Names) -> None:
     """Create Rig's streams and KV buckets if they are missing."""
     for config in stream_configs(names):
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:

@@ -220,11 +220,11 @@ class ToolExecutor(Actor):
             assert claim.record is not None
             claim = await self._reconcile(call, key, spec, claim.record.epoch)
         if claim.outcome != "claimed":
-            return self._answer(call, key, claim)
+            return self._from_ledger(call, key, claim)
         crash_point("after_claim")
         return await self._run(call, key, spec, fn, claim.epoch)
 
-    def _answer(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
+    def _from_ledger(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
         """What a call that must not run answers, from its ledger record; raise to nak."""
         match claim.outcome:
             case "succeeded":

@@ -75,7 +75,8 @@ def encode(value: Any, encoding: Encoding = Encoding.MSGPACK) -> bytes:
         value = value.model_dump(mode="json" if encoding is Encoding.JSON else "python")
     if encoding is Encoding.JSON:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def decode_as(

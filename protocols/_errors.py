@@ -101,6 +101,7 @@ class RetryableError(RigError):
     """A handler failed in a way that may pass: the message is redelivered after `delay` s."""
 
     code = "retryable"
+    delay: float
 
     def __init__(self, message: str, *, delay: float = 1.0, **details: Any) -> None:
         super().__init__(message, delay=delay, **details)
