@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(run=_up)
 
     actor = verbs.add_parser("actor", help="run one actor process")
+    actor.set_defaults(run=_help_of(actor))
     actor_verbs = actor.add_subparsers(title="commands", metavar="COMMAND")
     run = actor_verbs.add_parser(
         "run",
@@ -143,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         help="inspect and prune the tool-call ledger",
         description="The idempotency ledger of this host ($RIG_HOME/ledger.sqlite3, or --file).",
     )
+    ledger.set_defaults(run=_help_of(ledger))
     ledger_verbs = ledger.add_subparsers(title="commands", metavar="COMMAND")
     file_option = argparse.ArgumentParser(add_help=False)
     file_option.add_argument(
@@ -167,6 +169,16 @@ def _parser() -> argparse.ArgumentParser:
     prune_cmd.add_argument("--older-than", required=True, metavar="DURATION")
     prune_cmd.set_defaults(run=_ledger_prune)
     return parser
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """For a verb given without its sub-verb: show that verb's help, exit 2."""
+
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+
+    return show
 
 
 # --- verbs ---------------------------------------------------------------------
