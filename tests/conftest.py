@@ -212,9 +212,6 @@ class Deployment:
                 stderr=log,
             )
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
-
 
 REFUND = (
     "actors:Supervisor",
