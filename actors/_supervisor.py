@@ -63,7 +63,8 @@ class Supervisor(Actor):
     """Accepts jobs and steps them through their agent's graph; any number may run.
 
     Consumes: `rig.work.supervisor` (durable `supervisor`): `StartJob`, `Decision`,
-    `ToolResult`, `Verdict`.
+    `ToolResult`, `Verdict` (which carries the tool's result when the executor sent the
+    result straight to the verifier: two transitions per step, not three).
     Publishes: `rig.work.agent.<agent>` (`StepRequest`), `rig.work.tool.<tool>`
     (`ToolCall`), `rig.work.verify.<verifier>` (`VerifyRequest`), and the journal on
     `rig.events.<job_id>`.
@@ -176,12 +177,20 @@ class Supervisor(Actor):
         match message:
             case StartJob():
                 return await self._start(job) if job.status == "accepted" else None
-            case Decision() if job.phase == "decide" and message.step == job.step:
+            case _ if message.step != job.step:
+                return None
+        # A report for the current step: its transition writes a fresh outbox.
+        outbox, job.outbox = job.outbox, []
+        match message:
+            case Decision() if job.phase == "decide":
                 return self._decided(job, await self._graph(job.agent), message)
-            case ToolResult() if job.phase == "tool" and message.step == job.step:
+            case ToolResult() if job.phase == "tool":
                 return self._tool_done(job, await self._graph(job.agent), message)
-            case Verdict() if job.phase == "verify" and message.step == job.step:
+            case Verdict(tool_result=ToolResult() as result) if job.phase == "tool":
+                return self._tool_done(job, await self._graph(job.agent), result, message)
+            case Verdict() if job.phase == "verify":
                 return self._verified(job, await self._graph(job.agent), message)
+        job.outbox = outbox
         return None
 
     async def _start(self, job: JobSnapshot) -> JobSnapshot:
@@ -194,7 +203,6 @@ class Supervisor(Actor):
         return self._next_step(job)
 
     def _decided(self, job: JobSnapshot, graph: Graph, decision: Decision) -> JobSnapshot:
-        job.outbox = []
         assert job.state is not None
         state = graph.state(job.state)
         edge = state.edge(decision.edge)
@@ -224,15 +232,24 @@ class Supervisor(Actor):
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
         if edge.tool is not None:
             job.phase = "tool"
-            call = ToolCall(job_id=job.job_id, step=job.step, tool=edge.tool, args=decision.args)
+            call = ToolCall(
+                job_id=job.job_id,
+                step=job.step,
+                tool=edge.tool,
+                args=decision.args,
+                verifier=edge.verifier,
+                context=_context(job) if edge.verifier is not None else None,
+            )
             self._command(job, self.names.tool(edge.tool), call, "tool_call")
             return job
         if edge.verifier is not None:
             return self._verify(job, edge)
         return self._enter(job, graph, edge.to, edge=edge.name)
 
-    def _tool_done(self, job: JobSnapshot, graph: Graph, result: ToolResult) -> JobSnapshot:
-        job.outbox = []
+    def _tool_done(
+        self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None
+    ) -> JobSnapshot:
+        """Record the tool's result; `verdict` is the verifier's, if the result came through it."""
         assert job.state is not None and job.pending_edge is not None
         edge = graph.state(job.state).edge(job.pending_edge)
         assert edge is not None
@@ -273,12 +290,13 @@ class Supervisor(Actor):
             )
         job.results[result.tool] = result.result
         job.pending_result = result.result
+        if verdict is not None:
+            return self._verified(job, graph, verdict)
         if edge.verifier is not None:
             return self._verify(job, edge)
         return self._enter(job, graph, edge.to, edge=edge.name)
 
     def _verified(self, job: JobSnapshot, graph: Graph, verdict: Verdict) -> JobSnapshot:
-        job.outbox = []
         assert job.state is not None and job.pending_edge is not None
         edge = graph.state(job.state).edge(job.pending_edge)
         assert edge is not None

@@ -23,6 +23,7 @@ from protocols import (
     RetryableError,
     ToolCall,
     ToolResult,
+    VerifyRequest,
     canonical,
     check_token,
     explain,
@@ -144,7 +145,8 @@ class ToolExecutor(Actor):
                 return await bank.refund(order_id, amount)
 
     Consumes `rig.work.tool.<tool>` (durable `tool-<tool>`) for each of its tools:
-    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor`.
+    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor`, or, for a successful
+    call whose edge has a verifier, a `VerifyRequest` carrying it to that verifier.
 
     Every call first claims its key (a hash of job id, tool and canonical args) in
     the SQLite ledger at `$RIG_HOME/ledger.sqlite3`. Only a fresh claim runs the tool;
@@ -193,6 +195,24 @@ class ToolExecutor(Actor):
     async def on_call(self, call: ToolCall, delivery: Delivery) -> None:
         result = await self.execute(call)
         crash_point("after_record")
+        if result.ok and call.verifier is not None and call.context is not None:
+            # Straight to the verifier, which carries the result to the supervisor.
+            request = VerifyRequest(
+                job_id=call.job_id,
+                step=call.step,
+                verifier=call.verifier,
+                tool=call.tool,
+                args=call.args,
+                result=result.result,
+                context=call.context,
+                tool_result=result,
+            )
+            await self.publish(
+                self.names.verifier(call.verifier),
+                request,
+                msg_id=msg_id(call.job_id, call.step, "verify"),
+            )
+            return
         await self.publish(
             self.names.supervisor, result, msg_id=msg_id(call.job_id, call.step, "tool_result")
         )

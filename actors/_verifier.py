@@ -90,6 +90,7 @@ class Verifier(Actor):
             verifier=request.verifier,
             passed=bool(passed),
             reason=str(reason),
+            tool_result=request.tool_result,
         )
         await self.publish(
             self.names.supervisor, verdict, msg_id=msg_id(request.job_id, request.step, "verdict")

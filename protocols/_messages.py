@@ -154,13 +154,20 @@ class Decision(_Wire):
 
 
 class ToolCall(_Wire):
-    """Supervisor to tool executor: run `tool` with `args`, at most once per job and args."""
+    """Supervisor to tool executor: run `tool` with `args`, at most once per job and args.
+
+    With `verifier` set, a successful result goes straight to that verifier (with
+    `context` for it), which reports both to the supervisor in its `Verdict`: one
+    supervisor transition less per step. Otherwise the result goes to the supervisor.
+    """
 
     kind: Literal["tool_call"] = "tool_call"
     job_id: str
     step: int
     tool: str
     args: dict[str, Any] = Field(default_factory=dict)
+    verifier: str | None = None
+    context: JobContext | None = None
 
 
 class ToolResult(_Wire):
@@ -189,10 +196,13 @@ class VerifyRequest(_Wire):
     args: dict[str, Any]
     result: Any
     context: JobContext
+    tool_result: ToolResult | None = Field(
+        default=None, description="the tool's report, when the executor sent this request"
+    )
 
 
 class Verdict(_Wire):
-    """Verifier to supervisor: pass or fail, with the reason."""
+    """Verifier to supervisor: pass or fail, with the reason (and the tool's report, if any)."""
 
     kind: Literal["verdict"] = "verdict"
     job_id: str
@@ -200,6 +210,7 @@ class Verdict(_Wire):
     verifier: str
     passed: bool
     reason: str = ""
+    tool_result: ToolResult | None = None
 
 
 SupervisorMessage = Annotated[
