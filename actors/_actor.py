@@ -68,6 +68,9 @@ class Inbox:
     subject: str
     model: Any
     handler: Handler
+    # None: the config's. Timers, which wait by nak-with-delay, lift both limits.
+    max_deliver: int | None = None
+    max_ack_pending: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +345,7 @@ class Actor:
             # Unlimited on the server: the actor itself dead-letters a message past
             # `max_deliver`, so that it is never silently parked by the server.
             max_deliver=-1,
-            max_ack_pending=max(1000, self.config.concurrency * 4),
+            max_ack_pending=inbox.max_ack_pending or max(1000, self.config.concurrency * 4),
         )
         await self.js.add_consumer(self.names.work_stream, config=config)
 
@@ -421,7 +424,7 @@ class Actor:
             actor=self.name, subject=msg.subject, attempt=attempt
         )
         try:
-            if attempt > self.config.max_deliver:
+            if attempt > (inbox.max_deliver or self.config.max_deliver):
                 await self._dead_letter(
                     inbox,
                     msg,
@@ -461,7 +464,7 @@ class Actor:
         try:
             await inbox.handler(message, delivery)
         except RetryableError as exc:
-            if attempt >= self.config.max_deliver:
+            if attempt >= (inbox.max_deliver or self.config.max_deliver):
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
                 return
             self.log.info("handler.retry", reason=exc.message, delay=exc.delay)
@@ -471,7 +474,7 @@ class Actor:
             await self._dead_letter(inbox, msg, headers, exc, attempt)
             return
         except Exception as exc:
-            if attempt >= self.config.max_deliver:
+            if attempt >= (inbox.max_deliver or self.config.max_deliver):
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
                 return
             self.log.exception("handler.failed", error=repr(exc))

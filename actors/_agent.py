@@ -7,11 +7,20 @@ import time
 from typing import Any, ClassVar
 
 from actors._actor import Actor, Delivery, Inbox
-from actors._llm import LLM, InvalidAnswer, RoutePrompt, parse_answer
+from actors._llm import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    LLM,
+    InvalidAnswer,
+    RoutePrompt,
+    estimate,
+    parse_answer,
+)
 from protocols import (
     DEFAULT_MAX_STEPS,
     AgentInfo,
+    Budget,
     Decision,
+    ExhaustedKind,
     Graph,
     GraphError,
     NonRetryableError,
@@ -49,8 +58,16 @@ class Agent(Actor):
 
     An answer that is not an edge of the state is re-asked `max_reasks` times with the
     error; then the state's safe edge is taken and the decision is marked `fallback`.
-    `llm_timeout` bounds each LLM call; a call that raises `RetryableError` naks the
-    step for a later retry, any other exception counts as an invalid answer.
+    `llm_timeout` bounds each LLM call, and so does the job's deadline; a call that
+    raises `RetryableError` naks the step for a later retry, any other exception counts
+    as an invalid answer.
+
+    Budgets: `max_steps`, `max_tokens`, `max_cost`, `deadline_s`, `max_visits` and
+    `max_reasks` are the defaults of each job (a submission may override them). Before
+    each LLM call the agent reserves what the call may spend (`estimate` in
+    `actors._llm`) from what the job has left; a call that does not fit is not made,
+    and the job takes `on_exhausted` (a human or terminal state), or ends
+    `budget_exceeded`.
     """
 
     graph: ClassVar[Graph]
@@ -58,7 +75,13 @@ class Agent(Actor):
     llm: ClassVar[LLM]
     description: ClassVar[str] = ""
     max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
+    max_tokens: ClassVar[int | None] = None
+    max_cost: ClassVar[float | None] = None
+    deadline_s: ClassVar[float | None] = None
+    max_visits: ClassVar[int | None] = None
     max_reasks: ClassVar[int] = 1
+    on_exhausted: ClassVar[str | None] = None
+    max_output_tokens: ClassVar[int] = DEFAULT_MAX_OUTPUT_TOKENS
     llm_timeout: ClassVar[float] = 60.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -70,6 +93,27 @@ class Agent(Actor):
             raise GraphError(f"{cls.__qualname__}.graph must be a protocols.Graph")
         if not isinstance(getattr(cls, "example_input", None), dict):
             raise TypeError(f"{cls.__qualname__} must declare example_input, a dict")
+        fallback = cls.on_exhausted
+        if fallback is not None:
+            state = cls.graph.states.get(fallback)
+            if state is None or state.decided_by_llm:
+                raise GraphError(
+                    f"{cls.__qualname__}.on_exhausted must name a human or terminal state",
+                    state=fallback,
+                )
+        cls.budget()  # the defaults must be valid limits
+
+    @classmethod
+    def budget(cls) -> Budget:
+        """The limits of a job of this agent unless its submission overrides them."""
+        return Budget(
+            max_steps=cls.max_steps,
+            max_tokens=cls.max_tokens,
+            max_cost=cls.max_cost,
+            deadline_s=cls.deadline_s,
+            max_visits=cls.max_visits,
+            max_reasks=cls.max_reasks,
+        )
 
     def info(self) -> AgentInfo:
         return AgentInfo(
@@ -77,7 +121,8 @@ class Agent(Actor):
             description=self.description or (type(self).__doc__ or "").strip().split("\n")[0],
             graph=self.graph,
             example_input=self.example_input,
-            max_steps=self.max_steps,
+            budget=self.budget(),
+            on_exhausted=self.on_exhausted,
         )
 
     def create_llm(self) -> LLM:
@@ -116,51 +161,73 @@ class Agent(Actor):
             description=state.description,
             edges=state.edges,
             context=request.context,
+            max_output_tokens=self.max_output_tokens,
         )
         usage = Usage()
         problem = ""
         llm_ms = 0.0
-        for attempt in range(self.max_reasks + 1):
+        decision: Decision | None = None
+
+        def report(**fields: Any) -> Decision:
+            return Decision(
+                job_id=request.job_id, step=request.step, usage=usage, llm_ms=llm_ms, **fields
+            )
+
+        for attempt in range(request.max_reasks + 1):
+            exhausted, why = _no_room(request, usage, estimate(self._llm, prompt))
+            timeout = self.llm_timeout
+            if request.deadline is not None:
+                timeout = min(timeout, request.deadline - time.time())
+                if timeout <= 0:
+                    exhausted, why = "deadline", "the job's deadline passed before the LLM call"
+            if exhausted is not None:
+                decision = report(edge="", reasks=attempt, exhausted=exhausted, reason=why)
+                break
+            started = time.perf_counter()
             try:
-                started = time.perf_counter()
                 try:
-                    reply = await asyncio.wait_for(self._llm.complete(prompt), self.llm_timeout)
+                    reply = await asyncio.wait_for(self._llm.complete(prompt), timeout)
                 finally:
                     llm_ms += (time.perf_counter() - started) * 1000
-                usage.input_tokens += reply.usage.input_tokens
-                usage.output_tokens += reply.usage.output_tokens
+                usage.add(reply.usage)
                 edge, args = parse_answer(reply.text, state.edges)
             except RetryableError:
                 raise
+            except TimeoutError:
+                if timeout < self.llm_timeout:  # cut short by the job's deadline
+                    why = f"the LLM did not answer within the {timeout:.2f} s the deadline left"
+                    decision = report(edge="", reasks=attempt, exhausted="deadline", reason=why)
+                    break
+                problem = f"the LLM did not answer within llm_timeout ({self.llm_timeout} s)"
             except InvalidAnswer as exc:
                 problem = str(exc)
             except Exception as exc:  # a broken model call is an answer we cannot use
                 problem = f"the LLM call failed: {exc!r}"
             else:
-                decision = Decision(
-                    job_id=request.job_id,
-                    step=request.step,
-                    edge=edge,
-                    args=args,
-                    reasks=attempt,
-                    usage=usage,
-                    llm_ms=llm_ms,
-                )
+                decision = report(edge=edge, args=args, reasks=attempt)
                 break
             self.log.info("llm.invalid_answer", problem=problem, attempt=attempt)
             prompt = prompt.retry_with(problem)
-        else:
+        if decision is None:
             assert state.safe_edge is not None  # the graph's check guarantees it
-            decision = Decision(
-                job_id=request.job_id,
-                step=request.step,
-                edge=state.safe_edge,
-                reasks=self.max_reasks,
-                fallback=True,
-                reason=problem,
-                usage=usage,
-                llm_ms=llm_ms,
+            decision = report(
+                edge=state.safe_edge, reasks=request.max_reasks, fallback=True, reason=problem
             )
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")
         )
+
+
+def _no_room(
+    request: StepRequest, spent: Usage, reserve: Usage
+) -> tuple[ExhaustedKind | None, str]:
+    """Which budget one more call (`reserve`) would overrun, after `spent` in this step."""
+    if request.tokens_left is not None:
+        left = request.tokens_left - spent.tokens
+        if reserve.tokens > left:
+            return "tokens", f"the next LLM call may spend {reserve.tokens} tokens; {left} are left"
+    if request.cost_left is not None:
+        left_cost = request.cost_left - spent.cost
+        if reserve.cost > left_cost:
+            return "cost", f"the next LLM call may cost {reserve.cost:.6g}; {left_cost:.6g} is left"
+    return None, ""

@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from actors._client import RigClient
 from actors._config import DEFAULT_NATS_URL, RigConfig
 from actors._loop import run_async
-from protocols import Event, JobInfo, RigError
+from protocols import Event, JobInfo, RigError, UnknownAgentError
 
 EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR = 0, 1, 2
 
@@ -110,11 +111,25 @@ def _parser() -> argparse.ArgumentParser:
     agents = verbs.add_parser("agents", parents=[common], help="list the registered agents")
     agents.set_defaults(run=_agents)
 
-    submit = verbs.add_parser("submit", parents=[common], help="start a job")
+    budget = argparse.ArgumentParser(add_help=False)
+    limits = budget.add_argument_group("budget (overrides the agent's defaults)")
+    limits.add_argument("--max-steps", type=int, metavar="N", help="steps (LLM decisions)")
+    limits.add_argument("--max-tokens", type=int, metavar="N", help="LLM tokens, in + out")
+    limits.add_argument("--max-cost", type=float, metavar="X", help="money, by the price table")
+    limits.add_argument(
+        "--deadline",
+        metavar="DURATION",
+        help="wall clock from now until the job must be terminal (45s, 10m, 2h)",
+    )
+    limits.add_argument(
+        "--max-visits", type=int, metavar="N", help="times the job may enter any one state"
+    )
+    limits.add_argument("--max-reasks", type=int, metavar="N", help="LLM re-asks per step")
+
+    submit = verbs.add_parser("submit", parents=[common, budget], help="start a job")
     submit.add_argument("agent", help="agent name (see `rig agents`)")
     submit.add_argument("--input", required=True, help="the job's input, a JSON object")
     submit.add_argument("--job-id", help="choose the job id (makes the submit idempotent)")
-    submit.add_argument("--max-steps", type=int, help="override the agent's step limit")
     submit.add_argument(
         "--wait",
         action="store_true",
@@ -138,6 +153,75 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("job_id", metavar="JOB")
     watch.add_argument("--timeout", type=float, help="give up after SECONDS (exit 2)")
     watch.set_defaults(run=_watch)
+
+    inbox = verbs.add_parser(
+        "inbox",
+        parents=[common],
+        help="list the jobs waiting for a person",
+        description="The jobs parked for a human, oldest first, with the reason and the "
+        "edges a person may take (`rig resolve JOB --edge EDGE`).",
+    )
+    inbox.add_argument("--agent", help="only this agent's jobs")
+    inbox.set_defaults(run=_inbox)
+
+    resolve = verbs.add_parser(
+        "resolve",
+        parents=[common, budget],
+        help="take an edge for a job waiting for a person",
+        description="Resume a job that waits for a human from EDGE (one of its state's "
+        "edges, see `rig inbox`); budget options extend its limits (--deadline counts "
+        "from now).",
+    )
+    resolve.add_argument("job_id", metavar="JOB")
+    resolve.add_argument("--edge", required=True, help="the edge to take")
+    resolve.add_argument("--args", default="{}", help="the edge's arguments, a JSON object")
+    resolve.add_argument("--note", default="", help="why, for the journal")
+    resolve.add_argument("--by", default=os.environ.get("USER", ""), help="who (default $USER)")
+    resolve.set_defaults(run=_resolve)
+
+    cancel = verbs.add_parser(
+        "cancel",
+        parents=[common],
+        help="end a running or parked job as cancelled",
+        description="End any job that is not terminal: status `cancelled`; reports still "
+        "under way for it are dropped when they arrive.",
+    )
+    cancel.add_argument("job_id", metavar="JOB")
+    cancel.add_argument("--reason", default="", help="why, for the journal")
+    cancel.set_defaults(run=_cancel)
+
+    graph = verbs.add_parser(
+        "graph",
+        parents=[common],
+        help="print an agent's state machine (Mermaid or DOT)",
+        description="Print the FSM of a registered agent (AGENT) or of an agent class "
+        "(MODULE:CLASS, no server needed). Edges show [tool] and {verifier}; (safe) marks "
+        "safe edges; human states are highlighted.",
+    )
+    graph.add_argument("agent", metavar="AGENT|MODULE:CLASS")
+    graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    graph.set_defaults(run=_graph)
+
+    dlq = verbs.add_parser(
+        "dlq",
+        help="list and replay dead letters",
+        description="Messages an actor could not accept, kept with the reason.",
+    )
+    dlq.set_defaults(run=_help_of(dlq))
+    dlq_verbs = dlq.add_subparsers(title="commands", metavar="COMMAND")
+    dlq_ls = dlq_verbs.add_parser("ls", parents=[common], help="list dead letters, oldest first")
+    dlq_ls.add_argument("--limit", type=int, default=100, help="the newest N (default 100)")
+    dlq_ls.set_defaults(run=_dlq_ls)
+    replay = dlq_verbs.add_parser(
+        "replay",
+        parents=[common],
+        help="publish a dead letter's message again",
+        description="Publish the original message of dead letter ID (from `rig dlq ls`) to "
+        "its subject again, then delete the letter (unless --keep).",
+    )
+    replay.add_argument("letter_id", metavar="ID", type=int)
+    replay.add_argument("--keep", action="store_true", help="keep the dead letter")
+    replay.set_defaults(run=_dlq_replay)
 
     ledger = verbs.add_parser(
         "ledger",
@@ -232,17 +316,10 @@ def _agents(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    try:
-        job_input = json.loads(args.input)
-    except ValueError as exc:
-        raise _usage(f"--input is not JSON: {exc}") from None
-    if not isinstance(job_input, dict):
-        raise _usage("--input must be a JSON object")
+    job_input = _json_object(args.input, "--input")
 
     async def go(rig: RigClient) -> Any:
-        reply = await rig.submit(
-            args.agent, job_input, job_id=args.job_id, max_steps=args.max_steps
-        )
+        reply = await rig.submit(args.agent, job_input, job_id=args.job_id, **_limits(args))
         if not args.wait:
             return reply
         return await rig.wait(reply.job_id, timeout=args.timeout)
@@ -279,6 +356,126 @@ def _watch(args: argparse.Namespace) -> int:
 
     final = _with_client(go)
     return EXIT_OK if final == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    jobs = _with_client(lambda rig: rig.inbox(args.agent))
+    if args.json:
+        _print_json([job.model_dump(mode="json") for job in jobs])
+    elif not jobs:
+        print("no jobs are waiting for a person")
+    for job in [] if args.json else jobs:
+        waited = _ago(job.since)
+        print(f"{job.job_id}  {job.agent}  state {job.state}  step {job.step}  waiting {waited}")
+        print(f"    reason: {job.reason}")
+        print(f"    edges:  {', '.join(job.edges) or '(none: rig cancel it)'}")
+    return EXIT_OK
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    edge_args = _json_object(args.args, "--args")
+    info = _with_client(
+        lambda rig: rig.resolve(
+            args.job_id, args.edge, args=edge_args, note=args.note, by=args.by, **_limits(args)
+        )
+    )
+    _show_status(info, args.json)
+    return EXIT_OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    info = _with_client(lambda rig: rig.cancel(args.job_id, reason=args.reason))
+    _show_status(info, args.json)
+    return EXIT_OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    if ":" in args.agent:
+        from actors._agent import Agent
+
+        cls = load_actor_class(args.agent)  # a broken graph raises GraphError here
+        if not issubclass(cls, Agent):
+            raise _usage(f"{args.agent!r} is not an Agent subclass")
+        name, graph = cls.name, cls.graph
+    else:
+        infos = {info.name: info for info in _with_client(lambda rig: rig.agents())}
+        if args.agent not in infos:
+            known = ", ".join(sorted(infos)) or "none"
+            raise UnknownAgentError(
+                f"no agent named {args.agent!r} has registered (registered: {known})",
+                agent=args.agent,
+            )
+        name, graph = args.agent, infos[args.agent].graph
+    text = graph.to_dot(name) if args.format == "dot" else graph.to_mermaid(name)
+    if args.json:
+        _print_json({"agent": name, "format": args.format, "graph": text})
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _dlq_ls(args: argparse.Namespace) -> int:
+    letters = _with_client(lambda rig: rig.dead_letters(limit=args.limit))
+    if args.json:
+        _print_json(
+            [
+                {
+                    "id": seq,
+                    **letter.model_dump(mode="json", exclude={"data"}),
+                    "size": len(letter.data),
+                }
+                for seq, letter in letters
+            ]
+        )
+        return EXIT_OK
+    if not letters:
+        print("no dead letters")
+    for seq, letter in letters:
+        print(f"{seq:<6} {_ago(letter.ts):>8} ago  {letter.actor}  {letter.subject}")
+        print(
+            f"       {letter.error.get('code')}: {letter.reason}  ({letter.deliveries} deliveries)"
+        )
+    return EXIT_OK
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    letter = _with_client(lambda rig: rig.replay(args.letter_id, keep=args.keep))
+    if args.json:
+        _print_json({"id": args.letter_id, "subject": letter.subject, "kept": args.keep})
+    else:
+        print(f"replayed dead letter {args.letter_id} to {letter.subject}")
+    return EXIT_OK
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget options given on the command line, as submit/resolve keywords."""
+    limits = {
+        "max_steps": args.max_steps,
+        "max_tokens": args.max_tokens,
+        "max_cost": args.max_cost,
+        "deadline_s": parse_duration(args.deadline) if args.deadline else None,
+        "max_visits": args.max_visits,
+        "max_reasks": args.max_reasks,
+    }
+    return {name: value for name, value in limits.items() if value is not None}
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _usage(f"{option} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _usage(f"{option} must be a JSON object")
+    return value
+
+
+def _ago(ts: float) -> str:
+    seconds = max(time.time() - ts, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _ledger_file(args: argparse.Namespace) -> Path:
@@ -386,16 +583,35 @@ def _show_status(info: JobInfo, as_json: bool) -> None:
     print(f"status  {info.status}")
     print(f"state   {info.state}   steps {info.steps}/{info.max_steps}")
     print(f"path    {' -> '.join(info.path)}")
+    print(f"spent   {_spent(info)}")
     if info.result is not None:
         print(f"result  {json.dumps(info.result)}")
     if info.error is not None:
         print(f"error   {info.error.get('message')}")
 
 
+def _spent(info: JobInfo) -> str:
+    """What the job spent, against its limits where it has them."""
+    budget, usage = info.budget, info.usage
+    parts = [f"tokens {usage.tokens}" + (f"/{budget.max_tokens}" if budget.max_tokens else "")]
+    if usage.cost or budget.max_cost:
+        parts.append(
+            f"cost {usage.cost:.4g}" + (f"/{budget.max_cost:g}" if budget.max_cost else "")
+        )
+    if info.deadline is not None:
+        parts.append(f"deadline {budget.deadline_s:g} s")
+    if budget.max_visits:
+        most = max(info.visits.values(), default=0)
+        parts.append(f"most visits {most}/{budget.max_visits}")
+    return ", ".join(parts)
+
+
 def _describe(event: Event) -> str:
     data = event.data
     head = f"#{event.seq:<3} step {event.step:<2} {event.type:<11}"
     match event.type:
+        case "decision" if data.get("exhausted"):
+            return f"{head} {data.get('state')}: no call, {data.get('exhausted')} budget spent"
         case "decision":
             extra = " (fallback: " + data.get("reason", "") + ")" if data.get("fallback") else ""
             call = (
@@ -411,7 +627,16 @@ def _describe(event: Event) -> str:
             verdict = "pass" if data.get("passed") else "FAIL"
             return f"{head} {data.get('verifier')}: {verdict} {data.get('reason', '')}"
         case "transition":
-            return f"{head} {data.get('source')} -> {data.get('target')}"
+            why = f" ({data['reason']})" if data.get("reason") else ""
+            return f"{head} {data.get('source')} -> {data.get('target')}{why}"
+        case "budget":
+            kind, action = data.get("exhausted"), data.get("action")
+            return f"{head} {kind} exhausted: {data.get('message')}; {action}"
+        case "resolved":
+            note = f": {data['note']}" if data.get("note") else ""
+            return f"{head} {data.get('by') or 'a person'} took {data.get('edge')}{note}"
+        case "status" if data.get("status") == "waiting_human":
+            return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":
             return f"{head} {data.get('status')} in {data.get('state')}"
     return f"{head} {json.dumps(data)}"

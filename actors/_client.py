@@ -25,9 +25,16 @@ from actors._nats import connect, ensure_topology
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
+    CancelRequest,
+    DeadLetter,
+    Escalation,
     Event,
+    Header,
+    InboxReply,
+    InboxRequest,
     JobInfo,
     PayloadTooLargeError,
+    ResolveRequest,
     RigConnectionError,
     RigError,
     StatusRequest,
@@ -82,14 +89,77 @@ class RigClient:
         input: dict[str, Any],
         *,
         job_id: str | None = None,
-        max_steps: int | None = None,
+        **limits: Any,
     ) -> SubmitReply:
-        """Start a job; returns once the job is durably stored."""
-        request = SubmitRequest(agent=agent, input=input, job_id=job_id, max_steps=max_steps)
+        """Start a job; returns once the job is durably stored.
+
+        `limits` override the agent's budget: `max_steps`, `max_tokens`, `max_cost`,
+        `deadline_s`, `max_visits`, `max_reasks`.
+        """
+        request = SubmitRequest(agent=agent, input=input, job_id=job_id, **limits)
         return await self._request(self.names.api_submit, request, SubmitReply)
 
     async def status(self, job_id: str) -> JobInfo:
         return await self._request(self.names.api_status, StatusRequest(job_id=job_id), JobInfo)
+
+    async def resolve(
+        self,
+        job_id: str,
+        edge: str,
+        *,
+        args: dict[str, Any] | None = None,
+        note: str = "",
+        by: str = "",
+        **limits: Any,
+    ) -> JobInfo:
+        """Take `edge` for a job waiting for a human; `limits` may extend its budget."""
+        request = ResolveRequest(
+            job_id=job_id, edge=edge, args=args or {}, note=note, by=by, **limits
+        )
+        return await self._request(self.names.api_resolve, request, JobInfo)
+
+    async def cancel(self, job_id: str, *, reason: str = "") -> JobInfo:
+        """End a job that is not terminal as `cancelled`."""
+        request = CancelRequest(job_id=job_id, reason=reason)
+        return await self._request(self.names.api_cancel, request, JobInfo)
+
+    async def inbox(self, agent: str | None = None) -> list[Escalation]:
+        """The jobs waiting for a person, oldest first."""
+        reply = await self._request(self.names.api_inbox, InboxRequest(agent=agent), InboxReply)
+        return reply.jobs
+
+    async def dead_letters(self, *, limit: int = 100) -> list[tuple[int, DeadLetter]]:
+        """The newest `limit` dead letters, oldest first, with their id (the DLQ sequence)."""
+        await ensure_topology(self.js, self.names)
+        info = await self.js.stream_info(self.names.dlq_stream)
+        first, last = info.state.first_seq, info.state.last_seq
+        found: list[tuple[int, DeadLetter]] = []
+        seq = last
+        while seq >= first and seq > 0 and len(found) < limit:
+            with contextlib.suppress(NotFoundError):  # a replayed (deleted) letter
+                raw = await self.js.get_msg(self.names.dlq_stream, seq)
+                if raw.data:
+                    found.append((seq, decode_as(DeadLetter, raw.data)[0]))
+            seq -= 1
+        return found[::-1]
+
+    async def replay(self, letter_id: int, *, keep: bool = False) -> DeadLetter:
+        """Publish a dead letter's original message to its subject again; drop the letter
+        unless `keep`. The message gets a new `Nats-Msg-Id`, so deduplication lets it in.
+        """
+        try:
+            raw = await self.js.get_msg(self.names.dlq_stream, letter_id)
+        except NotFoundError:
+            raise RigError(f"no dead letter {letter_id}", letter_id=letter_id) from None
+        letter = decode_as(DeadLetter, raw.data or b"")[0]
+        headers = dict(letter.headers)
+        original = headers.pop(Header.MSG_ID, None)
+        if original is not None:
+            headers[Header.MSG_ID] = f"{original}:replay:{letter_id}"
+        await self.js.publish(letter.subject, letter.data, headers=headers or None)
+        if not keep:
+            await self.js.delete_msg(self.names.dlq_stream, letter_id)
+        return letter
 
     async def agents(self) -> list[AgentInfo]:
         """The agents that have registered, by name."""

@@ -29,6 +29,7 @@ class RoutePrompt:
     edges: tuple[Edge, ...]
     context: JobContext
     feedback: tuple[str, ...] = ()
+    max_output_tokens: int | None = None
 
     def render(self) -> str:
         """The prompt as text, for a model that reads text."""
@@ -50,6 +51,7 @@ class RoutePrompt:
             self.edges,
             self.context,
             (*self.feedback, problem),
+            self.max_output_tokens,
         )
 
 
@@ -60,9 +62,41 @@ class LLMReply:
 
 
 class LLM(Protocol):
-    """Anything that answers a `RoutePrompt` with text. Raise `RetryableError` for outages."""
+    """Anything that answers a `RoutePrompt` with text. Raise `RetryableError` for outages.
+
+    It may also have `estimate(prompt) -> Usage`, an upper bound of what a call will
+    spend, which the agent reserves from the job's budget before calling (see
+    `estimate` below for the default), and a `price` (a `Price`).
+    """
 
     async def complete(self, prompt: RoutePrompt) -> LLMReply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a model charges, per million input and output tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+DEFAULT_MAX_OUTPUT_TOKENS = 256
+
+
+def estimate(llm: LLM, prompt: RoutePrompt) -> Usage:
+    """What one call may spend at most: the LLM's own `estimate`, else the prompt's length
+    at four characters a token plus the output cap, priced by the LLM's `price`."""
+    own = getattr(llm, "estimate", None)
+    if own is not None:
+        return own(prompt)  # type: ignore[no-any-return]
+    input_tokens = len(prompt.render()) // 4 + 1
+    output_tokens = prompt.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+    price = getattr(llm, "price", None)
+    cost = price.cost(input_tokens, output_tokens) if isinstance(price, Price) else 0.0
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
 
 
 Choice = tuple[str, dict[str, Any]]
@@ -73,17 +107,21 @@ class RuleLLM:
     """An offline LLM stand-in: a function picks the edge, the reply is what a model would write.
 
     The function gets the prompt and returns an edge name, or `(edge, args)`. Token
-    usage is estimated at four characters a token, so budgets see plausible numbers.
+    usage is estimated at four characters a token, and priced with `price` if given,
+    so budgets see plausible numbers.
     """
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, *, price: Price | None = None) -> None:
         self._rule = rule
+        self.price = price
 
     async def complete(self, prompt: RoutePrompt) -> LLMReply:
         choice = self._rule(prompt)
         edge, args = (choice, {}) if isinstance(choice, str) else choice
         text = json.dumps({"edge": edge, "args": args})
-        usage = Usage(input_tokens=len(prompt.render()) // 4, output_tokens=len(text) // 4)
+        input_tokens, output_tokens = len(prompt.render()) // 4, len(text) // 4
+        cost = self.price.cost(input_tokens, output_tokens) if self.price else 0.0
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
         return LLMReply(text=text, usage=usage)
 
 

@@ -108,7 +108,7 @@ def stream_configs(names: Names) -> list[StreamConfig]:
         StreamConfig(
             name=names.events_stream,
             description="Rig job journals, one subject per job",
-            subjects=[names.events_all],
+            subjects=[names.events_all, names.escalations],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=EVENTS_MAX_AGE_S,
@@ -132,13 +132,20 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
     for config in stream_configs(names):
         assert config.name is not None
         try:
-            await js.stream_info(config.name)
+            info = await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
             log.info("stream.created", stream=config.name)
+            continue
+        missing = set(config.subjects or ()) - set(info.config.subjects or ())
+        if missing:  # a stream made by an older Rig: add the subjects it lacks
+            info.config.subjects = sorted(set(info.config.subjects or ()) | missing)
+            await js.update_stream(info.config)
+            log.info("stream.updated", stream=config.name, added=sorted(missing))
     for bucket, description in (
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.agents_bucket, "Rig agent registry: graph and example input per agent"),
+        (names.inbox_bucket, "Rig jobs waiting for a person (an Escalation per job id)"),
     ):
         await _ensure_bucket(js, bucket, description)
 

@@ -12,26 +12,37 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
 from actors._nats import WRONG_LAST_SEQUENCE, PublishError, kv_subject
 from protocols import (
     AgentInfo,
+    BudgetOverride,
+    CancelRequest,
+    DeadlineCheck,
     Decision,
     Edge,
+    Escalation,
     Event,
+    ExhaustedKind,
     Graph,
     Header,
+    InboxReply,
+    InboxRequest,
     JobContext,
     JobInfo,
     JobSnapshot,
+    JobStateError,
+    JobStatusName,
     NonRetryableError,
     Outgoing,
     PayloadTooLargeError,
+    ResolveRequest,
     RetryableError,
     StartJob,
     StatusRequest,
@@ -64,11 +75,13 @@ class Supervisor(Actor):
 
     Consumes: `rig.work.supervisor` (durable `supervisor`): `StartJob`, `Decision`,
     `ToolResult`, `Verdict` (which carries the tool's result when the executor sent the
-    result straight to the verifier: two transitions per step, not three).
+    result straight to the verifier: two transitions per step, not three); and
+    `rig.work.timer` (durable `supervisor-timer`): `DeadlineCheck`, held back by
+    nak-with-delay until the job's deadline.
     Publishes: `rig.work.agent.<agent>` (`StepRequest`), `rig.work.tool.<tool>`
-    (`ToolCall`), `rig.work.verify.<verifier>` (`VerifyRequest`), and the journal on
-    `rig.events.<job_id>`.
-    Answers: `rig.api.submit` and `rig.api.status` (queue group, JSON or msgpack).
+    (`ToolCall`), `rig.work.verify.<verifier>` (`VerifyRequest`), the journal on
+    `rig.events.<job_id>`, escalations on `rig.escalations` and in `RIG_INBOX`.
+    Answers: `rig.api.submit|status|resolve|cancel|inbox` (queue group, JSON or msgpack).
 
     A report that is not for the job's current step (a redelivery, a duplicate) is
     dropped: the supervisor re-publishes the job's outbox (deduplicated by
@@ -81,6 +94,7 @@ class Supervisor(Actor):
     async def on_start(self) -> None:
         self._jobs: KeyValue = await self.js.key_value(self.names.jobs_bucket)
         self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
+        self._inbox: KeyValue = await self.js.key_value(self.names.inbox_bucket)
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
         self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self.stale_reports = 0
@@ -89,6 +103,9 @@ class Supervisor(Actor):
         return [
             Endpoint(self.names.api_submit, SubmitRequest, self.submit),
             Endpoint(self.names.api_status, StatusRequest, self.status),
+            Endpoint(self.names.api_resolve, ResolveRequest, self.resolve),
+            Endpoint(self.names.api_cancel, CancelRequest, self.cancel),
+            Endpoint(self.names.api_inbox, InboxRequest, self.inbox),
         ]
 
     def inboxes(self) -> list[Inbox]:
@@ -98,7 +115,16 @@ class Supervisor(Actor):
                 subject=self.names.supervisor,
                 model=SupervisorMessage,
                 handler=self.on_message,
-            )
+            ),
+            Inbox(
+                durable=self.names.timer_durable,
+                subject=self.names.timer,
+                model=DeadlineCheck,
+                handler=self.on_timer,
+                # A timer waits on the server (nak with delay) as long as its job runs.
+                max_deliver=1_000_000,
+                max_ack_pending=1_000_000,
+            ),
         ]
 
     # --- the API -----------------------------------------------------------------
@@ -116,11 +142,14 @@ class Supervisor(Actor):
                 limit=limit,
             )
         job_id = request.job_id or uuid.uuid4().hex
+        budget = info.budget.override(request.limits())
         start = StartJob(
             job_id=job_id,
             agent=info.name,
             input=request.input,
-            max_steps=request.max_steps or info.max_steps,
+            budget=budget,
+            deadline=time.time() + budget.deadline_s if budget.deadline_s else None,
+            on_exhausted=info.on_exhausted,
         )
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
@@ -137,37 +166,160 @@ class Supervisor(Actor):
             raise UnknownJobError(f"no job {request.job_id!r}", job_id=request.job_id)
         return snapshot.info()
 
+    async def resolve(self, request: ResolveRequest) -> JobInfo:
+        """A person takes an edge for a job waiting for a human; the job runs on from it."""
+
+        async def apply(job: JobSnapshot) -> JobSnapshot:
+            if job.status != "waiting_human":
+                raise JobStateError(
+                    f"job {job.job_id} is {job.status}, not waiting for a human",
+                    job_id=job.job_id,
+                    status=job.status,
+                )
+            graph = await self._graph(job.agent)
+            assert job.state is not None
+            state = graph.state(job.state)
+            if state.edge(request.edge) is None:
+                raise JobStateError(
+                    f"{request.edge!r} is not an edge of state {job.state!r}; "
+                    f"edges: {', '.join(e.name for e in state.edges) or 'none'}",
+                    job_id=job.job_id,
+                    edge=request.edge,
+                )
+            job.outbox = []
+            self._unpark(job)
+            limits = BudgetOverride.model_validate(
+                request.model_dump(include=set(BudgetOverride.model_fields))
+            )
+            job.budget = job.budget.override(limits)
+            if limits.deadline_s is not None:
+                self._set_deadline(job, time.time() + limits.deadline_s)
+            job.status, job.error = "running", None
+            self._event(
+                job,
+                "resolved",
+                state=job.state,
+                edge=request.edge,
+                args=request.args,
+                note=request.note,
+                by=request.by,
+                budget=limits.model_dump(exclude_none=True),
+            )
+            job.step += 1
+            decision = Decision(
+                job_id=job.job_id, step=job.step, edge=request.edge, args=request.args
+            )
+            return self._decided(job, graph, decision, by="human")
+
+        return (await self._transition(request.job_id, apply)).info()
+
+    async def cancel(self, request: CancelRequest) -> JobInfo:
+        """End a job that is not terminal, whatever it is doing, as `cancelled`."""
+
+        async def apply(job: JobSnapshot) -> JobSnapshot:
+            if job.terminal:
+                raise JobStateError(
+                    f"job {job.job_id} already ended: {job.status}",
+                    job_id=job.job_id,
+                    status=job.status,
+                )
+            job.outbox = []
+            self._unpark(job)
+            reason = request.reason or "cancelled by request"
+            return self._finish(job, "cancelled", error={"code": "cancelled", "message": reason})
+
+        return (await self._transition(request.job_id, apply)).info()
+
+    async def inbox(self, request: InboxRequest) -> InboxReply:
+        """The jobs waiting for a person, oldest first."""
+        try:
+            keys = await self._inbox.keys()
+        except NoKeysError:
+            keys = []
+        found = []
+        for key in keys:
+            try:
+                entry = await self._inbox.get(key)
+            except (KeyNotFoundError, NotFoundError):
+                continue  # resolved meanwhile
+            if entry.value:
+                escalation = decode_as(Escalation, entry.value)[0]
+                if request.agent is None or escalation.agent == request.agent:
+                    found.append(escalation)
+        return InboxReply(jobs=sorted(found, key=lambda e: e.since))
+
     # --- reports -----------------------------------------------------------------
 
     async def on_message(self, message: Any, delivery: Delivery) -> None:
         """Apply one report to its job, or re-send the job's outbox if the report is stale."""
+        start = message if isinstance(message, StartJob) else None
+        try:
+            await self._transition(
+                message.job_id, lambda job: self._apply(job, message), start=start
+            )
+        except UnknownJobError as exc:  # never retried: dead-lettered with the reason
+            raise NonRetryableError(
+                f"{message.kind} for {exc.message}", job_id=message.job_id
+            ) from exc
+
+    async def on_timer(self, check: DeadlineCheck, delivery: Delivery) -> None:
+        """A job's deadline: wait for it on the server, then end the job if it still runs."""
+        left = check.at - time.time()
+        if left > 0:
+            raise RetryableError("not due yet", delay=left)
+
+        async def apply(job: JobSnapshot) -> JobSnapshot | None:
+            # A newer deadline (set by a person's resolve) has its own timer; a job
+            # waiting for a person is on the person's time.
+            if job.terminal or job.deadline != check.at or job.status != "running":
+                return None
+            job.outbox = []
+            graph = await self._graph(job.agent)
+            late = time.time() - (job.deadline - (job.budget.deadline_s or 0))
+            message = f"the job's deadline of {job.budget.deadline_s} s passed ({late:.1f} s)"
+            return self._exhaust(job, graph, "deadline", message)
+
+        await self._transition(check.job_id, apply, quiet=True)
+
+    async def _transition(
+        self,
+        job_id: str,
+        apply: Callable[[JobSnapshot], Awaitable[JobSnapshot | None]],
+        *,
+        start: StartJob | None = None,
+        quiet: bool = False,
+    ) -> JobSnapshot:
+        """Read the job, let `apply` change it, write it back by compare-and-set, publish.
+
+        `apply` returns None when there is nothing to do (a stale report): the job's
+        current outbox is published again instead, in case the last writer died before
+        publishing it. A lost compare-and-set re-reads the job and applies again.
+        """
         for attempt in range(_CAS_ATTEMPTS):
-            snapshot, revision = await self._load(message.job_id, cached=attempt == 0)
+            snapshot, revision = await self._load(job_id, cached=attempt == 0)
             if snapshot is None:
-                if not isinstance(message, StartJob):
-                    raise NonRetryableError(
-                        f"{message.kind} for unknown job {message.job_id!r}", job_id=message.job_id
-                    )
-                snapshot = self._new_snapshot(message)
-                revision = 0
-            after = await self._apply(snapshot, message)
+                if start is None:
+                    raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
+                snapshot, revision = self._new_snapshot(start), 0
+            after = await apply(snapshot)
             if after is None:
-                self.stale_reports += 1
-                self.log.info("report.stale", kind=message.kind, job_step=snapshot.step)
+                if not quiet:
+                    self.stale_reports += 1
+                    self.log.info("report.stale", job_step=snapshot.step)
                 await self._send(snapshot)
-                return
+                return snapshot
             after.updated_at = time.time()
             data = encode(after)
             try:
-                revision = await self._write(after.job_id, data, last=revision)
+                revision = await self._write(job_id, data, last=revision)
             except _Conflict:
                 # Another supervisor moved the job first (or our copy was old): read the
                 # snapshot again and decide again.
-                self._snapshots.pop(message.job_id, None)
+                self._snapshots.pop(job_id, None)
                 continue
             self._remember(after, data, revision)
             await self._send(after)
-            return
+            return after
         raise RetryableError("the job's snapshot kept changing under us", delay=0.05)
 
     async def _apply(self, job: JobSnapshot, message: Any) -> JobSnapshot | None:
@@ -177,7 +329,7 @@ class Supervisor(Actor):
         match message:
             case StartJob():
                 return await self._start(job) if job.status == "accepted" else None
-            case _ if message.step != job.step:
+            case _ if message.step != job.step or job.status != "running":
                 return None
         # A report for the current step: its transition writes a fresh outbox.
         outbox, job.outbox = job.outbox, []
@@ -197,14 +349,42 @@ class Supervisor(Actor):
         # The outbox still holds the `accepted` event written at submit: keep it.
         job.status = "running"
         graph = await self._graph(job.agent)
-        self._event(job, "started", agent=job.agent, state=graph.initial, max_steps=job.max_steps)
+        self._event(
+            job,
+            "started",
+            agent=job.agent,
+            state=graph.initial,
+            budget=job.budget.model_dump(exclude_none=True),
+            deadline=job.deadline,
+        )
+        if job.deadline is not None:
+            self._set_deadline(job, job.deadline)
         job.state = graph.initial
         job.path = [graph.initial]
-        return self._next_step(job)
+        job.visits = {graph.initial: 1}
+        return self._next_step(job, graph)
 
-    def _decided(self, job: JobSnapshot, graph: Graph, decision: Decision) -> JobSnapshot:
+    def _decided(
+        self, job: JobSnapshot, graph: Graph, decision: Decision, *, by: str = "llm"
+    ) -> JobSnapshot:
         assert job.state is not None
         state = graph.state(job.state)
+        job.usage.add(decision.usage)
+        spent = self._spent(job)
+        if decision.exhausted is not None:
+            self._event(
+                job,
+                "decision",
+                state=job.state,
+                edge=None,
+                exhausted=decision.exhausted,
+                reason=decision.reason,
+                reasks=decision.reasks,
+                usage=decision.usage.model_dump(),
+                llm_ms=round(decision.llm_ms, 3),
+                spent=spent,
+            )
+            return self._exhaust(job, graph, decision.exhausted, decision.reason)
         edge = state.edge(decision.edge)
         fallback, reason = decision.fallback, decision.reason
         if edge is None:  # an agent from another version of the graph; take the safe edge
@@ -214,13 +394,12 @@ class Supervisor(Actor):
                 return self._finish(
                     job, "failed", error={"code": "no_safe_edge", "message": reason}
                 )
-        job.usage.input_tokens += decision.usage.input_tokens
-        job.usage.output_tokens += decision.usage.output_tokens
         self._event(
             job,
             "decision",
             state=job.state,
             edge=edge.name,
+            by=by,
             tool=edge.tool,  # the call it makes, if any: one event, not two
             args=decision.args,
             reasks=decision.reasks,
@@ -228,7 +407,11 @@ class Supervisor(Actor):
             reason=reason,
             usage=decision.usage.model_dump(),
             llm_ms=round(decision.llm_ms, 3),
+            spent=spent,
         )
+        over = self._over_budget(job)
+        if over is not None:  # the call spent more than the agent reserved for it
+            return self._exhaust(job, graph, *over)
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
         if edge.tool is not None:
             job.phase = "tool"
@@ -267,19 +450,13 @@ class Supervisor(Actor):
         if result.error is not None and result.error.get("code") == "effect_unknown":
             # The effect may have happened and the tool cannot tell: a person must look,
             # whatever the graph says about ordinary failures.
-            job.status, job.phase, job.error = "waiting_human", None, result.error
-            self._event(
+            job.error = result.error
+            return self._park(
                 job,
-                "status",
-                status=job.status,
-                state=job.state,
-                reason=(
-                    f"tool {result.tool} may or may not have run (key {result.key}); "
-                    "it has no reconcile, so it is not run again"
-                ),
-                error=result.error,
+                graph,
+                f"tool {result.tool} may or may not have run (key {result.key}); "
+                "it has no reconcile, so it is not run again",
             )
-            return job
         if not result.ok:
             return self._enter(
                 job,
@@ -332,45 +509,166 @@ class Supervisor(Actor):
         self, job: JobSnapshot, graph: Graph, target: str, *, edge: str, reason: str = ""
     ) -> JobSnapshot:
         """Move the job into `target` and decide what follows: finish, park, or next step."""
+        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        visits = job.visits.get(target, 0) + 1
+        limit = job.budget.max_visits
+        if limit is not None and visits > limit and graph.state(target).decided_by_llm:
+            return self._exhaust(
+                job,
+                graph,
+                "visits",
+                f"edge {edge!r} would enter {target!r} a {_nth(visits)} time; "
+                f"max_visits is {limit}",
+            )
         self._event(job, "transition", source=job.state, target=target, edge=edge, reason=reason)
         job.state = target
         job.path.append(target)
-        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        job.visits[target] = visits
         state = graph.state(target)
         if state.terminal is not None:
             return self._finish(job, state.terminal)
         if state.human:
-            job.status, job.phase = "waiting_human", None
-            self._event(
-                job, "status", status=job.status, state=target, edges=[e.name for e in state.edges]
-            )
-            return job
-        if job.step >= job.max_steps:
-            return self._finish(
+            return self._park(job, graph, reason or f"the job reached {target!r}, a human state")
+        if job.step >= job.budget.max_steps:
+            return self._exhaust(
                 job,
-                "step_limit",
-                error={
-                    "code": "step_limit",
-                    "message": f"the job took {job.step} steps, its max_steps, without finishing",
-                },
+                graph,
+                "steps",
+                f"the job took {job.step} steps, its max_steps, without finishing",
             )
         job.step += 1
-        return self._next_step(job)
+        return self._next_step(job, graph)
 
-    def _next_step(self, job: JobSnapshot) -> JobSnapshot:
+    def _next_step(self, job: JobSnapshot, graph: Graph) -> JobSnapshot:
+        over = self._over_budget(job)
+        if over is not None:
+            return self._exhaust(job, graph, *over)
         if job.step == 0:
             job.step = 1
         job.phase = "decide"
         assert job.state is not None
+        budget = job.budget
         request = StepRequest(
             job_id=job.job_id,
             step=job.step,
             agent=job.agent,
             state=job.state,
             context=_context(job),
+            max_reasks=budget.max_reasks,
+            tokens_left=None if budget.max_tokens is None else budget.max_tokens - job.usage.tokens,
+            cost_left=None if budget.max_cost is None else budget.max_cost - job.usage.cost,
+            deadline=job.deadline,
         )
         self._command(job, self.names.agent(job.agent), request, "step")
         return job
+
+    def _over_budget(self, job: JobSnapshot) -> tuple[ExhaustedKind, str] | None:
+        """The budget that leaves no room for another LLM call, if one is spent."""
+        budget, usage = job.budget, job.usage
+        if budget.max_tokens is not None and usage.tokens >= budget.max_tokens:
+            return "tokens", f"spent {usage.tokens} of max_tokens {budget.max_tokens}"
+        if budget.max_cost is not None and usage.cost >= budget.max_cost:
+            return "cost", f"spent {usage.cost:.6g} of max_cost {budget.max_cost:.6g}"
+        if job.deadline is not None and time.time() >= job.deadline:
+            return "deadline", f"the job's deadline of {budget.deadline_s} s passed"
+        return None
+
+    def _exhaust(
+        self, job: JobSnapshot, graph: Graph, kind: ExhaustedKind, message: str
+    ) -> JobSnapshot:
+        """A budget ran out: go to the agent's fallback state if it has one, else end the job."""
+        status: JobStatusName = {"steps": "step_limit", "deadline": "deadline_exceeded"}.get(
+            kind, "budget_exceeded"
+        )  # type: ignore[assignment]
+        fallback = job.on_exhausted if job.on_exhausted != job.state else None
+        self._event(
+            job,
+            "budget",
+            exhausted=kind,
+            message=message,
+            spent=self._spent(job),
+            action=f"enter {fallback}" if fallback else status,
+        )
+        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        error = {"code": status, "exhausted": kind, "message": message}
+        if fallback is None:
+            return self._finish(job, status, error=error)
+        self._event(job, "transition", source=job.state, target=fallback, edge=None, reason=message)
+        job.state = fallback
+        job.path.append(fallback)
+        job.visits[fallback] = job.visits.get(fallback, 0) + 1
+        state = graph.state(fallback)
+        if state.terminal is not None:
+            return self._finish(job, state.terminal, error=error)
+        job.error = error
+        return self._park(job, graph, message)
+
+    def _park(self, job: JobSnapshot, graph: Graph, reason: str) -> JobSnapshot:
+        """Hand the job to a person: status, journal, `rig.escalations` and the inbox."""
+        assert job.state is not None
+        job.status, job.phase = "waiting_human", None
+        escalation = Escalation(
+            job_id=job.job_id,
+            agent=job.agent,
+            state=job.state,
+            step=job.step,
+            reason=reason,
+            edges=[edge.name for edge in graph.state(job.state).edges],
+        )
+        job.escalation = escalation
+        self._event(
+            job,
+            "status",
+            status=job.status,
+            state=job.state,
+            reason=reason,
+            edges=escalation.edges,
+            error=job.error,
+        )
+        data = encode(escalation)
+        key = msg_id(job.job_id, job.event_seq, "escalation")
+        job.outbox.append(Outgoing(subject=self.names.escalations, msg_id=key, data=data))
+        job.outbox.append(
+            Outgoing(
+                subject=kv_subject(self.names.inbox_bucket, job.job_id),
+                msg_id=key,
+                data=data,
+            )
+        )
+        return job
+
+    def _unpark(self, job: JobSnapshot) -> None:
+        """Take the job out of the inbox, if it is there."""
+        if job.escalation is None:
+            return
+        job.escalation = None
+        job.outbox.append(
+            Outgoing(
+                subject=kv_subject(self.names.inbox_bucket, job.job_id),
+                msg_id=msg_id(job.job_id, job.event_seq, "unpark"),
+                data=b"",
+                headers={Header.KV_OPERATION: "DEL"},
+            )
+        )
+
+    def _set_deadline(self, job: JobSnapshot, at: float) -> None:
+        job.deadline = at
+        check = DeadlineCheck(job_id=job.job_id, at=at)
+        job.outbox.append(
+            Outgoing(
+                subject=self.names.timer,
+                msg_id=msg_id(job.job_id, job.event_seq, "deadline"),
+                data=encode(check),
+            )
+        )
+
+    def _spent(self, job: JobSnapshot) -> dict[str, Any]:
+        return {
+            "steps": job.step,
+            "tokens": job.usage.tokens,
+            "cost": job.usage.cost,
+            "seconds": round(time.time() - job.created_at, 3),
+        }
 
     def _finish(
         self, job: JobSnapshot, status: Any, *, error: dict[str, Any] | None = None
@@ -386,6 +684,7 @@ class Supervisor(Actor):
             result=job.result,
             error=error,
             usage=job.usage.model_dump(),
+            visits=job.visits,
         )
         return job
 
@@ -415,7 +714,9 @@ class Supervisor(Actor):
         """Publish the outbox, pipelined: one round trip for all of it, order kept."""
         try:
             acks = [
-                await self.publisher.publish(out.subject, out.data, {Header.MSG_ID: out.msg_id})
+                await self.publisher.publish(
+                    out.subject, out.data, {Header.MSG_ID: out.msg_id, **out.headers}
+                )
                 for out in job.outbox
             ]
             async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
@@ -430,7 +731,9 @@ class Supervisor(Actor):
             agent=start.agent,
             status="accepted",
             input=start.input,
-            max_steps=start.max_steps,
+            budget=start.budget,
+            deadline=start.deadline,
+            on_exhausted=start.on_exhausted,
         )
         self._event(job, "accepted", agent=start.agent, input=start.input)
         return job
@@ -504,3 +807,8 @@ class _Conflict(Exception):
 
 def _context(job: JobSnapshot) -> JobContext:
     return JobContext(input=job.input, results=job.results, path=job.path)
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -9,6 +9,7 @@
     ├── GraphError                    an agent's FSM is invalid (raised when the class loads)
     ├── UnknownAgentError             no agent of that name is registered
     ├── UnknownJobError               no job with that id
+    ├── JobStateError                 the job's status does not allow that (resolve a running job)
     ├── RetryableError                try again later: the message is nak'ed with `delay`
     ├── NonRetryableError             give up: the message is terminated and dead-lettered
     └── RigConnectionError            the NATS server cannot be reached (the network broke it)
@@ -95,6 +96,12 @@ class UnknownJobError(RigError):
     """No job with this id exists."""
 
     code = "unknown_job"
+
+
+class JobStateError(RigError):
+    """The job exists, but its status does not allow what was asked."""
+
+    code = "job_state"
 
 
 class RetryableError(RigError):

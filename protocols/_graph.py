@@ -164,6 +164,66 @@ class Graph(BaseModel):
         if state.safe_edge is not None and state.edge(state.safe_edge) is None:
             raise GraphError(f"safe_edge {state.safe_edge!r} is not one of its edges", state=name)
 
+    def to_mermaid(self, title: str = "") -> str:
+        """The graph as a Mermaid state diagram.
+
+        Edges read `name [tool] {verifier}`; `(safe)` marks a state's safe edge;
+        `<edge> fails` arrows show where a failed tool or a rejected result goes; human
+        states are highlighted with the `human` class.
+        """
+        lines = ["stateDiagram-v2"]
+        if title:
+            lines.insert(0, f"---\ntitle: {title}\n---")
+        lines.append(f"    [*] --> {self.initial}")
+        for name, state in self.states.items():
+            if state.description:
+                lines.append(f"    {name} : {name} - {_one_line(state.description)}")
+            for edge in state.edges:
+                lines.append(f"    {name} --> {edge.to} : {_edge_label(state, edge)}")
+            for edge in state.edges:
+                if edge.tool or edge.verifier:
+                    lines.append(
+                        f"    {name} --> {self.fail_target(name, edge)} : {edge.name} fails"
+                    )
+            if state.terminal:
+                lines.append(f"    {name} --> [*] : {state.terminal}")
+        humans = [name for name, state in self.states.items() if state.human]
+        if humans:
+            lines.append("    classDef human fill:#ffe9a8,stroke:#b8860b,stroke-width:2px")
+            lines.append(f"    class {','.join(humans)} human")
+        return "\n".join(lines) + "\n"
+
+    def to_dot(self, title: str = "") -> str:
+        """The graph in Graphviz DOT: human states are yellow boxes, terminal states double
+        circles, safe edges bold, failure paths dashed."""
+        lines = [f"digraph {_dot_id(title or 'agent')} {{", "    rankdir=LR;"]
+        lines.append('    __start [shape=point, label=""];')
+        lines.append(f"    __start -> {_dot_id(self.initial)};")
+        for name, state in self.states.items():
+            if state.terminal:
+                attrs = f'shape=doublecircle, label="{name}\\n({state.terminal})"'
+            elif state.human:
+                attrs = (
+                    'shape=box, style="rounded,filled", fillcolor="#ffe9a8", '
+                    f'label="{name}\\n(human)"'
+                )
+            else:
+                attrs = f'shape=ellipse, label="{name}"'
+            lines.append(f"    {_dot_id(name)} [{attrs}];")
+        for name, state in self.states.items():
+            for edge in state.edges:
+                style = ", style=bold" if edge.name == state.safe_edge else ""
+                label = _edge_label(state, edge).replace('"', "'")
+                lines.append(f'    {_dot_id(name)} -> {_dot_id(edge.to)} [label="{label}"{style}];')
+                if edge.tool or edge.verifier:
+                    target = _dot_id(self.fail_target(name, edge))
+                    label = f"{edge.name} fails"
+                    lines.append(
+                        f'    {_dot_id(name)} -> {target} [label="{label}", style=dashed];'
+                    )
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
     def _successors(self, name: str) -> set[str]:
         state = self.states[name]
         targets = {edge.to for edge in state.edges}
@@ -184,3 +244,22 @@ class Graph(BaseModel):
         return any(
             self.states[s].terminal or self.states[s].human for s in self._reachable_from(name)
         )
+
+
+def _edge_label(state: State, edge: Edge) -> str:
+    label = edge.name
+    if edge.tool:
+        label += f" [{edge.tool}]"
+    if edge.verifier:
+        label += f" {{{edge.verifier}}}"
+    if edge.name == state.safe_edge:
+        label += " (safe)"
+    return label
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace(":", " -")
+
+
+def _dot_id(name: str) -> str:
+    return '"' + name.replace('"', "'") + '"'

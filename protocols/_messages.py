@@ -55,15 +55,51 @@ class _Api(BaseModel):
 # --- the request/reply API -------------------------------------------------------
 
 
-class SubmitRequest(_Api):
-    """`rig.api.submit`: start a job of `agent` on `input`."""
+class Budget(_Wire):
+    """The limits of one job. `None` means no limit (except `max_steps`, always bounded).
+
+    An agent class declares its defaults; a submission may override any of them.
+    """
+
+    max_steps: int = Field(default=DEFAULT_MAX_STEPS, ge=1, le=100_000)
+    max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens")
+    max_cost: float | None = Field(default=None, gt=0, description="in the price table's money")
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="wall-clock seconds from submission to a terminal status"
+    )
+    max_visits: int | None = Field(
+        default=None, ge=1, description="times the job may enter any one state (loop detection)"
+    )
+    max_reasks: int = Field(default=1, ge=0, le=10, description="re-asks of the LLM per step")
+
+    def override(self, limits: BudgetOverride) -> Budget:
+        """These limits with the ones `limits` sets replaced."""
+        return self.model_copy(update=limits.model_dump(exclude_none=True))
+
+
+class BudgetOverride(_Api):
+    """The limits a submission may set; what it leaves out comes from the agent's defaults."""
+
+    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_cost: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+    max_visits: int | None = Field(default=None, ge=1)
+    max_reasks: int | None = Field(default=None, ge=0, le=10)
+
+
+class SubmitRequest(BudgetOverride):
+    """`rig.api.submit`: start a job of `agent` on `input`, with optional budget overrides."""
 
     agent: Name
     input: dict[str, Any]
     job_id: JobId | None = Field(
         default=None, description="choose the id to make the submit idempotent"
     )
-    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+
+    def limits(self) -> BudgetOverride:
+        fields = set(BudgetOverride.model_fields)
+        return BudgetOverride.model_validate(self.model_dump(include=fields))
 
 
 class SubmitReply(_Wire):
@@ -75,6 +111,45 @@ class StatusRequest(_Api):
     """`rig.api.status`: the current snapshot of a job."""
 
     job_id: JobId
+
+
+class ResolveRequest(_Api):
+    """`rig.api.resolve`: a person takes `edge` for a job waiting for a human."""
+
+    job_id: JobId
+    edge: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+    note: str = Field(default="", max_length=4000)
+    by: str = Field(default="", max_length=200, description="who resolved it")
+
+
+class CancelRequest(_Api):
+    """`rig.api.cancel`: end a job that is not terminal yet, as `cancelled`."""
+
+    job_id: JobId
+    reason: str = Field(default="", max_length=4000)
+
+
+class InboxRequest(_Api):
+    """`rig.api.inbox`: the jobs waiting for a human."""
+
+    agent: Name | None = None
+
+
+class Escalation(_Wire):
+    """A job parked for a person: on `rig.escalations`, and in `RIG_INBOX` until resolved."""
+
+    job_id: str
+    agent: str
+    state: str | None
+    step: int
+    reason: str
+    edges: list[str]
+    since: float = Field(default_factory=now)
+
+
+class InboxReply(_Wire):
+    jobs: list[Escalation]
 
 
 class ErrorReply(_Wire):
@@ -95,6 +170,10 @@ class JobInfo(_Wire):
     path: list[str]
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    budget: Budget = Field(default_factory=Budget)
+    usage: Usage = Field(default_factory=lambda: Usage())
+    visits: dict[str, int] = Field(default_factory=dict)
+    deadline: float | None = Field(default=None, description="wall-clock time (epoch seconds)")
     created_at: float
     updated_at: float
 
@@ -111,8 +190,20 @@ class JobContext(_Wire):
 
 
 class Usage(_Wire):
+    """What LLM calls spent: tokens, and money by the provider's price table."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cost: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost += other.cost
 
 
 class StartJob(_Wire):
@@ -122,7 +213,17 @@ class StartJob(_Wire):
     job_id: str
     agent: str
     input: dict[str, Any]
-    max_steps: int
+    budget: Budget
+    deadline: float | None = None
+    on_exhausted: str | None = None
+
+
+class DeadlineCheck(_Wire):
+    """Supervisor to itself, on `rig.work.timer`: end the job if it is still running at `at`."""
+
+    kind: Literal["deadline"] = "deadline"
+    job_id: str
+    at: float
 
 
 class StepRequest(_Wire):
@@ -134,6 +235,13 @@ class StepRequest(_Wire):
     agent: str
     state: str
     context: JobContext
+    max_reasks: int = 1
+    tokens_left: int | None = Field(default=None, description="the job's token budget left")
+    cost_left: float | None = Field(default=None, description="the job's money budget left")
+    deadline: float | None = Field(default=None, description="wall-clock end of the job")
+
+
+ExhaustedKind = Literal["steps", "tokens", "cost", "deadline", "visits"]
 
 
 class Decision(_Wire):
@@ -150,6 +258,9 @@ class Decision(_Wire):
     usage: Usage = Field(default_factory=Usage)
     llm_ms: float = Field(
         default=0.0, description="time spent waiting for the LLM, re-asks included"
+    )
+    exhausted: ExhaustedKind | None = Field(
+        default=None, description="no edge: the next LLM call would not fit the job's budget"
     )
 
 
@@ -218,7 +329,16 @@ SupervisorMessage = Annotated[
 ]
 
 EventType = Literal[
-    "accepted", "started", "decision", "tool_result", "verdict", "transition", "status"
+    "accepted",
+    "started",
+    "decision",
+    "tool_result",
+    "verdict",
+    "transition",
+    "budget",
+    "escalated",
+    "resolved",
+    "status",
 ]
 
 
@@ -253,7 +373,12 @@ class AgentInfo(_Wire):
     description: str = ""
     graph: Graph
     example_input: dict[str, Any]
-    max_steps: int = DEFAULT_MAX_STEPS
+    budget: Budget = Field(default_factory=Budget)
+    on_exhausted: str | None = Field(
+        default=None,
+        description="state a job goes to when a budget runs out (a human or terminal "
+        "state); without one the job ends step_limit, budget_exceeded or deadline_exceeded",
+    )
 
 
 class ActorReady(_Wire):
@@ -272,6 +397,7 @@ class Outgoing(_Wire):
     subject: str
     msg_id: str
     data: bytes
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class JobSnapshot(_Wire):
@@ -293,7 +419,11 @@ class JobSnapshot(_Wire):
     input: dict[str, Any]
     results: dict[str, Any] = Field(default_factory=dict)
     path: list[str] = Field(default_factory=list)
-    max_steps: int = DEFAULT_MAX_STEPS
+    budget: Budget = Field(default_factory=Budget)
+    deadline: float | None = None
+    visits: dict[str, int] = Field(default_factory=dict)
+    escalation: Escalation | None = None
+    on_exhausted: str | None = None
     pending_edge: str | None = None
     pending_args: dict[str, Any] = Field(default_factory=dict)
     pending_result: Any = None
@@ -316,10 +446,14 @@ class JobSnapshot(_Wire):
             status=self.status,
             state=self.state,
             steps=self.step,
-            max_steps=self.max_steps,
+            max_steps=self.budget.max_steps,
             path=self.path,
             result=self.result,
             error=self.error,
+            budget=self.budget,
+            usage=self.usage,
+            visits=self.visits,
+            deadline=self.deadline,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

@@ -7,14 +7,16 @@ without seeing each other's messages.
 
 With the default prefix the names are the ones in the design:
 
-    rig.api.submit                       request/reply, answered by a supervisor
+    rig.api.submit|status|resolve|cancel|inbox   request/reply, answered by a supervisor
     rig.work.supervisor                  stream RIG_WORK (work queue)
+    rig.work.timer                       deadlines, to the supervisor
     rig.work.agent.<agent>
     rig.work.tool.<tool>
     rig.work.verify.<verifier>
     rig.events.<job_id>                  stream RIG_EVENTS (the journal)
+    rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.dlq.<actor>                      stream RIG_DLQ
-    RIG_JOBS, RIG_AGENTS                 KV buckets
+    RIG_JOBS, RIG_AGENTS, RIG_INBOX      KV buckets
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Header:
     MSG_ID = "Nats-Msg-Id"
     # JetStream's compare-and-set: store only if the subject's last sequence is this.
     EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+    KV_OPERATION = "KV-Operation"  # "DEL" deletes a key of a KV bucket
     JOB = "Rig-Job"
     STEP = "Rig-Step"
     TRACEPARENT = "traceparent"
@@ -85,6 +88,11 @@ class Names:
     def agents_bucket(self) -> str:
         return f"{self.prefix.upper()}_AGENTS"
 
+    @property
+    def inbox_bucket(self) -> str:
+        """Jobs waiting for a person, by job id (value: an `Escalation`)."""
+        return f"{self.prefix.upper()}_INBOX"
+
     # Request/reply API.
     @property
     def api_submit(self) -> str:
@@ -93,6 +101,18 @@ class Names:
     @property
     def api_status(self) -> str:
         return f"{self.prefix}.api.status"
+
+    @property
+    def api_resolve(self) -> str:
+        return f"{self.prefix}.api.resolve"
+
+    @property
+    def api_cancel(self) -> str:
+        return f"{self.prefix}.api.cancel"
+
+    @property
+    def api_inbox(self) -> str:
+        return f"{self.prefix}.api.inbox"
 
     @property
     def api_queue(self) -> str:
@@ -108,6 +128,11 @@ class Names:
     def supervisor(self) -> str:
         return f"{self.prefix}.work.supervisor"
 
+    @property
+    def timer(self) -> str:
+        """Deadline checks the supervisor sends itself, held back until they are due."""
+        return f"{self.prefix}.work.timer"
+
     def agent(self, agent: str) -> str:
         return f"{self.prefix}.work.agent.{check_token(agent, what='agent name')}"
 
@@ -122,6 +147,10 @@ class Names:
     @property
     def supervisor_durable(self) -> str:
         return "supervisor"
+
+    @property
+    def timer_durable(self) -> str:
+        return "supervisor-timer"
 
     def agent_durable(self, agent: str) -> str:
         return f"agent-{check_token(agent, what='agent name')}"
@@ -139,6 +168,11 @@ class Names:
 
     def events(self, job_id: str) -> str:
         return f"{self.prefix}.events.{check_token(job_id, what='job id')}"
+
+    @property
+    def escalations(self) -> str:
+        """Every job handed to a person, as an `Escalation` (stored with the journals)."""
+        return f"{self.prefix}.escalations"
 
     # Dead letters (stream RIG_DLQ).
     @property

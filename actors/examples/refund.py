@@ -142,7 +142,10 @@ class RefundAgent(Agent):
             "human": State(
                 human=True,
                 description="A person decides.",
-                edges=(Edge(name="close", to="denied"),),
+                edges=(
+                    Edge(name="approve", to="refunding", description="Refund as asked."),
+                    Edge(name="close", to="denied", description="Decline the request."),
+                ),
             ),
         },
     )
