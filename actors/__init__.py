@@ -8,7 +8,7 @@ from actors._actor import Actor, Delivery, Endpoint, Inbox
 from actors._agent import Agent
 from actors._config import RigConfig
 from actors._ledger import Claim, Ledger, LedgerRecord
-from actors._llm import LLM, LLMReply, RoutePrompt, RuleLLM
+from actors._llm import LLM, LLMReply, Price, RoutePrompt, RuleLLM
 from actors._supervisor import Supervisor
 from actors._tools import ToolContext, ToolExecutor, tool, tool_context
 from actors._verifier import Verifier, verifier
@@ -24,6 +24,7 @@ __all__ = [
     "LLMReply",
     "Ledger",
     "LedgerRecord",
+    "Price",
     "RigConfig",
     "RoutePrompt",
     "RuleLLM",

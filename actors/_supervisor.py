@@ -143,13 +143,15 @@ class Supervisor(Actor):
             )
         job_id = request.job_id or uuid.uuid4().hex
         budget = info.budget.override(request.limits())
+        accepted_at = time.time()
         start = StartJob(
             job_id=job_id,
             agent=info.name,
             input=request.input,
             budget=budget,
-            deadline=time.time() + budget.deadline_s if budget.deadline_s else None,
+            deadline=accepted_at + budget.deadline_s if budget.deadline_s else None,
             on_exhausted=info.on_exhausted,
+            accepted_at=accepted_at,
         )
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
@@ -734,6 +736,7 @@ class Supervisor(Actor):
             budget=start.budget,
             deadline=start.deadline,
             on_exhausted=start.on_exhausted,
+            created_at=start.accepted_at,
         )
         self._event(job, "accepted", agent=start.agent, input=start.input)
         return job

@@ -216,6 +216,7 @@ class StartJob(_Wire):
     budget: Budget
     deadline: float | None = None
     on_exhausted: str | None = None
+    accepted_at: float = Field(default_factory=now)
 
 
 class DeadlineCheck(_Wire):

@@ -17,6 +17,7 @@ def test_actors_exports() -> None:
             "LLMReply",
             "Ledger",
             "LedgerRecord",
+            "Price",
             "RigConfig",
             "RoutePrompt",
             "RuleLLM",
