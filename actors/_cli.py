@@ -619,7 +619,8 @@ def _describe(event: Event) -> str:
                 if data.get("tool")
                 else ""
             )
-            return f"{head} {data.get('state')} -> edge {data.get('edge')}{call}{extra}"
+            who = " (by a person)" if data.get("by") == "human" else ""
+            return f"{head} {data.get('state')} -> edge {data.get('edge')}{who}{call}{extra}"
         case "tool_result":
             outcome = json.dumps(data.get("result")) if data.get("ok") else data.get("error")
             return f"{head} {data.get('tool')} [{data.get('ledger')}] {outcome}"

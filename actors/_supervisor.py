@@ -298,12 +298,18 @@ class Supervisor(Actor):
         publishing it. A lost compare-and-set re-reads the job and applies again.
         """
         for attempt in range(_CAS_ATTEMPTS):
-            snapshot, revision = await self._load(job_id, cached=attempt == 0)
+            cached = attempt == 0 and job_id in self._snapshots
+            snapshot, revision = await self._load(job_id, cached=cached)
             if snapshot is None:
                 if start is None:
                     raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
                 snapshot, revision = self._new_snapshot(start), 0
             after = await apply(snapshot)
+            if after is None and cached:
+                # Our copy may be old (another replica moved the job): only the stored
+                # snapshot can say that a report is stale.
+                self._snapshots.pop(job_id, None)
+                continue
             if after is None:
                 if not quiet:
                     self.stale_reports += 1
@@ -530,7 +536,11 @@ class Supervisor(Actor):
         if state.terminal is not None:
             return self._finish(job, state.terminal)
         if state.human:
-            return self._park(job, graph, reason or f"the job reached {target!r}, a human state")
+            source = job.path[-2] if len(job.path) > 1 else None
+            why = (
+                reason or f"edge {edge!r} from {source!r} leads to {target!r}, a state for a person"
+            )
+            return self._park(job, graph, why)
         if job.step >= job.budget.max_steps:
             return self._exhaust(
                 job,

@@ -43,9 +43,12 @@ def job_input(n: int) -> dict[str, Any]:
     return {"order_id": f"A-{n}", "amount": float(5 + n % 40), "reason": "chaos"}
 
 
-async def submit_all(rig: Deployment, jobs: int) -> None:
-    """Submit every job, retrying while no supervisor answers (ids make it idempotent)."""
+async def submit_all(rig: Deployment, jobs: int, *, pace: float = 0.0) -> None:
+    """Submit every job, `pace` seconds apart, retrying while no supervisor answers (ids
+    make it idempotent)."""
     for n in range(jobs):
+        if pace:
+            await asyncio.sleep(pace)
         while True:
             try:
                 await rig.client.submit("refund", job_input(n), job_id=f"chaos-{n}")
@@ -56,18 +59,39 @@ async def submit_all(rig: Deployment, jobs: int) -> None:
 
 async def wait_terminal(rig: Deployment, jobs: int, timeout: float) -> dict[str, str]:
     """Follow every journal at once until each job has a terminal status event."""
+    return {
+        job: events[-1].data["status"]
+        for job, events in (await journals(rig, jobs, timeout)).items()
+    }
+
+
+async def journals(rig: Deployment, jobs: int, timeout: float) -> dict[str, list[Event]]:
+    """Every job's journal, read until each job has a terminal status event."""
     js = rig.nc.jetstream()
     sub = await js.subscribe(
         rig.names.events_all, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
-    final: dict[str, str] = {}
-    async with asyncio.timeout(timeout):
-        while len(final) < jobs:
-            event, _ = decode_as(Event, (await sub.next_msg(timeout=timeout)).data)
-            if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
-                final[event.job_id] = event.data["status"]
-    await sub.unsubscribe()
-    return final
+    found: dict[str, list[Event]] = {}
+    done = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while done < jobs:
+                event, _ = decode_as(Event, (await sub.next_msg(timeout=timeout)).data)
+                found.setdefault(event.job_id, []).append(event)
+                if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
+                    done += 1
+    except TimeoutError:
+        stuck = {
+            job: f"{events[-1].type} {events[-1].data}"
+            for job, events in found.items()
+            if events[-1].type != "status" or events[-1].data.get("status") not in TERMINAL_STATUSES
+        }
+        raise AssertionError(
+            f"{jobs - done} jobs not terminal after {timeout} s: {stuck}"
+        ) from None
+    finally:
+        await sub.unsubscribe()
+    return found
 
 
 async def snapshots(rig: Deployment, jobs: int) -> dict[str, JobSnapshot]:
@@ -145,6 +169,61 @@ async def test_random_kill_9_under_rig_up(rig: Deployment) -> None:
             f"statuses {dict(Counter(j.status + '/' + (j.state or '') for j in snaps.values()))}, "
             f"refunds {sum(refunds_by_job(rig.home).values())}"
         )
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(up.wait(), 60) == 0
+
+
+async def test_three_supervisors_one_killed_every_few_seconds(rig: Deployment) -> None:
+    """Three supervisor replicas, one SIGKILLed every 1-2 s during 200 jobs (`rig up`
+    restarts it): every job terminal, no step taken twice, no refund doubled or lost."""
+    jobs, rng = 200, random.Random(5)
+    ready = await rig.nc.subscribe(rig.names.actor_ready)
+    up = await rig.rig_up({**ACTORS, "actors:Supervisor": 3})
+    supervisors: set[int] = set()
+    kills = 0
+    try:
+        for announced in await _first(ready, sum(ACTORS.values()) + 2):
+            if announced.cls.endswith(":Supervisor"):
+                supervisors.add(announced.pid)
+        finished = asyncio.Event()
+
+        async def killer() -> None:
+            nonlocal kills
+            while not finished.is_set():
+                try:  # every 1-2 s, cut short when the jobs are done
+                    await asyncio.wait_for(finished.wait(), rng.uniform(1.0, 2.0))
+                except TimeoutError:
+                    pass
+                # Take the restarted ones into account, then kill one of the live three.
+                while True:
+                    try:
+                        announced = decode_as(
+                            ActorReady, (await ready.next_msg(timeout=0.01)).data
+                        )[0]
+                    except Exception:
+                        break
+                    if announced.cls.endswith(":Supervisor"):
+                        supervisors.add(announced.pid)
+                if supervisors and not finished.is_set():
+                    pid = rng.choice(sorted(supervisors))
+                    supervisors.discard(pid)
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+
+        chaos = asyncio.create_task(killer())
+        await submit_all(rig, jobs, pace=0.06)  # spread over ~12 s, so kills land mid-run
+        stories = await journals(rig, jobs, timeout=240)
+        finished.set()
+        await chaos
+        assert len(stories) == jobs and kills >= 3, kills
+        for job_id, events in stories.items():
+            # Each journal entry once, in order; each step decided once.
+            assert [e.seq for e in events] == list(range(1, len(events) + 1)), job_id
+            steps = [e.step for e in events if e.type == "decision"]
+            assert steps == list(range(1, len(steps) + 1)), job_id
+        check_effects(rig, await snapshots(rig, jobs))
+        print(f"\nthree supervisors: {jobs} jobs, {kills} supervisor kills")
     finally:
         up.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(up.wait(), 60) == 0

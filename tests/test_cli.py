@@ -6,11 +6,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from actors.examples.refund import RefundAgent
-from tests.conftest import REFUND, ROOT, Deployment
+from tests.conftest import REFUND, ROOT, Deployment, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +94,64 @@ async def test_help_lists_the_verbs(rig: Deployment) -> None:
     assert code == 0
     for verb in ("up", "actor", "agents", "submit", "status", "watch", "RIG_NATS_URL"):
         assert verb in out
+
+
+async def test_graph_of_a_class_and_of_a_registered_agent(rig: Deployment) -> None:
+    code, out, _ = await rig_cli(rig, "graph", "actors.examples.refund:RefundAgent")
+    assert code == 0
+    assert out.startswith("---\ntitle: refund\n---\nstateDiagram-v2\n")
+    assert "    triage --> human : escalate (safe)\n" in out
+    assert "    refunding --> done : refund [issue_refund] {refund_matches}\n" in out
+    assert "    class human human\n" in out
+
+    await rig.spawn("actors.examples.refund:RefundAgent")
+    code, dot, _ = await rig_cli(rig, "graph", "refund", "--format", "dot")
+    assert code == 0 and dot.startswith('digraph "refund" {')
+    assert '"refunding" -> "human" [label="refund fails", style=dashed];' in dot
+
+    code, _, err = await rig_cli(rig, "graph", "nobody")
+    assert code == 2 and "no agent named 'nobody'" in err and "registered: refund" in err
+
+
+async def test_an_invalid_graph_fails_at_load_naming_the_state(rig: Deployment) -> None:
+    for argv in (
+        ("graph", "tests.bad_agent:BrokenAgent"),
+        ("actor", "run", "tests.bad_agent:BrokenAgent"),
+    ):
+        code, _, err = await rig_cli(rig, *argv)
+        assert code == 2
+        assert (
+            "invalid agent graph: state 'triage': edge 'lookup' goes to unknown state 'nowhere'"
+            in err
+        )
+
+
+async def test_dlq_ls_and_replay(rig: Deployment) -> None:
+    await rig.spawn("actors:Supervisor")
+    await rig.nc.jetstream().publish(rig.names.supervisor, b"\xc1 not a message")
+
+    async def letters() -> list[dict[str, object]]:
+        code, out, _ = await rig_cli(rig, "dlq", "ls", "--json")
+        assert code == 0
+        return list(json.loads(out))
+
+    [letter] = await eventually(letters, message="a dead letter")
+    assert letter["actor"] == "supervisor" and letter["subject"] == rig.names.supervisor
+    assert letter["error"]["code"] == "decode_error"
+
+    code, out, _ = await rig_cli(rig, "dlq", "replay", str(letter["id"]))
+    assert code == 0 and f"replayed dead letter {letter['id']}" in out
+    # The message went back to the supervisor, which dead-lettered it again, once.
+    [again] = await eventually(
+        lambda: _other_than(letters, letter["id"]), message="the replay dead-lettered"
+    )
+    assert again["error"]["code"] == "decode_error"
+
+    code, _, err = await rig_cli(rig, "dlq", "replay", str(letter["id"]))
+    assert code == 2 and f"no dead letter {letter['id']}" in err
+
+
+async def _other_than(letters: Any, letter_id: object) -> list[dict[str, object]]:
+    found = await letters()
+    assert all(item["id"] != letter_id for item in found)
+    return list(found)
