@@ -611,7 +611,8 @@ def _describe(event: Event) -> str:
     head = f"#{event.seq:<3} step {event.step:<2} {event.type:<11}"
     match event.type:
         case "decision" if data.get("exhausted"):
-            return f"{head} {data.get('state')}: no call, {data.get('exhausted')} budget spent"
+            kind = data.get("exhausted")
+            return f"{head} {data.get('state')}: no LLM call, the {kind} budget cannot pay for it"
         case "decision":
             extra = " (fallback: " + data.get("reason", "") + ")" if data.get("fallback") else ""
             call = (
