@@ -26,16 +26,26 @@ ROOT = Path(__file__).resolve().parents[1]
 HOME = ROOT / ".rig" / "demo"
 
 JOBS = [
+    ("the agent's example input", {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"}, {}),
+    ("a second refund", {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"}, {}),
+    ("an order still in transit", {"order_id": "A-1003", "amount": 10.0, "reason": "late"}, {}),
+    ("an order that does not exist", {"order_id": "B-77", "amount": 10.0, "reason": "?"}, {}),
+    ("more than the order's total", {"order_id": "A-1006", "amount": 990.0, "reason": "x"}, {}),
     (
-        "the agent's example input",
-        {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"},
-        None,
+        "a refund over 500, for a person to approve",
+        {"order_id": "A-1001", "amount": 650.0, "reason": "never arrived"},
+        {},
     ),
-    ("a second refund", {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"}, None),
-    ("an order still in transit", {"order_id": "A-1003", "amount": 10.0, "reason": "late"}, None),
-    ("an order that does not exist", {"order_id": "B-77", "amount": 10.0, "reason": "?"}, None),
-    ("more than the order's total", {"order_id": "A-1006", "amount": 990.0, "reason": "x"}, None),
-    ("a step budget too small to finish", {"order_id": "A-1005", "amount": 5.0, "reason": "x"}, 2),
+    (
+        "a step budget too small to finish",
+        {"order_id": "A-1005", "amount": 5.0, "reason": "x"},
+        {"max_steps": 2},
+    ),
+    (
+        "a token budget too small to finish",
+        {"order_id": "A-1002", "amount": 5.0, "reason": "x"},
+        {"max_tokens": 500},
+    ),
 ]
 
 
@@ -87,11 +97,18 @@ async def run_jobs(rig: RigClient, started: float) -> int:
     await wait_for_actors(rig, count=4)
     print(f"4 actors ready after {time.monotonic() - started:.1f} s\n")
     submitted = []
-    for label, job_input, max_steps in JOBS:
-        reply = await rig.submit("refund", job_input, max_steps=max_steps)
+    for label, job_input, limits in JOBS:
+        reply = await rig.submit("refund", job_input, **limits)
         submitted.append((label, reply.job_id))
     t0 = time.monotonic()
     infos = await asyncio.gather(*(rig.wait(job_id, timeout=60) for _, job_id in submitted))
+    for n, info in enumerate(infos):
+        if info.status == "waiting_human":  # what `rig inbox` and `rig resolve` do
+            [parked] = [e for e in await rig.inbox() if e.job_id == info.job_id]
+            print(f"job {info.job_id} waits for a person: {parked.reason}")
+            print(f"  a person takes 'approve' (rig resolve {info.job_id} --edge approve)\n")
+            await rig.resolve(info.job_id, "approve", note="checked with the customer", by="demo")
+            infos[n] = await rig.wait(info.job_id, timeout=60)
     elapsed = time.monotonic() - t0
     for (label, _), info in zip(submitted, infos, strict=True):
         show(label, info)
