@@ -86,7 +86,7 @@ class Agent(Actor):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "graph" not in cls.__dict__:
+        if not hasattr(cls, "graph"):
             return  # an intermediate base class
         check_token(cls.name, what=f"{cls.__qualname__}.name")
         if not isinstance(cls.graph, Graph):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -240,6 +241,19 @@ _UPSERT = (
 _SELECT_CHUNK = 500
 
 
+async def _wal(db: aiosqlite.Connection, attempts: int = 50) -> None:
+    """Switch a file to WAL. When several executors open a new ledger at once, the switch
+    can fail with "database is locked" without waiting on busy_timeout: retry a while."""
+    for attempt in range(attempts):
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.02 * (attempt + 1))
+
+
 class Ledger:
     """An open ledger file. Use `await Ledger.open(path, owner=...)`; one event loop only.
 
@@ -267,10 +281,14 @@ class Ledger:
     async def open(cls, path: str | Path, *, owner: str, **kwargs: Any) -> Ledger:
         await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA busy_timeout=10000")
-        await db.execute(_SCHEMA)
+        try:
+            await db.execute("PRAGMA busy_timeout=10000")
+            await _wal(db)
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute(_SCHEMA)
+        except BaseException:
+            await db.close()  # its worker thread would keep the process alive
+            raise
         return cls(db, owner=owner, **kwargs)
 
     async def close(self) -> None:

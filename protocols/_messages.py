@@ -113,8 +113,11 @@ class StatusRequest(_Api):
     job_id: JobId
 
 
-class ResolveRequest(_Api):
-    """`rig.api.resolve`: a person takes `edge` for a job waiting for a human."""
+class ResolveRequest(BudgetOverride):
+    """`rig.api.resolve`: a person takes `edge` for a job waiting for a human.
+
+    Budget fields, if given, replace the job's limits (`deadline_s` counts from now).
+    """
 
     job_id: JobId
     edge: Name

@@ -61,6 +61,13 @@ class Looper(Agent):
     llm = LoopLLM()
 
 
+class CarefulLooper(Looper):
+    """The same runaway, but a spent budget hands the job to a person."""
+
+    name = "careful-looper"
+    on_exhausted = "human"
+
+
 class LooperTools(ToolExecutor):
     name = "looper-tools"
 

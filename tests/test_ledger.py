@@ -32,6 +32,16 @@ async def test_the_file_is_wal_with_full_sync(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_many_executors_open_a_new_ledger_at_once(tmp_path: Path) -> None:
+    """Opening a fresh file from several connections at once used to fail, now and then,
+    with "database is locked" while switching it to WAL (and then hang the process)."""
+    for attempt in range(20):
+        path = tmp_path / f"ledger-{attempt}.sqlite3"
+        ledgers = await asyncio.gather(*(Ledger.open(path, owner=f"o{n}") for n in range(8)))
+        for ledger in ledgers:
+            await ledger.close()
+
+
 async def test_live_claim_is_busy_and_other_args_conflict(tmp_path: Path) -> None:
     ledger = await Ledger.open(tmp_path / "l.db", owner="a")
     await ledger.claim("k", **ARGS, lease=30)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from protocols import TERMINAL_STATUSES, Event, JobInfo, JobStateError
+from protocols import TERMINAL_STATUSES, Escalation, Event, JobInfo, JobStateError, decode_as
 from tests.conftest import Deployment, eventually
 from tests.looper import CALL, LOOPER
 from tests.test_cli import rig_cli
@@ -24,13 +24,14 @@ pytestmark = pytest.mark.integration
 
 
 async def journal_until(
-    rig: Deployment, job_id: str, status: str, timeout: float = 30
+    rig: Deployment, job_id: str, status: str, timeout: float = 30, *, after: int = 0
 ) -> list[Event]:
-    """The job's journal up to (and with) its first status event of `status`."""
+    """The job's journal up to (and with) its first status event of `status` after
+    event number `after`."""
     events = []
     async for event in rig.client.events(job_id, timeout=timeout):
         events.append(event)
-        if event.type == "status" and event.data.get("status") == status:
+        if event.type == "status" and event.data.get("status") == status and event.seq > after:
             return events
     raise AssertionError(f"job {job_id} ended {events[-1].data} before reaching {status}")
 
@@ -145,7 +146,33 @@ async def resolve_and_finish(rig: Deployment, job_id: str) -> None:
 
 async def test_escalate_inbox_resolve(rig: Deployment) -> None:
     await rig.spawn(*LOOPER)
-    await resolve_and_finish(rig, await park(rig))
+    escalations = await rig.nc.jetstream().subscribe(rig.names.escalations, ordered_consumer=True)
+    job_id = await park(rig)
+    announced = decode_as(Escalation, (await escalations.next_msg(timeout=10)).data)[0]
+    assert (announced.job_id, announced.state, announced.edges) == (
+        job_id,
+        "human",
+        ["finish", "retry"],
+    )
+    await resolve_and_finish(rig, job_id)
+
+
+async def test_a_spent_budget_goes_to_the_agents_fallback_state(rig: Deployment) -> None:
+    """`on_exhausted = "human"`: the job is parked, not ended; a person may give it more."""
+    await rig.spawn(*LOOPER[::2], "tests.looper:CarefulLooper")
+    job = await rig.client.submit("careful-looper", {"then": "again"}, max_steps=3)
+    events = await journal_until(rig, job.job_id, "waiting_human")
+    [exhausted] = [e for e in events if e.type == "budget"]
+    assert exhausted.data["action"] == "enter human"
+    [parked] = await rig.client.inbox()
+    assert parked.job_id == job.job_id and "max_steps" in parked.reason
+
+    # The person sends it back to work with two more steps; it loops until they are spent.
+    await rig.client.resolve(job.job_id, "retry", max_steps=5)
+    events = await journal_until(rig, job.job_id, "waiting_human", after=events[-1].seq)
+    info = await rig.client.status(job.job_id)
+    assert info.steps == 5 and info.budget.max_steps == 5
+    assert len([e for e in events if e.type == "budget"]) == 2
 
 
 async def test_a_parked_job_survives_a_restart_of_every_process(private_rig: Deployment) -> None:
