@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
+from functools import partial
 from typing import Any, ClassVar
 
 from actors._actor import Actor, Delivery, Inbox
+from actors._breaker import Breakers
 from actors._llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     LLM,
@@ -15,6 +19,7 @@ from actors._llm import (
     estimate,
     parse_answer,
 )
+from actors._providers import ModelRouter, ProvidersFailed, ResponseCache, load_llm_config
 from protocols import (
     DEFAULT_MAX_STEPS,
     AgentInfo,
@@ -31,6 +36,10 @@ from protocols import (
     encode,
     msg_id,
 )
+
+# A step whose every provider failed comes back after this long (then, on its last
+# delivery, takes the safe edge rather than be dead-lettered).
+_OUTAGE_RETRY_S = 2.0
 
 
 class Agent(Actor):
@@ -126,13 +135,37 @@ class Agent(Actor):
         )
 
     def create_llm(self) -> LLM:
-        """The LLM this process routes with; by default the class's `llm`."""
+        """The LLM this process routes with: the agent's section of the LLM config file
+        (`RIG_LLM_CONFIG`) if it has one, else the class's `llm`."""
+        path = self.config.llm_config
+        configured = load_llm_config(path, self.name) if path is not None else None
+        if configured is not None:
+            self._stream = configured.stream
+            owner = f"{socket.gethostname()}:{os.getpid()}"
+            breakers = Breakers(self._kvs[0], configured.breaker, owner=owner)
+            ttl = configured.cache_ttl
+            cache = ResponseCache(self._kvs[1], ttl=ttl) if ttl is not None else None
+            return ModelRouter(
+                configured.providers, configured.policy, breakers=breakers, cache=cache
+            )
         try:
             return self.llm
         except AttributeError:
-            raise TypeError(f"{type(self).__qualname__} has no llm; set one") from None
+            raise TypeError(
+                f"{type(self).__qualname__} has no llm: set one, or configure a model for "
+                f"agent {self.name!r} in the file RIG_LLM_CONFIG names"
+            ) from None
+
+    async def _publish_token(self, job_id: str, text: str) -> None:
+        """Tokens as they arrive, on `rig.tokens.<job_id>` (core NATS: not stored)."""
+        await self.nc.publish(self.names.tokens(job_id), text.encode())
 
     async def on_start(self) -> None:
+        self._stream = False
+        self._kvs = (
+            await self.js.key_value(self.names.breakers_bucket),
+            await self.js.key_value(self.names.llm_cache_bucket),
+        )
         self._llm = self.create_llm()
         agents = await self.js.key_value(self.names.agents_bucket)
         await agents.put(self.name, encode(self.info()))
@@ -162,7 +195,11 @@ class Agent(Actor):
             edges=state.edges,
             context=request.context,
             max_output_tokens=self.max_output_tokens,
+            deadline=request.deadline,
+            job_id=request.job_id,
+            on_token=partial(self._publish_token, request.job_id) if self._stream else None,
         )
+        calls: list[dict[str, Any]] = []
         usage = Usage()
         problem = ""
         llm_ms = 0.0
@@ -170,7 +207,12 @@ class Agent(Actor):
 
         def report(**fields: Any) -> Decision:
             return Decision(
-                job_id=request.job_id, step=request.step, usage=usage, llm_ms=llm_ms, **fields
+                job_id=request.job_id,
+                step=request.step,
+                usage=usage,
+                llm_ms=llm_ms,
+                calls=calls,
+                **fields,
             )
 
         for attempt in range(request.max_reasks + 1):
@@ -190,9 +232,16 @@ class Agent(Actor):
                 finally:
                     llm_ms += (time.perf_counter() - started) * 1000
                 usage.add(reply.usage)
+                calls.extend(reply.calls)
                 edge, args = parse_answer(reply.text, state.edges)
             except RetryableError:
                 raise
+            except ProvidersFailed as exc:
+                calls.extend(exc.calls)
+                if delivery.attempt < self.config.max_deliver - 1:
+                    # An outage, not a wrong answer: try the step again later.
+                    raise RetryableError(str(exc), delay=_OUTAGE_RETRY_S) from exc
+                problem = f"no provider answered: {exc.last}"
             except TimeoutError:
                 if timeout < self.llm_timeout:  # cut short by the job's deadline
                     why = f"the LLM did not answer within the {timeout:.2f} s the deadline left"

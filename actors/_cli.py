@@ -7,9 +7,11 @@ Exit codes: 0 success; 1 the job ended in a status other than `succeeded`;
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -152,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("job_id", metavar="JOB")
     watch.add_argument("--timeout", type=float, help="give up after SECONDS (exit 2)")
+    watch.add_argument(
+        "--tokens",
+        action="store_true",
+        help="also print the LLM's tokens as they stream (agents with stream = true)",
+    )
     watch.set_defaults(run=_watch)
 
     inbox = verbs.add_parser(
@@ -201,6 +208,48 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("agent", metavar="AGENT|MODULE:CLASS")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.set_defaults(run=_graph)
+
+    chaos = verbs.add_parser(
+        "chaos-llm",
+        parents=[common],
+        help="serve a misbehaving OpenAI-compatible model for tests and demos",
+        description="An HTTP server speaking the OpenAI API (GET /v1/models, POST "
+        "/v1/chat/completions, streamed or not, with JSON-schema response_format and "
+        "tools) that answers like a plausible model and injects faults at the given rates "
+        "(each a probability per request). Everything random follows --seed. GET /stats "
+        "counts requests and faults. Point an agent at it with an LLM config file "
+        "(base_url = http://HOST:PORT/v1).",
+    )
+    chaos.add_argument("--host", default="127.0.0.1")
+    chaos.add_argument("--port", type=int, default=8400, help="0 picks a free port (default 8400)")
+    chaos.add_argument("--seed", type=int, default=0)
+    chaos.add_argument("--model", default="chaos-1", help="the model name it reports")
+    chaos.add_argument(
+        "--main-path",
+        type=float,
+        default=0.9,
+        metavar="P",
+        help="how often a routing answer takes the state's first edge (default 0.9)",
+    )
+    faults = chaos.add_argument_group("faults")
+    faults.add_argument("--latency-p50", type=float, default=0.0, metavar="S", help="seconds")
+    faults.add_argument(
+        "--latency-p99", type=float, default=0.0, metavar="S", help="seconds (lognormal)"
+    )
+    for name, what in (
+        ("5xx", "a 500, 502 or 503"),
+        ("429", "a 429 with Retry-After"),
+        ("hang", "no answer at all"),
+        ("malformed", "content that is not JSON"),
+        ("refusal", "a refusal"),
+        ("illegal", "an edge that is not allowed"),
+        ("truncate", "a stream cut before [DONE]"),
+    ):
+        faults.add_argument(f"--rate-{name}", type=float, default=0.0, metavar="P", help=what)
+    faults.add_argument(
+        "--retry-after", type=float, default=1.0, metavar="S", help="the 429s' Retry-After"
+    )
+    chaos.set_defaults(run=_chaos_llm)
 
     dlq = verbs.add_parser(
         "dlq",
@@ -345,7 +394,24 @@ def _watch(args: argparse.Namespace) -> int:
     async def go(rig: RigClient) -> str:
         await rig.status(args.job_id)  # raises UnknownJobError for a job that does not exist
         final = ""
+        streaming = False
+
+        async def on_token(msg: Any) -> None:
+            nonlocal streaming
+            if args.json:
+                _print_json({"type": "token", "job_id": args.job_id, "text": msg.data.decode()})
+                return
+            if not streaming:
+                print("     tokens: ", end="")
+                streaming = True
+            print(msg.data.decode(), end="", flush=True)
+
+        if args.tokens:
+            await rig.nc.subscribe(rig.names.tokens(args.job_id), cb=on_token)
         async for event in rig.events(args.job_id, timeout=args.timeout):
+            if streaming:
+                print()
+                streaming = False
             if args.json:
                 _print_json(event.model_dump(mode="json"))
             else:
@@ -411,6 +477,47 @@ def _graph(args: argparse.Namespace) -> int:
         _print_json({"agent": name, "format": args.format, "graph": text})
     else:
         print(text, end="")
+    return EXIT_OK
+
+
+def _chaos_llm(args: argparse.Namespace) -> int:
+    from actors._chaos_llm import ChaosLLM, Faults, serve
+
+    try:
+        faults = Faults(
+            latency_p50=args.latency_p50,
+            latency_p99=args.latency_p99 or args.latency_p50,
+            rate_5xx=args.rate_5xx,
+            rate_429=args.rate_429,
+            retry_after=args.retry_after,
+            rate_hang=args.rate_hang,
+            rate_malformed=args.rate_malformed,
+            rate_refusal=args.rate_refusal,
+            rate_illegal=args.rate_illegal,
+            rate_truncate=args.rate_truncate,
+        )
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    chaos = ChaosLLM(faults, seed=args.seed, model=args.model, main_path=args.main_path)
+
+    async def go() -> None:
+        runner, port = await serve(chaos, host=args.host, port=args.port)
+        url = f"http://{args.host}:{port}/v1"
+        if args.json:
+            _print_json({"event": "chaos_llm.ready", "url": url, "port": port})
+        else:
+            print(
+                f"chaos-llm serving {args.model} on {url} (seed {args.seed}); Ctrl-C stops",
+                flush=True,
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    run_async(go())
     return EXIT_OK
 
 

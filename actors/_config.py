@@ -45,6 +45,7 @@ class RigConfig:
     nak_delay: float = 1.0
     drain_timeout: float = 10.0
     connect_timeout: float = 30.0
+    llm_config: Path | None = None
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -54,6 +55,9 @@ class RigConfig:
             home=Path(os.environ.get("RIG_HOME") or ".rig"),
             ack_wait=_env_float("RIG_ACK_WAIT", 30.0),
             concurrency=int(_env_float("RIG_CONCURRENCY", 64)),
+            llm_config=Path(os.environ["RIG_LLM_CONFIG"])
+            if os.environ.get("RIG_LLM_CONFIG")
+            else None,
         )
 
     @property

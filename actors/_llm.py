@@ -12,11 +12,13 @@ re-asked with the error in `RoutePrompt.feedback`, then replaced by the state's 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from protocols import Edge, JobContext, Usage
+import pydantic
+
+from protocols import Edge, JobContext, Usage, explain
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,9 @@ class RoutePrompt:
     context: JobContext
     feedback: tuple[str, ...] = ()
     max_output_tokens: int | None = None
+    deadline: float | None = None  # wall clock (epoch s): no call or retry may run past it
+    job_id: str = ""
+    on_token: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
 
     def render(self) -> str:
         """The prompt as text, for a model that reads text."""
@@ -44,21 +49,14 @@ class RoutePrompt:
         return "\n".join(line for line in lines if line)
 
     def retry_with(self, problem: str) -> RoutePrompt:
-        return RoutePrompt(
-            self.agent,
-            self.state,
-            self.description,
-            self.edges,
-            self.context,
-            (*self.feedback, problem),
-            self.max_output_tokens,
-        )
+        return replace(self, feedback=(*self.feedback, problem))
 
 
 @dataclass(frozen=True, slots=True)
 class LLMReply:
     text: str
     usage: Usage = field(default_factory=Usage)
+    calls: tuple[dict[str, Any], ...] = ()  # each attempt: provider, model, ms, error
 
 
 class LLM(Protocol):
@@ -145,4 +143,10 @@ def parse_answer(text: str, edges: tuple[Edge, ...]) -> Choice:
         args = {}
     if not isinstance(args, dict):
         raise InvalidAnswer("'args' must be a JSON object")
+    model = next(e for e in edges if e.name == edge).args_model
+    if model is not None:
+        try:
+            args = model.model_validate(args).model_dump(mode="json")
+        except pydantic.ValidationError as exc:
+            raise InvalidAnswer(f"the args of edge {edge!r} are invalid: {explain(exc)}") from None
     return edge, args

@@ -146,6 +146,8 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.agents_bucket, "Rig agent registry: graph and example input per agent"),
         (names.inbox_bucket, "Rig jobs waiting for a person (an Escalation per job id)"),
+        (names.breakers_bucket, "Rig circuit breakers per LLM provider and model"),
+        (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
     ):
         await _ensure_bucket(js, bucket, description)
 

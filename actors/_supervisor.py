@@ -416,6 +416,7 @@ class Supervisor(Actor):
             usage=decision.usage.model_dump(),
             llm_ms=round(decision.llm_ms, 3),
             spent=spent,
+            **({"calls": decision.calls} if decision.calls else {}),
         )
         over = self._over_budget(job)
         if over is not None:  # the call spent more than the agent reserved for it

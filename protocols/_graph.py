@@ -27,9 +27,9 @@ state and the problem, so an agent class with a bad graph fails when it loads.
 from __future__ import annotations
 
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from protocols._errors import GraphError, InvalidNameError
 from protocols._names import check_token
@@ -52,6 +52,25 @@ class Edge(BaseModel):
         description="state to go to when the tool fails or the verifier rejects "
         "(default: where the state's safe edge goes)",
     )
+    args: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON schema of the arguments the LLM must give; pass a pydantic "
+        "model class and the agent also validates the LLM's arguments with it",
+    )
+    _args_model: type[BaseModel] | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        model = data.get("args")
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            data["args"] = model.model_json_schema()
+        super().__init__(**data)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            self._args_model = model
+
+    @property
+    def args_model(self) -> type[BaseModel] | None:
+        """The pydantic model the edge was declared with, in the process that declared it."""
+        return self._args_model
 
 
 class State(BaseModel):

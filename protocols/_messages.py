@@ -266,6 +266,10 @@ class Decision(_Wire):
     exhausted: ExhaustedKind | None = Field(
         default=None, description="no edge: the next LLM call would not fit the job's budget"
     )
+    calls: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="every attempt at the model for this decision: provider, model, ms, error",
+    )
 
 
 class ToolCall(_Wire):

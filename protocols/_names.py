@@ -16,7 +16,8 @@ With the default prefix the names are the ones in the design:
     rig.events.<job_id>                  stream RIG_EVENTS (the journal)
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.dlq.<actor>                      stream RIG_DLQ
-    RIG_JOBS, RIG_AGENTS, RIG_INBOX      KV buckets
+    RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
+    RIG_BREAKERS, RIG_LLM_CACHE
 """
 
 from __future__ import annotations
@@ -87,6 +88,16 @@ class Names:
     @property
     def agents_bucket(self) -> str:
         return f"{self.prefix.upper()}_AGENTS"
+
+    @property
+    def breakers_bucket(self) -> str:
+        """Circuit breakers per LLM provider and model, shared by every agent process."""
+        return f"{self.prefix.upper()}_BREAKERS"
+
+    @property
+    def llm_cache_bucket(self) -> str:
+        """Exact-match LLM answers, for agents that turn the response cache on."""
+        return f"{self.prefix.upper()}_LLM_CACHE"
 
     @property
     def inbox_bucket(self) -> str:

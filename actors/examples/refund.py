@@ -6,7 +6,9 @@
        '--escalate--> human <--escalate-------'
                           '--deny--> denied
 
-The LLM is `RuleLLM`, a rule-based stand-in, so the example runs offline. Refunds are
+The LLM is `RuleLLM`, a rule-based stand-in, so the example runs offline; configure a
+model for agent `refund` in an LLM config file (`RIG_LLM_CONFIG`) to route with a real
+one (or with `rig chaos-llm`). Refunds are
 written to `$RIG_HOME/refunds.sqlite3`, an effects sink that the ledger knows nothing
 about: counting its rows is how the tests prove a refund happens at most once.
 
@@ -29,12 +31,26 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from pydantic import BaseModel, Field
 
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, tool_context, verifier
 from protocols import Edge, Graph, State, VerifyRequest
 
 # Refunds above this go to a person, whatever the order says.
 AUTO_APPROVE_LIMIT = 500.0
+
+
+class LookupArgs(BaseModel):
+    """What the LLM must give to look an order up."""
+
+    order_id: str
+
+
+class RefundArgs(BaseModel):
+    """What the LLM must give to issue a refund."""
+
+    order_id: str
+    amount: float = Field(gt=0)
 
 
 def find_order(order_id: str) -> dict[str, Any]:
@@ -88,6 +104,7 @@ class RefundAgent(Agent):
                         name="lookup",
                         to="review",
                         tool="lookup_order",
+                        args=LookupArgs,
                         description="Look up the order the customer names.",
                     ),
                     Edge(
@@ -129,6 +146,7 @@ class RefundAgent(Agent):
                         to="done",
                         tool="issue_refund",
                         verifier="refund_matches",
+                        args=RefundArgs,
                         description="Refund the approved amount to the customer.",
                     ),
                     Edge(

@@ -1,0 +1,360 @@
+"""Real models behind the agent: `rig chaos-llm` as a separate process, spoken to by the
+official `openai` client and by Rig's own provider, through faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats.errors
+import openai
+import pytest
+from pydantic import BaseModel
+
+from actors._breaker import BreakerState
+from actors._llm import RoutePrompt
+from actors._providers import ModelRouter, OpenAICompatible, RetryPolicy
+from protocols import TERMINAL_STATUSES, Event, JobContext, decode_as
+from tests.chain import CHAIN, Chain
+from tests.conftest import ROOT, Deployment, eventually
+
+pytestmark = pytest.mark.integration
+
+RIG = str(Path(sys.executable).parent / "rig")
+
+
+class ChaosServer:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    async def stats(self) -> dict[str, int]:
+        async with aiohttp.ClientSession() as http, http.get(self.root + "/stats") as response:
+            return dict(await response.json())
+
+    async def set_faults(self, **faults: float) -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.root + "/faults", json=faults) as response:
+                assert response.status == 200, await response.text()
+
+    @property
+    def root(self) -> str:
+        return self.url.removesuffix("/v1")
+
+
+async def start_chaos(*args: str) -> ChaosServer:
+    proc = await asyncio.create_subprocess_exec(
+        RIG,
+        "chaos-llm",
+        "--port",
+        "0",
+        "--json",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    return ChaosServer(proc, ready["url"])
+
+
+@pytest.fixture
+async def chaos() -> AsyncIterator[ChaosServer]:
+    server = await start_chaos("--seed", "7")
+    yield server
+    server.proc.terminate()
+    await server.proc.wait()
+
+
+class Refund(BaseModel):
+    order_id: str
+    amount: float
+    approved: bool
+
+
+async def test_the_official_openai_client_gets_valid_completions(chaos: ChaosServer) -> None:
+    client = openai.AsyncOpenAI(base_url=chaos.url, api_key="unused", max_retries=0)
+    try:
+        models = await client.models.list()
+        assert [m.id for m in models.data] == ["chaos-1"]
+
+        messages: Any = [{"role": "user", "content": "Say something."}]
+        reply = await client.chat.completions.create(model="chaos-1", messages=messages)
+        text = reply.choices[0].message.content
+        assert text and "chaos-llm" in text and reply.usage and reply.usage.total_tokens > 0
+
+        stream = await client.chat.completions.create(
+            model="chaos-1", messages=messages, stream=True
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert len(pieces) > 2 and "".join(pieces) == text
+
+        # Structured output: the parsed object matches the requested schema.
+        parsed = await client.chat.completions.parse(
+            model="chaos-1", messages=messages, response_format=Refund
+        )
+        refund = parsed.choices[0].message.parsed
+        assert isinstance(refund, Refund)
+
+        # Tool calls, with arguments that match the function's parameters.
+        tools: Any = [
+            {
+                "type": "function",
+                "function": {"name": "issue_refund", "parameters": Refund.model_json_schema()},
+            }
+        ]
+        called = await client.chat.completions.create(
+            model="chaos-1", messages=messages, tools=tools, tool_choice="required"
+        )
+        [call] = called.choices[0].message.tool_calls or []
+        assert call.function.name == "issue_refund"  # type: ignore[union-attr]
+        Refund.model_validate_json(call.function.arguments)  # type: ignore[union-attr]
+    finally:
+        await client.close()
+
+
+async def test_routing_schema_allows_only_the_states_edges(chaos: ChaosServer) -> None:
+    client = openai.AsyncOpenAI(base_url=chaos.url, api_key="unused", max_retries=0)
+    schema = {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "edge": {"const": "lookup"},
+                    "args": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+                },
+            },
+            {"type": "object", "properties": {"edge": {"const": "escalate"}, "args": {}}},
+        ]
+    }
+    context = {"input": {"order_id": "A-1001"}}
+    messages: Any = [
+        {"role": "user", "content": f"Route this.\nJob context: {json.dumps(context)}"}
+    ]
+    seen = Counter()
+    for _ in range(20):
+        reply = await client.chat.completions.create(
+            model="chaos-1",
+            messages=messages,
+            response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+        )
+        answer = json.loads(reply.choices[0].message.content or "")
+        seen[answer["edge"]] += 1
+        if answer["edge"] == "lookup":
+            assert answer["args"] == {"order_id": "A-1001"}  # filled from the job's context
+    await client.close()
+    assert set(seen) <= {"lookup", "escalate"} and seen["lookup"] > seen["escalate"]
+
+
+def llm_config(rig: Deployment, url: str, **agent: Any) -> None:
+    settings = {"providers": ["chaos"], "timeout": 5.0, "backoff": 0.01, "max_backoff": 0.2}
+    settings |= agent
+    lines = [
+        "[providers.chaos]",
+        f'base_url = "{url}"',
+        'model = "chaos-1"',
+        "price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }",
+        "",
+        "[agents.chain]",
+        *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+    ]
+    path = rig.home / "llm.toml"
+    path.write_text("\n".join(lines) + "\n")
+    rig.extra_env["RIG_LLM_CONFIG"] = str(path)
+
+
+async def test_two_hundred_jobs_through_a_faulty_provider(rig: Deployment) -> None:
+    server = await start_chaos(
+        "--seed",
+        "11",
+        "--main-path",
+        "1",
+        "--rate-5xx",
+        "0.2",
+        "--rate-429",
+        "0.1",
+        "--retry-after",
+        "0.05",
+        "--rate-malformed",
+        "0.1",
+        "--rate-illegal",
+        "0.05",
+    )
+    try:
+        # The breaker judges 50 calls at a time: a 20% error rate never looks like an outage.
+        llm_config(rig, server.url, max_attempts=6, breaker_window=50, breaker_min_calls=50)
+        await rig.spawn(*CHAIN)
+        jobs = [await rig.client.submit("chain", {"n": n}, max_steps=10) for n in range(200)]
+        stories = await asyncio.gather(*(journal(rig, job.job_id) for job in jobs))
+        stats = await server.stats()
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+
+    finals = Counter(events[-1].data["status"] for events in stories)
+    assert set(finals) <= TERMINAL_STATUSES and sum(finals.values()) == 200
+    decisions = [e for events in stories for e in events if e.type == "decision"]
+    calls = [c for d in decisions for c in d.data.get("calls", [])]
+    errors = Counter(c.get("error") for c in calls if not c["ok"])
+    reasks = sum(d.data["reasks"] for d in decisions)
+    # Retries of 5xx and 429 and re-asks of bad answers are in the journal.
+    assert errors["server_error"] > 0 and errors["rate_limited"] > 0 and reasks > 0
+    # A 20% error rate is no outage: the breaker stayed closed.
+    assert errors["breaker_open"] == 0
+    # The server saw every call the journal says was made (and perhaps a few more: a step
+    # whose every attempt failed is retried later, and only its last try is journaled).
+    assert len(calls) <= stats["requests"] <= len(calls) * 1.02
+    # Retries make the outages invisible; only a bad answer re-asked past max_reasks gives up.
+    assert finals["succeeded"] > 190, finals
+    print(
+        f"\nfaulty provider: {dict(finals)}, calls {len(calls)}, errors {dict(errors)}, "
+        f"re-asks {reasks}, server {stats}"
+    )
+
+
+async def test_a_hanging_provider_ends_a_job_at_its_deadline(rig: Deployment) -> None:
+    server = await start_chaos("--rate-hang", "1")
+    try:
+        llm_config(rig, server.url, timeout=60.0)
+        await rig.spawn(*CHAIN)
+        job = await rig.client.submit("chain", {"n": 1}, deadline_s=2.0)
+        events = await journal(rig, job.job_id)
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    info = await rig.client.status(job.job_id)
+    assert info.status == "deadline_exceeded"
+    assert 2.0 <= events[-1].ts - info.created_at < 3.0  # not a library's 60 s default
+
+
+async def journal(rig: Deployment, job_id: str) -> list[Event]:
+    return [event async for event in rig.client.events(job_id, timeout=120)]
+
+
+async def test_the_breaker_opens_for_every_agent_process_and_closes_on_recovery(
+    rig: Deployment,
+) -> None:
+    server = await start_chaos("--rate-5xx", "1", "--main-path", "1")
+    try:
+        llm_config(
+            rig,
+            server.url,
+            max_attempts=2,
+            breaker_min_calls=4,
+            breaker_window=4,
+            breaker_cooldown=1.0,
+        )
+        await rig.spawn(*CHAIN, "tests.chain:Chain", "tests.chain:Chain")  # 3 agent processes
+        kv = await rig.nc.jetstream().key_value(rig.names.breakers_bucket)
+        watcher = await kv.watch("chaos.chaos-1")
+        states: list[str] = []
+
+        async def reached(state: str, *, after: int = 0) -> int | None:
+            """The position (1-based) of the first `state` after position `after`."""
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=0.05)
+                except nats.errors.TimeoutError:
+                    break
+                if entry is not None and entry.value:
+                    states.append(decode_as(BreakerState, entry.value)[0].state)
+            found = [n for n, s in enumerate(states, 1) if s == state and n > after]
+            return found[0] if found else None
+
+        jobs = [await rig.client.submit("chain", {"n": n}) for n in range(6)]
+        opened = await eventually(lambda: reached("open"), message="the breaker opens")
+        served_when_opened = (await server.stats())["requests"]
+        # While it is open, no process calls: only the calls already under way land.
+        probe = await eventually(lambda: reached("half_open", after=opened), message="a probe")
+        assert (await server.stats())["requests"] - served_when_opened <= len(jobs) + 1
+
+        await server.set_faults(rate_5xx=0.0)
+        await eventually(lambda: reached("closed", after=probe), timeout=30, message="closed")
+        finals = [await rig.client.wait(job.job_id, timeout=60) for job in jobs]
+        assert {info.status for info in finals} == {"succeeded"}
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+
+
+async def test_a_hedged_call_returns_the_fast_answer_and_cancels_the_slow_one() -> None:
+    # Seed 1 makes the first request hang and the second answer (one draw each).
+    server = await start_chaos("--seed", "1", "--rate-hang", "0.5")
+    provider = OpenAICompatible(name="chaos", base_url=server.url, model="chaos-1")
+    try:
+        policy = RetryPolicy(timeout=20.0, max_attempts=1, hedge_after=0.3)
+        router = ModelRouter([provider], policy)
+        prompt = RoutePrompt(
+            agent="chain",
+            state="a",
+            description="",
+            edges=Chain.graph.states["a"].edges,
+            context=JobContext(input={"n": 3}),
+        )
+        started = time.monotonic()
+        reply = await router.complete(prompt)
+        elapsed = time.monotonic() - started
+        [hedge] = [call for call in reply.calls if "hedge" in call]
+        assert hedge["hedge"] == "second" and hedge["cancelled"] == 1
+        assert json.loads(reply.text)["edge"] in {"next", "give_up"}
+        assert elapsed < 5.0  # the fast answer, not the 20 s timeout of the hanging one
+        stats = await eventually(lambda: _abandoned(server), message="the slow request is cut")
+        assert stats["requests"] == 2 and stats["hang"] == 1
+    finally:
+        await provider.close()
+        server.proc.terminate()
+        await server.proc.wait()
+
+
+async def _abandoned(server: ChaosServer) -> dict[str, int] | None:
+    stats = await server.stats()
+    return stats if stats.get("abandoned") == 1 else None
+
+
+async def test_a_cached_call_does_not_reach_the_server(rig: Deployment) -> None:
+    server = await start_chaos("--main-path", "1")
+    try:
+        llm_config(rig, server.url, cache=True, cache_ttl=600.0)
+        await rig.spawn(*CHAIN)
+        first = await rig.client.submit("chain", {"n": 5})
+        assert (await rig.client.wait(first.job_id, timeout=30)).status == "succeeded"
+        served = (await server.stats())["requests"]
+        second = await rig.client.submit("chain", {"n": 5})  # the very same prompts
+        assert (await rig.client.wait(second.job_id, timeout=30)).status == "succeeded"
+        assert (await server.stats())["requests"] == served == 3
+        decisions = [e for e in await journal(rig, second.job_id) if e.type == "decision"]
+        assert [d.data["calls"][0].get("cache") for d in decisions] == ["hit"] * 3
+        assert all(d.data["usage"]["cost"] == 0 for d in decisions)  # nothing paid twice
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+
+
+async def test_tokens_stream_on_the_jobs_token_subject(rig: Deployment) -> None:
+    server = await start_chaos("--main-path", "1")
+    try:
+        llm_config(rig, server.url, stream=True)
+        await rig.spawn(*CHAIN)
+        tokens: list[str] = []
+
+        async def collect(msg: Any) -> None:
+            tokens.append(msg.data.decode())
+
+        await rig.nc.subscribe(rig.names.tokens("streamed"), cb=collect)
+        await rig.client.submit("chain", {"n": 2}, job_id="streamed")
+        assert (await rig.client.wait("streamed", timeout=30)).status == "succeeded"
+        await rig.nc.flush()
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    text = "".join(tokens)
+    assert len(tokens) > 6  # in pieces, as they arrived
+    assert text.count('"edge": "next"') == 2 and text.count('"edge": "finish"') == 1
