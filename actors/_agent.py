@@ -160,8 +160,9 @@ class Agent(Actor):
         """Tokens as they arrive, on `rig.tokens.<job_id>` (core NATS: not stored)."""
         await self.nc.publish(self.names.tokens(job_id), text.encode())
 
+    _stream = False  # publish tokens as they arrive (the LLM config's `stream`)
+
     async def on_start(self) -> None:
-        self._stream = False
         self._kvs = (
             await self.js.key_value(self.names.breakers_bucket),
             await self.js.key_value(self.names.llm_cache_bucket),
