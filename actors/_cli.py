@@ -30,6 +30,7 @@ environment:
   RIG_NATS_URL   NATS server URL (default {DEFAULT_NATS_URL})
   RIG_PREFIX     namespace of subjects, streams and buckets (default rig)
   RIG_HOME       local data folder: ledger, rig up's server (default ./.rig)
+  RIG_LLM_CONFIG the LLM config file: providers, and which agents route with them
 """
 
 
@@ -728,7 +729,19 @@ def _describe(event: Event) -> str:
                 else ""
             )
             who = " (by a person)" if data.get("by") == "human" else ""
-            return f"{head} {data.get('state')} -> edge {data.get('edge')}{who}{call}{extra}"
+            failed = [c for c in data.get("calls") or [] if c.get("ok") is False]
+            tries = (
+                f" [after {len(failed)} failed call(s): "
+                + ", ".join(f"{c.get('error')} {c.get('status') or ''}".strip() for c in failed)
+                + "]"
+                if failed
+                else ""
+            )
+            reasks = f" [{data['reasks']} re-ask(s)]" if data.get("reasks") else ""
+            return (
+                f"{head} {data.get('state')} -> edge {data.get('edge')}{who}{call}{extra}"
+                f"{tries}{reasks}"
+            )
         case "tool_result":
             outcome = json.dumps(data.get("result")) if data.get("ok") else data.get("error")
             return f"{head} {data.get('tool')} [{data.get('ledger')}] {outcome}"

@@ -358,3 +358,34 @@ async def test_tokens_stream_on_the_jobs_token_subject(rig: Deployment) -> None:
     text = "".join(tokens)
     assert len(tokens) > 6  # in pieces, as they arrived
     assert text.count('"edge": "next"') == 2 and text.count('"edge": "finish"') == 1
+
+
+async def test_a_fallback_chain_answers_when_the_first_provider_is_down() -> None:
+    down = await start_chaos("--rate-5xx", "1")
+    up = await start_chaos("--model", "backup-1")
+    providers = [
+        OpenAICompatible(name="primary", base_url=down.url, model="chaos-1"),
+        OpenAICompatible(name="backup", base_url=up.url, model="backup-1"),
+    ]
+    try:
+        router = ModelRouter(providers, RetryPolicy(max_attempts=2, backoff=0.01))
+        prompt = RoutePrompt(
+            agent="chain",
+            state="c",
+            description="",
+            edges=Chain.graph.states["c"].edges,
+            context=JobContext(input={}),
+        )
+        reply = await router.complete(prompt)
+        assert [(c["provider"], c["ok"], c.get("error")) for c in reply.calls] == [
+            ("primary", False, "server_error"),
+            ("primary", False, "server_error"),
+            ("backup", True, None),
+        ]
+        assert json.loads(reply.text)["edge"] in {"finish", "give_up"}
+    finally:
+        for provider in providers:
+            await provider.close()
+        for server in (down, up):
+            server.proc.terminate()
+            await server.proc.wait()
