@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from actors._actor import Actor, Delivery, Inbox
 from actors._breaker import Breakers
+from actors._limits import SharedLimits
 from actors._llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     LLM,
@@ -145,8 +146,13 @@ class Agent(Actor):
             breakers = Breakers(self._kvs[0], configured.breaker, owner=owner)
             ttl = configured.cache_ttl
             cache = ResponseCache(self._kvs[1], ttl=ttl) if ttl is not None else None
+            shared = SharedLimits(self._kvs[0], owner=owner)
             return ModelRouter(
-                configured.providers, configured.policy, breakers=breakers, cache=cache
+                configured.providers,
+                configured.policy,
+                breakers=breakers,
+                cache=cache,
+                shared=shared,
             )
         try:
             return self.llm

@@ -12,8 +12,8 @@ legal edge by a simple rule: the first edge, the main path, most of the time
 job's context in the prompt (a value of the same name in the input or in a tool's
 result), else with a plausible value of the right type.
 
-`GET /stats` counts what it did (requests, each fault, and `abandoned`: requests whose
-client hung up before the answer, like a timed-out call or a hedge's loser);
+`GET /stats` counts what it did (requests, each fault, `max_in_flight`, and `abandoned`:
+requests whose client hung up before the answer, like a timed-out call or a hedge's loser);
 `GET /faults` shows the fault settings and `POST /faults` changes them while it serves
 (`{"rate_5xx": 1.0}` starts an outage, `{"rate_5xx": 0}` ends it).
 """
@@ -80,6 +80,7 @@ class ChaosLLM:
         self.model = model
         self.main_path = main_path
         self.stats: Counter[str] = Counter()
+        self._in_flight = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -120,6 +121,14 @@ class ChaosLLM:
         if problem:
             return _error(400, "invalid_request_error", problem)
         self.stats["requests"] += 1
+        self._in_flight += 1
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self._in_flight)
+        try:
+            return await self._complete(request, body)
+        finally:
+            self._in_flight -= 1
+
+    async def _complete(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         fault = self._draw()
         if fault:
             self.stats[fault] += 1

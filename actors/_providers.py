@@ -14,6 +14,9 @@ open breakers and fallbacks.
     model = "chaos-1"
     api_key_env = "OPENAI_API_KEY"     # optional: the variable holding the key
     price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }
+    max_concurrency = 8                # shared by every agent process (NATS KV)
+    requests_per_minute = 600          # shared token buckets
+    tokens_per_minute = 200000
 
     [agents.refund]
     providers = ["local"]              # tried in order: a fallback chain
@@ -52,6 +55,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._breaker import BreakerPolicy, Breakers
+from actors._limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
 from actors._llm import LLMReply, Price, RoutePrompt
 from protocols import Usage, canonical
 
@@ -93,6 +97,7 @@ class Provider(Protocol):
     name: str
     model: str
     price: Price | None
+    limits: ProviderLimits
 
     async def chat(
         self, request: ChatRequest, *, timeout: float, on_token: TokenSink | None = None
@@ -109,6 +114,7 @@ class OpenAICompatible:
     api_key: str | None = None
     price: Price | None = None
     stream: bool = False
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
 
     async def chat(
@@ -271,6 +277,7 @@ class ModelRouter:
         *,
         breakers: Breakers | None = None,
         cache: ResponseCache | None = None,
+        shared: SharedLimits | None = None,
         seed: int | None = None,
     ) -> None:
         if not providers:
@@ -279,6 +286,7 @@ class ModelRouter:
         self.policy = policy
         self.breakers = breakers
         self.cache = cache
+        self.shared = shared
         self._rng = random.Random(seed)
         self._latencies: dict[str, deque[float]] = {}
 
@@ -319,8 +327,10 @@ class ModelRouter:
                     if timeout <= 0:
                         raise TimeoutError("the job's deadline passed while retrying the LLM")
                 started = time.perf_counter()
+                slot: Slot | None = None
                 try:
-                    answer = await self._attempt(provider, request, timeout, prompt, calls)
+                    slot, waited = await self._within_limits(provider, request, timeout)
+                    answer = await self._attempt(provider, request, timeout - waited, prompt, calls)
                 except ProviderError as exc:
                     last = exc
                     calls.append(_call(provider, started, error=exc))
@@ -332,7 +342,10 @@ class ModelRouter:
                         break  # to the next provider of the chain
                     await asyncio.sleep(self.policy.delay(attempt, exc.retry_after, self._rng))
                     continue
-                calls.append(_call(provider, started))
+                finally:
+                    if slot is not None and self.shared is not None:
+                        await self.shared.release(slot)
+                calls.append(_call(provider, started, waited=waited))
                 self._latencies.setdefault(provider.name, deque(maxlen=200)).append(
                     time.perf_counter() - started
                 )
@@ -350,6 +363,49 @@ class ModelRouter:
                 return LLMReply(text=answer.text, usage=usage, calls=tuple(calls))
         assert last is not None
         raise ProvidersFailed(f"every provider failed; last: {last}", calls=calls, last=last)
+
+    async def _within_limits(
+        self, provider: Provider, request: ChatRequest, timeout: float
+    ) -> tuple[Slot | None, float]:
+        """Wait for the provider's shared rate limits and take a concurrency slot; return
+        the slot (release it after the call) and the seconds waited."""
+        limits, shared = provider.limits, self.shared
+        if shared is None or not limits.any:
+            return None, 0.0
+        started = time.time()
+        deadline = started + timeout
+        try:
+            if limits.requests_per_minute:
+                await shared.take(
+                    provider.name,
+                    provider.model,
+                    "rpm",
+                    limits.requests_per_minute,
+                    1,
+                    deadline=deadline,
+                )
+            if limits.tokens_per_minute:
+                tokens = len(json.dumps(request.messages)) // 4 + (request.max_tokens or 256)
+                await shared.take(
+                    provider.name,
+                    provider.model,
+                    "tpm",
+                    limits.tokens_per_minute,
+                    tokens,
+                    deadline=deadline,
+                )
+            slot = None
+            if limits.max_concurrency:
+                slot = await shared.slot(
+                    provider.name,
+                    provider.model,
+                    limits.max_concurrency,
+                    lease=timeout + 5.0,
+                    deadline=deadline,
+                )
+        except LimitTimeout as exc:
+            raise ProviderError(str(exc), kind="limited", retryable=False) from None
+        return slot, time.time() - started
 
     def _hedge_delay(self, provider: Provider) -> float | None:
         policy = self.policy
@@ -415,7 +471,7 @@ class ProvidersFailed(Exception):
 
 
 def _call(
-    provider: Provider, started: float, *, error: ProviderError | None = None
+    provider: Provider, started: float, *, error: ProviderError | None = None, waited: float = 0.0
 ) -> dict[str, Any]:
     call: dict[str, Any] = {
         "provider": provider.name,
@@ -423,6 +479,8 @@ def _call(
         "ms": round((time.perf_counter() - started) * 1000, 1),
         "ok": error is None,
     }
+    if waited >= 0.001:
+        call["waited_ms"] = round(waited * 1000, 1)  # held back by the shared limits
     if error is not None:
         call |= {"error": error.kind, "status": error.status, "message": str(error)[:200]}
         if error.retry_after is not None:
@@ -567,7 +625,15 @@ def _provider(name: str, spec: dict[str, Any], *, stream: bool, path: Path) -> P
         raise ValueError(f"{path}: provider {name!r} needs {', '.join(missing)}")
     key_env = spec.get("api_key_env")
     price = spec.get("price")
+    limits = ProviderLimits(
+        **{
+            k: spec[k]
+            for k in ("max_concurrency", "requests_per_minute", "tokens_per_minute")
+            if k in spec
+        }
+    )
     return OpenAICompatible(
+        limits=limits,
         name=name,
         base_url=os.path.expandvars(spec["base_url"]),
         model=spec["model"],

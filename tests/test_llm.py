@@ -389,3 +389,47 @@ async def test_a_fallback_chain_answers_when_the_first_provider_is_down() -> Non
         for server in (down, up):
             server.proc.terminate()
             await server.proc.wait()
+
+
+def limited_config(rig: Deployment, url: str, **limits: float) -> None:
+    llm_config(rig, url)
+    path = rig.home / "llm.toml"
+    lines = path.read_text().splitlines()
+    at = lines.index("[agents.chain]") - 1
+    lines[at:at] = [f"{k} = {v}" for k, v in limits.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_the_concurrency_cap_holds_across_agent_processes(rig: Deployment) -> None:
+    server = await start_chaos("--main-path", "1", "--latency-p50", "0.1", "--latency-p99", "0.2")
+    try:
+        limited_config(rig, server.url, max_concurrency=2)
+        await rig.spawn(*CHAIN, "tests.chain:Chain", "tests.chain:Chain")  # 3 agent processes
+        jobs = [await rig.client.submit("chain", {"n": n}) for n in range(12)]
+        finals = [await rig.client.wait(job.job_id, timeout=60) for job in jobs]
+        stats = await server.stats()
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    assert {info.status for info in finals} == {"succeeded"}
+    assert stats["requests"] == 36 and stats["max_in_flight"] == 2  # 12 jobs at once, 2 calls
+
+
+async def test_the_request_rate_limit_holds_across_agent_processes(rig: Deployment) -> None:
+    server = await start_chaos("--main-path", "1")
+    try:
+        limited_config(rig, server.url, requests_per_minute=300)  # 5 a second, shared
+        await rig.spawn(*CHAIN, "tests.chain:Chain")  # 2 agent processes
+        started = time.monotonic()
+        jobs = [await rig.client.submit("chain", {"n": n}) for n in range(6)]
+        finals = [await rig.client.wait(job.job_id, timeout=60) for job in jobs]
+        elapsed = time.monotonic() - started
+        stories = [await journal(rig, job.job_id) for job in jobs]
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    assert {info.status for info in finals} == {"succeeded"}
+    # 18 calls at 5 a second, after a burst of 5: at least 2.6 s, whatever the machine.
+    assert elapsed >= 13 / 5
+    waits = [c for s in stories for e in s if e.type == "decision" for c in e.data["calls"]]
+    assert sum(1 for c in waits if c.get("waited_ms")) >= 10  # the journal shows who waited
