@@ -49,6 +49,40 @@ JOBS = [
 ]
 
 
+# Part 2: a model behind HTTP that fails often, and the policy that copes with it.
+LLM_JOBS = 20
+CHAOS_FAULTS = (
+    "--seed=42",
+    "--rate-5xx=0.2",
+    "--rate-429=0.1",
+    "--retry-after=0.1",
+    "--rate-malformed=0.1",
+    "--rate-illegal=0.05",
+)
+LLM_CONFIG = """\
+[providers.chaos]
+base_url = "http://127.0.0.1:{port}/v1"
+model = "chaos-1"
+price = {{ input_per_mtok = 0.15, output_per_mtok = 0.60 }}
+
+[agents.refund-llm]
+providers = ["chaos"]
+timeout = 10.0
+max_attempts = 5
+backoff = 0.05
+"""
+UP_CONFIG = "".join(
+    f'[[actor]]\nclass = "{target}"\ncount = 1\n\n'
+    for target in (
+        "actors:Supervisor",
+        "actors.examples.refund:RefundAgent",
+        "actors.examples.refund:RefundLLMAgent",
+        "actors.examples.refund:RefundTools",
+        "actors.examples.refund:RefundChecks",
+    )
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,9 +94,29 @@ async def main() -> int:
     HOME.mkdir(parents=True)
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
-    env = {**os.environ, "RIG_HOME": str(HOME), "RIG_PREFIX": "rig"}
+    chaos_port = free_port()
+    print(f"starting: rig chaos-llm --port {chaos_port} {' '.join(CHAOS_FAULTS)}")
+    chaos = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "actors",
+        "chaos-llm",
+        "--port",
+        str(chaos_port),
+        *CHAOS_FAULTS,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    (HOME / "llm.toml").write_text(LLM_CONFIG.format(port=chaos_port))
+    (HOME / "up.toml").write_text(UP_CONFIG)
+    env = {
+        **os.environ,
+        "RIG_HOME": str(HOME),
+        "RIG_PREFIX": "rig",
+        "RIG_LLM_CONFIG": str(HOME / "llm.toml"),
+    }
     env.pop("RIG_NATS_URL", None)  # let `rig up` start its own server
-    print(f"starting: rig up --port {port} (log: {HOME / 'up.log'})")
+    print(f"starting: rig up --port {port} --config {HOME / 'up.toml'} (log: {HOME / 'up.log'})")
     started = time.monotonic()
     with (HOME / "up.log").open("wb") as log:
         up = await asyncio.create_subprocess_exec(
@@ -74,6 +128,8 @@ async def main() -> int:
             str(port),
             "--monitor-port",
             str(free_port()),
+            "--config",
+            str(HOME / "up.toml"),
             "--json",
             env=env,
             cwd=ROOT,
@@ -90,12 +146,15 @@ async def main() -> int:
     finally:
         up.send_signal(signal.SIGTERM)
         await asyncio.wait_for(up.wait(), 60)
-        print(f"stopped rig up (exit {up.returncode})")
+        chaos.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(chaos.wait(), 30)
+        print(f"stopped rig up (exit {up.returncode}) and rig chaos-llm")
 
 
 async def run_jobs(rig: RigClient, started: float) -> int:
-    await wait_for_actors(rig, count=4)
-    print(f"4 actors ready after {time.monotonic() - started:.1f} s\n")
+    await wait_for_actors(rig, count=5)
+    print(f"5 actors ready after {time.monotonic() - started:.1f} s\n")
+    print("part 1: the refund agent, routed by rules (RuleLLM)\n")
     submitted = []
     for label, job_input, limits in JOBS:
         reply = await rig.submit("refund", job_input, **limits)
@@ -125,7 +184,50 @@ async def run_jobs(rig: RigClient, started: float) -> int:
     refunds_match = sorted(job for job, *_ in refunds) == sorted(done)
     print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
     print(f"  refunds match the jobs that reached 'done': {'yes' if refunds_match else 'NO'}")
-    return 0 if all_terminal and refunds_match else 1
+    part2 = await through_a_faulty_model(rig)
+    return 0 if all_terminal and refunds_match and part2 else 1
+
+
+async def through_a_faulty_model(rig: RigClient) -> bool:
+    """The same agent routed by a model behind HTTP that fails often (rig chaos-llm)."""
+    print("\npart 2: the same agent routed by a model that fails on purpose (rig chaos-llm)")
+    t0 = time.monotonic()
+    jobs = []
+    for n in range(1, LLM_JOBS + 1):
+        job_input = {"order_id": f"A-{2000 + n}", "amount": float(5 * n), "reason": "demo"}
+        jobs.append((await rig.submit("refund-llm", job_input)).job_id)
+    infos = list(await asyncio.gather(*(rig.wait(job_id, timeout=120) for job_id in jobs)))
+    for n, info in enumerate(infos):
+        if info.status == "waiting_human":  # the safe edge: a person closes it
+            await rig.resolve(info.job_id, "close", note="closed by the demo", by="demo")
+            infos[n] = await rig.wait(info.job_id, timeout=60)
+    elapsed = time.monotonic() - t0
+    calls, failed, reasks = 0, Counter[str](), 0
+    for job_id in jobs:
+        async for event in rig.events(job_id, timeout=30):
+            if event.type == "decision":
+                reasks += event.data.get("reasks", 0)
+                for call in event.data.get("calls", []):
+                    calls += 1
+                    if not call.get("ok"):
+                        failed[f"{call.get('error')} {call.get('status') or ''}".strip()] += 1
+    statuses = Counter(f"{info.status} in {info.state}" for info in infos)
+    refunds = {job for job, *_ in refund_rows()}
+    done = {info.job_id for info in infos if info.state == "done"}
+    all_terminal = all(info.status in TERMINAL_STATUSES for info in infos)
+    match = done == refunds & set(jobs)
+    print(
+        f"  jobs          {len(infos)} in {elapsed:.1f} s: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    )
+    print(
+        f"  model calls   {calls}, of which failed: "
+        + (", ".join(f"{n} {k}" for k, n in failed.most_common()) or "none")
+    )
+    print(f"  re-asks       {reasks} (answers that were not JSON or named no edge of the state)")
+    print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
+    print(f"  refunds match the jobs that reached 'done': {'yes' if match else 'NO'}")
+    return all_terminal and match
 
 
 async def wait_for_actors(rig: RigClient, *, count: int) -> None:

@@ -172,6 +172,13 @@ class RefundAgent(Agent):
     llm = RuleLLM(route)
 
 
+class RefundLLMAgent(RefundAgent):
+    """The same refund agent, for routing through a configured model (see RIG_LLM_CONFIG)."""
+
+    name = "refund-llm"
+    max_reasks = 2
+
+
 class RefundTools(ToolExecutor):
     """The order lookup (no side effects) and the refund (a side effect, at most once)."""
 
