@@ -433,3 +433,30 @@ async def test_the_request_rate_limit_holds_across_agent_processes(rig: Deployme
     assert elapsed >= 13 / 5
     waits = [c for s in stories for e in s if e.type == "decision" for c in e.data["calls"]]
     assert sum(1 for c in waits if c.get("waited_ms")) >= 10  # the journal shows who waited
+
+
+async def test_rig_watch_tokens_shows_the_stream(rig: Deployment) -> None:
+    # 1.5 s per call: the watcher is surely listening by the second and third calls.
+    server = await start_chaos("--main-path", "1", "--latency-p50", "1.5")
+    try:
+        llm_config(rig, server.url, stream=True)
+        await rig.spawn(*CHAIN)
+        await rig.client.submit("chain", {"n": 4}, job_id="watched")
+        watch = await asyncio.create_subprocess_exec(
+            RIG,
+            "watch",
+            "watched",
+            "--tokens",
+            "--json",
+            env=rig.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(watch.communicate(), 60)
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    tokens = "".join(line["text"] for line in lines if line.get("type") == "token")
+    assert watch.returncode == 0 and '"edge": "finish"' in tokens
+    assert lines[-1]["data"]["status"] == "succeeded"
