@@ -22,7 +22,6 @@ from actors._actor import Actor, Delivery, Endpoint, Inbox
 from actors._nats import WRONG_LAST_SEQUENCE, PublishError, kv_subject
 from protocols import (
     AgentInfo,
-    BudgetOverride,
     CancelRequest,
     DeadlineCheck,
     Decision,
@@ -190,9 +189,7 @@ class Supervisor(Actor):
                 )
             job.outbox = []
             self._unpark(job)
-            limits = BudgetOverride.model_validate(
-                request.model_dump(include=set(BudgetOverride.model_fields))
-            )
+            limits = request.limits()
             job.budget = job.budget.override(limits)
             if limits.deadline_s is not None:
                 self._set_deadline(job, time.time() + limits.deadline_s)

@@ -87,6 +87,12 @@ class BudgetOverride(_Api):
     max_visits: int | None = Field(default=None, ge=1)
     max_reasks: int | None = Field(default=None, ge=0, le=10)
 
+    def limits(self) -> BudgetOverride:
+        """Just the limits (a request that carries them has other fields too)."""
+        return BudgetOverride.model_validate(
+            self.model_dump(include=set(BudgetOverride.model_fields))
+        )
+
 
 class SubmitRequest(BudgetOverride):
     """`rig.api.submit`: start a job of `agent` on `input`, with optional budget overrides."""
@@ -96,10 +102,6 @@ class SubmitRequest(BudgetOverride):
     job_id: JobId | None = Field(
         default=None, description="choose the id to make the submit idempotent"
     )
-
-    def limits(self) -> BudgetOverride:
-        fields = set(BudgetOverride.model_fields)
-        return BudgetOverride.model_validate(self.model_dump(include=fields))
 
 
 class SubmitReply(_Wire):
