@@ -19,7 +19,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
-from actors._nats import WRONG_LAST_SEQUENCE, PublishError, kv_subject
+from actors._nats import DUPLICATE_WINDOW_S, WRONG_LAST_SEQUENCE, PublishError, kv_subject
 from protocols import (
     AgentInfo,
     CancelRequest,
@@ -67,6 +67,10 @@ _SNAPSHOT_CACHE_SIZE = 20_000
 # Attempts at a compare-and-set before giving the report back to JetStream.
 _CAS_ATTEMPTS = 5
 _PUBLISH_TIMEOUT_S = 10.0
+# A stale report re-sends the outbox only of a snapshot written this recently: within the
+# streams' duplicate window, so what was already stored is dropped, not stored twice. A
+# writer that died before publishing is found out within the ack wait, well inside it.
+_RESEND_WITHIN_S = DUPLICATE_WINDOW_S - 20.0
 
 
 class Supervisor(Actor):
@@ -292,7 +296,9 @@ class Supervisor(Actor):
 
         `apply` returns None when there is nothing to do (a stale report): the job's
         current outbox is published again instead, in case the last writer died before
-        publishing it. A lost compare-and-set re-reads the job and applies again.
+        publishing it, if it was written recently enough for the streams to drop what
+        was already stored (their duplicate window); `quiet` (a timer) never re-sends.
+        A lost compare-and-set re-reads the job and applies again.
         """
         for attempt in range(_CAS_ATTEMPTS):
             cached = attempt == 0 and job_id in self._snapshots
@@ -308,10 +314,12 @@ class Supervisor(Actor):
                 self._snapshots.pop(job_id, None)
                 continue
             if after is None:
-                if not quiet:
-                    self.stale_reports += 1
-                    self.log.info("report.stale", job_step=snapshot.step)
-                await self._send(snapshot)
+                if quiet:
+                    return snapshot
+                self.stale_reports += 1
+                self.log.info("report.stale", job_step=snapshot.step)
+                if time.time() - snapshot.updated_at < _RESEND_WITHIN_S:
+                    await self._send(snapshot)
                 return snapshot
             after.updated_at = time.time()
             data = encode(after)
@@ -415,7 +423,7 @@ class Supervisor(Actor):
             spent=spent,
             **({"calls": decision.calls} if decision.calls else {}),
         )
-        over = self._over_budget(job)
+        over = self._over_budget(job) if by == "llm" else None  # a person's choice costs nothing
         if over is not None:  # the call spent more than the agent reserved for it
             return self._exhaust(job, graph, *over)
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
