@@ -192,7 +192,8 @@ class ChaosLLM:
         schema = _schema(body.get("response_format"))
         if schema is None:
             return {"role": "assistant", "content": self._chat(body.get("messages", []))}
-        edges = _edges(schema)
+        wrapped = "route" in (schema.get("properties") or {})
+        edges = _edges((schema.get("properties") or {}).get("route") or {} if wrapped else schema)
         if edges:
             if fault == "illegal":
                 value: Any = {"edge": "invented_action", "args": {}}
@@ -200,6 +201,8 @@ class ChaosLLM:
                 name = self._pick([name for name, _ in edges])
                 args = _fill(dict(edges)[name] or {}, context, self.rng)
                 value = {"edge": name, "args": args}
+            if wrapped:
+                value = {"route": value}
         else:
             value = _fill(schema, context, self.rng)
         return {"role": "assistant", "content": json.dumps(value)}

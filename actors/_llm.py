@@ -133,6 +133,8 @@ def parse_answer(text: str, edges: tuple[Edge, ...]) -> Choice:
         answer = json.loads(text)
     except (TypeError, ValueError) as exc:
         raise InvalidAnswer(f"the answer is not JSON ({exc})") from None
+    if isinstance(answer, dict) and isinstance(answer.get("route"), dict):
+        answer = answer["route"]  # the shape of a structured-output answer (route_schema)
     if not isinstance(answer, dict):
         raise InvalidAnswer("the answer must be a JSON object with 'edge' and 'args'")
     edge, args = answer.get("edge"), answer.get("args", {})

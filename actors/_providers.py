@@ -495,19 +495,46 @@ SYSTEM = (
 
 
 def route_schema(prompt: RoutePrompt) -> dict[str, Any]:
-    """A JSON schema that allows exactly one of the state's edges, with its arguments."""
-    branches = []
-    for edge in prompt.edges:
-        args = edge.args or {"type": "object", "properties": {}, "additionalProperties": False}
-        branches.append(
-            {
-                "type": "object",
-                "properties": {"edge": {"type": "string", "const": edge.name}, "args": args},
-                "required": ["edge", "args"],
-                "additionalProperties": False,
-            }
-        )
-    return {"anyOf": branches} if len(branches) > 1 else branches[0]
+    """A JSON schema that allows exactly one of the state's edges, with its arguments.
+
+    The answer is `{"route": {"edge": ..., "args": {...}}}`: OpenAI's strict structured
+    outputs want an object at the root, every property required and no others, so the
+    choice of edge (one branch per edge) sits one level down.
+    """
+    branches = [
+        {
+            "type": "object",
+            "properties": {
+                "edge": {"type": "string", "enum": [edge.name]},
+                "args": strict_schema(edge.args or {"type": "object", "properties": {}}),
+            },
+            "required": ["edge", "args"],
+            "additionalProperties": False,
+        }
+        for edge in prompt.edges
+    ]
+    return {
+        "type": "object",
+        "properties": {"route": {"anyOf": branches}},
+        "required": ["route"],
+        "additionalProperties": False,
+    }
+
+
+def strict_schema(schema: Any) -> Any:
+    """`schema` as strict structured outputs want it: every object closed, all required."""
+    if isinstance(schema, list):
+        return [strict_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict_schema(value) for key, value in schema.items()}
+    if out.get("type") == "object" or "properties" in out:
+        out["type"] = "object"
+        out.setdefault("properties", {})
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+        out.pop("default", None)
+    return out
 
 
 # --- the response cache ------------------------------------------------------------

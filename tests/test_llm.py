@@ -304,7 +304,7 @@ async def test_a_hedged_call_returns_the_fast_answer_and_cancels_the_slow_one() 
         elapsed = time.monotonic() - started
         [hedge] = [call for call in reply.calls if "hedge" in call]
         assert hedge["hedge"] == "second" and hedge["cancelled"] == 1
-        assert json.loads(reply.text)["edge"] in {"next", "give_up"}
+        assert json.loads(reply.text)["route"]["edge"] in {"next", "give_up"}
         assert elapsed < 5.0  # the fast answer, not the 20 s timeout of the hanging one
         stats = await eventually(lambda: _abandoned(server), message="the slow request is cut")
         assert stats["requests"] == 2 and stats["hang"] == 1
@@ -382,7 +382,7 @@ async def test_a_fallback_chain_answers_when_the_first_provider_is_down() -> Non
             ("primary", False, "server_error"),
             ("backup", True, None),
         ]
-        assert json.loads(reply.text)["edge"] in {"finish", "give_up"}
+        assert json.loads(reply.text)["route"]["edge"] in {"finish", "give_up"}
     finally:
         for provider in providers:
             await provider.close()
@@ -460,3 +460,39 @@ async def test_rig_watch_tokens_shows_the_stream(rig: Deployment) -> None:
     tokens = "".join(line["text"] for line in lines if line.get("type") == "token")
     assert watch.returncode == 0 and '"edge": "finish"' in tokens
     assert lines[-1]["data"]["status"] == "succeeded"
+
+
+def test_the_routing_schema_is_what_strict_structured_outputs_accept() -> None:
+    """OpenAI's strict mode: an object at the root, every object closed, all required."""
+    from actors._providers import route_schema
+    from actors.examples.refund import RefundAgent
+
+    state = RefundAgent.graph.states["refunding"]
+    prompt = RoutePrompt(
+        agent="refund",
+        state="refunding",
+        description="",
+        edges=state.edges,
+        context=JobContext(input={}),
+    )
+    schema = route_schema(prompt)
+    assert schema["type"] == "object" and schema["required"] == ["route"]
+
+    def objects(node: Any) -> list[dict[str, Any]]:
+        found = []
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                found.append(node)
+            for value in node.values():
+                found += objects(value)
+        elif isinstance(node, list):
+            for value in node:
+                found += objects(value)
+        return found
+
+    for node in objects(schema):
+        assert node["additionalProperties"] is False
+        assert sorted(node["required"]) == sorted(node["properties"])
+    branches = schema["properties"]["route"]["anyOf"]
+    assert [b["properties"]["edge"]["enum"] for b in branches] == [["refund"], ["escalate"]]
+    assert branches[0]["properties"]["args"]["required"] == ["order_id", "amount"]
