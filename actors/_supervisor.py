@@ -159,10 +159,14 @@ class Supervisor(Actor):
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
         await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
+        snapshot = self._new_snapshot(start)
+        data = encode(snapshot)
         try:
-            await self._write(job_id, encode(self._new_snapshot(start)), last=0)
+            revision = await self._write(job_id, data, last=0)
         except _Conflict:
             pass  # the job exists: a repeated submit with the same job_id, or the handler won
+        else:
+            self._remember(snapshot, data, revision)  # so that the StartJob skips a KV read
         return SubmitReply(job_id=job_id)
 
     async def status(self, request: StatusRequest) -> JobInfo:
