@@ -38,9 +38,11 @@ from protocols import (
     msg_id,
 )
 
-# A step whose every provider failed comes back after this long (then, on its last
-# delivery, takes the safe edge rather than be dead-lettered).
+# A step whose every provider failed comes back later: after 2 s, then twice as long each
+# time up to a minute (about five minutes over the ten deliveries); on its last delivery
+# it takes the safe edge rather than be dead-lettered.
 _OUTAGE_RETRY_S = 2.0
+_OUTAGE_RETRY_MAX_S = 60.0
 
 
 class Agent(Actor):
@@ -247,7 +249,8 @@ class Agent(Actor):
                 calls.extend(exc.calls)
                 if delivery.attempt < self.config.max_deliver - 1:
                     # An outage, not a wrong answer: try the step again later.
-                    raise RetryableError(str(exc), delay=_OUTAGE_RETRY_S) from exc
+                    delay = min(_OUTAGE_RETRY_S * 2 ** (delivery.attempt - 1), _OUTAGE_RETRY_MAX_S)
+                    raise RetryableError(str(exc), delay=delay) from exc
                 problem = f"no provider answered: {exc.last}"
             except TimeoutError:
                 if timeout < self.llm_timeout:  # cut short by the job's deadline
