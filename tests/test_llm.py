@@ -212,8 +212,15 @@ async def test_two_hundred_jobs_through_a_faulty_provider(rig: Deployment) -> No
     # The server saw every call the journal says was made (and perhaps a few more: a step
     # whose every attempt failed is retried later, and only its last try is journaled).
     assert len(calls) <= stats["requests"] <= len(calls) * 1.02
-    # Retries make the outages invisible; only a bad answer re-asked past max_reasks gives up.
-    assert finals["succeeded"] > 190, finals
+    # Retries make the outages invisible; a job gives up only when one step's answer was
+    # bad three times (first try and max_reasks=2): about 1% of steps at these rates.
+    for events in stories:
+        if events[-1].data["status"] == "failed":
+            assert any(
+                e.type == "decision" and e.data["fallback"] and e.data["reasks"] == 2
+                for e in events
+            )
+    assert finals["succeeded"] >= 180, finals
     print(
         f"\nfaulty provider: {dict(finals)}, calls {len(calls)}, errors {dict(errors)}, "
         f"re-asks {reasks}, server {stats}"
