@@ -225,7 +225,7 @@ class Agent(Actor):
             )
 
         for attempt in range(request.max_reasks + 1):
-            exhausted, why = _no_room(request, usage, estimate(self._llm, prompt))
+            exhausted, why = _no_room(request, usage, self._llm, prompt)
             timeout = self.llm_timeout
             if request.deadline is not None:
                 timeout = min(timeout, request.deadline - time.time())
@@ -278,9 +278,12 @@ class Agent(Actor):
 
 
 def _no_room(
-    request: StepRequest, spent: Usage, reserve: Usage
+    request: StepRequest, spent: Usage, llm: LLM, prompt: RoutePrompt
 ) -> tuple[ExhaustedKind | None, str]:
-    """Which budget one more call (`reserve`) would overrun, after `spent` in this step."""
+    """Which budget one more call would overrun, after `spent` in this step."""
+    if request.tokens_left is None and request.cost_left is None:
+        return None, ""  # nothing to reserve from: no estimate (it renders the prompt)
+    reserve = estimate(llm, prompt)
     if request.tokens_left is not None:
         left = request.tokens_left - spent.tokens
         if reserve.tokens > left:

@@ -22,10 +22,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from actors._nats import kv_read, kv_swap
 from protocols import decode_as, encode
 
 OUTAGES = frozenset({"server_error", "timeout", "connection"})
@@ -120,23 +120,12 @@ class Breakers:
         return (await self._read(breaker_key(provider, model)))[0]
 
     async def _read(self, key: str) -> tuple[BreakerState, int]:
-        try:
-            entry = await self._kv.get(key)
-        except (KeyNotFoundError, NotFoundError):
-            return BreakerState(), 0
-        if not entry.value:
-            return BreakerState(), entry.revision or 0
-        return decode_as(BreakerState, entry.value)[0], entry.revision or 0
+        data, revision = await kv_read(self._kv, key)
+        return (decode_as(BreakerState, data)[0] if data else BreakerState()), revision
 
     async def _write(self, key: str, state: BreakerState, revision: int) -> bool:
-        try:
-            if revision == 0:
-                await self._kv.create(key, encode(state))
-            else:
-                await self._kv.update(key, encode(state), last=revision)
-        except KeyWrongLastSequenceError:
-            return False  # another process changed the breaker first: read it again
-        return True
+        # False: another process changed the breaker first; the caller reads it again.
+        return await kv_swap(self._kv, key, encode(state), revision) is not None
 
 
 def breaker_key(provider: str, model: str) -> str:

@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 
 from actors._breaker import breaker_key
+from actors._nats import kv_read, kv_swap
 
 _POLL_S = 0.02  # first wait for a busy slot; doubles up to _POLL_MAX_S
 _POLL_MAX_S = 0.5
@@ -115,40 +116,19 @@ class SharedLimits:
 
     async def _take(self, key: str, lease: float) -> Slot | None:
         value = json.dumps({"owner": self.owner, "expires": time.time() + lease}).encode()
-        try:
-            return Slot(key, await self._kv.create(key, value))
-        except KeyWrongLastSequenceError:
-            pass
-        try:
-            entry = await self._kv.get(key)
-        except (KeyNotFoundError, NotFoundError):
-            return None  # freed meanwhile: the next round takes it
-        held = json.loads(entry.value or b"{}")
-        if held.get("expires", 0) > time.time():
-            return None
-        try:  # the holder's lease ran out (it died mid-call): take the slot over
-            return Slot(key, await self._kv.update(key, value, last=entry.revision))
-        except KeyWrongLastSequenceError:
-            return None
+        revision = await kv_swap(self._kv, key, value, 0)
+        if revision is None:
+            held, last = await kv_read(self._kv, key)
+            if json.loads(held or b"{}").get("expires", 0) > time.time():
+                return None
+            # Freed meanwhile, or the holder's lease ran out (it died mid-call): take it.
+            revision = await kv_swap(self._kv, key, value, last)
+        return Slot(key, revision) if revision is not None else None
 
     async def _bucket(self, key: str, capacity: float) -> tuple[float, float, int]:
-        try:
-            entry = await self._kv.get(key)
-        except (KeyNotFoundError, NotFoundError):
-            return capacity, time.time(), 0
-        data = json.loads(entry.value or b"{}")
-        return (
-            float(data.get("tokens", capacity)),
-            float(data.get("at", time.time())),
-            entry.revision or 0,
-        )
+        data, revision = await kv_read(self._kv, key)
+        state = json.loads(data or b"{}")
+        return float(state.get("tokens", capacity)), float(state.get("at", time.time())), revision
 
     async def _cas(self, key: str, data: dict[str, float], revision: int) -> bool:
-        try:
-            if revision == 0:
-                await self._kv.create(key, json.dumps(data).encode())
-            else:
-                await self._kv.update(key, json.dumps(data).encode(), last=revision)
-        except KeyWrongLastSequenceError:
-            return False
-        return True
+        return await kv_swap(self._kv, key, json.dumps(data).encode(), revision) is not None

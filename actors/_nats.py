@@ -22,7 +22,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from actors._config import RigConfig
@@ -172,6 +177,26 @@ def pull_subject(stream: str, durable: str) -> str:
 
 def headers_of(msg: Any) -> dict[str, str]:
     return dict(msg.headers) if msg.headers else {}
+
+
+async def kv_read(kv: KeyValue, key: str) -> tuple[bytes, int]:
+    """A key's value (b"" when missing or deleted) and revision (0 when never written)."""
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, NotFoundError):
+        return b"", 0
+    return entry.value or b"", entry.revision or 0
+
+
+async def kv_swap(kv: KeyValue, key: str, value: bytes, revision: int) -> int | None:
+    """Compare-and-set: store `value` if the key is still at `revision` (0: not written
+    yet); the new revision, or None when another writer got there first."""
+    try:
+        if revision == 0:
+            return await kv.create(key, value)
+        return await kv.update(key, value, last=revision)
+    except KeyWrongLastSequenceError:
+        return None
 
 
 def kv_subject(bucket: str, key: str) -> str:

@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._breaker import BreakerPolicy, Breakers
 from actors._limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
 from actors._llm import LLMReply, Price, RoutePrompt
+from actors._nats import kv_read
 from protocols import Usage, canonical
 
 TokenSink = Callable[[str], Awaitable[None]]
@@ -555,13 +555,10 @@ class ResponseCache:
         self._kv, self.ttl = kv, ttl
 
     async def get(self, key: str) -> CachedAnswer | None:
-        try:
-            entry = await self._kv.get(key)
-        except (KeyNotFoundError, NotFoundError):
+        value, _revision = await kv_read(self._kv, key)
+        if not value:
             return None
-        if not entry.value:
-            return None
-        data = json.loads(entry.value)
+        data = json.loads(value)
         if data["expires_at"] < time.time():
             return None
         return CachedAnswer(data["text"], data["provider"], data["model"])

@@ -538,10 +538,7 @@ class Supervisor(Actor):
                 f"edge {edge!r} would enter {target!r} a {_nth(visits)} time; "
                 f"max_visits is {limit}",
             )
-        self._event(job, "transition", source=job.state, target=target, edge=edge, reason=reason)
-        job.state = target
-        job.path.append(target)
-        job.visits[target] = visits
+        self._move(job, target, edge=edge, reason=reason)
         state = graph.state(target)
         if state.terminal is not None:
             return self._finish(job, state.terminal)
@@ -560,6 +557,13 @@ class Supervisor(Actor):
             )
         job.step += 1
         return self._next_step(job, graph)
+
+    def _move(self, job: JobSnapshot, target: str, *, edge: str | None, reason: str) -> None:
+        """Put the job in `target`, in the journal, its path and its visit counts."""
+        self._event(job, "transition", source=job.state, target=target, edge=edge, reason=reason)
+        job.state = target
+        job.path.append(target)
+        job.visits[target] = job.visits.get(target, 0) + 1
 
     def _next_step(self, job: JobSnapshot, graph: Graph) -> JobSnapshot:
         over = self._over_budget(job)
@@ -599,9 +603,7 @@ class Supervisor(Actor):
         self, job: JobSnapshot, graph: Graph, kind: ExhaustedKind, message: str
     ) -> JobSnapshot:
         """A budget ran out: go to the agent's fallback state if it has one, else end the job."""
-        status: JobStatusName = {"steps": "step_limit", "deadline": "deadline_exceeded"}.get(
-            kind, "budget_exceeded"
-        )  # type: ignore[assignment]
+        status = _EXHAUSTED_STATUS.get(kind, "budget_exceeded")
         fallback = job.on_exhausted if job.on_exhausted != job.state else None
         self._event(
             job,
@@ -615,10 +617,7 @@ class Supervisor(Actor):
         error = {"code": status, "exhausted": kind, "message": message}
         if fallback is None:
             return self._finish(job, status, error=error)
-        self._event(job, "transition", source=job.state, target=fallback, edge=None, reason=message)
-        job.state = fallback
-        job.path.append(fallback)
-        job.visits[fallback] = job.visits.get(fallback, 0) + 1
+        self._move(job, fallback, edge=None, reason=message)
         state = graph.state(fallback)
         if state.terminal is not None:
             return self._finish(job, state.terminal, error=error)
@@ -822,6 +821,13 @@ class Supervisor(Actor):
 
     async def _graph(self, agent: str) -> Graph:
         return (await self._agent(agent)).graph
+
+
+# The status a job ends with when a budget runs out and it has no fallback state.
+_EXHAUSTED_STATUS: dict[str, JobStatusName] = {
+    "steps": "step_limit",
+    "deadline": "deadline_exceeded",
+}
 
 
 class _Conflict(Exception):

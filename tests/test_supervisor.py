@@ -22,6 +22,12 @@ def refunding_job() -> JobSnapshot:
     )
 
 
+def failed(code: str, message: str) -> ToolResult:
+    """The refund tool's report of a call that failed with `code`."""
+    error = {"code": code, "message": message}
+    return ToolResult(job_id="j1", step=3, tool="issue_refund", key="k", ok=False, error=error)
+
+
 def events(job: JobSnapshot) -> list[Event]:
     return [decode_as(Event, out.data)[0] for out in job.outbox if ".events." in out.subject]
 
@@ -29,15 +35,9 @@ def events(job: JobSnapshot) -> list[Event]:
 def test_an_unknown_effect_parks_the_job_for_a_person() -> None:
     """`effect_unknown` sends the job to waiting_human with the reason, and nothing runs."""
     supervisor = Supervisor(config=RigConfig())
-    result = ToolResult(
-        job_id="j1",
-        step=3,
-        tool="issue_refund",
-        key="k",
-        ok=False,
-        error={"code": "effect_unknown", "message": "died mid-call"},
+    job = supervisor._tool_done(
+        refunding_job(), RefundAgent.graph, failed("effect_unknown", "died mid-call")
     )
-    job = supervisor._tool_done(refunding_job(), RefundAgent.graph, result)
     assert (job.status, job.state, job.phase) == ("waiting_human", "refunding", None)
     assert job.error is not None and job.error["code"] == "effect_unknown"
     [tool_result, status] = events(job)
@@ -48,13 +48,7 @@ def test_an_unknown_effect_parks_the_job_for_a_person() -> None:
 
 def test_an_ordinary_tool_failure_takes_the_fail_edge() -> None:
     supervisor = Supervisor(config=RigConfig())
-    result = ToolResult(
-        job_id="j1",
-        step=3,
-        tool="issue_refund",
-        key="k",
-        ok=False,
-        error={"code": "tool_error", "message": "bank said no"},
+    job = supervisor._tool_done(
+        refunding_job(), RefundAgent.graph, failed("tool_error", "bank said no")
     )
-    job = supervisor._tool_done(refunding_job(), RefundAgent.graph, result)
     assert (job.status, job.state) == ("waiting_human", "human")  # the state's safe edge
