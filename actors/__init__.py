@@ -6,6 +6,7 @@ in your own module and start it with `rig actor run your_module:YourClass`.
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
 from actors._agent import Agent
+from actors._client import RigClient
 from actors._config import RigConfig
 from actors._ledger import Claim, Ledger, LedgerRecord
 from actors._llm import LLM, LLMReply, Price, RoutePrompt, RuleLLM
@@ -25,6 +26,7 @@ __all__ = [
     "Ledger",
     "LedgerRecord",
     "Price",
+    "RigClient",
     "RigConfig",
     "RoutePrompt",
     "RuleLLM",

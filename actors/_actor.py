@@ -48,12 +48,14 @@ log = structlog.get_logger("rig.actor")
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """How a message arrived: its subject, headers, encoding and delivery count."""
+    """How a message arrived: its subject, headers, encoding, delivery count and place in
+    its stream."""
 
     subject: str
     headers: dict[str, str]
     encoding: Encoding
     attempt: int
+    stream_seq: int = 0
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
@@ -71,6 +73,8 @@ class Inbox:
     # None: the config's. Timers, which wait by nak-with-delay, lift both limits.
     max_deliver: int | None = None
     max_ack_pending: int | None = None
+    # None: the work stream. Another stream (the dead letters) is read without removing.
+    stream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +351,7 @@ class Actor:
             max_deliver=-1,
             max_ack_pending=inbox.max_ack_pending or max(1000, self.config.concurrency * 4),
         )
-        await self.js.add_consumer(self.names.work_stream, config=config)
+        await self.js.add_consumer(inbox.stream or self.names.work_stream, config=config)
 
     async def _consume(self, inbox: Inbox) -> None:
         """Pull in batches no larger than the free handler slots, one request at a time.
@@ -375,7 +379,7 @@ class Actor:
 
         reply = self.nc.new_inbox()
         sub = await self.nc.subscribe(reply, cb=on_message)
-        request_subject = pull_subject(self.names.work_stream, inbox.durable)
+        request_subject = pull_subject(inbox.stream or self.names.work_stream, inbox.durable)
         expires_ns = int(self.config.fetch_timeout * 1e9)
         failures = 0
         try:
@@ -443,7 +447,9 @@ class Actor:
             structlog.contextvars.bind_contextvars(
                 job=getattr(message, "job_id", None), step=getattr(message, "step", None)
             )
-            delivery = Delivery(msg.subject, headers, encoding, attempt)
+            delivery = Delivery(
+                msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream
+            )
             await self._run_handler(inbox, msg, message, delivery, headers, attempt)
         except Exception as exc:  # the message stays unacked and is redelivered
             self.log.exception("handler.crashed", error=repr(exc))

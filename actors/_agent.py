@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
+import traceback
+import uuid
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+import nats.errors
 
 from actors._actor import Actor, Delivery, Inbox
 from actors._breaker import Breakers
@@ -20,6 +25,7 @@ from actors._llm import (
     estimate,
     parse_answer,
 )
+from actors._nats import PRESENCE_BEAT_S
 from actors._providers import ModelRouter, ProvidersFailed, ResponseCache, load_llm_config
 from protocols import (
     DEFAULT_MAX_STEPS,
@@ -36,6 +42,7 @@ from protocols import (
     check_token,
     encode,
     msg_id,
+    presence_key,
 )
 
 # A step whose every provider failed comes back later: after 2 s, then twice as long each
@@ -71,11 +78,19 @@ class Agent(Actor):
     An answer that is not an edge of the state is re-asked `max_reasks` times with the
     error; then the state's safe edge is taken and the decision is marked `fallback`.
     `llm_timeout` bounds each LLM call, and so does the job's deadline; a call that
-    raises `RetryableError` naks the step for a later retry, any other exception counts
-    as an invalid answer.
+    raises `RetryableError` naks the step for a later retry (so does an outage of every
+    configured provider).
 
-    Budgets: `max_steps`, `max_tokens`, `max_cost`, `deadline_s`, `max_visits` and
-    `max_reasks` are the defaults of each job (a submission may override them). Before
+    A bug in the agent's own code (its routing function, its LLM class) is not a bad
+    answer: the traceback goes to the log at error level, the decision carries
+    `code_error` (type and message), and the job goes to a person rather than down the
+    safe edge as if a model had answered badly.
+
+    While it runs, each process refreshes its presence in `RIG_PRESENCE`, which is how
+    `rig agents` and the supervisor tell a live agent from a registration left behind.
+
+    Budgets: `max_steps`, `max_tokens`, `max_cost`, `deadline_s`, `max_visits`,
+    `max_reasks` and `stall_s` are the defaults of each job (a submission may override them). Before
     each LLM call the agent reserves what the call may spend (`estimate` in
     `actors._llm`) from what the job has left; a call that does not fit is not made,
     and the job takes `on_exhausted` (a human or terminal state), or ends
@@ -93,6 +108,11 @@ class Agent(Actor):
     max_visits: ClassVar[int | None] = None
     max_reasks: ClassVar[int] = 1
     on_exhausted: ClassVar[str | None] = None
+    # A running job with no progress for this long is handed to a person: long enough for
+    # an LLM step's outage retries (about five minutes) and a tool's lease.
+    stall_s: ClassVar[float | None] = 900.0
+    # What a stalled job, or one whose message was dead-lettered, does: "human" or "fail".
+    on_stuck: ClassVar[Literal["human", "fail"]] = "human"
     max_output_tokens: ClassVar[int] = DEFAULT_MAX_OUTPUT_TOKENS
     llm_timeout: ClassVar[float] = 60.0
 
@@ -125,6 +145,7 @@ class Agent(Actor):
             deadline_s=cls.deadline_s,
             max_visits=cls.max_visits,
             max_reasks=cls.max_reasks,
+            stall_s=cls.stall_s,
         )
 
     def info(self) -> AgentInfo:
@@ -135,6 +156,7 @@ class Agent(Actor):
             example_input=self.example_input,
             budget=self.budget(),
             on_exhausted=self.on_exhausted,
+            on_stuck=self.on_stuck,
         )
 
     def create_llm(self) -> LLM:
@@ -178,6 +200,31 @@ class Agent(Actor):
         self._llm = self.create_llm()
         agents = await self.js.key_value(self.names.agents_bucket)
         await agents.put(self.name, encode(self.info()))
+        self._presence = await self.js.key_value(self.names.presence_bucket)
+        self._instance = uuid.uuid4().hex[:12]
+        await self._beat()
+        self._heart = asyncio.create_task(self._heartbeat())
+
+    async def on_stop(self) -> None:
+        self._heart.cancel()
+        with contextlib.suppress(BaseException):
+            await self._heart
+        with contextlib.suppress(Exception):
+            await self._presence.delete(presence_key(self.name, self._instance))
+
+    async def _beat(self) -> None:
+        """Say this process is alive: its own key, and the agent's (any instance's)."""
+        seen = encode({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
+        await self._presence.put(presence_key(self.name, self._instance), seen)
+        await self._presence.put(presence_key(self.name), seen)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_BEAT_S)
+            try:
+                await self._beat()
+            except Exception as exc:  # the server is away: the next beat tries again
+                self.log.warning("presence.failed", error=repr(exc))
 
     def inboxes(self) -> list[Inbox]:
         return [
@@ -260,8 +307,24 @@ class Agent(Actor):
                 problem = f"the LLM did not answer within llm_timeout ({self.llm_timeout} s)"
             except InvalidAnswer as exc:
                 problem = str(exc)
-            except Exception as exc:  # a broken model call is an answer we cannot use
-                problem = f"the LLM call failed: {exc!r}"
+            except (nats.errors.Error, ConnectionError) as exc:  # shared limits, breakers
+                raise RetryableError(f"NATS failed during the LLM call: {exc!r}") from exc
+            except Exception as exc:
+                # Code raised, not a model: the routing function, the LLM class. Re-asking
+                # cannot fix a bug, and the safe edge would hide it as a bad answer.
+                self.log.error(
+                    "agent.code_error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    state=request.state,
+                    exc_info=exc,
+                )
+                code_error = {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "where": _where(exc),
+                }
+                decision = report(edge="", reasks=attempt, code_error=code_error)
+                break
             else:
                 decision = report(edge=edge, args=args, reasks=attempt)
                 break
@@ -275,6 +338,15 @@ class Agent(Actor):
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")
         )
+
+
+def _where(exc: BaseException) -> str:
+    """`file:line in function` of the innermost frame of a traceback, for the journal."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
 
 
 def _no_room(

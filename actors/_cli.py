@@ -1,7 +1,9 @@
 """The `rig` command line.
 
 Exit codes: 0 success; 1 the job ended in a status other than `succeeded`;
-2 a usage or connection error, an unknown job or agent, a bad input.
+2 a usage or connection error, an unknown job or agent, a bad input; 3 the job waits
+for a person (`submit --wait`, `watch`). A closed pipe (`rig watch JOB | head`) ends
+the command quietly. No user mistake prints a traceback; `--debug` shows one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -16,14 +19,24 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from actors._client import RigClient
 from actors._config import DEFAULT_NATS_URL, RigConfig
 from actors._loop import run_async
-from protocols import Event, JobInfo, RigError, UnknownAgentError
+from protocols import (
+    Event,
+    JobInfo,
+    JobStatusName,
+    RigError,
+    SchemaError,
+    UnknownAgentError,
+    loads,
+)
 
-EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR, EXIT_WAITING = 0, 1, 2, 3
+# What a shell reports for a program a closed pipe stopped (128 + SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
 _ENV_HELP = f"""
 environment:
@@ -44,13 +57,31 @@ def main(argv: list[str] | None = None) -> None:
         code = args.run(args)
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`rig watch JOB | head`): nothing more to say, to anyone.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
     except RigError as exc:
         _error(args, exc.to_dict())
         code = EXIT_ERROR
     except TimeoutError as exc:
-        _error(args, {"code": "timeout", "message": str(exc)})
+        _error(args, {"code": "timeout", "message": str(exc) or "timed out"})
+        code = EXIT_ERROR
+    except Exception as exc:  # a bug of ours, not the user's: say so in one line
+        if args.debug:
+            raise
+        message = f"{type(exc).__name__}: {exc} (a bug in rig; --debug shows the traceback)"
+        _error(args, {"code": "internal_error", "message": message})
         code = EXIT_ERROR
     raise SystemExit(code)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("rig")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,9 +91,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"rig {_version()}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (for bug reports)"
+    )
     verbs = parser.add_subparsers(title="commands", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    # Also after the verb; SUPPRESS keeps a --debug given before it.
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
 
     up = verbs.add_parser(
         "up",
@@ -81,12 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--port",
         type=int,
-        help="client port of the started nats-server (default: nats.conf's, 4222)",
+        help="client port of the started nats-server (default: nats.conf's, 4222; 0: a free one)",
     )
     up.add_argument(
         "--monitor-port",
         type=int,
-        help="monitoring port of the started server (default: nats.conf's, 8222)",
+        help="monitoring port of the started server (default: nats.conf's, 8222; 0: a free one)",
     )
     up.set_defaults(run=_up)
 
@@ -128,16 +167,37 @@ def _parser() -> argparse.ArgumentParser:
         "--max-visits", type=int, metavar="N", help="times the job may enter any one state"
     )
     limits.add_argument("--max-reasks", type=int, metavar="N", help="LLM re-asks per step")
+    limits.add_argument(
+        "--stall",
+        metavar="DURATION",
+        help="tell a person when the job makes no progress for this long (default: the "
+        "agent's stall_s, 15m)",
+    )
 
-    submit = verbs.add_parser("submit", parents=[common, budget], help="start a job")
+    submit = verbs.add_parser(
+        "submit",
+        parents=[common, budget],
+        help="start a job",
+        description="Start a job of AGENT; answers once the job is stored. A job for an "
+        "agent with no live instance is accepted with a warning: it runs when one starts.",
+    )
     submit.add_argument("agent", help="agent name (see `rig agents`)")
-    submit.add_argument("--input", required=True, help="the job's input, a JSON object")
-    submit.add_argument("--job-id", help="choose the job id (makes the submit idempotent)")
+    submit.add_argument(
+        "--input",
+        required=True,
+        metavar="JSON|@FILE|-",
+        help="the job's input, a JSON object: inline, @FILE to read a file, - for stdin",
+    )
+    submit.add_argument(
+        "--job-id",
+        help="choose the job id (letters, digits, _ and -): the same request again is the "
+        "same job; another request under the same id is a job_conflict error",
+    )
     submit.add_argument(
         "--wait",
         action="store_true",
         help="wait until the job is terminal or waiting for a human, then print "
-        "its status (exit 0 only if it succeeded)",
+        "its status (exit 0 succeeded, 1 another ending, 3 waiting for a person)",
     )
     submit.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS")
     submit.set_defaults(run=_submit)
@@ -151,10 +211,16 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="print a job's events until it ends",
         description="Print the job's journal from the start, then its events as they "
-        "happen; exit when the job is terminal: 0 if it succeeded, 1 otherwise.",
+        "happen; exit when the job is terminal (0 if it succeeded, 1 otherwise) or when it "
+        "waits for a person (3, with what to do), unless --follow.",
     )
     watch.add_argument("job_id", metavar="JOB")
     watch.add_argument("--timeout", type=float, help="give up after SECONDS (exit 2)")
+    watch.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep watching while the job waits for a person, until it is terminal",
+    )
     watch.add_argument(
         "--tokens",
         action="store_true",
@@ -182,7 +248,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     resolve.add_argument("job_id", metavar="JOB")
     resolve.add_argument("--edge", required=True, help="the edge to take")
-    resolve.add_argument("--args", default="{}", help="the edge's arguments, a JSON object")
+    resolve.add_argument(
+        "--args",
+        default="{}",
+        metavar="JSON|@FILE|-",
+        help="the edge's arguments, a JSON object (inline, @FILE or - for stdin)",
+    )
     resolve.add_argument("--note", default="", help="why, for the journal")
     resolve.add_argument("--by", default=os.environ.get("USER", ""), help="who (default $USER)")
     resolve.set_defaults(run=_resolve)
@@ -197,6 +268,33 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id", metavar="JOB")
     cancel.add_argument("--reason", default="", help="why, for the journal")
     cancel.set_defaults(run=_cancel)
+
+    jobs = verbs.add_parser(
+        "jobs",
+        parents=[common],
+        help="list jobs, newest first",
+        description="The jobs of this deployment, newest first, from their snapshots.",
+    )
+    jobs.add_argument("--agent", help="only this agent's jobs")
+    jobs.add_argument(
+        "--status",
+        choices=[*get_args(JobStatusName), "active"],
+        help="only jobs in this status (active: not terminal)",
+    )
+    jobs.add_argument("--limit", type=int, default=20, help="at most N jobs (default 20)")
+    jobs.set_defaults(run=_jobs)
+
+    logs = verbs.add_parser(
+        "logs",
+        parents=[common],
+        help="the actors' log lines about one job",
+        description="Every line of the actors' logs that concerns JOB, in time order, from "
+        "the log files `rig up` writes under $RIG_HOME/logs (or --dir). Actors started "
+        "by hand log to their own stderr; set RIG_LOG_FILE for them to write a file too.",
+    )
+    logs.add_argument("job_id", metavar="JOB")
+    logs.add_argument("--dir", type=Path, help="the log folder (default: $RIG_HOME/logs)")
+    logs.set_defaults(run=_logs)
 
     graph = verbs.add_parser(
         "graph",
@@ -370,6 +468,8 @@ def _submit(args: argparse.Namespace) -> int:
 
     async def go(rig: RigClient) -> Any:
         reply = await rig.submit(args.agent, job_input, job_id=args.job_id, **_limits(args))
+        if reply.warning and not args.json:
+            print(f"rig: warning: {reply.warning}", file=sys.stderr, flush=True)
         if not args.wait:
             return reply
         return await rig.wait(reply.job_id, timeout=args.timeout)
@@ -377,12 +477,18 @@ def _submit(args: argparse.Namespace) -> int:
     result = _with_client(go)
     if isinstance(result, JobInfo):
         _show_status(result, args.json)
-        return EXIT_OK if result.status == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+        return _exit_for(result.status)
     if args.json:
         _print_json(result.model_dump(mode="json"))
     else:
         print(f"accepted job {result.job_id}  (rig watch {result.job_id})")
     return EXIT_OK
+
+
+def _exit_for(status: str) -> int:
+    if status == "succeeded":
+        return EXIT_OK
+    return EXIT_WAITING if status == "waiting_human" else EXIT_JOB_NOT_SUCCEEDED
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -409,7 +515,8 @@ def _watch(args: argparse.Namespace) -> int:
 
         if args.tokens:
             await rig.nc.subscribe(rig.names.tokens(args.job_id), cb=on_token)
-        async for event in rig.events(args.job_id, timeout=args.timeout):
+        parked = not args.follow
+        async for event in rig.events(args.job_id, timeout=args.timeout, until_parked=parked):
             if streaming:
                 print()
                 streaming = False
@@ -419,10 +526,18 @@ def _watch(args: argparse.Namespace) -> int:
                 print(_describe(event), flush=True)
             if event.type == "status":
                 final = str(event.data.get("status"))
+        if final == "waiting_human" and not args.json:
+            edges = event.data.get("edges") or []
+            print(
+                f"rig: job {args.job_id} waits for a person: `rig inbox` shows why; "
+                f"`rig resolve {args.job_id} --edge {'|'.join(edges) or 'EDGE'}` or "
+                f"`rig cancel {args.job_id}` moves it (`rig watch --follow` keeps watching)",
+                file=sys.stderr,
+            )
         return final
 
     final = _with_client(go)
-    return EXIT_OK if final == "succeeded" else EXIT_JOB_NOT_SUCCEEDED
+    return _exit_for(final)
 
 
 def _inbox(args: argparse.Namespace) -> int:
@@ -435,6 +550,7 @@ def _inbox(args: argparse.Namespace) -> int:
         waited = _ago(job.since)
         print(f"{job.job_id}  {job.agent}  state {job.state}  step {job.step}  waiting {waited}")
         print(f"    reason: {job.reason}")
+        print(f"    input:  {json.dumps(job.input)}")
         print(f"    edges:  {', '.join(job.edges) or '(none: rig cancel it)'}")
     return EXIT_OK
 
@@ -453,6 +569,61 @@ def _resolve(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     info = _with_client(lambda rig: rig.cancel(args.job_id, reason=args.reason))
     _show_status(info, args.json)
+    return EXIT_OK
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise _usage("--limit must be at least 1")
+    infos = _with_client(
+        lambda rig: rig.jobs(agent=args.agent, status=args.status, limit=args.limit)
+    )
+    if args.json:
+        _print_json([info.model_dump(mode="json") for info in infos])
+        return EXIT_OK
+    if not infos:
+        print("no jobs" + (" match" if args.agent or args.status else " yet"))
+    for info in infos:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at))
+        print(
+            f"{info.job_id:<32}  {info.agent:<12}  {info.status:<17}  "
+            f"{info.state or '-':<12}  steps {info.steps:<3}  {created}"
+        )
+    return EXIT_OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from actors._logfiles import job_lines
+
+    folder = args.dir or RigConfig.from_env().home / "logs"
+    files = sorted(folder.glob("*.log")) if folder.is_dir() else []
+    if not files:
+        print(
+            f"rig: no log files under {folder}: actors started by `rig up` write them there; "
+            "actors started by hand log to their own stderr (set RIG_LOG_FILE=PATH for a file)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    lines = job_lines(files, args.job_id)
+    if not lines:
+        print(
+            f"rig: no line of {len(files)} log file(s) under {folder} mentions job {args.job_id}",
+            file=sys.stderr,
+        )
+    for source, entry in lines:
+        if args.json:
+            _print_json({"file": source, **entry})
+            continue
+        extra = {
+            k: v
+            for k, v in entry.items()
+            if k not in ("timestamp", "level", "event", "job", "actor")
+        }
+        fields = " ".join(
+            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items()
+        )
+        when, level, event = entry.get("timestamp", ""), entry.get("level", ""), entry.get("event")
+        print(f"{when}  {source:<28} {level:<7} {event}  {fields}".rstrip())
     return EXIT_OK
 
 
@@ -564,17 +735,39 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
         "deadline_s": parse_duration(args.deadline) if args.deadline else None,
         "max_visits": args.max_visits,
         "max_reasks": args.max_reasks,
+        "stall_s": parse_duration(args.stall) if args.stall else None,
     }
     return {name: value for name, value in limits.items() if value is not None}
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
+    """A JSON object given inline, as `@FILE`, or as `-` (stdin). Validation of what it
+    holds (finite numbers, depth) is the request's, the same for every client."""
+    if text == "-":
+        raw = sys.stdin.buffer.read()
+        source = f"{option} (stdin)"
+    elif text.startswith("@"):
+        try:
+            raw = Path(text[1:]).read_bytes()
+        except OSError as exc:
+            raise _usage(f"{option}: cannot read {text[1:]!r}: {exc.strerror or exc}") from None
+        source = f"{option} ({text[1:]})"
+    else:
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            raise _usage(f"{option} is not valid UTF-8 text") from None
+        source = option
     try:
-        value = json.loads(text)
+        value = loads(raw.decode())
+    except UnicodeDecodeError:
+        raise _usage(f"{source} is not valid UTF-8 text") from None
+    except RecursionError:
+        raise SchemaError(f"{source} nests too deep") from None
     except ValueError as exc:
-        raise _usage(f"{option} is not JSON: {exc}") from None
+        raise _usage(f"{source} is not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise _usage(f"{option} must be a JSON object")
+        raise _usage(f"{source} must be a JSON object")
     return value
 
 
@@ -638,14 +831,15 @@ def _ledger_prune(args: argparse.Namespace) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds."""
+    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; positive and finite."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     try:
-        if text[-1:] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
     except ValueError:
-        raise _usage(f"{text!r} is not a duration (e.g. 30d, 12h, 90m, 45s)") from None
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise _usage(f"{text!r} is not a duration (e.g. 30d, 12h, 90m, 45s)")
+    return seconds
 
 
 # --- helpers -------------------------------------------------------------------
@@ -692,6 +886,9 @@ def _show_status(info: JobInfo, as_json: bool) -> None:
     print(f"state   {info.state}   steps {info.steps}/{info.max_steps}")
     print(f"path    {' -> '.join(info.path)}")
     print(f"spent   {_spent(info)}")
+    if info.waiting is not None:
+        print(f"waiting {info.waiting.kind}: {info.waiting.reason}")
+        print(f"edges   {', '.join(info.waiting.edges) or '(none: rig cancel it)'}")
     if info.result is not None:
         print(f"result  {json.dumps(info.result)}")
     if info.error is not None:
@@ -716,8 +913,15 @@ def _spent(info: JobInfo) -> str:
 
 def _describe(event: Event) -> str:
     data = event.data
-    head = f"#{event.seq:<3} step {event.step:<2} {event.type:<11}"
+    clock = time.strftime("%H:%M:%S", time.localtime(event.ts)) + f".{int(event.ts % 1 * 1000):03d}"
+    head = f"{clock} #{event.seq:<3} step {event.step:<2} {event.type:<11}"
     match event.type:
+        case "decision" if data.get("code_error"):
+            error = data["code_error"]
+            return (
+                f"{head} {data.get('state')}: the agent's code raised {error.get('type')}: "
+                f"{error.get('message')} ({error.get('where')})"
+            )
         case "decision" if data.get("exhausted"):
             kind = data.get("exhausted")
             return f"{head} {data.get('state')}: no LLM call, the {kind} budget cannot pay for it"
@@ -757,6 +961,8 @@ def _describe(event: Event) -> str:
         case "resolved":
             note = f": {data['note']}" if data.get("note") else ""
             return f"{head} {data.get('by') or 'a person'} took {data.get('edge')}{note}"
+        case "resumed":
+            return f"{head} resumed in {data.get('state')}: the late {data.get('by')} arrived"
         case "status" if data.get("status") == "waiting_human":
             return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":

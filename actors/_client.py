@@ -3,6 +3,10 @@
 async with await RigClient.connect() as rig:
     job = await rig.submit("refund", {"order_id": "A-1001", "amount": 25})
     info = await rig.wait(job.job_id, timeout=60)
+
+Every method raises Rig's typed errors (`protocols.RigError` and its subclasses): a bad
+argument is a `SchemaError` or `InvalidNameError` before anything is sent, by the same
+validation the supervisor applies to a request from any other client.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from protocols import (
     InboxReply,
     InboxRequest,
     JobInfo,
+    JobSnapshot,
     PayloadTooLargeError,
     ResolveRequest,
     RigConnectionError,
@@ -40,10 +45,12 @@ from protocols import (
     StatusRequest,
     SubmitReply,
     SubmitRequest,
+    check_token,
     decode,
     decode_as,
     encode,
     error_from_dict,
+    validate,
 )
 
 R = TypeVar("R", bound=BaseModel)
@@ -54,7 +61,14 @@ SETTLED_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
 
 
 class RigClient:
-    """A connection to a Rig deployment, for programs and the `rig` CLI."""
+    """A connection to a Rig deployment, for programs and the `rig` CLI.
+
+    Requests go to `rig.api.*` (answered by any supervisor); the journal is read from the
+    `RIG_EVENTS` stream, dead letters from `RIG_DLQ`, agents from `RIG_AGENTS`. Errors
+    are typed: `UnknownJobError`, `UnknownAgentError`, `JobStateError`,
+    `JobConflictError`, `SchemaError` (a bad argument), `RigConnectionError` (no server,
+    or no supervisor answers).
+    """
 
     def __init__(self, nc: Client, config: RigConfig, *, request_timeout: float = 10.0) -> None:
         self.nc = nc
@@ -96,11 +110,13 @@ class RigClient:
         `limits` override the agent's budget: `max_steps`, `max_tokens`, `max_cost`,
         `deadline_s`, `max_visits`, `max_reasks`.
         """
-        request = SubmitRequest(agent=agent, input=input, job_id=job_id, **limits)
+        fields = {"agent": agent, "input": input, "job_id": job_id, **limits}
+        request = validate(SubmitRequest, fields)
         return await self._request(self.names.api_submit, request, SubmitReply)
 
     async def status(self, job_id: str) -> JobInfo:
-        return await self._request(self.names.api_status, StatusRequest(job_id=job_id), JobInfo)
+        request = validate(StatusRequest, {"job_id": job_id})
+        return await self._request(self.names.api_status, request, JobInfo)
 
     async def resolve(
         self,
@@ -113,20 +129,65 @@ class RigClient:
         **limits: Any,
     ) -> JobInfo:
         """Take `edge` for a job waiting for a human; `limits` may extend its budget."""
-        request = ResolveRequest(
-            job_id=job_id, edge=edge, args=args or {}, note=note, by=by, **limits
-        )
+        fields = {"job_id": job_id, "edge": edge, "args": args or {}, "note": note, "by": by}
+        request = validate(ResolveRequest, {**fields, **limits})
         return await self._request(self.names.api_resolve, request, JobInfo)
 
     async def cancel(self, job_id: str, *, reason: str = "") -> JobInfo:
         """End a job that is not terminal as `cancelled`."""
-        request = CancelRequest(job_id=job_id, reason=reason)
+        request = validate(CancelRequest, {"job_id": job_id, "reason": reason})
         return await self._request(self.names.api_cancel, request, JobInfo)
 
     async def inbox(self, agent: str | None = None) -> list[Escalation]:
         """The jobs waiting for a person, oldest first."""
-        reply = await self._request(self.names.api_inbox, InboxRequest(agent=agent), InboxReply)
+        request = validate(InboxRequest, {"agent": agent})
+        reply = await self._request(self.names.api_inbox, request, InboxReply)
         return reply.jobs
+
+    async def jobs(
+        self, *, agent: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[JobInfo]:
+        """Jobs, newest first: of `agent` only, in `status` only (`active`: not terminal).
+
+        Reads the latest snapshot of every job from `RIG_JOBS` in one pass, so its cost
+        grows with the number of jobs kept.
+        """
+        if agent is not None:
+            check_token(agent, what="agent name")
+        await ensure_topology(self.js, self.names)
+        bucket = f"KV_{self.names.jobs_bucket}"
+        info = await self.js.stream_info(bucket)
+        if info.state.messages == 0:
+            return []
+        sub = await self.js.subscribe(
+            f"$KV.{self.names.jobs_bucket}.>",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        )
+        found: list[JobInfo] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=self.request_timeout)
+                if msg.data:
+                    job = decode_as(JobSnapshot, msg.data)[0]
+                    wanted = (
+                        status is None
+                        or job.status == status
+                        or (status == "active" and not job.terminal)
+                    )
+                    if wanted and (agent is None or job.agent == agent):
+                        found.append(job.info())
+                if msg.metadata.num_pending == 0:
+                    break
+        except nats.errors.TimeoutError:
+            raise RigConnectionError(
+                f"reading the jobs of {self.names.jobs_bucket} stalled", subject=bucket
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        found.sort(key=lambda job: job.created_at, reverse=True)
+        return found[:limit]
 
     async def dead_letters(self, *, limit: int = 100) -> list[tuple[int, DeadLetter]]:
         """The newest `limit` dead letters, oldest first, with their id (the DLQ sequence)."""
@@ -178,15 +239,20 @@ class RigClient:
                     infos.append(decode_as(AgentInfo, entry.value)[0])
         return infos
 
-    async def events(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[Event]:
-        """The job's journal from its first event; stops after the terminal status event.
+    async def events(
+        self, job_id: str, *, timeout: float | None = None, until_parked: bool = False
+    ) -> AsyncIterator[Event]:
+        """The job's journal from its first event; stops after the terminal status event,
+        or, with `until_parked`, after a `waiting_human` status event that is the newest
+        event of the journal (a job parked now, not one a person resolved since).
 
-        Raises `TimeoutError` if `timeout` seconds pass before the job ends.
+        Raises `TimeoutError` if `timeout` seconds pass before then.
         """
+        subject = self.names.events(job_id)  # InvalidNameError for an impossible job id
         await ensure_topology(self.js, self.names)
         deadline = None if timeout is None else time.monotonic() + timeout
         sub = await self.js.subscribe(
-            self.names.events(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
         try:
             while True:
@@ -199,7 +265,12 @@ class RigClient:
                     continue
                 event, _ = decode_as(Event, msg.data)
                 yield event
-                if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
+                if event.type != "status":
+                    continue
+                if event.data.get("status") in TERMINAL_STATUSES:
+                    return
+                parked = event.data.get("status") == "waiting_human"
+                if until_parked and parked and msg.metadata.num_pending == 0:
                     return
         finally:
             with contextlib.suppress(Exception):
@@ -208,9 +279,8 @@ class RigClient:
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
         """Wait until the job is terminal or waiting for a human; return its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        async for event in self.events(job_id, timeout=timeout):
-            if event.type == "status" and event.data.get("status") in SETTLED_STATUSES:
-                break
+        async for _event in self.events(job_id, timeout=timeout, until_parked=True):
+            pass
         info = await self.status(job_id)
         # The journal can run ahead of the snapshot only within one transition.
         while info.status not in SETTLED_STATUSES:

@@ -7,6 +7,8 @@
 | `RIG_HOME`        | `./.rig`                  | local data: the ledger file, `rig up`'s server  |
 | `RIG_ACK_WAIT`    | `30`                      | seconds until an unacked message is redelivered |
 | `RIG_CONCURRENCY` | `64`                      | handlers one actor process runs at once         |
+| `RIG_MAX_DELIVER` | `10`                      | deliveries of a failing message before it is    |
+|                   |                           | dead-lettered (its job then goes to a person)   |
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class RigConfig:
             home=Path(os.environ.get("RIG_HOME") or ".rig"),
             ack_wait=_env_float("RIG_ACK_WAIT", 30.0),
             concurrency=int(_env_float("RIG_CONCURRENCY", 64)),
+            max_deliver=max(2, int(_env_float("RIG_MAX_DELIVER", 10))),
             llm_config=Path(os.environ["RIG_LLM_CONFIG"])
             if os.environ.get("RIG_LLM_CONFIG")
             else None,

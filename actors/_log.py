@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -16,7 +17,8 @@ _configured = False
 
 
 def configure_logging(*, level: str | None = None, fmt: str | None = None) -> None:
-    """Configure structlog for this process (idempotent). `RIG_LOG_LEVEL`, `RIG_LOG_FORMAT`."""
+    """Configure structlog for this process (idempotent). `RIG_LOG_LEVEL`, `RIG_LOG_FORMAT`,
+    and `RIG_LOG_FILE`: a file that also gets every line, as JSON (for `rig logs`)."""
     global _configured
     if _configured:
         return
@@ -26,12 +28,18 @@ def configure_logging(*, level: str | None = None, fmt: str | None = None) -> No
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
+    to_file: list[structlog.typing.Processor] = []
+    if os.environ.get("RIG_LOG_FILE"):
+        from actors._logfiles import JsonFileWriter
+
+        to_file.append(JsonFileWriter(Path(os.environ["RIG_LOG_FILE"])))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *to_file,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

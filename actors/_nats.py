@@ -41,6 +41,10 @@ log = structlog.get_logger("rig.nats")
 DUPLICATE_WINDOW_S = 120.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+# A live agent refreshes its presence every PRESENCE_BEAT_S; a key not refreshed within
+# PRESENCE_TTL_S expires, so a killed process stops counting as live within that time.
+PRESENCE_BEAT_S = 5.0
+PRESENCE_TTL_S = 15.0
 
 
 async def connect(config: RigConfig, *, name: str, log_events: bool = True) -> Client:
@@ -155,15 +159,27 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
     ):
         await _ensure_bucket(js, bucket, description)
+    await _ensure_bucket(
+        js,
+        names.presence_bucket,
+        "Rig live agent instances (expire unless refreshed)",
+        ttl=PRESENCE_TTL_S,
+    )
 
 
-async def _ensure_bucket(js: JetStreamContext, bucket: str, description: str) -> KeyValue:
+async def _ensure_bucket(
+    js: JetStreamContext, bucket: str, description: str, *, ttl: float | None = None
+) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         kv = await js.create_key_value(
             KeyValueConfig(
-                bucket=bucket, description=description, history=1, storage=StorageType.FILE
+                bucket=bucket,
+                description=description,
+                history=1,
+                storage=StorageType.FILE,
+                ttl=ttl,
             )
         )
         log.info("bucket.created", bucket=bucket)

@@ -9,6 +9,7 @@ compare-and-set, then publishes what the transition produced (events, next comma
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections import OrderedDict
@@ -19,20 +20,30 @@ from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
-from actors._nats import DUPLICATE_WINDOW_S, WRONG_LAST_SEQUENCE, PublishError, kv_subject
+from actors._nats import (
+    DUPLICATE_WINDOW_S,
+    PRESENCE_TTL_S,
+    WRONG_LAST_SEQUENCE,
+    PublishError,
+    kv_subject,
+)
 from protocols import (
     AgentInfo,
     CancelRequest,
+    DeadLetter,
     DeadlineCheck,
     Decision,
+    DecodeError,
     Edge,
     Escalation,
+    EscalationKind,
     Event,
     ExhaustedKind,
     Graph,
     Header,
     InboxReply,
     InboxRequest,
+    JobConflictError,
     JobContext,
     JobInfo,
     JobSnapshot,
@@ -43,25 +54,31 @@ from protocols import (
     PayloadTooLargeError,
     ResolveRequest,
     RetryableError,
+    StallCheck,
     StartJob,
     StatusRequest,
     StepRequest,
     SubmitReply,
     SubmitRequest,
     SupervisorMessage,
+    TimerMessage,
     ToolCall,
     ToolResult,
     UnknownAgentError,
     UnknownJobError,
     Verdict,
     VerifyRequest,
+    canonical,
+    decode,
     decode_as,
     encode,
     msg_id,
+    presence_key,
 )
 
-# How long the supervisor trusts its copy of an agent's registry entry.
+# How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
 _AGENT_CACHE_S = 5.0
+_LIVE_CACHE_S = 2.0
 # Snapshots of running jobs kept in memory (about 2 KB each).
 _SNAPSHOT_CACHE_SIZE = 20_000
 # Attempts at a compare-and-set before giving the report back to JetStream.
@@ -79,8 +96,10 @@ class Supervisor(Actor):
     Consumes: `rig.work.supervisor` (durable `supervisor`): `StartJob`, `Decision`,
     `ToolResult`, `Verdict` (which carries the tool's result when the executor sent the
     result straight to the verifier: two transitions per step, not three); and
-    `rig.work.timer` (durable `supervisor-timer`): `DeadlineCheck`, held back by
-    nak-with-delay until the job's deadline.
+    `rig.work.timer` (durable `supervisor-timer`): `DeadlineCheck` and `StallCheck`,
+    held back by nak-with-delay until due; and every dead letter, `rig.dlq.>` of
+    stream `RIG_DLQ` (durable `supervisor-dlq`), so that a job whose message could
+    not be handled is handed to a person (or failed, by the agent's `on_stuck`).
     Publishes: `rig.work.agent.<agent>` (`StepRequest`), `rig.work.tool.<tool>`
     (`ToolCall`), `rig.work.verify.<verifier>` (`VerifyRequest`), the journal on
     `rig.events.<job_id>`, escalations on `rig.escalations` and in `RIG_INBOX`.
@@ -98,7 +117,9 @@ class Supervisor(Actor):
         self._jobs: KeyValue = await self.js.key_value(self.names.jobs_bucket)
         self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
         self._inbox: KeyValue = await self.js.key_value(self.names.inbox_bucket)
+        self._presence: KeyValue = await self.js.key_value(self.names.presence_bucket)
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
+        self._live_cache: dict[str, tuple[float, bool]] = {}
         self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self.stale_reports = 0
 
@@ -122,11 +143,18 @@ class Supervisor(Actor):
             Inbox(
                 durable=self.names.timer_durable,
                 subject=self.names.timer,
-                model=DeadlineCheck,
+                model=TimerMessage,
                 handler=self.on_timer,
                 # A timer waits on the server (nak with delay) as long as its job runs.
                 max_deliver=1_000_000,
                 max_ack_pending=1_000_000,
+            ),
+            Inbox(
+                durable=self.names.dlq_durable,
+                subject=self.names.dlq_all,
+                model=DeadLetter,
+                handler=self.on_dead_letter,
+                stream=self.names.dlq_stream,
             ),
         ]
 
@@ -145,6 +173,11 @@ class Supervisor(Actor):
                 limit=limit,
             )
         job_id = request.job_id or uuid.uuid4().hex
+        asked = _request_hash(request)
+        if request.job_id is not None:
+            existing, _revision = await self._load(job_id)
+            if existing is not None:
+                return await self._accepted_again(existing, asked, info)
         budget = info.budget.override(request.limits())
         accepted_at = time.time()
         start = StartJob(
@@ -155,6 +188,7 @@ class Supervisor(Actor):
             deadline=accepted_at + budget.deadline_s if budget.deadline_s else None,
             on_exhausted=info.on_exhausted,
             accepted_at=accepted_at,
+            request_hash=asked,
         )
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
@@ -164,10 +198,55 @@ class Supervisor(Actor):
         try:
             revision = await self._write(job_id, data, last=0)
         except _Conflict:
-            pass  # the job exists: a repeated submit with the same job_id, or the handler won
+            # The job exists: a concurrent submit with the same job_id, or the handler won.
+            existing, _revision = await self._load(job_id)
+            if existing is not None:
+                return await self._accepted_again(existing, asked, info)
         else:
             self._remember(snapshot, data, revision)  # so that the StartJob skips a KV read
-        return SubmitReply(job_id=job_id)
+        return SubmitReply(job_id=job_id, warning=await self._offline_warning(info))
+
+    async def _accepted_again(self, job: JobSnapshot, asked: str, info: AgentInfo) -> SubmitReply:
+        """A job id submitted again: the same request is the same job, another is a conflict."""
+        if job.request_hash != asked:
+            raise JobConflictError(
+                f"job id {job.job_id!r} is taken by another request (agent {job.agent!r}, "
+                f"{job.status}); submit the same request to get the same job, or pick another id",
+                job_id=job.job_id,
+                agent=job.agent,
+            )
+        return SubmitReply(job_id=job.job_id, warning=await self._offline_warning(info))
+
+    async def _offline_warning(self, info: AgentInfo) -> str | None:
+        """Why a job of this agent may not run soon: no live instance of the agent.
+
+        The rule: such a job is accepted (it is stored, and runs when an instance
+        starts), with this warning in the reply; the stall watchdog tells a person if
+        none starts in time.
+        """
+        if await self._live(info.name):
+            return None
+        watchdog = (
+            f"; after {info.budget.stall_s:g} s without progress a person is told"
+            if info.budget.stall_s
+            else ""
+        )
+        return (
+            f"no live instance of agent {info.name!r} (none refreshed its presence in the last "
+            f"{PRESENCE_TTL_S:g} s): the job waits until one starts{watchdog}"
+        )
+
+    async def _live(self, agent: str) -> bool:
+        cached = self._live_cache.get(agent)
+        if cached is not None and time.monotonic() - cached[0] < _LIVE_CACHE_S:
+            return cached[1]
+        try:
+            entry = await self._presence.get(presence_key(agent))
+            live = bool(entry.value)
+        except (KeyNotFoundError, NotFoundError):
+            live = False
+        self._live_cache[agent] = (time.monotonic(), live)
+        return live
 
     async def status(self, request: StatusRequest) -> JobInfo:
         snapshot, _revision = await self._load(request.job_id)
@@ -188,10 +267,18 @@ class Supervisor(Actor):
             graph = await self._graph(job.agent)
             assert job.state is not None
             state = graph.state(job.state)
-            if state.edge(request.edge) is None:
+            edge = state.edge(request.edge)
+            if edge is None:
                 raise JobStateError(
                     f"{request.edge!r} is not an edge of state {job.state!r}; "
                     f"edges: {', '.join(e.name for e in state.edges) or 'none'}",
+                    job_id=job.job_id,
+                    edge=request.edge,
+                )
+            if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
+                raise JobStateError(
+                    f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
+                    "waits: it would park again at once with nothing done; take another edge",
                     job_id=job.job_id,
                     edge=request.edge,
                 )
@@ -269,12 +356,20 @@ class Supervisor(Actor):
                 f"{message.kind} for {exc.message}", job_id=message.job_id
             ) from exc
 
-    async def on_timer(self, check: DeadlineCheck, delivery: Delivery) -> None:
-        """A job's deadline: wait for it on the server, then end the job if it still runs."""
+    async def on_timer(self, check: DeadlineCheck | StallCheck, delivery: Delivery) -> None:
+        """A job's deadline or stall check: wait for it on the server, then act if due."""
         left = check.at - time.time()
         if left > 0:
             raise RetryableError("not due yet", delay=left)
+        try:
+            if isinstance(check, StallCheck):
+                await self._on_stall(check)
+            else:
+                await self._on_deadline(check)
+        except UnknownJobError:
+            self.log.warning("timer.no_job", kind=check.kind)  # nothing left to time
 
+    async def _on_deadline(self, check: DeadlineCheck) -> None:
         async def apply(job: JobSnapshot) -> JobSnapshot | None:
             # A newer deadline (set by a person's resolve) has its own timer; a job
             # waiting for a person is on the person's time.
@@ -287,6 +382,102 @@ class Supervisor(Actor):
             return self._exhaust(job, graph, "deadline", message)
 
         await self._transition(check.job_id, apply, quiet=True)
+
+    async def _on_stall(self, check: StallCheck) -> None:
+        """The stall watchdog: a running job whose journal has not moved since the check was
+        armed goes to a person (or fails, by `on_stuck`); one that moved is checked again
+        `stall_s` after its last change."""
+        again: list[StallCheck] = []
+
+        async def apply(job: JobSnapshot) -> JobSnapshot | None:
+            again.clear()
+            stall_s = job.budget.stall_s
+            if job.status != "running" or job.stall_arm != check.arm or stall_s is None:
+                return None  # ended, parked (a person's time), or watched by a newer arm
+            if job.event_seq != check.seq:
+                at = max(job.updated_at + stall_s, time.time() + 1.0)
+                again.append(
+                    StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm)
+                )
+                return None
+            job.outbox = []
+            waited = time.time() - job.updated_at
+            awaited = self._awaited(job, await self._graph(job.agent))
+            reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {awaited}"
+            return await self._stuck(job, "stalled", reason)
+
+        await self._transition(check.job_id, apply, quiet=True)
+        for next_check in again:
+            await self.publish(
+                self.names.timer,
+                next_check,
+                msg_id=msg_id(check.job_id, next_check.seq, f"stall{next_check.arm}"),
+            )
+
+    def _awaited(self, job: JobSnapshot, graph: Graph) -> str:
+        """What a running job waits for, in words."""
+        edge = (
+            graph.state(job.state).edge(job.pending_edge)
+            if job.pending_edge and job.state in graph.states
+            else None
+        )
+        match job.phase:
+            case "decide":
+                what = f"agent {job.agent!r} to decide step {job.step} in state {job.state!r}"
+            case "tool" if edge is not None:
+                what = f"tool {edge.tool!r} (step {job.step}, edge {edge.name!r})"
+            case "verify" if edge is not None:
+                what = f"verifier {edge.verifier!r} (step {job.step}, edge {edge.name!r})"
+            case _:
+                what = f"step {job.step} in state {job.state!r}"
+        return f"it waits for {what}; is a process of that kind running?"
+
+    # --- dead letters --------------------------------------------------------------
+
+    async def on_dead_letter(self, letter: DeadLetter, delivery: Delivery) -> None:
+        """A message of a job could not be handled: the job must not wait for it forever.
+
+        A letter for the job's current step (or a job-wide one, like its timer) hands the
+        job to a person with the reason (or fails it, by the agent's `on_stuck`); one for
+        a job that has moved on, or ended, changes nothing. A letter of this consumer's
+        own is never acted on, so a broken letter cannot loop.
+        """
+        if letter.actor == self.names.dlq_durable:
+            return
+        job_id, step, kind = _letter_job(letter)
+        if job_id is None:
+            self.log.info("dlq.no_job", letter_actor=letter.actor, subject=letter.subject)
+            return
+        what = f"a {kind} message" + (f" of step {step}" if step is not None else "")
+        reason = (
+            f"{what} was dead-lettered by {letter.actor} after {letter.deliveries} "
+            f"deliveries: {letter.reason} (see `rig dlq ls`; letter {delivery.stream_seq})"
+        )
+
+        async def apply(job: JobSnapshot) -> JobSnapshot | None:
+            if job.terminal:
+                return None
+            if job.status == "accepted":  # it never started: nobody can decide for it
+                job.outbox = []
+                return self._finish(job, "failed", error={"code": "dead_letter", "message": reason})
+            if job.status != "running" or (step is not None and step != job.step):
+                return None
+            job.outbox = []
+            return await self._stuck(job, "dead_letter", reason)
+
+        try:
+            await self._transition(job_id, apply, quiet=True)
+        except UnknownJobError:
+            self.log.info("dlq.unknown_job", job=job_id)
+
+    async def _stuck(self, job: JobSnapshot, kind: EscalationKind, reason: str) -> JobSnapshot:
+        """A job that cannot move by itself: a person is told, or it fails (`on_stuck`)."""
+        info = await self._agent(job.agent)
+        if info.on_stuck == "fail":
+            return self._finish(job, "failed", error={"code": kind, "message": reason})
+        # The work under way may still report (a slow agent, a replayed letter): the job
+        # keeps its phase so that the report resumes it.
+        return self._park(job, info.graph, reason, kind=kind, keep_phase=True)
 
     async def _transition(
         self,
@@ -311,6 +502,7 @@ class Supervisor(Actor):
                 if start is None:
                     raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
                 snapshot, revision = self._new_snapshot(start), 0
+            status_before = snapshot.status
             after = await apply(snapshot)
             if after is None and cached:
                 # Our copy may be old (another replica moved the job): only the stored
@@ -326,6 +518,8 @@ class Supervisor(Actor):
                     await self._send(snapshot)
                 return snapshot
             after.updated_at = time.time()
+            if after.status == "running" and status_before != "running":
+                self._arm_stall(after)
             data = encode(after)
             try:
                 revision = await self._write(job_id, data, last=revision)
@@ -343,24 +537,39 @@ class Supervisor(Actor):
         """The next snapshot after `message`, or None if `message` is not for this step."""
         if job.terminal:
             return None
-        match message:
-            case StartJob():
-                return await self._start(job) if job.status == "accepted" else None
-            case _ if message.step != job.step or job.status != "running":
+        if isinstance(message, StartJob):
+            return await self._start(job) if job.status == "accepted" else None
+        expected = {
+            "decide": isinstance(message, Decision),
+            "tool": isinstance(message, ToolResult)
+            or (isinstance(message, Verdict) and message.tool_result is not None),
+            "verify": isinstance(message, Verdict),
+        }
+        if message.step != job.step or not expected.get(job.phase or "", False):
+            return None
+        if job.status == "waiting_human":
+            if job.escalation is None or job.escalation.kind not in _RESUMABLE:
                 return None
-        # A report for the current step: its transition writes a fresh outbox.
-        outbox, job.outbox = job.outbox, []
+            # Parked because this report was late or lost; here it is after all.
+            job.outbox = []
+            self._unpark(job)
+            job.status, job.error = "running", None
+            self._event(job, "resumed", state=job.state, phase=job.phase, by=message.kind)
+        elif job.status != "running":
+            return None
+        else:
+            job.outbox = []  # a report for the current step: its transition writes a fresh outbox
+        graph = await self._graph(job.agent)
         match message:
-            case Decision() if job.phase == "decide":
-                return self._decided(job, await self._graph(job.agent), message)
-            case ToolResult() if job.phase == "tool":
-                return self._tool_done(job, await self._graph(job.agent), message)
+            case Decision():
+                return self._decided(job, graph, message)
+            case ToolResult():
+                return self._tool_done(job, graph, message)
             case Verdict(tool_result=ToolResult() as result) if job.phase == "tool":
-                return self._tool_done(job, await self._graph(job.agent), result, message)
-            case Verdict() if job.phase == "verify":
-                return self._verified(job, await self._graph(job.agent), message)
-        job.outbox = outbox
-        return None
+                return self._tool_done(job, graph, result, message)
+            case Verdict():
+                return self._verified(job, graph, message)
+        raise AssertionError(f"unexpected report {message.kind}")  # `expected` covers each
 
     async def _start(self, job: JobSnapshot) -> JobSnapshot:
         # The outbox still holds the `accepted` event written at submit: keep it.
@@ -402,6 +611,25 @@ class Supervisor(Actor):
                 spent=spent,
             )
             return self._exhaust(job, graph, decision.exhausted, decision.reason)
+        if decision.code_error is not None:
+            error = decision.code_error
+            self._event(
+                job,
+                "decision",
+                state=job.state,
+                edge=None,
+                code_error=error,
+                reasks=decision.reasks,
+                usage=decision.usage.model_dump(),
+                llm_ms=round(decision.llm_ms, 3),
+                spent=spent,
+            )
+            job.error = {"code": "code_error", **error}
+            reason = (
+                f"the agent's own code raised {error.get('type')}: {error.get('message')} "
+                f"(a bug, not a model's answer; the traceback is in agent {job.agent!r}'s log)"
+            )
+            return self._park(job, graph, reason, kind="code_error")
         edge = state.edge(decision.edge)
         fallback, reason = decision.fallback, decision.reason
         if edge is None:  # an agent from another version of the graph; take the safe edge
@@ -474,14 +702,16 @@ class Supervisor(Actor):
                 graph,
                 f"tool {result.tool} may or may not have run (key {result.key}); "
                 "it has no reconcile, so it is not run again",
+                kind="effect_unknown",
             )
         if not result.ok:
+            error = result.error or {}
             return self._enter(
                 job,
                 graph,
                 graph.fail_target(job.state, edge),
                 edge=edge.name,
-                reason=f"tool {result.tool} failed",
+                reason=f"tool {result.tool} failed: {error.get('code')}: {error.get('message')}",
             )
         job.results[result.tool] = result.result
         job.pending_result = result.result
@@ -622,19 +852,36 @@ class Supervisor(Actor):
         if state.terminal is not None:
             return self._finish(job, state.terminal, error=error)
         job.error = error
-        return self._park(job, graph, message)
+        return self._park(job, graph, message, kind="exhausted")
 
-    def _park(self, job: JobSnapshot, graph: Graph, reason: str) -> JobSnapshot:
-        """Hand the job to a person: status, journal, `rig.escalations` and the inbox."""
+    def _park(
+        self,
+        job: JobSnapshot,
+        graph: Graph,
+        reason: str,
+        *,
+        kind: EscalationKind = "human_state",
+        keep_phase: bool = False,
+    ) -> JobSnapshot:
+        """Hand the job to a person: status, journal, `rig.escalations` and the inbox.
+
+        `keep_phase`: the job still waits for the report of its step, which resumes it
+        if it comes (a stalled or dead-lettered step); otherwise only a person moves it.
+        """
         assert job.state is not None
-        job.status, job.phase = "waiting_human", None
+        job.status = "waiting_human"
+        if not keep_phase:
+            job.phase = None
+        # A graph that lost the job's state (another version) still lets a person cancel.
+        state = graph.states.get(job.state)
         escalation = Escalation(
             job_id=job.job_id,
             agent=job.agent,
             state=job.state,
             step=job.step,
             reason=reason,
-            edges=[edge.name for edge in graph.state(job.state).edges],
+            kind=kind,
+            edges=[edge.name for edge in state.edges] if state is not None else [],
         )
         job.escalation = escalation
         self._event(
@@ -643,10 +890,12 @@ class Supervisor(Actor):
             status=job.status,
             state=job.state,
             reason=reason,
+            kind=kind,
             edges=escalation.edges,
             error=job.error,
         )
-        data = encode(escalation)
+        # What a person reads carries the job's input; the snapshot keeps it once.
+        data = encode(escalation.model_copy(update={"input": job.input}))
         key = msg_id(job.job_id, job.event_seq, "escalation")
         job.outbox.append(Outgoing(subject=self.names.escalations, msg_id=key, data=data))
         job.outbox.append(
@@ -669,6 +918,25 @@ class Supervisor(Actor):
                 msg_id=msg_id(job.job_id, job.event_seq, "unpark"),
                 data=b"",
                 headers={Header.KV_OPERATION: "DEL"},
+            )
+        )
+
+    def _arm_stall(self, job: JobSnapshot) -> None:
+        """Start a stall watchdog for a job that starts (or resumes) running."""
+        if job.budget.stall_s is None:
+            return
+        job.stall_arm += 1
+        check = StallCheck(
+            job_id=job.job_id,
+            at=time.time() + job.budget.stall_s,
+            seq=job.event_seq,
+            arm=job.stall_arm,
+        )
+        job.outbox.append(
+            Outgoing(
+                subject=self.names.timer,
+                msg_id=msg_id(job.job_id, job.event_seq, f"stall{job.stall_arm}"),
+                data=encode(check),
             )
         )
 
@@ -756,6 +1024,7 @@ class Supervisor(Actor):
             deadline=start.deadline,
             on_exhausted=start.on_exhausted,
             created_at=start.accepted_at,
+            request_hash=start.request_hash,
         )
         self._event(job, "accepted", agent=start.agent, input=start.input)
         return job
@@ -830,8 +1099,34 @@ _EXHAUSTED_STATUS: dict[str, JobStatusName] = {
 }
 
 
+# Parked because a report was late or lost: that report, if it comes, resumes the job.
+_RESUMABLE = frozenset({"stalled", "dead_letter"})
+
+
 class _Conflict(Exception):
     """The snapshot's revision moved: someone else wrote the job first."""
+
+
+def _request_hash(request: SubmitRequest) -> str:
+    """What a submission asks for (agent, input, limits), to tell a repeat from a conflict."""
+    asked = request.model_dump(mode="json", exclude={"job_id"}, exclude_none=True)
+    return hashlib.sha256(canonical(asked)).hexdigest()[:32]
+
+
+def _letter_job(letter: DeadLetter) -> tuple[str | None, int | None, str]:
+    """The job, step and kind of message a dead letter holds, as far as it can be read."""
+    try:
+        body, _ = decode(letter.data, letter.headers)
+    except DecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("job_id"), str):
+        step = body.get("step")
+        return body["job_id"], step if isinstance(step, int) else None, str(body.get("kind", "?"))
+    # Undecodable: its Nats-Msg-Id is `<job>:<step>:<kind>` if Rig published it.
+    parts = letter.headers.get(Header.MSG_ID, "").split(":")
+    if len(parts) >= 3 and parts[1].isdigit():
+        return parts[0], int(parts[1]), parts[2]
+    return None, None, "?"
 
 
 def _context(job: JobSnapshot) -> JobContext:

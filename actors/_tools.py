@@ -33,9 +33,13 @@ from protocols import (
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
-# A call found running elsewhere is retried after the rest of its lease, at most this
-# long: ten deliveries (the dead-letter limit) then outlast the default lease of 90 s.
-_BUSY_RETRY_MAX_S = 10.0
+# A call found running elsewhere is waited for here, holding its message (in-progress
+# acks keep it), asking the ledger again every _BUSY_POLL_S (doubling to _BUSY_POLL_MAX_S)
+# until it has a result or its lease ends. Naking it instead would spend a delivery per
+# try, and a lease longer than the deliveries could wait would dead-letter a call that
+# was about to be settled.
+_BUSY_POLL_S = 0.05
+_BUSY_POLL_MAX_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +155,8 @@ class ToolExecutor(Actor):
     Every call first claims its key (a hash of job id, tool and canonical args) in
     the SQLite ledger at `$RIG_HOME/ledger.sqlite3`. Only a fresh claim runs the tool;
     a repeat of a finished call returns the recorded result (`ledger="hit"`); a call
-    still running elsewhere is retried later; a side-effecting call whose executor
+    still running elsewhere is waited for, until it finishes or its lease ends (the
+    message is held meanwhile, so no delivery is spent); a side-effecting call whose executor
     died mid-run comes back as the error `effect_unknown` and is not run again.
 
     A tool signals a failure worth retrying with `RetryableError`; any other exception
@@ -228,17 +233,23 @@ class ToolExecutor(Actor):
             args_hash = hashlib.sha256(canonical(call.args)).hexdigest()
         except (TypeError, ValueError) as exc:
             return _failed(call, key, "invalid_args", f"arguments are not JSON: {exc}")
-        claim = await self.ledger.claim(
-            key,
-            job_id=call.job_id,
-            tool=call.tool,
-            args_hash=args_hash,
-            lease=spec.lease,
-            side_effects=spec.side_effects,
-        )
-        if claim.outcome == "unknown" and spec.reconcile is not None:
-            assert claim.record is not None
-            claim = await self._reconcile(call, key, spec, claim.record.epoch)
+        pause = _BUSY_POLL_S
+        while True:
+            claim = await self.ledger.claim(
+                key,
+                job_id=call.job_id,
+                tool=call.tool,
+                args_hash=args_hash,
+                lease=spec.lease,
+                side_effects=spec.side_effects,
+            )
+            if claim.outcome == "unknown" and spec.reconcile is not None:
+                assert claim.record is not None
+                claim = await self._reconcile(call, key, spec, claim.record.epoch)
+            if claim.outcome != "busy":
+                break
+            await asyncio.sleep(min(pause, max(claim.retry_after, 0.01)))
+            pause = min(pause * 2, _BUSY_POLL_MAX_S)
         if claim.outcome != "claimed":
             return self._from_ledger(call, key, claim)
         crash_point("after_claim")
@@ -253,12 +264,6 @@ class ToolExecutor(Actor):
             case "failed":
                 assert claim.record is not None and claim.record.error is not None
                 return _result(call, key, error=claim.record.error, ledger="hit")
-            case "busy":
-                raise RetryableError(
-                    "the call is running elsewhere",
-                    delay=min(max(claim.retry_after, 0.1), _BUSY_RETRY_MAX_S),
-                    key=key,
-                )
             case "unknown":
                 return _failed(
                     call,
@@ -318,7 +323,13 @@ class ToolExecutor(Actor):
         except (TypeError, ValueError) as exc:
             error = {"code": "bad_result", "message": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:
-            error = {"code": "tool_error", "message": f"{type(exc).__name__}: {exc}"}
+            # The tool's own code raised: the traceback is for whoever owns the tool.
+            self.log.error("tool.raised", tool=call.tool, error=repr(exc), exc_info=exc)
+            error = {
+                "code": "tool_error",
+                "type": type(exc).__name__,
+                "message": f"{type(exc).__name__}: {exc}",
+            }
         else:
             tool_ms = (time.perf_counter() - started) * 1000
             if not await self.ledger.complete(key, epoch, value):

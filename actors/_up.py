@@ -11,7 +11,11 @@ The config is TOML, one `[[actor]]` table per actor class:
     count = 2
 
 An actor process that exits is started again (after 0.5 s, doubling to 10 s while it
-keeps dying). Ctrl-C or SIGTERM stops the actors first (each drains its in-flight
+keeps dying), and so is the nats-server `rig up` started, on the same port and store;
+if the server cannot be started again `rig up` stops everything and exits 1. `up.ready`
+is said once every actor started has announced itself on `rig.actors.ready`. Each
+actor's log also goes to `$RIG_HOME/logs/<MODULE.CLASS>-<N>.log` (JSON lines, for
+`rig logs JOB`). Ctrl-C or SIGTERM stops the actors first (each drains its in-flight
 work), then the server; every child is also told to exit if `rig up` itself dies.
 """
 
@@ -36,6 +40,7 @@ import structlog
 
 from actors._config import RigConfig
 from actors._log import configure_logging
+from actors._nats import connect
 from protocols import ActorReady, RigError, decode_as
 
 log = structlog.get_logger("rig.up")
@@ -49,6 +54,10 @@ DEFAULT_ACTORS = (
 # How long an actor may take to drain on SIGTERM before it is killed.
 STOP_GRACE_S = 15.0
 SERVER_START_TIMEOUT_S = 30.0
+# A server that dies is started again this many times in a row before `rig up` gives up.
+SERVER_RESTARTS = 5
+# How long `rig up` waits for every actor's announcement before saying which are late.
+READY_WARN_S = 30.0
 
 
 class UpConfigError(RigError):
@@ -116,10 +125,11 @@ class NatsServer:
             binary = Path(found)
         await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
         args = ["-c", str(find_nats_conf()), "-sd", str(home / "nats")]
+        # 0 asks for a free port; nats-server spells that -1.
         if port is not None:
-            args += ["-p", str(port)]
+            args += ["-p", str(port or -1)]
         if monitor_port is not None:
-            args += ["-m", str(monitor_port)]
+            args += ["-m", str(monitor_port or -1)]
         proc = await asyncio.create_subprocess_exec(
             str(binary),
             *args,
@@ -235,14 +245,27 @@ class _Emitter:
             log.info(event, **data)
 
 
+def log_file(home: Path, target: str, index: int) -> Path:
+    """Where `rig up` has actor `target` number `index` write its log."""
+    return home / "logs" / f"{target.replace(':', '.')}-{index}.log"
+
+
 async def _keep_running(
-    spec: ActorSpec, index: int, env: dict[str, str], stop: asyncio.Event, emit: _Emitter
+    spec: ActorSpec,
+    index: int,
+    env: dict[str, str],
+    stop: asyncio.Event,
+    emit: _Emitter,
+    pids: dict[int, str],
 ) -> None:
     """Run one actor process until `stop`; start it again whenever it exits."""
     backoff = 0.5
+    slot = f"{spec.target}#{index}"
+    env = {**env, "RIG_LOG_FILE": str(log_file(Path(env["RIG_HOME"]), spec.target, index))}
     while not stop.is_set():
         started = time.monotonic()
         proc = await spawn_actor(spec.target, env=env)
+        pids[proc.pid] = slot
         emit("actor.started", actor=spec.target, index=index, pid=proc.pid)
         exited = asyncio.create_task(proc.wait())
         stopping = asyncio.create_task(stop.wait())
@@ -286,7 +309,7 @@ async def run_up(
         loop.add_signal_handler(sig, stop.set)
 
     rig = RigConfig.from_env()
-    env = dict(os.environ)
+    env = {**os.environ, "RIG_HOME": str(rig.home)}
     server = None
     if not os.environ.get("RIG_NATS_URL"):
         server = await NatsServer.start(home=rig.home, port=port, monitor_port=monitor_port)
@@ -294,20 +317,96 @@ async def run_up(
         emit("server.started", url=server.url, pid=server.proc.pid, log=str(server.log_path))
     else:
         emit("server.external", url=rig.nats_url)
+    config_here = RigConfig(nats_url=env["RIG_NATS_URL"], names=rig.names, home=rig.home)
+    nc = await connect(config_here, name="rig-up", log_events=False)
+    announcements = await nc.subscribe(rig.names.actor_ready)
+    pids: dict[int, str] = {}
+    slots = [(spec, i) for spec in config.actors for i in range(spec.count)]
     runners = [
-        asyncio.create_task(_keep_running(spec, i, env, stop, emit))
-        for spec in config.actors
-        for i in range(spec.count)
+        asyncio.create_task(_keep_running(spec, i, env, stop, emit, pids)) for spec, i in slots
     ]
-    emit("up.ready", actors=len(runners), url=env["RIG_NATS_URL"])
+    helpers = [asyncio.create_task(_say_ready(announcements, pids, len(slots), env, emit))]
+    failed = asyncio.Event()
+    if server is not None:
+        helpers.append(
+            asyncio.create_task(_keep_server(server, rig.home, monitor_port, stop, failed, emit))
+        )
     try:
         await stop.wait()
         emit("up.stopping")
     finally:
         stop.set()
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         await asyncio.gather(*runners, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await nc.close()
         if server is not None:
             await server.stop()
             emit("server.stopped", pid=server.proc.pid)
     emit("up.stopped")
-    return 0
+    return 1 if failed.is_set() else 0
+
+
+async def _say_ready(
+    sub: Any, pids: dict[int, str], count: int, env: dict[str, str], emit: _Emitter
+) -> None:
+    """Say `up.ready` once every actor slot has a process that announced itself."""
+    ready: set[str] = set()
+    warned = False
+    started = time.monotonic()
+    while len(ready) < count:
+        try:
+            msg = await sub.next_msg(timeout=1.0)
+        except Exception:  # nats-py's TimeoutError: nothing yet
+            if not warned and time.monotonic() - started > READY_WARN_S:
+                warned = True
+                late = sorted(set(pids.values()) - ready)
+                emit("up.waiting", for_actors=late, seconds=READY_WARN_S)
+            continue
+        slot = pids.get(decode_as(ActorReady, msg.data)[0].pid)
+        if slot is not None:
+            ready.add(slot)
+    emit(
+        "up.ready",
+        actors=count,
+        url=env["RIG_NATS_URL"],
+        message=f"all {count} actor processes announced themselves; Rig is ready",
+    )
+
+
+async def _keep_server(
+    server: NatsServer,
+    home: Path,
+    monitor_port: int | None,
+    stop: asyncio.Event,
+    failed: asyncio.Event,
+    emit: _Emitter,
+) -> None:
+    """Start the server again, on its port and store, whenever it exits; give up (and stop
+    everything) after `SERVER_RESTARTS` failed starts in a row."""
+    port = int(server.url.rsplit(":", 1)[1])
+    while True:
+        code = await server.proc.wait()
+        if stop.is_set():
+            return
+        emit("server.exited", pid=server.proc.pid, code=code, action="restarting it")
+        for attempt in range(1, SERVER_RESTARTS + 1):
+            try:
+                fresh = await NatsServer.start(home=home, port=port, monitor_port=monitor_port)
+            except (RigError, OSError) as exc:
+                emit("server.restart_failed", attempt=attempt, error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(0.5 * 2**attempt, 10.0))
+                if stop.is_set():
+                    return
+                continue
+            server.proc, server._pump = fresh.proc, fresh._pump
+            emit("server.restarted", url=fresh.url, pid=fresh.proc.pid)
+            break
+        else:
+            emit("server.failed", restarts=SERVER_RESTARTS, log=str(server.log_path))
+            failed.set()
+            stop.set()
+            return

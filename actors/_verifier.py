@@ -83,6 +83,7 @@ class Verifier(Actor):
             outcome = await asyncio.wait_for(check(self, request), timeout)
             passed, reason = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
         except Exception as exc:
+            self.log.error("verifier.raised", verifier=request.verifier, exc_info=exc)
             passed, reason = False, f"the check raised {type(exc).__name__}: {exc}"
         verdict = Verdict(
             job_id=request.job_id,

@@ -52,15 +52,66 @@ def sniff(data: bytes, headers: Mapping[str, str] | None = None) -> Encoding:
     return Encoding.MSGPACK
 
 
+# How deep a value may nest (objects in lists in objects ...). Deeper input is refused at
+# the edge: Python's JSON parser and pydantic recurse, and nothing Rig carries needs it.
+MAX_DEPTH = 64
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows (NaN and Infinity are refused)")
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON as Rig does everywhere: `NaN`, `Infinity` and `-Infinity` are refused."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def check_plain(value: Any, *, what: str = "value") -> Any:
+    """Return `value` if it is plain data Rig can carry, else raise `SchemaError`.
+
+    Plain data nests at most `MAX_DEPTH` levels and holds no NaN or infinite number
+    (JSON has no such numbers, and a NaN amount compares false with every limit).
+    This is the one check every edge uses: the API models, the CLI, LLM answers.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, what)]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise SchemaError(f"{where}: {item} is not a finite number", field=where)
+        elif isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise SchemaError(
+                    f"{what} nests deeper than {MAX_DEPTH} levels", field=what, limit=MAX_DEPTH
+                )
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in children:
+                if isinstance(key, str):
+                    _check_text(key, where)
+                stack.append((child, depth + 1, f"{where}.{key}"))
+    return value
+
+
+def _check_text(text: str, where: str) -> None:
+    """Text must encode as UTF-8 (a lone surrogate, from undecodable bytes, does not)."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise SchemaError(f"{where}: text that is not valid UTF-8", field=where) from None
+
+
 def decode(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[Any, Encoding]:
     """Decode a body to plain Python values; raise `DecodeError` on bytes that are neither."""
     encoding = sniff(data, headers)
     try:
         if encoding is Encoding.JSON:
-            value = json.loads(data)
+            value = loads(data)
         else:
             value = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # each decoder raises its own zoo of exception types
+    except (Exception, RecursionError) as exc:  # each decoder raises its own zoo of types
         raise DecodeError(
             f"body is not valid {encoding.name.lower()}: {exc}",
             encoding=encoding.value,
@@ -90,11 +141,24 @@ def decode_as(
         raise SchemaError(
             f"expected a map/object, got {type(value).__name__}", encoding=encoding.value
         )
+    try:
+        return validate(kind, value), encoding
+    except SchemaError as exc:
+        raise SchemaError(exc.message, encoding=encoding.value) from exc.__cause__
+
+
+def validate(kind: type[M] | TypeAdapter[M], value: Any) -> M:
+    """Validate plain values as `kind`, raising `SchemaError` (one line per problem).
+
+    The path every request takes, whether it came over NATS, HTTP or the CLI.
+    """
     adapter = kind if isinstance(kind, TypeAdapter) else _adapter(kind)
     try:
-        return adapter.validate_python(value), encoding
+        return adapter.validate_python(value)
     except ValidationError as exc:
-        raise SchemaError(explain(exc), encoding=encoding.value) from exc
+        raise SchemaError(explain(exc)) from exc
+    except RecursionError:
+        raise SchemaError(f"the message nests deeper than {MAX_DEPTH} levels") from None
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
@@ -112,7 +176,9 @@ def explain(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False)[:5]:
         where = ".".join(str(p) for p in error["loc"]) or "(message)"
-        problems.append(f"{where}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        named = message.startswith((f"{where}:", f"{where}."))
+        problems.append(message if named else f"{where}: {message}")
     more = exc.error_count() - len(problems)
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 

@@ -10,6 +10,7 @@
     ├── UnknownAgentError             no agent of that name is registered
     ├── UnknownJobError               no job with that id
     ├── JobStateError                 the job's status does not allow that (resolve a running job)
+    ├── JobConflictError              a job id reused for another request
     ├── RetryableError                try again later: the message is nak'ed with `delay`
     ├── NonRetryableError             give up: the message is terminated and dead-lettered
     └── RigConnectionError            the NATS server cannot be reached (the network broke it)
@@ -102,6 +103,12 @@ class JobStateError(RigError):
     """The job exists, but its status does not allow what was asked."""
 
     code = "job_state"
+
+
+class JobConflictError(RigError):
+    """A submission reuses a job id with another agent, input or limits."""
+
+    code = "job_conflict"
 
 
 class RetryableError(RigError):

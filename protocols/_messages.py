@@ -11,8 +11,17 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_serializer,
+)
 
+from protocols._codec import check_plain
+from protocols._errors import SchemaError
 from protocols._graph import Graph
 
 JobStatusName = Literal[
@@ -36,6 +45,18 @@ JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
+def _plain(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    try:
+        return check_plain(value, what=info.field_name or "value")  # type: ignore[no-any-return]
+    except SchemaError as exc:  # pydantic collects ValueErrors, with the field's location
+        raise ValueError(exc.message) from None
+
+
+# A JSON object from outside (a job's input, an edge's arguments): finite numbers only,
+# nesting bounded (`protocols.check_plain`).
+PlainObject = Annotated[dict[str, Any], AfterValidator(_plain)]
+
+
 def now() -> float:
     return time.time()
 
@@ -47,9 +68,9 @@ class _Wire(BaseModel):
 
 
 class _Api(BaseModel):
-    """From clients: unknown fields are an error, so typos are caught."""
+    """From clients: unknown fields are an error, so typos are caught; NaN is refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --- the request/reply API -------------------------------------------------------
@@ -61,6 +82,8 @@ class Budget(_Wire):
     An agent class declares its defaults; a submission may override any of them.
     """
 
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
     max_steps: int = Field(default=DEFAULT_MAX_STEPS, ge=1, le=100_000)
     max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens")
     max_cost: float | None = Field(default=None, gt=0, description="in the price table's money")
@@ -71,6 +94,11 @@ class Budget(_Wire):
         default=None, ge=1, description="times the job may enter any one state (loop detection)"
     )
     max_reasks: int = Field(default=1, ge=0, le=10, description="re-asks of the LLM per step")
+    stall_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds a running job may go without progress before a person is told",
+    )
 
     def override(self, limits: BudgetOverride) -> Budget:
         """These limits with the ones `limits` sets replaced."""
@@ -86,6 +114,7 @@ class BudgetOverride(_Api):
     deadline_s: float | None = Field(default=None, gt=0)
     max_visits: int | None = Field(default=None, ge=1)
     max_reasks: int | None = Field(default=None, ge=0, le=10)
+    stall_s: float | None = Field(default=None, gt=0)
 
     def limits(self) -> BudgetOverride:
         """Just the limits (a request that carries them has other fields too)."""
@@ -98,15 +127,27 @@ class SubmitRequest(BudgetOverride):
     """`rig.api.submit`: start a job of `agent` on `input`, with optional budget overrides."""
 
     agent: Name
-    input: dict[str, Any]
+    input: PlainObject
     job_id: JobId | None = Field(
-        default=None, description="choose the id to make the submit idempotent"
+        default=None,
+        description="choose the id to make the submit idempotent: the same request again "
+        "is accepted once; another request under the same id is a `job_conflict`",
     )
 
 
 class SubmitReply(_Wire):
+    """`accepted`, once the job is stored; `warning` says why it may not run soon."""
+
     job_id: str
     status: Literal["accepted"] = "accepted"
+    warning: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_warning(self, handler: Any) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("warning") is None:
+            data.pop("warning", None)
+        return data
 
 
 class StatusRequest(_Api):
@@ -123,7 +164,7 @@ class ResolveRequest(BudgetOverride):
 
     job_id: JobId
     edge: Name
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: PlainObject = Field(default_factory=dict)
     note: str = Field(default="", max_length=4000)
     by: str = Field(default="", max_length=200, description="who resolved it")
 
@@ -141,8 +182,19 @@ class InboxRequest(_Api):
     agent: Name | None = None
 
 
+EscalationKind = Literal[
+    "human_state", "effect_unknown", "exhausted", "stalled", "dead_letter", "code_error"
+]
+
+
 class Escalation(_Wire):
-    """A job parked for a person: on `rig.escalations`, and in `RIG_INBOX` until resolved."""
+    """A job parked for a person: on `rig.escalations`, and in `RIG_INBOX` until resolved.
+
+    `kind` says why: the graph entered a state for a person (`human_state`), a tool's
+    effect is unknown, a budget ran out into `on_exhausted`, the job made no progress
+    for its `stall_s` (`stalled`), one of its messages was dead-lettered, or the
+    agent's own code raised (`code_error`). `reason` is the sentence a person reads.
+    """
 
     job_id: str
     agent: str
@@ -150,6 +202,8 @@ class Escalation(_Wire):
     step: int
     reason: str
     edges: list[str]
+    kind: EscalationKind = "human_state"
+    input: dict[str, Any] = Field(default_factory=dict)
     since: float = Field(default_factory=now)
 
 
@@ -179,6 +233,9 @@ class JobInfo(_Wire):
     usage: Usage = Field(default_factory=lambda: Usage())
     visits: dict[str, int] = Field(default_factory=dict)
     deadline: float | None = Field(default=None, description="wall-clock time (epoch seconds)")
+    waiting: Escalation | None = Field(
+        default=None, description="why the job waits for a person, and what they may do"
+    )
     created_at: float
     updated_at: float
 
@@ -222,6 +279,9 @@ class StartJob(_Wire):
     deadline: float | None = None
     on_exhausted: str | None = None
     accepted_at: float = Field(default_factory=now)
+    request_hash: str = Field(
+        default="", description="what was asked, so a reused job id with another request is seen"
+    )
 
 
 class DeadlineCheck(_Wire):
@@ -230,6 +290,24 @@ class DeadlineCheck(_Wire):
     kind: Literal["deadline"] = "deadline"
     job_id: str
     at: float
+
+
+class StallCheck(_Wire):
+    """Supervisor to itself, on `rig.work.timer`: has the job moved since event `seq`?
+
+    The stall watchdog: held back until `at`; a job still running with the same journal
+    position is handed to a person. `arm` names the watchdog of one stretch of running
+    (a resolve starts a new one), so an old timer never doubles a new one.
+    """
+
+    kind: Literal["stall"] = "stall"
+    job_id: str
+    at: float
+    seq: int
+    arm: int
+
+
+TimerMessage = Annotated[DeadlineCheck | StallCheck, Field(discriminator="kind")]
 
 
 class StepRequest(_Wire):
@@ -271,6 +349,11 @@ class Decision(_Wire):
     calls: list[dict[str, Any]] = Field(
         default_factory=list,
         description="every attempt at the model for this decision: provider, model, ms, error",
+    )
+    code_error: dict[str, Any] | None = Field(
+        default=None,
+        description="no edge: the agent's own code (its routing function or LLM class) "
+        "raised; `type` and `message` say what, the agent's log has the traceback",
     )
 
 
@@ -348,6 +431,7 @@ EventType = Literal[
     "budget",
     "escalated",
     "resolved",
+    "resumed",
     "status",
 ]
 
@@ -388,6 +472,11 @@ class AgentInfo(_Wire):
         default=None,
         description="state a job goes to when a budget runs out (a human or terminal "
         "state); without one the job ends step_limit, budget_exceeded or deadline_exceeded",
+    )
+    on_stuck: Literal["human", "fail"] = Field(
+        default="human",
+        description="what a stalled job, or one whose message was dead-lettered, does: "
+        "wait for a person, or end `failed`",
     )
 
 
@@ -437,6 +526,8 @@ class JobSnapshot(_Wire):
     pending_edge: str | None = None
     pending_args: dict[str, Any] = Field(default_factory=dict)
     pending_result: Any = None
+    stall_arm: int = Field(default=0, description="the current stall watchdog (0: none)")
+    request_hash: str = ""
     usage: Usage = Field(default_factory=Usage)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -464,6 +555,7 @@ class JobSnapshot(_Wire):
             usage=self.usage,
             visits=self.visits,
             deadline=self.deadline,
+            waiting=self.escalation,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

@@ -9,7 +9,7 @@ With the default prefix the names are the ones in the design:
 
     rig.api.submit|status|resolve|cancel|inbox   request/reply, answered by a supervisor
     rig.work.supervisor                  stream RIG_WORK (work queue)
-    rig.work.timer                       deadlines, to the supervisor
+    rig.work.timer                       deadlines and stall checks, to the supervisor
     rig.work.agent.<agent>
     rig.work.tool.<tool>
     rig.work.verify.<verifier>
@@ -17,7 +17,7 @@ With the default prefix the names are the ones in the design:
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.dlq.<actor>                      stream RIG_DLQ
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
-    RIG_BREAKERS, RIG_LLM_CACHE
+    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ class Names:
         return f"{self.prefix.upper()}_LLM_CACHE"
 
     @property
+    def presence_bucket(self) -> str:
+        """Live agent instances: each refreshes its keys, a dead one's expire (bucket TTL)."""
+        return f"{self.prefix.upper()}_PRESENCE"
+
+    @property
     def inbox_bucket(self) -> str:
         """Jobs waiting for a person, by job id (value: an `Escalation`)."""
         return f"{self.prefix.upper()}_INBOX"
@@ -141,7 +146,7 @@ class Names:
 
     @property
     def timer(self) -> str:
-        """Deadline checks the supervisor sends itself, held back until they are due."""
+        """Deadline and stall checks the supervisor sends itself, held back until due."""
         return f"{self.prefix}.work.timer"
 
     def agent(self, agent: str) -> str:
@@ -162,6 +167,11 @@ class Names:
     @property
     def timer_durable(self) -> str:
         return "supervisor-timer"
+
+    @property
+    def dlq_durable(self) -> str:
+        """The supervisor's consumer of every dead letter: it moves the letter's job."""
+        return "supervisor-dlq"
 
     def agent_durable(self, agent: str) -> str:
         return f"agent-{check_token(agent, what='agent name')}"
@@ -201,6 +211,12 @@ class Names:
     def actor_ready(self) -> str:
         """Every actor announces itself here once it consumes (core NATS, not stored)."""
         return f"{self.prefix}.actors.ready"
+
+
+def presence_key(agent: str, instance: str | None = None) -> str:
+    """`<agent>` (refreshed by any live instance) or `<agent>.<instance>` (one process)."""
+    check_token(agent, what="agent name")
+    return agent if instance is None else f"{agent}.{check_token(instance, what='instance')}"
 
 
 def msg_id(job_id: str, step: int, kind: str) -> str:
