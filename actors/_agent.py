@@ -213,10 +213,9 @@ class Agent(Actor):
             await self._presence.delete(presence_key(self.name, self._instance))
 
     async def _beat(self) -> None:
-        """Say this process is alive: its own key, and the agent's (any instance's)."""
+        """Say this process is alive: its key expires unless refreshed."""
         seen = encode({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
         await self._presence.put(presence_key(self.name, self._instance), seen)
-        await self._presence.put(presence_key(self.name), seen)
 
     async def _heartbeat(self) -> None:
         while True:

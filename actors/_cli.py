@@ -451,14 +451,24 @@ def _actor_run(args: argparse.Namespace) -> int:
 
 
 def _agents(args: argparse.Namespace) -> int:
-    infos = _with_client(lambda rig: rig.agents())
+    async def go(rig: RigClient) -> Any:
+        return await rig.agents(), await rig.live_agents()
+
+    infos, live = _with_client(go)
     if args.json:
-        _print_json([{"name": i.name, "example_input": i.example_input} for i in infos])
+        _print_json(
+            [
+                {"name": i.name, "example_input": i.example_input, "live": live.get(i.name, 0)}
+                for i in infos
+            ]
+        )
     elif not infos:
         print("no agents registered (start one: rig up, or rig actor run MODULE:CLASS)")
     else:
         for info in infos:
-            print(f"{info.name}  {info.description}")
+            count = live.get(info.name, 0)
+            state = f"{count} live" if count else "OFFLINE: no live process; jobs wait for one"
+            print(f"{info.name}  ({state})  {info.description}")
             print(f"    example input: {json.dumps(info.example_input)}")
     return EXIT_OK
 

@@ -25,7 +25,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors._config import RigConfig
-from actors._nats import connect, ensure_topology
+from actors._nats import connect, ensure_topology, live_agents
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -238,6 +238,11 @@ class RigClient:
                 if entry.value:
                     infos.append(decode_as(AgentInfo, entry.value)[0])
         return infos
+
+    async def live_agents(self) -> dict[str, int]:
+        """How many live processes each agent has (agents with none are left out)."""
+        await ensure_topology(self.js, self.names)
+        return await live_agents(await self.js.key_value(self.names.presence_bucket))
 
     async def events(
         self, job_id: str, *, timeout: float | None = None, until_parked: bool = False

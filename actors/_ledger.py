@@ -115,7 +115,8 @@ def decide_claim(
         return Claim("succeeded", record=record), None
     if record.state == "failed" and not record.retryable:
         return Claim("failed", record=record), None
-    if record.state == "in_progress" and record.lease_until > now:
+    # A holder known to be dead (`op.dead_owner`) ends its lease now: it cannot finish.
+    if record.state == "in_progress" and record.lease_until > now and record.owner != op.dead_owner:
         return Claim("busy", record=record, retry_after=record.lease_until - now), None
     if record.state in ("in_progress", "unknown") and op.side_effects:
         # The lease ran out with the effect possibly done: never run it blindly.
@@ -196,6 +197,7 @@ class _ClaimOp:
     lease: float
     side_effects: bool
     future: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[arg-type]
+    dead_owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -306,11 +308,15 @@ class Ledger:
         args_hash: str,
         lease: float,
         side_effects: bool = True,
+        dead_owner: str | None = None,
     ) -> Claim:
-        """Claim `key` for one run of the tool, or say why it must not run now."""
-        result: Claim = await self._submit(
-            _ClaimOp(key, job_id, tool, args_hash, lease, side_effects)
-        )
+        """Claim `key` for one run of the tool, or say why it must not run now.
+
+        `dead_owner`: an owner the caller knows has died (a process of this host that no
+        longer exists); its lease ends now instead of at `lease_until`.
+        """
+        op = _ClaimOp(key, job_id, tool, args_hash, lease, side_effects, dead_owner=dead_owner)
+        result: Claim = await self._submit(op)
         return result
 
     async def complete(self, key: str, epoch: int, result: Any) -> bool:

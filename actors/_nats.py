@@ -215,6 +215,24 @@ async def kv_swap(kv: KeyValue, key: str, value: bytes, revision: int) -> int | 
         return None
 
 
+async def live_agents(presence: KeyValue, agent: str | None = None) -> dict[str, int]:
+    """How many live processes each agent has (only `agent`'s, if given), by its
+    instances' keys `<agent>.<instance>` in the presence bucket; a dead one's key has
+    expired, a stopped one's is deleted."""
+    pattern = f"{agent}.*" if agent is not None else "*.*"
+    watcher = await presence.watch(pattern, ignore_deletes=True, meta_only=True)
+    counts: dict[str, int] = {}
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of what is stored now
+                break
+            name = entry.key.split(".", 1)[0]
+            counts[name] = counts.get(name, 0) + 1
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return counts
+
+
 def kv_subject(bucket: str, key: str) -> str:
     """The subject a KV bucket stores `key` under (what nats-py's KeyValue publishes to)."""
     return f"$KV.{bucket}.{key}"

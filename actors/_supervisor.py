@@ -26,6 +26,7 @@ from actors._nats import (
     WRONG_LAST_SEQUENCE,
     PublishError,
     kv_subject,
+    live_agents,
 )
 from protocols import (
     AgentInfo,
@@ -73,7 +74,6 @@ from protocols import (
     decode_as,
     encode,
     msg_id,
-    presence_key,
 )
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
@@ -240,11 +240,7 @@ class Supervisor(Actor):
         cached = self._live_cache.get(agent)
         if cached is not None and time.monotonic() - cached[0] < _LIVE_CACHE_S:
             return cached[1]
-        try:
-            entry = await self._presence.get(presence_key(agent))
-            live = bool(entry.value)
-        except (KeyNotFoundError, NotFoundError):
-            live = False
+        live = bool(await live_agents(self._presence, agent))
         self._live_cache[agent] = (time.monotonic(), live)
         return live
 

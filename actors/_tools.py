@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import pydantic
@@ -234,6 +235,7 @@ class ToolExecutor(Actor):
         except (TypeError, ValueError) as exc:
             return _failed(call, key, "invalid_args", f"arguments are not JSON: {exc}")
         pause = _BUSY_POLL_S
+        dead: str | None = None
         while True:
             claim = await self.ledger.claim(
                 key,
@@ -242,12 +244,19 @@ class ToolExecutor(Actor):
                 args_hash=args_hash,
                 lease=spec.lease,
                 side_effects=spec.side_effects,
+                dead_owner=dead,
             )
             if claim.outcome == "unknown" and spec.reconcile is not None:
                 assert claim.record is not None
                 claim = await self._reconcile(call, key, spec, claim.record.epoch)
             if claim.outcome != "busy":
                 break
+            holder = claim.record.owner if claim.record is not None else ""
+            if holder != dead and await asyncio.to_thread(_gone, holder):
+                # Its holder was a process of this host that no longer exists: it will
+                # never finish, so its lease ends now rather than run out.
+                dead = holder
+                continue
             await asyncio.sleep(min(pause, max(claim.retry_after, 0.01)))
             pause = min(pause * 2, _BUSY_POLL_MAX_S)
         if claim.outcome != "claimed":
@@ -352,6 +361,28 @@ class ToolExecutor(Actor):
             return await asyncio.wait_for(fn(self, **call.args), spec.timeout)
         finally:
             _current.reset(token)
+
+
+def _gone(owner: str) -> bool:
+    """Whether ledger owner `host:pid` was a process of this host that is now gone (or a
+    zombie). Unsure (another host, a pid that exists) means no: the lease is waited out."""
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _result(

@@ -213,10 +213,9 @@ class Names:
         return f"{self.prefix}.actors.ready"
 
 
-def presence_key(agent: str, instance: str | None = None) -> str:
-    """`<agent>` (refreshed by any live instance) or `<agent>.<instance>` (one process)."""
-    check_token(agent, what="agent name")
-    return agent if instance is None else f"{agent}.{check_token(instance, what='instance')}"
+def presence_key(agent: str, instance: str) -> str:
+    """The key one live process of `agent` refreshes in the presence bucket."""
+    return f"{check_token(agent, what='agent name')}.{check_token(instance, what='instance')}"
 
 
 def msg_id(job_id: str, step: int, kind: str) -> str:

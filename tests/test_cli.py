@@ -38,7 +38,9 @@ async def test_agents_submit_status_watch(rig: Deployment) -> None:
     await rig.spawn(*REFUND)
     code, out, _ = await rig_cli(rig, "agents", "--json")
     assert code == 0
-    assert json.loads(out) == [{"name": "refund", "example_input": RefundAgent.example_input}]
+    assert json.loads(out) == [
+        {"name": "refund", "example_input": RefundAgent.example_input, "live": 1}
+    ]
 
     code, out, _ = await rig_cli(rig, "submit", "refund", "--input", EXAMPLE, "--json")
     accepted = json.loads(out)
