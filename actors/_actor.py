@@ -473,7 +473,9 @@ class Actor:
             if attempt >= (inbox.max_deliver or self.config.max_deliver):
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
                 return
-            self.log.info("handler.retry", reason=exc.message, delay=exc.delay)
+            # A timer waiting for its time is routine; anything else is worth a line.
+            say = self.log.debug if exc.details.get("routine") else self.log.info
+            say("handler.retry", reason=exc.message, delay=exc.delay)
             await msg.nak(delay=exc.delay)
             return
         except NonRetryableError as exc:

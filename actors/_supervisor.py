@@ -356,7 +356,7 @@ class Supervisor(Actor):
         """A job's deadline or stall check: wait for it on the server, then act if due."""
         left = check.at - time.time()
         if left > 0:
-            raise RetryableError("not due yet", delay=left)
+            raise RetryableError("not due yet", delay=left, routine=True)
         try:
             if isinstance(check, StallCheck):
                 await self._on_stall(check)
@@ -525,6 +525,15 @@ class Supervisor(Actor):
                 self._snapshots.pop(job_id, None)
                 continue
             self._remember(after, data, revision)
+            if after.status != status_before:  # a few lines per job, for `rig logs JOB`
+                self.log.info(
+                    "job.status",
+                    job=job_id,
+                    status=after.status,
+                    state=after.state,
+                    step=after.step,
+                    reason=after.escalation.reason if after.escalation else None,
+                )
             await self._send(after)
             return after
         raise RetryableError("the job's snapshot kept changing under us", delay=0.05)

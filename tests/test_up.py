@@ -1,0 +1,133 @@
+"""`rig up` as a user runs it: its own nats-server, ready only when every actor is, and a
+server killed under it restarted on the same port and store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.examples.refund import RefundAgent
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+RIG = str(Path(sys.executable).parent / "rig")
+EXAMPLE = json.dumps(RefundAgent.example_input)
+
+
+class Up:
+    """A `rig up --json` process and the JSON lines it prints."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, env: dict[str, str]) -> None:
+        self.proc, self.env = proc, env
+        self.seen: list[dict[str, Any]] = []
+
+    async def until(self, event: str, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                assert line, f"rig up exited before {event}: {self.seen}"
+                if line.startswith(b"{"):
+                    self.seen.append(json.loads(line))
+                    if self.seen[-1]["event"] == event:
+                        return self.seen[-1]
+
+    async def rig(self, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            RIG,
+            *args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+
+async def start_up(tmp_path: Path) -> Up:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "RIG_NATS_URL"},
+        "RIG_HOME": str(tmp_path / "home"),
+        "RIG_PREFIX": "u" + uuid.uuid4().hex[:8],
+        "RIG_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "actors",
+        "up",
+        "--json",
+        "--port",
+        "0",
+        "--monitor-port",
+        "0",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return Up(proc, env)
+
+
+async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
+    tmp_path: Path,
+) -> None:
+    up = await start_up(tmp_path)
+    try:
+        server = await up.until("server.started")
+        ready = await up.until("up.ready")
+        up.env["RIG_NATS_URL"] = server["url"]
+        # Ready means usable at once: every actor has announced itself.
+        started = [e for e in up.seen if e["event"] == "actor.started"]
+        assert len(started) == ready["actors"] == 4
+        assert "announced themselves" in ready["message"]
+        code, out, _ = await up.rig("agents", "--json")
+        assert code == 0 and json.loads(out)[0]["live"] == 1
+        code, out, err = await up.rig("submit", "refund", "--input", EXAMPLE, "--wait", "--json")
+        assert code == 0 and json.loads(out)["status"] == "succeeded", err
+        big = json.dumps({"order_id": "A-1001", "amount": 650, "reason": "never arrived"})
+        code, out, _ = await up.rig("submit", "refund", "--input", big, "--wait", "--json")
+        assert code == 3 and json.loads(out)["status"] == "waiting_human"
+        parked = json.loads(out)["job_id"]
+
+        # `rig logs` finds every actor's lines about that job in the files rig up wrote.
+        code, out, _ = await up.rig("logs", parked, "--json")
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert code == 0 and lines and all(line["job"] == parked for line in lines)
+        assert {line["file"] for line in lines} >= {"actors.Supervisor-0"}
+        code, out, _ = await up.rig("logs", "no-such-job")
+        assert code == 0 and out == ""
+
+        os.kill(server["pid"], signal.SIGKILL)
+        exited = await up.until("server.exited")
+        assert exited["pid"] == server["pid"]
+        restarted = await up.until("server.restarted")
+        assert restarted["url"] == server["url"] and restarted["pid"] != server["pid"]
+
+        code, out, err = await up.rig(
+            "submit", "refund", "--input", EXAMPLE, "--wait", "--json", "--timeout", "60"
+        )
+        assert code == 0 and json.loads(out)["status"] == "succeeded", err
+        code, out, _ = await up.rig("inbox", "--json")
+        assert [job["job_id"] for job in json.loads(out)] == [parked]  # survived the kill
+        code, out, _ = await up.rig("resolve", parked, "--edge", "approve", "--json")
+        assert code == 0
+        code, out, _ = await up.rig("watch", parked, "--json")
+        assert code == 0 and json.loads(out.splitlines()[-1])["data"]["status"] == "succeeded"
+    finally:
+        if up.proc.returncode is None:
+            up.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(up.proc.wait(), 60)
+    assert code == 0
