@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
     except RigError as exc:
+        if args.debug:
+            traceback.print_exc()
         _error(args, exc.to_dict())
         code = EXIT_ERROR
     except TimeoutError as exc:

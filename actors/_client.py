@@ -94,8 +94,12 @@ class RigClient:
         await self.close()
 
     async def close(self) -> None:
+        """Flush what was sent, then close. (Not a drain: a drain waits on subscriptions
+        whose messages nobody will read, such as a journal left half-read.)"""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.drain(), timeout=5)
+            await self.nc.flush(timeout=5)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
 
     async def submit(
         self,

@@ -109,3 +109,45 @@ class SlowPay(CrashTools):
     @tool(side_effects=True, timeout=5.0, lease=8.0)
     async def slow_pay_blind(self, account: str, amount: float) -> dict[str, Any]:
         return await self._pay(account, amount)
+
+
+class Picky(Agent):
+    """A verifier that rejects 7 sends the job to a person; `wait` loops back to them."""
+
+    name = "picky"
+    graph = Graph(
+        initial="start",
+        states={
+            "start": State(
+                edges=(
+                    Edge(
+                        name="work", to="done", tool="crash_work", verifier="picky", on_fail="human"
+                    ),
+                    Edge(name="give_up", to="failed"),
+                ),
+                safe_edge="give_up",
+            ),
+            "human": State(
+                human=True,
+                edges=(
+                    Edge(name="close", to="failed"),
+                    Edge(name="wait", to="human"),
+                    Edge(name="retry", to="start"),
+                ),
+            ),
+            "done": State(terminal="succeeded"),
+            "failed": State(terminal="failed"),
+        },
+    )
+    example_input = {"n": 1}
+    llm = RuleLLM(lambda p: ("work", {"crash": str(p.context.input.get("n"))}))
+
+
+class PickyChecks(Verifier):
+    name = "picky-checks"
+
+    @verifier
+    async def picky(self, request: VerifyRequest) -> tuple[bool, str]:
+        if request.args.get("crash") == "7":
+            return False, "the number 7 is unlucky"
+        return True, "fine"
