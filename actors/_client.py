@@ -11,7 +11,6 @@ validation the supervisor applies to a request from any other client.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
