@@ -630,7 +630,7 @@ def _logs(args: argparse.Namespace) -> int:
         extra = {
             k: v
             for k, v in entry.items()
-            if k not in ("timestamp", "level", "event", "job", "actor")
+            if k not in ("timestamp", "level", "event", "job", "actor") and v is not None
         }
         fields = " ".join(
             f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items()
@@ -834,7 +834,7 @@ def _ledger_show(args: argparse.Namespace) -> int:
 def _ledger_prune(args: argparse.Namespace) -> int:
     from actors._ledger import prune
 
-    seconds = parse_duration(args.older_than)
+    seconds = parse_duration(args.older_than, zero=True)
     deleted = run_async(prune(_ledger_file(args), older_than=seconds))
     if args.json:
         _print_json({"deleted": deleted, "older_than_s": seconds})
@@ -843,14 +843,15 @@ def _ledger_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def parse_duration(text: str) -> float:
-    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; positive and finite."""
+def parse_duration(text: str, *, zero: bool = False) -> float:
+    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; finite, and positive
+    unless `zero` allows 0."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     try:
         seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds < float("inf"):
+    if not (0 <= seconds if zero else 0 < seconds) or seconds == float("inf"):
         raise _usage(f"{text!r} is not a duration (e.g. 30d, 12h, 90m, 45s)")
     return seconds
 

@@ -16,6 +16,7 @@ from protocols import (
     SchemaError,
     SubmitRequest,
     ToolCall,
+    check_plain,
     decode,
     decode_as,
     encode,
@@ -103,3 +104,35 @@ def test_idempotency_key_ignores_key_order(job: str, tool: str, args: dict) -> N
 def test_idempotency_key_separates_fields() -> None:
     """Moving characters between job id and tool name changes the key."""
     assert idempotency_key("ab", "c", {}) != idempotency_key("a", "bc", {})
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"amount": float("nan")}, "input.amount: nan is not a finite number"),
+        ({"list": [1, float("-inf")]}, "input.list.1: -inf is not a finite number"),
+        ({"deep": _nested(70)}, "nests deeper than 64"),
+        ({"text": "\udcff"}, "input.text: text that is not valid UTF-8"),
+        ({"\udcff": 1}, "text that is not valid UTF-8"),
+    ],
+)
+def test_check_plain_refuses_what_json_cannot_carry(value: object, problem: str) -> None:
+    with pytest.raises(SchemaError, match=problem.replace(".", r"\.")):
+        check_plain(value, what="input")
+
+
+def test_plain_values_pass_and_json_nan_is_a_decode_error() -> None:
+    value = {"a": [1, 2.5, "é", {"b": None}], "c": True}
+    assert check_plain(value) is value
+    for token in (b"NaN", b"Infinity", b"-Infinity"):
+        with pytest.raises(DecodeError, match="JSON allows"):
+            decode(b'{"amount": ' + token + b"}")
+    with pytest.raises(SchemaError, match=r"input\.x: nan is not a finite number"):
+        decode_as(SubmitRequest, encode({"agent": "a", "input": {"x": float("nan")}}))

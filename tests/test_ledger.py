@@ -52,6 +52,35 @@ async def test_live_claim_is_busy_and_other_args_conflict(tmp_path: Path) -> Non
     await ledger.close()
 
 
+async def test_a_dead_holder_ends_its_lease_at_once(tmp_path: Path) -> None:
+    """Naming the holder as dead ends a live lease: unknown for an effect, a new epoch for a
+    pure call; naming someone else changes nothing."""
+    ledger = await Ledger.open(tmp_path / "l.db", owner="host:1")
+    await ledger.claim("k", **ARGS, lease=300)
+    assert (await ledger.claim("k", **ARGS, lease=30, dead_owner="host:2")).outcome == "busy"
+    assert (await ledger.claim("k", **ARGS, lease=30, dead_owner="host:1")).outcome == "unknown"
+    pure = {**ARGS, "tool": "lookup"}
+    await ledger.claim("p", **pure, lease=300, side_effects=False)
+    again = await ledger.claim("p", **pure, lease=30, side_effects=False, dead_owner="host:1")
+    assert again.outcome == "claimed" and again.epoch == 2
+    await ledger.close()
+
+
+def test_a_holder_is_gone_only_when_this_host_says_so() -> None:
+    import os
+    import socket
+    import subprocess
+
+    from actors._tools import _gone
+
+    here = socket.gethostname()
+    assert not _gone(f"{here}:{os.getpid()}")  # ourselves
+    assert not _gone(f"another-host:{os.getpid() + 1}")  # cannot tell: wait the lease out
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert _gone(f"{here}:{child.pid}")  # exited and reaped
+
+
 async def test_expired_side_effect_becomes_unknown_and_never_reruns(tmp_path: Path) -> None:
     """A side-effecting call whose lease ran out is `unknown`, then stays so."""
     ledger = await Ledger.open(tmp_path / "l.db", owner="a")
