@@ -45,6 +45,11 @@ environment:
   RIG_PREFIX     namespace of subjects, streams and buckets (default rig)
   RIG_HOME       local data folder: ledger, rig up's server (default ./.rig)
   RIG_LLM_CONFIG the LLM config file: providers, and which agents route with them
+  RIG_MAX_DELIVER deliveries of a failing message before it is dead-lettered (default 10)
+
+exit codes:
+  0 success; 1 the job ended other than succeeded; 2 a mistake (usage, unknown job or
+  agent, bad input, no server: one line on stderr); 3 the job waits for a person
 """
 
 
@@ -153,7 +158,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(run=_actor_run)
 
-    agents = verbs.add_parser("agents", parents=[common], help="list the registered agents")
+    agents = verbs.add_parser(
+        "agents",
+        parents=[common],
+        help="list the registered agents, live or offline",
+        description="The agents that ever registered, with how many processes of each "
+        "are live now (0: OFFLINE; jobs for it wait until one starts).",
+    )
     agents.set_defaults(run=_agents)
 
     budget = argparse.ArgumentParser(add_help=False)

@@ -19,18 +19,28 @@ RIG = str(Path(sys.executable).parent / "rig")
 EXAMPLE = json.dumps(RefundAgent.example_input)
 
 
-async def rig_cli(rig: Deployment, *args: str) -> tuple[int, str, str]:
+async def run_rig(
+    env: dict[str, str], *args: str | bytes, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run the `rig` command as a user would; its exit code, stdout and stderr."""
     proc = await asyncio.create_subprocess_exec(
         RIG,
         *args,
-        env=rig.env,
+        env=env,
         cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return proc.returncode, out.decode(), err.decode(errors="replace")
+
+
+async def rig_cli(
+    rig: Deployment, *args: str | bytes, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    return await run_rig(rig.env, *args, stdin=stdin)
 
 
 async def test_agents_submit_status_watch(rig: Deployment) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +13,10 @@ from actors import RigClient
 from actors.examples.refund import RefundAgent
 from protocols import InvalidNameError, SchemaError, decode, encode
 from tests.conftest import REFUND, ROOT, Deployment
-from tests.test_cli import rig_cli
+from tests.test_cli import RIG, rig_cli
 
 pytestmark = pytest.mark.integration
 
-RIG = str(Path(sys.executable).parent / "rig")
 EXAMPLE = json.dumps(RefundAgent.example_input)
 
 
@@ -28,23 +25,6 @@ def one_clean_line(code: int, err: str, *, contains: str) -> None:
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert contains in err, err
-
-
-async def rig_bytes(
-    rig: Deployment, *args: str | bytes, stdin: bytes = b""
-) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        RIG,
-        *args,
-        env=rig.env,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode(errors="replace")
 
 
 async def test_a_reused_job_id_is_the_same_job_or_a_conflict(rig: Deployment) -> None:
@@ -84,7 +64,7 @@ async def test_user_mistakes_get_one_typed_line_and_exit_2(rig: Deployment) -> N
     deep100 = '{"a": ' + "[" * 100 + "]" * 100 + "}"
     code, _, err = await rig_cli(rig, "submit", "refund", "--input", deep100)
     one_clean_line(code, err, contains="input nests deeper than 64 levels")
-    code, _, err = await rig_bytes(rig, "submit", "refund", "--input", b'{"order_id": "\xff\xfe"}')
+    code, _, err = await rig_cli(rig, "submit", "refund", "--input", b'{"order_id": "\xff\xfe"}')
     one_clean_line(code, err, contains="not valid UTF-8")
     code, _, err = await rig_cli(rig, "--debug", "status", "a.b")
     assert code == 2 and "Traceback" in err  # --debug shows it
@@ -121,7 +101,7 @@ async def test_input_from_a_file_or_stdin_beyond_the_shells_limit(rig: Deploymen
         rig, "submit", "refund", "--input", f"@{path}", "--wait", "--json"
     )
     assert code == 0 and json.loads(out)["status"] == "succeeded", err
-    code, out, err = await rig_bytes(
+    code, out, err = await rig_cli(
         rig, "submit", "refund", "--input", "-", "--wait", "--json", stdin=json.dumps(big).encode()
     )
     assert code == 0 and json.loads(out)["status"] == "succeeded", err

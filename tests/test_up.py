@@ -16,10 +16,10 @@ import pytest
 
 from actors.examples.refund import RefundAgent
 from tests.conftest import ROOT
+from tests.test_cli import run_rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-RIG = str(Path(sys.executable).parent / "rig")
 EXAMPLE = json.dumps(RefundAgent.example_input)
 
 
@@ -42,17 +42,7 @@ class Up:
                         return self.seen[-1]
 
     async def rig(self, *args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            RIG,
-            *args,
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
+        return await run_rig(self.env, *args)
 
 
 async def start_up(tmp_path: Path) -> Up:
