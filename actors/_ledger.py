@@ -330,6 +330,12 @@ class Ledger:
         done: bool = await self._submit(_FinishOp(key, epoch, "failed", None, error, retryable))
         return done
 
+    async def abandon(self, key: str, epoch: int, error: dict[str, Any]) -> bool:
+        """Say the run of `epoch` ended without knowing whether its effect happened: the
+        record is `unknown` at once (a repeat reconciles it, or a person decides)."""
+        done: bool = await self._submit(_FinishOp(key, epoch, "unknown", None, error, False))
+        return done
+
     async def resolve(
         self, key: str, epoch: int, *, happened: bool, result: Any = None, lease: float = 60.0
     ) -> Claim:

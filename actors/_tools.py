@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import inspect
 import os
 import socket
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -120,6 +121,10 @@ def tool(
     or run again under a new epoch) instead of being reported `effect_unknown`.
     `key` names the arguments that identify the effect (default: all of them): a call
     with the same key fields but other arguments is refused as `key_conflict`, not run.
+    Each must be a parameter of the method (checked when the class is defined). The key
+    is computed from the arguments as validated (`25` and `25.0` for a float are one
+    key); arguments that do not validate, or hold NaN, are the failure `invalid_args`
+    and nothing runs.
     """
 
     def mark(f: F) -> F:
@@ -161,23 +166,36 @@ class ToolExecutor(Actor):
     died mid-run comes back as the error `effect_unknown` and is not run again.
 
     A tool signals a failure worth retrying with `RetryableError`; any other exception
-    is a final failure, recorded and returned to the supervisor as `ok=False`.
+    is a final failure, recorded and returned to the supervisor as `ok=False`. For a
+    side-effecting tool a `RetryableError` makes the call `unknown`, since it may have
+    acted first: the retry runs `reconcile` (which may find nothing and run it again),
+    or, without one, the job goes to a person.
     """
 
-    tools: ClassVar[dict[str, tuple[ToolSpec, Callable[..., Awaitable[Any]]]]] = {}
+    tools: ClassVar[dict[str, _Tool]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found = dict(cls.tools)
         for attr in dir(cls):
-            spec = getattr(getattr(cls, attr, None), "_rig_tool", None)
+            fn = getattr(cls, attr, None)
+            spec = getattr(fn, "_rig_tool", None)
             if isinstance(spec, ToolSpec):
+                assert fn is not None
+                where = f"{cls.__qualname__}: tool {spec.name!r}"
                 if spec.reconcile is not None and not callable(getattr(cls, spec.reconcile, None)):
                     raise TypeError(
-                        f"{cls.__qualname__}: tool {spec.name!r} names reconcile="
-                        f"{spec.reconcile!r}, which is not a method of the class"
+                        f"{where} names reconcile={spec.reconcile!r}, which is not a method "
+                        "of the class"
                     )
-                found[spec.name] = (spec, pydantic.validate_call(getattr(cls, attr)))
+                args = _args_model(fn, spec.name)
+                unknown = set(spec.key_fields or ()) - set(args.model_fields)
+                if unknown:
+                    raise TypeError(
+                        f"{where} names key fields {sorted(unknown)} that are not among its "
+                        f"parameters ({', '.join(args.model_fields) or 'none'})"
+                    )
+                found[spec.name] = _Tool(spec, fn, args)
         cls.tools = found
 
     async def on_start(self) -> None:
@@ -227,13 +245,21 @@ class ToolExecutor(Actor):
         """Run `call` through the ledger and say what happened; raise to nak."""
         if call.tool not in self.tools:
             raise NonRetryableError(f"{self.name} has no tool {call.tool!r}", tool=call.tool)
-        spec, fn = self.tools[call.tool]
+        tool = self.tools[call.tool]
+        spec = tool.spec
         crash_point("before_claim")
-        key = idempotency_key(call.job_id, call.tool, spec.key_args(call.args))
         try:
-            args_hash = hashlib.sha256(canonical(call.args)).hexdigest()
-        except (TypeError, ValueError) as exc:
-            return _failed(call, key, "invalid_args", f"arguments are not JSON: {exc}")
+            # The key is over the arguments as the tool will see them: `25` and `25.0`
+            # for a float are one effect, and so one key.
+            values = tool.args.model_validate(call.args)
+            plain = values.model_dump(mode="json")
+            key = idempotency_key(call.job_id, call.tool, spec.key_args(plain))
+            args_hash = hashlib.sha256(canonical(plain)).hexdigest()
+        except pydantic.ValidationError as exc:
+            return _failed(call, "", "invalid_args", explain(exc))
+        except (TypeError, ValueError) as exc:  # not JSON: NaN, infinity
+            return _failed(call, "", "invalid_args", f"arguments are not JSON: {exc}")
+        kwargs = {name: getattr(values, name) for name in type(values).model_fields}
         pause = _BUSY_POLL_S
         dead: str | None = None
         while True:
@@ -248,7 +274,7 @@ class ToolExecutor(Actor):
             )
             if claim.outcome == "unknown" and spec.reconcile is not None:
                 assert claim.record is not None
-                claim = await self._reconcile(call, key, spec, claim.record.epoch)
+                claim = await self._reconcile(call, key, spec, kwargs, claim.record.epoch)
             if claim.outcome != "busy":
                 break
             holder = claim.record.owner if claim.record is not None else ""
@@ -262,7 +288,7 @@ class ToolExecutor(Actor):
         if claim.outcome != "claimed":
             return self._from_ledger(call, key, claim)
         crash_point("after_claim")
-        return await self._run(call, key, spec, fn, claim.epoch)
+        return await self._run(call, key, tool, kwargs, claim.epoch)
 
     def _from_ledger(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
         """What a call that must not run answers, from its ledger record; raise to nak."""
@@ -290,13 +316,15 @@ class ToolExecutor(Actor):
             ledger="hit",
         )
 
-    async def _reconcile(self, call: ToolCall, key: str, spec: ToolSpec, epoch: int) -> Claim:
+    async def _reconcile(
+        self, call: ToolCall, key: str, spec: ToolSpec, kwargs: dict[str, Any], epoch: int
+    ) -> Claim:
         """Ask the outside world whether an `unknown` call's effect happened, and record it."""
         assert spec.reconcile is not None
         check = getattr(self, spec.reconcile)
         token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch))
         try:
-            found = await asyncio.wait_for(check(**call.args), spec.timeout)
+            found = await asyncio.wait_for(check(**kwargs), spec.timeout)
         except Exception as exc:
             raise RetryableError(f"reconcile of {call.tool} failed: {exc!r}", delay=1.0) from exc
         finally:
@@ -307,30 +335,27 @@ class ToolExecutor(Actor):
         )
 
     async def _run(
-        self,
-        call: ToolCall,
-        key: str,
-        spec: ToolSpec,
-        fn: Callable[..., Awaitable[Any]],
-        epoch: int,
+        self, call: ToolCall, key: str, tool: _Tool, kwargs: dict[str, Any], epoch: int
     ) -> ToolResult:
+        spec = tool.spec
         started = time.perf_counter()
         try:
-            value = await self._invoke(call, key, epoch, spec, fn)
-            json.dumps(value)  # a result must be JSON to be recorded and sent
+            value = await self._invoke(call, key, epoch, tool, kwargs)
             crash_point("after_effect")
-        except RetryableError:
-            await self.ledger.fail(key, epoch, {"code": "retryable"}, retryable=True)
+        except RetryableError as exc:
+            error = {"code": "retryable", "message": exc.message}
+            if spec.side_effects:
+                # It may have acted before it failed (a read timeout after the payment
+                # went through): never re-run blindly; the repeat reconciles, or a person.
+                await self.ledger.abandon(key, epoch, error)
+            else:
+                await self.ledger.fail(key, epoch, error, retryable=True)
             raise
-        except pydantic.ValidationError as exc:
-            error = {"code": "invalid_args", "message": explain(exc)}
         except TimeoutError:
             if spec.side_effects:
                 # The effect may be under way: leave the claim to expire into `unknown`.
                 raise RetryableError(f"tool {call.tool} timed out", delay=1.0) from None
             error = {"code": "timeout", "message": f"no result within {spec.timeout} s"}
-        except (TypeError, ValueError) as exc:
-            error = {"code": "bad_result", "message": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:
             # The tool's own code raised: the traceback is for whoever owns the tool.
             self.log.error("tool.raised", tool=call.tool, error=repr(exc), exc_info=exc)
@@ -341,6 +366,12 @@ class ToolExecutor(Actor):
             }
         else:
             tool_ms = (time.perf_counter() - started) * 1000
+            try:
+                canonical(value)  # a result must be JSON to be recorded and sent
+            except (TypeError, ValueError) as exc:
+                error = {"code": "bad_result", "message": f"{type(exc).__name__}: {exc}"}
+                await self.ledger.fail(key, epoch, error, retryable=False)
+                return _result(call, key, error=error, tool_ms=tool_ms)
             if not await self.ledger.complete(key, epoch, value):
                 self.log.warning("ledger.fenced", key=key, epoch=epoch)
             return _result(call, key, result=value, tool_ms=tool_ms)
@@ -349,18 +380,43 @@ class ToolExecutor(Actor):
         return _result(call, key, error=error, tool_ms=tool_ms)
 
     async def _invoke(
-        self,
-        call: ToolCall,
-        key: str,
-        epoch: int,
-        spec: ToolSpec,
-        fn: Callable[..., Awaitable[Any]],
+        self, call: ToolCall, key: str, epoch: int, tool: _Tool, kwargs: dict[str, Any]
     ) -> Any:
         token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch))
         try:
-            return await asyncio.wait_for(fn(self, **call.args), spec.timeout)
+            return await asyncio.wait_for(tool.fn(self, **kwargs), tool.spec.timeout)
         finally:
             _current.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tool:
+    """A tool of an executor class: how it behaves, its method, and its arguments' model."""
+
+    spec: ToolSpec
+    fn: Callable[..., Awaitable[Any]]
+    args: type[pydantic.BaseModel]
+
+
+def _args_model(fn: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:
+    """A pydantic model of a tool method's parameters (after `self`), from its annotations:
+    unknown arguments and NaN are refused, as everywhere else in Rig."""
+    hints = typing.get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    extra: typing.Literal["forbid", "allow"] = "forbid"
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        if param.kind is param.VAR_KEYWORD:
+            extra = "allow"
+            continue
+        if param.kind is param.VAR_POSITIONAL:
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    config = pydantic.ConfigDict(extra=extra, allow_inf_nan=False)
+    model: type[pydantic.BaseModel] = pydantic.create_model(
+        f"{name}_args", __config__=config, **fields
+    )
+    return model
 
 
 def _gone(owner: str) -> bool:

@@ -112,7 +112,13 @@ class JobConflictError(RigError):
 
 
 class RetryableError(RigError):
-    """A handler failed in a way that may pass: the message is redelivered after `delay` s."""
+    """A handler failed in a way that may pass: the message is redelivered after `delay` s.
+
+    Raised by a side-effecting tool, it does not mean "run me again": the tool may have
+    acted before failing, so the call becomes `unknown` and its retry asks the tool's
+    `reconcile` (or a person) whether the effect happened. Only a tool declared
+    `side_effects=False` is simply run again.
+    """
 
     code = "retryable"
     delay: float

@@ -16,6 +16,7 @@ import aiosqlite
 
 from actors import ToolExecutor, tool, tool_context
 from actors.examples.refund import RefundTools
+from protocols import RetryableError
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS payments (job TEXT, step INT, key TEXT, amount REAL)"
 
@@ -72,3 +73,23 @@ class FastRefundTools(RefundTools):
     @tool(side_effects=True, timeout=2.0, lease=3.0, reconcile="find_refund")
     async def issue_refund(self, order_id: str, amount: float) -> dict[str, Any]:
         return await RefundTools.issue_refund(self, order_id, amount)
+
+
+class FlakyPay(CrashTools):
+    """Pays, then (on the first run only) fails as a read timeout after the payment would."""
+
+    name = "flaky-pay"
+
+    @tool(side_effects=True, timeout=5.0, lease=5.0, reconcile="find_payment")
+    async def pay_then_timeout(self, account: str, amount: float) -> dict[str, Any]:
+        return await self._pay_then_fail(account, amount)
+
+    @tool(side_effects=True, timeout=5.0, lease=5.0)
+    async def pay_then_timeout_blind(self, account: str, amount: float) -> dict[str, Any]:
+        return await self._pay_then_fail(account, amount)
+
+    async def _pay_then_fail(self, account: str, amount: float) -> dict[str, Any]:
+        paid = await self._pay(account, amount)
+        if tool_context().epoch == 1:
+            raise RetryableError("read timeout (the payment went through)", delay=0.1)
+        return paid
