@@ -301,7 +301,7 @@ class Supervisor(Actor):
             )
             return self._decided(job, graph, decision, by="human")
 
-        return (await self._transition(request.job_id, apply)).info()
+        return (await self._transition(request.job_id, apply, fresh=True)).info()
 
     async def cancel(self, request: CancelRequest) -> JobInfo:
         """End a job that is not terminal, whatever it is doing, as `cancelled`."""
@@ -318,7 +318,7 @@ class Supervisor(Actor):
             reason = request.reason or "cancelled by request"
             return self._finish(job, "cancelled", error={"code": "cancelled", "message": reason})
 
-        return (await self._transition(request.job_id, apply)).info()
+        return (await self._transition(request.job_id, apply, fresh=True)).info()
 
     async def inbox(self, request: InboxRequest) -> InboxReply:
         """The jobs waiting for a person, oldest first."""
@@ -482,6 +482,7 @@ class Supervisor(Actor):
         *,
         start: StartJob | None = None,
         quiet: bool = False,
+        fresh: bool = False,
     ) -> JobSnapshot:
         """Read the job, let `apply` change it, write it back by compare-and-set, publish.
 
@@ -489,10 +490,12 @@ class Supervisor(Actor):
         current outbox is published again instead, in case the last writer died before
         publishing it, if it was written recently enough for the streams to drop what
         was already stored (their duplicate window); `quiet` (a timer) never re-sends.
-        A lost compare-and-set re-reads the job and applies again.
+        A lost compare-and-set re-reads the job and applies again. `fresh` (a person's
+        request, which `apply` may refuse) reads the stored snapshot, never this process's
+        copy: a refusal must be about the job as it is, not as this replica last saw it.
         """
         for attempt in range(_CAS_ATTEMPTS):
-            cached = attempt == 0 and job_id in self._snapshots
+            cached = not fresh and attempt == 0 and job_id in self._snapshots
             snapshot, revision = await self._load(job_id, cached=cached)
             if snapshot is None:
                 if start is None:
