@@ -250,9 +250,10 @@ class RigClient:
     async def events(
         self, job_id: str, *, timeout: float | None = None, until_parked: bool = False
     ) -> AsyncIterator[Event]:
-        """The job's journal from its first event; stops after the terminal status event,
-        or, with `until_parked`, after a `waiting_human` status event that is the newest
-        event of the journal (a job parked now, not one a person resolved since).
+        """The job's journal from its first event, each event once (by `seq`); stops after
+        the terminal status event, or, with `until_parked`, after a `waiting_human` status
+        event that is the newest event of the journal (a job parked now, not one a person
+        resolved since).
 
         Raises `TimeoutError` if `timeout` seconds pass before then.
         """
@@ -262,6 +263,7 @@ class RigClient:
         sub = await self.js.subscribe(
             subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
         )
+        seen = 0
         try:
             while True:
                 wait = 5.0 if deadline is None else deadline - time.monotonic()
@@ -272,6 +274,9 @@ class RigClient:
                 except nats.errors.TimeoutError:
                     continue
                 event, _ = decode_as(Event, msg.data)
+                if event.seq <= seen:
+                    continue  # published twice (a re-send after the duplicate window)
+                seen = event.seq
                 yield event
                 if event.type != "status":
                     continue

@@ -9,6 +9,7 @@ compare-and-set, then publishes what the transition produced (events, next comma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -18,10 +19,11 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
+from actors._faults import crash_point
 from actors._nats import (
-    DUPLICATE_WINDOW_S,
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
     PublishError,
@@ -30,6 +32,7 @@ from actors._nats import (
 )
 from protocols import (
     AgentInfo,
+    CancelJob,
     CancelRequest,
     DeadLetter,
     DeadlineCheck,
@@ -53,8 +56,10 @@ from protocols import (
     NonRetryableError,
     Outgoing,
     PayloadTooLargeError,
+    ResolveJob,
     ResolveRequest,
     RetryableError,
+    RigError,
     StallCheck,
     StartJob,
     StatusRequest,
@@ -73,6 +78,7 @@ from protocols import (
     decode,
     decode_as,
     encode,
+    error_from_dict,
     msg_id,
 )
 
@@ -84,10 +90,8 @@ _SNAPSHOT_CACHE_SIZE = 20_000
 # Attempts at a compare-and-set before giving the report back to JetStream.
 _CAS_ATTEMPTS = 5
 _PUBLISH_TIMEOUT_S = 10.0
-# A stale report re-sends the outbox only of a snapshot written this recently: within the
-# streams' duplicate window, so what was already stored is dropped, not stored twice. A
-# writer that died before publishing is found out within the ack wait, well inside it.
-_RESEND_WITHIN_S = DUPLICATE_WINDOW_S - 20.0
+# How long `rig.api.resolve|cancel` waits for the supervisor that carries the request out.
+_COMMAND_WAIT_S = 8.0
 
 
 class Supervisor(Actor):
@@ -105,10 +109,15 @@ class Supervisor(Actor):
     `rig.events.<job_id>`, escalations on `rig.escalations` and in `RIG_INBOX`.
     Answers: `rig.api.submit|status|resolve|cancel|inbox` (queue group, JSON or msgpack).
 
-    A report that is not for the job's current step (a redelivery, a duplicate) is
-    dropped: the supervisor re-publishes the job's outbox (deduplicated by
-    `Nats-Msg-Id`) and acks it. Replicas coordinate only through the snapshot's
-    revision: a lost compare-and-set is retried after re-reading.
+    Every change of a job is made by a durable message (a report, a timer, a dead
+    letter, or a person's resolve or cancel, which the API turns into a `ResolveJob` or
+    `CancelJob` on `rig.work.supervisor`), and that message is acked only once the
+    change's outbox is published. The snapshot names its `cause`: if the message comes
+    back (its supervisor died between the write and the publish), whichever supervisor
+    gets it publishes the stored outbox again, under the same `Nats-Msg-Id`s. Any
+    other message that is not for the job's current step is dropped. No clock decides
+    anything. Replicas coordinate only through the snapshot's revision: a lost
+    compare-and-set is retried after re-reading.
     """
 
     name = "supervisor"
@@ -194,6 +203,7 @@ class Supervisor(Actor):
         # snapshot, the StartJob's handler creates it.
         await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
         snapshot = self._new_snapshot(start)
+        snapshot.cause = "submit"  # its outbox goes out with the StartJob's transition
         data = encode(snapshot)
         try:
             revision = await self._write(job_id, data, last=0)
@@ -251,33 +261,117 @@ class Supervisor(Actor):
         return snapshot.info()
 
     async def resolve(self, request: ResolveRequest) -> JobInfo:
-        """A person takes an edge for a job waiting for a human; the job runs on from it."""
+        """A person takes an edge for a job waiting for a human; the job runs on from it.
 
+        Checked here against the stored job (a mistake is answered at once), then carried
+        out as a durable `ResolveJob`, so that nothing it must publish is lost if a
+        supervisor dies half-way.
+        """
+        job = await self._stored(request.job_id)
+        self._check_resolve(job, await self._graph(job.agent), request)
+        command = ResolveJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
+        return await self._carry_out(command)
+
+    async def cancel(self, request: CancelRequest) -> JobInfo:
+        """End a job that is not terminal, whatever it is doing, as `cancelled` (durably,
+        like `resolve`)."""
+        self._check_cancel(await self._stored(request.job_id))
+        command = CancelJob(job_id=request.job_id, command_id=uuid.uuid4().hex, request=request)
+        return await self._carry_out(command)
+
+    async def _stored(self, job_id: str) -> JobSnapshot:
+        snapshot, _revision = await self._load(job_id)
+        if snapshot is None:
+            raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
+        return snapshot
+
+    async def _carry_out(self, command: ResolveJob | CancelJob) -> JobInfo:
+        """Publish a person's command to the work stream; answer with its outcome."""
+        reply_to = self.nc.new_inbox()
+        sub = await self.nc.subscribe(reply_to, max_msgs=1)
+        try:
+            command.reply_to = reply_to
+            await self.publish(
+                self.names.supervisor,
+                command,
+                msg_id=msg_id(command.job_id, 0, f"{command.kind}-{command.command_id}"),
+            )
+            try:
+                answer = await sub.next_msg(timeout=_COMMAND_WAIT_S)
+            except TimeoutError:
+                raise RigError(
+                    f"the {command.kind} of job {command.job_id} is stored and will be carried "
+                    f"out, but no supervisor confirmed it within {_COMMAND_WAIT_S:g} s; "
+                    f"`rig status {command.job_id}` shows when it is",
+                    job_id=command.job_id,
+                ) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        body = decode_as(_CommandReply, answer.data)[0]
+        if body.error is not None:
+            raise error_from_dict(body.error)
+        assert body.job is not None
+        return body.job
+
+    async def _on_command(self, command: ResolveJob | CancelJob) -> None:
+        """Carry out a person's resolve or cancel; tell the waiting API call how it went."""
+        if isinstance(command, ResolveJob):
+            apply = self._resolving(command.request)
+        else:
+            apply = self._cancelling(command.request)
+        try:
+            job = await self._transition(
+                command.job_id, apply, cause=f"{command.kind}:{command.command_id}", fresh=True
+            )
+            reply = _CommandReply(job=job.info())
+        except (JobStateError, UnknownJobError) as exc:  # changed since the API checked
+            reply = _CommandReply(error=exc.to_dict())
+        if command.reply_to:
+            with contextlib.suppress(Exception):  # the caller may have given up: fine
+                await self.nc.publish(command.reply_to, encode(reply))
+
+    def _check_resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> Edge:
+        """The edge a person may take now, or `JobStateError` saying why not."""
+        if job.status != "waiting_human":
+            raise JobStateError(
+                f"job {job.job_id} is {job.status}, not waiting for a human",
+                job_id=job.job_id,
+                status=job.status,
+            )
+        assert job.state is not None
+        state = graph.state(job.state)
+        edge = state.edge(request.edge)
+        if edge is None:
+            raise JobStateError(
+                f"{request.edge!r} is not an edge of state {job.state!r}; "
+                f"edges: {', '.join(e.name for e in state.edges) or 'none'}",
+                job_id=job.job_id,
+                edge=request.edge,
+            )
+        if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
+            raise JobStateError(
+                f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
+                "waits: it would park again at once with nothing done; take another edge",
+                job_id=job.job_id,
+                edge=request.edge,
+            )
+        return edge
+
+    def _check_cancel(self, job: JobSnapshot) -> None:
+        if job.terminal:
+            raise JobStateError(
+                f"job {job.job_id} already ended: {job.status}",
+                job_id=job.job_id,
+                status=job.status,
+            )
+
+    def _resolving(
+        self, request: ResolveRequest
+    ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
         async def apply(job: JobSnapshot) -> JobSnapshot:
-            if job.status != "waiting_human":
-                raise JobStateError(
-                    f"job {job.job_id} is {job.status}, not waiting for a human",
-                    job_id=job.job_id,
-                    status=job.status,
-                )
             graph = await self._graph(job.agent)
-            assert job.state is not None
-            state = graph.state(job.state)
-            edge = state.edge(request.edge)
-            if edge is None:
-                raise JobStateError(
-                    f"{request.edge!r} is not an edge of state {job.state!r}; "
-                    f"edges: {', '.join(e.name for e in state.edges) or 'none'}",
-                    job_id=job.job_id,
-                    edge=request.edge,
-                )
-            if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
-                raise JobStateError(
-                    f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
-                    "waits: it would park again at once with nothing done; take another edge",
-                    job_id=job.job_id,
-                    edge=request.edge,
-                )
+            self._check_resolve(job, graph, request)
             job.outbox = []
             self._unpark(job)
             limits = request.limits()
@@ -301,24 +395,19 @@ class Supervisor(Actor):
             )
             return self._decided(job, graph, decision, by="human")
 
-        return (await self._transition(request.job_id, apply, fresh=True)).info()
+        return apply
 
-    async def cancel(self, request: CancelRequest) -> JobInfo:
-        """End a job that is not terminal, whatever it is doing, as `cancelled`."""
-
+    def _cancelling(
+        self, request: CancelRequest
+    ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
         async def apply(job: JobSnapshot) -> JobSnapshot:
-            if job.terminal:
-                raise JobStateError(
-                    f"job {job.job_id} already ended: {job.status}",
-                    job_id=job.job_id,
-                    status=job.status,
-                )
+            self._check_cancel(job)
             job.outbox = []
             self._unpark(job)
             reason = request.reason or "cancelled by request"
             return self._finish(job, "cancelled", error={"code": "cancelled", "message": reason})
 
-        return (await self._transition(request.job_id, apply, fresh=True)).info()
+        return apply
 
     async def inbox(self, request: InboxRequest) -> InboxReply:
         """The jobs waiting for a person, oldest first."""
@@ -341,11 +430,15 @@ class Supervisor(Actor):
     # --- reports -----------------------------------------------------------------
 
     async def on_message(self, message: Any, delivery: Delivery) -> None:
-        """Apply one report to its job, or re-send the job's outbox if the report is stale."""
+        """Apply one report (or a person's command) to its job; drop it if it is stale."""
+        if isinstance(message, ResolveJob | CancelJob):
+            await self._on_command(message)
+            return
         start = message if isinstance(message, StartJob) else None
+        cause = "start" if start is not None else f"{message.kind}:{message.step}"
         try:
             await self._transition(
-                message.job_id, lambda job: self._apply(job, message), start=start
+                message.job_id, lambda job: self._apply(job, message), cause=cause, start=start
             )
         except UnknownJobError as exc:  # never retried: dead-lettered with the reason
             raise NonRetryableError(
@@ -377,7 +470,7 @@ class Supervisor(Actor):
             message = f"the job's deadline of {job.budget.deadline_s} s passed ({late:.1f} s)"
             return self._exhaust(job, graph, "deadline", message)
 
-        await self._transition(check.job_id, apply, quiet=True)
+        await self._transition(check.job_id, apply, cause=f"deadline:{check.at!r}")
 
     async def _on_stall(self, check: StallCheck) -> None:
         """The stall watchdog: a running job whose journal has not moved since the check was
@@ -402,7 +495,7 @@ class Supervisor(Actor):
             reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {awaited}"
             return await self._stuck(job, "stalled", reason)
 
-        await self._transition(check.job_id, apply, quiet=True)
+        await self._transition(check.job_id, apply, cause=f"stall:{check.arm}:{check.seq}")
         for next_check in again:
             await self.publish(
                 self.names.timer,
@@ -462,7 +555,7 @@ class Supervisor(Actor):
             return await self._stuck(job, "dead_letter", reason)
 
         try:
-            await self._transition(job_id, apply, quiet=True)
+            await self._transition(job_id, apply, cause=f"dlq:{delivery.stream_seq}")
         except UnknownJobError:
             self.log.info("dlq.unknown_job", job=job_id)
 
@@ -480,19 +573,19 @@ class Supervisor(Actor):
         job_id: str,
         apply: Callable[[JobSnapshot], Awaitable[JobSnapshot | None]],
         *,
+        cause: str,
         start: StartJob | None = None,
-        quiet: bool = False,
         fresh: bool = False,
     ) -> JobSnapshot:
         """Read the job, let `apply` change it, write it back by compare-and-set, publish.
 
-        `apply` returns None when there is nothing to do (a stale report): the job's
-        current outbox is published again instead, in case the last writer died before
-        publishing it, if it was written recently enough for the streams to drop what
-        was already stored (their duplicate window); `quiet` (a timer) never re-sends.
-        A lost compare-and-set re-reads the job and applies again. `fresh` (a person's
-        request, which `apply` may refuse) reads the stored snapshot, never this process's
-        copy: a refusal must be about the job as it is, not as this replica last saw it.
+        `cause` names the message being handled. If the stored snapshot was written by
+        this very message (it came back: its handler died after the write), nothing is
+        applied again; its outbox is published again, under the same message ids. Else
+        `apply` returns the next snapshot, or None when there is nothing to do (a stale
+        report). A lost compare-and-set re-reads the job and applies again. `fresh` (a
+        person's request, which `apply` may refuse) reads the stored snapshot, never this
+        process's copy: a refusal must be about the job as it is.
         """
         for attempt in range(_CAS_ATTEMPTS):
             cached = not fresh and attempt == 0 and job_id in self._snapshots
@@ -501,6 +594,13 @@ class Supervisor(Actor):
                 if start is None:
                     raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
                 snapshot, revision = self._new_snapshot(start), 0
+            if snapshot.cause == cause:
+                if cached:  # only the stored snapshot can say what is published
+                    self._snapshots.pop(job_id, None)
+                    continue
+                self.log.info("outbox.resent", cause=cause, messages=len(snapshot.outbox))
+                await self._send(snapshot)
+                return snapshot
             status_before = snapshot.status
             after = await apply(snapshot)
             if after is None and cached:
@@ -509,13 +609,10 @@ class Supervisor(Actor):
                 self._snapshots.pop(job_id, None)
                 continue
             if after is None:
-                if quiet:
-                    return snapshot
                 self.stale_reports += 1
-                self.log.info("report.stale", job_step=snapshot.step)
-                if time.time() - snapshot.updated_at < _RESEND_WITHIN_S:
-                    await self._send(snapshot)
+                self.log.info("report.stale", cause=cause, job_step=snapshot.step)
                 return snapshot
+            after.cause = cause
             after.updated_at = time.time()
             if after.status == "running" and status_before != "running":
                 self._arm_stall(after)
@@ -528,6 +625,7 @@ class Supervisor(Actor):
                 self._snapshots.pop(job_id, None)
                 continue
             self._remember(after, data, revision)
+            crash_point(f"after_write_{cause.split(':', 1)[0]}")
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`
                 self.log.info(
                     "job.status",
@@ -1105,6 +1203,13 @@ _EXHAUSTED_STATUS: dict[str, JobStatusName] = {
     "steps": "step_limit",
     "deadline": "deadline_exceeded",
 }
+
+
+class _CommandReply(BaseModel):
+    """What the supervisor carrying out a `ResolveJob`/`CancelJob` tells the API call."""
+
+    job: JobInfo | None = None
+    error: dict[str, Any] | None = None
 
 
 # Parked because a report was late or lost: that report, if it comes, resumes the job.

@@ -417,8 +417,31 @@ class Verdict(_Wire):
     tool_result: ToolResult | None = None
 
 
+class ResolveJob(_Wire):
+    """Supervisor (answering `rig.api.resolve`) to whichever supervisor takes it: carry out
+    a person's resolve as a durable message, so its effects are published even if the
+    supervisor dies half-way; the outcome goes to `reply_to` (core NATS)."""
+
+    kind: Literal["resolve"] = "resolve"
+    job_id: str
+    command_id: str
+    request: ResolveRequest
+    reply_to: str = ""
+
+
+class CancelJob(_Wire):
+    """Like `ResolveJob`, for `rig.api.cancel`."""
+
+    kind: Literal["cancel"] = "cancel"
+    job_id: str
+    command_id: str
+    request: CancelRequest
+    reply_to: str = ""
+
+
 SupervisorMessage = Annotated[
-    StartJob | Decision | ToolResult | Verdict, Field(discriminator="kind")
+    StartJob | Decision | ToolResult | Verdict | ResolveJob | CancelJob,
+    Field(discriminator="kind"),
 ]
 
 EventType = Literal[
@@ -535,6 +558,11 @@ class JobSnapshot(_Wire):
     updated_at: float = Field(default_factory=now)
     event_seq: int = 0
     outbox: list[Outgoing] = Field(default_factory=list)
+    cause: str = Field(
+        default="",
+        description="the message whose transition wrote this snapshot: while that message "
+        "is unacked, its redelivery publishes `outbox` again (nothing else does)",
+    )
 
     @property
     def terminal(self) -> bool:

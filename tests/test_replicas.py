@@ -19,16 +19,20 @@ from actors._nats import Publisher, ensure_topology
 from actors.examples.refund import RefundAgent
 from protocols import (
     Budget,
+    CancelJob,
     CancelRequest,
     Decision,
     Encoding,
     InboxReply,
     InboxRequest,
+    JobInfo,
     Names,
+    ResolveJob,
     ResolveRequest,
     StartJob,
     StatusRequest,
     SubmitRequest,
+    decode,
     encode,
 )
 from tests.conftest import Deployment
@@ -72,12 +76,23 @@ async def parked_by_the_other(a: Supervisor, b: Supervisor, job_id: str) -> None
     assert (await b.status(StatusRequest(job_id=job_id))).status == "waiting_human"
 
 
+async def carry_out(supervisor: Supervisor, command: ResolveJob | CancelJob) -> JobInfo:
+    """What the API waits for: `supervisor` takes the durable command and answers it."""
+    command.reply_to = supervisor.nc.new_inbox()
+    sub = await supervisor.nc.subscribe(command.reply_to, max_msgs=1)
+    await supervisor.on_message(command, DELIVERY)
+    reply = decode((await sub.next_msg(timeout=10)).data)[0]
+    assert reply["error"] is None, reply
+    return JobInfo.model_validate(reply["job"])
+
+
 async def test_a_replica_with_an_old_copy_resolves_from_the_stored_snapshot(
     pair: tuple[Supervisor, Supervisor],
 ) -> None:
     a, b = pair
     await parked_by_the_other(a, b, "job-r")
-    info = await a.resolve(ResolveRequest(job_id="job-r", edge="close", by="alice"))
+    request = ResolveRequest(job_id="job-r", edge="close", by="alice")
+    info = await carry_out(a, ResolveJob(job_id="job-r", command_id="c1", request=request))
     assert (info.status, info.state) == ("succeeded", "denied")
 
 
@@ -86,6 +101,7 @@ async def test_a_replica_with_an_old_copy_cancels_from_the_stored_snapshot(
 ) -> None:
     a, b = pair
     await parked_by_the_other(a, b, "job-c")
-    info = await a.cancel(CancelRequest(job_id="job-c"))
+    request = CancelRequest(job_id="job-c")
+    info = await carry_out(a, CancelJob(job_id="job-c", command_id="c2", request=request))
     assert info.status == "cancelled"
     assert await a.inbox(InboxRequest()) == InboxReply(jobs=[])

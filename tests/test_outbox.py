@@ -1,0 +1,165 @@
+"""What a transition must publish is published, whoever dies when, and no clock decides it.
+
+A supervisor that writes a job's new snapshot and then fails to publish its outbox (it
+dies, or the publish fails) leaves the message that caused the change unacked; whoever
+handles that message next publishes the stored outbox. The in-process tests hand the
+same message to two supervisor replicas (one whose publish fails, with a clock 200 s
+behind, as another host's may be); the last test kills a real supervisor process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.api import ConsumerConfig
+
+from actors import RigConfig, Supervisor
+from actors._actor import Delivery
+from actors._nats import Publisher, ensure_topology
+from actors.examples.refund import RefundAgent
+from protocols import (
+    Budget,
+    DeadlineCheck,
+    Decision,
+    Encoding,
+    Names,
+    RetryableError,
+    StartJob,
+    StatusRequest,
+    SubmitRequest,
+    encode,
+)
+from tests.conftest import Deployment
+from tests.looper import LOOPER
+from tests.test_supervision import journal_until, park
+
+pytestmark = pytest.mark.integration
+
+DELIVERY = Delivery(subject="test", headers={}, encoding=Encoding.MSGPACK, attempt=1)
+INPUT = {"order_id": "A-1001", "amount": 25.0}
+
+
+async def replica(rig: Deployment, home: Path) -> Supervisor:
+    supervisor = Supervisor(
+        config=RigConfig(nats_url=rig.server.url, names=Names(rig.prefix), home=home)
+    )
+    supervisor._nc = await nats.connect(rig.server.url)
+    supervisor._js = supervisor._nc.jetstream()
+    supervisor._publisher = Publisher(supervisor._nc)
+    await supervisor._publisher.start()
+    await ensure_topology(supervisor._js, supervisor.names)
+    await supervisor.on_start()
+    return supervisor
+
+
+@pytest.fixture
+async def pair(rig: Deployment, tmp_path: Path) -> AsyncIterator[tuple[Supervisor, Supervisor]]:
+    a, b = await replica(rig, tmp_path), await replica(rig, tmp_path)
+    agents = await a.js.key_value(a.names.agents_bucket)
+    await agents.put("refund", encode(RefundAgent.info(RefundAgent.__new__(RefundAgent))))
+    yield a, b
+    for supervisor in (a, b):
+        await supervisor.nc.close()
+
+
+async def broken(supervisor: Supervisor, handle: object, *, behind: float = 200.0) -> None:
+    """Run `handle` on a supervisor whose clock is `behind` seconds slow and whose outbox
+    publish fails after the snapshot is written: the message stays unacked."""
+    skewed = types.SimpleNamespace(time=lambda: time.time() - behind, monotonic=time.monotonic)
+
+    async def no_send(job: object) -> None:
+        raise RetryableError("publishing the outbox failed (simulated)")
+
+    real_time, real_send = supervisor_time(), supervisor._send
+    set_supervisor_time(skewed)
+    supervisor._send = no_send  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RetryableError):
+            await handle  # type: ignore[misc]
+    finally:
+        set_supervisor_time(real_time)
+        supervisor._send = real_send  # type: ignore[method-assign]
+
+
+def supervisor_time() -> object:
+    import actors._supervisor as module
+
+    return module.time
+
+
+def set_supervisor_time(value: object) -> None:
+    import actors._supervisor as module
+
+    module.time = value  # type: ignore[assignment]
+
+
+async def commands(rig: Deployment, subject: str) -> int:
+    """How many messages wait on a work subject (read by a consumer of the test's own)."""
+    js = rig.nc.jetstream()
+    durable = "probe-" + subject.replace(".", "-")
+    await js.add_consumer(
+        rig.names.work_stream, ConsumerConfig(durable_name=durable, filter_subject=subject)
+    )
+    return (await js.consumer_info(rig.names.work_stream, durable)).num_pending
+
+
+async def test_a_report_whose_outbox_was_not_published_is_published_by_another(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    a, b = pair
+    await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-1"))
+    await b.on_message(
+        StartJob(job_id="job-1", agent="refund", input=INPUT, budget=Budget()), DELIVERY
+    )
+    decision = Decision(job_id="job-1", step=1, edge="lookup", args={"order_id": "A-1001"})
+    await broken(a, a.on_message(decision, DELIVERY))
+    assert await commands(rig, rig.names.tool("lookup_order")) == 0  # nothing went out
+    await b.on_message(decision, DELIVERY)  # the redelivery, to the other replica
+    assert await commands(rig, rig.names.tool("lookup_order")) == 1
+    await b.on_message(decision, DELIVERY)  # and again: published once (deduplicated)
+    assert await commands(rig, rig.names.tool("lookup_order")) == 1
+
+
+async def test_a_deadline_whose_ending_was_not_published_is_published_by_another(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    a, b = pair
+    await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-2", deadline_s=0.2))
+    await b.on_message(
+        StartJob(job_id="job-2", agent="refund", input=INPUT, budget=Budget()), DELIVERY
+    )
+    job = await b.status(StatusRequest(job_id="job-2"))
+    assert job.deadline is not None
+    await asyncio.sleep(max(0.0, job.deadline - time.time()) + 0.05)  # the timer's own wait
+    check = DeadlineCheck(job_id="job-2", at=job.deadline)
+    await broken(a, a.on_timer(check, DELIVERY), behind=0.0)  # a slow clock: not due yet
+    await b.on_timer(check, DELIVERY)
+    events = await journal_until(rig, "job-2", "deadline_exceeded", timeout=10)
+    assert events[-1].data["status"] == "deadline_exceeded"
+
+
+async def test_a_resolve_whose_supervisor_dies_after_writing_is_finished_by_another(
+    rig: Deployment,
+) -> None:
+    """The supervisor carrying out a person's resolve dies right after writing the job
+    (`RIG_CRASH_AT=after_write_resolve`); another supervisor publishes what the resolve
+    must, and the job finishes, with the resolve in its journal once."""
+    rig.extra_env.update(RIG_CRASH_AT="after_write_resolve", RIG_CRASH_MARKER=str(rig.home / "x"))
+    [doomed] = await rig.spawn(*LOOPER[:1])
+    del rig.extra_env["RIG_CRASH_AT"], rig.extra_env["RIG_CRASH_MARKER"]
+    await rig.spawn(*LOOPER[1:])
+    job_id = await park(rig)
+    resolving = asyncio.create_task(rig.client.resolve(job_id, "finish", note="ok"))
+    assert await asyncio.wait_for(doomed.wait(), 30) == 137
+    await rig.spawn(LOOPER[0])
+    events = await journal_until(rig, job_id, "succeeded", timeout=30)
+    assert [e.type for e in events].count("resolved") == 1
+    assert await rig.client.inbox() == []
+    resolving.cancel()
+    await asyncio.gather(resolving, return_exceptions=True)
