@@ -526,10 +526,11 @@ class JobSnapshot(_Wire):
     """A job's current state, the value of `<job_id>` in `RIG_JOBS`.
 
     Written only with compare-and-set on the KV revision. `outbox` holds what the last
-    transition must publish (journal events and the next command): a supervisor that
-    dies after writing the snapshot but before publishing is replaced by one that
-    publishes the outbox again, under the same `Nats-Msg-Id`s, so nothing is lost or
-    doubled.
+    transition must publish (journal events and the next command), and `cause` the
+    message that made it: if a supervisor dies after writing the snapshot but before
+    publishing, that message comes back (it was never acked) and whichever supervisor
+    gets it publishes the outbox again, under the same `Nats-Msg-Id`s, so nothing is
+    lost or doubled.
     """
 
     job_id: str
