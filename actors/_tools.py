@@ -217,7 +217,12 @@ class ToolExecutor(Actor):
         ]
 
     async def on_call(self, call: ToolCall, delivery: Delivery) -> None:
-        result = await self.execute(call)
+        try:
+            result = await self.execute(call)
+        except _Fenced as fenced:
+            # Another executor took the call over while this one was paused: it reports.
+            self.log.warning("ledger.fenced_before_effect", key=fenced.key, epoch=fenced.epoch)
+            return
         crash_point("after_record")
         if result.ok and call.verifier is not None and call.context is not None:
             # Straight to the verifier, which carries the result to the supervisor.
@@ -263,6 +268,7 @@ class ToolExecutor(Actor):
         pause = _BUSY_POLL_S
         dead: str | None = None
         while True:
+            asked = time.monotonic()  # the lease starts after this: measure from here
             claim = await self.ledger.claim(
                 key,
                 job_id=call.job_id,
@@ -288,7 +294,23 @@ class ToolExecutor(Actor):
         if claim.outcome != "claimed":
             return self._from_ledger(call, key, claim)
         crash_point("after_claim")
+        if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
+            key, claim.epoch
+        ):
+            # Paused past half its lease (GC, SIGSTOP, a VM): another executor may have
+            # settled the call meanwhile, so this one must not act on an old claim.
+            raise _Fenced(key, claim.epoch)
         return await self._run(call, key, tool, kwargs, claim.epoch)
+
+    async def _still_ours(self, key: str, epoch: int) -> bool:
+        """Whether the claim of `epoch` still holds the key, with lease left."""
+        record = await self.ledger.get(key)
+        return (
+            record is not None
+            and record.state == "in_progress"
+            and record.epoch == epoch
+            and record.lease_until > time.time()
+        )
 
     def _from_ledger(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
         """What a call that must not run answers, from its ledger record; raise to nak."""
@@ -387,6 +409,14 @@ class ToolExecutor(Actor):
             return await asyncio.wait_for(tool.fn(self, **kwargs), tool.spec.timeout)
         finally:
             _current.reset(token)
+
+
+class _Fenced(Exception):
+    """This executor's claim was taken over (its lease ran out while it was paused)."""
+
+    def __init__(self, key: str, epoch: int) -> None:
+        super().__init__(key, epoch)
+        self.key, self.epoch = key, epoch
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,3 +187,35 @@ async def test_a_stale_executor_changes_nothing(rig: Deployment) -> None:
 def _stopped(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def test_an_executor_frozen_before_the_effect_does_not_act_on_its_old_claim(
+    rig: Deployment,
+) -> None:
+    """Frozen after claiming, before paying, past its lease: another executor finds the
+    outcome unknown, reconciles (nothing paid), pays under a new epoch. The first, woken,
+    sees its claim is no longer its own and does not pay: one payment, not two."""
+    rig.extra_env.update(
+        {"RIG_PAUSE_AT": "after_claim", "RIG_CRASH_MARKER": str(rig.home / "paused")}
+    )
+    [stale] = await rig.spawn(TOOLS)
+    await probe(rig)
+    await call(rig, tool="pay_reconciled")
+    await eventually(lambda: asyncio.to_thread(_stopped, stale.pid), message="executor frozen")
+    assert payments(rig.home) == []
+
+    rig.extra_env.pop("RIG_PAUSE_AT")
+    await rig.spawn(TOOLS)
+    [result] = await reports(rig, 1)
+    assert result.ok and len(payments(rig.home)) == 1
+
+    stale.send_signal(signal.SIGCONT)
+    log = rig.home / f"{TOOLS.replace(':', '.')}.log"
+    await eventually(
+        lambda: asyncio.to_thread(lambda: "ledger.fenced_before_effect" in log.read_text()),
+        message="the woken executor saw its claim was taken over",
+    )
+    stale.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(stale.wait(), 30) == 0
+    assert len(payments(rig.home)) == 1
+    assert await ledger_state(rig, result.key) == "succeeded"
