@@ -405,6 +405,25 @@ def _parser() -> argparse.ArgumentParser:
     show = ledger_verbs.add_parser("show", parents=[common, file_option], help="one record")
     show.add_argument("key", metavar="KEY")
     show.set_defaults(run=_ledger_show)
+    settle_cmd = ledger_verbs.add_parser(
+        "settle",
+        parents=[common, file_option],
+        help="say whether an unknown call's effect happened",
+        description="Settle a record in state unknown (its run died mid-call and the tool "
+        "has no reconcile): --happened RESULT records the result, so the call answers "
+        "from it; --not-happened lets the call run again. Then resolve the parked job "
+        "(`rig resolve`), or let its next call proceed.",
+    )
+    settle_cmd.add_argument("key", metavar="KEY")
+    outcome = settle_cmd.add_mutually_exclusive_group(required=True)
+    outcome.add_argument(
+        "--happened", metavar="JSON|@FILE|-", help="it happened; this is its result (JSON)"
+    )
+    outcome.add_argument("--not-happened", action="store_true", help="it did not happen")
+    settle_cmd.add_argument(
+        "--by", default=os.environ.get("USER", ""), help="who says so (default $USER)"
+    )
+    settle_cmd.set_defaults(run=_ledger_settle)
     prune_cmd = ledger_verbs.add_parser(
         "prune",
         parents=[common, file_option],
@@ -767,6 +786,14 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
 def _json_object(text: str, option: str) -> dict[str, Any]:
     """A JSON object given inline, as `@FILE`, or as `-` (stdin). Validation of what it
     holds (finite numbers, depth) is the request's, the same for every client."""
+    value = _json_value(text, option)
+    if not isinstance(value, dict):
+        raise _usage(f"{option} must be a JSON object")
+    return value
+
+
+def _json_value(text: str, option: str) -> Any:
+    """Any JSON value given inline, as `@FILE`, or as `-` (stdin)."""
     if text == "-":
         raw = sys.stdin.buffer.read()
         source = f"{option} (stdin)"
@@ -790,8 +817,6 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
         raise SchemaError(f"{source} nests too deep") from None
     except ValueError as exc:
         raise _usage(f"{source} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise _usage(f"{source} must be a JSON object")
     return value
 
 
@@ -839,6 +864,29 @@ def _ledger_show(args: argparse.Namespace) -> int:
     else:
         for name, value in _record_json(record).items():
             print(f"{name:<12} {json.dumps(value) if isinstance(value, dict) else value}")
+    return EXIT_OK
+
+
+def _ledger_settle(args: argparse.Namespace) -> int:
+    from actors._ledger import settle
+
+    result = _json_value(args.happened, "--happened") if args.happened is not None else None
+    try:
+        record = run_async(
+            settle(
+                _ledger_file(args),
+                args.key,
+                happened=not args.not_happened,
+                result=result,
+                by=args.by,
+            )
+        )
+    except ValueError as exc:
+        raise _usage(f"cannot settle {args.key!r}: {exc}") from None
+    if args.json:
+        _print_json(_record_json(record))
+    else:
+        print(f"{record.key[:16]}  {record.state}  ({record.owner})")
     return EXIT_OK
 
 

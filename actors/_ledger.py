@@ -140,8 +140,18 @@ def decide_claim(
 def decide_finish(
     record: LedgerRecord | None, op: _FinishOp, *, now: float
 ) -> tuple[bool, LedgerRecord | None]:
-    """Record an outcome if `op.epoch` still owns the key; False if it was fenced off. Pure."""
-    if record is None or record.state != "in_progress" or record.epoch != op.epoch:
+    """Record an outcome if `op.epoch` still owns the key; False if it was fenced off. Pure.
+
+    A record that turned `unknown` at `op.epoch` (its lease ran out while the run was
+    still going) takes that run's late success or final failure: it answers the very
+    question `unknown` asks, and no other run has been started since.
+    """
+    if record is None or record.epoch != op.epoch:
+        return False, None
+    late = record.state == "unknown" and (
+        op.state == "succeeded" or (op.state == "failed" and not op.retryable)
+    )
+    if record.state != "in_progress" and not late:
         return False, None
     return True, replace(
         record,
@@ -474,6 +484,23 @@ def _row(record: LedgerRecord) -> tuple[Any, ...]:
     )
 
 
+def decide_settle(
+    record: LedgerRecord | None, *, happened: bool, result: Any, by: str, now: float
+) -> LedgerRecord:
+    """A person's answer to an `unknown` record: it happened (with `result`), or it did
+    not (the call may run again). Raises `ValueError` for a record that is not `unknown`.
+    Pure."""
+    if record is None:
+        raise ValueError("no such record")
+    if record.state != "unknown":
+        raise ValueError(f"the record is {record.state}, not unknown: there is nothing to settle")
+    owner = f"settled by {by or 'a person'}"
+    if happened:
+        return replace(record, state="succeeded", result=result, owner=owner, updated_at=now)
+    error = {"code": "settled_not_happened", "message": f"{owner}: the effect did not happen"}
+    return replace(record, state="failed", error=error, retryable=True, owner=owner, updated_at=now)
+
+
 # --- administration (`rig ledger`): own connection, for a file executors may be using --
 
 
@@ -497,6 +524,33 @@ async def get_record(path: str | Path, key: str) -> LedgerRecord | None:
         async with db.execute(f"SELECT {_COLUMNS} FROM ledger WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
     return _record(row) if row is not None else None
+
+
+async def settle(
+    path: str | Path, key: str, *, happened: bool, result: Any = None, by: str = ""
+) -> LedgerRecord:
+    """Settle an `unknown` record by a person's word (`rig ledger settle`); see
+    `decide_settle`. The next call of the key answers from it, or runs the tool again."""
+    async with aiosqlite.connect(str(path), isolation_level=None) as db:
+        await db.execute("PRAGMA busy_timeout=10000")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(f"SELECT {_COLUMNS} FROM ledger WHERE key = ?", (key,)) as cursor:
+                row = await cursor.fetchone()
+            new = decide_settle(
+                _record(row) if row is not None else None,
+                happened=happened,
+                result=result,
+                by=by,
+                now=time.time(),
+            )
+            await db.execute(_UPSERT, _row(new))
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+        return new
 
 
 async def prune(path: str | Path, *, older_than: float) -> int:

@@ -166,3 +166,58 @@ async def test_rig_ledger_ls_show_and_prune(tmp_path: Path) -> None:
     assert sorted(r["key"] for r in json.loads(out)) == ["doubt", "running"]
     code, out = await rig("prune", "--older-than", "soon")
     assert code == 2 and "not a duration" in out
+
+
+async def test_a_late_completion_answers_unknown(tmp_path: Path) -> None:
+    """The run whose lease ran out finishes after all: its result settles the `unknown`
+    record (same epoch); a newer epoch's record is never overwritten by it."""
+    ledger = await Ledger.open(tmp_path / "l.db", owner="a")
+    await ledger.claim("k", **ARGS, lease=0)
+    assert (await ledger.claim("k", **ARGS, lease=30)).outcome == "unknown"
+    assert await ledger.complete("k", 1, {"refund_id": "r1"})
+    again = await ledger.claim("k", **ARGS, lease=30)
+    assert again.outcome == "succeeded" and again.record is not None
+    assert again.record.result == {"refund_id": "r1"}
+    assert not await ledger.complete("k", 2, {"refund_id": "r2"})  # no such epoch
+    await ledger.close()
+
+
+async def test_rig_ledger_settle_answers_unknown_by_a_persons_word(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "ledger.sqlite3", owner="a")
+    for key in ("paid", "not-paid", "fine"):
+        await ledger.claim(key, **ARGS, lease=0 if key != "fine" else 30)
+    for key in ("paid", "not-paid"):
+        assert (await ledger.claim(key, **ARGS, lease=30)).outcome == "unknown"
+    await ledger.close()
+    env = {**os.environ, "RIG_HOME": str(tmp_path)}
+
+    async def rig(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "actors",
+            "ledger",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode()
+
+    code, out = await rig("settle", "paid", "--happened", '{"refund_id": "r9"}', "--by", "alice")
+    assert code == 0 and "succeeded  (settled by alice)" in out
+    code, out = await rig("settle", "not-paid", "--not-happened", "--by", "bob", "--json")
+    assert code == 0 and json.loads(out)["state"] == "failed"
+    code, out = await rig("settle", "fine", "--not-happened")
+    assert code == 2 and "the record is in_progress, not unknown" in out
+    code, out = await rig("settle", "paid")
+    assert code == 2 and "one of the arguments --happened --not-happened is required" in out
+
+    ledger = await Ledger.open(tmp_path / "ledger.sqlite3", owner="b")
+    paid = await ledger.claim("paid", **ARGS, lease=30)
+    assert paid.outcome == "succeeded" and paid.record is not None
+    assert paid.record.result == {"refund_id": "r9"}
+    rerun = await ledger.claim("not-paid", **ARGS, lease=30)
+    assert rerun.outcome == "claimed" and rerun.epoch == 2  # it may run again
+    await ledger.close()
