@@ -77,9 +77,11 @@ class Agent(Actor):
 
     An answer that is not an edge of the state is re-asked `max_reasks` times with the
     error; then the state's safe edge is taken and the decision is marked `fallback`.
-    `llm_timeout` bounds each LLM call, and so does the job's deadline; a call that
-    raises `RetryableError` naks the step for a later retry (so does an outage of every
-    configured provider).
+    `llm_timeout` bounds each LLM call (a configured model's retry policy lengthens it to
+    what its attempts may take), and so does the job's deadline. A call that raises
+    `RetryableError`, finds every configured provider down, or gets no answer in time is
+    an outage, not a wrong answer: the step is tried again later (after 2 s, doubling to
+    a minute), and takes the safe edge only on its last delivery.
 
     A bug in the agent's own code (its routing function, its LLM class) is not a bad
     answer: the traceback goes to the log at error level, the decision carries
@@ -186,6 +188,13 @@ class Agent(Actor):
                 f"agent {self.name!r} in the file RIG_LLM_CONFIG names"
             ) from None
 
+    def _outage(self, delivery: Delivery, why: str) -> None:
+        """The model did not answer: try the step again later (raises `RetryableError`),
+        unless this is its last delivery, when the caller takes the safe edge instead of
+        letting the step be dead-lettered."""
+        if delivery.attempt < self.config.max_deliver - 1:
+            raise RetryableError(why, delay=_outage_delay(delivery.attempt))
+
     async def _publish_token(self, job_id: str, text: str) -> None:
         """Tokens as they arrive, on `rig.tokens.<job_id>` (core NATS: not stored)."""
         await self.nc.publish(self.names.tokens(job_id), text.encode())
@@ -270,9 +279,12 @@ class Agent(Actor):
                 **fields,
             )
 
+        # One policy for how long a call may take: the agent's llm_timeout, or what the
+        # configured model's retries may take, whichever is longer.
+        patience = max(self.llm_timeout, getattr(self._llm, "total_timeout", 0.0))
         for attempt in range(request.max_reasks + 1):
             exhausted, why = _no_room(request, usage, self._llm, prompt)
-            timeout = self.llm_timeout
+            timeout = patience
             if request.deadline is not None:
                 timeout = min(timeout, request.deadline - time.time())
                 if timeout <= 0:
@@ -293,17 +305,16 @@ class Agent(Actor):
                 raise
             except ProvidersFailed as exc:
                 calls.extend(exc.calls)
-                if delivery.attempt < self.config.max_deliver - 1:
-                    # An outage, not a wrong answer: try the step again later.
-                    delay = min(_OUTAGE_RETRY_S * 2 ** (delivery.attempt - 1), _OUTAGE_RETRY_MAX_S)
-                    raise RetryableError(str(exc), delay=delay) from exc
+                self._outage(delivery, str(exc))
                 problem = f"no provider answered: {exc.last}"
             except TimeoutError:
-                if timeout < self.llm_timeout:  # cut short by the job's deadline
+                if timeout < patience:  # cut short by the job's deadline
                     why = f"the LLM did not answer within the {timeout:.2f} s the deadline left"
                     decision = report(edge="", reasks=attempt, exhausted="deadline", reason=why)
                     break
-                problem = f"the LLM did not answer within llm_timeout ({self.llm_timeout} s)"
+                # No answer at all is an outage, not a wrong answer.
+                problem = f"the LLM did not answer within {patience:g} s"
+                self._outage(delivery, problem)
             except InvalidAnswer as exc:
                 problem = str(exc)
             except (nats.errors.Error, ConnectionError) as exc:  # shared limits, breakers
@@ -337,6 +348,10 @@ class Agent(Actor):
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")
         )
+
+
+def _outage_delay(attempt: int) -> float:
+    return float(min(_OUTAGE_RETRY_S * 2 ** (attempt - 1), _OUTAGE_RETRY_MAX_S))
 
 
 def _where(exc: BaseException) -> str:

@@ -294,6 +294,16 @@ class ModelRouter:
     def price(self) -> Price | None:
         return self.providers[0].price
 
+    @property
+    def total_timeout(self) -> float:
+        """The longest one `complete` may take under the policy: every attempt at every
+        provider of the chain timing out, with the longest waits between attempts. The
+        agent waits at least this long, so its own timeout never cuts the policy short."""
+        policy = self.policy
+        per_provider = policy.max_attempts * policy.timeout
+        per_provider += (policy.max_attempts - 1) * policy.max_backoff
+        return len(self.providers) * per_provider
+
     async def complete(self, prompt: RoutePrompt) -> LLMReply:
         request = ChatRequest(
             messages=[

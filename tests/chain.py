@@ -46,3 +46,13 @@ class Chain(Agent):
 
 
 CHAIN = ("actors:Supervisor", "tests.chain:Chain", "tests.looper:LooperTools")
+
+
+class ImpatientChain(Chain):
+    """The same chain with an LLM timeout shorter than its model's retry policy."""
+
+    name = "impatient"
+    llm_timeout = 1.0
+
+
+IMPATIENT = ("actors:Supervisor", "tests.chain:ImpatientChain", "tests.looper:LooperTools")

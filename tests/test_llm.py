@@ -23,7 +23,7 @@ from actors._breaker import BreakerState
 from actors._llm import RoutePrompt
 from actors._providers import ModelRouter, OpenAICompatible, RetryPolicy
 from protocols import TERMINAL_STATUSES, Event, JobContext, decode_as
-from tests.chain import CHAIN, Chain
+from tests.chain import CHAIN, IMPATIENT, Chain
 from tests.conftest import ROOT, Deployment, eventually
 
 pytestmark = pytest.mark.integration
@@ -154,7 +154,7 @@ async def test_routing_schema_allows_only_the_states_edges(chaos: ChaosServer) -
     assert set(seen) <= {"lookup", "escalate"} and seen["lookup"] > seen["escalate"]
 
 
-def llm_config(rig: Deployment, url: str, **agent: Any) -> None:
+def llm_config(rig: Deployment, url: str, *, section: str = "chain", **agent: Any) -> None:
     settings = {"providers": ["chaos"], "timeout": 5.0, "backoff": 0.01, "max_backoff": 0.2}
     settings |= agent
     lines = [
@@ -163,7 +163,7 @@ def llm_config(rig: Deployment, url: str, **agent: Any) -> None:
         'model = "chaos-1"',
         "price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }",
         "",
-        "[agents.chain]",
+        f"[agents.{section}]",
         *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
     ]
     path = rig.home / "llm.toml"
@@ -240,6 +240,33 @@ async def test_a_hanging_provider_ends_a_job_at_its_deadline(rig: Deployment) ->
     info = await rig.client.status(job.job_id)
     assert info.status == "deadline_exceeded"
     assert 2.0 <= events[-1].ts - info.created_at < 3.0  # not a library's 60 s default
+
+
+async def test_a_model_that_does_not_answer_is_an_outage_not_a_bad_answer(
+    rig: Deployment,
+) -> None:
+    """The agent waits as long as its model's retry policy may take (3 attempts x 0.8 s),
+    not its shorter llm_timeout (1 s); when no attempt answers, the step is tried again
+    later, not re-asked as if the model had answered badly. The provider recovers, and
+    the step's decision is a first answer: no re-ask, no safe edge."""
+    server = await start_chaos("--rate-hang", "1", "--main-path", "1")
+    try:
+        llm_config(rig, server.url, section="impatient", timeout=0.8, max_attempts=3)
+        await rig.spawn(*IMPATIENT)
+        job = await rig.client.submit("impatient", {"n": 1})
+
+        async def three_hung() -> bool:
+            return (await server.stats()).get("hang", 0) >= 3
+
+        await eventually(three_hung, timeout=30, message="three requests hung")
+        await server.set_faults(rate_hang=0.0)
+        events = await journal(rig, job.job_id)
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    assert events[-1].data["status"] == "succeeded"
+    first = next(e for e in events if e.type == "decision")
+    assert (first.data["reasks"], first.data["fallback"]) == (0, False)
 
 
 async def journal(rig: Deployment, job_id: str) -> list[Event]:
