@@ -182,9 +182,9 @@ class Actor:
     - a message delivered more than `max_deliver` times is dead-lettered, not retried.
 
     Durable consumers are shared: start more processes of a class and they split the
-    work. On SIGTERM or SIGINT the actor stops fetching, lets running handlers finish
-    (up to `drain_timeout`), then drains its connection. It reconnects forever if the
-    server goes away, and resumes consuming when it is back.
+    work. On SIGTERM or SIGINT the actor first stops pulling (no new message starts),
+    then lets running handlers finish (up to `drain_timeout()`), then closes. It
+    reconnects forever if the server goes away, and resumes consuming when it is back.
     """
 
     name: ClassVar[str] = "actor"
@@ -201,6 +201,7 @@ class Actor:
         self._slots = _Slots(self.config.concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._consumer_tasks: list[asyncio.Task[None]] = []
+        self._pull_tasks: list[asyncio.Task[None]] = []
         self._batch = self.config.batch
         # Messages being handled (Msg is unhashable: keyed by id), and since when.
         self._holding: dict[int, tuple[Msg, float]] = {}
@@ -296,11 +297,18 @@ class Actor:
                 await self._serve(endpoint)
             for inbox in inboxes:
                 await self._ensure_consumer(inbox)
-                self._consumer_tasks.append(asyncio.create_task(self._consume(inbox)))
-            self._consumer_tasks.append(asyncio.create_task(self._keep_alive()))
+                self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
+            self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
             await self._announce(inboxes)
             await self._stopping.wait()
             self.log.info("actor.stopping", running=len(self._running))
+            # Stop taking work before draining: an open pull would go on delivering (and
+            # a loop waiting for a free slot would pull again) while handlers finish, and
+            # what arrived late would be cut off mid-way. What was pulled but not started
+            # is redelivered elsewhere after the ack wait.
+            for task in self._pull_tasks:
+                task.cancel()
+            await asyncio.gather(*self._pull_tasks, return_exceptions=True)
             await self._drain_handlers()
             await self.on_stop()
         finally:
@@ -327,10 +335,15 @@ class Actor:
         await self.nc.flush(timeout=5)
         self.log.info("actor.ready", pid=ready.pid, subjects=ready.subjects)
 
+    def drain_timeout(self) -> float:
+        """How long running handlers may take to finish after SIGTERM before they are
+        cancelled (and their messages redelivered elsewhere)."""
+        return self.config.drain_timeout
+
     async def _drain_handlers(self) -> None:
         if not self._running:
             return
-        _done, pending = await asyncio.wait(set(self._running), timeout=self.config.drain_timeout)
+        _done, pending = await asyncio.wait(set(self._running), timeout=self.drain_timeout())
         for task in pending:
             task.cancel()  # unacked: JetStream redelivers the message to another instance
         if pending:

@@ -205,6 +205,12 @@ class ToolExecutor(Actor):
     async def on_stop(self) -> None:
         await self.ledger.close()
 
+    def drain_timeout(self) -> float:
+        """Long enough for the slowest tool to finish: a call cut off mid-way would become
+        `unknown` for a person to settle."""
+        slowest = max((t.spec.timeout for t in self.tools.values()), default=0.0)
+        return max(self.config.drain_timeout, slowest + 5.0)
+
     def inboxes(self) -> list[Inbox]:
         return [
             Inbox(

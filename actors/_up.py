@@ -51,8 +51,9 @@ DEFAULT_ACTORS = (
     "actors.examples.refund:RefundTools",
     "actors.examples.refund:RefundChecks",
 )
-# How long an actor may take to drain on SIGTERM before it is killed.
-STOP_GRACE_S = 15.0
+# How long an actor may take to drain on SIGTERM before it is killed: a tool executor
+# lets its running calls finish (up to their timeout), so leave room for a slow one.
+STOP_GRACE_S = 75.0
 SERVER_START_TIMEOUT_S = 30.0
 # A server that dies is started again this many times in a row before `rig up` gives up.
 SERVER_RESTARTS = 5

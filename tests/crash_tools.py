@@ -8,6 +8,7 @@ by the call's idempotency key, as a payment API that takes `Idempotency-Key` all
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ def payments(home: Path) -> list[tuple[Any, ...]]:
     db = sqlite3.connect(path)
     try:
         return db.execute("SELECT job, step, key, amount FROM payments").fetchall()
+    except sqlite3.OperationalError:  # the file exists, its table not yet: no payment
+        return []
     finally:
         db.close()
 
@@ -93,3 +96,22 @@ class FlakyPay(CrashTools):
         if tool_context().epoch == 1:
             raise RetryableError("read timeout (the payment went through)", delay=0.1)
         return paid
+
+
+class SlowTools(ToolExecutor):
+    """A side-effect-free tool that takes 1 s and notes each start in the sink."""
+
+    name = "slow-tools"
+
+    @tool(side_effects=False, timeout=5.0)
+    async def slow(self, n: int) -> dict[str, Any]:
+        call = tool_context()
+        async with aiosqlite.connect(self.config.home / "payments.sqlite3") as db:
+            await db.execute("PRAGMA busy_timeout=10000")
+            await db.execute(_SCHEMA)
+            await db.execute(
+                "INSERT INTO payments VALUES (?, ?, ?, ?)", (call.job_id, call.step, call.key, n)
+            )
+            await db.commit()
+        await asyncio.sleep(1.0)
+        return {"n": n}

@@ -219,3 +219,27 @@ async def test_an_executor_frozen_before_the_effect_does_not_act_on_its_old_clai
     assert await asyncio.wait_for(stale.wait(), 30) == 0
     assert len(payments(rig.home)) == 1
     assert await ledger_state(rig, result.key) == "succeeded"
+
+
+async def test_a_stopping_executor_starts_no_new_call(rig: Deployment) -> None:
+    """SIGTERM while two 1-s calls run and four more wait: the two finish, no other starts
+    in this process (it stops pulling before it drains), and the four are left for
+    another executor, which runs each once."""
+    rig.extra_env["RIG_CONCURRENCY"] = "2"
+    [first] = await rig.spawn("tests.crash_tools:SlowTools")
+    del rig.extra_env["RIG_CONCURRENCY"]
+    await probe(rig)
+    js = rig.nc.jetstream()
+    for step in range(1, 7):
+        message = ToolCall(job_id="job-1", step=step, tool="slow", args={"n": step})
+        await js.publish(
+            rig.names.tool("slow"), encode(message), headers={"Nats-Msg-Id": f"slow-{step}"}
+        )
+    await eventually(lambda: asyncio.to_thread(lambda: len(payments(rig.home)) >= 2))
+    first.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(first.wait(), 30) == 0
+    assert len(payments(rig.home)) == 2  # only what was running when told to stop
+    await rig.spawn("tests.crash_tools:SlowTools")
+    found = await reports(rig, 6)
+    assert sorted(r.step for r in found) == [1, 2, 3, 4, 5, 6]
+    assert len(payments(rig.home)) == 6
