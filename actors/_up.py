@@ -360,7 +360,9 @@ async def _say_ready(
     while len(ready) < count:
         try:
             msg = await sub.next_msg(timeout=1.0)
-        except Exception:  # nats-py's TimeoutError: nothing yet
+        except Exception as exc:  # nats-py's TimeoutError: nothing yet
+            if not isinstance(exc, TimeoutError):  # the connection is away: do not spin
+                await asyncio.sleep(0.5)
             if not warned and time.monotonic() - started > READY_WARN_S:
                 warned = True
                 late = sorted(set(pids.values()) - ready)
