@@ -21,10 +21,12 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from actors import RigConfig
+from actors import RigConfig, Supervisor
+from actors._actor import Delivery
 from actors._client import RigClient
+from actors._nats import Publisher, ensure_topology
 from actors._up import spawn_actor, wait_ready
-from protocols import Names
+from protocols import Encoding, Names, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -258,3 +260,35 @@ def refund_rows(home: Path) -> list[tuple[Any, ...]]:
         return []
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT job_id, order_id, amount FROM refunds").fetchall()
+
+
+# A report handed to an in-process supervisor by a test, as if it came from the stream.
+DELIVERY = Delivery(subject="test", headers={}, encoding=Encoding.MSGPACK, attempt=1)
+
+
+async def replica(rig: Deployment, home: Path) -> Supervisor:
+    """A supervisor in this process, connected to the test's namespace and consuming
+    nothing: the test hands it each message itself, so which replica sees what is exact."""
+    supervisor = Supervisor(
+        config=RigConfig(nats_url=rig.server.url, names=Names(rig.prefix), home=home)
+    )
+    supervisor._nc = await nats.connect(rig.server.url)
+    supervisor._js = supervisor._nc.jetstream()
+    supervisor._publisher = Publisher(supervisor._nc)
+    await supervisor._publisher.start()
+    await ensure_topology(supervisor._js, supervisor.names)
+    await supervisor.on_start()
+    return supervisor
+
+
+@pytest.fixture
+async def pair(rig: Deployment, tmp_path: Path) -> AsyncIterator[tuple[Supervisor, Supervisor]]:
+    """Two supervisor replicas (see `replica`), with the refund agent registered."""
+    from actors.examples.refund import RefundAgent
+
+    a, b = await replica(rig, tmp_path), await replica(rig, tmp_path)
+    agents = await a.js.key_value(a.names.agents_bucket)
+    await agents.put("refund", encode(RefundAgent.info(RefundAgent.__new__(RefundAgent))))
+    yield a, b
+    for supervisor in (a, b):
+        await supervisor.nc.close()

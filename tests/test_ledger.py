@@ -135,21 +135,9 @@ async def test_rig_ledger_ls_show_and_prune(tmp_path: Path) -> None:
     await ledger.claim("doubt", **ARGS, lease=0)
     assert (await ledger.claim("doubt", **ARGS, lease=30)).outcome == "unknown"
     await ledger.close()
-    env = {**os.environ, "RIG_HOME": str(tmp_path)}
 
     async def rig(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "actors",
-            "ledger",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        return proc.returncode or 0, out.decode()
+        return await ledger_cli(tmp_path, *args)
 
     code, out = await rig("ls", "--json")
     assert code == 0
@@ -189,21 +177,9 @@ async def test_rig_ledger_settle_answers_unknown_by_a_persons_word(tmp_path: Pat
     for key in ("paid", "not-paid"):
         assert (await ledger.claim(key, **ARGS, lease=30)).outcome == "unknown"
     await ledger.close()
-    env = {**os.environ, "RIG_HOME": str(tmp_path)}
 
     async def rig(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "actors",
-            "ledger",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        return proc.returncode or 0, out.decode()
+        return await ledger_cli(tmp_path, *args)
 
     code, out = await rig("settle", "paid", "--happened", '{"refund_id": "r9"}', "--by", "alice")
     assert code == 0 and "succeeded  (settled by alice)" in out
@@ -221,3 +197,19 @@ async def test_rig_ledger_settle_answers_unknown_by_a_persons_word(tmp_path: Pat
     rerun = await ledger.claim("not-paid", **ARGS, lease=30)
     assert rerun.outcome == "claimed" and rerun.epoch == 2  # it may run again
     await ledger.close()
+
+
+async def ledger_cli(home: Path, *args: str) -> tuple[int, str]:
+    """`rig ledger ARGS` with RIG_HOME=home: exit code and output (stdout and stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "actors",
+        "ledger",
+        *args,
+        env={**os.environ, "RIG_HOME": str(home)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()

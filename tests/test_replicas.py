@@ -7,63 +7,27 @@ queue group.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import nats
 import pytest
 
-from actors import RigConfig, Supervisor
-from actors._actor import Delivery
-from actors._nats import Publisher, ensure_topology
-from actors.examples.refund import RefundAgent
+from actors import Supervisor
 from protocols import (
     Budget,
     CancelJob,
     CancelRequest,
     Decision,
-    Encoding,
     InboxReply,
     InboxRequest,
     JobInfo,
-    Names,
     ResolveJob,
     ResolveRequest,
     StartJob,
     StatusRequest,
     SubmitRequest,
     decode,
-    encode,
 )
-from tests.conftest import Deployment
+from tests.conftest import DELIVERY
 
 pytestmark = pytest.mark.integration
-
-DELIVERY = Delivery(subject="test", headers={}, encoding=Encoding.MSGPACK, attempt=1)
-
-
-async def replica(rig: Deployment, home: Path) -> Supervisor:
-    """A supervisor connected to the test's namespace, not consuming anything."""
-    supervisor = Supervisor(
-        config=RigConfig(nats_url=rig.server.url, names=Names(rig.prefix), home=home)
-    )
-    supervisor._nc = await nats.connect(rig.server.url)
-    supervisor._js = supervisor._nc.jetstream()
-    supervisor._publisher = Publisher(supervisor._nc)
-    await supervisor._publisher.start()
-    await ensure_topology(supervisor._js, supervisor.names)
-    await supervisor.on_start()
-    return supervisor
-
-
-@pytest.fixture
-async def pair(rig: Deployment, tmp_path: Path) -> AsyncIterator[tuple[Supervisor, Supervisor]]:
-    a, b = await replica(rig, tmp_path), await replica(rig, tmp_path)
-    agents = await a.js.key_value(a.names.agents_bucket)
-    await agents.put("refund", encode(RefundAgent.info(RefundAgent.__new__(RefundAgent))))
-    yield a, b
-    for supervisor in (a, b):
-        await supervisor.nc.close()
 
 
 async def parked_by_the_other(a: Supervisor, b: Supervisor, job_id: str) -> None:
