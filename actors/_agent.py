@@ -25,7 +25,7 @@ from actors._llm import (
     estimate,
     parse_answer,
 )
-from actors._nats import PRESENCE_BEAT_S
+from actors._nats import keep_beating
 from actors._providers import ModelRouter, ProvidersFailed, ResponseCache, load_llm_config
 from protocols import (
     DEFAULT_MAX_STEPS,
@@ -212,7 +212,7 @@ class Agent(Actor):
         self._presence = await self.js.key_value(self.names.presence_bucket)
         self._instance = uuid.uuid4().hex[:12]
         await self._beat()
-        self._heart = asyncio.create_task(self._heartbeat())
+        self._heart = asyncio.create_task(keep_beating(self._beat, self.log))
 
     async def on_stop(self) -> None:
         self._heart.cancel()
@@ -225,14 +225,6 @@ class Agent(Actor):
         """Say this process is alive: its key expires unless refreshed."""
         seen = encode({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
         await self._presence.put(presence_key(self.name, self._instance), seen)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(PRESENCE_BEAT_S)
-            try:
-                await self._beat()
-            except Exception as exc:  # the server is away: the next beat tries again
-                self.log.warning("presence.failed", error=repr(exc))
 
     def inboxes(self) -> list[Inbox]:
         return [

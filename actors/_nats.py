@@ -215,21 +215,40 @@ async def kv_swap(kv: KeyValue, key: str, value: bytes, revision: int) -> int | 
         return None
 
 
-async def live_agents(presence: KeyValue, agent: str | None = None) -> dict[str, int]:
-    """How many live processes each agent has (only `agent`'s, if given), by its
-    instances' keys `<agent>.<instance>` in the presence bucket; a dead one's key has
-    expired, a stopped one's is deleted."""
-    pattern = f"{agent}.*" if agent is not None else "*.*"
+async def live_keys(presence: KeyValue, pattern: str) -> list[str]:
+    """The keys matching `pattern` that are alive in the presence bucket (not expired,
+    not deleted)."""
     watcher = await presence.watch(pattern, ignore_deletes=True, meta_only=True)
-    counts: dict[str, int] = {}
+    keys: list[str] = []
     try:
         async for entry in watcher:
             if entry is None:  # the end of what is stored now
                 break
-            name = entry.key.split(".", 1)[0]
-            counts[name] = counts.get(name, 0) + 1
+            keys.append(entry.key)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
+    return keys
+
+
+async def keep_beating(beat: Any, log: Any) -> None:
+    """Call `beat()` every PRESENCE_BEAT_S until cancelled; a failed beat is logged and
+    the next one tries again (the server may be away)."""
+    while True:
+        await asyncio.sleep(PRESENCE_BEAT_S)
+        try:
+            await beat()
+        except Exception as exc:
+            log.warning("presence.failed", error=repr(exc))
+
+
+async def live_agents(presence: KeyValue, agent: str | None = None) -> dict[str, int]:
+    """How many live processes each agent has (only `agent`'s, if given), by its
+    instances' keys `<agent>.<instance>` in the presence bucket; a dead one's key has
+    expired, a stopped one's is deleted."""
+    counts: dict[str, int] = {}
+    for key in await live_keys(presence, f"{agent}.*" if agent is not None else "*.*"):
+        name = key.split(".", 1)[0]
+        counts[name] = counts.get(name, 0) + 1
     return counts
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import os
+import re
 import socket
 import time
 import typing
@@ -20,14 +22,17 @@ import pydantic
 from actors._actor import Actor, Delivery, Inbox
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
+from actors._nats import keep_beating, live_keys
 from protocols import (
     NonRetryableError,
     RetryableError,
+    RigError,
     ToolCall,
     ToolResult,
     VerifyRequest,
     canonical,
     check_token,
+    encode,
     explain,
     idempotency_key,
     msg_id,
@@ -200,10 +205,53 @@ class ToolExecutor(Actor):
 
     async def on_start(self) -> None:
         owner = f"{socket.gethostname()}:{os.getpid()}"
+        await self._claim_ledger_scope()
         self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
 
     async def on_stop(self) -> None:
+        self._scope_beat.cancel()
+        with contextlib.suppress(BaseException):
+            await self._scope_beat
         await self.ledger.close()
+
+    async def _claim_ledger_scope(self) -> None:
+        """Refuse to serve a side-effecting tool that executors on another host serve.
+
+        The ledger is one file per host, and at most once holds only within one file:
+        two hosts' executors could each claim the same call. Each executor keeps
+        `ledger.<tool>.<host>` alive in `RIG_PRESENCE` (as agents keep theirs); one that
+        finds another host's key for one of its side-effecting tools stops with the
+        reason, unless `RIG_ALLOW_SECOND_LEDGER=1` says to run without the guarantee.
+        """
+        presence = await self.js.key_value(self.names.presence_bucket)
+        host = _token(os.environ.get("RIG_HOSTNAME") or socket.gethostname())
+        tools = [name for name, t in self.tools.items() if t.spec.side_effects]
+        for name in tools:
+            others = {
+                key.rsplit(".", 1)[1]
+                for key in await live_keys(presence, f"ledger.{name}.*")
+                if key.rsplit(".", 1)[1] != host
+            }
+            if not others:
+                continue
+            message = (
+                f"tool {name!r} (side effects) is already served on host(s) "
+                f"{', '.join(sorted(others))} with another ledger file; at most once holds "
+                "only within one host's ledger, so this executor will not serve it "
+                "(RIG_ALLOW_SECOND_LEDGER=1 runs it anyway, without that guarantee)"
+            )
+            if os.environ.get("RIG_ALLOW_SECOND_LEDGER") != "1":
+                raise SecondLedgerError(message, tool=name, hosts=", ".join(sorted(others)))
+            self.log.warning("ledger.second_host", tool=name, hosts=sorted(others))
+        keys = [f"ledger.{name}.{host}" for name in tools]
+
+        async def beat() -> None:
+            seen = encode({"pid": os.getpid(), "at": time.time()})
+            for key in keys:
+                await presence.put(key, seen)
+
+        await beat()
+        self._scope_beat = asyncio.create_task(keep_beating(beat, self.log))
 
     def drain_timeout(self) -> float:
         """Long enough for the slowest tool to finish: a call cut off mid-way would become
@@ -417,6 +465,12 @@ class ToolExecutor(Actor):
             _current.reset(token)
 
 
+class SecondLedgerError(RigError):
+    """A side-effecting tool is already served on another host, with another ledger."""
+
+    code = "second_ledger"
+
+
 class _Fenced(Exception):
     """This executor's claim was taken over (its lease ran out while it was paused)."""
 
@@ -453,6 +507,11 @@ def _args_model(fn: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:
         f"{name}_args", __config__=config, **fields
     )
     return model
+
+
+def _token(text: str) -> str:
+    """`text` as one subject token (a hostname may hold dots)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
 
 def _gone(owner: str) -> bool:

@@ -3,6 +3,7 @@ a retryable failure after a possible effect never re-runs it blindly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -80,3 +81,21 @@ async def test_a_retryable_failure_after_the_effect_does_not_pay_twice(
     [result] = await reports(rig, 1)
     assert (result.ok, (result.error or {}).get("code")) == outcome
     assert len(payments(rig.home)) == 1
+
+
+async def test_a_second_hosts_executor_of_a_side_effecting_tool_is_refused(
+    rig: Deployment,
+) -> None:
+    """At most once holds within one host's ledger file: an executor on another host
+    (`RIG_HOSTNAME`) of the same side-effecting tool stops with the reason, unless told
+    to run without the guarantee."""
+    rig.extra_env["RIG_HOSTNAME"] = "host-a"
+    await rig.spawn("tests.crash_tools:CrashTools")
+    await rig.spawn("tests.crash_tools:CrashTools")  # the same host may run many
+    rig.extra_env["RIG_HOSTNAME"] = "host-b"
+    [second] = await rig.spawn("tests.crash_tools:CrashTools", ready=False)
+    assert await asyncio.wait_for(second.wait(), 30) == 2
+    log = (rig.home / "tests.crash_tools.CrashTools.log").read_text()
+    assert "second_ledger: tool 'pay' (side effects) is already served on host(s) host-a" in log
+    rig.extra_env["RIG_ALLOW_SECOND_LEDGER"] = "1"
+    await rig.spawn("tests.crash_tools:CrashTools")  # announces itself: it runs
