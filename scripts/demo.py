@@ -202,16 +202,26 @@ async def through_a_faulty_model(rig: RigClient) -> bool:
             await rig.resolve(info.job_id, "close", note="closed by the demo", by="demo")
             infos[n] = await rig.wait(info.job_id, timeout=60)
     elapsed = time.monotonic() - t0
-    calls, failed, reasks = 0, Counter[str](), 0
+    calls, failed, reasks, fallbacks = 0, Counter[str](), 0, 0
+    by_person: set[str] = set()
     for job_id in jobs:
         async for event in rig.events(job_id, timeout=30):
+            if event.type == "resolved":
+                by_person.add(job_id)
             if event.type == "decision":
                 reasks += event.data.get("reasks", 0)
+                fallbacks += bool(event.data.get("fallback"))
                 for call in event.data.get("calls", []):
                     calls += 1
                     if not call.get("ok"):
                         failed[f"{call.get('error')} {call.get('status') or ''}".strip()] += 1
-    statuses = Counter(f"{info.status} in {info.state}" for info in infos)
+    # A job a person closed is not a success of the model's: count it apart.
+    statuses = Counter(
+        "closed by a person"
+        if info.job_id in by_person
+        else f"{'refunded' if info.state == 'done' else info.state} ({info.status})"
+        for info in infos
+    )
     refunds = {job for job, *_ in refund_rows()}
     done = {info.job_id for info in infos if info.state == "done"}
     all_terminal = all(info.status in TERMINAL_STATUSES for info in infos)
@@ -225,6 +235,7 @@ async def through_a_faulty_model(rig: RigClient) -> bool:
         + (", ".join(f"{n} {k}" for k, n in failed.most_common()) or "none")
     )
     print(f"  re-asks       {reasks} (answers that were not JSON or named no edge of the state)")
+    print(f"  fallbacks     {fallbacks} (steps whose answers stayed bad: the safe edge, a person)")
     print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
     print(f"  refunds match the jobs that reached 'done': {'yes' if match else 'NO'}")
     return all_terminal and match
