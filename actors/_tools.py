@@ -367,7 +367,7 @@ class ToolExecutor(Actor):
         )
 
     def _from_ledger(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
-        """What a call that must not run answers, from its ledger record; raise to nak."""
+        """What a call that must not run answers, from its ledger record."""
         match claim.outcome:
             case "succeeded":
                 assert claim.record is not None

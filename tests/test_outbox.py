@@ -43,27 +43,11 @@ async def broken(supervisor: Supervisor, handle: object, *, behind: float = 200.
     async def no_send(job: object) -> None:
         raise RetryableError("publishing the outbox failed (simulated)")
 
-    real_time, real_send = supervisor_time(), supervisor._send
-    set_supervisor_time(skewed)
-    supervisor._send = no_send  # type: ignore[method-assign]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("actors._supervisor.time", skewed)
+        patch.setattr(supervisor, "_send", no_send)
         with pytest.raises(RetryableError):
             await handle  # type: ignore[misc]
-    finally:
-        set_supervisor_time(real_time)
-        supervisor._send = real_send  # type: ignore[method-assign]
-
-
-def supervisor_time() -> object:
-    import actors._supervisor as module
-
-    return module.time
-
-
-def set_supervisor_time(value: object) -> None:
-    import actors._supervisor as module
-
-    module.time = value  # type: ignore[assignment]
 
 
 async def commands(rig: Deployment, subject: str) -> int:
