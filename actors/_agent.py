@@ -27,6 +27,7 @@ from actors._llm import (
 )
 from actors._nats import keep_beating
 from actors._providers import ModelRouter, ProvidersFailed, ResponseCache, load_llm_config
+from actors._results import resolved_context
 from protocols import (
     DEFAULT_MAX_STEPS,
     AgentInfo,
@@ -249,7 +250,7 @@ class Agent(Actor):
             state=request.state,
             description=state.description,
             edges=state.edges,
-            context=request.context,
+            context=await resolved_context(self, request.context),
             max_output_tokens=self.max_output_tokens,
             deadline=request.deadline,
             job_id=request.job_id,

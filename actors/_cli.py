@@ -218,6 +218,11 @@ def _parser() -> argparse.ArgumentParser:
 
     status = verbs.add_parser("status", parents=[common], help="show a job's status")
     status.add_argument("job_id", metavar="JOB")
+    status.add_argument(
+        "--full",
+        action="store_true",
+        help="show tool results stored by reference (over RIG_INLINE_RESULT_BYTES) in full",
+    )
     status.set_defaults(run=_status)
 
     watch = verbs.add_parser(
@@ -535,7 +540,15 @@ def _exit_for(status: str) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    info = _with_client(lambda rig: rig.status(args.job_id))
+    async def go(rig: RigClient) -> JobInfo:
+        info = await rig.status(args.job_id)
+        if args.full and info.result is not None:
+            results = info.result.get("results") or {}
+            for tool, value in results.items():
+                results[tool] = await rig.fetch_result(value)
+        return info
+
+    info = _with_client(go)
     _show_status(info, args.json)
     return EXIT_OK
 
@@ -844,7 +857,9 @@ def _record_json(record: Any) -> dict[str, Any]:
 def _ledger_ls(args: argparse.Namespace) -> int:
     from actors._ledger import list_records
 
-    records = run_async(list_records(_ledger_file(args), limit=args.limit, state=args.state))
+    records = run_async(
+        list_records(_ledger_file(args), limit=args.limit, state=args.state), fast=False
+    )
     if args.json:
         _print_json([_record_json(r) for r in records])
         return EXIT_OK
@@ -856,7 +871,7 @@ def _ledger_ls(args: argparse.Namespace) -> int:
 def _ledger_show(args: argparse.Namespace) -> int:
     from actors._ledger import get_record
 
-    record = run_async(get_record(_ledger_file(args), args.key))
+    record = run_async(get_record(_ledger_file(args), args.key), fast=False)
     if record is None:
         raise _usage(f"no record with key {args.key!r}")
     if args.json:
@@ -879,7 +894,8 @@ def _ledger_settle(args: argparse.Namespace) -> int:
                 happened=not args.not_happened,
                 result=result,
                 by=args.by,
-            )
+            ),
+            fast=False,
         )
     except ValueError as exc:
         raise _usage(f"cannot settle {args.key!r}: {exc}") from None
@@ -894,7 +910,7 @@ def _ledger_prune(args: argparse.Namespace) -> int:
     from actors._ledger import prune
 
     seconds = parse_duration(args.older_than, zero=True)
-    deleted = run_async(prune(_ledger_file(args), older_than=seconds))
+    deleted = run_async(prune(_ledger_file(args), older_than=seconds), fast=False)
     if args.json:
         _print_json({"deleted": deleted, "older_than_s": seconds})
     else:
@@ -946,7 +962,7 @@ def _with_client(work: Callable[[RigClient], Awaitable[Any]]) -> Any:
         async with await RigClient.connect(config) as rig:
             return await work(rig)
 
-    return run_async(go())
+    return run_async(go(), fast=False)
 
 
 def _show_status(info: JobInfo, as_json: bool) -> None:

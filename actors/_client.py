@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from actors._config import RigConfig
 from actors._nats import connect, ensure_topology, live_agents
+from actors._results import resolved
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -288,6 +289,10 @@ class RigClient:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def fetch_result(self, value: Any) -> Any:
+        """A tool result stored by reference (`protocols.result_ref`), read back; else `value`."""
+        return await resolved(self, value)
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
         """Wait until the job is terminal or waiting for a human; return its status."""

@@ -9,6 +9,8 @@
 | `RIG_CONCURRENCY` | `64`                      | handlers one actor process runs at once         |
 | `RIG_MAX_DELIVER` | `10`                      | deliveries of a failing message before it is    |
 |                   |                           | dead-lettered (its job then goes to a person)   |
+| `RIG_INLINE_RESULT_BYTES` | `16384`           | a tool result whose JSON is larger travels by   |
+|                   |                           | reference (object store `RIG_RESULTS`)          |
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class RigConfig:
     nak_delay: float = 1.0
     drain_timeout: float = 10.0
     connect_timeout: float = 30.0
+    inline_result_bytes: int = 16 * 1024
     llm_config: Path | None = None
 
     @classmethod
@@ -58,6 +61,7 @@ class RigConfig:
             ack_wait=_env_float("RIG_ACK_WAIT", 30.0),
             concurrency=int(_env_float("RIG_CONCURRENCY", 64)),
             max_deliver=max(2, int(_env_float("RIG_MAX_DELIVER", 10))),
+            inline_result_bytes=max(0, int(_env_float("RIG_INLINE_RESULT_BYTES", 16 * 1024))),
             llm_config=Path(os.environ["RIG_LLM_CONFIG"])
             if os.environ.get("RIG_LLM_CONFIG")
             else None,

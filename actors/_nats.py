@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -165,6 +166,18 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
         "Rig live agent instances (expire unless refreshed)",
         ttl=PRESENCE_TTL_S,
     )
+    try:
+        await js.object_store(names.results_store)
+    except BucketNotFoundError:
+        await js.create_object_store(
+            bucket=names.results_store,
+            config=ObjectStoreConfig(
+                description="Rig tool results too large to travel inline, by <job>/<step>/<tool>",
+                storage=StorageType.FILE,
+                ttl=EVENTS_MAX_AGE_S,  # as long as the journal that names them
+            ),
+        )
+        log.info("bucket.created", bucket=names.results_store)
 
 
 async def _ensure_bucket(

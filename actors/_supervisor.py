@@ -90,6 +90,8 @@ _SNAPSHOT_CACHE_SIZE = 20_000
 # Attempts at a compare-and-set before giving the report back to JetStream.
 _CAS_ATTEMPTS = 5
 _PUBLISH_TIMEOUT_S = 10.0
+# Bytes of a message's max_payload kept for its headers.
+_HEADROOM = 1024
 # How long `rig.api.resolve|cancel` waits for the supervisor that carries the request out.
 _COMMAND_WAIT_S = 8.0
 
@@ -130,6 +132,8 @@ class Supervisor(Actor):
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
         self._live_cache: dict[str, tuple[float, bool]] = {}
         self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        # A snapshot is one KV message: room for the headers the write adds.
+        self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
 
     def endpoints(self) -> list[Endpoint]:
@@ -589,11 +593,8 @@ class Supervisor(Actor):
         """
         for attempt in range(_CAS_ATTEMPTS):
             cached = not fresh and attempt == 0 and job_id in self._snapshots
-            snapshot, revision = await self._load(job_id, cached=cached)
-            if snapshot is None:
-                if start is None:
-                    raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
-                snapshot, revision = self._new_snapshot(start), 0
+            stored, revision = await self._read(job_id, cached=cached)
+            snapshot = self._snapshot_of(job_id, stored, start)
             if snapshot.cause == cause:
                 if cached:  # only the stored snapshot can say what is published
                     self._snapshots.pop(job_id, None)
@@ -617,6 +618,12 @@ class Supervisor(Actor):
             if after.status == "running" and status_before != "running":
                 self._arm_stall(after)
             data = encode(after)
+            if len(data) > self._max_snapshot:
+                # The change does not fit in a message: the job, as it was, ends saying why.
+                before = self._snapshot_of(job_id, stored, start)
+                after = self._too_large(before, after, len(data))
+                after.cause, after.updated_at = cause, time.time()
+                data = encode(after)
             try:
                 revision = await self._write(job_id, data, last=revision)
             except _Conflict:
@@ -1083,6 +1090,33 @@ class Supervisor(Actor):
         )
         return job
 
+    def _too_large(self, job: JobSnapshot, grown: JobSnapshot, size: int) -> JobSnapshot:
+        """End `job` (as it was before a change that grew it to `size` bytes) as failed.
+
+        Tool results over the executors' inline limit travel by reference, so what grows
+        a job past one message is its input, an LLM's arguments, or many results at once.
+        """
+        limit = self._max_snapshot
+        parts = {"the input": len(encode(grown.input))}
+        parts["the arguments of edge " + repr(grown.pending_edge)] = len(encode(grown.pending_args))
+        for tool, value in grown.results.items():
+            parts[f"the result of tool {tool!r}"] = len(encode(value))
+        largest = max(parts, key=lambda part: parts[part])
+        message = (
+            f"the job's state would grow to {size} bytes, over the {limit}-byte limit of one "
+            f"message (the server's max_payload); the largest part is {largest} "
+            f"({parts[largest]} bytes). Tool results over RIG_INLINE_RESULT_BYTES travel by "
+            "reference; keep inputs and LLM arguments small (pass a reference instead)"
+        )
+        self.log.error("job.too_large", job=job.job_id, bytes=size, limit=limit, largest=largest)
+        job.outbox = []
+        self._unpark(job)
+        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        if len(encode(job.results)) * 4 > limit:  # the end event repeats them: keep it small
+            job.results = {}
+        error = {"code": "too_large", "message": message, "bytes": size, "limit": limit}
+        return self._finish(job, "failed", error=error)
+
     def _command(self, job: JobSnapshot, subject: str, message: Any, kind: str) -> None:
         job.outbox.append(
             Outgoing(
@@ -1151,17 +1185,30 @@ class Supervisor(Actor):
 
     async def _load(self, job_id: str, *, cached: bool = False) -> tuple[JobSnapshot | None, int]:
         """The job's snapshot and revision: from this process's cache if `cached` and known."""
+        data, revision = await self._read(job_id, cached=cached)
+        return (decode_as(JobSnapshot, data)[0] if data else None), revision
+
+    def _snapshot_of(
+        self, job_id: str, stored: bytes | None, start: StartJob | None
+    ) -> JobSnapshot:
+        """The stored snapshot, or a new job's if there is none and `start` creates it."""
+        if stored is not None:
+            return decode_as(JobSnapshot, stored)[0]
+        if start is None:
+            raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
+        return self._new_snapshot(start)
+
+    async def _read(self, job_id: str, *, cached: bool = False) -> tuple[bytes | None, int]:
+        """The job's encoded snapshot (None if there is no job) and its revision."""
         if cached and job_id in self._snapshots:
-            data, revision = self._snapshots[job_id]
-            return decode_as(JobSnapshot, data)[0], revision
+            return self._snapshots[job_id]
         try:
             entry = await self._jobs.get(job_id)
         except (KeyNotFoundError, NotFoundError):
             return None, 0
-        if entry.value is None:
+        if not entry.value:
             return None, 0
-        snapshot, _ = decode_as(JobSnapshot, entry.value)
-        return snapshot, entry.revision or 0
+        return entry.value, entry.revision or 0
 
     def _remember(self, job: JobSnapshot, data: bytes, revision: int) -> None:
         """Keep the snapshot just written, so the next report of this job skips a KV read.

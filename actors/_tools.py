@@ -23,6 +23,7 @@ from actors._actor import Actor, Delivery, Inbox
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
 from actors._nats import keep_beating, live_keys
+from actors._results import MAX_RESULT_BYTES, by_reference
 from protocols import (
     NonRetryableError,
     RetryableError,
@@ -278,6 +279,11 @@ class ToolExecutor(Actor):
             self.log.warning("ledger.fenced_before_effect", key=fenced.key, epoch=fenced.epoch)
             return
         crash_point("after_record")
+        if result.ok:  # a large result travels by reference; the ledger keeps the value
+            name = self.names.result_object(call.job_id, call.step, call.tool)
+            inline = self.config.inline_result_bytes
+            value = await by_reference(self, name, result.result, inline=inline)
+            result = result.model_copy(update={"result": value})
         if result.ok and call.verifier is not None and call.context is not None:
             # Straight to the verifier, which carries the result to the supervisor.
             request = VerifyRequest(
@@ -443,7 +449,9 @@ class ToolExecutor(Actor):
         else:
             tool_ms = (time.perf_counter() - started) * 1000
             try:
-                canonical(value)  # a result must be JSON to be recorded and sent
+                size = len(canonical(value))  # a result must be JSON to be recorded and sent
+                if size > MAX_RESULT_BYTES:
+                    raise ValueError(f"the result is {size} bytes; at most {MAX_RESULT_BYTES}")
             except (TypeError, ValueError) as exc:
                 error = {"code": "bad_result", "message": f"{type(exc).__name__}: {exc}"}
                 await self.ledger.fail(key, epoch, error, retryable=False)

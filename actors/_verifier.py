@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar, overload
 
 from actors._actor import Actor, Delivery, Inbox
+from actors._results import resolved, resolved_context
 from protocols import NonRetryableError, Verdict, VerifyRequest, check_token, msg_id
 
 Check = Callable[[Any, VerifyRequest], Awaitable[bool | tuple[bool, str]]]
@@ -79,8 +80,14 @@ class Verifier(Actor):
                 f"{self.name} has no verifier {request.verifier!r}", verifier=request.verifier
             )
         timeout, check = self.checks[request.verifier]
+        seen = request.model_copy(  # the check sees results stored by reference as values
+            update={
+                "result": await resolved(self, request.result),
+                "context": await resolved_context(self, request.context),
+            }
+        )
         try:
-            outcome = await asyncio.wait_for(check(self, request), timeout)
+            outcome = await asyncio.wait_for(check(self, seen), timeout)
             passed, reason = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
         except Exception as exc:
             self.log.error("verifier.raised", verifier=request.verifier, exc_info=exc)

@@ -33,6 +33,7 @@ from protocols._errors import (
 from protocols._graph import Edge, Graph, State
 from protocols._messages import (
     DEFAULT_MAX_STEPS,
+    RESULT_REF,
     TERMINAL_STATUSES,
     ActorReady,
     AgentInfo,
@@ -70,11 +71,14 @@ from protocols._messages import (
     Usage,
     Verdict,
     VerifyRequest,
+    ref_name,
+    result_ref,
 )
 from protocols._names import ContentType, Header, Names, check_token, msg_id, presence_key
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
+    "RESULT_REF",
     "TERMINAL_STATUSES",
     "ActorReady",
     "AgentInfo",
@@ -145,6 +149,8 @@ __all__ = [
     "loads",
     "msg_id",
     "presence_key",
+    "ref_name",
+    "result_ref",
     "sniff",
     "validate",
 ]

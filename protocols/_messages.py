@@ -243,8 +243,33 @@ class JobInfo(_Wire):
 # --- between actors -------------------------------------------------------------
 
 
+RESULT_REF = "$rig_result"
+"""The key that marks a tool result stored by reference (see `result_ref`)."""
+
+
+def result_ref(name: str, size: int, sha256: str) -> dict[str, Any]:
+    """What travels instead of a tool result too large to carry inline.
+
+    The result itself is in the results object store (`Names.results_store`) under
+    `name`; agents and verifiers get it back transparently, and `RigClient.fetch_result`
+    reads it for anyone else.
+    """
+    return {RESULT_REF: name, "bytes": size, "sha256": sha256}
+
+
+def ref_name(value: Any) -> str | None:
+    """The object name if `value` is a result stored by reference, else None."""
+    name = value.get(RESULT_REF) if isinstance(value, dict) else None
+    return name if isinstance(name, str) else None
+
+
 class JobContext(_Wire):
-    """What an agent and a verifier see of a job: its input and the tools' results so far."""
+    """What an agent and a verifier see of a job: its input and the tools' results so far.
+
+    A result larger than the executor's inline limit is a `result_ref` here; the
+    agent and verifier base classes replace it with the stored value before user code
+    runs.
+    """
 
     input: dict[str, Any]
     results: dict[str, Any] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ With the default prefix the names are the ones in the design:
     rig.dlq.<actor>                      stream RIG_DLQ
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE
+    RIG_RESULTS                          object store: tool results too large to inline
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ class Names:
     def presence_bucket(self) -> str:
         """Live agent instances: each refreshes its keys, a dead one's expire (bucket TTL)."""
         return f"{self.prefix.upper()}_PRESENCE"
+
+    @property
+    def results_store(self) -> str:
+        """Object store of tool results too large to travel inline (see `result_ref`)."""
+        return f"{self.prefix.upper()}_RESULTS"
+
+    @staticmethod
+    def result_object(job_id: str, step: int, tool: str) -> str:
+        """The name one step's tool result is stored under in `results_store`."""
+        return f"{job_id}/{step}/{tool}"
 
     @property
     def inbox_bucket(self) -> str:

@@ -37,6 +37,7 @@ def test_protocols_exports() -> None:
     assert sorted(protocols.__all__) == sorted(
         [
             "DEFAULT_MAX_STEPS",
+            "RESULT_REF",
             "TERMINAL_STATUSES",
             "ActorReady",
             "AgentInfo",
@@ -107,6 +108,8 @@ def test_protocols_exports() -> None:
             "loads",
             "msg_id",
             "presence_key",
+            "ref_name",
+            "result_ref",
             "sniff",
             "validate",
         ]
