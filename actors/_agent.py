@@ -118,6 +118,9 @@ class Agent(Actor):
     on_stuck: ClassVar[Literal["human", "fail"]] = "human"
     max_output_tokens: ClassVar[int] = DEFAULT_MAX_OUTPUT_TOKENS
     llm_timeout: ClassVar[float] = 60.0
+    # States renamed since an earlier version of the graph, old name -> new name, so that
+    # jobs running in them move to this version (see docs/architecture.md, Graph versions).
+    renamed: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,6 +138,14 @@ class Agent(Actor):
                 raise GraphError(
                     f"{cls.__qualname__}.on_exhausted must name a human or terminal state",
                     state=fallback,
+                )
+        for old_name, new_name in cls.renamed.items():
+            state = cls.graph.states.get(new_name)
+            if state is None or not state.decided_by_llm:
+                raise GraphError(
+                    f"{cls.__qualname__}.renamed maps {old_name!r} to {new_name!r}, "
+                    "which is not a state of the graph an LLM decides",
+                    state=new_name,
                 )
         cls.budget()  # the defaults must be valid limits
 
@@ -160,6 +171,7 @@ class Agent(Actor):
             budget=self.budget(),
             on_exhausted=self.on_exhausted,
             on_stuck=self.on_stuck,
+            renamed=self.renamed,
         )
 
     def create_llm(self) -> LLM:
@@ -208,8 +220,12 @@ class Agent(Actor):
             await self.js.key_value(self.names.llm_cache_bucket),
         )
         self._llm = self.create_llm()
+        info = encode(self.info())
+        # This version first: a job started on it must always find its graph.
+        graphs = await self.js.key_value(self.names.graphs_bucket)
+        await graphs.put(f"{self.name}.{self.graph.version}", info)
         agents = await self.js.key_value(self.names.agents_bucket)
-        await agents.put(self.name, encode(self.info()))
+        await agents.put(self.name, info)
         self._presence = await self.js.key_value(self.names.presence_bucket)
         self._instance = uuid.uuid4().hex[:12]
         await self._beat()
@@ -227,6 +243,20 @@ class Agent(Actor):
         seen = encode({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()})
         await self._presence.put(presence_key(self.name, self._instance), seen)
 
+    def _decides(self, request: StepRequest) -> tuple[str | None, str | None]:
+        """The state of this process's graph that answers `request`, and the graph version
+        to report if it is not the request's (None, None: this version cannot answer).
+
+        The request's own version, or a state with the same edges, is decided as asked;
+        a job of another version is moved by the migration rule to this one's state."""
+        state = self.graph.states.get(request.state)
+        if state is not None and state.decided_by_llm:
+            same = request.graph_version in (None, self.graph.version) or request.edges is None
+            if same or [edge.name for edge in state.edges] == request.edges:
+                return request.state, None
+        target = self.graph.migration_target(request.state, self.renamed)
+        return (target, self.graph.version) if target is not None else (None, None)
+
     def inboxes(self) -> list[Inbox]:
         return [
             Inbox(
@@ -238,16 +268,24 @@ class Agent(Actor):
         ]
 
     async def on_step(self, request: StepRequest, delivery: Delivery) -> None:
-        state = self.graph.states.get(request.state)
-        if request.agent != self.name or state is None or not state.decided_by_llm:
+        if request.agent != self.name:
             raise NonRetryableError(
-                f"agent {self.name!r} cannot decide state {request.state!r} of agent "
-                f"{request.agent!r}",
-                state=request.state,
+                f"agent {self.name!r} got a step of agent {request.agent!r}", agent=request.agent
             )
+        name, version = self._decides(request)
+        if name is None:
+            # Another version of this agent, still running in a rolling deploy, may: give
+            # the step back; after RIG_MAX_DELIVER tries it is dead-lettered to a person.
+            raise RetryableError(
+                f"agent {self.name!r} (graph {self.graph.version}) cannot decide state "
+                f"{request.state!r} of graph version {request.graph_version}: this version "
+                "has no state that the migration rule moves it to",
+                delay=self.config.nak_delay,
+            )
+        state = self.graph.state(name)
         prompt = RoutePrompt(
             agent=self.name,
-            state=request.state,
+            state=name,
             description=state.description,
             edges=state.edges,
             context=await resolved_context(self, request.context),
@@ -266,6 +304,7 @@ class Agent(Actor):
             return Decision(
                 job_id=request.job_id,
                 step=request.step,
+                graph_version=version,
                 usage=usage,
                 llm_ms=llm_ms,
                 calls=calls,
@@ -318,7 +357,7 @@ class Agent(Actor):
                 self.log.error(
                     "agent.code_error",
                     error=f"{type(exc).__name__}: {exc}",
-                    state=request.state,
+                    state=name,
                     exc_info=exc,
                 )
                 code_error = {

@@ -970,7 +970,9 @@ def _show_status(info: JobInfo, as_json: bool) -> None:
         _print_json(info.model_dump(mode="json"))
         return
     print(f"job     {info.job_id}")
-    print(f"agent   {info.agent}")
+    print(
+        f"agent   {info.agent}" + (f"   graph {info.graph_version}" if info.graph_version else "")
+    )
     print(f"status  {info.status}")
     print(f"state   {info.state}   steps {info.steps}/{info.max_steps}")
     print(f"path    {' -> '.join(info.path)}")
@@ -1052,6 +1054,12 @@ def _describe(event: Event) -> str:
             return f"{head} {data.get('by') or 'a person'} took {data.get('edge')}{note}"
         case "resumed":
             return f"{head} resumed in {data.get('state')}: the late {data.get('by')} arrived"
+        case "migrated":
+            renamed = f" (now {data['to']})" if data.get("to") != data.get("state") else ""
+            return (
+                f"{head} moved from graph {data.get('source')} to {data.get('version')} "
+                f"in {data.get('state')}{renamed}"
+            )
         case "status" if data.get("status") == "waiting_human":
             return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":

@@ -158,6 +158,7 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
         (names.inbox_bucket, "Rig jobs waiting for a person (an Escalation per job id)"),
         (names.breakers_bucket, "Rig circuit breakers per LLM provider and model"),
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
+        (names.graphs_bucket, "Rig agent registrations by version (<agent>.<graph version>)"),
     ):
         await _ensure_bucket(js, bucket, description)
     await _ensure_bucket(

@@ -129,6 +129,8 @@ class Supervisor(Actor):
         self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
         self._inbox: KeyValue = await self.js.key_value(self.names.inbox_bucket)
         self._presence: KeyValue = await self.js.key_value(self.names.presence_bucket)
+        self._graphs: KeyValue = await self.js.key_value(self.names.graphs_bucket)
+        self._versions: dict[str, AgentInfo] = {}
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
         self._live_cache: dict[str, tuple[float, bool]] = {}
         self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
@@ -272,7 +274,7 @@ class Supervisor(Actor):
         supervisor dies half-way.
         """
         job = await self._stored(request.job_id)
-        self._check_resolve(job, await self._graph(job.agent), request)
+        self._check_resolve(job, await self._graph_of(job), request)
         command = ResolveJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
 
@@ -374,7 +376,7 @@ class Supervisor(Actor):
         self, request: ResolveRequest
     ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
         async def apply(job: JobSnapshot) -> JobSnapshot:
-            graph = await self._graph(job.agent)
+            graph = await self._graph_of(job)
             self._check_resolve(job, graph, request)
             job.outbox = []
             self._unpark(job)
@@ -469,7 +471,7 @@ class Supervisor(Actor):
             if job.terminal or job.deadline != check.at or job.status != "running":
                 return None
             job.outbox = []
-            graph = await self._graph(job.agent)
+            graph = await self._graph_of(job)
             late = time.time() - (job.deadline - (job.budget.deadline_s or 0))
             message = f"the job's deadline of {job.budget.deadline_s} s passed ({late:.1f} s)"
             return self._exhaust(job, graph, "deadline", message)
@@ -495,7 +497,7 @@ class Supervisor(Actor):
                 return None
             job.outbox = []
             waited = time.time() - job.updated_at
-            awaited = self._awaited(job, await self._graph(job.agent))
+            awaited = self._awaited(job, await self._graph_of(job))
             reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {awaited}"
             return await self._stuck(job, "stalled", reason)
 
@@ -570,7 +572,7 @@ class Supervisor(Actor):
             return self._finish(job, "failed", error={"code": kind, "message": reason})
         # The work under way may still report (a slow agent, a replayed letter): the job
         # keeps its phase so that the report resumes it.
-        return self._park(job, info.graph, reason, kind=kind, keep_phase=True)
+        return self._park(job, await self._graph_of(job), reason, kind=kind, keep_phase=True)
 
     async def _transition(
         self,
@@ -613,6 +615,7 @@ class Supervisor(Actor):
                 self.stale_reports += 1
                 self.log.info("report.stale", cause=cause, job_step=snapshot.step)
                 return snapshot
+            await self._migrate(after)
             after.cause = cause
             after.updated_at = time.time()
             if after.status == "running" and status_before != "running":
@@ -672,8 +675,17 @@ class Supervisor(Actor):
             return None
         else:
             job.outbox = []  # a report for the current step: its transition writes a fresh outbox
-        graph = await self._graph(job.agent)
+        graph = await self._graph_of(job)
         match message:
+            case Decision(graph_version=str(version)) if version != job.graph_version:
+                # An agent of another version answered: the job moves to that version if
+                # the migration rule allows, else the edge is checked against its own.
+                info = await self._version(job, version)
+                target = info.graph.migration_target(job.state or "", info.renamed)
+                if target is not None:
+                    self._move_to(job, info, target)
+                    graph = info.graph
+                return self._decided(job, graph, message)
             case Decision():
                 return self._decided(job, graph, message)
             case ToolResult():
@@ -687,11 +699,13 @@ class Supervisor(Actor):
     async def _start(self, job: JobSnapshot) -> JobSnapshot:
         # The outbox still holds the `accepted` event written at submit: keep it.
         job.status = "running"
-        graph = await self._graph(job.agent)
+        graph = (await self._agent(job.agent)).graph
+        job.graph_version = graph.version  # the job runs on it, unless it migrates
         self._event(
             job,
             "started",
             agent=job.agent,
+            graph_version=graph.version,
             state=graph.initial,
             budget=job.budget.model_dump(exclude_none=True),
             deadline=job.deadline,
@@ -927,6 +941,8 @@ class Supervisor(Actor):
             tokens_left=None if budget.max_tokens is None else budget.max_tokens - job.usage.tokens,
             cost_left=None if budget.max_cost is None else budget.max_cost - job.usage.cost,
             deadline=job.deadline,
+            graph_version=job.graph_version,
+            edges=[edge.name for edge in graph.state(job.state).edges],
         )
         self._command(job, self.names.agent(job.agent), request, "step")
         return job
@@ -1224,6 +1240,65 @@ class Supervisor(Actor):
         while len(self._snapshots) > _SNAPSHOT_CACHE_SIZE:
             self._snapshots.popitem(last=False)
 
+    async def _graph_of(self, job: JobSnapshot) -> Graph:
+        """The graph the job runs on: the version it started with (or migrated to)."""
+        if job.graph_version is None:
+            return (await self._agent(job.agent)).graph
+        return (await self._version(job, job.graph_version)).graph
+
+    async def _version(self, job: JobSnapshot, version: str) -> AgentInfo:
+        """One registered version of the job's agent (RIG_GRAPHS; it never changes)."""
+        latest = await self._agent(job.agent)
+        if latest.graph.version == version:
+            return latest
+        key = f"{job.agent}.{version}"
+        if key not in self._versions:
+            try:
+                entry = await self._graphs.get(key)
+            except (KeyNotFoundError, NotFoundError):
+                entry = None
+            if entry is None or not entry.value:
+                raise NonRetryableError(
+                    f"job {job.job_id} needs version {version} of agent {job.agent!r}'s "
+                    f"graph, which is not in {self.names.graphs_bucket}",
+                    job_id=job.job_id,
+                )
+            self._versions[key] = decode_as(AgentInfo, entry.value)[0]
+        return self._versions[key]
+
+    async def _migrate(self, job: JobSnapshot) -> None:
+        """Move a job about to ask its agent for a step to the agent's newest graph, if it can.
+
+        The rule (docs/architecture.md, Graph versions): at a step boundary, a job moves
+        to the newest registered version of its agent's graph when that version has the
+        job's state, under the same name or the new name its `renamed` gives; otherwise
+        it stays on the version it runs on. (An agent of another version that gets the
+        step applies the same rule and says so in its `Decision`.)
+        """
+        step = msg_id(job.job_id, job.step, "step")
+        if job.status != "running" or not any(out.msg_id == step for out in job.outbox):
+            return
+        latest = await self._agent(job.agent)
+        if job.graph_version in (None, latest.graph.version) or job.state is None:
+            return
+        target = latest.graph.migration_target(job.state, latest.renamed)
+        if target is None:
+            return
+        job.outbox = [out for out in job.outbox if out.msg_id != step]
+        self._move_to(job, latest, target)
+        self._next_step(job, latest.graph)
+
+    def _move_to(self, job: JobSnapshot, info: AgentInfo, target: str) -> None:
+        """Put the job on `info`'s version of the graph, in `target` (its state's name there)."""
+        version = info.graph.version
+        self._event(
+            job, "migrated", source=job.graph_version, version=version, state=job.state, to=target
+        )
+        if job.state is not None and target != job.state:
+            job.visits[target] = job.visits.pop(job.state, 0)
+            job.state = target
+        job.graph_version = version
+
     async def _agent(self, name: str) -> AgentInfo:
         cached = self._agent_cache.get(name)
         if cached is not None and time.monotonic() - cached[0] < _AGENT_CACHE_S:
@@ -1240,9 +1315,6 @@ class Supervisor(Actor):
         info, _ = decode_as(AgentInfo, entry.value)
         self._agent_cache[name] = (time.monotonic(), info)
         return info
-
-    async def _graph(self, agent: str) -> Graph:
-        return (await self._agent(agent)).graph
 
 
 # The status a job ends with when a budget runs out and it has no fallback state.

@@ -26,7 +26,10 @@ state and the problem, so an agent class with a bad graph fails when it loads.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import deque
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -112,6 +115,25 @@ class Graph(BaseModel):
 
     def state(self, name: str) -> State:
         return self.states[name]
+
+    @cached_property
+    def version(self) -> str:
+        """The graph's identity: 12 hex digits of the hash of its canonical JSON.
+
+        A job keeps the version it started with (see `migration_target`).
+        """
+        plain = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(plain.encode()).hexdigest()[:12]
+
+    def migration_target(self, state: str, renamed: dict[str, str]) -> str | None:
+        """The state of this graph a job in `state` of an older version moves to, if any.
+
+        The rule: a state keeps its jobs if this graph has a state of the same name that
+        an LLM decides, or names its new name in `renamed` (old name -> new name).
+        """
+        target = renamed.get(state, state)
+        found = self.states.get(target)
+        return target if found is not None and found.decided_by_llm else None
 
     def fail_target(self, state: str, edge: Edge) -> str:
         """Where a job goes when `edge`'s tool fails or its verifier rejects the result."""

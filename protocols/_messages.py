@@ -233,6 +233,9 @@ class JobInfo(_Wire):
     usage: Usage = Field(default_factory=lambda: Usage())
     visits: dict[str, int] = Field(default_factory=dict)
     deadline: float | None = Field(default=None, description="wall-clock time (epoch seconds)")
+    graph_version: str | None = Field(
+        default=None, description="the version of the agent's graph the job runs on"
+    )
     waiting: Escalation | None = Field(
         default=None, description="why the job waits for a person, and what they may do"
     )
@@ -344,6 +347,12 @@ class StepRequest(_Wire):
     agent: str
     state: str
     context: JobContext
+    graph_version: str | None = Field(
+        default=None, description="the version of the agent's graph the job runs on"
+    )
+    edges: list[str] | None = Field(
+        default=None, description="the names of `state`'s edges in that version"
+    )
     max_reasks: int = 1
     tokens_left: int | None = Field(default=None, description="the job's token budget left")
     cost_left: float | None = Field(default=None, description="the job's money budget left")
@@ -379,6 +388,11 @@ class Decision(_Wire):
         default=None,
         description="no edge: the agent's own code (its routing function or LLM class) "
         "raised; `type` and `message` say what, the agent's log has the traceback",
+    )
+    graph_version: str | None = Field(
+        default=None,
+        description="the version of the graph the agent decided with, when it is not the "
+        "request's: the job moves to it by the migration rule (`Graph.migration_target`)",
     )
 
 
@@ -480,6 +494,7 @@ EventType = Literal[
     "escalated",
     "resolved",
     "resumed",
+    "migrated",
     "status",
 ]
 
@@ -526,6 +541,11 @@ class AgentInfo(_Wire):
         description="what a stalled job, or one whose message was dead-lettered, does: "
         "wait for a person, or end `failed`",
     )
+    renamed: dict[str, str] = Field(
+        default_factory=dict,
+        description="states renamed since earlier versions of the graph (old -> new name), "
+        "so that running jobs in them move to this version",
+    )
 
 
 class ActorReady(_Wire):
@@ -561,6 +581,10 @@ class JobSnapshot(_Wire):
     job_id: str
     agent: str
     status: JobStatusName
+    graph_version: str | None = Field(
+        default=None,
+        description="the version of the agent's graph the job runs on (None: the newest)",
+    )
     state: str | None = None
     step: int = 0
     phase: Literal["decide", "tool", "verify"] | None = None
@@ -608,6 +632,7 @@ class JobSnapshot(_Wire):
             budget=self.budget,
             usage=self.usage,
             visits=self.visits,
+            graph_version=self.graph_version,
             deadline=self.deadline,
             waiting=self.escalation,
             created_at=self.created_at,

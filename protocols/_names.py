@@ -17,7 +17,7 @@ With the default prefix the names are the ones in the design:
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.dlq.<actor>                      stream RIG_DLQ
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
-    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE
+    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
@@ -104,6 +104,11 @@ class Names:
     def presence_bucket(self) -> str:
         """Live agent instances: each refreshes its keys, a dead one's expire (bucket TTL)."""
         return f"{self.prefix.upper()}_PRESENCE"
+
+    @property
+    def graphs_bucket(self) -> str:
+        """Every version of every agent's registration, by `<agent>.<version>` (kept)."""
+        return f"{self.prefix.upper()}_GRAPHS"
 
     @property
     def results_store(self) -> str:
