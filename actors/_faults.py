@@ -9,7 +9,9 @@ default), a crash point costs one set lookup.
 there until someone sends SIGCONT, like a VM paused past its lease.
 
 Points: `before_claim`, `after_claim`, `after_effect` (the tool returned, its result not
-yet recorded), `after_record` (recorded, not yet reported), `after_ack`.
+yet recorded), `after_record` (recorded, not yet reported), `after_ack`; the tool points
+also as `POINT:TOOL` (one tool's calls only); the supervisor's `after_write_KIND` (a
+transition caused by a message of that kind is written, its outbox not yet published).
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def armed(name: str) -> bool:
     return name in _POINTS
 
 
-def crash_point(name: str) -> None:
+def crash_point(name: str, where: str = "") -> None:
     """Exit at once, without cleanup, if `RIG_CRASH_AT` names this point (SIGSTOP if
-    `RIG_PAUSE_AT` does)."""
-    if name in _POINTS and _first_time(name):
+    `RIG_PAUSE_AT` does). `where` narrows it: `after_effect:issue_refund` is the point
+    `after_effect` of tool `issue_refund` only."""
+    names = (name, f"{name}:{where}") if where else (name,)
+    if not _POINTS.isdisjoint(names) and _first_time(name):
         os._exit(137)
-    if name in _PAUSES and _first_time(name):
+    if not _PAUSES.isdisjoint(names) and _first_time(name):
         os.kill(os.getpid(), signal.SIGSTOP)
 
 

@@ -278,7 +278,7 @@ class ToolExecutor(Actor):
             # Another executor took the call over while this one was paused: it reports.
             self.log.warning("ledger.fenced_before_effect", key=fenced.key, epoch=fenced.epoch)
             return
-        crash_point("after_record")
+        crash_point("after_record", call.tool)
         if result.ok:  # a large result travels by reference; the ledger keeps the value
             name = self.names.result_object(call.job_id, call.step, call.tool)
             inline = self.config.inline_result_bytes
@@ -312,7 +312,7 @@ class ToolExecutor(Actor):
             raise NonRetryableError(f"{self.name} has no tool {call.tool!r}", tool=call.tool)
         tool = self.tools[call.tool]
         spec = tool.spec
-        crash_point("before_claim")
+        crash_point("before_claim", call.tool)
         try:
             # The key is over the arguments as the tool will see them: `25` and `25.0`
             # for a float are one effect, and so one key.
@@ -353,7 +353,7 @@ class ToolExecutor(Actor):
             pause = min(pause * 2, _BUSY_POLL_MAX_S)
         if claim.outcome != "claimed":
             return self._from_ledger(call, key, claim)
-        crash_point("after_claim")
+        crash_point("after_claim", call.tool)
         if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
             key, claim.epoch
         ):
@@ -423,7 +423,7 @@ class ToolExecutor(Actor):
         started = time.perf_counter()
         try:
             value = await self._invoke(call, key, epoch, tool, kwargs)
-            crash_point("after_effect")
+            crash_point("after_effect", call.tool)
         except RetryableError as exc:
             error = {"code": "retryable", "message": exc.message}
             if spec.side_effects:

@@ -167,6 +167,16 @@ class Deployment:
             **self.extra_env,
         }
 
+    @property
+    def ack_wait(self) -> float:
+        """The ack wait the deployment's processes run with (`RIG_ACK_WAIT`)."""
+        return float(self.env["RIG_ACK_WAIT"])
+
+    def within(self, *waits: float) -> float:
+        """An upper bound for something that takes `waits` (ack waits, leases, ...) plus
+        the time processes need to start and hand messages on, on a loaded 2-core box."""
+        return sum(waits) + SLACK_S
+
     async def spawn(self, *targets: str, ready: bool = True) -> list[asyncio.subprocess.Process]:
         """Start `python -m actors run TARGET` processes; wait until each announces itself."""
         sub = await self.nc.subscribe(self.names.actor_ready)
@@ -260,6 +270,25 @@ def refund_rows(home: Path) -> list[tuple[Any, ...]]:
         return []
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT job_id, order_id, amount FROM refunds").fetchall()
+
+
+def bank_attempts(home: Path) -> dict[str, int]:
+    """How many requests reached the refund example's bank, per idempotency key.
+
+    The bank moves money once per key whatever it is asked, so its refunds cannot show a
+    double; this shows whether Rig asked twice."""
+    import sqlite3
+
+    path = home / "refunds.sqlite3"
+    if not path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT idempotency_key, count(*) FROM attempts GROUP BY 1")
+        return dict(rows.fetchall())
+
+
+# What a bound adds to the configured waits it is derived from (see Deployment.within).
+SLACK_S = 30.0
 
 
 # A report handed to an in-process supervisor by a test, as if it came from the stream.

@@ -28,7 +28,7 @@ from protocols import (
     RigConnectionError,
     decode_as,
 )
-from tests.conftest import Deployment, eventually
+from tests.conftest import Deployment, bank_attempts, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -116,8 +116,12 @@ def refunds_by_job(home: Path) -> Counter[str]:
 
 
 def check_effects(rig: Deployment, jobs: dict[str, JobSnapshot]) -> None:
+    """Every job ended; a refund per job that reached `done`, no other; and no refund
+    asked of the bank twice (the bank's unique key would hide a double refund)."""
     refunds = refunds_by_job(rig.home)
     assert all(job.status in TERMINAL_STATUSES for job in jobs.values())
+    asked_twice = {key: n for key, n in bank_attempts(rig.home).items() if n > 1}
+    assert asked_twice == {}
     done = {job_id for job_id, job in jobs.items() if job.state == "done"}
     duplicates = {job: n for job, n in refunds.items() if n > 1}
     missing = done - set(refunds)

@@ -14,19 +14,23 @@ from typing import Any
 import pytest
 from nats.js.api import ConsumerConfig
 
-from actors import Ledger
+from actors import Ledger, RigConfig
 from protocols import ToolCall, ToolResult, decode_as, encode
 from tests.conftest import Deployment, eventually
-from tests.crash_tools import payments
+from tests.crash_tools import CrashTools, payments
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 TOOLS = "tests.crash_tools:CrashTools"
+DRAIN_S = RigConfig().drain_timeout  # how long a stopping process drains (the crash tools fit)
+LONGEST_LEASE_S = max(t.spec.lease for t in CrashTools.tools.values())
 ARGS = {"account": "acct-1", "amount": 12.5}
 
 
-async def reports(rig: Deployment, count: int, *, timeout: float = 30) -> list[ToolResult]:
-    """The executor's reports to the supervisor (no supervisor runs: the test reads them)."""
+async def reports(rig: Deployment, count: int, *, timeout: float | None = None) -> list[ToolResult]:
+    """The executor's reports to the supervisor (no supervisor runs: the test reads them),
+    within a redelivery and the longest lease of the crash tools, unless `timeout`."""
+    timeout = timeout or rig.within(rig.ack_wait, LONGEST_LEASE_S)
     js = rig.nc.jetstream()
     sub = await js.pull_subscribe_bind("probe", stream=rig.names.work_stream)
     found: list[ToolResult] = []
@@ -93,7 +97,7 @@ async def test_crash_matrix(
     [doomed] = await rig.spawn(TOOLS)
     await probe(rig)
     await call(rig)
-    assert await asyncio.wait_for(doomed.wait(), 30) == 137
+    assert await asyncio.wait_for(doomed.wait(), rig.within()) == 137
     assert (rig.home / "crashed").read_text() == point
 
     rig.extra_env.pop("RIG_CRASH_AT")
@@ -121,7 +125,7 @@ async def test_reconcile_settles_an_unknown_call(rig: Deployment, point: str, ef
     [doomed] = await rig.spawn(TOOLS)
     await probe(rig)
     await call(rig, tool="pay_reconciled")
-    assert await asyncio.wait_for(doomed.wait(), 30) == 137
+    assert await asyncio.wait_for(doomed.wait(), rig.within()) == 137
     rig.extra_env.pop("RIG_CRASH_AT")
     await rig.spawn(TOOLS)
     [result] = await reports(rig, 1)
@@ -136,7 +140,7 @@ async def test_concurrent_duplicates_pay_once(rig: Deployment) -> None:
     await rig.spawn(*[TOOLS] * 8)
     await probe(rig)
     await asyncio.gather(*(call(rig, step) for step in range(1, 9)))
-    results = await reports(rig, 8, timeout=60)
+    results = await reports(rig, 8)
     assert sorted(r.step for r in results) == list(range(1, 9))
     assert all(r.ok for r in results)
     assert len({str(r.result) for r in results}) == 1
@@ -177,7 +181,7 @@ async def test_a_stale_executor_changes_nothing(rig: Deployment) -> None:
     )
     # A graceful stop lets its handler finish: the late report is sent before it exits.
     stale.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(stale.wait(), 30) == 0
+    assert await asyncio.wait_for(stale.wait(), rig.within(DRAIN_S)) == 0
     assert await ledger_state(rig, result.key) == "succeeded"
     assert len(payments(rig.home)) == 1
     after = (await js.stream_info(rig.names.work_stream)).state
@@ -216,7 +220,7 @@ async def test_an_executor_frozen_before_the_effect_does_not_act_on_its_old_clai
         message="the woken executor saw its claim was taken over",
     )
     stale.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(stale.wait(), 30) == 0
+    assert await asyncio.wait_for(stale.wait(), rig.within(DRAIN_S)) == 0
     assert len(payments(rig.home)) == 1
     assert await ledger_state(rig, result.key) == "succeeded"
 
@@ -237,7 +241,7 @@ async def test_a_stopping_executor_starts_no_new_call(rig: Deployment) -> None:
         )
     await eventually(lambda: asyncio.to_thread(lambda: len(payments(rig.home)) >= 2))
     first.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(first.wait(), 30) == 0
+    assert await asyncio.wait_for(first.wait(), rig.within(DRAIN_S)) == 0
     assert len(payments(rig.home)) == 2  # only what was running when told to stop
     await rig.spawn("tests.crash_tools:SlowTools")
     found = await reports(rig, 6)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -13,7 +14,7 @@ import nats.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
-from actors.examples.refund import RefundAgent
+from actors.examples.refund import RefundAgent, find_refund, record_refund
 from protocols import (
     DeadLetter,
     Decision,
@@ -26,7 +27,7 @@ from protocols import (
     decode_as,
     encode,
 )
-from tests.conftest import REFUND, Deployment, eventually, refund_rows
+from tests.conftest import REFUND, Deployment, bank_attempts, eventually, refund_rows
 
 pytestmark = pytest.mark.integration
 
@@ -331,3 +332,17 @@ async def test_a_long_handler_keeps_its_message(rig: Deployment) -> None:
     assert info.num_redelivered == 0
     await rig.nc.publish(f"{rig.prefix}.test.gate", b"go")
     assert (await rig.client.wait(job.job_id, timeout=30)).status == "succeeded"
+
+
+async def test_the_example_bank_honours_the_idempotency_key(tmp_path: Path) -> None:
+    """As a payment API does: a second request under a key moves no money and gets the
+    first refund back; `attempts` still shows that it was asked twice."""
+    bank = tmp_path / "refunds.sqlite3"
+    first = {"refund_id": "r-1", "order_id": "A-1001", "amount": 10.0, "status": "issued"}
+    again = {**first, "refund_id": "r-2"}
+    assert await record_refund(bank, "job-1", "key-1", first) == first
+    assert await record_refund(bank, "job-1", "key-1", again) == first
+    assert await find_refund(bank, "key-1") == first
+    assert await find_refund(bank, "key-2") is None
+    assert refund_rows(tmp_path) == [("job-1", "A-1001", 10.0)]
+    assert bank_attempts(tmp_path) == {"key-1": 2}

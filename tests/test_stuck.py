@@ -18,12 +18,14 @@ import pytest
 from protocols import Event
 from tests.conftest import Deployment, eventually
 from tests.crash_tools import payments
+from tests.stuck import SlowPay
 from tests.test_cli import rig_cli
 from tests.test_supervision import journal_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 CRASHY = ("tests.stuck:Crashy", "tests.stuck:CrashyTools", "tests.stuck:CrashyChecks")
+LEASE_S = SlowPay.tools["slow_pay"].spec.lease
 
 
 def short_timings(rig: Deployment) -> None:
@@ -62,7 +64,7 @@ async def test_a_call_waits_out_a_frozen_executors_lease_and_reconciles(
     job = await rig.client.submit("payer", {"account": "acct-7", "amount": 5.0})
     await eventually(lambda: _exists(rig.home / "froze"), message="the executor froze")
     await rig.spawn("tests.stuck:SlowPay")
-    info = await rig.client.wait(job.job_id, timeout=60)
+    info = await rig.client.wait(job.job_id, timeout=rig.within(rig.ack_wait, LEASE_S))
     assert info.status == "succeeded", info
     frozen.send_signal(signal.SIGCONT)
     assert [(row[0], row[3]) for row in payments(rig.home)] == [(job.job_id, 5.0)]
@@ -88,9 +90,9 @@ async def test_an_unknown_effect_without_reconcile_tells_a_person_everywhere(
     [doomed] = await rig.spawn("tests.stuck:SlowPay")
     del rig.extra_env["RIG_CRASH_AT"], rig.extra_env["RIG_CRASH_MARKER"]
     job = await rig.client.submit("payer", {"account": "acct-8", "amount": 6.0, "blind": True})
-    assert await asyncio.wait_for(doomed.wait(), 30) == 137
+    assert await asyncio.wait_for(doomed.wait(), rig.within()) == 137
     await rig.spawn("tests.stuck:SlowPay")
-    info = await rig.client.wait(job.job_id, timeout=60)
+    info = await rig.client.wait(job.job_id, timeout=rig.within(rig.ack_wait, LEASE_S))
     assert info.status == "waiting_human" and info.waiting is not None
     assert info.waiting.kind == "effect_unknown"
     assert len(payments(rig.home)) == 1  # it did pay once, and was not run again

@@ -9,8 +9,10 @@
 The LLM is `RuleLLM`, a rule-based stand-in, so the example runs offline; configure a
 model for agent `refund` in an LLM config file (`RIG_LLM_CONFIG`) to route with a real
 one (or with `rig chaos-llm`). Refunds are
-written to `$RIG_HOME/refunds.sqlite3`, an effects sink that the ledger knows nothing
-about: counting its rows is how the tests prove a refund happens at most once.
+written to `$RIG_HOME/refunds.sqlite3`, a bank that the ledger knows nothing about. Like a
+payment API it honours the idempotency key (one refund per key, a repeat gets the first
+refund back), and it notes every request in `attempts`: counting those per key is how
+the tests prove Rig asks at most once, which the bank's own uniqueness would hide.
 
 Run it (each in its own terminal, or all at once with `rig up`):
 
@@ -197,9 +199,9 @@ class RefundTools(ToolExecutor):
             "amount": amount,
             "status": "issued",
         }
-        # The bank is told the call's idempotency key, as a payment API would be.
-        await record_refund(self.bank, call.job_id, call.key, refund)
-        return refund
+        # The bank is told the call's idempotency key, as a payment API would be: a second
+        # request under it gets the first refund back, and moves no money.
+        return await record_refund(self.bank, call.job_id, call.key, refund)
 
     async def find_refund(self, order_id: str, amount: float) -> dict[str, Any] | None:
         """Ask the bank whether a refund was made under this call's key (reconcile)."""
@@ -210,24 +212,36 @@ class RefundTools(ToolExecutor):
         return self.config.home / "refunds.sqlite3"
 
 
+# The bank: `refunds` holds the money moved, at most one refund per idempotency key (the
+# bank enforces it, as a payment API does); `attempts` holds every request that reached
+# it, so a test can tell "Rig asked twice" from "money moved twice".
 _BANK_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS refunds (refund_id TEXT PRIMARY KEY, job_id TEXT,"
-    " idempotency_key TEXT, order_id TEXT, amount REAL, ts REAL)"
+    " idempotency_key TEXT UNIQUE, order_id TEXT, amount REAL, ts REAL)",
+    "CREATE TABLE IF NOT EXISTS attempts (idempotency_key TEXT, job_id TEXT, ts REAL)",
 )
 
 
-async def record_refund(path: Path, job_id: str, key: str, refund: dict[str, Any]) -> None:
-    """The side effect: one row in the refunds file (the 'bank')."""
+async def record_refund(
+    path: Path, job_id: str, key: str, refund: dict[str, Any]
+) -> dict[str, Any]:
+    """The side effect: a refund in the bank's file, once per key; the refund made under
+    the key (this one, or the first one if the key was used before)."""
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     async with aiosqlite.connect(path) as db:
         await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA busy_timeout=10000")
-        await db.execute(_BANK_SCHEMA)
+        await _open_bank(db)
+        now = time.time()
+        await db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (key, job_id, now))
         await db.execute(
-            "INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?)",
-            (refund["refund_id"], job_id, key, refund["order_id"], refund["amount"], time.time()),
+            "INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            (refund["refund_id"], job_id, key, refund["order_id"], refund["amount"], now),
         )
         await db.commit()
+        made = await _refund_by_key(db, key)
+    assert made is not None
+    return made
 
 
 async def find_refund(path: Path, key: str) -> dict[str, Any] | None:
@@ -235,12 +249,21 @@ async def find_refund(path: Path, key: str) -> dict[str, Any] | None:
     if not await asyncio.to_thread(path.exists):
         return None
     async with aiosqlite.connect(path) as db:
-        await db.execute("PRAGMA busy_timeout=10000")
-        await db.execute(_BANK_SCHEMA)
-        async with db.execute(
-            "SELECT refund_id, order_id, amount FROM refunds WHERE idempotency_key = ?", (key,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        await _open_bank(db)
+        return await _refund_by_key(db, key)
+
+
+async def _open_bank(db: aiosqlite.Connection) -> None:
+    await db.execute("PRAGMA busy_timeout=10000")
+    for statement in _BANK_SCHEMA:
+        await db.execute(statement)
+
+
+async def _refund_by_key(db: aiosqlite.Connection, key: str) -> dict[str, Any] | None:
+    async with db.execute(
+        "SELECT refund_id, order_id, amount FROM refunds WHERE idempotency_key = ?", (key,)
+    ) as cursor:
+        row = await cursor.fetchone()
     if row is None:
         return None
     return {"refund_id": row[0], "order_id": row[1], "amount": row[2], "status": "issued"}
