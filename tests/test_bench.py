@@ -19,12 +19,16 @@ KEYS = [
     ("steps", "steps_per_s"),
     ("steps", "overhead_p50_ms"),
     ("steps", "overhead_p99_ms"),
+    ("steps", "end_to_end_overhead_p50_ms"),
+    ("steps", "end_to_end_overhead_p99_ms"),
     ("peers", "langgraph_sqlite_steps_per_s"),
     ("peers", "langgraph_memory_steps_per_s"),
     ("peers", "dbos_sqlite_steps_per_s"),
     ("latency", "max_in_flight"),
     ("latency", "kb_per_job"),
+    ("latency", "kb_per_job_with_server"),
     ("ledger", "ops_per_s"),
+    ("ledger", "ratio_to_raw_batched"),
 ]
 
 
