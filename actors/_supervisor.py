@@ -133,6 +133,7 @@ class Supervisor(Actor):
         self._versions: dict[str, AgentInfo] = {}
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
         self._live_cache: dict[str, tuple[float, bool]] = {}
+        self._live_lookups: dict[str, asyncio.Future[bool]] = {}
         self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         # A snapshot is one KV message: room for the headers the write adds.
         self._max_snapshot = self.nc.max_payload - _HEADROOM
@@ -240,7 +241,11 @@ class Supervisor(Actor):
         starts), with this warning in the reply; the stall watchdog tells a person if
         none starts in time.
         """
-        if await self._live(info.name):
+        try:
+            if await self._live(info.name):
+                return None
+        except Exception as exc:  # the job is stored: a warning we cannot compute is no error
+            self.log.warning("presence.unknown", agent=info.name, error=repr(exc))
             return None
         watchdog = (
             f"; after {info.budget.stall_s:g} s without progress a person is told"
@@ -253,10 +258,22 @@ class Supervisor(Actor):
         )
 
     async def _live(self, agent: str) -> bool:
+        """Whether `agent` has a live process: one presence lookup at a time per agent,
+        shared by every submit waiting for it (a thousand submits at once would otherwise
+        open a thousand watchers, and the server refuses some)."""
         cached = self._live_cache.get(agent)
         if cached is not None and time.monotonic() - cached[0] < _LIVE_CACHE_S:
             return cached[1]
-        live = bool(await live_agents(self._presence, agent))
+        lookup = self._live_lookups.get(agent)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_live(agent))
+            self._live_lookups[agent] = lookup
+            lookup.add_done_callback(lambda _: self._live_lookups.pop(agent, None))
+        return await asyncio.shield(lookup)
+
+    async def _look_live(self, agent: str) -> bool:
+        async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+            live = bool(await live_agents(self._presence, agent))
         self._live_cache[agent] = (time.monotonic(), live)
         return live
 

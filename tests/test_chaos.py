@@ -13,13 +13,15 @@ import random
 import signal
 import sqlite3
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.js.api import DeliverPolicy
 
-from actors import RigClient
+from actors import RigClient, RigConfig
+from actors.examples.refund import RefundTools
 from protocols import (
     TERMINAL_STATUSES,
     ActorReady,
@@ -130,15 +132,45 @@ def check_effects(rig: Deployment, jobs: dict[str, JobSnapshot]) -> None:
     assert len(done) > len(jobs) // 2  # most requests are refundable: the run did real work
 
 
-async def test_random_kill_9_under_rig_up(rig: Deployment) -> None:
-    """200 jobs while a killer SIGKILLs random actor processes; `rig up` restarts them."""
-    jobs, rng = 200, random.Random(20261126)
+@dataclass(frozen=True)
+class Timings:
+    """How a chaos run is timed: the tests' short waits, or production's defaults."""
+
+    jobs: int
+    kills: tuple[int, int]  # at least, at most
+    pause: tuple[float, float]  # between kills, seconds
+    actors: dict[str, int]
+    env: dict[str, str]
+    every_kind: bool  # the victims' kinds take turns (else any process, at random)
+
+
+SHORT = Timings(200, (10, 25), (0.1, 0.5), ACTORS, {}, every_kind=False)
+# The default ack wait (30 s) and the refund tool's default lease (its timeout + 30 s):
+# every kill stalls what the process held for an ack wait, so fewer jobs and kills, and
+# each kind of actor is killed at least once.
+PRODUCTION = Timings(
+    40,
+    (6, 6),
+    (0.5, 1.5),
+    {**ACTORS, "actors.examples.refund:RefundTools": 2, "tests.crash_tools:FastRefundTools": 0},
+    {"RIG_ACK_WAIT": f"{RigConfig().ack_wait:g}"},
+    every_kind=True,
+)
+
+
+@pytest.mark.parametrize("timings", [SHORT, PRODUCTION], ids=["short", "production"])
+async def test_random_kill_9_under_rig_up(rig: Deployment, timings: Timings) -> None:
+    """Jobs while a killer SIGKILLs random actor processes; `rig up` restarts them."""
+    jobs, rng = timings.jobs, random.Random(20261126)
+    rig.extra_env.update(timings.env)
+    lease = max(t.spec.lease for t in RefundTools.tools.values())
     ready = await rig.nc.subscribe(rig.names.actor_ready)
-    up = await rig.rig_up(ACTORS)
+    actors = {cls: n for cls, n in timings.actors.items() if n}
+    up = await rig.rig_up(actors)
     live: dict[int, str] = {}
     kills: list[str] = []
     try:
-        for announced in await _first(ready, sum(ACTORS.values())):
+        for announced in await _first(ready, sum(actors.values())):
             live[announced.pid] = announced.cls
         finished = asyncio.Event()
 
@@ -148,25 +180,30 @@ async def test_random_kill_9_under_rig_up(rig: Deployment) -> None:
                 live[announced.pid] = announced.cls
 
         async def killer() -> None:
-            while not finished.is_set() and len(kills) < 25:
+            kinds = sorted(actors)
+            while not finished.is_set() and len(kills) < timings.kills[1]:
                 try:  # a random pause, cut short when the jobs are done
-                    await asyncio.wait_for(finished.wait(), rng.uniform(0.1, 0.5))
+                    await asyncio.wait_for(finished.wait(), rng.uniform(*timings.pause))
                 except TimeoutError:
                     pass
                 if live and not finished.is_set():
-                    pid = rng.choice(sorted(live))
+                    turn = kinds[len(kills) % len(kinds)] if timings.every_kind else None
+                    pids = sorted(p for p, kind in live.items() if kind == turn) or sorted(live)
+                    pid = rng.choice(pids)
                     kills.append(live.pop(pid))
                     os.kill(pid, signal.SIGKILL)
 
         tracker = asyncio.create_task(track_restarts())
         chaos = asyncio.create_task(killer())
         await submit_all(rig, jobs)
-        final = await wait_terminal(rig, jobs, timeout=240)
+        # Each kill may hold some jobs back by an ack wait, and a call by its lease.
+        bound = rig.within(timings.kills[1] * (rig.ack_wait + 2), lease, 120)
+        final = await wait_terminal(rig, jobs, timeout=bound)
         finished.set()
         await chaos
         tracker.cancel()
         assert len(final) == jobs
-        assert len(kills) >= 10, kills
+        assert len(kills) >= timings.kills[0], kills
         assert any(k.endswith(":Supervisor") for k in kills), kills  # the supervisor died too
         snaps = await snapshots(rig, jobs)
         check_effects(rig, snaps)

@@ -7,9 +7,15 @@ queue group.
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from typing import Any
 
+import pytest
+from nats.js.errors import BadRequestError
+
+import actors._supervisor as supervisor_module
 from actors import Supervisor
+from actors._nats import live_agents
 from protocols import (
     Budget,
     CancelJob,
@@ -69,3 +75,38 @@ async def test_a_replica_with_an_old_copy_cancels_from_the_stored_snapshot(
     info = await carry_out(a, CancelJob(job_id="job-c", command_id="c2", request=request))
     assert info.status == "cancelled"
     assert await a.inbox(InboxRequest()) == InboxReply(jobs=[])
+
+
+async def test_a_burst_of_submits_shares_one_presence_lookup(
+    pair: tuple[Supervisor, Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 submits at once, no refund agent live: one presence watcher, not 300 (a burst
+    of watchers made the server refuse some: stored jobs were answered with an error)."""
+    a, _ = pair
+    lookups = 0
+
+    async def counted(*args: Any, **kwargs: Any) -> dict[str, int]:
+        nonlocal lookups
+        lookups += 1
+        return await live_agents(*args, **kwargs)
+
+    monkeypatch.setattr(supervisor_module, "live_agents", counted)
+    replies = await asyncio.gather(
+        *(a.submit(SubmitRequest(agent="refund", input={"order_id": f"A-{n}"})) for n in range(300))
+    )
+    assert lookups == 1
+    assert all(r.warning and "no live instance of agent 'refund'" in r.warning for r in replies)
+
+
+async def test_a_presence_lookup_that_fails_does_not_fail_the_submit(
+    pair: tuple[Supervisor, Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = pair
+
+    async def broken(*args: Any, **kwargs: Any) -> dict[str, int]:
+        raise BadRequestError()
+
+    monkeypatch.setattr(supervisor_module, "live_agents", broken)
+    reply = await a.submit(SubmitRequest(agent="refund", input={"order_id": "A-1"}, job_id="j-1"))
+    assert reply.job_id == "j-1" and reply.warning is None
+    assert (await a.status(StatusRequest(job_id="j-1"))).status == "accepted"
