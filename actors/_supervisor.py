@@ -30,6 +30,7 @@ from actors._nats import (
     kv_subject,
     live_agents,
 )
+from actors._rules import Rules
 from protocols import (
     AgentInfo,
     CancelJob,
@@ -38,23 +39,16 @@ from protocols import (
     DeadlineCheck,
     Decision,
     DecodeError,
-    Edge,
     Escalation,
-    EscalationKind,
-    Event,
-    ExhaustedKind,
     Graph,
     Header,
     InboxReply,
     InboxRequest,
     JobConflictError,
-    JobContext,
     JobInfo,
     JobSnapshot,
     JobStateError,
-    JobStatusName,
     NonRetryableError,
-    Outgoing,
     PayloadTooLargeError,
     ResolveJob,
     ResolveRequest,
@@ -63,17 +57,12 @@ from protocols import (
     StallCheck,
     StartJob,
     StatusRequest,
-    StepRequest,
     SubmitReply,
     SubmitRequest,
     SupervisorMessage,
     TimerMessage,
-    ToolCall,
-    ToolResult,
     UnknownAgentError,
     UnknownJobError,
-    Verdict,
-    VerifyRequest,
     canonical,
     decode,
     decode_as,
@@ -209,7 +198,7 @@ class Supervisor(Actor):
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
         await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
-        snapshot = self._new_snapshot(start)
+        snapshot = self.rules.new_snapshot(start)
         snapshot.cause = "submit"  # its outbox goes out with the StartJob's transition
         data = encode(snapshot)
         try:
@@ -291,14 +280,14 @@ class Supervisor(Actor):
         supervisor dies half-way.
         """
         job = await self._stored(request.job_id)
-        self._check_resolve(job, await self._graph_of(job), request)
+        self.rules.check_resolve(job, await self._graph_of(job), request)
         command = ResolveJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
 
     async def cancel(self, request: CancelRequest) -> JobInfo:
         """End a job that is not terminal, whatever it is doing, as `cancelled` (durably,
         like `resolve`)."""
-        self._check_cancel(await self._stored(request.job_id))
+        self.rules.check_cancel(await self._stored(request.job_id))
         command = CancelJob(job_id=request.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
 
@@ -354,69 +343,11 @@ class Supervisor(Actor):
             with contextlib.suppress(Exception):  # the caller may have given up: fine
                 await self.nc.publish(command.reply_to, encode(reply))
 
-    def _check_resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> Edge:
-        """The edge a person may take now, or `JobStateError` saying why not."""
-        if job.status != "waiting_human":
-            raise JobStateError(
-                f"job {job.job_id} is {job.status}, not waiting for a human",
-                job_id=job.job_id,
-                status=job.status,
-            )
-        assert job.state is not None
-        state = graph.state(job.state)
-        edge = state.edge(request.edge)
-        if edge is None:
-            raise JobStateError(
-                f"{request.edge!r} is not an edge of state {job.state!r}; "
-                f"edges: {', '.join(e.name for e in state.edges) or 'none'}",
-                job_id=job.job_id,
-                edge=request.edge,
-            )
-        if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
-            raise JobStateError(
-                f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
-                "waits: it would park again at once with nothing done; take another edge",
-                job_id=job.job_id,
-                edge=request.edge,
-            )
-        return edge
-
-    def _check_cancel(self, job: JobSnapshot) -> None:
-        if job.terminal:
-            raise JobStateError(
-                f"job {job.job_id} already ended: {job.status}",
-                job_id=job.job_id,
-                status=job.status,
-            )
-
     def _resolving(
         self, request: ResolveRequest
     ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
         async def apply(job: JobSnapshot) -> JobSnapshot:
-            graph = await self._graph_of(job)
-            self._check_resolve(job, graph, request)
-            job.outbox = []
-            self._unpark(job)
-            limits = request.limits()
-            job.budget = job.budget.override(limits)
-            if limits.deadline_s is not None:
-                self._set_deadline(job, time.time() + limits.deadline_s)
-            job.status, job.error = "running", None
-            self._event(
-                job,
-                "resolved",
-                state=job.state,
-                edge=request.edge,
-                args=request.args,
-                note=request.note,
-                by=request.by,
-                budget=limits.model_dump(exclude_none=True),
-            )
-            job.step += 1
-            decision = Decision(
-                job_id=job.job_id, step=job.step, edge=request.edge, args=request.args
-            )
-            return self._decided(job, graph, decision, by="human")
+            return self.rules.resolve(job, await self._graph_of(job), request)
 
         return apply
 
@@ -424,11 +355,7 @@ class Supervisor(Actor):
         self, request: CancelRequest
     ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
         async def apply(job: JobSnapshot) -> JobSnapshot:
-            self._check_cancel(job)
-            job.outbox = []
-            self._unpark(job)
-            reason = request.reason or "cancelled by request"
-            return self._finish(job, "cancelled", error={"code": "cancelled", "message": reason})
+            return self.rules.cancel(job, request)
 
         return apply
 
@@ -483,40 +410,20 @@ class Supervisor(Actor):
 
     async def _on_deadline(self, check: DeadlineCheck) -> None:
         async def apply(job: JobSnapshot) -> JobSnapshot | None:
-            # A newer deadline (set by a person's resolve) has its own timer; a job
-            # waiting for a person is on the person's time.
-            if job.terminal or job.deadline != check.at or job.status != "running":
-                return None
-            job.outbox = []
-            graph = await self._graph_of(job)
-            late = time.time() - (job.deadline - (job.budget.deadline_s or 0))
-            message = f"the job's deadline of {job.budget.deadline_s} s passed ({late:.1f} s)"
-            return self._exhaust(job, graph, "deadline", message)
+            return self.rules.deadline(job, await self._graph_of(job), check)
 
         await self._transition(check.job_id, apply, cause=f"deadline:{check.at!r}")
 
     async def _on_stall(self, check: StallCheck) -> None:
-        """The stall watchdog: a running job whose journal has not moved since the check was
-        armed goes to a person (or fails, by `on_stuck`); one that moved is checked again
-        `stall_s` after its last change."""
+        """The stall watchdog (`Rules.stall`); a job that moved gets its next check."""
         again: list[StallCheck] = []
 
         async def apply(job: JobSnapshot) -> JobSnapshot | None:
             again.clear()
-            stall_s = job.budget.stall_s
-            if job.status != "running" or job.stall_arm != check.arm or stall_s is None:
-                return None  # ended, parked (a person's time), or watched by a newer arm
-            if job.event_seq != check.seq:
-                at = max(job.updated_at + stall_s, time.time() + 1.0)
-                again.append(
-                    StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm)
-                )
-                return None
-            job.outbox = []
-            waited = time.time() - job.updated_at
-            awaited = self._awaited(job, await self._graph_of(job))
-            reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {awaited}"
-            return await self._stuck(job, "stalled", reason)
+            on_stuck = (await self._agent(job.agent)).on_stuck
+            after, next_check = self.rules.stall(job, await self._graph_of(job), check, on_stuck)
+            again.extend([next_check] if next_check is not None else [])
+            return after
 
         await self._transition(check.job_id, apply, cause=f"stall:{check.arm}:{check.seq}")
         for next_check in again:
@@ -525,24 +432,6 @@ class Supervisor(Actor):
                 next_check,
                 msg_id=msg_id(check.job_id, next_check.seq, f"stall{next_check.arm}"),
             )
-
-    def _awaited(self, job: JobSnapshot, graph: Graph) -> str:
-        """What a running job waits for, in words."""
-        edge = (
-            graph.state(job.state).edge(job.pending_edge)
-            if job.pending_edge and job.state in graph.states
-            else None
-        )
-        match job.phase:
-            case "decide":
-                what = f"agent {job.agent!r} to decide step {job.step} in state {job.state!r}"
-            case "tool" if edge is not None:
-                what = f"tool {edge.tool!r} (step {job.step}, edge {edge.name!r})"
-            case "verify" if edge is not None:
-                what = f"verifier {edge.verifier!r} (step {job.step}, edge {edge.name!r})"
-            case _:
-                what = f"step {job.step} in state {job.state!r}"
-        return f"it waits for {what}; is a process of that kind running?"
 
     # --- dead letters --------------------------------------------------------------
 
@@ -569,27 +458,13 @@ class Supervisor(Actor):
         async def apply(job: JobSnapshot) -> JobSnapshot | None:
             if job.terminal:
                 return None
-            if job.status == "accepted":  # it never started: nobody can decide for it
-                job.outbox = []
-                return self._finish(job, "failed", error={"code": "dead_letter", "message": reason})
-            if job.status != "running" or (step is not None and step != job.step):
-                return None
-            job.outbox = []
-            return await self._stuck(job, "dead_letter", reason)
+            on_stuck = (await self._agent(job.agent)).on_stuck
+            return self.rules.dead_letter(job, await self._graph_of(job), step, reason, on_stuck)
 
         try:
             await self._transition(job_id, apply, cause=f"dlq:{delivery.stream_seq}")
         except UnknownJobError:
             self.log.info("dlq.unknown_job", job=job_id)
-
-    async def _stuck(self, job: JobSnapshot, kind: EscalationKind, reason: str) -> JobSnapshot:
-        """A job that cannot move by itself: a person is told, or it fails (`on_stuck`)."""
-        info = await self._agent(job.agent)
-        if info.on_stuck == "fail":
-            return self._finish(job, "failed", error={"code": kind, "message": reason})
-        # The work under way may still report (a slow agent, a replayed letter): the job
-        # keeps its phase so that the report resumes it.
-        return self._park(job, await self._graph_of(job), reason, kind=kind, keep_phase=True)
 
     async def _transition(
         self,
@@ -632,17 +507,20 @@ class Supervisor(Actor):
                 self.stale_reports += 1
                 self.log.info("report.stale", cause=cause, job_step=snapshot.step)
                 return snapshot
-            await self._migrate(after)
+            rules = self.rules
+            if after.phase == "decide":  # a step boundary: the newest graph may take the job
+                after = rules.migrate(after, await self._agent(after.agent))
             after.cause = cause
-            after.updated_at = time.time()
+            after.updated_at = rules.now
             if after.status == "running" and status_before != "running":
-                self._arm_stall(after)
+                rules.arm_stall(after)
             data = encode(after)
             if len(data) > self._max_snapshot:
                 # The change does not fit in a message: the job, as it was, ends saying why.
                 before = self._snapshot_of(job_id, stored, start)
-                after = self._too_large(before, after, len(data))
-                after.cause, after.updated_at = cause, time.time()
+                after, largest = rules.too_large(before, after, len(data), self._max_snapshot)
+                self.log.error("job.too_large", job=job_id, bytes=len(data), largest=largest)
+                after.cause, after.updated_at = cause, rules.now
                 data = encode(after)
             try:
                 revision = await self._write(job_id, data, last=revision)
@@ -668,494 +546,22 @@ class Supervisor(Actor):
 
     async def _apply(self, job: JobSnapshot, message: Any) -> JobSnapshot | None:
         """The next snapshot after `message`, or None if `message` is not for this step."""
+        if isinstance(message, StartJob):
+            return self.rules.start(job, (await self._agent(job.agent)).graph)
         if job.terminal:
             return None
-        if isinstance(message, StartJob):
-            return await self._start(job) if job.status == "accepted" else None
-        expected = {
-            "decide": isinstance(message, Decision),
-            "tool": isinstance(message, ToolResult)
-            or (isinstance(message, Verdict) and message.tool_result is not None),
-            "verify": isinstance(message, Verdict),
-        }
-        if message.step != job.step or not expected.get(job.phase or "", False):
-            return None
-        if job.status == "waiting_human":
-            if job.escalation is None or job.escalation.kind not in _RESUMABLE:
-                return None
-            # Parked because this report was late or lost; here it is after all.
-            job.outbox = []
-            self._unpark(job)
-            job.status, job.error = "running", None
-            self._event(job, "resumed", state=job.state, phase=job.phase, by=message.kind)
-        elif job.status != "running":
-            return None
-        else:
-            job.outbox = []  # a report for the current step: its transition writes a fresh outbox
-        graph = await self._graph_of(job)
-        match message:
-            case Decision(graph_version=str(version)) if version != job.graph_version:
-                # An agent of another version answered: the job moves to that version if
-                # the migration rule allows, else the edge is checked against its own.
-                info = await self._version(job, version)
-                target = info.graph.migration_target(job.state or "", info.renamed)
-                if target is not None:
-                    self._move_to(job, info, target)
-                    graph = info.graph
-                return self._decided(job, graph, message)
-            case Decision():
-                return self._decided(job, graph, message)
-            case ToolResult():
-                return self._tool_done(job, graph, message)
-            case Verdict(tool_result=ToolResult() as result) if job.phase == "tool":
-                return self._tool_done(job, graph, result, message)
-            case Verdict():
-                return self._verified(job, graph, message)
-        raise AssertionError(f"unexpected report {message.kind}")  # `expected` covers each
+        decided_on = None
+        if isinstance(message, Decision) and message.graph_version not in (
+            None,
+            job.graph_version,
+        ):
+            decided_on = await self._version(job, message.graph_version)
+        return self.rules.report(job, message, await self._graph_of(job), decided_on)
 
-    async def _start(self, job: JobSnapshot) -> JobSnapshot:
-        # The outbox still holds the `accepted` event written at submit: keep it.
-        job.status = "running"
-        graph = (await self._agent(job.agent)).graph
-        job.graph_version = graph.version  # the job runs on it, unless it migrates
-        self._event(
-            job,
-            "started",
-            agent=job.agent,
-            graph_version=graph.version,
-            state=graph.initial,
-            budget=job.budget.model_dump(exclude_none=True),
-            deadline=job.deadline,
-        )
-        if job.deadline is not None:
-            self._set_deadline(job, job.deadline)
-        job.state = graph.initial
-        job.path = [graph.initial]
-        job.visits = {graph.initial: 1}
-        return self._next_step(job, graph)
-
-    def _decided(
-        self, job: JobSnapshot, graph: Graph, decision: Decision, *, by: str = "llm"
-    ) -> JobSnapshot:
-        assert job.state is not None
-        state = graph.state(job.state)
-        job.usage.add(decision.usage)
-        spent = self._spent(job)
-        if decision.exhausted is not None:
-            self._event(
-                job,
-                "decision",
-                state=job.state,
-                edge=None,
-                exhausted=decision.exhausted,
-                reason=decision.reason,
-                reasks=decision.reasks,
-                usage=decision.usage.model_dump(),
-                llm_ms=round(decision.llm_ms, 3),
-                spent=spent,
-            )
-            return self._exhaust(job, graph, decision.exhausted, decision.reason)
-        if decision.code_error is not None:
-            error = decision.code_error
-            self._event(
-                job,
-                "decision",
-                state=job.state,
-                edge=None,
-                code_error=error,
-                reasks=decision.reasks,
-                usage=decision.usage.model_dump(),
-                llm_ms=round(decision.llm_ms, 3),
-                spent=spent,
-            )
-            job.error = {"code": "code_error", **error}
-            reason = (
-                f"the agent's own code raised {error.get('type')}: {error.get('message')} "
-                f"(a bug, not a model's answer; the traceback is in agent {job.agent!r}'s log)"
-            )
-            return self._park(job, graph, reason, kind="code_error")
-        edge = state.edge(decision.edge)
-        fallback, reason = decision.fallback, decision.reason
-        if edge is None:  # an agent from another version of the graph; take the safe edge
-            fallback, reason = True, f"edge {decision.edge!r} is not an edge of {job.state!r}"
-            edge = state.edge(state.safe_edge or "")
-            if edge is None:
-                return self._finish(
-                    job, "failed", error={"code": "no_safe_edge", "message": reason}
-                )
-        self._event(
-            job,
-            "decision",
-            state=job.state,
-            edge=edge.name,
-            by=by,
-            tool=edge.tool,  # the call it makes, if any: one event, not two
-            args=decision.args,
-            reasks=decision.reasks,
-            fallback=fallback,
-            reason=reason,
-            usage=decision.usage.model_dump(),
-            llm_ms=round(decision.llm_ms, 3),
-            spent=spent,
-            **({"calls": decision.calls} if decision.calls else {}),
-        )
-        over = self._over_budget(job) if by == "llm" else None  # a person's choice costs nothing
-        if over is not None:  # the call spent more than the agent reserved for it
-            return self._exhaust(job, graph, *over)
-        job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
-        if edge.tool is not None:
-            job.phase = "tool"
-            call = ToolCall(
-                job_id=job.job_id,
-                step=job.step,
-                tool=edge.tool,
-                args=decision.args,
-                verifier=edge.verifier,
-                context=_context(job) if edge.verifier is not None else None,
-            )
-            self._command(job, self.names.tool(edge.tool), call, "tool_call")
-            return job
-        if edge.verifier is not None:
-            return self._verify(job, edge)
-        return self._enter(job, graph, edge.to, edge=edge.name)
-
-    def _tool_done(
-        self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None
-    ) -> JobSnapshot:
-        """Record the tool's result; `verdict` is the verifier's, if the result came through it."""
-        assert job.state is not None and job.pending_edge is not None
-        edge = graph.state(job.state).edge(job.pending_edge)
-        assert edge is not None
-        self._event(
-            job,
-            "tool_result",
-            tool=result.tool,
-            ok=result.ok,
-            result=result.result,
-            error=result.error,
-            ledger=result.ledger,
-            key=result.key,
-            tool_ms=round(result.tool_ms, 3),
-        )
-        if result.error is not None and result.error.get("code") == "effect_unknown":
-            # The effect may have happened and the tool cannot tell: a person must look,
-            # whatever the graph says about ordinary failures.
-            job.error = result.error
-            return self._park(
-                job,
-                graph,
-                f"tool {result.tool} may or may not have run (key {result.key}); "
-                "it has no reconcile, so it is not run again",
-                kind="effect_unknown",
-            )
-        if not result.ok:
-            error = result.error or {}
-            return self._enter(
-                job,
-                graph,
-                graph.fail_target(job.state, edge),
-                edge=edge.name,
-                reason=f"tool {result.tool} failed: {error.get('code')}: {error.get('message')}",
-            )
-        job.results[result.tool] = result.result
-        job.pending_result = result.result
-        if verdict is not None:
-            return self._verified(job, graph, verdict)
-        if edge.verifier is not None:
-            return self._verify(job, edge)
-        return self._enter(job, graph, edge.to, edge=edge.name)
-
-    def _verified(self, job: JobSnapshot, graph: Graph, verdict: Verdict) -> JobSnapshot:
-        assert job.state is not None and job.pending_edge is not None
-        edge = graph.state(job.state).edge(job.pending_edge)
-        assert edge is not None
-        self._event(
-            job, "verdict", verifier=verdict.verifier, passed=verdict.passed, reason=verdict.reason
-        )
-        if verdict.passed:
-            return self._enter(job, graph, edge.to, edge=edge.name)
-        return self._enter(
-            job,
-            graph,
-            graph.fail_target(job.state, edge),
-            edge=edge.name,
-            reason=f"verifier {verdict.verifier} rejected: {verdict.reason}",
-        )
-
-    def _verify(self, job: JobSnapshot, edge: Edge) -> JobSnapshot:
-        assert edge.verifier is not None
-        job.phase = "verify"
-        request = VerifyRequest(
-            job_id=job.job_id,
-            step=job.step,
-            verifier=edge.verifier,
-            tool=edge.tool,
-            args=job.pending_args,
-            result=job.pending_result,
-            context=_context(job),
-        )
-        self._command(job, self.names.verifier(edge.verifier), request, "verify")
-        return job
-
-    def _enter(
-        self, job: JobSnapshot, graph: Graph, target: str, *, edge: str, reason: str = ""
-    ) -> JobSnapshot:
-        """Move the job into `target` and decide what follows: finish, park, or next step."""
-        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
-        visits = job.visits.get(target, 0) + 1
-        limit = job.budget.max_visits
-        if limit is not None and visits > limit and graph.state(target).decided_by_llm:
-            return self._exhaust(
-                job,
-                graph,
-                "visits",
-                f"edge {edge!r} would enter {target!r} a {_nth(visits)} time; "
-                f"max_visits is {limit}",
-            )
-        self._move(job, target, edge=edge, reason=reason)
-        state = graph.state(target)
-        if state.terminal is not None:
-            return self._finish(job, state.terminal)
-        if state.human:
-            source = job.path[-2] if len(job.path) > 1 else None
-            why = (
-                reason or f"edge {edge!r} from {source!r} leads to {target!r}, a state for a person"
-            )
-            return self._park(job, graph, why)
-        if job.step >= job.budget.max_steps:
-            return self._exhaust(
-                job,
-                graph,
-                "steps",
-                f"the job took {job.step} steps, its max_steps, without finishing",
-            )
-        job.step += 1
-        return self._next_step(job, graph)
-
-    def _move(self, job: JobSnapshot, target: str, *, edge: str | None, reason: str) -> None:
-        """Put the job in `target`, in the journal, its path and its visit counts."""
-        self._event(job, "transition", source=job.state, target=target, edge=edge, reason=reason)
-        job.state = target
-        job.path.append(target)
-        job.visits[target] = job.visits.get(target, 0) + 1
-
-    def _next_step(self, job: JobSnapshot, graph: Graph) -> JobSnapshot:
-        over = self._over_budget(job)
-        if over is not None:
-            return self._exhaust(job, graph, *over)
-        if job.step == 0:
-            job.step = 1
-        job.phase = "decide"
-        assert job.state is not None
-        budget = job.budget
-        request = StepRequest(
-            job_id=job.job_id,
-            step=job.step,
-            agent=job.agent,
-            state=job.state,
-            context=_context(job),
-            max_reasks=budget.max_reasks,
-            tokens_left=None if budget.max_tokens is None else budget.max_tokens - job.usage.tokens,
-            cost_left=None if budget.max_cost is None else budget.max_cost - job.usage.cost,
-            deadline=job.deadline,
-            graph_version=job.graph_version,
-            edges=[edge.name for edge in graph.state(job.state).edges],
-        )
-        self._command(job, self.names.agent(job.agent), request, "step")
-        return job
-
-    def _over_budget(self, job: JobSnapshot) -> tuple[ExhaustedKind, str] | None:
-        """The budget that leaves no room for another LLM call, if one is spent."""
-        budget, usage = job.budget, job.usage
-        if budget.max_tokens is not None and usage.tokens >= budget.max_tokens:
-            return "tokens", f"spent {usage.tokens} of max_tokens {budget.max_tokens}"
-        if budget.max_cost is not None and usage.cost >= budget.max_cost:
-            return "cost", f"spent {usage.cost:.6g} of max_cost {budget.max_cost:.6g}"
-        if job.deadline is not None and time.time() >= job.deadline:
-            return "deadline", f"the job's deadline of {budget.deadline_s} s passed"
-        return None
-
-    def _exhaust(
-        self, job: JobSnapshot, graph: Graph, kind: ExhaustedKind, message: str
-    ) -> JobSnapshot:
-        """A budget ran out: go to the agent's fallback state if it has one, else end the job."""
-        status = _EXHAUSTED_STATUS.get(kind, "budget_exceeded")
-        fallback = job.on_exhausted if job.on_exhausted != job.state else None
-        self._event(
-            job,
-            "budget",
-            exhausted=kind,
-            message=message,
-            spent=self._spent(job),
-            action=f"enter {fallback}" if fallback else status,
-        )
-        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
-        error = {"code": status, "exhausted": kind, "message": message}
-        if fallback is None:
-            return self._finish(job, status, error=error)
-        self._move(job, fallback, edge=None, reason=message)
-        state = graph.state(fallback)
-        if state.terminal is not None:
-            return self._finish(job, state.terminal, error=error)
-        job.error = error
-        return self._park(job, graph, message, kind="exhausted")
-
-    def _park(
-        self,
-        job: JobSnapshot,
-        graph: Graph,
-        reason: str,
-        *,
-        kind: EscalationKind = "human_state",
-        keep_phase: bool = False,
-    ) -> JobSnapshot:
-        """Hand the job to a person: status, journal, `rig.escalations` and the inbox.
-
-        `keep_phase`: the job still waits for the report of its step, which resumes it
-        if it comes (a stalled or dead-lettered step); otherwise only a person moves it.
-        """
-        assert job.state is not None
-        job.status = "waiting_human"
-        if not keep_phase:
-            job.phase = None
-        # A graph that lost the job's state (another version) still lets a person cancel.
-        state = graph.states.get(job.state)
-        escalation = Escalation(
-            job_id=job.job_id,
-            agent=job.agent,
-            state=job.state,
-            step=job.step,
-            reason=reason,
-            kind=kind,
-            edges=[edge.name for edge in state.edges] if state is not None else [],
-        )
-        job.escalation = escalation
-        self._event(
-            job,
-            "status",
-            status=job.status,
-            state=job.state,
-            reason=reason,
-            kind=kind,
-            edges=escalation.edges,
-            error=job.error,
-        )
-        # What a person reads carries the job's input; the snapshot keeps it once.
-        data = encode(escalation.model_copy(update={"input": job.input}))
-        key = msg_id(job.job_id, job.event_seq, "escalation")
-        job.outbox.append(Outgoing(subject=self.names.escalations, msg_id=key, data=data))
-        job.outbox.append(
-            Outgoing(
-                subject=kv_subject(self.names.inbox_bucket, job.job_id),
-                msg_id=key,
-                data=data,
-            )
-        )
-        return job
-
-    def _unpark(self, job: JobSnapshot) -> None:
-        """Take the job out of the inbox, if it is there."""
-        if job.escalation is None:
-            return
-        job.escalation = None
-        job.outbox.append(
-            Outgoing(
-                subject=kv_subject(self.names.inbox_bucket, job.job_id),
-                msg_id=msg_id(job.job_id, job.event_seq, "unpark"),
-                data=b"",
-                headers={Header.KV_OPERATION: "DEL"},
-            )
-        )
-
-    def _arm_stall(self, job: JobSnapshot) -> None:
-        """Start a stall watchdog for a job that starts (or resumes) running."""
-        if job.budget.stall_s is None:
-            return
-        job.stall_arm += 1
-        check = StallCheck(
-            job_id=job.job_id,
-            at=time.time() + job.budget.stall_s,
-            seq=job.event_seq,
-            arm=job.stall_arm,
-        )
-        job.outbox.append(
-            Outgoing(
-                subject=self.names.timer,
-                msg_id=msg_id(job.job_id, job.event_seq, f"stall{job.stall_arm}"),
-                data=encode(check),
-            )
-        )
-
-    def _set_deadline(self, job: JobSnapshot, at: float) -> None:
-        job.deadline = at
-        check = DeadlineCheck(job_id=job.job_id, at=at)
-        job.outbox.append(
-            Outgoing(
-                subject=self.names.timer,
-                msg_id=msg_id(job.job_id, job.event_seq, "deadline"),
-                data=encode(check),
-            )
-        )
-
-    def _spent(self, job: JobSnapshot) -> dict[str, Any]:
-        return {
-            "steps": job.step,
-            "tokens": job.usage.tokens,
-            "cost": job.usage.cost,
-            "seconds": round(time.time() - job.created_at, 3),
-        }
-
-    def _finish(
-        self, job: JobSnapshot, status: Any, *, error: dict[str, Any] | None = None
-    ) -> JobSnapshot:
-        job.status, job.phase, job.error = status, None, error
-        job.result = {"state": job.state, "results": job.results}
-        self._event(
-            job,
-            "status",
-            status=status,
-            state=job.state,
-            steps=job.step,
-            result=job.result,
-            error=error,
-            usage=job.usage.model_dump(),
-            visits=job.visits,
-        )
-        return job
-
-    def _too_large(self, job: JobSnapshot, grown: JobSnapshot, size: int) -> JobSnapshot:
-        """End `job` (as it was before a change that grew it to `size` bytes) as failed.
-
-        Tool results over the executors' inline limit travel by reference, so what grows
-        a job past one message is its input, an LLM's arguments, or many results at once.
-        """
-        limit = self._max_snapshot
-        parts = {"the input": len(encode(grown.input))}
-        parts["the arguments of edge " + repr(grown.pending_edge)] = len(encode(grown.pending_args))
-        for tool, value in grown.results.items():
-            parts[f"the result of tool {tool!r}"] = len(encode(value))
-        largest = max(parts, key=lambda part: parts[part])
-        message = (
-            f"the job's state would grow to {size} bytes, over the {limit}-byte limit of one "
-            f"message (the server's max_payload); the largest part is {largest} "
-            f"({parts[largest]} bytes). Tool results over RIG_INLINE_RESULT_BYTES travel by "
-            "reference; keep inputs and LLM arguments small (pass a reference instead)"
-        )
-        self.log.error("job.too_large", job=job.job_id, bytes=size, limit=limit, largest=largest)
-        job.outbox = []
-        self._unpark(job)
-        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
-        if len(encode(job.results)) * 4 > limit:  # the end event repeats them: keep it small
-            job.results = {}
-        error = {"code": "too_large", "message": message, "bytes": size, "limit": limit}
-        return self._finish(job, "failed", error=error)
-
-    def _command(self, job: JobSnapshot, subject: str, message: Any, kind: str) -> None:
-        job.outbox.append(
-            Outgoing(
-                subject=subject, msg_id=msg_id(job.job_id, job.step, kind), data=encode(message)
-            )
-        )
+    @property
+    def rules(self) -> Rules:
+        """The rules of a transition made now (`actors/_rules.py`: pure, no I/O)."""
+        return Rules(self.names, time.time())
 
     async def _write(self, job_id: str, data: bytes, *, last: int) -> int:
         """Compare-and-set the snapshot (`last=0`: create); return the new revision."""
@@ -1187,33 +593,6 @@ class Supervisor(Actor):
             # The snapshot is written: a redelivery of the report re-sends the outbox.
             raise RetryableError(f"publishing the outbox failed: {exc!r}", delay=0.2) from exc
 
-    def _new_snapshot(self, start: StartJob) -> JobSnapshot:
-        job = JobSnapshot(
-            job_id=start.job_id,
-            agent=start.agent,
-            status="accepted",
-            input=start.input,
-            budget=start.budget,
-            deadline=start.deadline,
-            on_exhausted=start.on_exhausted,
-            created_at=start.accepted_at,
-            request_hash=start.request_hash,
-        )
-        self._event(job, "accepted", agent=start.agent, input=start.input)
-        return job
-
-    def _event(self, job: JobSnapshot, type_: Any, **data: Any) -> None:
-        """Append a journal event to the job's outbox."""
-        job.event_seq += 1
-        event = Event(job_id=job.job_id, seq=job.event_seq, step=job.step, type=type_, data=data)
-        job.outbox.append(
-            Outgoing(
-                subject=self.names.events(job.job_id),
-                msg_id=msg_id(job.job_id, job.event_seq, "event"),
-                data=encode(event),
-            )
-        )
-
     # --- storage -----------------------------------------------------------------
 
     async def _load(self, job_id: str, *, cached: bool = False) -> tuple[JobSnapshot | None, int]:
@@ -1229,7 +608,7 @@ class Supervisor(Actor):
             return decode_as(JobSnapshot, stored)[0]
         if start is None:
             raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
-        return self._new_snapshot(start)
+        return self.rules.new_snapshot(start)
 
     async def _read(self, job_id: str, *, cached: bool = False) -> tuple[bytes | None, int]:
         """The job's encoded snapshot (None if there is no job) and its revision."""
@@ -1283,39 +662,6 @@ class Supervisor(Actor):
             self._versions[key] = decode_as(AgentInfo, entry.value)[0]
         return self._versions[key]
 
-    async def _migrate(self, job: JobSnapshot) -> None:
-        """Move a job about to ask its agent for a step to the agent's newest graph, if it can.
-
-        The rule (docs/architecture.md, Graph versions): at a step boundary, a job moves
-        to the newest registered version of its agent's graph when that version has the
-        job's state, under the same name or the new name its `renamed` gives; otherwise
-        it stays on the version it runs on. (An agent of another version that gets the
-        step applies the same rule and says so in its `Decision`.)
-        """
-        step = msg_id(job.job_id, job.step, "step")
-        if job.status != "running" or not any(out.msg_id == step for out in job.outbox):
-            return
-        latest = await self._agent(job.agent)
-        if job.graph_version in (None, latest.graph.version) or job.state is None:
-            return
-        target = latest.graph.migration_target(job.state, latest.renamed)
-        if target is None:
-            return
-        job.outbox = [out for out in job.outbox if out.msg_id != step]
-        self._move_to(job, latest, target)
-        self._next_step(job, latest.graph)
-
-    def _move_to(self, job: JobSnapshot, info: AgentInfo, target: str) -> None:
-        """Put the job on `info`'s version of the graph, in `target` (its state's name there)."""
-        version = info.graph.version
-        self._event(
-            job, "migrated", source=job.graph_version, version=version, state=job.state, to=target
-        )
-        if job.state is not None and target != job.state:
-            job.visits[target] = job.visits.pop(job.state, 0)
-            job.state = target
-        job.graph_version = version
-
     async def _agent(self, name: str) -> AgentInfo:
         cached = self._agent_cache.get(name)
         if cached is not None and time.monotonic() - cached[0] < _AGENT_CACHE_S:
@@ -1334,22 +680,11 @@ class Supervisor(Actor):
         return info
 
 
-# The status a job ends with when a budget runs out and it has no fallback state.
-_EXHAUSTED_STATUS: dict[str, JobStatusName] = {
-    "steps": "step_limit",
-    "deadline": "deadline_exceeded",
-}
-
-
 class _CommandReply(BaseModel):
     """What the supervisor carrying out a `ResolveJob`/`CancelJob` tells the API call."""
 
     job: JobInfo | None = None
     error: dict[str, Any] | None = None
-
-
-# Parked because a report was late or lost: that report, if it comes, resumes the job.
-_RESUMABLE = frozenset({"stalled", "dead_letter"})
 
 
 class _Conflict(Exception):
@@ -1376,12 +711,3 @@ def _letter_job(letter: DeadLetter) -> tuple[str | None, int | None, str]:
     if len(parts) >= 3 and parts[1].isdigit():
         return parts[0], int(parts[1]), parts[2]
     return None, None, "?"
-
-
-def _context(job: JobSnapshot) -> JobContext:
-    return JobContext(input=job.input, results=job.results, path=job.path)
-
-
-def _nth(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"

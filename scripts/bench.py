@@ -142,7 +142,7 @@ async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
         f"one at a time: p50 {p50:.2f} ms, p99 {p99:.2f} ms",
     )
     for sync in ("NORMAL", "FULL"):
-        rate = await asyncio.to_thread(sqlite_commits, sync, 2.0 if quick else 5.0)
+        rate = await asyncio.to_thread(sqlite_commits, sync, 0.5 if quick else 5.0)
         report.put("floor", f"sqlite_{sync.lower()}_commits_per_s", round(rate))
         report.row("floor", f"sqlite3 WAL single-row commits, synchronous={sync}", f"{rate:,.0f}/s")
 
@@ -321,7 +321,7 @@ class Driver:
 async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
     """The 5-step pipeline through Rig, every actor a separate process, zero-latency model."""
     sweep = (
-        [(1, 1, 20), (1, 32, 100), (2, 64, 200)]
+        [(1, 1, 10), (2, 16, 60)]
         if quick
         else [(1, 1, 100), (1, 16, 600), (1, 64, 1200), (2, 64, 1200), (2, 256, 2000)]
     )
@@ -386,7 +386,7 @@ PEERS = {
 
 async def bench_peers(report: Report, quick: bool) -> None:
     """The same graph in LangGraph and DBOS, in-process, as fast as each goes."""
-    runs = 50 if quick else 400
+    runs = 20 if quick else 400
     for key, (peer, label) in PEERS.items():
         best = 0.0
         for concurrency in (1, 16):
@@ -417,12 +417,12 @@ async def bench_peers(report: Report, quick: bool) -> None:
 async def bench_latency(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
     """A slow, jittery model: how many jobs in flight Rig sustains within 10% of Little's law.
 
-    The model's latency is lognormal (p50 2 s, p99 10 s; --quick: 0.2 s and 1 s). With
+    The model's latency is lognormal (p50 2 s, p99 10 s; --quick: 0.1 s and 0.5 s). With
     L jobs always in flight and a job of 5 model calls, Little's law allows L / W jobs per
     second, W = 5 x the mean latency. Each level runs for three W after a warm-up of one.
     """
-    p50, p99 = (0.2, 1.0) if quick else (2.0, 10.0)
-    levels = [50, 200] if quick else [250, 500, 1000, 2000, 4000, 10000]
+    p50, p99 = (0.1, 0.5) if quick else (2.0, 10.0)
+    levels = [20, 60] if quick else [250, 500, 1000, 2000, 4000, 10000]
     sigma = math.log(p99 / p50) / 2.3263
     w_ideal = STEPS_PER_JOB * p50 * math.exp(sigma**2 / 2)
     nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
@@ -437,7 +437,7 @@ async def bench_latency(server: NatsServer, report: Report, quick: bool, work: P
         },
     )
     await deployment.start(nc, list(PIPELINE))
-    idle_actors, _idle_server = deployment.rss_bytes()
+    idle_actors, idle_server = deployment.rss_bytes()
     sustained, kb_per_job = 0, math.nan
     samples: list[tuple[int, int]] = []  # (jobs in flight, actors + nats-server RSS)
     try:
@@ -480,7 +480,11 @@ async def bench_latency(server: NatsServer, report: Report, quick: bool, work: P
     report.put("latency", "kb_per_job", None if math.isnan(kb_per_job) else round(kb_per_job, 1))
     # nats-server's share: its RSS moves with its Go heap, so a delta at one level is
     # noise; the slope of (actors + server) RSS over the levels is the cost of a job.
-    with_server = _slope(samples) / 1024 if len(samples) > 1 else math.nan
+    if len(samples) > 1:
+        with_server = _slope(samples) / 1024
+    else:  # one level only (the first was not sustained): its delta over idle
+        [(level, rss)] = samples
+        with_server = (rss - idle_actors - idle_server) / level / 1024
     report.put(
         "latency",
         "kb_per_job_with_server",
@@ -490,7 +494,9 @@ async def bench_latency(server: NatsServer, report: Report, quick: bool, work: P
         "latency",
         "memory per job in flight, actors + nats-server",
         f"{with_server:,.1f} KB",
-        f"slope of their RSS over {len(samples)} levels ({', '.join(str(n) for n, _ in samples)})",
+        f"slope of their RSS over the levels {', '.join(str(n) for n, _ in samples)}"
+        if len(samples) > 1
+        else f"their RSS over idle, at {samples[0][0]} jobs in flight",
     )
 
 
@@ -540,8 +546,8 @@ async def bench_ledger(report: Report, quick: bool, work: Path) -> None:
     64 calls in flight is one executor process at its default concurrency; 256 is four
     such processes' worth, run from one process here.
     """
-    calls = 1_000 if quick else 5_000
-    raw = await asyncio.to_thread(sqlite_commits, "FULL", 2.0 if quick else 5.0)
+    calls = 300 if quick else 5_000
+    raw = await asyncio.to_thread(sqlite_commits, "FULL", 0.5 if quick else 5.0)
     report.put("ledger", "raw_full_commits_per_s", round(raw))
     for in_flight in (64,) if quick else (64, 256):
         ops = await _ledger_ops(work / f"ledger-{in_flight}.sqlite3", calls, in_flight)

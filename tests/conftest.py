@@ -289,6 +289,8 @@ def bank_attempts(home: Path) -> dict[str, int]:
 
 # What a bound adds to the configured waits it is derived from (see Deployment.within).
 SLACK_S = 30.0
+# A Python actor process's start (imports, connect, announce) on a loaded 2-core box.
+SPAWN_S = 5.0
 
 
 # A report handed to an in-process supervisor by a test, as if it came from the stream.

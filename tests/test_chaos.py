@@ -142,6 +142,7 @@ class Timings:
     actors: dict[str, int]
     env: dict[str, str]
     every_kind: bool  # the victims' kinds take turns (else any process, at random)
+    pace: float = 0.0  # between submits, so that the jobs span the kills
 
 
 SHORT = Timings(200, (10, 25), (0.1, 0.5), ACTORS, {}, every_kind=False)
@@ -155,6 +156,7 @@ PRODUCTION = Timings(
     {**ACTORS, "actors.examples.refund:RefundTools": 2, "tests.crash_tools:FastRefundTools": 0},
     {"RIG_ACK_WAIT": f"{RigConfig().ack_wait:g}"},
     every_kind=True,
+    pace=0.2,
 )
 
 
@@ -180,7 +182,7 @@ async def test_random_kill_9_under_rig_up(rig: Deployment, timings: Timings) -> 
                 live[announced.pid] = announced.cls
 
         async def killer() -> None:
-            kinds = sorted(actors)
+            kinds = sorted(cls.rsplit(":", 1)[1] for cls in actors)  # as announced: by class
             while not finished.is_set() and len(kills) < timings.kills[1]:
                 try:  # a random pause, cut short when the jobs are done
                     await asyncio.wait_for(finished.wait(), rng.uniform(*timings.pause))
@@ -188,14 +190,14 @@ async def test_random_kill_9_under_rig_up(rig: Deployment, timings: Timings) -> 
                     pass
                 if live and not finished.is_set():
                     turn = kinds[len(kills) % len(kinds)] if timings.every_kind else None
-                    pids = sorted(p for p, kind in live.items() if kind == turn) or sorted(live)
-                    pid = rng.choice(pids)
+                    pids = [p for p, cls in live.items() if cls.endswith(f":{turn}")]
+                    pid = rng.choice(sorted(pids) or sorted(live))
                     kills.append(live.pop(pid))
                     os.kill(pid, signal.SIGKILL)
 
         tracker = asyncio.create_task(track_restarts())
         chaos = asyncio.create_task(killer())
-        await submit_all(rig, jobs)
+        await submit_all(rig, jobs, pace=timings.pace)
         # Each kill may hold some jobs back by an ack wait, and a call by its lease.
         bound = rig.within(timings.kills[1] * (rig.ack_wait + 2), lease, 120)
         final = await wait_terminal(rig, jobs, timeout=bound)

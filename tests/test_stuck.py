@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from actors._up import STOP_GRACE_S
 from protocols import Event
-from tests.conftest import Deployment, eventually
+from tests.conftest import SPAWN_S, Deployment, eventually
 from tests.crash_tools import payments
 from tests.stuck import SlowPay
 from tests.test_cli import rig_cli
@@ -28,8 +29,11 @@ CRASHY = ("tests.stuck:Crashy", "tests.stuck:CrashyTools", "tests.stuck:CrashyCh
 LEASE_S = SlowPay.tools["slow_pay"].spec.lease
 
 
+MAX_DELIVER = 3
+
+
 def short_timings(rig: Deployment) -> None:
-    rig.extra_env.update(RIG_MAX_DELIVER="3", RIG_ACK_WAIT="1")
+    rig.extra_env.update(RIG_MAX_DELIVER=str(MAX_DELIVER), RIG_ACK_WAIT="1")
 
 
 async def announced(rig: Deployment, count: int) -> None:
@@ -122,7 +126,9 @@ async def test_a_message_dead_lettered_by_any_actor_kind_parks_its_job(
     try:
         await announced(rig, 4)
         job = await rig.client.submit("crashy", {"crash": kind})
-        events = await journal_until(rig, job.job_id, "waiting_human", timeout=60)
+        # Three deliveries, each an ack wait and a restart of the process that died.
+        bound = rig.within(MAX_DELIVER * (rig.ack_wait + SPAWN_S))
+        events = await journal_until(rig, job.job_id, "waiting_human", timeout=bound)
         status = parked(events)
         durable = {
             "agent": "agent-crashy",
@@ -138,7 +144,7 @@ async def test_a_message_dead_lettered_by_any_actor_kind_parks_its_job(
         assert (await rig.client.cancel(job.job_id)).status == "cancelled"
     finally:
         up.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(up.wait(), 60)
+        await asyncio.wait_for(up.wait(), rig.within(STOP_GRACE_S))
 
 
 async def test_the_stall_watchdog_tells_a_person_and_a_late_step_resumes(rig: Deployment) -> None:
@@ -156,7 +162,7 @@ async def test_the_stall_watchdog_tells_a_person_and_a_late_step_resumes(rig: De
 
     reply = await rig.client.submit("crashy", {"crash": ""}, stall_s=1.5)
     assert reply.warning is not None and "no live instance of agent 'crashy'" in reply.warning
-    events = await journal_until(rig, reply.job_id, "waiting_human", timeout=30)
+    events = await journal_until(rig, reply.job_id, "waiting_human", timeout=rig.within(1.5))
     status = parked(events)
     assert status.data["kind"] == "stalled"
     assert "it waits for agent 'crashy' to decide step 1 in state 'start'" in status.data["reason"]
@@ -164,7 +170,7 @@ async def test_the_stall_watchdog_tells_a_person_and_a_late_step_resumes(rig: De
     assert "no progress for" in out and "agent 'crashy'" in out
 
     await rig.spawn(*CRASHY)
-    info = await rig.client.wait(reply.job_id, timeout=30)
+    info = await rig.client.wait(reply.job_id, timeout=rig.within())
     assert info.status == "succeeded" and info.waiting is None
     journal = [e async for e in rig.client.events(reply.job_id, timeout=10)]
     assert [e.type for e in journal].count("resumed") == 1
@@ -184,7 +190,7 @@ async def test_a_report_the_supervisor_cannot_read_parks_its_job(rig: Deployment
     await eventually(lambda: _at_step(rig, job.job_id, 1), message="the job waits at step 1")
     bad = {"kind": "decision", "job_id": job.job_id, "step": 1, "edge": 5}
     await rig.nc.jetstream().publish(rig.names.supervisor, json.dumps(bad).encode())
-    events = await journal_until(rig, job.job_id, "waiting_human", timeout=30)
+    events = await journal_until(rig, job.job_id, "waiting_human", timeout=rig.within())
     status = parked(events)
     assert status.data["kind"] == "dead_letter"
     assert "a decision message of step 1 was dead-lettered by supervisor" in status.data["reason"]
@@ -217,7 +223,7 @@ async def test_a_bug_in_user_code_is_reported_as_a_bug(rig: Deployment) -> None:
     assert code == 3 and "the agent's code raised KeyError: 'no_such_field'" in out
 
     job = await rig.client.submit("crashy", {"crash": "tool-bug"})
-    info = await rig.client.wait(job.job_id, timeout=30)
+    info = await rig.client.wait(job.job_id, timeout=rig.within())
     assert info.status == "failed"
     [result] = [e async for e in rig.client.events(job.job_id) if e.type == "tool_result"]
     assert result.data["error"]["type"] == "KeyError"

@@ -1,0 +1,774 @@
+"""A job's transitions, as pure functions of (snapshot, message, graph, now).
+
+`Rules` computes the next snapshot of a job, and what it must publish (its outbox: journal
+events, the next command, escalations, timers), from the snapshot, the message that moves
+it, the graph the job runs on, and the time. It reads nothing and writes nothing: the
+supervisor loads the snapshot and the graph, calls it, compare-and-sets the result and
+publishes the outbox (`actors/_supervisor.py`). So every rule here can be tested without
+NATS, with examples or hypothesis (`tests/test_rules.py`).
+
+A method returns the job it was given, changed, or None when the message does not apply
+(a stale report). Methods change the snapshot in place; the supervisor hands them a copy
+it just decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors._nats import kv_subject
+from protocols import (
+    AgentInfo,
+    CancelRequest,
+    DeadlineCheck,
+    Decision,
+    Edge,
+    Escalation,
+    EscalationKind,
+    Event,
+    ExhaustedKind,
+    Graph,
+    Header,
+    JobContext,
+    JobSnapshot,
+    JobStateError,
+    JobStatusName,
+    Names,
+    Outgoing,
+    ResolveRequest,
+    StallCheck,
+    StartJob,
+    StepRequest,
+    ToolCall,
+    ToolResult,
+    Verdict,
+    VerifyRequest,
+    encode,
+    msg_id,
+)
+
+
+class Rules:
+    """The rules of one transition: `names` to address what it publishes, `now` its time."""
+
+    def __init__(self, names: Names, now: float) -> None:
+        self.names = names
+        self.now = now
+
+    # --- the transitions -------------------------------------------------------------
+
+    def start(self, job: JobSnapshot, graph: Graph) -> JobSnapshot | None:
+        """A `StartJob`: the job enters its graph's initial state (the newest version)."""
+        if job.status != "accepted":
+            return None
+        # The outbox still holds the `accepted` event written at submit: keep it.
+        job.status = "running"
+        job.graph_version = graph.version  # the job runs on it, unless it migrates
+        self.event(
+            job,
+            "started",
+            agent=job.agent,
+            graph_version=graph.version,
+            state=graph.initial,
+            budget=job.budget.model_dump(exclude_none=True),
+            deadline=job.deadline,
+        )
+        if job.deadline is not None:
+            self.set_deadline(job, job.deadline)
+        job.state = graph.initial
+        job.path = [graph.initial]
+        job.visits = {graph.initial: 1}
+        return self.next_step(job, graph)
+
+    def report(
+        self,
+        job: JobSnapshot,
+        message: Decision | ToolResult | Verdict,
+        graph: Graph,
+        decided_on: AgentInfo | None = None,
+    ) -> JobSnapshot | None:
+        """An actor's report on the job's current step; None if it is for another step.
+
+        `decided_on`: the version of the agent's graph a `Decision` was made with, when it
+        is not the job's (an agent of another version applied the migration rule).
+        """
+        if job.terminal:
+            return None
+        expected = {
+            "decide": isinstance(message, Decision),
+            "tool": isinstance(message, ToolResult)
+            or (isinstance(message, Verdict) and message.tool_result is not None),
+            "verify": isinstance(message, Verdict),
+        }
+        if message.step != job.step or not expected.get(job.phase or "", False):
+            return None
+        if job.status == "waiting_human":
+            if job.escalation is None or job.escalation.kind not in RESUMABLE:
+                return None
+            # Parked because this report was late or lost; here it is after all.
+            job.outbox = []
+            self.unpark(job)
+            job.status, job.error = "running", None
+            self.event(job, "resumed", state=job.state, phase=job.phase, by=message.kind)
+        elif job.status != "running":
+            return None
+        else:
+            job.outbox = []  # a report for the current step: its transition writes a fresh outbox
+        match message:
+            case Decision():
+                if decided_on is not None:
+                    target = decided_on.graph.migration_target(job.state or "", decided_on.renamed)
+                    if target is not None:  # else the edge is checked against the job's own
+                        self.move_to(job, decided_on, target)
+                        graph = decided_on.graph
+                return self.decided(job, graph, message)
+            case ToolResult():
+                return self.tool_done(job, graph, message)
+            case Verdict(tool_result=ToolResult() as result) if job.phase == "tool":
+                return self.tool_done(job, graph, result, message)
+            case Verdict():
+                return self.verified(job, graph, message)
+        raise AssertionError(f"unexpected report {message.kind}")  # `expected` covers each
+
+    def resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> JobSnapshot:
+        """A person's resolve: the job leaves its human state by `request.edge`."""
+        self.check_resolve(job, graph, request)
+        job.outbox = []
+        self.unpark(job)
+        limits = request.limits()
+        job.budget = job.budget.override(limits)
+        if limits.deadline_s is not None:
+            self.set_deadline(job, self.now + limits.deadline_s)
+        job.status, job.error = "running", None
+        self.event(
+            job,
+            "resolved",
+            state=job.state,
+            edge=request.edge,
+            args=request.args,
+            note=request.note,
+            by=request.by,
+            budget=limits.model_dump(exclude_none=True),
+        )
+        job.step += 1
+        decision = Decision(job_id=job.job_id, step=job.step, edge=request.edge, args=request.args)
+        return self.decided(job, graph, decision, by="human")
+
+    def cancel(self, job: JobSnapshot, request: CancelRequest) -> JobSnapshot:
+        """A person's cancel: any job that has not ended ends `cancelled`."""
+        self.check_cancel(job)
+        job.outbox = []
+        self.unpark(job)
+        reason = request.reason or "cancelled by request"
+        return self.finish(job, "cancelled", error={"code": "cancelled", "message": reason})
+
+    def deadline(self, job: JobSnapshot, graph: Graph, check: DeadlineCheck) -> JobSnapshot | None:
+        """The job's deadline timer fired."""
+        # A newer deadline (set by a person's resolve) has its own timer; a job waiting
+        # for a person is on the person's time.
+        if job.terminal or job.deadline != check.at or job.status != "running":
+            return None
+        job.outbox = []
+        ran = self.now - (job.deadline - (job.budget.deadline_s or 0))
+        message = (
+            f"the job's deadline of {job.budget.deadline_s} s passed ({ran:.1f} s after it started)"
+        )
+        return self.exhaust(job, graph, "deadline", message)
+
+    def stall(
+        self, job: JobSnapshot, graph: Graph, check: StallCheck, on_stuck: str
+    ) -> tuple[JobSnapshot | None, StallCheck | None]:
+        """The stall watchdog fired: a running job whose journal has not moved since the
+        check was armed goes to a person (or fails, by `on_stuck`); one that moved gets
+        its next check (returned), `stall_s` after its last change."""
+        stall_s = job.budget.stall_s
+        if job.status != "running" or job.stall_arm != check.arm or stall_s is None:
+            return None, None  # ended, parked (a person's time), or watched by a newer arm
+        if job.event_seq != check.seq:
+            at = max(job.updated_at + stall_s, self.now + 1.0)
+            return None, StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm)
+        job.outbox = []
+        waited = self.now - job.updated_at
+        reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {self.awaited(job, graph)}"
+        return self.stuck(job, graph, on_stuck, "stalled", reason), None
+
+    def dead_letter(
+        self, job: JobSnapshot, graph: Graph, step: int | None, reason: str, on_stuck: str
+    ) -> JobSnapshot | None:
+        """A message of the job was dead-lettered: if it was for the job's current step (or
+        for no step), the job must not wait for it forever."""
+        if job.terminal:
+            return None
+        if job.status == "accepted":  # it never started: nobody can decide for it
+            job.outbox = []
+            return self.finish(job, "failed", error={"code": "dead_letter", "message": reason})
+        if job.status != "running" or (step is not None and step != job.step):
+            return None
+        job.outbox = []
+        return self.stuck(job, graph, on_stuck, "dead_letter", reason)
+
+    def stuck(
+        self, job: JobSnapshot, graph: Graph, on_stuck: str, kind: EscalationKind, reason: str
+    ) -> JobSnapshot:
+        """A job that cannot move by itself: a person is told, or it fails (`on_stuck`)."""
+        if on_stuck == "fail":
+            return self.finish(job, "failed", error={"code": kind, "message": reason})
+        # The work under way may still report (a slow agent, a replayed letter): the job
+        # keeps its phase so that the report resumes it.
+        return self.park(job, graph, reason, kind=kind, keep_phase=True)
+
+    def migrate(self, job: JobSnapshot, latest: AgentInfo) -> JobSnapshot:
+        """Move a job about to ask its agent for a step to the agent's newest graph, if it can.
+
+        The rule (docs/architecture.md, Graph versions): at a step boundary, a job moves
+        to the newest registered version of its agent's graph when that version has the
+        job's state, under the same name or the new name its `renamed` gives; otherwise
+        it stays on the version it runs on. (An agent of another version that gets the
+        step applies the same rule and says so in its `Decision`.)
+        """
+        step = msg_id(job.job_id, job.step, "step")
+        if job.status != "running" or not any(out.msg_id == step for out in job.outbox):
+            return job
+        if job.graph_version in (None, latest.graph.version) or job.state is None:
+            return job
+        target = latest.graph.migration_target(job.state, latest.renamed)
+        if target is None:
+            return job
+        job.outbox = [out for out in job.outbox if out.msg_id != step]
+        self.move_to(job, latest, target)
+        return self.next_step(job, latest.graph)
+
+    # --- the parts of a transition -------------------------------------------------------
+
+    def check_resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> Edge:
+        """The edge a person may take now, or `JobStateError` saying why not."""
+        if job.status != "waiting_human":
+            raise JobStateError(
+                f"job {job.job_id} is {job.status}, not waiting for a human",
+                job_id=job.job_id,
+                status=job.status,
+            )
+        assert job.state is not None
+        state = graph.state(job.state)
+        edge = state.edge(request.edge)
+        if edge is None:
+            raise JobStateError(
+                f"{request.edge!r} is not an edge of state {job.state!r}; "
+                f"edges: {', '.join(e.name for e in state.edges) or 'none'}",
+                job_id=job.job_id,
+                edge=request.edge,
+            )
+        if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
+            raise JobStateError(
+                f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
+                "waits: it would park again at once with nothing done; take another edge",
+                job_id=job.job_id,
+                edge=request.edge,
+            )
+        return edge
+
+    def check_cancel(self, job: JobSnapshot) -> None:
+        if job.terminal:
+            raise JobStateError(
+                f"job {job.job_id} already ended: {job.status}",
+                job_id=job.job_id,
+                status=job.status,
+            )
+
+    def awaited(self, job: JobSnapshot, graph: Graph) -> str:
+        """What a running job waits for, in words."""
+        edge = (
+            graph.state(job.state).edge(job.pending_edge)
+            if job.pending_edge and job.state in graph.states
+            else None
+        )
+        match job.phase:
+            case "decide":
+                what = f"agent {job.agent!r} to decide step {job.step} in state {job.state!r}"
+            case "tool" if edge is not None:
+                what = f"tool {edge.tool!r} (step {job.step}, edge {edge.name!r})"
+            case "verify" if edge is not None:
+                what = f"verifier {edge.verifier!r} (step {job.step}, edge {edge.name!r})"
+            case _:
+                what = f"step {job.step} in state {job.state!r}"
+        return f"it waits for {what}; is a process of that kind running?"
+
+    def decided(
+        self, job: JobSnapshot, graph: Graph, decision: Decision, *, by: str = "llm"
+    ) -> JobSnapshot:
+        assert job.state is not None
+        state = graph.state(job.state)
+        job.usage.add(decision.usage)
+        spent = self.spent(job)
+        if decision.exhausted is not None:
+            self.event(
+                job,
+                "decision",
+                state=job.state,
+                edge=None,
+                exhausted=decision.exhausted,
+                reason=decision.reason,
+                reasks=decision.reasks,
+                usage=decision.usage.model_dump(),
+                llm_ms=round(decision.llm_ms, 3),
+                spent=spent,
+            )
+            return self.exhaust(job, graph, decision.exhausted, decision.reason)
+        if decision.code_error is not None:
+            error = decision.code_error
+            self.event(
+                job,
+                "decision",
+                state=job.state,
+                edge=None,
+                code_error=error,
+                reasks=decision.reasks,
+                usage=decision.usage.model_dump(),
+                llm_ms=round(decision.llm_ms, 3),
+                spent=spent,
+            )
+            job.error = {"code": "code_error", **error}
+            reason = (
+                f"the agent's own code raised {error.get('type')}: {error.get('message')} "
+                f"(a bug, not a model's answer; the traceback is in agent {job.agent!r}'s log)"
+            )
+            return self.park(job, graph, reason, kind="code_error")
+        edge = state.edge(decision.edge)
+        fallback, reason = decision.fallback, decision.reason
+        if edge is None:  # an agent from another version of the graph; take the safe edge
+            fallback, reason = True, f"edge {decision.edge!r} is not an edge of {job.state!r}"
+            edge = state.edge(state.safe_edge or "")
+            if edge is None:
+                return self.finish(job, "failed", error={"code": "no_safe_edge", "message": reason})
+        self.event(
+            job,
+            "decision",
+            state=job.state,
+            edge=edge.name,
+            by=by,
+            tool=edge.tool,  # the call it makes, if any: one event, not two
+            args=decision.args,
+            reasks=decision.reasks,
+            fallback=fallback,
+            reason=reason,
+            usage=decision.usage.model_dump(),
+            llm_ms=round(decision.llm_ms, 3),
+            spent=spent,
+            **({"calls": decision.calls} if decision.calls else {}),
+        )
+        over = self.over_budget(job) if by == "llm" else None  # a person's choice costs nothing
+        if over is not None:  # the call spent more than the agent reserved for it
+            return self.exhaust(job, graph, *over)
+        job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
+        if edge.tool is not None:
+            job.phase = "tool"
+            call = ToolCall(
+                job_id=job.job_id,
+                step=job.step,
+                tool=edge.tool,
+                args=decision.args,
+                verifier=edge.verifier,
+                context=_context(job) if edge.verifier is not None else None,
+            )
+            self.command(job, self.names.tool(edge.tool), call, "tool_call")
+            return job
+        if edge.verifier is not None:
+            return self.verify(job, edge)
+        return self.enter(job, graph, edge.to, edge=edge.name)
+
+    def tool_done(
+        self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None
+    ) -> JobSnapshot:
+        """Record the tool's result; `verdict` is the verifier's, if the result came through it."""
+        assert job.state is not None and job.pending_edge is not None
+        edge = graph.state(job.state).edge(job.pending_edge)
+        assert edge is not None
+        self.event(
+            job,
+            "tool_result",
+            tool=result.tool,
+            ok=result.ok,
+            result=result.result,
+            error=result.error,
+            ledger=result.ledger,
+            key=result.key,
+            tool_ms=round(result.tool_ms, 3),
+        )
+        if result.error is not None and result.error.get("code") == "effect_unknown":
+            # The effect may have happened and the tool cannot tell: a person must look,
+            # whatever the graph says about ordinary failures.
+            job.error = result.error
+            return self.park(
+                job,
+                graph,
+                f"tool {result.tool} may or may not have run (key {result.key}); "
+                "it has no reconcile, so it is not run again",
+                kind="effect_unknown",
+            )
+        if not result.ok:
+            error = result.error or {}
+            return self.enter(
+                job,
+                graph,
+                graph.fail_target(job.state, edge),
+                edge=edge.name,
+                reason=f"tool {result.tool} failed: {error.get('code')}: {error.get('message')}",
+            )
+        job.results[result.tool] = result.result
+        job.pending_result = result.result
+        if verdict is not None:
+            return self.verified(job, graph, verdict)
+        if edge.verifier is not None:
+            return self.verify(job, edge)
+        return self.enter(job, graph, edge.to, edge=edge.name)
+
+    def verified(self, job: JobSnapshot, graph: Graph, verdict: Verdict) -> JobSnapshot:
+        assert job.state is not None and job.pending_edge is not None
+        edge = graph.state(job.state).edge(job.pending_edge)
+        assert edge is not None
+        self.event(
+            job, "verdict", verifier=verdict.verifier, passed=verdict.passed, reason=verdict.reason
+        )
+        if verdict.passed:
+            return self.enter(job, graph, edge.to, edge=edge.name)
+        return self.enter(
+            job,
+            graph,
+            graph.fail_target(job.state, edge),
+            edge=edge.name,
+            reason=f"verifier {verdict.verifier} rejected: {verdict.reason}",
+        )
+
+    def verify(self, job: JobSnapshot, edge: Edge) -> JobSnapshot:
+        assert edge.verifier is not None
+        job.phase = "verify"
+        request = VerifyRequest(
+            job_id=job.job_id,
+            step=job.step,
+            verifier=edge.verifier,
+            tool=edge.tool,
+            args=job.pending_args,
+            result=job.pending_result,
+            context=_context(job),
+        )
+        self.command(job, self.names.verifier(edge.verifier), request, "verify")
+        return job
+
+    def enter(
+        self, job: JobSnapshot, graph: Graph, target: str, *, edge: str, reason: str = ""
+    ) -> JobSnapshot:
+        """Move the job into `target` and decide what follows: finish, park, or next step."""
+        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        visits = job.visits.get(target, 0) + 1
+        limit = job.budget.max_visits
+        if limit is not None and visits > limit and graph.state(target).decided_by_llm:
+            return self.exhaust(
+                job,
+                graph,
+                "visits",
+                f"edge {edge!r} would enter {target!r} a {_nth(visits)} time; "
+                f"max_visits is {limit}",
+            )
+        self.move(job, target, edge=edge, reason=reason)
+        state = graph.state(target)
+        if state.terminal is not None:
+            return self.finish(job, state.terminal)
+        if state.human:
+            source = job.path[-2] if len(job.path) > 1 else None
+            why = (
+                reason or f"edge {edge!r} from {source!r} leads to {target!r}, a state for a person"
+            )
+            return self.park(job, graph, why)
+        if job.step >= job.budget.max_steps:
+            return self.exhaust(
+                job,
+                graph,
+                "steps",
+                f"the job took {job.step} steps without finishing "
+                f"(max_steps {job.budget.max_steps})",
+            )
+        job.step += 1
+        return self.next_step(job, graph)
+
+    def move(self, job: JobSnapshot, target: str, *, edge: str | None, reason: str) -> None:
+        """Put the job in `target`, in the journal, its path and its visit counts."""
+        self.event(job, "transition", source=job.state, target=target, edge=edge, reason=reason)
+        job.state = target
+        job.path.append(target)
+        job.visits[target] = job.visits.get(target, 0) + 1
+
+    def next_step(self, job: JobSnapshot, graph: Graph) -> JobSnapshot:
+        over = self.over_budget(job)
+        if over is not None:
+            return self.exhaust(job, graph, *over)
+        if job.step == 0:
+            job.step = 1
+        job.phase = "decide"
+        assert job.state is not None
+        budget = job.budget
+        request = StepRequest(
+            job_id=job.job_id,
+            step=job.step,
+            agent=job.agent,
+            state=job.state,
+            context=_context(job),
+            max_reasks=budget.max_reasks,
+            tokens_left=None if budget.max_tokens is None else budget.max_tokens - job.usage.tokens,
+            cost_left=None if budget.max_cost is None else budget.max_cost - job.usage.cost,
+            deadline=job.deadline,
+            graph_version=job.graph_version,
+            edges=[edge.name for edge in graph.state(job.state).edges],
+        )
+        self.command(job, self.names.agent(job.agent), request, "step")
+        return job
+
+    def over_budget(self, job: JobSnapshot) -> tuple[ExhaustedKind, str] | None:
+        """The budget that leaves no room for another LLM call, if one is spent."""
+        budget, usage = job.budget, job.usage
+        if budget.max_tokens is not None and usage.tokens >= budget.max_tokens:
+            return "tokens", f"spent {usage.tokens} of max_tokens {budget.max_tokens}"
+        if budget.max_cost is not None and usage.cost >= budget.max_cost:
+            return "cost", f"spent {usage.cost:.6g} of max_cost {budget.max_cost:.6g}"
+        if job.deadline is not None and self.now >= job.deadline:
+            return "deadline", f"the job's deadline of {budget.deadline_s} s passed"
+        return None
+
+    def exhaust(
+        self, job: JobSnapshot, graph: Graph, kind: ExhaustedKind, message: str
+    ) -> JobSnapshot:
+        """A budget ran out: go to the agent's fallback state if it has one, else end the job."""
+        status = _EXHAUSTED_STATUS.get(kind, "budget_exceeded")
+        fallback = job.on_exhausted if job.on_exhausted != job.state else None
+        self.event(
+            job,
+            "budget",
+            exhausted=kind,
+            message=message,
+            spent=self.spent(job),
+            action=f"enter {fallback}" if fallback else status,
+        )
+        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        error = {"code": status, "exhausted": kind, "message": message}
+        if fallback is None:
+            return self.finish(job, status, error=error)
+        self.move(job, fallback, edge=None, reason=message)
+        state = graph.state(fallback)
+        if state.terminal is not None:
+            return self.finish(job, state.terminal, error=error)
+        job.error = error
+        return self.park(job, graph, message, kind="exhausted")
+
+    def park(
+        self,
+        job: JobSnapshot,
+        graph: Graph,
+        reason: str,
+        *,
+        kind: EscalationKind = "human_state",
+        keep_phase: bool = False,
+    ) -> JobSnapshot:
+        """Hand the job to a person: status, journal, `rig.escalations` and the inbox.
+
+        `keep_phase`: the job still waits for the report of its step, which resumes it
+        if it comes (a stalled or dead-lettered step); otherwise only a person moves it.
+        """
+        assert job.state is not None
+        job.status = "waiting_human"
+        if not keep_phase:
+            job.phase = None
+        # A graph that lost the job's state (another version) still lets a person cancel.
+        state = graph.states.get(job.state)
+        escalation = Escalation(
+            job_id=job.job_id,
+            agent=job.agent,
+            state=job.state,
+            step=job.step,
+            reason=reason,
+            kind=kind,
+            edges=[edge.name for edge in state.edges] if state is not None else [],
+        )
+        job.escalation = escalation
+        self.event(
+            job,
+            "status",
+            status=job.status,
+            state=job.state,
+            reason=reason,
+            kind=kind,
+            edges=escalation.edges,
+            error=job.error,
+        )
+        # What a person reads carries the job's input; the snapshot keeps it once.
+        data = encode(escalation.model_copy(update={"input": job.input}))
+        key = msg_id(job.job_id, job.event_seq, "escalation")
+        job.outbox.append(Outgoing(subject=self.names.escalations, msg_id=key, data=data))
+        job.outbox.append(
+            Outgoing(
+                subject=kv_subject(self.names.inbox_bucket, job.job_id),
+                msg_id=key,
+                data=data,
+            )
+        )
+        return job
+
+    def unpark(self, job: JobSnapshot) -> None:
+        """Take the job out of the inbox, if it is there."""
+        if job.escalation is None:
+            return
+        job.escalation = None
+        job.outbox.append(
+            Outgoing(
+                subject=kv_subject(self.names.inbox_bucket, job.job_id),
+                msg_id=msg_id(job.job_id, job.event_seq, "unpark"),
+                data=b"",
+                headers={Header.KV_OPERATION: "DEL"},
+            )
+        )
+
+    def arm_stall(self, job: JobSnapshot) -> None:
+        """Start a stall watchdog for a job that starts (or resumes) running."""
+        if job.budget.stall_s is None:
+            return
+        job.stall_arm += 1
+        check = StallCheck(
+            job_id=job.job_id,
+            at=self.now + job.budget.stall_s,
+            seq=job.event_seq,
+            arm=job.stall_arm,
+        )
+        job.outbox.append(
+            Outgoing(
+                subject=self.names.timer,
+                msg_id=msg_id(job.job_id, job.event_seq, f"stall{job.stall_arm}"),
+                data=encode(check),
+            )
+        )
+
+    def set_deadline(self, job: JobSnapshot, at: float) -> None:
+        job.deadline = at
+        check = DeadlineCheck(job_id=job.job_id, at=at)
+        job.outbox.append(
+            Outgoing(
+                subject=self.names.timer,
+                msg_id=msg_id(job.job_id, job.event_seq, "deadline"),
+                data=encode(check),
+            )
+        )
+
+    def spent(self, job: JobSnapshot) -> dict[str, Any]:
+        return {
+            "steps": job.step,
+            "tokens": job.usage.tokens,
+            "cost": job.usage.cost,
+            "seconds": round(self.now - job.created_at, 3),
+        }
+
+    def finish(
+        self, job: JobSnapshot, status: Any, *, error: dict[str, Any] | None = None
+    ) -> JobSnapshot:
+        job.status, job.phase, job.error = status, None, error
+        job.result = {"state": job.state, "results": job.results}
+        self.event(
+            job,
+            "status",
+            status=status,
+            state=job.state,
+            steps=job.step,
+            result=job.result,
+            error=error,
+            usage=job.usage.model_dump(),
+            visits=job.visits,
+        )
+        return job
+
+    def too_large(
+        self, job: JobSnapshot, grown: JobSnapshot, size: int, limit: int
+    ) -> tuple[JobSnapshot, str]:
+        """End `job` (as it was before a change that grew it to `size` bytes, over `limit`)
+        as failed; and the largest part of the grown job, for the log.
+
+        Tool results over the executors' inline limit travel by reference, so what grows
+        a job past one message is its input, an LLM's arguments, or many results at once.
+        """
+        parts = {"the input": len(encode(grown.input))}
+        parts["the arguments of edge " + repr(grown.pending_edge)] = len(encode(grown.pending_args))
+        for tool, value in grown.results.items():
+            parts[f"the result of tool {tool!r}"] = len(encode(value))
+        largest = max(parts, key=lambda part: parts[part])
+        message = (
+            f"the job's state would grow to {size} bytes, over the {limit}-byte limit of one "
+            f"message (the server's max_payload); the largest part is {largest} "
+            f"({parts[largest]} bytes). Tool results over RIG_INLINE_RESULT_BYTES travel by "
+            "reference; keep inputs and LLM arguments small (pass a reference instead)"
+        )
+        job.outbox = []
+        self.unpark(job)
+        job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        if len(encode(job.results)) * 4 > limit:  # the end event repeats them: keep it small
+            job.results = {}
+        error = {"code": "too_large", "message": message, "bytes": size, "limit": limit}
+        return self.finish(job, "failed", error=error), largest
+
+    def command(self, job: JobSnapshot, subject: str, message: Any, kind: str) -> None:
+        job.outbox.append(
+            Outgoing(
+                subject=subject, msg_id=msg_id(job.job_id, job.step, kind), data=encode(message)
+            )
+        )
+
+    def new_snapshot(self, start: StartJob) -> JobSnapshot:
+        job = JobSnapshot(
+            job_id=start.job_id,
+            agent=start.agent,
+            status="accepted",
+            input=start.input,
+            budget=start.budget,
+            deadline=start.deadline,
+            on_exhausted=start.on_exhausted,
+            created_at=start.accepted_at,
+            request_hash=start.request_hash,
+        )
+        self.event(job, "accepted", agent=start.agent, input=start.input)
+        return job
+
+    def event(self, job: JobSnapshot, type_: Any, **data: Any) -> None:
+        """Append a journal event to the job's outbox."""
+        job.event_seq += 1
+        event = Event(job_id=job.job_id, seq=job.event_seq, step=job.step, type=type_, data=data)
+        job.outbox.append(
+            Outgoing(
+                subject=self.names.events(job.job_id),
+                msg_id=msg_id(job.job_id, job.event_seq, "event"),
+                data=encode(event),
+            )
+        )
+
+    def move_to(self, job: JobSnapshot, info: AgentInfo, target: str) -> None:
+        """Put the job on `info`'s version of the graph, in `target` (its state's name there)."""
+        version = info.graph.version
+        self.event(
+            job, "migrated", source=job.graph_version, version=version, state=job.state, to=target
+        )
+        if job.state is not None and target != job.state:
+            job.visits[target] = job.visits.pop(job.state, 0)
+            job.state = target
+        job.graph_version = version
+
+
+# The status a job ends with when a budget runs out and it has no fallback state.
+_EXHAUSTED_STATUS: dict[str, JobStatusName] = {
+    "steps": "step_limit",
+    "deadline": "deadline_exceeded",
+}
+
+# Parked because a report was late or lost: that report, if it comes, resumes the job.
+RESUMABLE = frozenset({"stalled", "dead_letter"})
+
+
+def _context(job: JobSnapshot) -> JobContext:
+    return JobContext(input=job.input, results=job.results, path=job.path)
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -1,0 +1,192 @@
+"""The supervisor's rules, without NATS: a job's transitions as pure functions.
+
+A hypothesis walk drives one refund job through its graph with every kind of answer an
+actor can give (any edge of the state or one it does not have, tool results that succeed,
+fail or come back unknown, verdicts either way), interleaved with stale reports, deadline
+checks and a person's resolve; after every transition the job is in a state that can
+move: running with exactly one command out, waiting for a person who has been told, or
+ended with its final status in the journal. The journal's numbering never skips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors._rules import Rules
+from actors.examples.refund import RefundAgent
+from protocols import (
+    Budget,
+    CancelRequest,
+    DeadlineCheck,
+    Decision,
+    Event,
+    JobSnapshot,
+    Names,
+    ResolveRequest,
+    StartJob,
+    ToolResult,
+    Verdict,
+    decode_as,
+)
+
+NAMES = Names("t")
+GRAPH = RefundAgent.graph
+COMMANDS = (NAMES.agent("refund"), "t.work.tool.", "t.work.verify.")
+
+
+def new_job(budget: Budget, *, now: float = 1000.0) -> JobSnapshot:
+    start = StartJob(
+        job_id="j",
+        agent="refund",
+        input={"order_id": "A-1", "amount": 5.0},
+        budget=budget,
+        deadline=now + budget.deadline_s if budget.deadline_s else None,
+        accepted_at=now,
+    )
+    rules = Rules(NAMES, now)
+    job = rules.new_snapshot(start)
+    after = rules.start(job, GRAPH)
+    assert after is not None
+    return after
+
+
+def events(job: JobSnapshot) -> list[Event]:
+    prefix = NAMES.events(job.job_id)
+    return [decode_as(Event, out.data)[0] for out in job.outbox if out.subject == prefix]
+
+
+def commands(job: JobSnapshot) -> list[str]:
+    return [out.subject for out in job.outbox if out.subject.startswith(COMMANDS)]
+
+
+def check_can_move(job: JobSnapshot, seq_before: int) -> None:
+    """Nothing stuck: every job is moved by a command, waits for a person who was told,
+    or has ended and said so; and the journal continues where it stopped."""
+    seqs = [e.seq for e in events(job)]
+    assert seqs == list(range(seq_before + 1, job.event_seq + 1))
+    if job.terminal:
+        assert events(job)[-1].type == "status" and events(job)[-1].data["status"] == job.status
+        assert commands(job) == []
+    elif job.status == "waiting_human":
+        assert job.escalation is not None
+        told = [out for out in job.outbox if out.subject == NAMES.escalations]
+        assert told or job.outbox == [], "parked now, and nobody told"
+    else:
+        assert job.status == "running" and len(commands(job)) == 1, job.outbox
+
+
+answers = st.lists(
+    st.tuples(
+        st.sampled_from(["answer", "stale", "deadline", "resolve", "cancel"]),
+        st.integers(min_value=0, max_value=9),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(answers, st.sampled_from([Budget(max_steps=4), Budget(deadline_s=5.0), Budget()]))
+def test_every_transition_leaves_a_job_that_can_move(
+    script: list[tuple[str, int]], budget: Budget
+) -> None:
+    now = 1000.0
+    job = new_job(budget, now=now)
+    check_can_move(job, 0)
+    resolved = 0  # a person's choice is a step too, and never refused for the step budget
+    for what, n in script:
+        now += 1.0
+        rules = Rules(NAMES, now)
+        before = job.model_copy(deep=True)
+        after = step(rules, job, what, n)
+        if after is None:  # not for this job as it is: nothing changes
+            job = before
+            continue
+        check_can_move(after, before.event_seq)
+        if before.terminal:
+            raise AssertionError(f"an ended job moved: {what}")
+        assert after.step >= before.step
+        resolved += what == "resolve"
+        assert after.step <= after.budget.max_steps + resolved
+        job = after
+
+
+def step(rules: Rules, job: JobSnapshot, what: str, n: int) -> JobSnapshot | None:
+    """One event in the job's life: an actor's answer, a stale one, a timer, a person."""
+    match what:
+        case "answer":
+            return rules.report(job, answer(job, n), GRAPH) if job.phase else None
+        case "stale":
+            report = Decision(job_id=job.job_id, step=job.step + 1 + n, edge="lookup")
+            assert rules.report(job, report, GRAPH) is None
+            return None
+        case "deadline":
+            if job.deadline is None:
+                return None
+            return rules.deadline(job, GRAPH, DeadlineCheck(job_id=job.job_id, at=job.deadline))
+        case "resolve":
+            if job.status != "waiting_human" or job.state is None:
+                return None
+            edges = [edge.name for edge in GRAPH.state(job.state).edges]
+            request = ResolveRequest(job_id=job.job_id, edge=edges[n % len(edges)], by="t")
+            try:
+                return rules.resolve(job, GRAPH, request)
+            except Exception as exc:  # a refusal is typed, and changes nothing
+                assert type(exc).__name__ == "JobStateError", exc
+                return None
+        case "cancel":
+            if job.terminal or n < 8:  # rarely: most walks should get somewhere
+                return None
+            return rules.cancel(job, CancelRequest(job_id=job.job_id))
+    raise AssertionError(what)
+
+
+def answer(job: JobSnapshot, n: int) -> Decision | ToolResult | Verdict:
+    """What the actor of the job's current phase might say: right, wrong or unknown."""
+    assert job.state is not None
+    if job.phase == "decide":
+        edges = [edge.name for edge in GRAPH.state(job.state).edges] + ["no_such_edge"]
+        args: dict[str, Any] = {"order_id": "A-1", "amount": 5.0}
+        return Decision(job_id=job.job_id, step=job.step, edge=edges[n % len(edges)], args=args)
+    edge = GRAPH.state(job.state).edge(job.pending_edge or "")
+    assert edge is not None
+    if job.phase == "tool":
+        assert edge.tool is not None
+        error = [None, {"code": "tool_error", "message": "x"}, {"code": "effect_unknown"}][n % 3]
+        result = ToolResult(
+            job_id=job.job_id,
+            step=job.step,
+            tool=edge.tool,
+            key="k",
+            ok=error is None,
+            result={"found": True, "total": 50.0} if error is None else None,
+            error=error,
+        )
+        if edge.verifier is not None and result.ok and n % 2:  # through the verifier
+            return Verdict(
+                job_id=job.job_id,
+                step=job.step,
+                verifier=edge.verifier,
+                passed=n > 4,
+                tool_result=result,
+            )
+        return result
+    assert edge.verifier is not None
+    return Verdict(job_id=job.job_id, step=job.step, verifier=edge.verifier, passed=n > 4)
+
+
+def test_a_report_for_another_step_changes_nothing() -> None:
+    job = new_job(Budget())
+    rules = Rules(NAMES, 1001.0)
+    assert rules.report(job, Decision(job_id="j", step=2, edge="lookup"), GRAPH) is None
+    assert rules.report(job, Verdict(job_id="j", step=1, verifier="x", passed=True), GRAPH) is None
+
+
+def test_the_deadline_ends_a_running_job_at_its_time() -> None:
+    job = new_job(Budget(deadline_s=5.0))
+    assert job.deadline == 1005.0
+    ended = Rules(NAMES, 1006.0).deadline(job, GRAPH, DeadlineCheck(job_id="j", at=1005.0))
+    assert ended is not None and ended.status == "deadline_exceeded"
+    assert "passed (6.0 s after it started)" in (ended.error or {})["message"]
