@@ -12,8 +12,9 @@ import asyncio
 
 import pytest
 
-from actors import RigConfig
+from actors import RigClient, RigConfig
 from actors.examples.refund import RefundTools
+from protocols import RigConnectionError
 from tests.conftest import Deployment, bank_attempts, refund_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -32,6 +33,16 @@ async def spawn_doomed(rig: Deployment, target: str, point: str) -> asyncio.subp
     return doomed
 
 
+async def submit_surely(rig: Deployment, job_id: str) -> str:
+    """Submit until a supervisor answers (the same job id makes a repeat the same job)."""
+    client = RigClient(rig.nc, rig.client.config, request_timeout=2.0)
+    while True:
+        try:
+            return (await client.submit("refund", EXAMPLE, job_id=job_id)).job_id
+        except RigConnectionError:
+            continue  # no supervisor, or its reply died with it: ask again
+
+
 async def test_kill_9_at_default_ack_wait_and_lease(rig: Deployment) -> None:
     ack_wait = RigConfig().ack_wait
     lease = RefundTools.tools["issue_refund"].spec.lease
@@ -44,10 +55,13 @@ async def test_kill_9_at_default_ack_wait_and_lease(rig: Deployment) -> None:
         rig, "actors.examples.refund:RefundTools", "after_effect:issue_refund"
     )
     # Job A's first decision kills the supervisor after its write, before its outbox
-    # goes out: only the decision's redelivery, an ack wait later, moves job A on.
-    job_a = (await rig.client.submit("refund", EXAMPLE)).job_id
+    # goes out: only the decision's redelivery, an ack wait later, moves job A on. (The
+    # crash may beat the submit's reply out of the process: the client asks again, with
+    # the same job id, as any client of a crashing server must.)
+    submitted = asyncio.create_task(submit_surely(rig, "job-a"))
     assert await asyncio.wait_for(supervisor.wait(), rig.within()) == 137
     await rig.spawn("actors:Supervisor")
+    job_a = await asyncio.wait_for(submitted, rig.within())
     # Job B's refund kills the executor after the bank paid, before the ledger knew:
     # the call comes back an ack wait later, waits out the lease, and is reconciled.
     job_b = (await rig.client.submit("refund", EXAMPLE)).job_id

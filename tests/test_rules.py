@@ -190,3 +190,42 @@ def test_the_deadline_ends_a_running_job_at_its_time() -> None:
     ended = Rules(NAMES, 1006.0).deadline(job, GRAPH, DeadlineCheck(job_id="j", at=1005.0))
     assert ended is not None and ended.status == "deadline_exceeded"
     assert "passed (6.0 s after it started)" in (ended.error or {})["message"]
+
+
+def refunding_job() -> JobSnapshot:
+    """A refund job whose `issue_refund` call is out (phase `tool`, step 3)."""
+    return JobSnapshot(
+        job_id="j1",
+        agent="refund",
+        status="running",
+        state="refunding",
+        step=3,
+        phase="tool",
+        input=RefundAgent.example_input,
+        path=["triage", "review", "refunding"],
+        pending_edge="refund",
+        pending_args={"order_id": "A-1001", "amount": 25.0},
+    )
+
+
+def failed(code: str, message: str) -> ToolResult:
+    """The refund tool's report of a call that failed with `code`."""
+    error = {"code": code, "message": message}
+    return ToolResult(job_id="j1", step=3, tool="issue_refund", key="k", ok=False, error=error)
+
+
+def test_an_unknown_effect_parks_the_job_for_a_person() -> None:
+    """`effect_unknown` sends the job to waiting_human with the reason, and nothing runs."""
+    rules = Rules(NAMES, 1000.0)
+    job = rules.tool_done(refunding_job(), GRAPH, failed("effect_unknown", "died mid-call"))
+    assert (job.status, job.state, job.phase) == ("waiting_human", "refunding", None)
+    assert job.error is not None and job.error["code"] == "effect_unknown"
+    [tool_result, status] = events(job)
+    assert tool_result.type == "tool_result" and status.type == "status"
+    assert "not run again" in status.data["reason"]
+    assert commands(job) == []  # no next command
+
+
+def test_an_ordinary_tool_failure_takes_the_fail_edge() -> None:
+    job = Rules(NAMES, 1000.0).tool_done(refunding_job(), GRAPH, failed("tool_error", "no"))
+    assert (job.status, job.state) == ("waiting_human", "human")  # the state's safe edge
