@@ -1,8 +1,8 @@
 """The supervisor: owns every job's snapshot and journal, and moves jobs through their graph.
 
 It is the only writer of job state. Agents, tools and verifiers report back to it on
-`rig.work.supervisor`; for each report it loads the job's snapshot, checks that the
-report answers the job's current step, computes the next snapshot, writes it with
+`rig.work.supervisor`; for each report it loads the job's snapshot and the graph the job
+runs on, asks `Rules` (actors/_rules.py, pure) for the next snapshot, writes it with
 compare-and-set, then publishes what the transition produced (events, next command).
 """
 
