@@ -26,7 +26,7 @@ from actors._actor import Delivery
 from actors._client import RigClient
 from actors._nats import Publisher, ensure_topology
 from actors._up import spawn_actor, wait_ready
-from protocols import Encoding, Names, encode
+from protocols import Encoding, Names, RigConnectionError, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -270,6 +270,18 @@ def refund_rows(home: Path) -> list[tuple[Any, ...]]:
         return []
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT job_id, order_id, amount FROM refunds").fetchall()
+
+
+async def submit_surely(rig: Deployment, agent: str, job_input: dict[str, Any], job_id: str) -> str:
+    """Submit until a supervisor answers; the job id makes every repeat the same job. A
+    request whose supervisor is killed under it (or whose reply dies with it) is asked
+    again after 2 s rather than the client's default 10 s."""
+    client = RigClient(rig.nc, rig.client.config, request_timeout=2.0)
+    while True:
+        try:
+            return (await client.submit(agent, job_input, job_id=job_id)).job_id
+        except (RigConnectionError, TimeoutError):
+            await asyncio.sleep(0.05)  # a supervisor is restarting: ask again shortly
 
 
 def bank_attempts(home: Path) -> dict[str, int]:

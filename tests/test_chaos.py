@@ -20,17 +20,16 @@ from typing import Any
 import pytest
 from nats.js.api import DeliverPolicy
 
-from actors import RigClient, RigConfig
+from actors import RigConfig
 from actors.examples.refund import RefundTools
 from protocols import (
     TERMINAL_STATUSES,
     ActorReady,
     Event,
     JobSnapshot,
-    RigConnectionError,
     decode_as,
 )
-from tests.conftest import Deployment, bank_attempts, eventually
+from tests.conftest import Deployment, bank_attempts, eventually, submit_surely
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -47,19 +46,11 @@ def job_input(n: int) -> dict[str, Any]:
 
 
 async def submit_all(rig: Deployment, jobs: int, *, pace: float = 0.0) -> None:
-    """Submit every job, `pace` seconds apart, retrying while no supervisor answers (ids
-    make it idempotent). A request whose supervisor is killed under it is asked again
-    after 2 s rather than the client's default 10 s: the same job either way."""
-    client = RigClient(rig.nc, rig.client.config, request_timeout=2.0)
+    """Submit every job, `pace` seconds apart, each until a supervisor answers."""
     for n in range(jobs):
         if pace:
             await asyncio.sleep(pace)
-        while True:
-            try:
-                await client.submit("refund", job_input(n), job_id=f"chaos-{n}")
-                break
-            except (RigConnectionError, TimeoutError):
-                await asyncio.sleep(0.05)  # a supervisor is restarting: ask again shortly
+        await submit_surely(rig, "refund", job_input(n), f"chaos-{n}")
 
 
 async def wait_terminal(rig: Deployment, jobs: int, timeout: float) -> dict[str, str]:

@@ -12,10 +12,9 @@ import asyncio
 
 import pytest
 
-from actors import RigClient, RigConfig
+from actors import RigConfig
 from actors.examples.refund import RefundTools
-from protocols import RigConnectionError
-from tests.conftest import Deployment, bank_attempts, refund_rows
+from tests.conftest import Deployment, bank_attempts, refund_rows, submit_surely
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -33,16 +32,6 @@ async def spawn_doomed(rig: Deployment, target: str, point: str) -> asyncio.subp
     return doomed
 
 
-async def submit_surely(rig: Deployment, job_id: str) -> str:
-    """Submit until a supervisor answers (the same job id makes a repeat the same job)."""
-    client = RigClient(rig.nc, rig.client.config, request_timeout=2.0)
-    while True:
-        try:
-            return (await client.submit("refund", EXAMPLE, job_id=job_id)).job_id
-        except RigConnectionError:
-            continue  # no supervisor, or its reply died with it: ask again
-
-
 async def test_kill_9_at_default_ack_wait_and_lease(rig: Deployment) -> None:
     ack_wait = RigConfig().ack_wait
     lease = RefundTools.tools["issue_refund"].spec.lease
@@ -58,7 +47,7 @@ async def test_kill_9_at_default_ack_wait_and_lease(rig: Deployment) -> None:
     # goes out: only the decision's redelivery, an ack wait later, moves job A on. (The
     # crash may beat the submit's reply out of the process: the client asks again, with
     # the same job id, as any client of a crashing server must.)
-    submitted = asyncio.create_task(submit_surely(rig, "job-a"))
+    submitted = asyncio.create_task(submit_surely(rig, "refund", EXAMPLE, "job-a"))
     assert await asyncio.wait_for(supervisor.wait(), rig.within()) == 137
     await rig.spawn("actors:Supervisor")
     job_a = await asyncio.wait_for(submitted, rig.within())
