@@ -26,12 +26,22 @@ from actors._llm import (
     parse_answer,
 )
 from actors._nats import keep_beating
-from actors._providers import ModelRouter, ProvidersFailed, ResponseCache, load_llm_config
+from actors._probe import check_at_start, probe_request
+from actors._providers import (
+    AgentLLMConfig,
+    ModelRouter,
+    OpenAICompatible,
+    ProvidersFailed,
+    ResponseCache,
+    load_llm_config,
+)
 from actors._results import resolved_context
 from protocols import (
+    ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
     AgentInfo,
     Budget,
+    ConfigError,
     Decision,
     ExhaustedKind,
     Graph,
@@ -51,6 +61,9 @@ from protocols import (
 # it takes the safe edge rather than be dead-lettered.
 _OUTAGE_RETRY_S = 2.0
 _OUTAGE_RETRY_MAX_S = 60.0
+# The start-up check of a provider waits no longer than this (or the call timeout) for
+# an answer: a provider that is down delays an agent's start by this much, not more.
+_PROBE_TIMEOUT_S = 10.0
 
 
 class Agent(Actor):
@@ -179,6 +192,7 @@ class Agent(Actor):
         (`RIG_LLM_CONFIG`) if it has one, else the class's `llm`."""
         path = self.config.llm_config
         configured = load_llm_config(path, self.name) if path is not None else None
+        self._configured = configured
         if configured is not None:
             self._stream = configured.stream
             owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -220,6 +234,7 @@ class Agent(Actor):
             await self.js.key_value(self.names.llm_cache_bucket),
         )
         self._llm = self.create_llm()
+        await self._check_providers()
         info = encode(self.info())
         # This version first: a job started on it must always find its graph.
         graphs = await self.js.key_value(self.names.graphs_bucket)
@@ -230,6 +245,42 @@ class Agent(Actor):
         self._instance = uuid.uuid4().hex[:12]
         await self._beat()
         self._heart = asyncio.create_task(keep_beating(self._beat, self.log))
+
+    _configured: AgentLLMConfig | None = None
+
+    async def _check_providers(self) -> None:
+        """Probe each configured provider once (`actors._probe`): refuse to start, with
+        the probe's report, on one that rejects the configured dialect, or accepts it
+        without enforcing the schema unless the config relies on re-asks."""
+        configured = self._configured
+        if configured is None:
+            return
+        for provider in configured.providers:
+            if not configured.probe.get(provider.name, True) or not isinstance(
+                provider, OpenAICompatible
+            ):
+                continue
+            require = configured.require_schema.get(provider.name, True)
+            router = self._llm
+            within = (
+                partial(router.limited, provider, probe_request())
+                if isinstance(router, ModelRouter)
+                else None
+            )
+            ok, report, why = await check_at_start(
+                provider,
+                require_schema=require,
+                within=within,
+                timeout=min(_PROBE_TIMEOUT_S, configured.policy.timeout),
+            )
+            if not ok:
+                self.log.error("llm.probe_failed", provider=provider.name, reason=why)
+                raise ConfigError(
+                    f"agent {self.name!r} will not start: provider {provider.name!r}: {why}\n"
+                    f"{report.render()}",
+                    provider=provider.name,
+                )
+            self.log.info("llm.probe", provider=provider.name, result=why)
 
     async def on_stop(self) -> None:
         self._heart.cancel()
@@ -300,6 +351,8 @@ class Agent(Actor):
         llm_ms = 0.0
         decision: Decision | None = None
 
+        said = ""  # the model's last answer, for the journal
+
         def report(**fields: Any) -> Decision:
             return Decision(
                 job_id=request.job_id,
@@ -308,6 +361,7 @@ class Agent(Actor):
                 usage=usage,
                 llm_ms=llm_ms,
                 calls=calls,
+                answer=said[:ANSWER_MAX_CHARS],
                 **fields,
             )
 
@@ -332,11 +386,24 @@ class Agent(Actor):
                     llm_ms += (time.perf_counter() - started) * 1000
                 usage.add(reply.usage)
                 calls.extend(reply.calls)
+                said = reply.text
                 edge, args = parse_answer(reply.text, state.edges)
             except RetryableError:
                 raise
             except ProvidersFailed as exc:
                 calls.extend(exc.calls)
+                for error in exc.rejected:
+                    self.log.error(
+                        "llm.rejected", error=str(error), status=error.status, state=name
+                    )
+                if exc.config_error:
+                    # The server refused the request itself: no retry or re-ask can help.
+                    rejected = exc.rejected[-1]
+                    config_error = {"status": rejected.status, "message": str(rejected)}
+                    decision = report(
+                        edge="", reasks=attempt, config_error=config_error, reason=str(rejected)
+                    )
+                    break
                 self._outage(delivery, str(exc))
                 problem = f"no provider answered: {exc.last}"
             except TimeoutError:
@@ -349,6 +416,8 @@ class Agent(Actor):
                 self._outage(delivery, problem)
             except InvalidAnswer as exc:
                 problem = str(exc)
+                if reply.finish == "length":
+                    problem += f" (the answer was cut at {prompt.max_output_tokens} tokens)"
             except (nats.errors.Error, ConnectionError) as exc:  # shared limits, breakers
                 raise RetryableError(f"NATS failed during the LLM call: {exc!r}") from exc
             except Exception as exc:

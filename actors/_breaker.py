@@ -1,7 +1,8 @@
 """Circuit breakers per provider and model, shared by every agent process through NATS KV.
 
 Twenty agent processes should not each rediscover an outage. A breaker's state lives in
-the KV bucket `RIG_BREAKERS` (one key per provider and model) and changes only by
+the KV bucket `RIG_BREAKERS` (one key per provider config: its name, model and a hash of
+its address, dialect and limits, so that a changed config starts closed) and changes only by
 compare-and-set, so all processes see one state and exactly one of them sends the probe:
 
     closed --failure rate over the window--> open --`cooldown` s--> half_open
@@ -11,7 +12,8 @@ Each process judges the provider on its own recent calls (the last `window` outc
 at least `min_calls` of them, at least `failure_rate` failed), and the first process to
 see an outage opens the breaker for all. Only outages count as failures (5xx, timeouts,
 broken connections); a 429 is the provider asking us to slow down, and a rejected
-request is our own fault. A healthy provider costs one KV read per call, no writes.
+request (a 4xx, or a 500 that is a validation error) is our own config's fault. A
+healthy provider costs one KV read per call, no writes.
 """
 
 from __future__ import annotations
@@ -55,9 +57,8 @@ class Breakers:
         self._kv, self.policy, self.owner = kv, policy, owner
         self._recent: dict[str, deque[bool]] = {}
 
-    async def admit(self, provider: str, model: str) -> bool:
-        """May a call go to this provider and model now?"""
-        key = breaker_key(provider, model)
+    async def admit(self, key: str) -> bool:
+        """May a call go to the provider `key` names (`OpenAICompatible.key`) now?"""
         for _ in range(_CAS_ATTEMPTS):
             state, revision = await self._read(key)
             now = time.time()
@@ -77,11 +78,10 @@ class Breakers:
                 return True
         return False
 
-    async def record(self, provider: str, model: str, *, ok: bool, kind: str = "") -> None:
+    async def record(self, key: str, *, ok: bool, kind: str = "") -> None:
         """Count a call's outcome; only outages count against the provider."""
         if not ok and kind not in OUTAGES:
             return
-        key = breaker_key(provider, model)
         recent = self._recent.setdefault(key, deque(maxlen=self.policy.window))
         recent.append(ok)
         for _ in range(_CAS_ATTEMPTS):
@@ -116,8 +116,8 @@ class Breakers:
             changed_at=now,
         )
 
-    async def state(self, provider: str, model: str) -> BreakerState:
-        return (await self._read(breaker_key(provider, model)))[0]
+    async def state(self, key: str) -> BreakerState:
+        return (await self._read(key))[0]
 
     async def _read(self, key: str) -> tuple[BreakerState, int]:
         data, revision = await kv_read(self._kv, key)

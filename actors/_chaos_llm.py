@@ -1,7 +1,9 @@
 """`rig chaos-llm`: an HTTP server that speaks the OpenAI API and misbehaves on purpose.
 
 It answers `GET /v1/models` and `POST /v1/chat/completions` (plain or `stream: true`,
-with a JSON-schema `response_format` or `tools`) like a plausible model, and injects the
+with a JSON-schema `response_format` in OpenAI's shape or llama-cpp-python's
+`json_object` one, or `tools`), and Ollama's `POST /api/chat` (with `format`), like a
+plausible model, and injects the
 faults a real provider has, at configured rates: latency from a lognormal distribution,
 429 with `Retry-After`, 5xx, hangs, malformed JSON, refusals, illegal edges, truncated
 streams. Everything random comes from one seeded generator, so a run can be repeated.
@@ -86,6 +88,7 @@ class ChaosLLM:
         app = web.Application()
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.completions)
+        app.router.add_post("/api/chat", self.ollama_chat)
         app.router.add_get("/stats", self.show_stats)
         app.router.add_get("/faults", self.show_faults)
         app.router.add_post("/faults", self.set_faults)
@@ -127,6 +130,64 @@ class ChaosLLM:
             return await self._complete(request, body)
         finally:
             self._in_flight -= 1
+
+    async def ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        """Ollama's own `/api/chat`: `format` is the schema; a stream is one JSON object a
+        line, the last with `done` and the token counts."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        problem = _check(body)
+        if problem:
+            return web.json_response({"error": problem}, status=400)
+        schema = body.get("format")
+        as_openai = {
+            "model": body["model"],
+            "messages": body["messages"],
+            "stream": body.get("stream", True),
+            "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}
+            if isinstance(schema, dict)
+            else None,
+        }
+        self.stats["requests"] += 1
+        fault = self._draw()
+        if fault in ("5xx", "429", "hang"):  # Ollama has no Retry-After: all are outages
+            self.stats[fault] += 1
+            return web.json_response({"error": "the chaos server failed on purpose"}, status=500)
+        await asyncio.sleep(self._latency())
+        message = self._answer(as_openai, fault if fault in ("malformed", "illegal") else None)
+        text = message.get("content") or ""
+        counts = {
+            "prompt_eval_count": _tokens(json.dumps(body["messages"])),
+            "eval_count": _tokens(text),
+        }
+        self.stats["completions"] += 1
+        model = body["model"]
+        if not as_openai["stream"]:
+            return web.json_response(
+                {
+                    "model": model,
+                    "message": {"role": "assistant", "content": text},
+                    "done": True,
+                    "done_reason": "stop",
+                }
+                | counts
+            )
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
+        if fault == "truncate":
+            pieces = pieces[: max(1, len(pieces) // 2)]
+        for piece in pieces:
+            line = {"model": model, "message": {"role": "assistant", "content": piece}}
+            await response.write(json.dumps(line | {"done": False}).encode() + b"\n")
+        if fault != "truncate":
+            last = {"model": model, "message": {"role": "assistant", "content": ""}}
+            last |= {"done": True, "done_reason": "stop"} | counts
+            await response.write(json.dumps(last).encode() + b"\n")
+        await response.write_eof()
+        return response
 
     async def _complete(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         fault = self._draw()
@@ -332,7 +393,8 @@ def _schema(response_format: Any) -> dict[str, Any] | None:
         schema = (response_format.get("json_schema") or {}).get("schema")
         return schema if isinstance(schema, dict) else None
     if response_format.get("type") == "json_object":
-        return {}
+        schema = response_format.get("schema")  # llama-cpp-python's shape
+        return schema if isinstance(schema, dict) else {}
     return None
 
 

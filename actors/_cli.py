@@ -25,6 +25,7 @@ from typing import Any, get_args
 from actors._client import RigClient
 from actors._config import DEFAULT_NATS_URL, RigConfig
 from actors._loop import run_async
+from actors._providers import DIALECTS
 from protocols import (
     Event,
     JobInfo,
@@ -243,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--tokens",
         action="store_true",
-        help="also print the LLM's tokens as they stream (agents with stream = true)",
+        help="also print the model's answers: live as they stream (agents with stream = "
+        "true), and from the journal for steps that ended before rig watch started",
     )
     watch.set_defaults(run=_watch)
 
@@ -389,6 +391,39 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("letter_id", metavar="ID", type=int)
     replay.add_argument("--keep", action="store_true", help="keep the dead letter")
     replay.set_defaults(run=_dlq_replay)
+
+    models = verbs.add_parser(
+        "models",
+        help="check what a model server does with Rig's requests",
+        description="Model providers, as the LLM config file (RIG_LLM_CONFIG) defines them.",
+    )
+    models.set_defaults(run=_help_of(models))
+    models_verbs = models.add_subparsers(title="commands", metavar="COMMAND")
+    probe = models_verbs.add_parser(
+        "probe",
+        parents=[common],
+        help="ask a provider in every dialect: is the schema enforced? does a stream report usage?",
+        description="Sends each provider a question whose honest answer its JSON schema "
+        "forbids, in every dialect (openai, llama_cpp, ollama, prompt_only), and one "
+        "streamed request; reports which dialect the server enforces, which it rejects, "
+        "and whether streams report usage and a finish reason. Exit 0 when every "
+        "provider's configured dialect works, 1 when one does not. An agent runs the same "
+        "check of its providers when it starts.",
+    )
+    probe.add_argument(
+        "providers", nargs="*", metavar="PROVIDER", help="providers of the config (default: all)"
+    )
+    probe.add_argument("--config", type=Path, help="the LLM config file (default: $RIG_LLM_CONFIG)")
+    probe.add_argument("--url", help="probe this base URL instead (with --model)")
+    probe.add_argument("--model", help="the model name to send with --url")
+    probe.add_argument(
+        "--dialect", choices=list(DIALECTS), default="openai", help="with --url (default openai)"
+    )
+    probe.add_argument("--no-stream", action="store_true", help="skip the streamed request")
+    probe.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per request (default 60)"
+    )
+    probe.set_defaults(run=_models_probe)
 
     ledger = verbs.add_parser(
         "ledger",
@@ -558,21 +593,32 @@ def _watch(args: argparse.Namespace) -> int:
         await rig.status(args.job_id)  # raises UnknownJobError for a job that does not exist
         final = ""
         streaming = False
+        live = False  # tokens arrived live since the last event
 
-        async def on_token(msg: Any) -> None:
+        def show_tokens(text: str, *, replay: bool = False) -> None:
             nonlocal streaming
             if args.json:
-                _print_json({"type": "token", "job_id": args.job_id, "text": msg.data.decode()})
+                token = {"type": "token", "job_id": args.job_id, "text": text}
+                _print_json(token | ({"replay": True} if replay else {}))
                 return
             if not streaming:
                 print("     tokens: ", end="")
                 streaming = True
-            print(msg.data.decode(), end="", flush=True)
+            print(text, end="", flush=True)
+
+        async def on_token(msg: Any) -> None:
+            nonlocal live
+            live = True
+            show_tokens(msg.data.decode())
 
         if args.tokens:
             await rig.nc.subscribe(rig.names.tokens(args.job_id), cb=on_token)
         parked = not args.follow
         async for event in rig.events(args.job_id, timeout=args.timeout, until_parked=parked):
+            if args.tokens and event.type == "decision" and event.data.get("answer") and not live:
+                # A step that ended before we listened: its answer, from the journal.
+                show_tokens(str(event.data["answer"]), replay=True)
+            live = False
             if streaming:
                 print()
                 streaming = False
@@ -706,6 +752,46 @@ def _graph(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return EXIT_OK
+
+
+def _models_probe(args: argparse.Namespace) -> int:
+    from actors._probe import probe
+    from actors._providers import OpenAICompatible, load_providers
+
+    if args.url:
+        if not args.model:
+            raise _usage("--url needs --model, the model name to send")
+        chosen = [
+            OpenAICompatible(name="cli", base_url=args.url, model=args.model, dialect=args.dialect)
+        ]
+    else:
+        path = args.config or RigConfig.from_env().llm_config
+        if path is None:
+            raise _usage("no LLM config: give --config FILE, set RIG_LLM_CONFIG, or use --url")
+        defined = load_providers(path)
+        unknown = [name for name in args.providers if name not in defined]
+        if unknown:
+            raise _usage(
+                f"{path} defines no provider {', '.join(unknown)}; "
+                f"it defines: {', '.join(defined) or 'none'}"
+            )
+        chosen = [defined[name] for name in args.providers or defined]
+    if args.timeout <= 0:
+        raise _usage("--timeout must be more than 0")
+
+    async def go() -> list[Any]:
+        return [
+            await probe(provider, stream=not args.no_stream, timeout=args.timeout)
+            for provider in chosen
+        ]
+
+    reports = run_async(go(), fast=False)
+    failed = [r for r in reports if not r.verdict(require_schema=True)[0]]
+    if args.json:
+        _print_json([r.to_dict() | {"ok": r not in failed} for r in reports])
+    else:
+        print("\n".join(r.render() for r in reports))
+    return EXIT_JOB_NOT_SUCCEEDED if failed else EXIT_OK
 
 
 def _chaos_llm(args: argparse.Namespace) -> int:
@@ -1013,6 +1099,9 @@ def _describe(event: Event) -> str:
                 f"{head} {data.get('state')}: the agent's code raised {error.get('type')}: "
                 f"{error.get('message')} ({error.get('where')})"
             )
+        case "decision" if data.get("config_error"):
+            error = data["config_error"]
+            return f"{head} {data.get('state')}: config error: {error.get('message')}"
         case "decision" if data.get("exhausted"):
             kind = data.get("exhausted")
             return f"{head} {data.get('state')}: no LLM call, the {kind} budget cannot pay for it"

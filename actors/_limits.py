@@ -3,9 +3,9 @@
 Each limit is a handful of keys in the bucket `RIG_BREAKERS`, changed only by
 compare-and-set, so twenty agent processes together keep to what the provider allows:
 
-- **concurrency**: `max_concurrency` slots (`<provider>.<model>.slot.<i>`); a call holds
+- **concurrency**: `max_concurrency` slots (`<provider key>.slot.<i>`); a call holds
   one for its duration, with a lease so that a process that dies cannot keep it.
-- **requests and tokens per minute**: token buckets (`<provider>.<model>.rpm`, `.tpm`)
+- **requests and tokens per minute**: token buckets (`<provider key>.rpm`, `.tpm`)
   refilled continuously; a burst may use one second's worth (at least one request, at
   least one call's tokens). A call reserves its estimated tokens before it goes.
 
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from actors._breaker import breaker_key
 from actors._nats import kv_read, kv_swap
 
 _POLL_S = 0.02  # first wait for a busy slot; doubles up to _POLL_MAX_S
@@ -62,10 +61,10 @@ class SharedLimits:
         self._rng = random.Random()
 
     async def slot(
-        self, provider: str, model: str, cap: int, *, lease: float, deadline: float
+        self, provider: str, base: str, cap: int, *, lease: float, deadline: float
     ) -> Slot:
-        """Hold one of `cap` slots; raise `LimitTimeout` if none frees up before `deadline`."""
-        base = breaker_key(provider, model)
+        """Hold one of `cap` slots of the provider keyed `base`; raise `LimitTimeout` if
+        none frees up before `deadline`."""
         wait = _POLL_S
         while True:
             for i in self._rng.sample(range(cap), cap):
@@ -87,7 +86,7 @@ class SharedLimits:
     async def take(
         self,
         provider: str,
-        model: str,
+        base: str,
         kind: str,
         per_minute: float,
         amount: float,
@@ -95,7 +94,7 @@ class SharedLimits:
         deadline: float,
     ) -> float:
         """Take `amount` from the token bucket `kind`; return the seconds waited."""
-        key = f"{breaker_key(provider, model)}.{kind}"
+        key = f"{base}.{kind}"
         rate = per_minute / 60.0
         capacity = max(rate, amount, 1.0)  # a one-second burst, and at least one call
         waited = 0.0

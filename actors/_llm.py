@@ -57,6 +57,7 @@ class LLMReply:
     text: str
     usage: Usage = field(default_factory=Usage)
     calls: tuple[dict[str, Any], ...] = ()  # each attempt: provider, model, ms, error
+    finish: str | None = None  # why the model stopped ("length": cut at the token cap)
 
 
 class LLM(Protocol):

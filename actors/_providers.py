@@ -38,6 +38,7 @@ open breakers and fallbacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ import random
 import time
 import tomllib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,11 +54,11 @@ from typing import Any, Protocol
 import aiohttp
 from nats.js.kv import KeyValue
 
-from actors._breaker import BreakerPolicy, Breakers
+from actors._breaker import BreakerPolicy, Breakers, breaker_key
 from actors._limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
-from actors._llm import LLMReply, Price, RoutePrompt
+from actors._llm import DEFAULT_MAX_OUTPUT_TOKENS, LLMReply, Price, RoutePrompt
 from actors._nats import kv_read
-from protocols import Usage, canonical
+from protocols import ConfigError, Usage, canonical
 
 TokenSink = Callable[[str], Awaitable[None]]
 
@@ -91,6 +92,9 @@ class ChatRequest:
 class ChatAnswer:
     text: str
     usage: Usage
+    finish: str | None = None  # why generation stopped: "stop", "length", ...
+    pieces: int = 0  # stream deltas received (about one token each)
+    reported: bool = True  # False: the server reported no usage, so Rig counted it
 
 
 class Provider(Protocol):
@@ -98,15 +102,48 @@ class Provider(Protocol):
     model: str
     price: Price | None
     limits: ProviderLimits
+    dialect: str
+
+    @property
+    def key(self) -> str: ...
 
     async def chat(
         self, request: ChatRequest, *, timeout: float, on_token: TokenSink | None = None
     ) -> ChatAnswer: ...
 
 
+# How each kind of server is asked for output that matches a JSON schema.
+DIALECTS: dict[str, str] = {
+    "openai": 'response_format {"type": "json_schema"} (OpenAI, vLLM, LM Studio, llama-server)',
+    "llama_cpp": 'response_format {"type": "json_object", "schema": ...} (llama-cpp-python)',
+    "ollama": "Ollama's own /api/chat with format: <schema>",
+    "prompt_only": "no constraint: the schema goes in the prompt; every answer is validated",
+}
+Dialect = str  # one of DIALECTS
+
+# When a server reports no usage (llama-cpp-python's streams), Rig counts: a UTF-8 byte
+# count divided by this, plus a few tokens a message. Today's tokenizers take 3.5 to 5
+# bytes a token of English or JSON; 3 over-counts on purpose, so budgets stop early rather
+# than late.
+ESTIMATE_BYTES_PER_TOKEN = 3
+_MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count of `text` (see `ESTIMATE_BYTES_PER_TOKEN`)."""
+    return -(-len(text.encode()) // ESTIMATE_BYTES_PER_TOKEN)
+
+
+def estimate_input_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(
+        estimate_tokens(str(m.get("content") or "")) + _MESSAGE_OVERHEAD_TOKENS for m in messages
+    )
+
+
 @dataclass
 class OpenAICompatible:
-    """Chat completions over HTTP: OpenAI, vLLM, Ollama, llama.cpp's server, LM Studio."""
+    """Chat completions over HTTP, in the provider's dialect (`DIALECTS`): OpenAI, vLLM,
+    llama.cpp's servers, LM Studio on `/v1/chat/completions`; Ollama on `/api/chat`."""
 
     name: str
     base_url: str
@@ -115,38 +152,96 @@ class OpenAICompatible:
     price: Price | None = None
     stream: bool = False
     limits: ProviderLimits = field(default_factory=ProviderLimits)
+    dialect: Dialect = "openai"
+    # Count tokens with llama-cpp-python's /extras/tokenize/count when a stream reports no
+    # usage (off by default: on that server a count request interrupts running streams).
+    server_tokenizer: bool = False
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.dialect not in DIALECTS:
+            raise ValueError(
+                f"provider {self.name!r}: dialect {self.dialect!r} is not one of "
+                f"{', '.join(DIALECTS)}"
+            )
+
+    @property
+    def key(self) -> str:
+        """The provider's identity for shared state (breaker, slots, rate buckets): its
+        name and model, and a hash of what it is, so that a changed config starts fresh."""
+        shape = {
+            "base_url": self.base_url,
+            "model": self.model,
+            "dialect": self.dialect,
+            "limits": [
+                self.limits.max_concurrency,
+                self.limits.requests_per_minute,
+                self.limits.tokens_per_minute,
+            ],
+        }
+        digest = hashlib.sha256(canonical(shape)).hexdigest()[:10]
+        return f"{breaker_key(self.name, self.model)}.{digest}"
+
+    @property
+    def root(self) -> str:
+        """The server's address without the API's `/v1`."""
+        return self.base_url.rstrip("/").removesuffix("/v1")
+
+    def body(self, request: ChatRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        """The URL and JSON body of `request` in this provider's dialect."""
+        messages = request.messages
+        if request.schema is not None and self.dialect == "prompt_only":
+            messages = with_schema_in_prompt(messages, request.schema)
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.dialect == "ollama":
+            options: dict[str, Any] = {"temperature": request.temperature}
+            if request.max_tokens:
+                options["num_predict"] = request.max_tokens
+            body |= {"stream": stream, "options": options}
+            if request.schema is not None:
+                body["format"] = request.schema
+            return f"{self.root}/api/chat", body
+        body["temperature"] = request.temperature
+        if request.max_tokens:
+            body["max_tokens"] = request.max_tokens
+        if request.schema is not None:
+            if self.dialect == "openai":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "route", "schema": request.schema, "strict": True},
+                }
+            elif self.dialect == "llama_cpp":
+                body["response_format"] = {"type": "json_object", "schema": request.schema}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        return f"{self.base_url.rstrip('/')}/chat/completions", body
 
     async def chat(
         self, request: ChatRequest, *, timeout: float, on_token: TokenSink | None = None
     ) -> ChatAnswer:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.messages,
-            "temperature": request.temperature,
-        }
-        if request.max_tokens:
-            body["max_tokens"] = request.max_tokens
-        if request.schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "route", "schema": request.schema, "strict": True},
-            }
         stream = self.stream and on_token is not None
-        if stream:
-            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        url, body = self.body(request, stream=stream)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             async with asyncio.timeout(timeout):
-                async with self.session.post(
-                    f"{self.base_url.rstrip('/')}/chat/completions", json=body, headers=headers
-                ) as response:
+                async with self.session.post(url, json=body, headers=headers) as response:
                     if response.status != 200:
-                        raise _http_error(response.status, response.headers, await response.text())
+                        raise _http_error(
+                            self.name, response.status, response.headers, await response.text()
+                        )
                     if stream:
                         assert on_token is not None
-                        return await self._read_stream(response, on_token)
-                    return _answer(await response.json())
+                        if self.dialect == "ollama":
+                            answer = await self._read_ollama_stream(response, on_token)
+                        else:
+                            answer = await self._read_stream(response, on_token)
+                    elif self.dialect == "ollama":
+                        answer = _ollama_answer(self.name, await response.json(content_type=None))
+                    else:
+                        answer = _answer(self.name, await response.json(content_type=None))
+                if not answer.reported:
+                    answer = await self._counted(request, answer)
+                return answer
         except TimeoutError:
             raise ProviderError(
                 f"{self.name}: no answer within {timeout:.2f} s", kind="timeout", retryable=True
@@ -155,13 +250,53 @@ class OpenAICompatible:
             raise ProviderError(
                 f"{self.name}: {type(exc).__name__}: {exc}", kind="connection", retryable=True
             ) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise ProviderError(
+                f"{self.name}: the reply is not JSON: {exc}", kind="bad_reply", retryable=True
+            ) from None
+
+    async def _counted(self, request: ChatRequest, answer: ChatAnswer) -> ChatAnswer:
+        """`answer` with the usage Rig counted itself, as the server reported none: by the
+        server's tokenizer if `server_tokenizer`, else the conservative estimate (never
+        more output than `max_tokens`, which the server keeps to whatever the text)."""
+        messages = self.body(request, stream=False)[1].get("messages") or request.messages
+        inputs = outputs = None
+        if self.server_tokenizer:
+            prompt = "\n".join(str(m.get("content") or "") for m in messages)
+            inputs = await self._server_count(prompt)
+            if inputs is not None:  # the chat template's own tokens, a few a message
+                inputs += _MESSAGE_OVERHEAD_TOKENS * len(messages)
+            outputs = await self._server_count(answer.text)
+        if inputs is None:
+            inputs = estimate_input_tokens(messages)
+        if outputs is None:
+            outputs = max(answer.pieces, estimate_tokens(answer.text))
+            if request.max_tokens:
+                outputs = min(outputs, request.max_tokens)
+        usage = Usage(input_tokens=inputs, output_tokens=outputs)
+        return ChatAnswer(answer.text, usage, finish=answer.finish, reported=False)
+
+    async def _server_count(self, text: str) -> int | None:
+        try:
+            async with self.session.post(
+                f"{self.root}/extras/tokenize/count", json={"input": text}
+            ) as response:
+                if response.status != 200:
+                    return None
+                return int((await response.json())["count"])
+        except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+            return None
 
     async def _read_stream(
         self, response: aiohttp.ClientResponse, on_token: TokenSink
     ) -> ChatAnswer:
+        """Server-sent events; an answer only if the stream said why it finished and then
+        `[DONE]`: anything less was cut short, and is retried, never taken as an answer."""
         text: list[str] = []
-        usage = Usage()
+        usage: Usage | None = None
+        finish: str | None = None
         done = False
+        pieces = 0
         async for raw in response.content:
             line = raw.decode().strip()
             if not line.startswith("data:"):
@@ -171,6 +306,8 @@ class OpenAICompatible:
                 done = True
                 break
             chunk = json.loads(data)
+            if isinstance(chunk, dict) and chunk.get("error"):
+                raise _stream_error(self.name, chunk["error"])
             if chunk.get("usage"):
                 usage = _usage(chunk["usage"])
             for choice in chunk.get("choices") or []:
@@ -181,13 +318,58 @@ class OpenAICompatible:
                     )
                 piece = delta.get("content")
                 if piece:
+                    pieces += 1
                     text.append(piece)
                     await on_token(piece)
+                finish = choice.get("finish_reason") or finish
         if not done:
             raise ProviderError(
                 f"{self.name}: the stream ended before [DONE]", kind="truncated", retryable=True
             )
-        return ChatAnswer(text="".join(text), usage=usage)
+        if finish is None:
+            raise ProviderError(
+                f"{self.name}: the stream sent [DONE] without a finish reason: it was cut "
+                "short (llama-cpp-python does this to a stream when another request arrives, "
+                "unless started with --interrupt_requests False)",
+                kind="truncated",
+                retryable=True,
+            )
+        return ChatAnswer(
+            "".join(text), usage or Usage(), finish=finish, pieces=pieces, reported=bool(usage)
+        )
+
+    async def _read_ollama_stream(
+        self, response: aiohttp.ClientResponse, on_token: TokenSink
+    ) -> ChatAnswer:
+        """Ollama's stream: one JSON object a line; the last says `done` and counts."""
+        text: list[str] = []
+        pieces = 0
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if not line:
+                continue
+            chunk = json.loads(line)
+            if chunk.get("error"):
+                raise _stream_error(self.name, chunk["error"])
+            piece = (chunk.get("message") or {}).get("content")
+            if piece:
+                pieces += 1
+                text.append(piece)
+                await on_token(piece)
+            if chunk.get("done"):
+                answer = _ollama_answer(self.name, chunk, text="".join(text))
+                return ChatAnswer(
+                    answer.text,
+                    answer.usage,
+                    finish=answer.finish,
+                    pieces=pieces,
+                    reported=answer.reported,
+                )
+        raise ProviderError(
+            f"{self.name}: the stream ended before its last (done) line",
+            kind="truncated",
+            retryable=True,
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -202,22 +384,80 @@ class OpenAICompatible:
             await self._session.close()
 
 
-def _http_error(status: int, headers: Any, text: str) -> ProviderError:
-    detail = text[:300]
+def with_schema_in_prompt(
+    messages: list[dict[str, Any]], schema: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The messages of a `prompt_only` provider: the schema, as text, ends the system
+    message (or starts the conversation), since the server will not enforce it."""
+    note = f"Answer with one JSON object that matches this JSON schema: {json.dumps(schema)}"
+    if messages and messages[0].get("role") == "system":
+        first = messages[0] | {"content": f"{messages[0].get('content') or ''}\n{note}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
+
+
+# A 500 that is really the server refusing the request: FastAPI/pydantic servers (such as
+# llama-cpp-python's) answer a body they cannot validate with one of these.
+_VALIDATION_MARKERS = (
+    "validation error",
+    "validationerror",
+    "input should be",
+    "field required",
+    "extra inputs are not permitted",
+    "unrecognized request argument",
+    "invalid_request_error",
+)
+
+
+def server_message(text: str) -> str:
+    """What the server said, from an error body (OpenAI's, Ollama's, FastAPI's shapes),
+    on one line, without the server's own traceback."""
+    said: Any = text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message") or error
+        if error is not None:
+            said = error
+    said = str(said).split('\n  File "')[0]  # a Python traceback the server appended
+    return " ".join(said.split())[:500]
+
+
+def _http_error(provider: str, status: int, headers: Any, text: str) -> ProviderError:
+    detail = server_message(text)
     if status == 429:
         return ProviderError(
-            f"429 rate limited: {detail}",
+            f"{provider}: 429 rate limited: {detail}",
             kind="rate_limited",
             retryable=True,
             status=status,
             retry_after=_retry_after(headers.get("Retry-After")),
         )
-    if status >= 500:
+    lowered = text.lower()
+    invalid = any(marker in lowered for marker in _VALIDATION_MARKERS)
+    if status in (408, 409) or (status >= 500 and not invalid):
         return ProviderError(
-            f"{status}: {detail}", kind="server_error", retryable=True, status=status
+            f"{provider}: {status}: {detail}", kind="server_error", retryable=True, status=status
         )
-    # Any other 4xx: the request itself is wrong; trying again cannot help.
-    return ProviderError(f"{status}: {detail}", kind="rejected", retryable=False, status=status)
+    # The server refused the request itself (any other 4xx, or a 500 that is a validation
+    # error): the config is wrong, and trying again cannot help.
+    return ProviderError(
+        f"{provider} rejected the request ({status}): {detail}",
+        kind="rejected",
+        retryable=False,
+        status=status,
+    )
+
+
+def _stream_error(provider: str, error: Any) -> ProviderError:
+    message = error.get("message", error) if isinstance(error, dict) else error
+    return ProviderError(
+        f"{provider}: error in the stream: {message}", kind="server_error", retryable=True
+    )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -234,14 +474,39 @@ def _usage(data: dict[str, Any]) -> Usage:
     )
 
 
-def _answer(data: dict[str, Any]) -> ChatAnswer:
+def _answer(provider: str, data: Any) -> ChatAnswer:
     try:
-        message = data["choices"][0]["message"]
+        choice = data["choices"][0]
+        message = choice["message"]
     except (KeyError, IndexError, TypeError):
-        raise ProviderError("the reply has no message", kind="bad_reply", retryable=True) from None
+        raise ProviderError(
+            f"{provider}: the reply has no message", kind="bad_reply", retryable=True
+        ) from None
     if message.get("refusal"):
-        raise ProviderError(f"refused: {message['refusal']}", kind="refusal", retryable=False)
-    return ChatAnswer(text=message.get("content") or "", usage=_usage(data.get("usage") or {}))
+        raise ProviderError(
+            f"{provider} refused: {message['refusal']}", kind="refusal", retryable=False
+        )
+    usage = data.get("usage")
+    return ChatAnswer(
+        text=message.get("content") or "",
+        usage=_usage(usage) if usage else Usage(),
+        finish=choice.get("finish_reason"),
+        reported=bool(usage),
+    )
+
+
+def _ollama_answer(provider: str, data: Any, *, text: str | None = None) -> ChatAnswer:
+    if not isinstance(data, dict) or (not isinstance(data.get("message"), dict) and text is None):
+        raise ProviderError(
+            f"{provider}: the reply has no message", kind="bad_reply", retryable=True
+        )
+    content = text if text is not None else str(data["message"].get("content") or "")
+    reported = "prompt_eval_count" in data or "eval_count" in data
+    usage = Usage(
+        input_tokens=int(data.get("prompt_eval_count") or 0),
+        output_tokens=int(data.get("eval_count") or 0),
+    )
+    return ChatAnswer(content, usage, finish=data.get("done_reason") or "stop", reported=reported)
 
 
 # --- the policy ------------------------------------------------------------------
@@ -258,6 +523,9 @@ class RetryPolicy:
     # wins and the other request is cancelled. Off unless one is set.
     hedge_after: float | None = None
     hedge_percentile: float | None = None
+    # The longest a call waits for the provider's shared limits (a concurrency slot, the
+    # rate buckets) before its own `timeout` starts; the job's deadline bounds both.
+    queue_timeout: float = 60.0
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Exponential backoff with full jitter; a server's Retry-After is a floor."""
@@ -300,12 +568,15 @@ class ModelRouter:
         provider of the chain timing out, with the longest waits between attempts. The
         agent waits at least this long, so its own timeout never cuts the policy short."""
         policy = self.policy
-        per_provider = policy.max_attempts * policy.timeout
+        limited = any(provider.limits.any for provider in self.providers)
+        per_attempt = policy.timeout + (policy.queue_timeout if limited else 0.0)
+        per_provider = policy.max_attempts * per_attempt
         per_provider += (policy.max_attempts - 1) * policy.max_backoff
         return len(self.providers) * per_provider
 
-    async def complete(self, prompt: RoutePrompt) -> LLMReply:
-        request = ChatRequest(
+    @staticmethod
+    def request(prompt: RoutePrompt) -> ChatRequest:
+        return ChatRequest(
             messages=[
                 {"role": "system", "content": SYSTEM},
                 {"role": "user", "content": prompt.render()},
@@ -313,6 +584,22 @@ class ModelRouter:
             schema=route_schema(prompt),
             max_tokens=prompt.max_output_tokens,
         )
+
+    def estimate(self, prompt: RoutePrompt) -> Usage:
+        """The most one call may spend, counted as Rig counts a server that reports no
+        usage (`estimate_input_tokens`), which is more than any tokenizer counts."""
+        request = self.request(prompt)
+        messages = request.messages
+        if any(p.dialect == "prompt_only" for p in self.providers) and request.schema:
+            messages = with_schema_in_prompt(messages, request.schema)
+        inputs = estimate_input_tokens(messages)
+        outputs = prompt.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+        price = self.price
+        cost = price.cost(inputs, outputs) if price is not None else 0.0
+        return Usage(input_tokens=inputs, output_tokens=outputs, cost=cost)
+
+    async def complete(self, prompt: RoutePrompt) -> LLMReply:
+        request = self.request(prompt)
         calls: list[dict[str, Any]] = []
         key = None
         if self.cache is not None and request.temperature == 0:
@@ -322,32 +609,33 @@ class ModelRouter:
                 calls.append({"cache": "hit", "provider": hit.provider, "model": hit.model})
                 return LLMReply(text=hit.text, usage=Usage(), calls=tuple(calls))
         last: ProviderError | None = None
+        finals: list[ProviderError] = []  # each provider's last error
         breakers = self.breakers
         for provider in self.providers:
+            if last is not None:
+                finals.append(last)
             for attempt in range(self.policy.max_attempts):
-                if breakers is not None and not await breakers.admit(provider.name, provider.model):
+                if breakers is not None and not await breakers.admit(provider.key):
                     last = ProviderError(
                         f"{provider.name}: circuit open", kind="breaker_open", retryable=False
                     )
                     calls.append(_call(provider, time.perf_counter(), error=last))
                     break  # to the next provider of the chain
-                timeout = self.policy.timeout
-                if prompt.deadline is not None:
-                    timeout = min(timeout, prompt.deadline - time.time())
-                    if timeout <= 0:
-                        raise TimeoutError("the job's deadline passed while retrying the LLM")
                 started = time.perf_counter()
                 slot: Slot | None = None
                 try:
-                    slot, waited = await self._within_limits(provider, request, timeout)
-                    answer = await self._attempt(provider, request, timeout - waited, prompt, calls)
+                    # The wait for a slot has its own bound; the call's timeout starts after.
+                    queue = min(self.policy.queue_timeout, _left(prompt.deadline))
+                    slot, waited = await self._within_limits(
+                        provider, request, queue, lease=self.policy.timeout + 5.0
+                    )
+                    timeout = min(self.policy.timeout, _left(prompt.deadline))
+                    answer = await self._attempt(provider, request, timeout, prompt, calls)
                 except ProviderError as exc:
                     last = exc
                     calls.append(_call(provider, started, error=exc))
                     if breakers is not None:
-                        await breakers.record(
-                            provider.name, provider.model, ok=False, kind=exc.kind
-                        )
+                        await breakers.record(provider.key, ok=False, kind=exc.kind)
                     if not exc.retryable or attempt == self.policy.max_attempts - 1:
                         break  # to the next provider of the chain
                     await asyncio.sleep(self.policy.delay(attempt, exc.retry_after, self._rng))
@@ -355,12 +643,12 @@ class ModelRouter:
                 finally:
                     if slot is not None and self.shared is not None:
                         await self.shared.release(slot)
-                calls.append(_call(provider, started, waited=waited))
+                calls.append(_call(provider, started, waited=waited, counted=not answer.reported))
                 self._latencies.setdefault(provider.name, deque(maxlen=200)).append(
                     time.perf_counter() - started
                 )
                 if breakers is not None:
-                    await breakers.record(provider.name, provider.model, ok=True)
+                    await breakers.record(provider.key, ok=True)
                 if key is not None and self.cache is not None:
                     await self.cache.put(key, answer.text, provider.name, provider.model)
                 usage = answer.usage
@@ -370,12 +658,30 @@ class ModelRouter:
                             "cost": provider.price.cost(usage.input_tokens, usage.output_tokens)
                         }
                     )
-                return LLMReply(text=answer.text, usage=usage, calls=tuple(calls))
+                return LLMReply(
+                    text=answer.text, usage=usage, calls=tuple(calls), finish=answer.finish
+                )
         assert last is not None
-        raise ProvidersFailed(f"every provider failed; last: {last}", calls=calls, last=last)
+        finals.append(last)
+        raise ProvidersFailed(
+            f"every provider failed; last: {last}", calls=calls, last=last, finals=finals
+        )
+
+    @contextlib.asynccontextmanager
+    async def limited(self, provider: Provider, request: ChatRequest) -> AsyncIterator[None]:
+        """Hold what one call to `provider` needs of its shared limits (a slot, the rate
+        buckets) while the body runs: for calls made outside `complete`, like a probe."""
+        slot, _waited = await self._within_limits(
+            provider, request, self.policy.queue_timeout, lease=self.policy.timeout + 5.0
+        )
+        try:
+            yield
+        finally:
+            if slot is not None and self.shared is not None:
+                await self.shared.release(slot)
 
     async def _within_limits(
-        self, provider: Provider, request: ChatRequest, timeout: float
+        self, provider: Provider, request: ChatRequest, timeout: float, *, lease: float
     ) -> tuple[Slot | None, float]:
         """Wait for the provider's shared rate limits and take a concurrency slot; return
         the slot (release it after the call) and the seconds waited."""
@@ -388,7 +694,7 @@ class ModelRouter:
             if limits.requests_per_minute:
                 await shared.take(
                     provider.name,
-                    provider.model,
+                    provider.key,
                     "rpm",
                     limits.requests_per_minute,
                     1,
@@ -398,7 +704,7 @@ class ModelRouter:
                 tokens = len(json.dumps(request.messages)) // 4 + (request.max_tokens or 256)
                 await shared.take(
                     provider.name,
-                    provider.model,
+                    provider.key,
                     "tpm",
                     limits.tokens_per_minute,
                     tokens,
@@ -408,9 +714,9 @@ class ModelRouter:
             if limits.max_concurrency:
                 slot = await shared.slot(
                     provider.name,
-                    provider.model,
+                    provider.key,
                     limits.max_concurrency,
-                    lease=timeout + 5.0,
+                    lease=lease,
                     deadline=deadline,
                 )
         except LimitTimeout as exc:
@@ -472,16 +778,49 @@ class ModelRouter:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+def _left(deadline: float | None) -> float:
+    """Seconds until the job's deadline (inf without one); `TimeoutError` once it passed."""
+    if deadline is None:
+        return float("inf")
+    left = deadline - time.time()
+    if left <= 0:
+        raise TimeoutError("the job's deadline passed while calling the LLM")
+    return left
+
+
 class ProvidersFailed(Exception):
     """No provider of the chain answered within its attempts."""
 
-    def __init__(self, message: str, *, calls: list[dict[str, Any]], last: ProviderError) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        calls: list[dict[str, Any]],
+        last: ProviderError,
+        finals: list[ProviderError] | None = None,
+    ) -> None:
         super().__init__(message)
         self.calls, self.last = calls, last
+        self.finals = finals if finals is not None else [last]
+
+    @property
+    def rejected(self) -> list[ProviderError]:
+        """The providers that refused the request itself (a config error)."""
+        return [error for error in self.finals if error.kind == "rejected"]
+
+    @property
+    def config_error(self) -> bool:
+        """Every provider refused the request: no retry can help until the config changes."""
+        return len(self.rejected) == len(self.finals)
 
 
 def _call(
-    provider: Provider, started: float, *, error: ProviderError | None = None, waited: float = 0.0
+    provider: Provider,
+    started: float,
+    *,
+    error: ProviderError | None = None,
+    waited: float = 0.0,
+    counted: bool = False,
 ) -> dict[str, Any]:
     call: dict[str, Any] = {
         "provider": provider.name,
@@ -491,6 +830,8 @@ def _call(
     }
     if waited >= 0.001:
         call["waited_ms"] = round(waited * 1000, 1)  # held back by the shared limits
+    if counted:
+        call["usage"] = "counted"  # the server reported none; Rig counted the tokens
     if error is not None:
         call |= {"error": error.kind, "status": error.status, "message": str(error)[:200]}
         if error.retry_after is not None:
@@ -597,6 +938,37 @@ def cache_key(model: str, request: ChatRequest) -> str:
 
 # --- configuration -----------------------------------------------------------------
 
+_PROVIDER_KEYS = frozenset(
+    {
+        "kind",
+        "base_url",
+        "model",
+        "api_key_env",
+        "price",
+        "max_concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "dialect",
+        "server_tokenizer",
+        "require_schema",
+        "probe",
+    }
+)
+_POLICY_KEYS = (
+    "timeout",
+    "max_attempts",
+    "backoff",
+    "max_backoff",
+    "hedge_after",
+    "hedge_percentile",
+    "queue_timeout",
+)
+_BREAKER_KEYS = ("failure_rate", "window", "min_calls", "cooldown")
+_AGENT_KEYS = frozenset(
+    {"providers", "stream", "cache", "cache_ttl", *_POLICY_KEYS}
+    | {f"breaker_{key}" for key in _BREAKER_KEYS}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AgentLLMConfig:
@@ -605,58 +977,101 @@ class AgentLLMConfig:
     breaker: BreakerPolicy
     stream: bool
     cache_ttl: float | None  # None: no response cache
+    # Per provider name: probe it when the agent starts, and refuse to start if it does
+    # not enforce the schema (False: rely on validation and re-asks).
+    probe: dict[str, bool] = field(default_factory=dict)
+    require_schema: dict[str, bool] = field(default_factory=dict)
 
 
 def load_llm_config(path: Path, agent: str) -> AgentLLMConfig | None:
-    """The configured model of `agent` in the TOML file at `path`; None if it has none."""
+    """The configured model of `agent` in the TOML file at `path`; None if it has none.
+    A file that cannot work raises `ConfigError` saying where and why."""
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         return None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {exc}", path=str(path)) from None
     section = (data.get("agents") or {}).get(agent)
     if section is None:
         return None
+    _known(path, f"agents.{agent}", section, _AGENT_KEYS)
     stream = bool(section.get("stream", False))
     providers: list[Provider] = []
+    probe: dict[str, bool] = {}
+    require: dict[str, bool] = {}
     for name in section.get("providers") or []:
         spec = (data.get("providers") or {}).get(name)
         if spec is None:
-            raise ValueError(
-                f"{path}: agent {agent!r} names provider {name!r}, which is not defined"
+            raise ConfigError(
+                f"{path}: agent {agent!r} names provider {name!r}, which is not defined",
+                path=str(path),
             )
         providers.append(_provider(name, spec, stream=stream, path=path))
+        probe[name] = bool(spec.get("probe", True))
+        require[name] = bool(spec.get("require_schema", True))
     if not providers:
-        raise ValueError(f"{path}: agent {agent!r} lists no providers")
-    fields = (
-        "timeout",
-        "max_attempts",
-        "backoff",
-        "max_backoff",
-        "hedge_after",
-        "hedge_percentile",
-    )
-    policy = RetryPolicy(**{k: section[k] for k in fields if k in section})
-    breaker = BreakerPolicy(
-        **{key: section[f"breaker_{key}"] for key in _BREAKER_KEYS if f"breaker_{key}" in section}
-    )
+        raise ConfigError(f"{path}: agent {agent!r} lists no providers", path=str(path))
+    try:
+        policy = RetryPolicy(**{k: section[k] for k in _POLICY_KEYS if k in section})
+        breaker = BreakerPolicy(
+            **{k: section[f"breaker_{k}"] for k in _BREAKER_KEYS if f"breaker_{k}" in section}
+        )
+    except TypeError as exc:
+        raise ConfigError(f"{path}: [agents.{agent}]: {exc}", path=str(path)) from None
     cache_ttl = float(section.get("cache_ttl", 3600.0)) if section.get("cache", False) else None
     return AgentLLMConfig(
-        providers=providers, policy=policy, breaker=breaker, stream=stream, cache_ttl=cache_ttl
+        providers=providers,
+        policy=policy,
+        breaker=breaker,
+        stream=stream,
+        cache_ttl=cache_ttl,
+        probe=probe,
+        require_schema=require,
     )
 
 
-_BREAKER_KEYS = ("failure_rate", "window", "min_calls", "cooldown")
+def load_providers(path: Path) -> dict[str, OpenAICompatible]:
+    """Every provider the LLM config file at `path` defines, by name."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such LLM config file", path=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}", path=str(path)) from None
+    specs = data.get("providers") or {}
+    return {name: _provider(name, spec, stream=False, path=path) for name, spec in specs.items()}
 
 
-def _provider(name: str, spec: dict[str, Any], *, stream: bool, path: Path) -> Provider:
+def _known(path: Path, where: str, section: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: [{where}] has unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}",
+            path=str(path),
+        )
+
+
+def _provider(name: str, spec: dict[str, Any], *, stream: bool, path: Path) -> OpenAICompatible:
+    _known(path, f"providers.{name}", spec, _PROVIDER_KEYS)
     kind = spec.get("kind", "openai")
     if kind != "openai":
-        raise ValueError(f"{path}: provider {name!r} has kind {kind!r}; supported: openai")
+        raise ConfigError(
+            f"{path}: provider {name!r} has kind {kind!r}; supported: openai "
+            "(choose how structured output is asked for with `dialect`)",
+            path=str(path),
+        )
     missing = [k for k in ("base_url", "model") if k not in spec]
     if missing:
-        raise ValueError(f"{path}: provider {name!r} needs {', '.join(missing)}")
+        raise ConfigError(f"{path}: provider {name!r} needs {', '.join(missing)}", path=str(path))
+    dialect = spec.get("dialect", "openai")
+    if dialect not in DIALECTS:
+        choices = "; ".join(f"{k}: {v}" for k, v in DIALECTS.items())
+        raise ConfigError(
+            f"{path}: provider {name!r} has dialect {dialect!r}; choose one of: {choices}",
+            path=str(path),
+        )
     key_env = spec.get("api_key_env")
     price = spec.get("price")
     limits = ProviderLimits(
@@ -674,4 +1089,6 @@ def _provider(name: str, spec: dict[str, Any], *, stream: bool, path: Path) -> P
         api_key=os.environ.get(key_env) if key_env else None,
         price=Price(**price) if price else None,
         stream=stream,
+        dialect=dialect,
+        server_tokenizer=bool(spec.get("server_tokenizer", False)),
     )

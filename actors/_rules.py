@@ -130,6 +130,22 @@ class Rules:
                 return self.verified(job, graph, message)
         raise AssertionError(f"unexpected report {message.kind}")  # `expected` covers each
 
+    def no_edge(
+        self, job: JobSnapshot, decision: Decision, spent: dict[str, Any], **why: Any
+    ) -> None:
+        """Journal a decision that names no edge (a budget, a bug, a refused request)."""
+        self.event(
+            job,
+            "decision",
+            state=job.state,
+            edge=None,
+            reasks=decision.reasks,
+            usage=decision.usage.model_dump(),
+            llm_ms=round(decision.llm_ms, 3),
+            spent=spent,
+            **why,
+        )
+
     def resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> JobSnapshot:
         """A person's resolve: the job leaves its human state by `request.edge`."""
         self.check_resolve(job, graph, request)
@@ -301,38 +317,27 @@ class Rules:
         job.usage.add(decision.usage)
         spent = self.spent(job)
         if decision.exhausted is not None:
-            self.event(
-                job,
-                "decision",
-                state=job.state,
-                edge=None,
-                exhausted=decision.exhausted,
-                reason=decision.reason,
-                reasks=decision.reasks,
-                usage=decision.usage.model_dump(),
-                llm_ms=round(decision.llm_ms, 3),
-                spent=spent,
-            )
+            self.no_edge(job, decision, spent, exhausted=decision.exhausted, reason=decision.reason)
             return self.exhaust(job, graph, decision.exhausted, decision.reason)
         if decision.code_error is not None:
             error = decision.code_error
-            self.event(
-                job,
-                "decision",
-                state=job.state,
-                edge=None,
-                code_error=error,
-                reasks=decision.reasks,
-                usage=decision.usage.model_dump(),
-                llm_ms=round(decision.llm_ms, 3),
-                spent=spent,
-            )
+            self.no_edge(job, decision, spent, code_error=error)
             job.error = {"code": "code_error", **error}
             reason = (
                 f"the agent's own code raised {error.get('type')}: {error.get('message')} "
                 f"(a bug, not a model's answer; the traceback is in agent {job.agent!r}'s log)"
             )
             return self.park(job, graph, reason, kind="code_error")
+        if decision.config_error is not None:
+            error = decision.config_error
+            self.no_edge(job, decision, spent, config_error=error, calls=decision.calls)
+            job.error = {"code": "config_error", **error}
+            reason = (
+                f"the model provider refused the agent's request: {decision.reason} "
+                f"(a configuration error, not a model's answer: fix agent {job.agent!r}'s "
+                "LLM config, `rig models probe` shows what the server accepts)"
+            )
+            return self.park(job, graph, reason, kind="config_error")
         edge = state.edge(decision.edge)
         fallback, reason = decision.fallback, decision.reason
         if edge is None:  # an agent from another version of the graph; take the safe edge
@@ -355,6 +360,7 @@ class Rules:
             llm_ms=round(decision.llm_ms, 3),
             spent=spent,
             **({"calls": decision.calls} if decision.calls else {}),
+            **({"answer": decision.answer} if decision.answer else {}),
         )
         over = self.over_budget(job) if by == "llm" else None  # a person's choice costs nothing
         if over is not None:  # the call spent more than the agent reserved for it

@@ -23,8 +23,9 @@ from actors._actor import Actor, Delivery, Inbox
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
 from actors._nats import keep_beating, live_keys
-from actors._results import MAX_RESULT_BYTES, by_reference
+from actors._results import MAX_RESULT_BYTES, by_reference, resolved_context
 from protocols import (
+    JobContext,
     NonRetryableError,
     RetryableError,
     RigError,
@@ -52,13 +53,19 @@ _BUSY_POLL_MAX_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
-    """The call a tool is running for: pass `key` downstream as an `Idempotency-Key`."""
+    """The call a tool is running for: pass `key` downstream as an `Idempotency-Key`.
+
+    `job` is the job's input and earlier tool results when the edge has a verifier (the
+    call carries them for it): a tool can refuse arguments that do not fit the job
+    before it acts, rather than leave it to the verifier after the effect.
+    """
 
     job_id: str
     step: int
     tool: str
     key: str
     epoch: int
+    job: JobContext | None = None
 
 
 _current: ContextVar[ToolContext] = ContextVar("rig_tool_context")
@@ -466,7 +473,8 @@ class ToolExecutor(Actor):
     async def _invoke(
         self, call: ToolCall, key: str, epoch: int, tool: _Tool, kwargs: dict[str, Any]
     ) -> Any:
-        token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch))
+        job = await resolved_context(self, call.context) if call.context is not None else None
+        token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch, job))
         try:
             return await asyncio.wait_for(tool.fn(self, **kwargs), tool.spec.timeout)
         finally:

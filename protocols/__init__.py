@@ -14,6 +14,7 @@ from protocols._codec import (
     validate,
 )
 from protocols._errors import (
+    ConfigError,
     DecodeError,
     GraphError,
     InvalidNameError,
@@ -32,6 +33,7 @@ from protocols._errors import (
 )
 from protocols._graph import Edge, Graph, State
 from protocols._messages import (
+    ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
     RESULT_REF,
     TERMINAL_STATUSES,
@@ -77,6 +79,7 @@ from protocols._messages import (
 from protocols._names import ContentType, Header, Names, check_token, msg_id, presence_key
 
 __all__ = [
+    "ANSWER_MAX_CHARS",
     "DEFAULT_MAX_STEPS",
     "RESULT_REF",
     "TERMINAL_STATUSES",
@@ -86,6 +89,7 @@ __all__ = [
     "BudgetOverride",
     "CancelJob",
     "CancelRequest",
+    "ConfigError",
     "ContentType",
     "DeadLetter",
     "DeadlineCheck",

@@ -111,6 +111,13 @@ class JobConflictError(RigError):
     code = "job_conflict"
 
 
+class ConfigError(RigError):
+    """A configuration cannot work: a malformed LLM config file, or a model provider that
+    refuses Rig's requests (`rig models probe` shows what it accepts)."""
+
+    code = "config_error"
+
+
 class RetryableError(RigError):
     """A handler failed in a way that may pass: the message is redelivered after `delay` s.
 

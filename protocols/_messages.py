@@ -183,7 +183,13 @@ class InboxRequest(_Api):
 
 
 EscalationKind = Literal[
-    "human_state", "effect_unknown", "exhausted", "stalled", "dead_letter", "code_error"
+    "human_state",
+    "effect_unknown",
+    "exhausted",
+    "stalled",
+    "dead_letter",
+    "code_error",
+    "config_error",
 ]
 
 
@@ -192,8 +198,9 @@ class Escalation(_Wire):
 
     `kind` says why: the graph entered a state for a person (`human_state`), a tool's
     effect is unknown, a budget ran out into `on_exhausted`, the job made no progress
-    for its `stall_s` (`stalled`), one of its messages was dead-lettered, or the
-    agent's own code raised (`code_error`). `reason` is the sentence a person reads.
+    for its `stall_s` (`stalled`), one of its messages was dead-lettered, the agent's
+    own code raised (`code_error`), or every model provider refused the agent's request
+    (`config_error`). `reason` is the sentence a person reads.
     """
 
     job_id: str
@@ -359,6 +366,9 @@ class StepRequest(_Wire):
     deadline: float | None = Field(default=None, description="wall-clock end of the job")
 
 
+# The most of a model's answer a decision (and so the journal) keeps.
+ANSWER_MAX_CHARS = 4096
+
 ExhaustedKind = Literal["steps", "tokens", "cost", "deadline", "visits"]
 
 
@@ -388,6 +398,18 @@ class Decision(_Wire):
         default=None,
         description="no edge: the agent's own code (its routing function or LLM class) "
         "raised; `type` and `message` say what, the agent's log has the traceback",
+    )
+    answer: str = Field(
+        default="",
+        max_length=ANSWER_MAX_CHARS,
+        description="the model's own text for this decision (its last answer; cut to "
+        "ANSWER_MAX_CHARS): the journal keeps it, so `rig watch --tokens` replays a step",
+    )
+    config_error: dict[str, Any] | None = Field(
+        default=None,
+        description="no edge: every provider refused the request itself (a 4xx, or a 500 "
+        "that is a validation error): `provider`, `status` and the server's `message`; the "
+        "agent's LLM config needs fixing",
     )
     graph_version: str | None = Field(
         default=None,

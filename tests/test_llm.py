@@ -288,7 +288,7 @@ async def test_the_breaker_opens_for_every_agent_process_and_closes_on_recovery(
         )
         await rig.spawn(*CHAIN, "tests.chain:Chain", "tests.chain:Chain")  # 3 agent processes
         kv = await rig.nc.jetstream().key_value(rig.names.breakers_bucket)
-        watcher = await kv.watch("chaos.chaos-1")
+        watcher = await kv.watch("chaos.chaos-1.*")  # the provider's key: name, model, hash
         states: list[str] = []
 
         async def reached(state: str, *, after: int = 0) -> int | None:
@@ -358,12 +358,13 @@ async def test_a_cached_call_does_not_reach_the_server(rig: Deployment) -> None:
     try:
         llm_config(rig, server.url, cache=True, cache_ttl=600.0)
         await rig.spawn(*CHAIN)
+        probed = (await server.stats())["requests"]  # the agent's check when it started
         first = await rig.client.submit("chain", {"n": 5})
         assert (await rig.client.wait(first.job_id, timeout=30)).status == "succeeded"
-        served = (await server.stats())["requests"]
+        served = (await server.stats())["requests"] - probed
         second = await rig.client.submit("chain", {"n": 5})  # the very same prompts
         assert (await rig.client.wait(second.job_id, timeout=30)).status == "succeeded"
-        assert (await server.stats())["requests"] == served == 3
+        assert (await server.stats())["requests"] - probed == served == 3
         decisions = [e for e in await journal(rig, second.job_id) if e.type == "decision"]
         assert [d.data["calls"][0].get("cache") for d in decisions] == ["hit"] * 3
         assert all(d.data["usage"]["cost"] == 0 for d in decisions)  # nothing paid twice
@@ -439,6 +440,7 @@ async def test_the_concurrency_cap_holds_across_agent_processes(rig: Deployment)
     try:
         limited_config(rig, server.url, max_concurrency=2)
         await rig.spawn(*CHAIN, "tests.chain:Chain", "tests.chain:Chain")  # 3 agent processes
+        probed = (await server.stats())["requests"]  # each agent's check as it started
         jobs = [await rig.client.submit("chain", {"n": n}) for n in range(12)]
         finals = [await rig.client.wait(job.job_id, timeout=60) for job in jobs]
         stats = await server.stats()
@@ -446,7 +448,8 @@ async def test_the_concurrency_cap_holds_across_agent_processes(rig: Deployment)
         server.proc.terminate()
         await server.proc.wait()
     assert {info.status for info in finals} == {"succeeded"}
-    assert stats["requests"] == 36 and stats["max_in_flight"] == 2  # 12 jobs at once, 2 calls
+    assert probed == 3  # the checks, too, kept to the cap
+    assert stats["requests"] == 36 + probed and stats["max_in_flight"] == 2
 
 
 async def test_the_request_rate_limit_holds_across_agent_processes(rig: Deployment) -> None:

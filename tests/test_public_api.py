@@ -36,6 +36,7 @@ def test_actors_exports() -> None:
 def test_protocols_exports() -> None:
     assert sorted(protocols.__all__) == sorted(
         [
+            "ANSWER_MAX_CHARS",
             "DEFAULT_MAX_STEPS",
             "RESULT_REF",
             "TERMINAL_STATUSES",
@@ -52,6 +53,7 @@ def test_protocols_exports() -> None:
             "JobStateError",
             "ResolveJob",
             "ResolveRequest",
+            "ConfigError",
             "ContentType",
             "DeadLetter",
             "Decision",

@@ -36,7 +36,7 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, tool_context, verifier
-from protocols import Edge, Graph, State, VerifyRequest
+from protocols import Edge, Graph, JobContext, NonRetryableError, State, VerifyRequest
 
 # Refunds above this go to a person, whatever the order says.
 AUTO_APPROVE_LIMIT = 500.0
@@ -67,6 +67,30 @@ def find_order(order_id: str) -> dict[str, Any]:
         "status": "in_transit" if n % 10 == 3 else "delivered",
         "total": float(20 + (n * 37) % 980),
     }
+
+
+def refund_problem(order_id: Any, amount: Any, job: JobContext) -> str | None:
+    """Why a refund of `amount` on `order_id` does not fit the job, or None if it does: the
+    order the customer named, found and delivered, no more than the customer asked for and
+    no more than the order's total. The tool asks this before any money moves; the
+    verifier asks it again of the refund the bank made."""
+    asked_order, asked_amount = job.input.get("order_id"), job.input.get("amount")
+    if order_id != asked_order:
+        return f"the refund names order {order_id!r}; the customer asked about {asked_order!r}"
+    order = job.results.get("lookup_order")
+    if not isinstance(order, dict) or order.get("order_id") != order_id:
+        return f"order {order_id!r} was never looked up"
+    if not order.get("found"):
+        return f"order {order_id!r} does not exist"
+    if order.get("status") != "delivered":
+        return f"order {order_id!r} is {order.get('status')}, not delivered"
+    if not isinstance(amount, int | float) or not amount > 0:
+        return f"the amount {amount!r} is not a positive number"
+    if isinstance(asked_amount, int | float) and amount > asked_amount + 1e-9:
+        return f"the refund of {amount:g} is more than the {asked_amount:g} the customer asked for"
+    if amount > float(order.get("total", 0.0)) + 1e-9:
+        return f"the refund of {amount:g} is more than the order's total of {order['total']:g}"
+    return None
 
 
 def route(prompt: RoutePrompt) -> str | tuple[str, dict[str, Any]]:
@@ -193,6 +217,10 @@ class RefundTools(ToolExecutor):
     @tool(side_effects=True, timeout=30.0, reconcile="find_refund")
     async def issue_refund(self, order_id: str, amount: float) -> dict[str, Any]:
         call = tool_context()
+        # The model chose these arguments: check them against the job before money moves.
+        problem = refund_problem(order_id, amount, call.job) if call.job else "no job context"
+        if problem is not None:
+            raise NonRetryableError(f"refused before any money moved: {problem}")
         refund = {
             "refund_id": uuid.uuid4().hex,
             "order_id": order_id,
@@ -270,7 +298,9 @@ async def _refund_by_key(db: aiosqlite.Connection, key: str) -> dict[str, Any] |
 
 
 class RefundChecks(Verifier):
-    """Checks that the refund issued is the refund that was approved."""
+    """Checks the refund the bank made against what was asked: the refund issued is the
+    one the model chose, and it fits the job (the customer's order, found and delivered,
+    no more than asked, no more than the order's total)."""
 
     name = "refund-checks"
 
@@ -283,4 +313,9 @@ class RefundChecks(Verifier):
             return False, "refund went to another order"
         if abs(float(result.get("amount", -1)) - float(args.get("amount", 0))) > 1e-9:
             return False, f"refunded {result.get('amount')}, approved {args.get('amount')}"
-        return True, "refund issued for the approved order and amount"
+        if request.context is None:
+            return False, "no job context to check the refund against"
+        problem = refund_problem(result.get("order_id"), result.get("amount"), request.context)
+        if problem is not None:
+            return False, problem
+        return True, "refund issued for the customer's delivered order, within what was asked"

@@ -1,0 +1,258 @@
+"""What a model server really does with Rig's requests: `rig models probe`, and the check
+an agent makes of each provider when it starts.
+
+Servers that speak "the OpenAI API" differ where Rig depends on them most: how a JSON
+schema is asked for (and whether it is then enforced), whether a stream reports usage,
+and whether a stream says why it finished. The probe asks, in each dialect, a question
+whose honest answer the schema forbids (say "red"; the schema allows only "blue"), so an
+answer of "blue" proves the schema was enforced, any other answer proves it was not, and
+an HTTP error says the server refuses that shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from actors._providers import (
+    DIALECTS,
+    ChatRequest,
+    OpenAICompatible,
+    ProviderError,
+)
+
+Outcome = Literal["enforced", "ignored", "rejected", "accepted", "unreachable"]
+
+PROBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["blue"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+PROBE_MESSAGES: list[dict[str, Any]] = [
+    {"role": "system", "content": "You answer with one JSON object and nothing else."},
+    {"role": "user", "content": 'Reply with exactly this JSON object: {"answer": "red"}'},
+]
+_TRIES = 3  # answers asked for before a shape is judged `ignored` (a model may slip)
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeResult:
+    dialect: str
+    outcome: Outcome
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    usage: bool  # the stream reported token usage
+    finish: bool  # the stream said why it finished
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class ProbeReport:
+    provider: str
+    model: str
+    base_url: str
+    dialect: str  # the configured one
+    shapes: list[ShapeResult] = field(default_factory=list)
+    stream: StreamResult | None = None
+
+    def shape(self, dialect: str) -> ShapeResult | None:
+        return next((s for s in self.shapes if s.dialect == dialect), None)
+
+    @property
+    def configured(self) -> ShapeResult | None:
+        return self.shape(self.dialect)
+
+    @property
+    def recommended(self) -> str | None:
+        """The dialect to use: the configured one if the server enforces it, else the
+        first that it enforces."""
+        enforced = [s.dialect for s in self.shapes if s.outcome == "enforced"]
+        if self.dialect in enforced:
+            return self.dialect
+        return enforced[0] if enforced else None
+
+    def verdict(self, *, require_schema: bool) -> tuple[bool, str]:
+        """May an agent route with this provider as configured? And a sentence why."""
+        result = self.configured
+        if self.dialect == "prompt_only":
+            return True, "dialect prompt_only: every answer is validated and re-asked"
+        if result is None or result.outcome == "unreachable":
+            detail = result.detail if result is not None else "not probed"
+            return True, f"could not probe ({detail}); starting, the breaker will judge it"
+        if result.outcome == "enforced":
+            return True, f"dialect {self.dialect}: the schema is enforced"
+        hint = self.hint()
+        if result.outcome == "rejected":
+            return False, f"the server rejects dialect {self.dialect}: {result.detail}{hint}"
+        if require_schema:
+            return False, (
+                f"the server accepts dialect {self.dialect} but does not enforce the schema "
+                f"({result.detail}){hint}; or set require_schema = false to rely on "
+                "validation and re-asks"
+            )
+        return True, f"dialect {self.dialect}: not enforced; relying on validation and re-asks"
+
+    def hint(self) -> str:
+        better = self.recommended
+        if better is not None and better != self.dialect:
+            return f"; set dialect = {better!r} for provider {self.provider!r}, which it enforces"
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            "dialect": self.dialect,
+            "recommended": self.recommended,
+            "shapes": [
+                {
+                    "dialect": s.dialect,
+                    "outcome": s.outcome,
+                    "detail": s.detail,
+                    "seconds": round(s.seconds, 3),
+                }
+                for s in self.shapes
+            ],
+            "stream": None
+            if self.stream is None
+            else {
+                "usage": self.stream.usage,
+                "finish": self.stream.finish,
+                "detail": self.stream.detail,
+            },
+        }
+
+    def render(self) -> str:
+        lines = [f"provider {self.provider} ({self.model} at {self.base_url})"]
+        for s in self.shapes:
+            mark = " (configured)" if s.dialect == self.dialect else ""
+            detail = f": {s.detail}" if s.detail else ""
+            lines.append(f"  {s.dialect:<12} {s.outcome:<11} {s.seconds:6.2f} s{mark}{detail}")
+        if self.stream is not None:
+            usage = "reports usage" if self.stream.usage else "no usage (Rig counts tokens)"
+            finish = "says why it finished" if self.stream.finish else "no finish reason"
+            detail = f" ({self.stream.detail})" if self.stream.detail else ""
+            lines.append(f"  stream       {usage}; {finish}{detail}")
+        better = self.recommended
+        if better is None:
+            lines.append("  no dialect is enforced: use prompt_only, or require_schema = false")
+        elif better != self.dialect:
+            lines.append(f"  recommended: dialect = {better!r}")
+        else:
+            lines.append(f"  ok: dialect {better!r} is enforced")
+        return "\n".join(lines)
+
+
+async def probe_shape(
+    provider: OpenAICompatible, dialect: str, *, timeout: float = 60.0, tries: int = _TRIES
+) -> ShapeResult:
+    """Ask `provider` in `dialect`; judge whether the schema was enforced."""
+    asking = replace(provider, dialect=dialect, stream=False)
+    request = probe_request()
+    started = time.perf_counter()
+    said = ""
+    try:
+        for _ in range(tries):
+            answer = await asking.chat(request, timeout=timeout)
+            said = answer.text
+            if _answer_of(said) == "blue":
+                return ShapeResult(dialect, "enforced", "", time.perf_counter() - started)
+            if dialect == "prompt_only":
+                break  # nothing was enforced; that it answers is all there is to know
+    except ProviderError as exc:
+        outcome: Outcome = "rejected" if exc.kind == "rejected" else "unreachable"
+        return ShapeResult(dialect, outcome, str(exc)[:300], time.perf_counter() - started)
+    finally:
+        await asking.close()
+    seconds = time.perf_counter() - started
+    if dialect == "prompt_only":
+        return ShapeResult(dialect, "accepted", f"said {said[:60]!r}", seconds)
+    return ShapeResult(dialect, "ignored", f"said {said[:60]!r}", seconds)
+
+
+async def probe_stream(provider: OpenAICompatible, *, timeout: float = 60.0) -> StreamResult:
+    """A streamed request in the provider's dialect: does it report usage and finish?"""
+    asking = replace(provider, stream=True)
+    schema = PROBE_SCHEMA if provider.dialect != "prompt_only" else None
+    request = ChatRequest(messages=PROBE_MESSAGES, schema=schema, max_tokens=24)
+
+    async def ignore(_: str) -> None:
+        return None
+
+    try:
+        answer = await asking.chat(request, timeout=timeout, on_token=ignore)
+    except ProviderError as exc:
+        finish = exc.kind != "truncated"
+        return StreamResult(usage=False, finish=finish, detail=str(exc)[:300])
+    finally:
+        await asking.close()
+    return StreamResult(usage=answer.reported, finish=answer.finish is not None)
+
+
+async def probe(
+    provider: OpenAICompatible,
+    *,
+    dialects: tuple[str, ...] | None = None,
+    stream: bool = True,
+    timeout: float = 60.0,
+) -> ProbeReport:
+    """The full report: every dialect (the configured one first), then a stream."""
+    order = dialects or (provider.dialect, *(d for d in DIALECTS if d != provider.dialect))
+    report = ProbeReport(provider.name, provider.model, provider.base_url, provider.dialect)
+    for dialect in order:
+        report.shapes.append(await probe_shape(provider, dialect, timeout=timeout))
+    if stream:
+        # In the dialect that works, so the stream's own behaviour is what is seen.
+        dialect = report.recommended or provider.dialect
+        report.stream = await probe_stream(replace(provider, dialect=dialect), timeout=timeout)
+    return report
+
+
+def probe_request() -> ChatRequest:
+    return ChatRequest(messages=PROBE_MESSAGES, schema=PROBE_SCHEMA, max_tokens=24)
+
+
+async def check_at_start(
+    provider: OpenAICompatible,
+    *,
+    require_schema: bool,
+    timeout: float = 30.0,
+    within: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+) -> tuple[bool, ProbeReport, str]:
+    """The check an agent makes of a provider when it starts: the configured dialect;
+    if that fails, every dialect, so that the refusal says which one would work.
+    `within` holds the provider's shared limits around the first request."""
+    report = ProbeReport(provider.name, provider.model, provider.base_url, provider.dialect)
+    if provider.dialect != "prompt_only":
+        try:
+            async with within() if within is not None else contextlib.nullcontext():
+                shape = await probe_shape(provider, provider.dialect, timeout=timeout)
+        except ProviderError as exc:  # the shared limits kept it back: judge nothing
+            shape = ShapeResult(provider.dialect, "unreachable", str(exc)[:300])
+        report.shapes.append(shape)
+    ok, why = report.verdict(require_schema=require_schema)
+    if not ok:
+        others = tuple(d for d in DIALECTS if d != provider.dialect)
+        for dialect in others:
+            report.shapes.append(await probe_shape(provider, dialect, timeout=timeout))
+        ok, why = report.verdict(require_schema=require_schema)
+    return ok, report, why
+
+
+def _answer_of(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value.get("answer") if isinstance(value, dict) else None

