@@ -199,7 +199,7 @@ class Agent(Actor):
             breakers = Breakers(self._kvs[0], configured.breaker, owner=owner)
             ttl = configured.cache_ttl
             cache = ResponseCache(self._kvs[1], ttl=ttl) if ttl is not None else None
-            shared = SharedLimits(self._kvs[0], owner=owner)
+            shared = SharedLimits(self._kvs[0], owner=owner, js=self.js, names=self.names)
             return ModelRouter(
                 configured.providers,
                 configured.policy,

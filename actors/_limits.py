@@ -1,32 +1,39 @@
-"""A provider's concurrency cap and rate limits, shared by every agent process through NATS KV.
+"""A provider's concurrency cap and rate limits, shared by every agent process through NATS.
 
-Each limit is a handful of keys in the bucket `RIG_BREAKERS`, changed only by
-compare-and-set, so twenty agent processes together keep to what the provider allows:
+Twenty agent processes together keep to what the provider allows:
 
-- **concurrency**: `max_concurrency` slots (`<provider key>.slot.<i>`); a call holds
-  one for its duration, with a lease so that a process that dies cannot keep it.
-- **requests and tokens per minute**: token buckets (`<provider key>.rpm`, `.tpm`)
-  refilled continuously; a burst may use one second's worth (at least one request, at
-  least one call's tokens). A call reserves its estimated tokens before it goes.
+- **concurrency**: `max_concurrency` slots, first come first served across processes.
+  A provider's slots are messages on `<prefix>.slots.<provider key>` in the stream
+  `RIG_SLOTS`, exactly `max_concurrency` of them; a call takes one from the provider's
+  pull consumer and gives it back (a nak) when done. The server hands a freed slot to
+  the oldest waiting request, so callers are served in the order they asked, with no
+  polling. A holder keeps its slot alive while the call runs (`in_progress`); one that
+  dies loses it after `SLOT_ACK_WAIT_S`, when the server hands it on.
+- **requests and tokens per minute**: token buckets in the KV bucket `RIG_BREAKERS`
+  (`<provider key>.rpm`, `.tpm`), changed only by compare-and-set and refilled
+  continuously; a burst may use one second's worth (at least one request, at least one
+  call's tokens). A call reserves its estimated tokens before it goes.
 
-Waiting for a slot or for the bucket never outlasts the call's own deadline.
+Waiting for a slot or for the bucket never outlasts the wait's own deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import random
 import time
 from dataclasses import dataclass
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
 from actors._nats import kv_read, kv_swap
-
-_POLL_S = 0.02  # first wait for a busy slot; doubles up to _POLL_MAX_S
-_POLL_MAX_S = 0.5
+from protocols import Names
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,39 +56,95 @@ class LimitTimeout(Exception):
 
 @dataclass(slots=True)
 class Slot:
-    key: str
-    revision: int
+    msg: Msg  # the slot's message, unacknowledged while held
+    keeper: asyncio.Task[None]  # tells the server the holder is alive
+
+
+# A slot whose holder stops saying it is alive goes to the next in line after this long.
+SLOT_ACK_WAIT_S = 10.0
+_SLOT_HEADER = "Rig-Slot"
+
+
+async def _keep(msg: Msg) -> None:
+    while True:
+        await asyncio.sleep(SLOT_ACK_WAIT_S / 3)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
 
 
 class SharedLimits:
-    """The limits of every provider this process calls, kept in one KV bucket."""
+    """The limits of every provider this process calls: slots in the stream `RIG_SLOTS`,
+    rate buckets in the KV bucket `RIG_BREAKERS`."""
 
-    def __init__(self, kv: KeyValue, *, owner: str) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        owner: str,
+        js: JetStreamContext | None = None,
+        names: Names | None = None,
+    ) -> None:
         self._kv, self.owner = kv, owner
-        self._rng = random.Random()
+        self._js, self._names = js, names
+        self._ready: set[str] = set()  # provider keys whose slots and consumer exist
 
     async def slot(
         self, provider: str, base: str, cap: int, *, lease: float, deadline: float
     ) -> Slot:
-        """Hold one of `cap` slots of the provider keyed `base`; raise `LimitTimeout` if
-        none frees up before `deadline`."""
-        wait = _POLL_S
-        while True:
-            for i in self._rng.sample(range(cap), cap):
-                taken = await self._take(f"{base}.slot.{i}", lease)
-                if taken is not None:
-                    return taken
-            left = deadline - time.time()
-            if left <= 0:
-                raise LimitTimeout(f"{provider}: all {cap} concurrent slots stayed busy")
-            await asyncio.sleep(min(wait, left))
-            wait = min(wait * 2, _POLL_MAX_S)
+        """Hold one of `cap` slots of the provider keyed `base`, in turn; raise
+        `LimitTimeout` if none comes before `deadline`. (`lease` is kept for callers:
+        a held slot lives as long as its holder.)"""
+        js, names = self._js, self._names
+        assert js is not None and names is not None, "slots need a JetStream context"
+        await self._prepare(js, names, base, cap)
+        left = deadline - time.time()
+        if left <= 0:
+            raise LimitTimeout(f"{provider}: no time left to wait for a slot")
+        sub = await js.pull_subscribe_bind(
+            durable=names.slots_durable(base), stream=names.slots_stream
+        )
+        try:
+            [msg] = await sub.fetch(1, timeout=left)
+        except nats.errors.TimeoutError:
+            raise LimitTimeout(f"{provider}: all {cap} concurrent slots stayed busy") from None
+        finally:
+            await sub.unsubscribe()
+        return Slot(msg, asyncio.create_task(_keep(msg)))
 
     async def release(self, slot: Slot) -> None:
-        try:
-            await self._kv.delete(slot.key, last=slot.revision)
-        except (KeyWrongLastSequenceError, KeyNotFoundError, NotFoundError):
-            pass  # our lease ran out and someone else holds it now
+        slot.keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slot.keeper
+        with contextlib.suppress(nats.errors.Error):
+            await slot.msg.nak()  # to the next in line; lost, it returns after the ack wait
+
+    async def _prepare(self, js: JetStreamContext, names: Names, base: str, cap: int) -> None:
+        """Make the provider's `cap` slot messages and its consumer, once per process."""
+        if base in self._ready:
+            return
+        subject = names.slots(base)
+        while True:  # append slot n after slot n-1; whoever is first wins each
+            try:
+                last = await js.get_last_msg(names.slots_stream, subject)
+                have, seq = int((last.headers or {}).get(_SLOT_HEADER, "0")) + 1, last.seq or 0
+            except NotFoundError:
+                have, seq = 0, 0
+            if have >= cap:
+                break
+            headers = {_SLOT_HEADER: str(have), "Nats-Expected-Last-Subject-Sequence": str(seq)}
+            with contextlib.suppress(APIError):  # another process appended it first
+                await js.publish(subject, b"", headers=headers)
+        config = ConsumerConfig(
+            durable_name=names.slots_durable(base),
+            filter_subject=subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=SLOT_ACK_WAIT_S,
+            max_deliver=-1,
+            max_waiting=4096,
+        )
+        await js.add_consumer(names.slots_stream, config)
+        self._ready.add(base)
 
     async def take(
         self,
@@ -112,17 +175,6 @@ class SharedLimits:
                 raise LimitTimeout(f"{provider}: the {limit} leaves no room before the deadline")
             await asyncio.sleep(pause)
             waited += pause
-
-    async def _take(self, key: str, lease: float) -> Slot | None:
-        value = json.dumps({"owner": self.owner, "expires": time.time() + lease}).encode()
-        revision = await kv_swap(self._kv, key, value, 0)
-        if revision is None:
-            held, last = await kv_read(self._kv, key)
-            if json.loads(held or b"{}").get("expires", 0) > time.time():
-                return None
-            # Freed meanwhile, or the holder's lease ran out (it died mid-call): take it.
-            revision = await kv_swap(self._kv, key, value, last)
-        return Slot(key, revision) if revision is not None else None
 
     async def _bucket(self, key: str, capacity: float) -> tuple[float, float, int]:
         data, revision = await kv_read(self._kv, key)

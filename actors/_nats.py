@@ -105,7 +105,7 @@ async def _on_reconnected() -> None:
 
 
 def stream_configs(names: Names) -> list[StreamConfig]:
-    """The three streams of a Rig deployment."""
+    """The streams of a Rig deployment."""
     return [
         StreamConfig(
             name=names.work_stream,
@@ -123,6 +123,13 @@ def stream_configs(names: Names) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=EVENTS_MAX_AGE_S,
             duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=names.slots_stream,
+            description="Rig LLM concurrency slots: one message per slot, handed out in order",
+            subjects=[names.slots_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
         ),
         StreamConfig(
             name=names.dlq_stream,

@@ -111,6 +111,25 @@ class Names:
         return f"{self.prefix.upper()}_GRAPHS"
 
     @property
+    def slots_stream(self) -> str:
+        """Concurrency slots of LLM providers: one subject per provider holding one message
+        per slot, handed out in the order asked (see `actors._limits`)."""
+        return f"{self.prefix.upper()}_SLOTS"
+
+    @property
+    def slots_all(self) -> str:
+        return f"{self.prefix}.slots.>"
+
+    def slots(self, key: str) -> str:
+        """The subject of one provider's slots (`key`: the provider's key, dotted)."""
+        return f"{self.prefix}.slots.{key}"
+
+    @staticmethod
+    def slots_durable(key: str) -> str:
+        """The consumer that hands out one provider's slots."""
+        return "slots-" + key.replace(".", "_")
+
+    @property
     def results_store(self) -> str:
         """Object store of tool results too large to travel inline (see `result_ref`)."""
         return f"{self.prefix.upper()}_RESULTS"

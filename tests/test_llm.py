@@ -426,8 +426,11 @@ async def test_a_fallback_chain_answers_when_the_first_provider_is_down() -> Non
             await server.proc.wait()
 
 
-def limited_config(rig: Deployment, url: str, **limits: float) -> None:
-    llm_config(rig, url)
+def limited_config(
+    rig: Deployment, url: str, *, agent: dict[str, Any] | None = None, **limits: float
+) -> None:
+    """The chain's model behind `url`, with these provider `limits` and `agent` settings."""
+    llm_config(rig, url, **(agent or {}))
     path = rig.home / "llm.toml"
     lines = path.read_text().splitlines()
     at = lines.index("[agents.chain]") - 1
