@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import traceback
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -761,8 +762,9 @@ def _models_probe(args: argparse.Namespace) -> int:
     if args.url:
         if not args.model:
             raise _usage("--url needs --model, the model name to send")
+        host = urllib.parse.urlsplit(args.url).netloc or "url"
         chosen = [
-            OpenAICompatible(name="cli", base_url=args.url, model=args.model, dialect=args.dialect)
+            OpenAICompatible(name=host, base_url=args.url, model=args.model, dialect=args.dialect)
         ]
     else:
         path = args.config or RigConfig.from_env().llm_config

