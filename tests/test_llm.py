@@ -154,7 +154,14 @@ async def test_routing_schema_allows_only_the_states_edges(chaos: ChaosServer) -
     assert set(seen) <= {"lookup", "escalate"} and seen["lookup"] > seen["escalate"]
 
 
-def llm_config(rig: Deployment, url: str, *, section: str = "chain", **agent: Any) -> None:
+def llm_config(
+    rig: Deployment,
+    url: str,
+    *,
+    section: str = "chain",
+    provider: dict[str, Any] | None = None,
+    **agent: Any,
+) -> None:
     settings = {"providers": ["chaos"], "timeout": 5.0, "backoff": 0.01, "max_backoff": 0.2}
     settings |= agent
     lines = [
@@ -162,6 +169,7 @@ def llm_config(rig: Deployment, url: str, *, section: str = "chain", **agent: An
         f'base_url = "{url}"',
         'model = "chaos-1"',
         "price = { input_per_mtok = 1.0, output_per_mtok = 2.0 }",
+        *(f"{k} = {json.dumps(v)}" for k, v in (provider or {}).items()),
         "",
         f"[agents.{section}]",
         *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
@@ -393,6 +401,55 @@ async def test_tokens_stream_on_the_jobs_token_subject(rig: Deployment) -> None:
     text = "".join(tokens)
     assert len(tokens) > 6  # in pieces, as they arrived
     assert text.count('"edge": "next"') == 2 and text.count('"edge": "finish"') == 1
+
+
+async def test_rig_watch_tokens_replays_the_answers_of_a_finished_job(rig: Deployment) -> None:
+    server = await start_chaos("--main-path", "1")
+    try:
+        llm_config(rig, server.url)  # not streamed: nothing live to see, only the journal
+        await rig.spawn(*CHAIN)
+        await rig.client.submit("chain", {"n": 2}, job_id="replayed")
+        assert (await rig.client.wait("replayed", timeout=30)).status == "succeeded"
+        watch = await asyncio.create_subprocess_exec(
+            RIG,
+            "watch",
+            "replayed",
+            "--tokens",
+            "--json",
+            env=rig.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(watch.communicate(), 60)
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    replayed = [line for line in lines if line.get("type") == "token"]
+    assert [line["replay"] for line in replayed] == [True, True, True]
+    edges = [json.loads(line["text"])["route"]["edge"] for line in replayed]
+    assert edges == ["next", "next", "finish"]  # each step's answer, before its decision
+    kinds = [line.get("type") for line in lines]
+    assert kinds.index("token") < kinds.index("decision")
+
+
+async def test_an_agent_routes_through_ollamas_own_api(rig: Deployment) -> None:
+    """Dialect `ollama`: `POST /api/chat` with `format`, a stream of JSON lines whose last
+    carries the token counts (chaos-llm serves Ollama's API too)."""
+    server = await start_chaos("--main-path", "1")
+    try:
+        llm_config(rig, server.url, provider={"dialect": "ollama"}, stream=True)
+        await rig.spawn(*CHAIN)
+        job = await rig.client.submit("chain", {"n": 2})
+        assert (await rig.client.wait(job.job_id, timeout=30)).status == "succeeded"
+        decisions = [e for e in await journal(rig, job.job_id) if e.type == "decision"]
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    assert [d.data["edge"] for d in decisions] == ["next", "next", "finish"]
+    for decision in decisions:
+        assert decision.data["usage"]["output_tokens"] > 0  # Ollama's own eval_count
+        assert "usage" not in decision.data["calls"][-1]  # reported, not counted by Rig
 
 
 async def test_a_fallback_chain_answers_when_the_first_provider_is_down() -> None:

@@ -224,6 +224,32 @@ async def test_budgets_hold_when_a_stream_reports_no_usage(
     assert decision.data["calls"][-1].get("usage") == "counted"
 
 
+async def test_the_servers_own_tokenizer_counts_a_stream(llama: LlamaServer) -> None:
+    """`server_tokenizer = true`: a stream without usage is counted by the server's
+    tokenizer (/extras/tokenize/count), not estimated."""
+    provider = OpenAICompatible(
+        name="local",
+        base_url=llama.url,
+        model=MODEL_NAME,
+        dialect="llama_cpp",
+        stream=True,
+        server_tokenizer=True,
+    )
+
+    async def ignore(_: str) -> None:
+        return None
+
+    request = ModelRouter.request(triage_prompt(64))
+    answer = await provider.chat(request, timeout=60, on_token=ignore)
+    async with provider.session.post(
+        f"{provider.root}/extras/tokenize/count", json={"input": answer.text}
+    ) as response:
+        expected = (await response.json())["count"]
+    await provider.close()
+    assert not answer.reported and answer.usage.output_tokens == expected > 0
+    assert answer.usage.input_tokens > 0
+
+
 async def test_a_stream_cut_short_is_retried_never_taken_as_an_answer(
     tmp_path: Path,
 ) -> None:
