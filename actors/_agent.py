@@ -272,6 +272,7 @@ class Agent(Actor):
                 require_schema=require,
                 within=within,
                 timeout=min(_PROBE_TIMEOUT_S, configured.policy.timeout),
+                stream=configured.stream,
             )
             if not ok:
                 self.log.error("llm.probe_failed", provider=provider.name, reason=why)

@@ -8,7 +8,8 @@ Twenty agent processes together keep to what the provider allows:
   pull consumer and gives it back (a nak) when done. The server hands a freed slot to
   the oldest waiting request, so callers are served in the order they asked, with no
   polling. A holder keeps its slot alive while the call runs (`in_progress`); one that
-  dies loses it after `SLOT_ACK_WAIT_S`, when the server hands it on.
+  dies loses it after `SLOT_ACK_WAIT_S`, when the server hands it on (so does a waiter
+  whose wait ends just as a slot is handed to it: the slot is lost for that long).
 - **requests and tokens per minute**: token buckets in the KV bucket `RIG_BREAKERS`
   (`<provider key>.rpm`, `.tpm`), changed only by compare-and-set and refilled
   continuously; a burst may use one second's worth (at least one request, at least one
@@ -88,12 +89,10 @@ class SharedLimits:
         self._js, self._names = js, names
         self._ready: set[str] = set()  # provider keys whose slots and consumer exist
 
-    async def slot(
-        self, provider: str, base: str, cap: int, *, lease: float, deadline: float
-    ) -> Slot:
+    async def slot(self, provider: str, base: str, cap: int, *, deadline: float) -> Slot:
         """Hold one of `cap` slots of the provider keyed `base`, in turn; raise
-        `LimitTimeout` if none comes before `deadline`. (`lease` is kept for callers:
-        a held slot lives as long as its holder.)"""
+        `LimitTimeout` if none comes before `deadline`. A held slot lives as long as its
+        holder says it is alive; release it after the call."""
         js, names = self._js, self._names
         assert js is not None and names is not None, "slots need a JetStream context"
         await self._prepare(js, names, base, cap)

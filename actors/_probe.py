@@ -232,24 +232,33 @@ async def check_at_start(
     require_schema: bool,
     timeout: float = 30.0,
     within: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    stream: bool = False,
 ) -> tuple[bool, ProbeReport, str]:
-    """The check an agent makes of a provider when it starts: the configured dialect;
-    if that fails, every dialect, so that the refusal says which one would work.
-    `within` holds the provider's shared limits around the first request."""
+    """The check an agent makes of a provider when it starts: the configured dialect
+    (and, for an agent that streams, one stream); if the dialect fails, every dialect,
+    so that the refusal says which one would work. `within` holds the provider's shared
+    limits around each request the agent would make anyway."""
     report = ProbeReport(provider.name, provider.model, provider.base_url, provider.dialect)
-    if provider.dialect != "prompt_only":
-        try:
-            async with within() if within is not None else contextlib.nullcontext():
-                shape = await probe_shape(provider, provider.dialect, timeout=timeout)
-        except ProviderError as exc:  # the shared limits kept it back: judge nothing
-            shape = ShapeResult(provider.dialect, "unreachable", str(exc)[:300])
-        report.shapes.append(shape)
+    hold = within if within is not None else contextlib.nullcontext
+    try:
+        if provider.dialect != "prompt_only":
+            async with hold():
+                report.shapes.append(await probe_shape(provider, provider.dialect, timeout=timeout))
+        answered = all(shape.outcome != "unreachable" for shape in report.shapes)
+        if stream and answered:
+            async with hold():
+                report.stream = await probe_stream(provider, timeout=timeout)
+    except ProviderError as exc:  # the shared limits kept it back: judge nothing
+        if not report.shapes and provider.dialect != "prompt_only":
+            report.shapes.append(ShapeResult(provider.dialect, "unreachable", str(exc)[:300]))
     ok, why = report.verdict(require_schema=require_schema)
     if not ok:
         others = tuple(d for d in DIALECTS if d != provider.dialect)
         for dialect in others:
             report.shapes.append(await probe_shape(provider, dialect, timeout=timeout))
         ok, why = report.verdict(require_schema=require_schema)
+    if ok and report.stream is not None and not report.stream.usage:
+        why += "; its streams report no usage, so Rig counts the tokens"
     return ok, report, why
 
 

@@ -12,11 +12,15 @@ open breakers and fallbacks.
     [providers.local]                  # an LLM config file (see `load_llm_config`)
     base_url = "http://127.0.0.1:8400/v1"
     model = "chaos-1"
+    dialect = "openai"                 # how the schema is asked for (`DIALECTS`)
     api_key_env = "OPENAI_API_KEY"     # optional: the variable holding the key
     price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }
-    max_concurrency = 8                # shared by every agent process (NATS KV)
+    max_concurrency = 8                # slots shared by every agent process, in turn
     requests_per_minute = 600          # shared token buckets
     tokens_per_minute = 200000
+    require_schema = true              # refuse to start if the schema is not enforced
+    probe = true                       # check the provider when an agent starts
+    server_tokenizer = false           # count unreported usage with the server's tokenizer
 
     [agents.refund]
     providers = ["local"]              # tried in order: a fallback chain
@@ -33,6 +37,7 @@ open breakers and fallbacks.
     hedge_percentile = 95              #   by default; or past this latency percentile)
     cache = false                      # exact-match response cache (temperature 0) in
     cache_ttl = 3600.0                 #   the KV bucket RIG_LLM_CACHE, per agent
+    queue_timeout = 60.0               # longest wait for a slot; `timeout` starts after
 """
 
 from __future__ import annotations
@@ -626,9 +631,7 @@ class ModelRouter:
                 try:
                     # The wait for a slot has its own bound; the call's timeout starts after.
                     queue = min(self.policy.queue_timeout, _left(prompt.deadline))
-                    slot, waited = await self._within_limits(
-                        provider, request, queue, lease=self.policy.timeout + 5.0
-                    )
+                    slot, waited = await self._within_limits(provider, request, queue)
                     timeout = min(self.policy.timeout, _left(prompt.deadline))
                     answer = await self._attempt(provider, request, timeout, prompt, calls)
                 except ProviderError as exc:
@@ -671,9 +674,7 @@ class ModelRouter:
     async def limited(self, provider: Provider, request: ChatRequest) -> AsyncIterator[None]:
         """Hold what one call to `provider` needs of its shared limits (a slot, the rate
         buckets) while the body runs: for calls made outside `complete`, like a probe."""
-        slot, _waited = await self._within_limits(
-            provider, request, self.policy.queue_timeout, lease=self.policy.timeout + 5.0
-        )
+        slot, _waited = await self._within_limits(provider, request, self.policy.queue_timeout)
         try:
             yield
         finally:
@@ -681,7 +682,7 @@ class ModelRouter:
                 await self.shared.release(slot)
 
     async def _within_limits(
-        self, provider: Provider, request: ChatRequest, timeout: float, *, lease: float
+        self, provider: Provider, request: ChatRequest, timeout: float
     ) -> tuple[Slot | None, float]:
         """Wait for the provider's shared rate limits and take a concurrency slot; return
         the slot (release it after the call) and the seconds waited."""
@@ -716,7 +717,6 @@ class ModelRouter:
                     provider.name,
                     provider.key,
                     limits.max_concurrency,
-                    lease=lease,
                     deadline=deadline,
                 )
         except LimitTimeout as exc:

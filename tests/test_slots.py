@@ -49,11 +49,11 @@ async def test_slots_are_handed_out_in_the_order_asked(
 ) -> None:
     limits = [await limits_of(rig, nc) for nc in connections]
     deadline = time.time() + 60
-    held = await limits[0].slot("local", KEY, 1, lease=30, deadline=deadline)
+    held = await limits[0].slot("local", KEY, 1, deadline=deadline)
     served: list[int] = []
 
     async def wait_in_line(n: int) -> None:
-        slot = await limits[n].slot("local", KEY, 1, lease=30, deadline=deadline)
+        slot = await limits[n].slot("local", KEY, 1, deadline=deadline)
         served.append(n)
         await limits[n].release(slot)
 
@@ -73,10 +73,10 @@ async def test_a_dead_holders_slot_goes_to_the_next_in_line(
 ) -> None:
     holder, heir = await limits_of(rig, connections[0]), await limits_of(rig, connections[1])
     deadline = time.time() + 120
-    await holder.slot("local", KEY, 1, lease=30, deadline=deadline)
+    await holder.slot("local", KEY, 1, deadline=deadline)
     # The holder's process dies: no release, no more "still alive".
     await connections[0].close()
-    slot = await asyncio.wait_for(heir.slot("local", KEY, 1, lease=30, deadline=deadline), 60)
+    slot = await asyncio.wait_for(heir.slot("local", KEY, 1, deadline=deadline), 60)
     await heir.release(slot)
 
 
