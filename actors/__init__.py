@@ -8,6 +8,7 @@ from actors._actor import Actor, Delivery, Endpoint, Inbox
 from actors._agent import Agent
 from actors._client import RigClient
 from actors._config import RigConfig
+from actors._gateway import Gateway
 from actors._ledger import Claim, Ledger, LedgerRecord
 from actors._llm import LLM, LLMReply, Price, RoutePrompt, RuleLLM
 from actors._supervisor import Supervisor
@@ -21,6 +22,7 @@ __all__ = [
     "Claim",
     "Delivery",
     "Endpoint",
+    "Gateway",
     "Inbox",
     "LLMReply",
     "Ledger",

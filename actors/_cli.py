@@ -393,6 +393,20 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--keep", action="store_true", help="keep the dead letter")
     replay.set_defaults(run=_dlq_replay)
 
+    gateway = verbs.add_parser(
+        "gateway",
+        help="serve Rig over HTTP (202 + job id, SSE with resume, long poll)",
+        description="Run the HTTP gateway (actors:Gateway) on loopback: POST /v1/jobs "
+        "answers 202 with the job id; GET /v1/jobs/{id}/events streams the journal as "
+        "Server-Sent Events that resume by Last-Event-ID on any replica. Stateless: start "
+        "as many as you like. The routes are in the README.",
+    )
+    gateway.add_argument(
+        "--host", help="loopback address to bind (default: RIG_GATEWAY_HOST or 127.0.0.1)"
+    )
+    gateway.add_argument("--port", type=int, help="port (default: RIG_GATEWAY_PORT or 8080)")
+    gateway.set_defaults(run=_gateway)
+
     models = verbs.add_parser(
         "models",
         help="check what a model server does with Rig's requests",
@@ -752,6 +766,19 @@ def _graph(args: argparse.Namespace) -> int:
         _print_json({"agent": name, "format": args.format, "graph": text})
     else:
         print(text, end="")
+    return EXIT_OK
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from actors._gateway import Gateway
+
+    if args.host is not None:
+        os.environ["RIG_GATEWAY_HOST"] = args.host
+    if args.port is not None:
+        if not 0 < args.port < 65536:
+            raise _usage("--port must be between 1 and 65535")
+        os.environ["RIG_GATEWAY_PORT"] = str(args.port)
+    run_async(Gateway().run())
     return EXIT_OK
 
 

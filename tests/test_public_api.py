@@ -13,6 +13,7 @@ def test_actors_exports() -> None:
             "Claim",
             "Delivery",
             "Endpoint",
+            "Gateway",
             "Inbox",
             "LLMReply",
             "Ledger",

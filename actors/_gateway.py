@@ -1,0 +1,426 @@
+"""`rig gateway` (`actors:Gateway`): Rig over HTTP, on the journal Rig already keeps.
+
+    POST /v1/jobs                  {agent, input, job_id?, limits?} -> 202 Accepted + Location
+    GET  /v1/jobs/{id}             the job's status (as `rig status`)
+    GET  /v1/jobs/{id}/wait        long poll until terminal or parked (?timeout=30)
+    GET  /v1/jobs/{id}/events      Server-Sent Events: the journal from the start (or after
+                                   `Last-Event-ID` / `?after=N`), live, ending after the
+                                   terminal status; `?tokens=true` adds the model's tokens
+    POST /v1/jobs/{id}/cancel      {reason?}
+    POST /v1/jobs/{id}/resolve     {edge, args?, note?, by?, limits?}
+    GET  /v1/jobs                  ?agent=&status=&limit= (newest first)
+    GET  /v1/inbox                 ?agent=
+    GET  /v1/agents                registered agents and their live processes
+    GET  /healthz, /readyz
+
+Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
+the error code the NATS API replies with. A POST with an `Idempotency-Key` header and no
+`job_id` gets the job id the key names, so the same key and body are one job however
+often they are sent, and another body under the key is `409 job_conflict`.
+
+An SSE event's `id` is its sequence in the events stream, so a client that lost its
+connection resumes with `Last-Event-ID` on any replica, for as long as the stream keeps
+the journal. A client that does not read is cut off after `WRITE_TIMEOUT_S` rather than
+hold anything up; it resumes by id. The gateway holds no state: run as many as you like.
+
+It binds loopback only (`RIG_GATEWAY_HOST`, default 127.0.0.1; `RIG_GATEWAY_PORT`,
+default 8080), until API keys exist to guard another address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+from typing import Any
+
+import nats.errors
+import structlog
+from aiohttp import web
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from actors._actor import Actor
+from actors._client import SETTLED_STATUSES, RigClient
+from protocols import (
+    TERMINAL_STATUSES,
+    ConfigError,
+    Event,
+    PayloadTooLargeError,
+    RigConnectionError,
+    RigError,
+    SchemaError,
+    check_token,
+    decode,
+    decode_as,
+    validate,
+)
+from protocols._http import HttpCancel, HttpResolve, HttpSubmit, limits_of
+
+MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
+WRITE_TIMEOUT_S = 10.0  # an SSE client that reads nothing for this long is cut off
+KEEP_ALIVE_S = 15.0  # an SSE comment when nothing else was sent for this long
+RETRY_MS = 2000  # what an SSE client waits before it reconnects
+MAX_WAIT_S = 300.0  # the longest long poll
+
+# The HTTP status of each error code the NATS API replies with.
+_STATUS = {
+    "schema_error": 400,
+    "decode_error": 400,
+    "invalid_name": 400,
+    "protocol_error": 400,
+    "graph_error": 400,
+    "unknown_agent": 404,
+    "unknown_job": 404,
+    "not_found": 404,
+    "job_state": 409,
+    "job_conflict": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "connection_error": 503,
+    "timeout": 504,
+}
+
+
+class Problem(Exception):
+    """An HTTP error that is not one of Rig's own (a missing route, a wrong media type)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+_MEMBERS = ("type", "title", "status", "detail", "code")
+
+
+def problem(
+    status: int, code: str, detail: str, extra: dict[str, Any] | None = None
+) -> web.Response:
+    """An RFC 9457 problem document; the error's own details are extension members (one
+    named like a standard member, a job's `status` say, gets a `rig_` prefix)."""
+    body = {
+        (f"rig_{key}" if key in _MEMBERS else key): value for key, value in (extra or {}).items()
+    }
+    body |= {
+        "type": f"/problems/{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    return web.json_response(body, status=status, content_type="application/problem+json")
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error as a problem document; the process keeps serving."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except Problem as exc:
+        return problem(exc.status, exc.code, exc.detail)
+    except RigError as exc:
+        details = exc.to_dict()
+        code = details.pop("code")
+        message = details.pop("message")
+        return problem(_STATUS.get(code, 500), code, message, details)
+    except TimeoutError as exc:
+        return problem(504, "timeout", str(exc) or "timed out")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = "not_found" if exc.status == 404 else f"http_{exc.status}"
+        return problem(exc.status, code, exc.reason)
+    except Exception as exc:  # a bug of ours: logged, and said as little as possible
+        structlog.get_logger("rig.gateway").error(
+            "gateway.internal_error", path=request.path, error=repr(exc), exc_info=exc
+        )
+        return problem(500, "internal_error", "the gateway failed; its log says why")
+
+
+class Gateway(Actor):
+    """Rig over HTTP: see the module's docstring. Consumes nothing; serves HTTP."""
+
+    name = "gateway"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.host = os.environ.get("RIG_GATEWAY_HOST", "127.0.0.1")
+        port = os.environ.get("RIG_GATEWAY_PORT", "8080")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"RIG_GATEWAY_PORT must be a port number, not {port!r}")
+        self.port = int(port)
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        if not _loopback(self.host):
+            raise ConfigError(
+                f"the gateway binds loopback only (RIG_GATEWAY_HOST={self.host!r}): it has "
+                "no API keys yet to guard another address"
+            )
+        self.rig = RigClient(self.nc, self.config)
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=2.0)
+        await site.start()
+        self.log.info("gateway.listening", url=f"http://{self.host}:{self.port}")
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[problems], client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/v1/jobs", self.submit)
+        app.router.add_get("/v1/jobs", self.jobs)
+        app.router.add_get("/v1/jobs/{job_id}", self.status)
+        app.router.add_get("/v1/jobs/{job_id}/wait", self.wait)
+        app.router.add_get("/v1/jobs/{job_id}/events", self.events)
+        app.router.add_post("/v1/jobs/{job_id}/cancel", self.cancel)
+        app.router.add_post("/v1/jobs/{job_id}/resolve", self.resolve)
+        app.router.add_get("/v1/inbox", self.inbox)
+        app.router.add_get("/v1/agents", self.agents)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    # --- jobs ----------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.Response:
+        body = validate(HttpSubmit, await _body(request))
+        job_id = body.job_id
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            if job_id is not None:
+                raise SchemaError("give job_id or an Idempotency-Key header, not both")
+            job_id = idempotent_job_id(key)
+        reply = await self.rig.submit(body.agent, body.input, job_id=job_id, **limits_of(body))
+        location = f"/v1/jobs/{reply.job_id}"
+        links = {
+            "self": location,
+            "events": f"{location}/events",
+            "wait": f"{location}/wait",
+        }
+        payload = reply.model_dump(mode="json") | {"links": links}
+        return web.json_response(payload, status=202, headers={"Location": location})
+
+    async def status(self, request: web.Request) -> web.Response:
+        info = await self.rig.status(_job_id(request))
+        return web.json_response(info.model_dump(mode="json"))
+
+    async def wait(self, request: web.Request) -> web.Response:
+        """Until the job is terminal or waits for a person, or `timeout` passes: the
+        status either way (a client asks again while it is `running`)."""
+        job_id = _job_id(request)
+        timeout = _number(request, "timeout", 30.0, high=MAX_WAIT_S)
+        info = await self.rig.status(job_id)
+        if info.status not in SETTLED_STATUSES:
+            with contextlib.suppress(TimeoutError):
+                info = await self.rig.wait(job_id, timeout=timeout)
+        return web.json_response(info.model_dump(mode="json"))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        body = validate(HttpCancel, await _body(request, empty_ok=True))
+        info = await self.rig.cancel(_job_id(request), reason=body.reason)
+        return web.json_response(info.model_dump(mode="json"))
+
+    async def resolve(self, request: web.Request) -> web.Response:
+        body = validate(HttpResolve, await _body(request))
+        info = await self.rig.resolve(
+            _job_id(request),
+            body.edge,
+            args=body.args,
+            note=body.note,
+            by=body.by,
+            **limits_of(body),
+        )
+        return web.json_response(info.model_dump(mode="json"))
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        agent = request.query.get("agent")
+        status = request.query.get("status")
+        limit = int(_number(request, "limit", 50, high=1000))
+        found = await self.rig.jobs(agent=agent, status=status, limit=max(1, limit))
+        return web.json_response({"jobs": [info.model_dump(mode="json") for info in found]})
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        jobs = await self.rig.inbox(request.query.get("agent"))
+        return web.json_response({"jobs": [job.model_dump(mode="json") for job in jobs]})
+
+    async def agents(self, request: web.Request) -> web.Response:
+        infos, live = await self.rig.agents(), await self.rig.live_agents()
+        return web.json_response(
+            {
+                "agents": [
+                    {
+                        "name": info.name,
+                        "description": info.description,
+                        "example_input": info.example_input,
+                        "graph_version": info.graph.version,
+                        "live": live.get(info.name, 0),
+                    }
+                    for info in infos
+                ]
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        try:
+            await self.nc.flush(timeout=2)
+            await self.js.stream_info(self.names.events_stream)
+        except (nats.errors.Error, OSError) as exc:
+            raise RigConnectionError(f"NATS is not ready: {exc!r}") from None
+        return web.json_response({"ok": True})
+
+    # --- the journal as Server-Sent Events -------------------------------------------
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        job_id = _job_id(request)
+        after = _after(request)
+        tokens = request.query.get("tokens", "false").lower() in ("1", "true", "yes")
+        await self.rig.status(job_id)  # 404 before the stream starts, for a job not known
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        stream = _Stream(response)
+        await stream.send(f"retry: {RETRY_MS}\n\n")
+        token_sub = None
+        if tokens:
+
+            async def on_token(msg: Any) -> None:
+                text = json.dumps({"text": msg.data.decode(errors="replace")})
+                stream.later(f"event: token\ndata: {text}\n\n")
+
+            token_sub = await self.nc.subscribe(self.names.tokens(job_id), cb=on_token)
+        start = (
+            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
+            if after
+            else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        )
+        subject = self.names.events(job_id)
+        sub = await self.js.subscribe(subject, ordered_consumer=True, config=start)
+        try:
+            while True:
+                await stream.flush_later()
+                try:
+                    msg = await sub.next_msg(timeout=KEEP_ALIVE_S)
+                except nats.errors.TimeoutError:
+                    await stream.send(": keep-alive\n\n")
+                    continue
+                event = decode_as(Event, msg.data)[0]
+                data = event.model_dump_json()
+                seq = msg.metadata.sequence.stream
+                await stream.send(f"id: {seq}\nevent: {event.type}\ndata: {data}\n\n")
+                if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
+                    break
+        except (ConnectionResetError, _Gone):
+            pass  # the client left, or stopped reading: it resumes by id
+        except Exception as exc:  # the stream has begun: no problem document now
+            self.log.error("gateway.stream_failed", job_id=job_id, error=repr(exc), exc_info=exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            if token_sub is not None:
+                with contextlib.suppress(Exception):
+                    await token_sub.unsubscribe()
+        with contextlib.suppress(ConnectionResetError, _Gone):
+            await stream.flush_later()
+            await response.write_eof()
+        return response
+
+
+class _Gone(Exception):
+    """The SSE client stopped reading."""
+
+
+class _Stream:
+    """One SSE response: writes that give up on a client that does not read, and token
+    events queued (bounded) by the NATS callback for the writer to send."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+        self._later: asyncio.Queue[str] = asyncio.Queue(maxsize=1024)
+
+    async def send(self, text: str) -> None:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await self.response.write(text.encode())
+        except TimeoutError:
+            raise _Gone from None
+
+    def later(self, text: str) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # tokens are best effort, not journal
+            self._later.put_nowait(text)
+
+    async def flush_later(self) -> None:
+        while not self._later.empty():
+            await self.send(self._later.get_nowait())
+
+
+def idempotent_job_id(key: str) -> str:
+    """The job id an `Idempotency-Key` names (any text: hashed into a valid id)."""
+    if not key or len(key) > 255:
+        raise SchemaError("Idempotency-Key must be 1 to 255 characters")
+    return "idem-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+async def _body(request: web.Request, *, empty_ok: bool = False) -> Any:
+    """The JSON body (NaN and other non-plain values refused), or a problem."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(
+            f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLargeError(
+            f"the body is larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES
+        ) from None
+    if not raw and empty_ok:
+        return {}
+    if request.content_type not in ("application/json", ""):
+        raise Problem(415, "unsupported_media_type", "send the body as application/json")
+    value, _ = decode(raw, {"Content-Type": "application/json"})  # DecodeError: a 400
+    return value
+
+
+def _job_id(request: web.Request) -> str:
+    return check_token(request.match_info["job_id"], what="job id")
+
+
+def _after(request: web.Request) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
+    if not raw.isdigit() or len(raw) > 19:
+        raise SchemaError(f"Last-Event-ID (or after) must be an event id, not {raw[:40]!r}")
+    return int(raw)
+
+
+def _number(request: web.Request, name: str, default: float, *, high: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SchemaError(f"{name} must be a number, not {raw[:40]!r}") from None
+    if not 0 < value <= high:
+        raise SchemaError(f"{name} must be more than 0 and at most {high:g}")
+    return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,212 @@
+"""`rig gateway` over real HTTP: gateway processes (`actors:Gateway`) on a real server,
+spoken to with aiohttp as any web backend would."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from protocols import Event
+from tests.conftest import REFUND, Deployment
+
+pytestmark = pytest.mark.integration
+
+OVER_LIMIT = {"order_id": "A-1001", "amount": 650.0, "reason": "never arrived"}  # a person
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_gateway(rig: Deployment) -> tuple[str, asyncio.subprocess.Process]:
+    port = free_port()
+    rig.extra_env["RIG_GATEWAY_PORT"] = str(port)
+    [proc] = await rig.spawn("actors:Gateway")
+    return f"http://127.0.0.1:{port}", proc
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session
+
+
+async def sse(
+    http: aiohttp.ClientSession, url: str, *, after: int | None = None
+) -> AsyncIterator[dict[str, str]]:
+    """The events of an SSE stream, as dicts of their fields."""
+    headers = {"Last-Event-ID": str(after)} if after is not None else {}
+    async with http.get(url, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        assert response.content_type == "text/event-stream"
+        fields: dict[str, str] = {}
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if not line:
+                if "data" in fields:
+                    yield fields
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+
+
+async def journal(rig: Deployment, job_id: str) -> list[Event]:
+    return [event async for event in rig.client.events(job_id, timeout=60)]
+
+
+async def test_a_job_over_http_202_then_its_events_to_the_end(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    async with http.post(
+        f"{base}/v1/jobs", json={"agent": "refund", "input": {"order_id": "A-1001", "amount": 5}}
+    ) as response:
+        assert response.status == 202
+        body = await response.json()
+        assert response.headers["Location"] == f"/v1/jobs/{body['job_id']}"
+    assert body["status"] == "accepted" and body["links"]["events"].endswith("/events")
+    streamed = [event async for event in sse(http, base + body["links"]["events"])]
+    events = [Event.model_validate_json(event["data"]) for event in streamed]
+    # The same journal `rig watch` shows, in order, each event once, typed and numbered.
+    assert events == await journal(rig, body["job_id"])
+    assert [event["event"] for event in streamed] == [event.type for event in events]
+    ids = [int(event["id"]) for event in streamed]
+    assert ids == sorted(set(ids))
+    assert events[-1].data["status"] == "succeeded"
+    async with http.get(base + body["links"]["wait"]) as response:
+        assert (await response.json())["status"] == "succeeded"
+    async with http.get(f"{base}/v1/jobs/{body['job_id']}") as response:
+        assert (await response.json())["state"] == "done"
+
+
+async def test_a_stream_resumes_on_another_replica_after_a_kill(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    """Ten jobs park for a person while their streams run on gateway one; it is
+    SIGKILLed; a person resolves them through gateway two, where each stream resumes
+    from the last id it saw: every event once, none missing."""
+    await rig.spawn(*REFUND)
+    one, first = await start_gateway(rig)
+    two, _ = await start_gateway(rig)
+    jobs = []
+    for _ in range(10):
+        async with http.post(
+            f"{one}/v1/jobs", json={"agent": "refund", "input": OVER_LIMIT}
+        ) as response:
+            jobs.append((await response.json())["job_id"])
+
+    async def until_parked(job_id: str) -> list[dict[str, str]]:
+        seen = []
+        async for event in sse(http, f"{one}/v1/jobs/{job_id}/events"):
+            seen.append(event)
+            if json.loads(event["data"])["data"].get("status") == "waiting_human":
+                return seen
+        raise AssertionError("the stream ended before the job parked")
+
+    before = await asyncio.gather(*(until_parked(job_id) for job_id in jobs))
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    for job_id in jobs:
+        async with http.post(
+            f"{two}/v1/jobs/{job_id}/resolve", json={"edge": "approve", "by": "test"}
+        ) as response:
+            assert response.status == 200, await response.text()
+
+    async def resumed(job_id: str, seen: list[dict[str, str]]) -> list[dict[str, str]]:
+        url = f"{two}/v1/jobs/{job_id}/events"
+        return [event async for event in sse(http, url, after=int(seen[-1]["id"]))]
+
+    after = await asyncio.gather(*(resumed(j, s) for j, s in zip(jobs, before, strict=True)))
+    for job_id, head, tail in zip(jobs, before, after, strict=True):
+        events = [Event.model_validate_json(event["data"]) for event in head + tail]
+        assert events == await journal(rig, job_id)  # none missing, none twice
+        assert events[-1].data["status"] == "succeeded"
+
+
+async def test_one_idempotency_key_is_one_job(rig: Deployment, http: aiohttp.ClientSession) -> None:
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    body = {"agent": "refund", "input": {"order_id": "A-1002", "amount": 7}}
+    headers = {"Idempotency-Key": "order-A-1002-refund-1"}
+    ids = set()
+    for _ in range(10):  # a client retrying after timeouts
+        async with http.post(f"{base}/v1/jobs", json=body, headers=headers) as response:
+            assert response.status == 202
+            ids.add((await response.json())["job_id"])
+    assert len(ids) == 1
+    other = body | {"input": {"order_id": "A-1002", "amount": 70}}
+    async with http.post(f"{base}/v1/jobs", json=other, headers=headers) as response:
+        assert response.status == 409
+        assert response.content_type == "application/problem+json"
+        problem = await response.json()
+    assert problem["code"] == "job_conflict" and problem["status"] == 409
+    jobs = await rig.client.jobs(agent="refund")
+    assert [job.job_id for job in jobs] == list(ids)
+
+
+async def test_bad_requests_get_problem_documents_and_the_gateway_keeps_serving(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    job = {"agent": "refund", "input": {"order_id": "A-1001", "amount": 5}}
+
+    async def problem(method: str, path: str, **kwargs: Any) -> tuple[int, str]:
+        async with http.request(method, base + path, **kwargs) as response:
+            assert response.content_type == "application/problem+json", await response.text()
+            body = await response.json()
+            assert body["status"] == response.status and body["detail"]
+            return response.status, str(body["code"])
+
+    as_json = {"Content-Type": "application/json"}
+    assert await problem("POST", "/v1/jobs", data=b"{not", headers=as_json) == (
+        400,
+        "decode_error",
+    )
+    assert await problem("POST", "/v1/jobs", data=b'{"a": NaN}', headers=as_json) == (
+        400,
+        "decode_error",
+    )
+    assert await problem(
+        "POST", "/v1/jobs", data=json.dumps(job), headers={"Content-Type": "text/plain"}
+    ) == (415, "unsupported_media_type")
+    assert await problem("POST", "/v1/jobs", json={"agent": "refund"}) == (400, "schema_error")
+    assert await problem("POST", "/v1/jobs", json=job | {"extra": 1}) == (400, "schema_error")
+    assert await problem("POST", "/v1/jobs", json=job | {"agent": "nobody"}) == (
+        404,
+        "unknown_agent",
+    )
+    big = io.BytesIO(json.dumps(job | {"input": {"blob": "x" * (2 << 20)}}).encode())
+    assert await problem("POST", "/v1/jobs", data=big, headers=as_json) == (
+        413,
+        "payload_too_large",
+    )
+    assert await problem("GET", "/v1/jobs/no-such-job") == (404, "unknown_job")
+    assert await problem("GET", "/v1/jobs/a.b") == (400, "invalid_name")
+    assert await problem("GET", "/v1/jobs/no-such-job/events") == (404, "unknown_job")
+    assert await problem("GET", "/v1/nothing-here") == (404, "not_found")
+    async with http.post(f"{base}/v1/jobs", json=job) as response:
+        job_id = (await response.json())["job_id"]
+    assert await problem("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "soon"}) == (
+        400,
+        "schema_error",
+    )
+    assert await problem("GET", f"/v1/jobs/{job_id}/wait?timeout=-1") == (400, "schema_error")
+    assert await problem("POST", f"/v1/jobs/{job_id}/resolve", json={"edge": "approve"}) == (
+        409,
+        "job_state",
+    )
+    async with http.get(f"{base}/readyz") as response:  # still serving
+        assert response.status == 200 and (await response.json()) == {"ok": True}
