@@ -31,16 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import importlib.metadata
 import ipaddress
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 import structlog
 from aiohttp import web
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from actors._actor import Actor
 from actors._client import SETTLED_STATUSES, RigClient
@@ -48,6 +53,7 @@ from protocols import (
     TERMINAL_STATUSES,
     ConfigError,
     Event,
+    JobInfo,
     PayloadTooLargeError,
     RigConnectionError,
     RigError,
@@ -57,7 +63,19 @@ from protocols import (
     decode_as,
     validate,
 )
-from protocols._http import HttpCancel, HttpResolve, HttpSubmit, limits_of
+from protocols._http import (
+    HttpAccepted,
+    HttpAgent,
+    HttpAgents,
+    HttpCancel,
+    HttpInbox,
+    HttpJobs,
+    HttpOk,
+    HttpProblem,
+    HttpResolve,
+    HttpSubmit,
+    limits_of,
+)
 
 MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
 WRITE_TIMEOUT_S = 10.0  # an SSE client that reads nothing for this long is cut off
@@ -139,6 +157,200 @@ async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
         return problem(500, "internal_error", "the gateway failed; its log says why")
 
 
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "path", "query" or "header"
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route: what registers it, and what the OpenAPI document says of it."""
+
+    method: str
+    path: str
+    handler: str
+    summary: str
+    ok: int = 200
+    answer: type[BaseModel] | None = None  # None: Server-Sent Events
+    body: type[BaseModel] | None = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+
+
+_JOB_ID = Param("job_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"})
+_ROUTES_OF_A_JOB = (400, 404, 503)
+ROUTES = (
+    Route(
+        "POST",
+        "/v1/jobs",
+        "submit",
+        "Start a job; answered once it is stored",
+        ok=202,
+        answer=HttpAccepted,
+        body=HttpSubmit,
+        params=(
+            Param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "the same key and body are one job; another body under the key is 409",
+            ),
+        ),
+        errors=(400, 404, 409, 413, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs",
+        "jobs",
+        "Jobs, newest first",
+        answer=HttpJobs,
+        params=(
+            Param("agent", "query", {"type": "string"}),
+            Param("status", "query", {"type": "string"}, "a status, or `active`"),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        ),
+        errors=(400, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{job_id}",
+        "status",
+        "A job's status",
+        answer=JobInfo,
+        params=(_JOB_ID,),
+        errors=_ROUTES_OF_A_JOB,
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{job_id}/wait",
+        "wait",
+        "Long poll: the status once the job is terminal or waits for a person, or when "
+        "`timeout` seconds passed",
+        answer=JobInfo,
+        params=(
+            _JOB_ID,
+            Param(
+                "timeout",
+                "query",
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT_S},
+            ),
+        ),
+        errors=(*_ROUTES_OF_A_JOB, 504),
+    ),
+    Route(
+        "GET",
+        "/v1/jobs/{job_id}/events",
+        "events",
+        "The job's journal as Server-Sent Events (id: the event's stream sequence)",
+        answer=None,
+        params=(
+            _JOB_ID,
+            Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]{1,19}$"}),
+            Param("after", "query", {"type": "integer", "minimum": 0}),
+            Param("tokens", "query", {"type": "boolean"}),
+        ),
+        errors=_ROUTES_OF_A_JOB,
+    ),
+    Route(
+        "POST",
+        "/v1/jobs/{job_id}/cancel",
+        "cancel",
+        "End a job that has not ended as `cancelled`",
+        answer=JobInfo,
+        body=HttpCancel,
+        params=(_JOB_ID,),
+        errors=(*_ROUTES_OF_A_JOB, 409, 415),
+    ),
+    Route(
+        "POST",
+        "/v1/jobs/{job_id}/resolve",
+        "resolve",
+        "A person takes an edge of a job waiting for one",
+        answer=JobInfo,
+        body=HttpResolve,
+        params=(_JOB_ID,),
+        errors=(*_ROUTES_OF_A_JOB, 409, 415),
+    ),
+    Route(
+        "GET",
+        "/v1/inbox",
+        "inbox",
+        "The jobs waiting for a person",
+        answer=HttpInbox,
+        params=(Param("agent", "query", {"type": "string"}),),
+        errors=(400, 503),
+    ),
+    Route("GET", "/v1/agents", "agents", "Registered agents", answer=HttpAgents, errors=(503,)),
+    Route("GET", "/healthz", "healthz", "The process serves", answer=HttpOk),
+    Route("GET", "/readyz", "readyz", "NATS is reachable", answer=HttpOk, errors=(503,)),
+)
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `ROUTES`, its schemas generated from the models."""
+    answers = {HttpProblem} | {route.answer for route in ROUTES if route.answer is not None}
+    bodies = {route.body for route in ROUTES if route.body is not None}
+    _, schemas = models_json_schema(
+        [(model, "serialization") for model in sorted(answers, key=lambda m: m.__name__)]
+        + [(model, "validation") for model in sorted(bodies, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    problem_ref = {"$ref": "#/components/schemas/HttpProblem"}
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        ok: dict[str, Any] = {"description": route.summary}
+        if route.answer is None:
+            ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        else:
+            ref = {"$ref": f"#/components/schemas/{route.answer.__name__}"}
+            ok["content"] = {"application/json": {"schema": ref}}
+        responses: dict[str, Any] = {str(route.ok): ok}
+        for status in route.errors:
+            responses[str(status)] = {
+                "description": "a problem document",
+                "content": {"application/problem+json": {"schema": problem_ref}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": route.handler,
+            "summary": route.summary,
+            "responses": responses,
+        }
+        if route.params:
+            operation["parameters"] = [
+                {
+                    "name": param.name,
+                    "in": param.where,
+                    "required": param.where == "path",
+                    "schema": param.schema,
+                    **({"description": param.description} if param.description else {}),
+                }
+                for param in route.params
+            ]
+        if route.body is not None:
+            ref = {"$ref": f"#/components/schemas/{route.body.__name__}"}
+            operation["requestBody"] = {
+                "required": route.body is not HttpCancel,
+                "content": {"application/json": {"schema": ref}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Rig", "version": _version()},
+        "paths": paths,
+        "components": {"schemas": schemas.get("$defs", {})},
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("rig")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
 class Gateway(Actor):
     """Rig over HTTP: see the module's docstring. Consumes nothing; serves HTTP."""
 
@@ -172,18 +384,17 @@ class Gateway(Actor):
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[problems], client_max_size=MAX_BODY_BYTES)
-        app.router.add_post("/v1/jobs", self.submit)
-        app.router.add_get("/v1/jobs", self.jobs)
-        app.router.add_get("/v1/jobs/{job_id}", self.status)
-        app.router.add_get("/v1/jobs/{job_id}/wait", self.wait)
-        app.router.add_get("/v1/jobs/{job_id}/events", self.events)
-        app.router.add_post("/v1/jobs/{job_id}/cancel", self.cancel)
-        app.router.add_post("/v1/jobs/{job_id}/resolve", self.resolve)
-        app.router.add_get("/v1/inbox", self.inbox)
-        app.router.add_get("/v1/agents", self.agents)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, getattr(self, route.handler))
+        app.router.add_get("/openapi.json", self.openapi_json)
         return app
+
+    async def openapi_json(self, request: web.Request) -> web.Response:
+        return web.json_response(self._document)
+
+    @functools.cached_property
+    def _document(self) -> dict[str, Any]:
+        return openapi()
 
     # --- jobs ----------------------------------------------------------------------
 
@@ -197,17 +408,12 @@ class Gateway(Actor):
             job_id = idempotent_job_id(key)
         reply = await self.rig.submit(body.agent, body.input, job_id=job_id, **limits_of(body))
         location = f"/v1/jobs/{reply.job_id}"
-        links = {
-            "self": location,
-            "events": f"{location}/events",
-            "wait": f"{location}/wait",
-        }
-        payload = reply.model_dump(mode="json") | {"links": links}
-        return web.json_response(payload, status=202, headers={"Location": location})
+        links = {"self": location, "events": f"{location}/events", "wait": f"{location}/wait"}
+        accepted = HttpAccepted(job_id=reply.job_id, warning=reply.warning, links=links)
+        return _json(accepted, status=202, headers={"Location": location})
 
     async def status(self, request: web.Request) -> web.Response:
-        info = await self.rig.status(_job_id(request))
-        return web.json_response(info.model_dump(mode="json"))
+        return _json(await self.rig.status(_job_id(request)))
 
     async def wait(self, request: web.Request) -> web.Response:
         """Until the job is terminal or waits for a person, or `timeout` passes: the
@@ -218,12 +424,11 @@ class Gateway(Actor):
         if info.status not in SETTLED_STATUSES:
             with contextlib.suppress(TimeoutError):
                 info = await self.rig.wait(job_id, timeout=timeout)
-        return web.json_response(info.model_dump(mode="json"))
+        return _json(info)
 
     async def cancel(self, request: web.Request) -> web.Response:
         body = validate(HttpCancel, await _body(request, empty_ok=True))
-        info = await self.rig.cancel(_job_id(request), reason=body.reason)
-        return web.json_response(info.model_dump(mode="json"))
+        return _json(await self.rig.cancel(_job_id(request), reason=body.reason))
 
     async def resolve(self, request: web.Request) -> web.Response:
         body = validate(HttpResolve, await _body(request))
@@ -235,38 +440,34 @@ class Gateway(Actor):
             by=body.by,
             **limits_of(body),
         )
-        return web.json_response(info.model_dump(mode="json"))
+        return _json(info)
 
     async def jobs(self, request: web.Request) -> web.Response:
         agent = request.query.get("agent")
         status = request.query.get("status")
         limit = int(_number(request, "limit", 50, high=1000))
         found = await self.rig.jobs(agent=agent, status=status, limit=max(1, limit))
-        return web.json_response({"jobs": [info.model_dump(mode="json") for info in found]})
+        return _json(HttpJobs(jobs=found))
 
     async def inbox(self, request: web.Request) -> web.Response:
-        jobs = await self.rig.inbox(request.query.get("agent"))
-        return web.json_response({"jobs": [job.model_dump(mode="json") for job in jobs]})
+        return _json(HttpInbox(jobs=await self.rig.inbox(request.query.get("agent"))))
 
     async def agents(self, request: web.Request) -> web.Response:
         infos, live = await self.rig.agents(), await self.rig.live_agents()
-        return web.json_response(
-            {
-                "agents": [
-                    {
-                        "name": info.name,
-                        "description": info.description,
-                        "example_input": info.example_input,
-                        "graph_version": info.graph.version,
-                        "live": live.get(info.name, 0),
-                    }
-                    for info in infos
-                ]
-            }
-        )
+        agents = [
+            HttpAgent(
+                name=info.name,
+                description=info.description,
+                example_input=info.example_input,
+                graph_version=info.graph.version,
+                live=live.get(info.name, 0),
+            )
+            for info in infos
+        ]
+        return _json(HttpAgents(agents=agents))
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        return _json(HttpOk())
 
     async def readyz(self, request: web.Request) -> web.Response:
         try:
@@ -274,7 +475,7 @@ class Gateway(Actor):
             await self.js.stream_info(self.names.events_stream)
         except (nats.errors.Error, OSError) as exc:
             raise RigConnectionError(f"NATS is not ready: {exc!r}") from None
-        return web.json_response({"ok": True})
+        return _json(HttpOk())
 
     # --- the journal as Server-Sent Events -------------------------------------------
 
@@ -364,6 +565,12 @@ class _Stream:
     async def flush_later(self) -> None:
         while not self._later.empty():
             await self.send(self._later.get_nowait())
+
+
+def _json(model: BaseModel, *, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.json_response(
+        model.model_dump(mode="json", exclude_none=False), status=status, **kwargs
+    )
 
 
 def idempotent_job_id(key: str) -> str:

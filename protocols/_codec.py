@@ -57,6 +57,10 @@ def sniff(data: bytes, headers: Mapping[str, str] | None = None) -> Encoding:
 MAX_DEPTH = 64
 
 
+# The integers msgpack carries: signed and unsigned 64-bit.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows (NaN and Infinity are refused)")
 
@@ -69,8 +73,9 @@ def loads(text: str | bytes) -> Any:
 def check_plain(value: Any, *, what: str = "value") -> Any:
     """Return `value` if it is plain data Rig can carry, else raise `SchemaError`.
 
-    Plain data nests at most `MAX_DEPTH` levels and holds no NaN or infinite number
-    (JSON has no such numbers, and a NaN amount compares false with every limit).
+    Plain data nests at most `MAX_DEPTH` levels, holds no NaN or infinite number (JSON
+    has no such numbers, and a NaN amount compares false with every limit), no integer
+    past 64 bits, and only text that is valid UTF-8.
     This is the one check every edge uses: the API models, the CLI, LLM answers.
     """
     stack: list[tuple[Any, int, str]] = [(value, 1, what)]
@@ -79,6 +84,10 @@ def check_plain(value: Any, *, what: str = "value") -> Any:
         if isinstance(item, float):
             if item != item or item in (float("inf"), float("-inf")):
                 raise SchemaError(f"{where}: {item} is not a finite number", field=where)
+        elif isinstance(item, int) and not _INT_MIN <= item <= _INT_MAX:
+            raise SchemaError(
+                f"{where}: the integer is outside what Rig carries (64 bits)", field=where
+            )
         elif isinstance(item, str):
             _check_text(item, where)
         elif isinstance(item, dict | list | tuple):

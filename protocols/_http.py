@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from protocols._messages import BudgetOverride, JobId, Name, PlainObject, _Api
+from protocols._messages import (
+    BudgetOverride,
+    Escalation,
+    JobId,
+    JobInfo,
+    Name,
+    PlainObject,
+    _Api,
+    _Wire,
+)
 
 
 class HttpSubmit(_Api):
@@ -40,3 +49,58 @@ class HttpCancel(_Api):
 
 def limits_of(body: HttpSubmit | HttpResolve) -> dict[str, Any]:
     return body.limits.model_dump(exclude_none=True) if body.limits else {}
+
+
+# --- what the gateway answers ---------------------------------------------------------
+
+
+class HttpAccepted(_Wire):
+    """`202 Accepted` to `POST /v1/jobs`: the job is stored; follow its links."""
+
+    job_id: str
+    status: Literal["accepted"] = "accepted"
+    warning: str | None = Field(default=None, description="why the job may not run soon")
+    links: dict[str, str] = Field(description="`self`, `events` (SSE) and `wait` (long poll)")
+
+
+class HttpJobs(_Wire):
+    """`GET /v1/jobs`: newest first."""
+
+    jobs: list[JobInfo]
+
+
+class HttpInbox(_Wire):
+    """`GET /v1/inbox`: the jobs waiting for a person, oldest first."""
+
+    jobs: list[Escalation]
+
+
+class HttpAgent(_Wire):
+    name: str
+    description: str
+    example_input: dict[str, Any]
+    graph_version: str
+    live: int = Field(description="live processes of the agent")
+
+
+class HttpAgents(_Wire):
+    """`GET /v1/agents`: the registered agents, with their live processes."""
+
+    agents: list[HttpAgent]
+
+
+class HttpOk(_Wire):
+    ok: bool = True
+
+
+class HttpProblem(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`); `code` is the error code
+    the NATS API replies with, and the error's details are further members."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str

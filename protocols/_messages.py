@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     model_serializer,
+    model_validator,
 )
 
 from protocols._codec import check_plain
@@ -68,9 +69,20 @@ class _Wire(BaseModel):
 
 
 class _Api(BaseModel):
-    """From clients: unknown fields are an error, so typos are caught; NaN is refused."""
+    """From clients: unknown fields are an error, so typos are caught; NaN is refused, and
+    so is anything else `check_plain` refuses, in any field (a lone surrogate in a note,
+    an integer past 64 bits)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                check_plain(key, what="a field's name")
+                check_plain(value, what=str(key))
+        return data
 
 
 # --- the request/reply API -------------------------------------------------------
@@ -105,16 +117,19 @@ class Budget(_Wire):
         return self.model_copy(update=limits.model_dump(exclude_none=True))
 
 
+_TEN_YEARS_S = 10 * 365.25 * 86400
+
+
 class BudgetOverride(_Api):
     """The limits a submission may set; what it leaves out comes from the agent's defaults."""
 
     max_steps: int | None = Field(default=None, ge=1, le=100_000)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_cost: float | None = Field(default=None, gt=0)
-    deadline_s: float | None = Field(default=None, gt=0)
-    max_visits: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=10**12)
+    max_cost: float | None = Field(default=None, gt=0, le=1e12)
+    deadline_s: float | None = Field(default=None, gt=0, le=_TEN_YEARS_S)
+    max_visits: int | None = Field(default=None, ge=1, le=100_000)
     max_reasks: int | None = Field(default=None, ge=0, le=10)
-    stall_s: float | None = Field(default=None, gt=0)
+    stall_s: float | None = Field(default=None, gt=0, le=_TEN_YEARS_S)
 
     def limits(self) -> BudgetOverride:
         """Just the limits (a request that carries them has other fields too)."""

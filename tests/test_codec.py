@@ -13,6 +13,7 @@ from protocols import (
     DecodeError,
     Encoding,
     ProtocolError,
+    ResolveRequest,
     SchemaError,
     SubmitRequest,
     ToolCall,
@@ -22,6 +23,7 @@ from protocols import (
     encode,
     idempotency_key,
     sniff,
+    validate,
 )
 
 json_values = st.recursive(
@@ -136,3 +138,16 @@ def test_plain_values_pass_and_json_nan_is_a_decode_error() -> None:
             decode(b'{"amount": ' + token + b"}")
     with pytest.raises(SchemaError, match=r"input\.x: nan is not a finite number"):
         decode_as(SubmitRequest, encode({"agent": "a", "input": {"x": float("nan")}}))
+
+
+def test_every_field_of_a_client_request_is_plain() -> None:
+    """What schemathesis found through the gateway: text with a lone surrogate in a plain
+    string field, and an integer past 64 bits, got as far as msgpack (a 500)."""
+    with pytest.raises(SchemaError, match="by: text that is not valid UTF-8"):
+        validate(ResolveRequest, {"job_id": "j", "edge": "e", "by": "\ud800"})
+    with pytest.raises(SchemaError, match=r"input\.n: the integer is outside"):
+        validate(SubmitRequest, {"agent": "a", "input": {"n": 2**70}})
+    with pytest.raises(SchemaError, match="max_visits"):
+        validate(SubmitRequest, {"agent": "a", "input": {}, "max_visits": 10**30})
+    ok = validate(SubmitRequest, {"agent": "a", "input": {"n": 2**64 - 1, "m": -(2**63)}})
+    assert ok.input == {"n": 2**64 - 1, "m": -(2**63)}
