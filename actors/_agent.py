@@ -102,6 +102,13 @@ class Agent(Actor):
     `code_error` (type and message), and the job goes to a person rather than down the
     safe edge as if a model had answered badly.
 
+    A request that every configured provider refuses (a 4xx, or a 500 that is a
+    validation error) is a configuration error, not an outage: it is logged at error
+    level with the server's words (`llm.rejected`) and the job goes to a person
+    (`config_error`). When it starts, the agent checks each configured provider
+    (`actors._probe`) and refuses to start on one that rejects its dialect, or ignores
+    the schema while the provider's `require_schema` holds.
+
     While it runs, each process refreshes its presence in `RIG_PRESENCE`, which is how
     `rig agents` and the supervisor tell a live agent from a registration left behind.
 

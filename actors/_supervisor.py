@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
@@ -361,10 +361,12 @@ class Supervisor(Actor):
 
     async def inbox(self, request: InboxRequest) -> InboxReply:
         """The jobs waiting for a person, oldest first."""
-        try:
-            keys = await self._inbox.keys()
-        except NoKeysError:
-            keys = []
+        # The keys from the stream's own count per subject, in one request: a KV watcher
+        # (`keys()`) opened just after the server restarted could report none at all.
+        bucket = self.names.inbox_bucket
+        info = await self.js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
+        prefix = f"$KV.{bucket}."
+        keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
         found = []
         for key in keys:
             try:
