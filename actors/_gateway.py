@@ -37,6 +37,7 @@ import importlib.metadata
 import ipaddress
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,7 @@ MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
 WRITE_TIMEOUT_S = 10.0  # an SSE client that reads nothing for this long is cut off
 KEEP_ALIVE_S = 15.0  # an SSE comment when nothing else was sent for this long
 RETRY_MS = 2000  # what an SSE client waits before it reconnects
+_TOKEN_TICK_S = 0.05  # how soon a token reaches an SSE client that asked for tokens
 MAX_WAIT_S = 300.0  # the longest long poll
 
 # The HTTP status of each error code the NATS API replies with.
@@ -509,15 +511,22 @@ class Gateway(Actor):
         )
         subject = self.names.events(job_id)
         sub = await self.js.subscribe(subject, ordered_consumer=True, config=start)
+        # With tokens, look for them often; without, wake only to keep the line alive.
+        tick = _TOKEN_TICK_S if tokens else KEEP_ALIVE_S
+        seen = 0  # a journal event stored twice (a re-send) is sent once
         try:
             while True:
                 await stream.flush_later()
                 try:
-                    msg = await sub.next_msg(timeout=KEEP_ALIVE_S)
+                    msg = await sub.next_msg(timeout=tick)
                 except nats.errors.TimeoutError:
-                    await stream.send(": keep-alive\n\n")
+                    if stream.idle() >= KEEP_ALIVE_S:
+                        await stream.send(": keep-alive\n\n")
                     continue
                 event = decode_as(Event, msg.data)[0]
+                if event.seq <= seen:
+                    continue
+                seen = event.seq
                 data = event.model_dump_json()
                 seq = msg.metadata.sequence.stream
                 await stream.send(f"id: {seq}\nevent: {event.type}\ndata: {data}\n\n")
@@ -550,6 +559,11 @@ class _Stream:
     def __init__(self, response: web.StreamResponse) -> None:
         self.response = response
         self._later: asyncio.Queue[str] = asyncio.Queue(maxsize=1024)
+        self._sent_at = time.monotonic()
+
+    def idle(self) -> float:
+        """Seconds since the last write."""
+        return time.monotonic() - self._sent_at
 
     async def send(self, text: str) -> None:
         try:
@@ -557,6 +571,7 @@ class _Stream:
                 await self.response.write(text.encode())
         except TimeoutError:
             raise _Gone from None
+        self._sent_at = time.monotonic()
 
     def later(self, text: str) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # tokens are best effort, not journal

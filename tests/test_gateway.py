@@ -17,7 +17,9 @@ import aiohttp
 import pytest
 
 from protocols import Event
+from tests.chain import CHAIN
 from tests.conftest import REFUND, Deployment
+from tests.test_llm import llm_config, start_chaos
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +256,30 @@ async def test_a_property_based_tester_finds_no_server_error_and_nothing_undocum
     assert proc.returncode == 0, out.decode()[-6000:]
     async with http.get(f"{base}/readyz") as response:
         assert response.status == 200
+
+
+async def test_tokens_stream_between_the_journals_events(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    """`?tokens=true`: the model's tokens as `token` events (no id: they are not stored),
+    as they stream, among the journal's events."""
+    server = await start_chaos("--main-path", "1", "--latency-p50", "1.0")
+    try:
+        llm_config(rig, server.url, stream=True)
+        await rig.spawn(*CHAIN)
+        base, _ = await start_gateway(rig)
+        async with http.post(
+            f"{base}/v1/jobs", json={"agent": "chain", "input": {"n": 3}}
+        ) as response:
+            events_url = base + (await response.json())["links"]["events"] + "?tokens=true"
+        streamed = [event async for event in sse(http, events_url)]
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    tokens = [event for event in streamed if event.get("event") == "token"]
+    assert tokens and all("id" not in event for event in tokens)
+    text = "".join(json.loads(event["data"])["text"] for event in tokens)
+    assert '"edge": "finish"' in text  # the last step's answer, streamed (1 s a call)
+    journal_ids = [int(event["id"]) for event in streamed if "id" in event]
+    assert journal_ids == sorted(set(journal_ids))
+    assert json.loads(streamed[-1]["data"])["data"]["status"] == "succeeded"
