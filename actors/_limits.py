@@ -95,7 +95,7 @@ class SharedLimits:
         holder says it is alive; release it after the call."""
         js, names = self._js, self._names
         assert js is not None and names is not None, "slots need a JetStream context"
-        await self._prepare(js, names, base, cap)
+        await self._prepare(js, names, provider, base, cap)
         left = deadline - time.time()
         if left <= 0:
             raise LimitTimeout(f"{provider}: no time left to wait for a slot")
@@ -117,12 +117,17 @@ class SharedLimits:
         with contextlib.suppress(nats.errors.Error):
             await slot.msg.nak()  # to the next in line; lost, it returns after the ack wait
 
-    async def _prepare(self, js: JetStreamContext, names: Names, base: str, cap: int) -> None:
+    async def _prepare(
+        self, js: JetStreamContext, names: Names, provider: str, base: str, cap: int
+    ) -> None:
         """Make the provider's `cap` slot messages and its consumer, once per process."""
         if base in self._ready:
             return
         subject = names.slots(base)
-        while True:  # append slot n after slot n-1; whoever is first wins each
+        # Append slot n after slot n-1; whoever is first wins each. Every lost race means
+        # another process appended one, so 2 x cap tries are enough unless something is
+        # wrong with the stream itself.
+        for _ in range(2 * cap + 2):
             try:
                 last = await js.get_last_msg(names.slots_stream, subject)
                 have, seq = int((last.headers or {}).get(_SLOT_HEADER, "0")) + 1, last.seq or 0
@@ -133,6 +138,8 @@ class SharedLimits:
             headers = {_SLOT_HEADER: str(have), "Nats-Expected-Last-Subject-Sequence": str(seq)}
             with contextlib.suppress(APIError):  # another process appended it first
                 await js.publish(subject, b"", headers=headers)
+        else:
+            raise LimitTimeout(f"{provider}: could not set up its {cap} slots in {subject}")
         config = ConsumerConfig(
             durable_name=names.slots_durable(base),
             filter_subject=subject,
