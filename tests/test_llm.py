@@ -403,6 +403,23 @@ async def test_tokens_stream_on_the_jobs_token_subject(rig: Deployment) -> None:
     assert text.count('"edge": "next"') == 2 and text.count('"edge": "finish"') == 1
 
 
+async def watch_tokens(rig: Deployment, job_id: str) -> tuple[int, bytes]:
+    """`rig watch JOB --tokens --json` to its end: the exit code and what it printed."""
+    watch = await asyncio.create_subprocess_exec(
+        RIG,
+        "watch",
+        job_id,
+        "--tokens",
+        "--json",
+        env=rig.env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(watch.communicate(), 60)
+    assert watch.returncode is not None
+    return watch.returncode, out
+
+
 async def test_rig_watch_tokens_replays_the_answers_of_a_finished_job(rig: Deployment) -> None:
     server = await start_chaos("--main-path", "1")
     try:
@@ -410,17 +427,7 @@ async def test_rig_watch_tokens_replays_the_answers_of_a_finished_job(rig: Deplo
         await rig.spawn(*CHAIN)
         await rig.client.submit("chain", {"n": 2}, job_id="replayed")
         assert (await rig.client.wait("replayed", timeout=30)).status == "succeeded"
-        watch = await asyncio.create_subprocess_exec(
-            RIG,
-            "watch",
-            "replayed",
-            "--tokens",
-            "--json",
-            env=rig.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await asyncio.wait_for(watch.communicate(), 60)
+        _, out = await watch_tokens(rig, "replayed")
     finally:
         server.proc.terminate()
         await server.proc.wait()
@@ -539,23 +546,13 @@ async def test_rig_watch_tokens_shows_the_stream(rig: Deployment) -> None:
         llm_config(rig, server.url, stream=True)
         await rig.spawn(*CHAIN)
         await rig.client.submit("chain", {"n": 4}, job_id="watched")
-        watch = await asyncio.create_subprocess_exec(
-            RIG,
-            "watch",
-            "watched",
-            "--tokens",
-            "--json",
-            env=rig.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        out, _ = await asyncio.wait_for(watch.communicate(), 60)
+        watch_code, out = await watch_tokens(rig, "watched")
     finally:
         server.proc.terminate()
         await server.proc.wait()
     lines = [json.loads(line) for line in out.decode().splitlines()]
     tokens = "".join(line["text"] for line in lines if line.get("type") == "token")
-    assert watch.returncode == 0 and '"edge": "finish"' in tokens
+    assert watch_code == 0 and '"edge": "finish"' in tokens
     assert lines[-1]["data"]["status"] == "succeeded"
 
 
