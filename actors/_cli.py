@@ -216,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
         "its status (exit 0 succeeded, 1 another ending, 3 waiting for a person)",
     )
     submit.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS")
+    submit.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="POST the job's end (and each wait for a person) to URL, signed per Standard "
+        "Webhooks by a `rig gateway` that has RIG_WEBHOOK_SECRET",
+    )
     submit.set_defaults(run=_submit)
 
     status = verbs.add_parser("status", parents=[common], help="show a job's status")
@@ -393,6 +399,24 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--keep", action="store_true", help="keep the dead letter")
     replay.set_defaults(run=_dlq_replay)
 
+    webhooks = verbs.add_parser(
+        "webhooks",
+        help="what became of the jobs' webhooks",
+        description="Webhooks are POSTed by `rig gateway` when a job submitted with one ends "
+        "or waits for a person: retried with backoff, then dead-lettered (`rig dlq ls`).",
+    )
+    webhooks.set_defaults(run=_help_of(webhooks))
+    webhooks_verbs = webhooks.add_subparsers(title="commands", metavar="COMMAND")
+    webhooks_ls = webhooks_verbs.add_parser(
+        "ls", parents=[common], help="list webhooks, newest first: delivered, retrying, dead"
+    )
+    webhooks_ls.add_argument("--job", metavar="JOB", help="only the webhooks of JOB")
+    webhooks_ls.add_argument(
+        "--failed", action="store_true", help="only those not delivered (retrying or dead)"
+    )
+    webhooks_ls.add_argument("--limit", type=int, default=100, help="the newest N (default 100)")
+    webhooks_ls.set_defaults(run=_webhooks_ls)
+
     gateway = verbs.add_parser(
         "gateway",
         help="serve Rig over HTTP (202 + job id, SSE with resume, long poll)",
@@ -565,7 +589,9 @@ def _submit(args: argparse.Namespace) -> int:
     job_input = _json_object(args.input, "--input")
 
     async def go(rig: RigClient) -> Any:
-        reply = await rig.submit(args.agent, job_input, job_id=args.job_id, **_limits(args))
+        reply = await rig.submit(
+            args.agent, job_input, job_id=args.job_id, webhook=args.webhook, **_limits(args)
+        )
         if reply.warning and not args.json:
             print(f"rig: warning: {reply.warning}", file=sys.stderr, flush=True)
         if not args.wait:
@@ -885,6 +911,30 @@ def _dlq_ls(args: argparse.Namespace) -> int:
         print(
             f"       {letter.error.get('code')}: {letter.reason}  ({letter.deliveries} deliveries)"
         )
+    return EXIT_OK
+
+
+def _webhooks_ls(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise _usage("--limit must be at least 1")
+    records = _with_client(lambda rig: rig.webhooks(job_id=args.job))
+    if args.failed:
+        records = [record for record in records if record.state != "delivered"]
+    records = records[: args.limit]
+    if args.json:
+        _print_json([record.model_dump(mode="json") for record in records])
+        return EXIT_OK
+    if not records:
+        print("no webhooks" + (" not delivered" if args.failed else ""))
+    for record in records:
+        answer = f"HTTP {record.http_status}" if record.http_status else "no answer"
+        print(
+            f"{record.webhook_id}  {_ago(record.ts):>4} ago  {record.type:<22} {record.state:<11}"
+            f" {record.attempts} attempt{'s' if record.attempts != 1 else ''}  {answer}  "
+            f"{record.url}"
+        )
+        if record.error and record.state != "delivered":
+            print(f"    {record.error}")
     return EXIT_OK
 
 

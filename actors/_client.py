@@ -24,8 +24,9 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors._config import RigConfig
-from actors._nats import connect, ensure_topology, live_agents
+from actors._nats import connect, ensure_topology, kv_latest, live_agents
 from actors._results import resolved
+from actors._webhooks import webhook_records
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -45,6 +46,7 @@ from protocols import (
     StatusRequest,
     SubmitReply,
     SubmitRequest,
+    WebhookRecord,
     check_token,
     decode,
     decode_as,
@@ -107,14 +109,18 @@ class RigClient:
         input: dict[str, Any],
         *,
         job_id: str | None = None,
+        webhook: str | None = None,
         **limits: Any,
     ) -> SubmitReply:
         """Start a job; returns once the job is durably stored.
 
         `limits` override the agent's budget: `max_steps`, `max_tokens`, `max_cost`,
-        `deadline_s`, `max_visits`, `max_reasks`.
+        `deadline_s`, `max_visits`, `max_reasks`. `webhook`: a url that gets a signed
+        POST when the job ends or waits for a person (delivered by `rig gateway`).
         """
         fields = {"agent": agent, "input": input, "job_id": job_id, **limits}
+        if webhook is not None:
+            fields["webhook"] = {"url": webhook}
         request = validate(SubmitRequest, fields)
         return await self._request(self.names.api_submit, request, SubmitReply)
 
@@ -159,39 +165,25 @@ class RigClient:
         if agent is not None:
             check_token(agent, what="agent name")
         await ensure_topology(self.js, self.names)
-        bucket = f"KV_{self.names.jobs_bucket}"
-        info = await self.js.stream_info(bucket)
-        if info.state.messages == 0:
-            return []
-        sub = await self.js.subscribe(
-            f"$KV.{self.names.jobs_bucket}.>",
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        )
         found: list[JobInfo] = []
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=self.request_timeout)
-                if msg.data:
-                    job = decode_as(JobSnapshot, msg.data)[0]
-                    wanted = (
-                        status is None
-                        or job.status == status
-                        or (status == "active" and not job.terminal)
-                    )
-                    if wanted and (agent is None or job.agent == agent):
-                        found.append(job.info())
-                if msg.metadata.num_pending == 0:
-                    break
-        except nats.errors.TimeoutError:
-            raise RigConnectionError(
-                f"reading the jobs of {self.names.jobs_bucket} stalled", subject=bucket
-            ) from None
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        async for _key, data in kv_latest(
+            self.js, self.names.jobs_bucket, timeout=self.request_timeout
+        ):
+            job = decode_as(JobSnapshot, data)[0]
+            wanted = (
+                status is None or job.status == status or (status == "active" and not job.terminal)
+            )
+            if wanted and (agent is None or job.agent == agent):
+                found.append(job.info())
         found.sort(key=lambda job: job.created_at, reverse=True)
         return found[:limit]
+
+    async def webhooks(self, *, job_id: str | None = None) -> list[WebhookRecord]:
+        """What became of every webhook (of `job_id`), newest first."""
+        await ensure_topology(self.js, self.names)
+        return await webhook_records(
+            self.js, self.names, job_id=job_id, timeout=self.request_timeout
+        )
 
     async def dead_letters(self, *, limit: int = 100) -> list[tuple[int, DeadLetter]]:
         """The newest `limit` dead letters, oldest first, with their id (the DLQ sequence)."""

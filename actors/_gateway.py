@@ -1,6 +1,6 @@
 """`rig gateway` (`actors:Gateway`): Rig over HTTP, on the journal Rig already keeps.
 
-    POST /v1/jobs                  {agent, input, job_id?, limits?} -> 202 Accepted + Location
+    POST /v1/jobs                  {agent, input, job_id?, limits?, webhook?} -> 202 + Location
     GET  /v1/jobs/{id}             the job's status (as `rig status`)
     GET  /v1/jobs/{id}/wait        long poll until terminal or parked (?timeout=30)
     GET  /v1/jobs/{id}/events      Server-Sent Events: the journal from the start (or after
@@ -48,8 +48,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from actors._actor import Actor
+from actors._actor import Actor, Delivery, Inbox
 from actors._client import SETTLED_STATUSES, RigClient
+from actors._webhooks import WebhookSender, WebhookSettings
 from protocols import (
     TERMINAL_STATUSES,
     ConfigError,
@@ -59,6 +60,7 @@ from protocols import (
     RigConnectionError,
     RigError,
     SchemaError,
+    WebhookDelivery,
     check_token,
     decode,
     decode_as,
@@ -366,6 +368,7 @@ class Gateway(Actor):
             raise ConfigError(f"RIG_GATEWAY_PORT must be a port number, not {port!r}")
         self.port = int(port)
         self._runner: web.AppRunner | None = None
+        self._sender: WebhookSender | None = None
 
     async def on_start(self) -> None:
         if not _loopback(self.host):
@@ -373,6 +376,12 @@ class Gateway(Actor):
                 f"the gateway binds loopback only (RIG_GATEWAY_HOST={self.host!r}): it has "
                 "no API keys yet to guard another address"
             )
+        self.webhooks = WebhookSettings.from_env()
+        if self.webhooks.secret is not None:
+            records = await self.js.key_value(self.names.webhooks_bucket)
+            self._sender = WebhookSender(self.webhooks, records)
+        else:
+            self.log.info("gateway.webhooks_off", why="no RIG_WEBHOOK_SECRET")
         self.rig = RigClient(self.nc, self.config)
         self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -383,6 +392,26 @@ class Gateway(Actor):
     async def on_stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._sender is not None:
+            await self._sender.close()
+
+    def inboxes(self) -> list[Inbox]:
+        """Webhooks to deliver, shared by every gateway that can sign them."""
+        if self._sender is None:
+            return []
+        return [
+            Inbox(
+                durable=self.names.webhook_durable,
+                subject=self.names.webhook,
+                model=WebhookDelivery,
+                handler=self.on_webhook,
+                max_deliver=self.webhooks.attempts,
+            )
+        ]
+
+    async def on_webhook(self, delivery: WebhookDelivery, how: Delivery) -> None:
+        assert self._sender is not None
+        await self._sender.deliver(delivery, how.attempt)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[problems], client_max_size=MAX_BODY_BYTES)
@@ -408,7 +437,16 @@ class Gateway(Actor):
             if job_id is not None:
                 raise SchemaError("give job_id or an Idempotency-Key header, not both")
             job_id = idempotent_job_id(key)
-        reply = await self.rig.submit(body.agent, body.input, job_id=job_id, **limits_of(body))
+        webhook = body.webhook.url if body.webhook else None
+        if webhook is not None and self._sender is None:
+            raise Problem(
+                400,
+                "webhooks_off",
+                "this gateway cannot sign webhooks: it has no RIG_WEBHOOK_SECRET",
+            )
+        reply = await self.rig.submit(
+            body.agent, body.input, job_id=job_id, webhook=webhook, **limits_of(body)
+        )
         location = f"/v1/jobs/{reply.job_id}"
         links = {"self": location, "events": f"{location}/events", "wait": f"{location}/wait"}
         accepted = HttpAccepted(job_id=reply.job_id, warning=reply.warning, links=links)

@@ -7,8 +7,10 @@ missing and leaves what exists alone, so processes may start in any order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -16,6 +18,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
@@ -174,6 +177,12 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
         "Rig live agent instances (expire unless refreshed)",
         ttl=PRESENCE_TTL_S,
     )
+    await _ensure_bucket(
+        js,
+        names.webhooks_bucket,
+        "Rig webhooks: what became of each (<job>.<event seq>)",
+        ttl=EVENTS_MAX_AGE_S,  # as long as the journal they tell of
+    )
     try:
         await js.object_store(names.results_store)
     except BucketNotFoundError:
@@ -223,6 +232,42 @@ async def kv_read(kv: KeyValue, key: str) -> tuple[bytes, int]:
     except (KeyNotFoundError, NotFoundError):
         return b"", 0
     return entry.value or b"", entry.revision or 0
+
+
+async def kv_latest(
+    js: JetStreamContext, bucket: str, pattern: str = ">", *, timeout: float = 5.0
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Every live key of `bucket` matching `pattern`, with its value, in one pass (an
+    ordered consumer of the last message per subject; deleted keys are left out)."""
+    subjects = f"$KV.{bucket}.{pattern}"
+    info = await js.stream_info(f"KV_{bucket}")
+    if info.state.messages == 0:
+        return
+    sub = await js.subscribe(
+        subjects, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
+    )
+    prefix = f"$KV.{bucket}."
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=timeout)
+            except nats.errors.TimeoutError:
+                # No match at all sends nothing; a match always ends with num_pending 0.
+                if not await _any_subject(js, bucket, subjects):
+                    return
+                raise RigConnectionError(f"reading {bucket} stalled", subject=subjects) from None
+            if msg.data:
+                yield msg.subject.removeprefix(prefix), msg.data
+            if msg.metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _any_subject(js: JetStreamContext, bucket: str, subjects: str) -> bool:
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=subjects)
+    return bool(info.state.subjects)
 
 
 async def kv_swap(kv: KeyValue, key: str, value: bytes, revision: int) -> int | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from actors._nats import kv_subject
 from protocols import (
+    TERMINAL_STATUSES,
     AgentInfo,
     CancelRequest,
     DeadlineCheck,
@@ -43,6 +44,7 @@ from protocols import (
     ToolResult,
     Verdict,
     VerifyRequest,
+    WebhookDelivery,
     encode,
     msg_id,
 )
@@ -733,6 +735,7 @@ class Rules:
             on_exhausted=start.on_exhausted,
             created_at=start.accepted_at,
             request_hash=start.request_hash,
+            webhook=start.webhook,
         )
         self.event(job, "accepted", agent=start.agent, input=start.input)
         return job
@@ -748,6 +751,15 @@ class Rules:
                 data=encode(event),
             )
         )
+        if job.webhook is not None and type_ == "status" and data["status"] in _WEBHOOK_STATUSES:
+            hook = WebhookDelivery(job_id=job.job_id, url=job.webhook, event=event)
+            job.outbox.append(
+                Outgoing(
+                    subject=self.names.webhook,
+                    msg_id=msg_id(job.job_id, job.event_seq, "webhook"),
+                    data=encode(hook),
+                )
+            )
 
     def move_to(self, job: JobSnapshot, info: AgentInfo, target: str) -> None:
         """Put the job on `info`'s version of the graph, in `target` (its state's name there)."""
@@ -766,6 +778,9 @@ _EXHAUSTED_STATUS: dict[str, JobStatusName] = {
     "steps": "step_limit",
     "deadline": "deadline_exceeded",
 }
+
+# The statuses a job's webhook is POSTed for: its end, and each wait for a person.
+_WEBHOOK_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
 
 # Parked because a report was late or lost: that report, if it comes, resumes the job.
 RESUMABLE = frozenset({"stalled", "dead_letter"})

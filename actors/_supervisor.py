@@ -194,6 +194,7 @@ class Supervisor(Actor):
             on_exhausted=info.on_exhausted,
             accepted_at=accepted_at,
             request_hash=asked,
+            webhook=request.webhook.url if request.webhook else None,
         )
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
@@ -443,10 +444,11 @@ class Supervisor(Actor):
         A letter for the job's current step (or a job-wide one, like its timer) hands the
         job to a person with the reason (or fails it, by the agent's `on_stuck`); one for
         a job that has moved on, or ended, changes nothing. A letter of this consumer's
-        own is never acted on, so a broken letter cannot loop.
+        own is never acted on, so a broken letter cannot loop; nor is an undelivered
+        webhook's (the job it tells of has ended or waits for a person already).
         """
-        if letter.actor == self.names.dlq_durable:
-            return
+        if letter.actor in (self.names.dlq_durable, self.names.webhook_durable):
+            return  # a webhook that could not be delivered changes nothing of its job
         job_id, step, kind = _letter_job(letter)
         if job_id is None:
             self.log.info("dlq.no_job", letter_actor=letter.actor, subject=letter.subject)

@@ -13,6 +13,7 @@ from protocols._messages import (
     JobInfo,
     Name,
     PlainObject,
+    WebhookTarget,
     _Api,
     _Wire,
 )
@@ -29,6 +30,11 @@ class HttpSubmit(_Api):
         "idempotent: the same body again is the same job; another body is `job_conflict`",
     )
     limits: BudgetOverride | None = None
+    webhook: WebhookTarget | None = Field(
+        default=None,
+        description="a signed POST (Standard Webhooks) when the job ends or waits for a "
+        "person; delivered at least once, deduplicate by the `webhook-id` header",
+    )
 
 
 class HttpResolve(_Api):

@@ -9,6 +9,7 @@ older actor keeps working beside a newer one.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -138,6 +139,22 @@ class BudgetOverride(_Api):
         )
 
 
+def _webhook_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("a webhook url is http:// or https:// with a host")
+    if parts.username or parts.password:
+        raise ValueError("a webhook url carries no user or password (it is signed instead)")
+    return url
+
+
+class WebhookTarget(_Api):
+    """Where a job's webhooks go: a POST, signed per Standard Webhooks, when the job ends
+    and when it waits for a person."""
+
+    url: Annotated[str, Field(min_length=8, max_length=2048), AfterValidator(_webhook_url)]
+
+
 class SubmitRequest(BudgetOverride):
     """`rig.api.submit`: start a job of `agent` on `input`, with optional budget overrides."""
 
@@ -147,6 +164,10 @@ class SubmitRequest(BudgetOverride):
         default=None,
         description="choose the id to make the submit idempotent: the same request again "
         "is accepted once; another request under the same id is a `job_conflict`",
+    )
+    webhook: WebhookTarget | None = Field(
+        default=None,
+        description="POST the job's end (and each wait for a person) to this url, signed",
     )
 
 
@@ -332,6 +353,7 @@ class StartJob(_Wire):
     request_hash: str = Field(
         default="", description="what was asked, so a reused job id with another request is seen"
     )
+    webhook: str | None = Field(default=None, description="the url of the job's webhooks")
 
 
 class DeadlineCheck(_Wire):
@@ -547,6 +569,39 @@ class Event(_Wire):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class WebhookDelivery(_Wire):
+    """To a gateway, on `rig.work.webhook`: POST `event` (a job's end, or its wait for a
+    person) to `url`. Published in the outbox of the transition that wrote the event."""
+
+    kind: Literal["webhook"] = "webhook"
+    job_id: str
+    url: str
+    event: Event
+
+    @property
+    def webhook_id(self) -> str:
+        """The `webhook-id`: the event's place in its job's journal, the same on every
+        attempt (a receiver dedupes by it)."""
+        return f"{self.job_id}.{self.event.seq}"
+
+
+WebhookState = Literal["delivered", "retrying", "dead_letter"]
+
+
+class WebhookRecord(_Wire):
+    """What became of one webhook, the value of `<job_id>.<seq>` in `RIG_WEBHOOKS`."""
+
+    webhook_id: str
+    job_id: str
+    url: str
+    type: str = Field(description="`job.<status>`: the job's status when the event was written")
+    state: WebhookState
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    ts: float = Field(default_factory=now)
+
+
 class DeadLetter(_Wire):
     """A message an actor could not accept, kept with the reason and its original bytes."""
 
@@ -638,6 +693,7 @@ class JobSnapshot(_Wire):
     pending_result: Any = None
     stall_arm: int = Field(default=0, description="the current stall watchdog (0: none)")
     request_hash: str = ""
+    webhook: str | None = None
     usage: Usage = Field(default_factory=Usage)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None

@@ -13,11 +13,12 @@ With the default prefix the names are the ones in the design:
     rig.work.agent.<agent>
     rig.work.tool.<tool>
     rig.work.verify.<verifier>
+    rig.work.webhook                     webhooks to POST, to the gateways
     rig.events.<job_id>                  stream RIG_EVENTS (the journal)
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.dlq.<actor>                      stream RIG_DLQ
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
-    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS
+    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
@@ -140,6 +141,11 @@ class Names:
         return f"{job_id}/{step}/{tool}"
 
     @property
+    def webhooks_bucket(self) -> str:
+        """What became of each webhook, by `<job_id>.<seq>` (a `WebhookRecord`)."""
+        return f"{self.prefix.upper()}_WEBHOOKS"
+
+    @property
     def inbox_bucket(self) -> str:
         """Jobs waiting for a person, by job id (value: an `Escalation`)."""
         return f"{self.prefix.upper()}_INBOX"
@@ -184,6 +190,11 @@ class Names:
         """Deadline and stall checks the supervisor sends itself, held back until due."""
         return f"{self.prefix}.work.timer"
 
+    @property
+    def webhook(self) -> str:
+        """Webhooks to deliver (`WebhookDelivery`), read by every gateway."""
+        return f"{self.prefix}.work.webhook"
+
     def agent(self, agent: str) -> str:
         return f"{self.prefix}.work.agent.{check_token(agent, what='agent name')}"
 
@@ -207,6 +218,10 @@ class Names:
     def dlq_durable(self) -> str:
         """The supervisor's consumer of every dead letter: it moves the letter's job."""
         return "supervisor-dlq"
+
+    @property
+    def webhook_durable(self) -> str:
+        return "webhooks"
 
     def agent_durable(self, agent: str) -> str:
         return f"agent-{check_token(agent, what='agent name')}"

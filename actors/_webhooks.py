@@ -1,0 +1,206 @@
+"""Webhooks: a job's end (and each wait for a person) POSTed to the url it was submitted
+with, signed per Standard Webhooks (https://www.standardwebhooks.com).
+
+The supervisor puts a `WebhookDelivery` in the outbox of the transition that writes the
+event, so it is stored exactly when the event is. Every gateway reads them from one
+durable consumer (`rig.work.webhook`): a 2xx answer acks it; anything else (an error
+status, a refused connection, no answer within the timeout) is retried with exponential
+backoff, up to `attempts` deliveries, then dead-lettered on `rig.dlq.webhooks`. Delivery
+is at least once: a receiver dedupes by `webhook-id` (`<job_id>.<event seq>`, the same on
+every attempt). What became of each webhook is kept in `RIG_WEBHOOKS`; `rig webhooks ls`
+reads it.
+
+| variable                 | default | meaning                                              |
+| ------------------------ | ------- | ---------------------------------------------------- |
+| `RIG_WEBHOOK_SECRET`     | (none)  | `whsec_<base64>`: the signing secret; without it the |
+|                          |         | gateway neither accepts nor delivers webhooks        |
+| `RIG_WEBHOOK_ATTEMPTS`   | `8`     | deliveries before the webhook is dead-lettered       |
+| `RIG_WEBHOOK_BACKOFF_S`  | `2`     | the first retry's delay; each next one doubles       |
+| `RIG_WEBHOOK_TIMEOUT_S`  | `10`    | how long one POST may take                           |
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from standardwebhooks.webhooks import Webhook
+
+from actors._nats import kv_latest
+from protocols import (
+    ConfigError,
+    Event,
+    Names,
+    RetryableError,
+    WebhookDelivery,
+    WebhookRecord,
+    check_token,
+    decode_as,
+    encode,
+)
+
+MAX_BACKOFF_S = 600.0  # the longest wait between two attempts
+_USER_AGENT = "rig-webhooks/1"
+
+
+def new_secret() -> str:
+    """A fresh signing secret, in the `whsec_<base64>` form Standard Webhooks libraries read."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    secret: str | None = None
+    attempts: int = 8
+    backoff_s: float = 2.0
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        settings = cls(
+            secret=os.environ.get("RIG_WEBHOOK_SECRET") or None,
+            attempts=int(_number("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100)),
+            backoff_s=_number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=MAX_BACKOFF_S),
+            timeout_s=_number("RIG_WEBHOOK_TIMEOUT_S", 10.0, low=0.1, high=300),
+        )
+        settings.signer()  # a secret that is not one fails the start, not the first POST
+        return settings
+
+    def signer(self) -> Webhook | None:
+        if self.secret is None:
+            return None
+        if not self.secret.startswith("whsec_"):
+            raise ConfigError("RIG_WEBHOOK_SECRET must look like whsec_<base64> (rig up makes one)")
+        try:
+            return Webhook(self.secret)
+        except (binascii.Error, ValueError, Exception) as exc:
+            raise ConfigError(
+                f"RIG_WEBHOOK_SECRET is not valid base64 after whsec_: {exc}"
+            ) from None
+
+    def delay(self, attempt: int) -> float:
+        """The wait before attempt `attempt + 1`."""
+        return min(self.backoff_s * 2.0 ** (attempt - 1), MAX_BACKOFF_S)
+
+
+def _number(name: str, default: float, *, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
+    return value
+
+
+def payload(event: Event) -> bytes:
+    """The body of a job's webhook: `{type, timestamp, data}` as Standard Webhooks has it;
+    `data` is the journal event."""
+    status = event.data.get("status", event.type)
+    body = {
+        "type": f"job.{status}",
+        "timestamp": datetime.fromtimestamp(event.ts, UTC).isoformat(),
+        "data": event.model_dump(mode="json"),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class WebhookSender:
+    """POSTs one `WebhookDelivery`, signs it, and records what happened."""
+
+    def __init__(self, settings: WebhookSettings, records: KeyValue) -> None:
+        signer = settings.signer()
+        if signer is None:
+            raise ConfigError("webhooks need RIG_WEBHOOK_SECRET")
+        self.settings, self._signer, self._records = settings, signer, records
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8),
+            headers={"User-Agent": _USER_AGENT},
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    def headers(self, webhook_id: str, body: bytes) -> dict[str, str]:
+        now = datetime.now(UTC)
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._signer.sign(webhook_id, now, body.decode()),
+        }
+
+    async def deliver(self, delivery: WebhookDelivery, attempt: int) -> None:
+        """One attempt; raises `RetryableError` (with the backoff) unless it was taken."""
+        body = payload(delivery.event)
+        webhook_id = delivery.webhook_id
+        status: int | None = None
+        try:
+            async with self._session.post(
+                delivery.url,
+                data=body,
+                headers=self.headers(webhook_id, body),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+            error = None if 200 <= status < 300 else f"the receiver answered {status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+        if error is None:
+            await self._record(delivery, "delivered", attempt, status, None)
+            return
+        last = attempt >= self.settings.attempts
+        await self._record(delivery, "dead_letter" if last else "retrying", attempt, status, error)
+        raise RetryableError(
+            f"webhook {webhook_id} to {delivery.url}: {error} (attempt {attempt} of "
+            f"{self.settings.attempts})",
+            delay=self.settings.delay(attempt),
+            webhook_id=webhook_id,
+        )
+
+    async def _record(
+        self,
+        delivery: WebhookDelivery,
+        state: Any,
+        attempt: int,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        record = WebhookRecord(
+            webhook_id=delivery.webhook_id,
+            job_id=delivery.job_id,
+            url=delivery.url,
+            type=f"job.{delivery.event.data.get('status', delivery.event.type)}",
+            state=state,
+            attempts=attempt,
+            http_status=status,
+            error=error,
+            ts=time.time(),
+        )
+        await self._records.put(delivery.webhook_id, encode(record))
+
+
+async def webhook_records(
+    js: JetStreamContext, names: Names, *, job_id: str | None = None, timeout: float = 5.0
+) -> list[WebhookRecord]:
+    """What became of every webhook (of `job_id`), newest first."""
+    pattern = f"{check_token(job_id, what='job id')}.*" if job_id is not None else ">"
+    found = [
+        decode_as(WebhookRecord, data)[0]
+        async for _key, data in kv_latest(js, names.webhooks_bucket, pattern, timeout=timeout)
+    ]
+    return sorted(found, key=lambda record: record.ts, reverse=True)
