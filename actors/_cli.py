@@ -25,6 +25,7 @@ from typing import Any, get_args
 
 from actors._client import RigClient
 from actors._config import DEFAULT_NATS_URL, RigConfig
+from actors._keys import add_key, keys_path, load_keys, revoke_key
 from actors._loop import run_async
 from actors._providers import DIALECTS
 from protocols import (
@@ -423,13 +424,43 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the HTTP gateway (actors:Gateway) on loopback: POST /v1/jobs "
         "answers 202 with the job id; GET /v1/jobs/{id}/events streams the journal as "
         "Server-Sent Events that resume by Last-Event-ID on any replica. Stateless: start "
-        "as many as you like. The routes are in the README.",
+        "as many as you like. The routes are in the README. With a keys file "
+        "(RIG_GATEWAY_KEYS, default $RIG_HOME/gateway-keys) every /v1 route needs "
+        "Authorization: Bearer <key>. With RIG_WEBHOOK_SECRET it delivers webhooks.",
     )
     gateway.add_argument(
-        "--host", help="loopback address to bind (default: RIG_GATEWAY_HOST or 127.0.0.1)"
+        "--host",
+        help="address to bind (default: RIG_GATEWAY_HOST or 127.0.0.1); any but loopback "
+        "needs API keys (rig keys add NAME)",
     )
     gateway.add_argument("--port", type=int, help="port (default: RIG_GATEWAY_PORT or 8080)")
     gateway.set_defaults(run=_gateway)
+
+    keys = verbs.add_parser(
+        "keys",
+        help="the gateway's API keys",
+        description="API keys of `rig gateway`, kept as SHA-256 hashes in a keys file "
+        "(RIG_GATEWAY_KEYS, default $RIG_HOME/gateway-keys). Gateways re-read it when it "
+        "changes: a revoked key stops working within seconds.",
+    )
+    keys.set_defaults(run=_help_of(keys))
+    keys_file = argparse.ArgumentParser(add_help=False)
+    keys_file.add_argument("--file", type=Path, help="the keys file (default: as above)")
+    keys_verbs = keys.add_subparsers(title="commands", metavar="COMMAND")
+    keys_add = keys_verbs.add_parser(
+        "add",
+        parents=[common, keys_file],
+        help="make a key; it is printed once, only its hash is kept",
+    )
+    keys_add.add_argument("name", help="what the key is for (letters, digits, _ and -)")
+    keys_add.set_defaults(run=_keys_add)
+    keys_ls = keys_verbs.add_parser("ls", parents=[common, keys_file], help="the keys' names")
+    keys_ls.set_defaults(run=_keys_ls)
+    keys_revoke = keys_verbs.add_parser(
+        "revoke", parents=[common, keys_file], help="remove a key by name"
+    )
+    keys_revoke.add_argument("name")
+    keys_revoke.set_defaults(run=_keys_revoke)
 
     models = verbs.add_parser(
         "models",
@@ -911,6 +942,42 @@ def _dlq_ls(args: argparse.Namespace) -> int:
         print(
             f"       {letter.error.get('code')}: {letter.reason}  ({letter.deliveries} deliveries)"
         )
+    return EXIT_OK
+
+
+def _keys_add(args: argparse.Namespace) -> int:
+    path = args.file or keys_path()
+    key = add_key(path, args.name)
+    if args.json:
+        _print_json({"name": args.name, "key": key, "file": str(path)})
+    else:
+        print(key)
+        print(
+            f"rig: the key {args.name!r} is stored hashed in {path}; it is not shown again",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _keys_ls(args: argparse.Namespace) -> int:
+    path = args.file or keys_path()
+    names = load_keys(path).names if path.exists() else []
+    if args.json:
+        _print_json({"file": str(path), "keys": names})
+    elif not names:
+        print(f"no keys in {path}")
+    else:
+        print("\n".join(names))
+    return EXIT_OK
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    path = args.file or keys_path()
+    revoke_key(path, args.name)
+    if args.json:
+        _print_json({"name": args.name, "revoked": True})
+    else:
+        print(f"revoked {args.name}")
     return EXIT_OK
 
 

@@ -23,8 +23,12 @@ connection resumes with `Last-Event-ID` on any replica, for as long as the strea
 the journal. A client that does not read is cut off after `WRITE_TIMEOUT_S` rather than
 hold anything up; it resumes by id. The gateway holds no state: run as many as you like.
 
-It binds loopback only (`RIG_GATEWAY_HOST`, default 127.0.0.1; `RIG_GATEWAY_PORT`,
-default 8080), until API keys exist to guard another address.
+It binds `RIG_GATEWAY_HOST` (default 127.0.0.1) and `RIG_GATEWAY_PORT` (default 8080).
+With a keys file (`RIG_GATEWAY_KEYS`, default `$RIG_HOME/gateway-keys`, see
+`actors._keys`) every route but `/healthz`, `/readyz` and `/openapi.json` needs
+`Authorization: Bearer <key>`, and a request without a valid one gets the same 401
+whatever it asked. Without a keys file it binds loopback only. With
+`RIG_WEBHOOK_SECRET` it also delivers the jobs' webhooks (`actors._webhooks`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -50,6 +55,7 @@ from pydantic.json_schema import models_json_schema
 
 from actors._actor import Actor, Delivery, Inbox
 from actors._client import SETTLED_STATUSES, RigClient
+from actors._keys import RELOAD_S, KeyRing, keys_path, load_keys
 from actors._webhooks import WebhookSender, WebhookSettings
 from protocols import (
     TERMINAL_STATUSES,
@@ -86,6 +92,7 @@ KEEP_ALIVE_S = 15.0  # an SSE comment when nothing else was sent for this long
 RETRY_MS = 2000  # what an SSE client waits before it reconnects
 _TOKEN_TICK_S = 0.05  # how soon a token reaches an SSE client that asked for tokens
 MAX_WAIT_S = 300.0  # the longest long poll
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})  # no API key needed
 
 # The HTTP status of each error code the NATS API replies with.
 _STATUS = {
@@ -118,7 +125,11 @@ _MEMBERS = ("type", "title", "status", "detail", "code")
 
 
 def problem(
-    status: int, code: str, detail: str, extra: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     """An RFC 9457 problem document; the error's own details are extension members (one
     named like a standard member, a job's `status` say, gets a `rig_` prefix)."""
@@ -132,7 +143,9 @@ def problem(
         "detail": detail,
         "code": code,
     }
-    return web.json_response(body, status=status, content_type="application/problem+json")
+    return web.json_response(
+        body, status=status, content_type="application/problem+json", headers=headers
+    )
 
 
 @web.middleware
@@ -312,7 +325,8 @@ def openapi() -> dict[str, Any]:
             ref = {"$ref": f"#/components/schemas/{route.answer.__name__}"}
             ok["content"] = {"application/json": {"schema": ref}}
         responses: dict[str, Any] = {str(route.ok): ok}
-        for status in route.errors:
+        guarded = route.path not in _OPEN_PATHS
+        for status in sorted({*route.errors, *((401,) if guarded else ())}):
             responses[str(status)] = {
                 "description": "a problem document",
                 "content": {"application/problem+json": {"schema": problem_ref}},
@@ -321,6 +335,7 @@ def openapi() -> dict[str, Any]:
             "operationId": route.handler,
             "summary": route.summary,
             "responses": responses,
+            "security": [{"apiKey": []}] if guarded else [],
         }
         if route.params:
             operation["parameters"] = [
@@ -344,7 +359,17 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Rig", "version": _version()},
         "paths": paths,
-        "components": {"schemas": schemas.get("$defs", {})},
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a key from `rig keys add NAME`; needed when the gateway "
+                    "has a keys file (always, off loopback)",
+                }
+            },
+        },
     }
 
 
@@ -369,12 +394,25 @@ class Gateway(Actor):
         self.port = int(port)
         self._runner: web.AppRunner | None = None
         self._sender: WebhookSender | None = None
+        self._keys: KeyRing | None = None
+        self._reload: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
-        if not _loopback(self.host):
+        path = keys_path(self.config)
+        if path.exists():
+            self._keys = await asyncio.to_thread(load_keys, path)
+            self._reload = asyncio.create_task(self._reload_keys(path))
+            self.log.info("gateway.keys", file=str(path), keys=len(self._keys.hashes))
+        elif _loopback(self.host):
+            self.log.warning(
+                "gateway.no_keys",
+                file=str(path),
+                why="no keys file: every process on this machine may call the gateway",
+            )
+        else:
             raise ConfigError(
-                f"the gateway binds loopback only (RIG_GATEWAY_HOST={self.host!r}): it has "
-                "no API keys yet to guard another address"
+                f"binding {self.host} needs API keys, and {path} does not exist: make one "
+                "with `rig keys add NAME` (or bind 127.0.0.1)"
             )
         self.webhooks = WebhookSettings.from_env()
         if self.webhooks.secret is not None:
@@ -390,6 +428,8 @@ class Gateway(Actor):
         self.log.info("gateway.listening", url=f"http://{self.host}:{self.port}")
 
     async def on_stop(self) -> None:
+        if self._reload is not None:
+            self._reload.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._sender is not None:
@@ -413,8 +453,42 @@ class Gateway(Actor):
         assert self._sender is not None
         await self._sender.deliver(delivery, how.attempt)
 
+    async def _reload_keys(self, path: Path) -> None:
+        """Read the keys file again when it changes: a revoked key stops working soon."""
+        seen = await asyncio.to_thread(_stamp, path)
+        while True:
+            await asyncio.sleep(RELOAD_S)
+            stamp = await asyncio.to_thread(_stamp, path)
+            if stamp == seen:
+                continue
+            seen = stamp
+            try:
+                self._keys = await asyncio.to_thread(load_keys, path)
+            except ConfigError as exc:  # keep the keys we have; say why
+                self.log.error("gateway.keys_unreadable", error=exc.message)
+                continue
+            self.log.info("gateway.keys_reloaded", keys=len(self._keys.hashes))
+
+    @web.middleware
+    async def authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A bearer API key on every route but the probes and the document; a request
+        without a valid one learns nothing else, not even whether its route exists."""
+        if self._keys is None or request.path in _OPEN_PATHS:
+            return await handler(request)  # type: ignore[no-any-return]
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or self._keys.check(key.strip()) is None:
+            return problem(
+                401,
+                "unauthorized",
+                "send a valid API key: Authorization: Bearer <key> (rig keys add NAME)",
+                headers={"WWW-Authenticate": 'Bearer realm="rig"'},
+            )
+        return await handler(request)  # type: ignore[no-any-return]
+
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[problems], client_max_size=MAX_BODY_BYTES)
+        app = web.Application(
+            middlewares=[self.authorize, problems], client_max_size=MAX_BODY_BYTES
+        )
         for route in ROUTES:
             app.router.add_route(route.method, route.path, getattr(self, route.handler))
         app.router.add_get("/openapi.json", self.openapi_json)
@@ -675,6 +749,14 @@ def _number(request: web.Request, name: str, default: float, *, high: float) -> 
     if not 0 < value <= high:
         raise SchemaError(f"{name} must be more than 0 and at most {high:g}")
     return value
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _loopback(host: str) -> bool:

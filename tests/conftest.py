@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client
@@ -24,6 +25,7 @@ from nats.aio.client import Client
 from actors import RigConfig, Supervisor
 from actors._actor import Delivery
 from actors._client import RigClient
+from actors._keys import add_key
 from actors._nats import Publisher, ensure_topology
 from actors._up import spawn_actor, wait_ready
 from protocols import Encoding, Names, RigConnectionError, encode
@@ -335,3 +337,20 @@ async def pair(rig: Deployment, tmp_path: Path) -> AsyncIterator[tuple[Superviso
     yield a, b
     for supervisor in (a, b):
         await supervisor.nc.close()
+
+
+@pytest.fixture
+def api_key(rig: Deployment) -> str:
+    """The key of the deployment's keys file (`$RIG_HOME/gateway-keys`): its gateways
+    require it, as every gateway with a keys file does."""
+    return add_key(rig.home / "gateway-keys", "tests")
+
+
+@pytest.fixture
+async def http(api_key: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that sends the deployment's API key."""
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=120),
+        headers={"Authorization": f"Bearer {api_key}"},
+    ) as session:
+        yield session

@@ -16,9 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from actors._keys import add_key, revoke_key
 from protocols import Event
 from tests.chain import CHAIN
-from tests.conftest import REFUND, Deployment
+from tests.conftest import REFUND, Deployment, eventually
 from tests.test_llm import llm_config, start_chaos
 
 pytestmark = pytest.mark.integration
@@ -37,12 +38,6 @@ async def start_gateway(rig: Deployment) -> tuple[str, asyncio.subprocess.Proces
     rig.extra_env["RIG_GATEWAY_PORT"] = str(port)
     [proc] = await rig.spawn("actors:Gateway")
     return f"http://127.0.0.1:{port}", proc
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        yield session
 
 
 async def sse(
@@ -217,7 +212,7 @@ async def test_bad_requests_get_problem_documents_and_the_gateway_keeps_serving(
 
 
 async def test_a_property_based_tester_finds_no_server_error_and_nothing_undocumented(
-    rig: Deployment, http: aiohttp.ClientSession, tmp_path: Path
+    rig: Deployment, http: aiohttp.ClientSession, api_key: str, tmp_path: Path
 ) -> None:
     """schemathesis, driven by the gateway's own OpenAPI document, against the live
     gateway: every response is documented (status, content type, schema) and none is a
@@ -248,6 +243,8 @@ async def test_a_property_based_tester_finds_no_server_error_and_nothing_undocum
         "--request-timeout",
         "60",
         "--generation-deterministic",
+        "--header",
+        f"Authorization: Bearer {api_key}",
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -283,3 +280,67 @@ async def test_tokens_stream_between_the_journals_events(
     journal_ids = [int(event["id"]) for event in streamed if "id" in event]
     assert journal_ids == sorted(set(journal_ids))
     assert json.loads(streamed[-1]["data"])["data"]["status"] == "succeeded"
+
+
+async def test_without_a_valid_key_a_request_learns_nothing(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    """Every /v1 route needs the key; a request without it (or with a wrong or revoked
+    one) gets the same 401 whatever it asked, so it cannot tell a job or a route exists."""
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    async with http.post(
+        f"{base}/v1/jobs", json={"agent": "refund", "input": {"order_id": "A-1001", "amount": 5}}
+    ) as response:
+        job_id = (await response.json())["job_id"]
+    asks = [
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("GET", "/v1/jobs/no-such-job"),
+        ("GET", f"/v1/jobs/{job_id}/events"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/no-such-route"),
+        ("GET", "/v1/jobs"),
+    ]
+    other = add_key(rig.home / "other-keys", "elsewhere")  # a real key, of another file
+    answers = set()
+    async with aiohttp.ClientSession() as stranger:
+        for headers in (
+            {},
+            {"Authorization": f"Bearer {other}"},
+            {"Authorization": f"Basic {other}"},
+            {"Authorization": "Bearer"},
+        ):
+            for method, path in asks:
+                async with stranger.request(method, base + path, headers=headers) as response:
+                    assert response.status == 401, (method, path, headers)
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                    assert response.content_type == "application/problem+json"
+                    answers.add(await response.text())
+        assert len(answers) == 1 and job_id not in answers.pop()
+        async with stranger.get(f"{base}/healthz") as response:  # probes need no key
+            assert response.status == 200
+        # A revoked key stops working without a restart.
+        revoke_key(rig.home / "gateway-keys", "tests")
+
+        async def refused() -> bool:
+            async with http.get(f"{base}/v1/jobs/{job_id}") as response:
+                return response.status == 401
+
+        await eventually(refused, timeout=20, message="the revoked key refused")
+
+
+async def test_another_address_than_loopback_needs_keys(rig: Deployment, tmp_path: Path) -> None:
+    rig.extra_env |= {
+        "RIG_GATEWAY_HOST": "0.0.0.0",
+        "RIG_GATEWAY_KEYS": str(tmp_path / "none-here"),
+    }
+    [proc] = await rig.spawn("actors:Gateway", ready=False)
+    assert await asyncio.wait_for(proc.wait(), 60) == 2
+    log = (rig.home / "actors.Gateway.log").read_text()
+    assert "needs API keys" in log and "rig keys add" in log
+    key = add_key(tmp_path / "keys", "remote")
+    rig.extra_env["RIG_GATEWAY_KEYS"] = str(tmp_path / "keys")
+    base, _ = await start_gateway(rig)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as client:
+        async with client.get(f"{base}/v1/jobs") as response:
+            assert response.status == 200

@@ -18,10 +18,9 @@ from actors._webhooks import new_secret
 from protocols import TERMINAL_STATUSES
 from tests.conftest import REFUND, Deployment, eventually
 from tests.test_cli import rig_cli
-from tests.test_gateway import OVER_LIMIT, free_port, http, start_gateway
+from tests.test_gateway import OVER_LIMIT, free_port, start_gateway
 
 pytestmark = pytest.mark.integration
-__all__ = ["http"]  # the fixture, shared with the gateway's tests
 
 
 class Receiver:
