@@ -23,8 +23,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.micro.service import Service
 
 from actors._config import RigConfig
+from actors._discovery import start_service
 from actors._faults import armed, crash_point
 from actors._log import configure_logging
 from actors._nats import Publisher, connect, ensure_topology, headers_of, pull_subject
@@ -34,6 +36,7 @@ from protocols import (
     Encoding,
     ErrorReply,
     Header,
+    Names,
     NonRetryableError,
     ProtocolError,
     RetryableError,
@@ -188,6 +191,7 @@ class Actor:
     """
 
     name: ClassVar[str] = "actor"
+    kind: ClassVar[str] = "actor"  # what `rig ps` and `$SRV` call this kind of process
 
     def __init__(self, *, config: RigConfig | None = None) -> None:
         configure_logging()  # before binding a logger, which fixes its configuration
@@ -205,6 +209,9 @@ class Actor:
         self._batch = self.config.batch
         # Messages being handled (Msg is unhashable: keyed by id), and since when.
         self._holding: dict[int, tuple[Msg, float]] = {}
+        # What `rig ps` and `$SRV.STATS` report of this process.
+        self.counts = {"handled": 0, "retried": 0, "errors": 0, "dead_letters": 0}
+        self._service: Service | None = None
 
     # --- hooks -----------------------------------------------------------------
 
@@ -221,6 +228,10 @@ class Actor:
 
     async def on_stop(self) -> None:
         """Runs once handlers have finished, before the connection drains."""
+
+    def stats(self) -> dict[str, int]:
+        """This process's counters, as `rig ps` and `$SRV.STATS` show them."""
+        return dict(self.counts)
 
     # --- what handlers use -----------------------------------------------------
 
@@ -300,8 +311,18 @@ class Actor:
                 self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
             self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
             await self._announce(inboxes)
+            self._service = await start_service(
+                self.nc,
+                self.names,
+                kind=self.kind,
+                serves=_serves(self.names, inboxes),
+                cls=f"{type(self).__module__}:{type(self).__qualname__}",
+                counts=self.stats,
+            )
             await self._stopping.wait()
             self.log.info("actor.stopping", running=len(self._running))
+            with contextlib.suppress(Exception):  # a stopping process is not a live one
+                await self._service.stop()
             # Stop taking work before draining: an open pull would go on delivering (and
             # a loop waiting for a free slot would pull again) while handlers finish, and
             # what arrived late would be cut off mid-way. What was pulled but not started
@@ -489,6 +510,7 @@ class Actor:
             # A timer waiting for its time is routine; anything else is worth a line.
             say = self.log.debug if exc.details.get("routine") else self.log.info
             say("handler.retry", reason=exc.message, delay=exc.delay)
+            self.counts["retried"] += 1
             await msg.nak(delay=exc.delay)
             return
         except NonRetryableError as exc:
@@ -499,11 +521,13 @@ class Actor:
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
                 return
             self.log.exception("handler.failed", error=repr(exc))
+            self.counts["errors"] += 1
             await msg.nak(delay=self.config.nak_delay)
             return
         finally:
             del self._holding[id(msg)]
         await msg.ack()
+        self.counts["handled"] += 1
         if armed("after_ack"):  # fault injection: die once the server has the ack
             await self.nc.flush(timeout=5)
             crash_point("after_ack")
@@ -544,6 +568,7 @@ class Actor:
             deliveries=attempt,
         )
         self.log.warning("message.dead_lettered", reason=letter.reason, code=error["code"])
+        self.counts["dead_letters"] += 1
         try:
             # One dead letter per stored message, even if this actor dies before `term`
             # and the message comes back.
@@ -592,6 +617,17 @@ class Actor:
             )
         except Exception as exc:
             self.log.warning("endpoint.reply_failed", error=repr(exc))
+
+
+def _serves(names: Names, inboxes: list[Inbox]) -> list[str]:
+    """The agents, tools or verifiers whose work these inboxes read."""
+    served = []
+    work = f"{names.prefix}.work."
+    for inbox in inboxes:
+        kind, _, name = inbox.subject.removeprefix(work).partition(".")
+        if inbox.subject.startswith(work) and kind in ("agent", "tool", "verify") and name:
+            served.append(name)
+    return served
 
 
 def _reply_encoding(data: bytes, headers: dict[str, str]) -> Encoding:

@@ -120,6 +120,8 @@ class Agent(Actor):
     `budget_exceeded`.
     """
 
+    kind = "agent"
+
     graph: ClassVar[Graph]
     example_input: ClassVar[dict[str, Any]]
     llm: ClassVar[LLM]

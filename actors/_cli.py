@@ -138,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="monitoring port of the started server (default: nats.conf's, 8222; 0: a free one)",
     )
+    up.add_argument(
+        "--gateway-port",
+        type=int,
+        metavar="PORT",
+        help="port of the HTTP gateway it starts on loopback (default: RIG_GATEWAY_PORT or "
+        "8080; 0: a free one). Its API key is made once, in $RIG_HOME/gateway.key",
+    )
+    up.add_argument("--no-gateway", action="store_true", help="start no HTTP gateway")
     up.set_defaults(run=_up)
 
     actor = verbs.add_parser("actor", help="run one actor process")
@@ -400,6 +408,24 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--keep", action="store_true", help="keep the dead letter")
     replay.set_defaults(run=_dlq_replay)
 
+    ps = verbs.add_parser(
+        "ps",
+        parents=[common],
+        help="list the live actor processes",
+        description="Every actor process is a NATS micro service: this asks $SRV.STATS and "
+        "lists the answers of this deployment (RIG_PREFIX), with each process's counters. "
+        "`nats micro ls` sees the same services.",
+    )
+    ps.add_argument("--kind", help="only this kind: supervisor, agent, tools, verifier, gateway")
+    ps.add_argument(
+        "--listen",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="wait at most S seconds for answers (default 2; it stops once they stop)",
+    )
+    ps.set_defaults(run=_ps)
+
     webhooks = verbs.add_parser(
         "webhooks",
         help="what became of the jobs' webhooks",
@@ -563,8 +589,22 @@ def _up(args: argparse.Namespace) -> int:
     from actors._up import UpConfig, run_up
 
     config = UpConfig.load(args.config)
+    gateway_port = args.gateway_port
+    if gateway_port is None:
+        raw = os.environ.get("RIG_GATEWAY_PORT") or "8080"
+        if not raw.isdigit():
+            raise _usage(f"RIG_GATEWAY_PORT must be a port number, not {raw!r}")
+        gateway_port = int(raw)
+    if not 0 <= gateway_port < 65536:
+        raise _usage(f"--gateway-port must be a port number, not {gateway_port}")
     return run_async(
-        run_up(config, port=args.port, monitor_port=args.monitor_port, json_output=args.json)
+        run_up(
+            config,
+            port=args.port,
+            monitor_port=args.monitor_port,
+            gateway_port=None if args.no_gateway else gateway_port,
+            json_output=args.json,
+        )
     )
 
 
@@ -941,6 +981,33 @@ def _dlq_ls(args: argparse.Namespace) -> int:
         print(f"{seq:<6} {_ago(letter.ts):>8} ago  {letter.actor}  {letter.subject}")
         print(
             f"       {letter.error.get('code')}: {letter.reason}  ({letter.deliveries} deliveries)"
+        )
+    return EXIT_OK
+
+
+def _ps(args: argparse.Namespace) -> int:
+    if not 0 < args.listen <= 60:
+        raise _usage("--listen must be more than 0 and at most 60 seconds")
+    found = _with_client(lambda rig: rig.actors(listen=args.listen))
+    if args.kind:
+        found = [actor for actor in found if actor.kind == args.kind]
+    if args.json:
+        _print_json([actor.to_dict() for actor in found])
+        return EXIT_OK
+    if not found:
+        print("no live actors" + (f" of kind {args.kind}" if args.kind else ""))
+        return EXIT_OK
+    print(
+        f"{'KIND':<11} {'SERVES':<24} {'HOST:PID':<24} {'HANDLED':>8} {'RETRIED':>8} "
+        f"{'ERRORS':>7} {'DEAD':>5}"
+    )
+    for actor in found:
+        counts = actor.counts
+        print(
+            f"{actor.kind:<11} {','.join(actor.serves) or '-':<24} "
+            f"{actor.host + ':' + str(actor.pid):<24} {counts.get('handled', 0):>8} "
+            f"{counts.get('retried', 0):>8} {counts.get('errors', 0):>7} "
+            f"{counts.get('dead_letters', 0):>5}"
         )
     return EXIT_OK
 

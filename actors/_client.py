@@ -24,6 +24,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors._config import RigConfig
+from actors._discovery import LISTEN_S, LiveActor, discover
 from actors._nats import connect, ensure_topology, kv_latest, live_agents
 from actors._results import resolved
 from actors._webhooks import webhook_records
@@ -177,6 +178,10 @@ class RigClient:
                 found.append(job.info())
         found.sort(key=lambda job: job.created_at, reverse=True)
         return found[:limit]
+
+    async def actors(self, *, listen: float = LISTEN_S) -> list[LiveActor]:
+        """The deployment's live actor processes, as they answer `$SRV.STATS`."""
+        return await discover(self.nc, self.names, listen=listen)
 
     async def webhooks(self, *, job_id: str | None = None) -> list[WebhookRecord]:
         """What became of every webhook (of `job_id`), newest first."""

@@ -383,6 +383,7 @@ def _version() -> str:
 class Gateway(Actor):
     """Rig over HTTP: see the module's docstring. Consumes nothing; serves HTTP."""
 
+    kind = "gateway"
     name = "gateway"
 
     def __init__(self, **kwargs: Any) -> None:

@@ -111,6 +111,7 @@ class Supervisor(Actor):
     compare-and-set is retried after re-reading.
     """
 
+    kind = "supervisor"
     name = "supervisor"
 
     async def on_start(self) -> None:
@@ -162,6 +163,9 @@ class Supervisor(Actor):
                 stream=self.names.dlq_stream,
             ),
         ]
+
+    def stats(self) -> dict[str, int]:
+        return super().stats() | {"stale_reports": self.stale_reports}
 
     # --- the API -----------------------------------------------------------------
 

@@ -185,6 +185,8 @@ class ToolExecutor(Actor):
     or, without one, the job goes to a person.
     """
 
+    kind = "tools"
+
     tools: ClassVar[dict[str, _Tool]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

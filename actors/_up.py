@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
 import tomllib
@@ -39,8 +40,10 @@ from typing import Any
 import structlog
 
 from actors._config import RigConfig
+from actors._keys import add_key, keys_path
 from actors._log import configure_logging
 from actors._nats import connect
+from actors._webhooks import new_secret
 from protocols import ActorReady, RigError, decode_as
 
 log = structlog.get_logger("rig.up")
@@ -59,6 +62,46 @@ SERVER_START_TIMEOUT_S = 30.0
 SERVER_RESTARTS = 5
 # How long `rig up` waits for every actor's announcement before saying which are late.
 READY_WARN_S = 30.0
+GATEWAY = "actors:Gateway"
+DEFAULT_GATEWAY_PORT = 8080
+
+
+def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """What the gateway `rig up` starts needs: a port, a keys file with a key (the key in
+    `$RIG_HOME/gateway.key`) and a webhook secret (`$RIG_HOME/webhook-secret`), each made
+    once; what to say of them, and the environment for them."""
+    if port == 0:
+        port = free_port()
+    env = {"RIG_GATEWAY_PORT": str(port), "RIG_GATEWAY_URL": f"http://127.0.0.1:{port}"}
+    said: dict[str, str] = {"url": env["RIG_GATEWAY_URL"]}
+    keys = keys_path(rig)
+    if not keys.exists():
+        _private(rig.home / "gateway.key", add_key(keys, "rig-up") + "\n")
+        said["key_file"] = str(rig.home / "gateway.key")
+    elif (rig.home / "gateway.key").exists():
+        said["key_file"] = str(rig.home / "gateway.key")
+    said["keys"] = str(keys)
+    if not os.environ.get("RIG_WEBHOOK_SECRET"):
+        secret_file = rig.home / "webhook-secret"
+        if not secret_file.exists():
+            _private(secret_file, new_secret() + "\n")
+        env["RIG_WEBHOOK_SECRET"] = secret_file.read_text().strip()
+        said["webhook_secret_file"] = str(secret_file)
+    return said, env
+
+
+def _private(path: Path, text: str) -> None:
+    """Write a file only its owner may read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class UpConfigError(RigError):
@@ -299,9 +342,14 @@ async def run_up(
     *,
     port: int | None = None,
     monitor_port: int | None = None,
+    gateway_port: int | None = DEFAULT_GATEWAY_PORT,
     json_output: bool = False,
 ) -> int:
-    """Start everything, keep it running until SIGINT/SIGTERM, stop everything; return 0."""
+    """Start everything, keep it running until SIGINT/SIGTERM, stop everything; return 0.
+
+    `gateway_port` (0: a free one; None: no gateway) starts a `rig gateway` beside the
+    actors, on loopback, with API keys and a webhook secret (made in `RIG_HOME` the first
+    time, kept there 0600) unless the environment names its own."""
     configure_logging()
     emit = _Emitter(json_output)
     stop = asyncio.Event()
@@ -311,6 +359,12 @@ async def run_up(
 
     rig = RigConfig.from_env()
     env = {**os.environ, "RIG_HOME": str(rig.home)}
+    gateway = None
+    if gateway_port is not None and GATEWAY not in {spec.target for spec in config.actors}:
+        gateway, secrets = await asyncio.to_thread(_gateway_secrets, rig, gateway_port)
+        env |= secrets
+        config = UpConfig((*config.actors, ActorSpec(GATEWAY)))
+        emit("gateway.configured", **gateway)
     server = None
     if not os.environ.get("RIG_NATS_URL"):
         server = await NatsServer.start(home=rig.home, port=port, monitor_port=monitor_port)
@@ -371,10 +425,12 @@ async def _say_ready(
         slot = pids.get(decode_as(ActorReady, msg.data)[0].pid)
         if slot is not None:
             ready.add(slot)
+    gateway = {"gateway": env["RIG_GATEWAY_URL"]} if "RIG_GATEWAY_URL" in env else {}
     emit(
         "up.ready",
         actors=count,
         url=env["RIG_NATS_URL"],
+        **gateway,
         message=f"all {count} actor processes announced themselves; Rig is ready",
     )
 

@@ -52,6 +52,8 @@ class Verifier(Actor):
     checks: `VerifyRequest`. Publishes `Verdict` on `rig.work.supervisor`.
     """
 
+    kind = "verifier"
+
     checks: ClassVar[dict[str, tuple[float, Check]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -179,6 +179,8 @@ async def with_rig(
             str(port),
             "--monitor-port",
             str(free_port()),
+            "--gateway-port",
+            str(free_port()),
             "--config",
             str(HOME / "up.toml"),
             "--json",

@@ -219,6 +219,8 @@ class Deployment:
                 "up",
                 "--config",
                 str(config),
+                "--gateway-port",
+                "0",
                 "--json",
                 env=self.env,
                 cwd=ROOT,

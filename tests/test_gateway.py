@@ -20,6 +20,7 @@ from actors._keys import add_key, revoke_key
 from protocols import Event
 from tests.chain import CHAIN
 from tests.conftest import REFUND, Deployment, eventually
+from tests.test_cli import rig_cli
 from tests.test_llm import llm_config, start_chaos
 
 pytestmark = pytest.mark.integration
@@ -344,3 +345,36 @@ async def test_another_address_than_loopback_needs_keys(rig: Deployment, tmp_pat
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as client:
         async with client.get(f"{base}/v1/jobs") as response:
             assert response.status == 200
+
+
+async def test_a_killed_agent_drops_out_of_rig_ps_and_the_agents_route(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn("actors:Supervisor", "actors.examples.refund:RefundTools")
+    agents = await rig.spawn(*["actors.examples.refund:RefundAgent"] * 2)
+    base, _ = await start_gateway(rig)
+
+    async def live() -> tuple[list[int], int]:
+        code, out, err = await rig_cli(rig, "ps", "--json", "--kind", "agent")
+        assert code == 0, err
+        async with http.get(f"{base}/v1/agents") as response:
+            [refund] = (await response.json())["agents"]
+        return sorted(actor["pid"] for actor in json.loads(out)), refund["live"]
+
+    async def both() -> bool:
+        return await live() == (sorted(proc.pid for proc in agents), 2)
+
+    await eventually(both, timeout=30, message="both agents live")
+    code, out, _ = await rig_cli(rig, "ps", "--json")
+    assert code == 0
+    kinds = sorted(actor["kind"] for actor in json.loads(out))
+    assert kinds == ["agent", "agent", "gateway", "supervisor", "tools"]
+    agents[0].send_signal(signal.SIGKILL)
+    await agents[0].wait()
+
+    async def one() -> bool:
+        return await live() == ([agents[1].pid], 1)
+
+    # rig ps at once (nothing answers for the dead process); the route when its presence
+    # key expires (PRESENCE_TTL_S).
+    await eventually(one, timeout=40, message="the killed agent gone from both")

@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import nats
 import pytest
 
 from actors.examples.refund import RefundAgent
@@ -63,12 +65,43 @@ async def start_up(tmp_path: Path) -> Up:
         "0",
         "--monitor-port",
         "0",
+        "--gateway-port",
+        "0",
         env=env,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
     return Up(proc, env)
+
+
+async def every_kind_answers_ping(up: Up, gateway: str) -> None:
+    """Every process rig up started is a micro service of its deployment, and its gateway
+    serves with the API key rig up made (security on by default)."""
+    nc = await nats.connect(up.env["RIG_NATS_URL"])
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish("$SRV.PING", b"", reply=inbox)
+        kinds: list[str] = []
+        while len(kinds) < 5:
+            ping = json.loads((await sub.next_msg(timeout=10)).data)
+            if ping["metadata"]["rig.prefix"] == up.env["RIG_PREFIX"]:
+                assert ping["type"] == "io.nats.micro.v1.ping_response"
+                kinds.append(ping["metadata"]["rig.kind"])
+        assert sorted(kinds) == ["agent", "gateway", "supervisor", "tools", "verifier"]
+    finally:
+        await nc.close()
+    code, out, _ = await up.rig("ps", "--json")
+    listed = json.loads(out)
+    assert code == 0 and sorted(actor["kind"] for actor in listed) == sorted(kinds)
+    key = (Path(up.env["RIG_HOME"]) / "gateway.key").read_text().strip()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway}/v1/agents") as response:
+            assert response.status == 401
+        headers = {"Authorization": f"Bearer {key}"}
+        async with http.get(f"{gateway}/v1/agents", headers=headers) as response:
+            assert [agent["live"] for agent in (await response.json())["agents"]] == [1]
 
 
 async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
@@ -81,8 +114,9 @@ async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
         up.env["RIG_NATS_URL"] = server["url"]
         # Ready means usable at once: every actor has announced itself.
         started = [e for e in up.seen if e["event"] == "actor.started"]
-        assert len(started) == ready["actors"] == 4
+        assert len(started) == ready["actors"] == 5  # the refund example and a gateway
         assert "announced themselves" in ready["message"]
+        await every_kind_answers_ping(up, ready["gateway"])
         code, out, _ = await up.rig("agents", "--json")
         assert code == 0 and json.loads(out)[0]["live"] == 1
         code, out, err = await up.rig("submit", "refund", "--input", EXAMPLE, "--wait", "--json")
