@@ -156,9 +156,16 @@ class RigClient:
         return reply.jobs
 
     async def jobs(
-        self, *, agent: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
-        """Jobs, newest first: of `agent` only, in `status` only (`active`: not terminal).
+        """Jobs, newest first (by creation, then id): of `agent` only, in `status` only
+        (`active`: not terminal), created before `before` (the `(created_at, job_id)` of
+        the last job of the previous page) only.
 
         Reads the latest snapshot of every job from `RIG_JOBS` in one pass, so its cost
         grows with the number of jobs kept.
@@ -174,9 +181,11 @@ class RigClient:
             wanted = (
                 status is None or job.status == status or (status == "active" and not job.terminal)
             )
+            if before is not None and (job.created_at, job.job_id) >= before:
+                continue
             if wanted and (agent is None or job.agent == agent):
                 found.append(job.info())
-        found.sort(key=lambda job: job.created_at, reverse=True)
+        found.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
         return found[:limit]
 
     async def actors(self, *, listen: float = LISTEN_S) -> list[LiveActor]:

@@ -8,9 +8,10 @@
                                    terminal status; `?tokens=true` adds the model's tokens
     POST /v1/jobs/{id}/cancel      {reason?}
     POST /v1/jobs/{id}/resolve     {edge, args?, note?, by?, limits?}
-    GET  /v1/jobs                  ?agent=&status=&limit= (newest first)
+    GET  /v1/jobs                  ?agent=&status=&limit=&cursor= (newest first, paged)
     GET  /v1/inbox                 ?agent=
     GET  /v1/agents                registered agents and their live processes
+    GET  /v1/agents/{name}         one agent: its graph as JSON and Mermaid
     GET  /healthz, /readyz
 
 Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
@@ -34,6 +35,7 @@ whatever it asked. Without a keys file it binds loopback only. With
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -41,6 +43,8 @@ import importlib.metadata
 import ipaddress
 import json
 import os
+import resource
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +70,7 @@ from protocols import (
     RigConnectionError,
     RigError,
     SchemaError,
+    UnknownAgentError,
     WebhookDelivery,
     check_token,
     decode,
@@ -75,6 +80,7 @@ from protocols import (
 from protocols._http import (
     HttpAccepted,
     HttpAgent,
+    HttpAgentDetail,
     HttpAgents,
     HttpCancel,
     HttpInbox,
@@ -87,7 +93,9 @@ from protocols._http import (
 )
 
 MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
-WRITE_TIMEOUT_S = 10.0  # an SSE client that reads nothing for this long is cut off
+WRITE_TIMEOUT_S = 10.0  # an SSE client whose buffer stays full this long is cut off
+SSE_BUFFER_BYTES = 32 * 1024  # per SSE client, in the gateway and in the kernel each
+IDLE_S = 60.0  # a connection that sends no request for this long is closed
 KEEP_ALIVE_S = 15.0  # an SSE comment when nothing else was sent for this long
 RETRY_MS = 2000  # what an SSE client waits before it reconnects
 _TOKEN_TICK_S = 0.05  # how soon a token reaches an SSE client that asked for tokens
@@ -228,6 +236,7 @@ ROUTES = (
             Param("agent", "query", {"type": "string"}),
             Param("status", "query", {"type": "string"}, "a status, or `active`"),
             Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            Param("cursor", "query", {"type": "string"}, "from the previous page's `next`"),
         ),
         errors=(400, 503),
     ),
@@ -301,6 +310,15 @@ ROUTES = (
         errors=(400, 503),
     ),
     Route("GET", "/v1/agents", "agents", "Registered agents", answer=HttpAgents, errors=(503,)),
+    Route(
+        "GET",
+        "/v1/agents/{name}",
+        "agent",
+        "One agent: its graph as JSON and as Mermaid, its budget, its live processes",
+        answer=HttpAgentDetail,
+        params=(Param("name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}),),
+        errors=(400, 404, 503),
+    ),
     Route("GET", "/healthz", "healthz", "The process serves", answer=HttpOk),
     Route("GET", "/readyz", "readyz", "NATS is reachable", answer=HttpOk, errors=(503,)),
 )
@@ -324,6 +342,14 @@ def openapi() -> dict[str, Any]:
         else:
             ref = {"$ref": f"#/components/schemas/{route.answer.__name__}"}
             ok["content"] = {"application/json": {"schema": ref}}
+        if route.handler == "submit":  # what a client does next with the job id
+            ok["links"] = {
+                handler: {
+                    "operationId": handler,
+                    "parameters": {"job_id": "$response.body#/job_id"},
+                }
+                for handler in ("status", "wait", "cancel", "resolve")
+            }
         responses: dict[str, Any] = {str(route.ok): ok}
         guarded = route.path not in _OPEN_PATHS
         for status in sorted({*route.errors, *((401,) if guarded else ())}):
@@ -393,6 +419,13 @@ class Gateway(Actor):
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"RIG_GATEWAY_PORT must be a port number, not {port!r}")
         self.port = int(port)
+        idle = os.environ.get("RIG_GATEWAY_IDLE_S") or str(IDLE_S)
+        try:
+            self.idle_s = float(idle)
+        except ValueError:
+            raise ConfigError(f"RIG_GATEWAY_IDLE_S must be seconds, not {idle!r}") from None
+        if not 0 < self.idle_s <= 3600:
+            raise ConfigError("RIG_GATEWAY_IDLE_S must be more than 0 and at most 3600")
         self._runner: web.AppRunner | None = None
         self._sender: WebhookSender | None = None
         self._keys: KeyRing | None = None
@@ -422,11 +455,17 @@ class Gateway(Actor):
         else:
             self.log.info("gateway.webhooks_off", why="no RIG_WEBHOOK_SECRET")
         self.rig = RigClient(self.nc, self.config)
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        files = _raise_file_limit()
+        self._runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=self.idle_s,  # also bounds a connection that sends nothing
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=2.0)
         await site.start()
-        self.log.info("gateway.listening", url=f"http://{self.host}:{self.port}")
+        self.log.info("gateway.listening", url=f"http://{self.host}:{self.port}", open_files=files)
 
     async def on_stop(self) -> None:
         if self._reload is not None:
@@ -560,9 +599,15 @@ class Gateway(Actor):
     async def jobs(self, request: web.Request) -> web.Response:
         agent = request.query.get("agent")
         status = request.query.get("status")
-        limit = int(_number(request, "limit", 50, high=1000))
-        found = await self.rig.jobs(agent=agent, status=status, limit=max(1, limit))
-        return _json(HttpJobs(jobs=found))
+        limit = max(1, int(_number(request, "limit", 50, high=1000)))
+        before = _cursor(request.query.get("cursor"))
+        found = await self.rig.jobs(agent=agent, status=status, limit=limit, before=before)
+        following = None
+        if len(found) == limit:
+            last = found[-1]
+            query = {**request.query, "cursor": cursor_of(last.created_at, last.job_id)}
+            following = str(request.rel_url.with_query(query))
+        return _json(HttpJobs(jobs=found, next=following))
 
     async def inbox(self, request: web.Request) -> web.Response:
         return _json(HttpInbox(jobs=await self.rig.inbox(request.query.get("agent"))))
@@ -580,6 +625,27 @@ class Gateway(Actor):
             for info in infos
         ]
         return _json(HttpAgents(agents=agents))
+
+    async def agent(self, request: web.Request) -> web.Response:
+        name = check_token(request.match_info["name"], what="agent name")
+        found = [info for info in await self.rig.agents() if info.name == name]
+        if not found:
+            raise UnknownAgentError(f"no agent named {name!r} has registered", agent=name)
+        [info] = found
+        live = await self.rig.live_agents()
+        detail = HttpAgentDetail(
+            name=info.name,
+            description=info.description,
+            example_input=info.example_input,
+            graph_version=info.graph.version,
+            live=live.get(info.name, 0),
+            graph=info.graph,
+            mermaid=info.graph.to_mermaid(info.name),
+            budget=info.budget,
+            on_exhausted=info.on_exhausted,
+            on_stuck=info.on_stuck,
+        )
+        return _json(detail)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(HttpOk())
@@ -607,6 +673,7 @@ class Gateway(Actor):
             }
         )
         await response.prepare(request)
+        _bound_buffers(request)
         stream = _Stream(response)
         await stream.send(f"retry: {RETRY_MS}\n\n")
         token_sub = None
@@ -645,8 +712,13 @@ class Gateway(Actor):
                 await stream.send(f"id: {seq}\nevent: {event.type}\ndata: {data}\n\n")
                 if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
                     break
-        except (ConnectionResetError, _Gone):
-            pass  # the client left, or stopped reading: it resumes by id
+        except ConnectionResetError:
+            pass  # the client left: it resumes by id
+        except _Gone:  # its buffer is full: cut it off (it resumes by id) and hold nothing
+            self.log.info("gateway.client_too_slow", job_id=job_id, seconds=WRITE_TIMEOUT_S)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
         except Exception as exc:  # the stream has begun: no problem document now
             self.log.error("gateway.stream_failed", job_id=job_id, error=repr(exc), exc_info=exc)
         finally:
@@ -655,9 +727,15 @@ class Gateway(Actor):
             if token_sub is not None:
                 with contextlib.suppress(Exception):
                     await token_sub.unsubscribe()
-        with contextlib.suppress(ConnectionResetError, _Gone):
+        try:
             await stream.flush_later()
-            await response.write_eof()
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await response.write_eof()
+        except ConnectionResetError:
+            pass
+        except (_Gone, TimeoutError):
+            if request.transport is not None:
+                request.transport.abort()
         return response
 
 
@@ -699,6 +777,22 @@ def _json(model: BaseModel, *, status: int = 200, **kwargs: Any) -> web.Response
     return web.json_response(
         model.model_dump(mode="json", exclude_none=False), status=status, **kwargs
     )
+
+
+def cursor_of(created_at: float, job_id: str) -> str:
+    """An opaque page cursor: where the previous page ended."""
+    return base64.urlsafe_b64encode(f"{created_at!r}/{job_id}".encode()).decode().rstrip("=")
+
+
+def _cursor(raw: str | None) -> tuple[float, str] | None:
+    if raw is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        created, job_id = text.split("/", 1)
+        return float(created), check_token(job_id, what="job id")
+    except (ValueError, UnicodeDecodeError, RigError):
+        raise SchemaError("cursor is not one this gateway gave (take `next` as it is)") from None
 
 
 def idempotent_job_id(key: str) -> str:
@@ -750,6 +844,29 @@ def _number(request: web.Request, name: str, default: float, *, high: float) -> 
     if not 0 < value <= high:
         raise SchemaError(f"{name} must be more than 0 and at most {high:g}")
     return value
+
+
+def _bound_buffers(request: web.Request) -> None:
+    """A small, bounded buffer for one SSE client, in the process and in the kernel: a
+    client that does not read fills it soon, and is then cut off by the write timeout."""
+    transport = request.transport
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=SSE_BUFFER_BYTES)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_BUFFER_BYTES)
+
+
+def _raise_file_limit() -> int:
+    """Lift this process's open-file limit to the hard one (each connection is a file);
+    return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

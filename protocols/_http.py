@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols._graph import Graph
 from protocols._messages import (
+    Budget,
     BudgetOverride,
     Escalation,
     JobId,
@@ -70,9 +72,12 @@ class HttpAccepted(_Wire):
 
 
 class HttpJobs(_Wire):
-    """`GET /v1/jobs`: newest first."""
+    """`GET /v1/jobs`: newest first; `next` continues after the last one (None: no more)."""
 
     jobs: list[JobInfo]
+    next: str | None = Field(
+        default=None, description="the url of the next page (`cursor=`), if there may be one"
+    )
 
 
 class HttpInbox(_Wire):
@@ -87,6 +92,16 @@ class HttpAgent(_Wire):
     example_input: dict[str, Any]
     graph_version: str
     live: int = Field(description="live processes of the agent")
+
+
+class HttpAgentDetail(HttpAgent):
+    """`GET /v1/agents/{name}`: one agent, its state machine as JSON and as Mermaid."""
+
+    graph: Graph
+    mermaid: str = Field(description="the graph as a Mermaid state diagram")
+    budget: Budget
+    on_exhausted: str | None = None
+    on_stuck: str
 
 
 class HttpAgents(_Wire):
