@@ -2,7 +2,7 @@
 
     scripts/bench [--quick] [--json FILE] [SCENARIO ...]
 
-Scenarios (all by default): floor, steps, peers, latency, ledger. Each prints rows of a
+Scenarios (all by default): floor, steps, peers, latency, ledger, gateway. Each prints rows of a
 markdown table; `--json` also writes every number, with the machine it ran on. Speeds are
 meant to be read as ratios to the floor measured in the same run: these machines are
 shared and noisy.
@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiosqlite
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors import Ledger  # noqa: E402
+from actors._keys import add_key  # noqa: E402
 from actors._up import NatsServer, spawn_actor, wait_ready  # noqa: E402
 from protocols import Event, Names, decode_as, encode  # noqa: E402
 
@@ -631,6 +634,166 @@ async def _raw_batched_ops(path: Path, calls: int, in_flight: int) -> float:
     return 2 * calls / elapsed
 
 
+# --- gateway ------------------------------------------------------------------------------
+
+
+async def bench_gateway(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """Rig over HTTP beside Rig over NATS, in the same run: submissions per second each
+    way (one supervisor, jobs stored and left queued), then SSE clients, one per job,
+    following the pipeline's jobs to the end through one gateway (API keys on)."""
+    submits, in_flight = (200, 16) if quick else (4000, 64)
+    clients = 50 if quick else 1000
+    nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
+    key = add_key(work / "gateway-keys", "bench")
+    headers = {"Authorization": f"Bearer {key}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    http = aiohttp.ClientSession(
+        connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=900)
+    )
+    deployments: list[Deployment] = []
+
+    async def with_gateway(name: str, targets: list[str]) -> tuple[Deployment, str, int]:
+        home = work / name
+        home.mkdir()
+        port = free_port()
+        deployment = Deployment(
+            server,
+            home,
+            {
+                "RIG_GATEWAY_PORT": str(port),
+                "RIG_GATEWAY_KEYS": str(work / "gateway-keys"),
+                "RIG_PIPELINE_LATENCY": "0.2,1.0" if quick else "1.0,4.0",
+                "RIG_CONCURRENCY": str(4 * clients),
+            },
+        )
+        deployments.append(deployment)
+        await deployment.start(nc, [*targets, "actors:Gateway"])
+        return deployment, f"http://127.0.0.1:{port}", deployment.procs[-1].pid
+
+    try:
+        # Submissions: the agent registers and stops, so submitted jobs wait, untouched.
+        deployment, base, _ = await with_gateway("submits", [PIPELINE[1]])
+        agent = deployment.procs[0]
+        agent.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(agent.wait(), 30)
+        await deployment.start(nc, [PIPELINE[0]])
+
+        async def over_nats(n: int) -> None:
+            body = encode({"agent": "pipeline", "input": {"n": n}})
+            reply = await nc.request(deployment.names.api_submit, body, timeout=30)
+            if b"error" in reply.data[:16]:
+                raise RuntimeError(f"submit failed: {reply.data!r}")
+
+        async def over_http(n: int) -> None:
+            async with http.post(
+                f"{base}/v1/jobs", json={"agent": "pipeline", "input": {"n": n}}
+            ) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"POST /v1/jobs: {response.status} {await response.text()}")
+
+        rates = {}
+        for label, submit in (("nats", over_nats), ("http", over_http)):
+            await _in_flight(submit, min(submits, 100), in_flight)  # warm up
+            started = time.perf_counter()
+            await _in_flight(submit, submits, in_flight)
+            rates[label] = submits / (time.perf_counter() - started)
+        ratio = rates["http"] / rates["nats"]
+        report.put("gateway", "nats_submits_per_s", round(rates["nats"]))
+        report.put("gateway", "http_submits_per_s", round(rates["http"]))
+        report.put("gateway", "http_to_nats_ratio", round(ratio, 3))
+        report.row(
+            "gateway",
+            f"submits, {in_flight} in flight",
+            f"{rates['http']:,.0f}/s over HTTP",
+            f"{rates['nats']:,.0f}/s over NATS in the same run ({ratio:.0%}): one gateway, "
+            "one supervisor, each answered once the job is stored",
+        )
+
+        # SSE: every job followed to its end by a client of its own, all connected at once.
+        await deployment.stop()
+        deployment, base, gateway = await with_gateway("sse", list(PIPELINE))
+        import psutil
+
+        idle_rss = psutil.Process(gateway).memory_info().rss
+        connected, peak = 0, idle_rss
+        all_connected = asyncio.Event()
+
+        async def follow(n: int) -> tuple[int, str]:
+            nonlocal connected
+            async with http.post(
+                f"{base}/v1/jobs", json={"agent": "pipeline", "input": {"n": n}}
+            ) as response:
+                events_url = base + (await response.json())["links"]["events"]
+            seqs, status = [], ""
+            async with http.get(events_url) as response:
+                connected += 1
+                if connected == clients:
+                    all_connected.set()
+                async for raw in response.content:
+                    line = raw.decode()
+                    if line.startswith("data: "):
+                        event = json.loads(line[6:])
+                        seqs.append(event["seq"])
+                        status = event["data"].get("status", status)
+            complete = seqs == list(range(1, len(seqs) + 1))
+            return (len(seqs) if complete else -1), status
+
+        async def sample() -> None:
+            nonlocal peak
+            await all_connected.wait()
+            while True:
+                peak = max(peak, psutil.Process(gateway).memory_info().rss)
+                await asyncio.sleep(0.2)
+
+        sampler = asyncio.create_task(sample())
+        started = time.perf_counter()
+        try:
+            results = await asyncio.gather(*(follow(n) for n in range(clients)))
+        finally:
+            sampler.cancel()
+        elapsed = time.perf_counter() - started
+        broken = sum(1 for count, _ in results if count < 0)
+        failed = sum(1 for _, status in results if status != "succeeded")
+        events = sum(count for count, _ in results if count > 0)
+        per_client = (peak - idle_rss) / clients / 1024
+        report.put("gateway", "sse_clients", clients)
+        report.put("gateway", "sse_events", events)
+        report.put("gateway", "sse_incomplete", broken + failed)
+        report.put("gateway", "sse_kb_per_client", round(per_client, 1))
+        report.row(
+            "gateway",
+            f"{clients} SSE clients, one per job, at once",
+            f"{events:,} events, {broken + failed} streams incomplete",
+            f"every job followed from submit to its end in {elapsed:,.1f} s; gateway RSS "
+            f"{peak / 2**20:,.0f} MB with all connected, {per_client:,.1f} KB per client "
+            "over idle",
+        )
+        if broken or failed:
+            raise RuntimeError(f"{broken} streams missed events, {failed} jobs did not succeed")
+    finally:
+        await http.close()
+        for each in deployments:
+            await each.stop()
+        await nc.close()
+
+
+async def _in_flight(call: Callable[[int], Awaitable[None]], total: int, width: int) -> None:
+    """`total` calls, `width` at a time."""
+    numbers = iter(range(total))
+
+    async def worker() -> None:
+        for n in numbers:
+            await call(n)
+
+    await asyncio.gather(*(worker() for _ in range(width)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -659,7 +822,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-SCENARIOS = ("floor", "steps", "peers", "latency", "ledger")
+SCENARIOS = ("floor", "steps", "peers", "latency", "ledger", "gateway")
 
 
 async def main() -> int:
@@ -701,6 +864,7 @@ async def main() -> int:
             "ledger": lambda: bench_ledger(report, args.quick, work),
             "peers": lambda: bench_peers(report, args.quick),
             "latency": lambda: bench_latency(server, report, args.quick, work),
+            "gateway": lambda: bench_gateway(server, report, args.quick, work),
         }
         for name in chosen:
             if name in runners:

