@@ -193,7 +193,7 @@ async def with_rig(
         config = RigConfig(nats_url=url, names=Names("rig"), home=HOME)
         rig = await RigClient.connect(config)
         try:
-            await wait_for_actors(rig, count=len(actors))
+            await wait_for_actors(rig, count=len(actors) + 1)  # and rig up's gateway
             print(f"{len(actors)} actors ready after {time.monotonic() - started:.1f} s\n")
             return await body(rig, started)
         finally:
