@@ -252,7 +252,7 @@ class RigClient:
     async def live_agents(self) -> dict[str, int]:
         """How many live processes each agent has (agents with none are left out)."""
         await ensure_topology(self.js, self.names)
-        return await live_agents(await self.js.key_value(self.names.presence_bucket))
+        return await live_agents(self.js, self.names)
 
     async def events(
         self, job_id: str, *, timeout: float | None = None, until_parked: bool = False

@@ -281,19 +281,11 @@ async def kv_swap(kv: KeyValue, key: str, value: bytes, revision: int) -> int | 
         return None
 
 
-async def live_keys(presence: KeyValue, pattern: str) -> list[str]:
+async def live_keys(js: JetStreamContext, names: Names, pattern: str) -> list[str]:
     """The keys matching `pattern` that are alive in the presence bucket (not expired,
-    not deleted)."""
-    watcher = await presence.watch(pattern, ignore_deletes=True, meta_only=True)
-    keys: list[str] = []
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of what is stored now
-                break
-            keys.append(entry.key)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return keys
+    not deleted). Read with `kv_latest`: a KV watcher could report the end of the stored
+    keys before any of them under load."""
+    return [key async for key, _ in kv_latest(js, names.presence_bucket, pattern)]
 
 
 async def keep_beating(beat: Any, log: Any) -> None:
@@ -307,12 +299,14 @@ async def keep_beating(beat: Any, log: Any) -> None:
             log.warning("presence.failed", error=repr(exc))
 
 
-async def live_agents(presence: KeyValue, agent: str | None = None) -> dict[str, int]:
+async def live_agents(
+    js: JetStreamContext, names: Names, agent: str | None = None
+) -> dict[str, int]:
     """How many live processes each agent has (only `agent`'s, if given), by its
     instances' keys `<agent>.<instance>` in the presence bucket; a dead one's key has
     expired, a stopped one's is deleted."""
     counts: dict[str, int] = {}
-    for key in await live_keys(presence, f"{agent}.*" if agent is not None else "*.*"):
+    for key in await live_keys(js, names, f"{agent}.*" if agent is not None else "*.*"):
         name = key.split(".", 1)[0]
         counts[name] = counts.get(name, 0) + 1
     return counts

@@ -118,7 +118,6 @@ class Supervisor(Actor):
         self._jobs: KeyValue = await self.js.key_value(self.names.jobs_bucket)
         self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
         self._inbox: KeyValue = await self.js.key_value(self.names.inbox_bucket)
-        self._presence: KeyValue = await self.js.key_value(self.names.presence_bucket)
         self._graphs: KeyValue = await self.js.key_value(self.names.graphs_bucket)
         self._versions: dict[str, AgentInfo] = {}
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
@@ -267,7 +266,7 @@ class Supervisor(Actor):
 
     async def _look_live(self, agent: str) -> bool:
         async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-            live = bool(await live_agents(self._presence, agent))
+            live = bool(await live_agents(self.js, self.names, agent))
         self._live_cache[agent] = (time.monotonic(), live)
         return live
 

@@ -239,7 +239,7 @@ class ToolExecutor(Actor):
         for name in tools:
             others = {
                 key.rsplit(".", 1)[1]
-                for key in await live_keys(presence, f"ledger.{name}.*")
+                for key in await live_keys(self.js, self.names, f"ledger.{name}.*")
                 if key.rsplit(".", 1)[1] != host
             }
             if not others:

@@ -362,11 +362,11 @@ async def test_a_killed_agent_drops_out_of_rig_ps_and_the_agents_route(
     base, _ = await start_gateway(rig)
 
     async def live() -> tuple[list[int], int]:
-        code, out, err = await rig_cli(rig, "ps", "--json", "--kind", "agent")
-        assert code == 0, err
+        """The agent pids that answer `$SRV` (what `rig ps` lists), and the route's count."""
+        found = await rig.client.actors(listen=2.0)
         async with http.get(f"{base}/v1/agents") as response:
             [refund] = (await response.json())["agents"]
-        return sorted(actor["pid"] for actor in json.loads(out)), refund["live"]
+        return sorted(actor.pid for actor in found if actor.kind == "agent"), refund["live"]
 
     async def both() -> bool:
         return await live() == (sorted(proc.pid for proc in agents), 2)
@@ -382,9 +382,11 @@ async def test_a_killed_agent_drops_out_of_rig_ps_and_the_agents_route(
     async def one() -> bool:
         return await live() == ([agents[1].pid], 1)
 
-    # rig ps at once (nothing answers for the dead process); the route when its presence
+    # $SRV at once (nothing answers for the dead process); the route when its presence
     # key expires (PRESENCE_TTL_S).
     await eventually(one, timeout=40, message="the killed agent gone from both")
+    code, out, _ = await rig_cli(rig, "ps", "--json", "--kind", "agent")
+    assert code == 0 and [actor["pid"] for actor in json.loads(out)] == [agents[1].pid]
 
 
 async def test_jobs_page_newest_first_and_an_agent_shows_its_graph(

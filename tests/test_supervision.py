@@ -95,7 +95,7 @@ async def test_each_budget_stops_a_runaway_at_its_limit_across_a_supervisor_kill
         # timer: one ack wait): never at the end of some later step.
         due = max(3.0, back - info.created_at) + rig.ack_wait
         assert 3.0 <= elapsed < due + 1.0, (elapsed, due)
-        assert calls > 10
+        assert calls >= 10  # it ran up to the kill (past it too, when the new one is quick)
     else:
         # Exactly the limit: thirty calls, the thirtieth step, the thirtieth visit.
         assert calls == 30 and info.steps == 30
