@@ -510,7 +510,8 @@ class Actor:
             # A timer waiting for its time is routine; anything else is worth a line.
             say = self.log.debug if exc.details.get("routine") else self.log.info
             say("handler.retry", reason=exc.message, delay=exc.delay)
-            self.counts["retried"] += 1
+            if not exc.details.get("routine"):
+                self.counts["retried"] += 1
             await msg.nak(delay=exc.delay)
             return
         except NonRetryableError as exc:

@@ -997,19 +997,25 @@ def _ps(args: argparse.Namespace) -> int:
     if not found:
         print("no live actors" + (f" of kind {args.kind}" if args.kind else ""))
         return EXIT_OK
-    print(
-        f"{'KIND':<11} {'SERVES':<24} {'HOST:PID':<24} {'HANDLED':>8} {'RETRIED':>8} "
-        f"{'ERRORS':>7} {'DEAD':>5}"
-    )
-    for actor in found:
-        counts = actor.counts
-        print(
-            f"{actor.kind:<11} {','.join(actor.serves) or '-':<24} "
-            f"{actor.host + ':' + str(actor.pid):<24} {counts.get('handled', 0):>8} "
-            f"{counts.get('retried', 0):>8} {counts.get('errors', 0):>7} "
-            f"{counts.get('dead_letters', 0):>5}"
+    rows = [
+        (
+            actor.kind,
+            ",".join(actor.serves) or "-",
+            f"{actor.host}:{actor.pid}",
+            *(str(actor.counts.get(name, 0)) for name in _PS_COUNTS),
         )
+        for actor in found
+    ]
+    header = ("KIND", "SERVES", "HOST:PID", "HANDLED", "RETRIED", "ERRORS", "DEAD")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        left = [cell.ljust(width) for cell, width in zip(row[:3], widths[:3], strict=True)]
+        right = [cell.rjust(width) for cell, width in zip(row[3:], widths[3:], strict=True)]
+        print("  ".join(left + right))
     return EXIT_OK
+
+
+_PS_COUNTS = ("handled", "retried", "errors", "dead_letters")
 
 
 def _keys_add(args: argparse.Namespace) -> int:
