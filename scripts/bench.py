@@ -324,7 +324,7 @@ class Driver:
 async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
     """The 5-step pipeline through Rig, every actor a separate process, zero-latency model."""
     sweep = (
-        [(1, 1, 10), (2, 16, 60)]
+        [(1, 1, 10)]
         if quick
         else [(1, 1, 100), (1, 16, 600), (1, 64, 1200), (2, 64, 1200), (2, 256, 2000)]
     )
@@ -389,7 +389,7 @@ PEERS = {
 
 async def bench_peers(report: Report, quick: bool) -> None:
     """The same graph in LangGraph and DBOS, in-process, as fast as each goes."""
-    runs = 20 if quick else 400
+    runs = 5 if quick else 400
     for key, (peer, label) in PEERS.items():
         best = 0.0
         for concurrency in (1, 16):
@@ -641,8 +641,8 @@ async def bench_gateway(server: NatsServer, report: Report, quick: bool, work: P
     """Rig over HTTP beside Rig over NATS, in the same run: submissions per second each
     way (one supervisor, jobs stored and left queued), then SSE clients, one per job,
     following the pipeline's jobs to the end through one gateway (API keys on)."""
-    submits, in_flight = (200, 16) if quick else (4000, 64)
-    clients = 50 if quick else 1000
+    submits, in_flight = (100, 8) if quick else (4000, 64)
+    clients = 20 if quick else 1000
     nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
     key = add_key(work / "gateway-keys", "bench")
     headers = {"Authorization": f"Bearer {key}"}
@@ -662,7 +662,7 @@ async def bench_gateway(server: NatsServer, report: Report, quick: bool, work: P
             {
                 "RIG_GATEWAY_PORT": str(port),
                 "RIG_GATEWAY_KEYS": str(work / "gateway-keys"),
-                "RIG_PIPELINE_LATENCY": "0.2,1.0" if quick else "1.0,4.0",
+                "RIG_PIPELINE_LATENCY": "0.05,0.2" if quick else "1.0,4.0",
                 "RIG_CONCURRENCY": str(4 * clients),
             },
         )
