@@ -310,7 +310,8 @@ class Actor:
                 await self._ensure_consumer(inbox)
                 self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
             self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
-            await self._announce(inboxes)
+            # Findable ($SRV) before it says it is ready: `rig up`'s ready means `rig ps`
+            # lists every process.
             self._service = await start_service(
                 self.nc,
                 self.names,
@@ -319,6 +320,7 @@ class Actor:
                 cls=f"{type(self).__module__}:{type(self).__qualname__}",
                 counts=self.stats,
             )
+            await self._announce(inboxes)
             await self._stopping.wait()
             self.log.info("actor.stopping", running=len(self._running))
             with contextlib.suppress(Exception):  # a stopping process is not a live one
