@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from actors._nats import kv_latest
 from protocols import (
@@ -83,10 +83,8 @@ class WebhookSettings:
             raise ConfigError("RIG_WEBHOOK_SECRET must look like whsec_<base64> (rig up makes one)")
         try:
             return Webhook(self.secret)
-        except (binascii.Error, ValueError, Exception) as exc:
-            raise ConfigError(
-                f"RIG_WEBHOOK_SECRET is not valid base64 after whsec_: {exc}"
-            ) from None
+        except (binascii.Error, ValueError, EmptyWebhookSecretError) as exc:
+            raise ConfigError(f"RIG_WEBHOOK_SECRET is no secret after whsec_: {exc}") from None
 
     def delay(self, attempt: int) -> float:
         """The wait before attempt `attempt + 1`."""

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from actors._webhooks import new_secret
-from protocols import TERMINAL_STATUSES
+from actors._webhooks import WebhookSettings, new_secret
+from protocols import TERMINAL_STATUSES, ConfigError
 from tests.conftest import REFUND, Deployment, eventually
 from tests.test_cli import rig_cli
 from tests.test_gateway import OVER_LIMIT, free_port, start_gateway
@@ -179,3 +179,10 @@ async def test_a_webhook_without_a_secret_or_with_a_bad_url_is_refused(
         async with http.post(f"{base}/v1/jobs", json=body) as response:
             assert response.status == 400, url
             assert (await response.json())["code"] == "schema_error"
+
+
+@pytest.mark.parametrize("secret", ["whsec_", "whsec_!!!!", "not-a-secret"])
+def test_a_secret_that_is_not_one_stops_the_start_saying_so(secret: str) -> None:
+    with pytest.raises(ConfigError, match="RIG_WEBHOOK_SECRET"):
+        WebhookSettings(secret=secret).signer()
+    assert WebhookSettings(secret=new_secret()).signer() is not None
