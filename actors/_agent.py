@@ -357,7 +357,7 @@ class Agent(Actor):
         )
         calls: list[dict[str, Any]] = []
         usage = Usage()
-        problem = ""
+        problem, outage = "", False
         llm_ms = 0.0
         decision: Decision | None = None
 
@@ -415,17 +415,17 @@ class Agent(Actor):
                     )
                     break
                 self._outage(delivery, str(exc))
-                problem = f"no provider answered: {exc.last}"
+                problem, outage = f"no provider answered: {exc.last}", True
             except TimeoutError:
                 if timeout < patience:  # cut short by the job's deadline
                     why = f"the LLM did not answer within the {timeout:.2f} s the deadline left"
                     decision = report(edge="", reasks=attempt, exhausted="deadline", reason=why)
                     break
                 # No answer at all is an outage, not a wrong answer.
-                problem = f"the LLM did not answer within {patience:g} s"
+                problem, outage = f"the LLM did not answer within {patience:g} s", True
                 self._outage(delivery, problem)
             except InvalidAnswer as exc:
-                problem = str(exc)
+                problem, outage = str(exc), False
                 if reply.finish == "length":
                     problem += f" (the answer was cut at {prompt.max_output_tokens} tokens)"
             except (nats.errors.Error, ConnectionError) as exc:  # shared limits, breakers
@@ -454,7 +454,11 @@ class Agent(Actor):
         if decision is None:
             assert state.safe_edge is not None  # the graph's check guarantees it
             decision = report(
-                edge=state.safe_edge, reasks=request.max_reasks, fallback=True, reason=problem
+                edge=state.safe_edge,
+                reasks=request.max_reasks,
+                fallback=True,
+                reason=problem,
+                outage=outage,
             )
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")

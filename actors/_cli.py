@@ -426,6 +426,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     ps.set_defaults(run=_ps)
 
+    evals = verbs.add_parser(
+        "eval",
+        help="run an agent's eval suite as real jobs, gated on a confidence bound",
+        description="An eval is a statistical test: each case runs as N real jobs; the "
+        "success rate gets a Wilson 95% interval; with a target the gate passes only when "
+        "the interval's lower bound reaches it (exit 0), fails when its upper bound is "
+        "below it (exit 1), and is inconclusive otherwise (exit 3). Infrastructure "
+        "failures (outages, dead letters, stalls, timeouts) are counted apart.",
+    )
+    evals.set_defaults(run=_help_of(evals))
+    eval_verbs = evals.add_subparsers(title="commands", metavar="COMMAND")
+    eval_run = eval_verbs.add_parser(
+        "run", parents=[common], help="run a suite (a TOML file, or MODULE[:ATTR])"
+    )
+    eval_run.add_argument("suite", metavar="SUITE")
+    eval_run.add_argument("--trials", type=int, help="jobs per case (default: the suite's)")
+    eval_run.add_argument("--concurrency", type=int, help="jobs at once (default: the suite's)")
+    eval_run.add_argument(
+        "--target", type=float, help="the rate the lower bound must reach (default: the suite's)"
+    )
+    eval_run.set_defaults(run=_eval_run)
+
     webhooks = verbs.add_parser(
         "webhooks",
         help="what became of the jobs' webhooks",
@@ -1016,6 +1038,46 @@ def _ps(args: argparse.Namespace) -> int:
 
 
 _PS_COUNTS = ("handled", "retried", "errors", "dead_letters")
+
+
+def _eval_run(args: argparse.Namespace) -> int:
+    from actors._evals import load_suite, render, report, run_trials
+
+    suite = load_suite(args.suite)
+    trials = args.trials or suite.trials
+    concurrency = args.concurrency or suite.concurrency
+    target = args.target if args.target is not None else suite.target
+    if trials < 1 or concurrency < 1:
+        raise _usage("--trials and --concurrency must be at least 1")
+    if target is not None and not 0 < target < 1:
+        raise _usage("--target must be between 0 and 1")
+    total = trials * len(suite.case)
+    tally = {"pass": 0, "fail": 0, "infra": 0}
+    live = sys.stderr.isatty() and not args.json
+
+    def on_trial(trial: Any) -> None:
+        tally[trial.outcome] += 1
+        done = sum(tally.values())
+        line = (
+            f"trials {done}/{total}: {tally['pass']} passing, {tally['fail']} failing, "
+            f"{tally['infra']} infrastructure"
+        )
+        if live:
+            print(f"\r{line}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(line, file=sys.stderr, flush=True)
+
+    async def go(rig: RigClient) -> Any:
+        return await run_trials(
+            rig, suite, trials=trials, concurrency=concurrency, on_trial=on_trial
+        )
+
+    result = report(suite, _with_client(go), target)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(render(result))
+    return result.exit_code()
 
 
 def _keys_add(args: argparse.Namespace) -> int:

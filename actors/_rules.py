@@ -363,6 +363,7 @@ class Rules:
             spent=spent,
             **({"calls": decision.calls} if decision.calls else {}),
             **({"answer": decision.answer} if decision.answer else {}),
+            **({"outage": True} if decision.outage else {}),
         )
         over = self.over_budget(job) if by == "llm" else None  # a person's choice costs nothing
         if over is not None:  # the call spent more than the agent reserved for it

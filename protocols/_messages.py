@@ -420,6 +420,11 @@ class Decision(_Wire):
     reasks: int = 0
     fallback: bool = False
     reason: str = ""
+    outage: bool = Field(
+        default=False,
+        description="the safe edge was taken because no provider answered, on the step's "
+        "last delivery (an infrastructure failure, not the model's answer)",
+    )
     usage: Usage = Field(default_factory=Usage)
     llm_ms: float = Field(
         default=0.0, description="time spent waiting for the LLM, re-asks included"

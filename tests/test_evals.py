@@ -1,0 +1,130 @@
+"""`rig eval run` on the real system: the chain agent through `rig chaos-llm`, whose
+`--main-path p` makes a job succeed with probability p^3 (three steps on the main path).
+The printed verdict and the exit code agree: 0 pass, 1 fail, 3 inconclusive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors._evals import Expect, load_suite, score
+from protocols import Event, JobInfo, SchemaError
+from tests.chain import CHAIN
+from tests.conftest import Deployment
+from tests.test_cli import rig_cli
+from tests.test_llm import llm_config, start_chaos
+
+pytestmark = pytest.mark.integration
+
+SUITE = """
+agent = "chain"
+trials = 10
+concurrency = 10
+timeout_s = 60
+
+[[case]]
+name = "three ticks"
+input = {n = 1}
+[case.expect]
+status = "succeeded"
+state = "done"
+path_contains = ["b", "c"]
+edges_avoid = ["give_up"]
+tools_called = [{tool = "tick", args = {n = 1}}]
+"""
+
+
+def suite_file(tmp_path: Path) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(SUITE)
+    return path
+
+
+async def eval_run(rig: Deployment, suite: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = await rig_cli(rig, "eval", "run", str(suite), "--json", *args)
+    assert code in (0, 1, 3), err
+    return code, json.loads(out)
+
+
+async def with_chaos(rig: Deployment, main_path: str) -> Any:
+    server = await start_chaos("--main-path", main_path, "--seed", "3")
+    llm_config(rig, server.url)
+    await rig.spawn(*CHAIN)
+    return server
+
+
+async def test_a_good_agent_passes_and_too_few_trials_are_inconclusive(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    server = await with_chaos(rig, "1.0")
+    try:
+        suite = suite_file(tmp_path)
+        code, result = await eval_run(rig, suite, "--target", "0.7")
+        # 10 of 10: the Wilson lower bound 0.722 reaches 0.7.
+        assert (code, result["verdict"]) == (0, "pass")
+        assert (result["passed"], result["scored"], result["infra"]) == (10, 10, 0)
+        [case] = result["cases"]
+        assert case["pass_k"] == [1.0] * 10 and not case["flaky"]
+        assert len({trial["job_id"] for trial in result["trials"]}) == 10  # ten real jobs
+        # 3 of 3: [0.439, 1] straddles 0.7; the command says how many trials would decide
+        # at this rate (9 of 9: the lower bound 9 / (9 + z²) = 0.701 reaches 0.7).
+        code, result = await eval_run(rig, suite, "--target", "0.7", "--trials", "3")
+        assert (code, result["verdict"]) == (3, "inconclusive")
+        assert result["trials_to_decide"] == 9
+        code, out, _ = await rig_cli(
+            rig, "eval", "run", str(suite), "--target", "0.7", "--trials", "3"
+        )
+        assert code == 3 and "INCONCLUSIVE" in out and "about 9 trials" in out
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+
+
+async def test_a_bad_agent_fails_the_gate(rig: Deployment, tmp_path: Path) -> None:
+    server = await with_chaos(rig, "0.0")  # never the main path: every job gives up
+    try:
+        code, result = await eval_run(rig, suite_file(tmp_path), "--target", "0.7")
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    assert (code, result["verdict"]) == (1, "fail")
+    assert (result["passed"], result["scored"]) == (0, 10)
+    wrong = result["trials"][0]["wrong"]
+    assert "status failed, expected succeeded" in wrong and "took edge 'give_up'" in wrong
+
+
+def test_scoring_an_outage_is_infrastructure_not_the_agent() -> None:
+    info = JobInfo.model_validate(
+        {
+            "job_id": "j",
+            "agent": "chain",
+            "status": "failed",
+            "state": "gave_up",
+            "steps": 1,
+            "max_steps": 25,
+            "path": ["a", "gave_up"],
+            "created_at": 0.0,
+            "updated_at": 1.0,
+        }
+    )
+    outage = Event(
+        job_id="j",
+        seq=3,
+        step=1,
+        type="decision",
+        data={"edge": "give_up", "fallback": True, "outage": True, "reason": "no provider"},
+    )
+    assert score(Expect(), info, [outage])[0] == "infra"
+    wrong_answer = outage.model_copy(update={"data": {"edge": "give_up", "fallback": True}})
+    outcome, wrong = score(Expect(), info, [wrong_answer])
+    assert outcome == "fail" and wrong == ["status failed, expected succeeded"]
+
+
+def test_a_suite_with_a_typo_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(SUITE.replace("edges_avoid", "edges_avoided"))
+    with pytest.raises(SchemaError, match="edges_avoided"):
+        load_suite(str(path))
