@@ -446,6 +446,18 @@ def _parser() -> argparse.ArgumentParser:
     eval_run.add_argument(
         "--target", type=float, help="the rate the lower bound must reach (default: the suite's)"
     )
+    eval_run.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="an earlier run's --json record: report regressions and improvements per case "
+        "(Fisher's exact test) and over the suite (sign test); a significant regression "
+        "fails the run",
+    )
+    eval_run.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML")
+    eval_run.add_argument(
+        "--out", type=Path, metavar="FILE", help="also write the --json record to FILE"
+    )
     eval_run.set_defaults(run=_eval_run)
 
     webhooks = verbs.add_parser(
@@ -1041,7 +1053,15 @@ _PS_COUNTS = ("handled", "retried", "errors", "dead_letters")
 
 
 def _eval_run(args: argparse.Namespace) -> int:
-    from actors._evals import load_suite, render, report, run_trials
+    from actors._evals import (
+        compare,
+        junit_xml,
+        load_suite,
+        render,
+        render_comparison,
+        report,
+        run_trials,
+    )
 
     suite = load_suite(args.suite)
     trials = args.trials or suite.trials
@@ -1051,6 +1071,11 @@ def _eval_run(args: argparse.Namespace) -> int:
         raise _usage("--trials and --concurrency must be at least 1")
     if target is not None and not 0 < target < 1:
         raise _usage("--target must be between 0 and 1")
+    baseline = None
+    if args.baseline is not None:
+        baseline = _json_value(f"@{args.baseline}", "--baseline")
+        if not isinstance(baseline, dict) or "cases" not in baseline:
+            raise _usage("--baseline must be the --json record of an earlier rig eval run")
     total = trials * len(suite.case)
     tally = {"pass": 0, "fail": 0, "infra": 0}
     live = sys.stderr.isatty() and not args.json
@@ -1073,11 +1098,29 @@ def _eval_run(args: argparse.Namespace) -> int:
         )
 
     result = report(suite, _with_client(go), target)
+    record = result.to_dict()
+    comparison = compare(result, baseline) if baseline is not None else None
+    if comparison is not None:
+        record["baseline"] = comparison.to_dict()
+    code = result.exit_code()
+    regressed = comparison is not None and bool(comparison.regressions)
+    if regressed:
+        # A significant regression fails the run, whatever the gate said; both say so.
+        code, record["verdict"] = 1, "fail"
+    if args.out is not None:
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    if args.junit is not None:
+        args.junit.write_text(junit_xml(result))
     if args.json:
-        _print_json(result.to_dict())
+        _print_json(record)
     else:
         print(render(result))
-    return result.exit_code()
+        if comparison is not None:
+            print(render_comparison(comparison))
+        if comparison is not None and regressed:
+            worse = len(comparison.regressions)
+            print(f"FAIL: {worse} significant regression(s) against the baseline")
+    return code
 
 
 def _keys_add(args: argparse.Namespace) -> int:

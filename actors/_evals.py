@@ -44,7 +44,7 @@ import jsonpath
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors._client import RigClient
-from actors._evalstats import Gate, gate, pass_hat_curve, wilson
+from actors._evalstats import Gate, fisher_exact, gate, pass_hat_curve, sign_test, wilson
 from protocols import ConfigError, Event, JobInfo, SchemaError
 
 Outcome = Literal["pass", "fail", "infra"]
@@ -396,3 +396,139 @@ def render(result: Report) -> str:
                 f"INCONCLUSIVE: [{g.low:.3f}, {g.high:.3f}] straddles the target {target}{more}"
             )
     return "\n".join(lines)
+
+
+# --- against a baseline -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    case: str
+    before: tuple[int, int]  # passed, scored
+    after: tuple[int, int]
+    p_value: float
+    direction: Literal["regression", "improvement", "same"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "before": list(self.before),
+            "after": list(self.after),
+            "p_value": round(self.p_value, 6),
+            "direction": self.direction,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    changes: list[Change]
+    p_value: float  # the sign test over the cases whose rate moved, paired by case
+    alpha: float
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.direction == "regression" and c.p_value < self.alpha]
+
+    @property
+    def improvements(self) -> list[Change]:
+        return [c for c in self.changes if c.direction == "improvement" and c.p_value < self.alpha]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "sign_test_p": round(self.p_value, 6),
+            "regressions": [c.case for c in self.regressions],
+            "improvements": [c.case for c in self.improvements],
+            "cases": [c.to_dict() for c in self.changes],
+        }
+
+
+def compare(result: Report, baseline: dict[str, Any], *, alpha: float = 0.05) -> Comparison:
+    """This run against an earlier one's `--json` record, case by case (Fisher's exact
+    test of the two rates) and over the suite (the sign test of the cases that moved)."""
+    before = {case["case"]: case for case in baseline.get("cases", [])}
+    changes, better, worse = [], 0, 0
+    for case in result.cases:
+        old = before.get(case.name)
+        if old is None or not old["scored"] or not case.scored:
+            continue
+        p = fisher_exact(case.passed, case.scored, old["passed"], old["scored"])
+        now, then = case.passed / case.scored, old["passed"] / old["scored"]
+        direction: Literal["regression", "improvement", "same"] = (
+            "regression" if now < then else "improvement" if now > then else "same"
+        )
+        better += direction == "improvement"
+        worse += direction == "regression"
+        changes.append(
+            Change(
+                case.name, (old["passed"], old["scored"]), (case.passed, case.scored), p, direction
+            )
+        )
+    return Comparison(changes, sign_test(better, worse), alpha)
+
+
+def render_comparison(comparison: Comparison) -> str:
+    lines = []
+    for change in comparison.changes:
+        if change.direction == "same":
+            continue
+        significant = change.p_value < comparison.alpha
+        lines.append(
+            f"{change.direction.upper() if significant else change.direction}: "
+            f"{change.case}: {change.before[0]}/{change.before[1]} -> "
+            f"{change.after[0]}/{change.after[1]} (Fisher p = {change.p_value:.4f}"
+            f"{'' if significant else ', not significant'})"
+        )
+    regressions = len(comparison.regressions)
+    lines.append(
+        f"against the baseline: {regressions} regression(s), "
+        f"{len(comparison.improvements)} improvement(s) at p < {comparison.alpha}; "
+        f"sign test over the cases that moved p = {comparison.p_value:.4f}"
+    )
+    return "\n".join(lines)
+
+
+# --- JUnit XML ------------------------------------------------------------------------
+
+
+def junit_xml(result: Report) -> str:
+    """One testsuite, one testcase per case (failed when the case's trials did not all
+    pass; its statistics in the message), and one for the gate."""
+    from xml.etree import ElementTree as ET
+
+    failures = sum(1 for case in result.cases if case.passed < case.scored)
+    gate_failed = result.gate is not None and result.gate.verdict != "pass"
+    suite = ET.Element(
+        "testsuite",
+        name=f"rig eval {result.agent}",
+        tests=str(len(result.cases) + (result.gate is not None)),
+        failures=str(failures + gate_failed),
+        skipped="0",
+    )
+    for case in result.cases:
+        element = ET.SubElement(suite, "testcase", classname=result.agent, name=case.name)
+        summary = (
+            f"{case.passed}/{case.scored} passed, Wilson 95% [{case.low:.3f}, {case.high:.3f}], "
+            f"{case.infra} infrastructure failure(s)"
+        )
+        if case.passed < case.scored:
+            wrong = sorted(
+                {
+                    w
+                    for t in result.trials
+                    if t.case == case.name and t.outcome == "fail"
+                    for w in t.wrong
+                }
+            )
+            failure = ET.SubElement(element, "failure", message=summary)
+            failure.text = "\n".join(wrong)
+        else:
+            ET.SubElement(element, "system-out").text = summary
+    if result.gate is not None:
+        element = ET.SubElement(suite, "testcase", classname=result.agent, name="gate")
+        text = render(result).splitlines()[-1]
+        if gate_failed:
+            ET.SubElement(element, "failure", message=text)
+        else:
+            ET.SubElement(element, "system-out").text = text
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -83,17 +84,44 @@ async def test_a_good_agent_passes_and_too_few_trials_are_inconclusive(
         await server.proc.wait()
 
 
-async def test_a_bad_agent_fails_the_gate(rig: Deployment, tmp_path: Path) -> None:
-    server = await with_chaos(rig, "0.0")  # never the main path: every job gives up
+async def test_a_bad_agent_fails_the_gate_and_a_worse_one_is_a_regression(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    suite, baseline, junit = suite_file(tmp_path), tmp_path / "base.json", tmp_path / "j.xml"
+    good = await with_chaos(rig, "1.0")
     try:
-        code, result = await eval_run(rig, suite_file(tmp_path), "--target", "0.7")
+        code, _ = await eval_run(rig, suite, "--out", str(baseline))
+        assert code == 0  # no target: no gate
+        # The same agent again is no regression.
+        code, again = await eval_run(rig, suite, "--baseline", str(baseline))
+        assert code == 0 and again["baseline"]["regressions"] == []
     finally:
-        server.proc.terminate()
-        await server.proc.wait()
+        good.proc.terminate()
+        await good.proc.wait()
+    await rig.stop_all()
+    bad = await with_chaos(rig, "0.0")  # never the main path: every job gives up
+    try:
+        code, result = await eval_run(
+            rig, suite, "--target", "0.7", "--baseline", str(baseline), "--junit", str(junit)
+        )
+        code_text, out, _ = await rig_cli(
+            rig, "eval", "run", str(suite), "--baseline", str(baseline), "--trials", "5"
+        )
+    finally:
+        bad.proc.terminate()
+        await bad.proc.wait()
     assert (code, result["verdict"]) == (1, "fail")
     assert (result["passed"], result["scored"]) == (0, 10)
     wrong = result["trials"][0]["wrong"]
     assert "status failed, expected succeeded" in wrong and "took edge 'give_up'" in wrong
+    # 10/10 -> 0/10: Fisher's p = 2 / C(20, 10).
+    assert result["baseline"]["regressions"] == ["three ticks"]
+    assert result["baseline"]["cases"][0]["p_value"] < 1e-4
+    # Without a target, the regression alone fails the run, and says so last.
+    assert code_text == 1 and out.splitlines()[-1].startswith("FAIL: 1 significant regression")
+    xml = ElementTree.parse(junit).getroot()
+    assert xml.get("failures") == "2"  # the case, and the gate
+    assert {case.get("name") for case in xml.iter("testcase")} == {"three ticks", "gate"}
 
 
 def test_scoring_an_outage_is_infrastructure_not_the_agent() -> None:
