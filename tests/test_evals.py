@@ -4,14 +4,16 @@ The printed verdict and the exit code agree: 0 pass, 1 fail, 3 inconclusive."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 
-from actors._evals import Expect, load_suite, score
+from actors._evals import Expect, Trial, load_suite, report, run_trials, score
 from protocols import Event, JobInfo, SchemaError
 from tests.chain import CHAIN
 from tests.conftest import Deployment
@@ -156,3 +158,82 @@ def test_a_suite_with_a_typo_is_refused(tmp_path: Path) -> None:
     path.write_text(SUITE.replace("edges_avoid", "edges_avoided"))
     with pytest.raises(SchemaError, match="edges_avoided"):
         load_suite(str(path))
+
+
+async def test_an_outage_mid_eval_is_infrastructure_not_a_lower_pass_rate(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    """The model server dies after the fourth trial: the trials after it end on the safe
+    edge for an outage, and are counted apart; the agent's own rate stays what it was."""
+    rig.extra_env["RIG_MAX_DELIVER"] = "2"  # an outage takes the safe edge at once
+    server = await with_chaos(rig, "1.0")
+    suite = load_suite(str(suite_file(tmp_path)))
+    done: list[Trial] = []
+
+    def on_trial(trial: Trial) -> None:
+        done.append(trial)
+        if len(done) == 4:
+            server.proc.kill()  # the outage
+
+    try:
+        trials = await run_trials(rig.client, suite, trials=12, concurrency=1, on_trial=on_trial)
+    finally:
+        if server.proc.returncode is None:
+            server.proc.kill()
+        await server.proc.wait()
+    result = report(suite, trials, 0.5)
+    assert [t.outcome for t in trials[:4]] == ["pass"] * 4
+    assert result.infra == 8 and all("model outage" in t.wrong[0] for t in trials[4:])
+    assert result.passed == result.scored == 4  # no failure charged to the agent
+    assert result.to_dict()["cases"][0]["infra"] == 8
+
+
+PLUGIN_TESTS = """
+import pytest
+
+
+@pytest.mark.rig_eval(suite="{suite}", trials=10, target=0.7)
+def test_the_chain_is_good_enough():
+    pass
+
+
+@pytest.mark.rig_eval(suite="{suite}", trials=10, target=0.99)
+def test_the_chain_is_nearly_perfect():
+    pass
+
+
+def test_the_fixture_gives_the_report(rig_eval):
+    result = rig_eval.run("{suite}", trials=3)
+    assert result.passed == result.scored == 3
+"""
+
+
+async def test_plain_pytest_runs_a_suite_and_fails_on_the_gate(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    server = await with_chaos(rig, "1.0")
+    tests = tmp_path / "test_agent_evals.py"
+    tests.write_text(PLUGIN_TESTS.format(suite=suite_file(tmp_path)))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(tests),
+            cwd=tmp_path,
+            env=rig.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out = (await asyncio.wait_for(proc.communicate(), 300))[0].decode()
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+    # 10/10 reaches 0.7; its interval [0.72, 1] cannot show 0.99: that test fails, saying so.
+    assert proc.returncode == 1, out
+    assert "2 passed" in out and "1 failed" in out and "1 error" not in out, out
+    assert "FAILED test_agent_evals.py::test_the_chain_is_nearly_perfect" in out
+    assert "inconclusive" in out and "INCONCLUSIVE" in out
