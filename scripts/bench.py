@@ -2,10 +2,10 @@
 
     scripts/bench [--quick] [--json FILE] [SCENARIO ...]
 
-Scenarios (all by default): floor, steps, peers, latency, ledger, gateway. Each prints rows of a
-markdown table; `--json` also writes every number, with the machine it ran on. Speeds are
-meant to be read as ratios to the floor measured in the same run: these machines are
-shared and noisy.
+Scenarios (all by default): floor, steps, peers, latency, ledger, gateway, evals. Each
+prints rows of a markdown table; `--json` also writes every number, with the machine it
+ran on. Speeds are meant to be read as ratios to the floor measured in the same run:
+these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors import Ledger  # noqa: E402
+from actors._client import RigClient  # noqa: E402
+from actors._config import RigConfig  # noqa: E402
+from actors._evals import Suite, run_trials  # noqa: E402
+from actors._evals import report as eval_report  # noqa: E402
+from actors._evalstats import wilson  # noqa: E402
 from actors._keys import add_key  # noqa: E402
 from actors._up import NatsServer, spawn_actor, wait_ready  # noqa: E402
 from protocols import Event, Names, decode_as, encode  # noqa: E402
@@ -51,6 +56,8 @@ PIPELINE = (
     "actors.examples.pipeline:PipelineChecks",
 )
 STEPS_PER_JOB = 5
+# The three-step agent of the eval coverage study, and its tool (from the tests).
+CHAIN_AGENT = ["tests.chain:Chain", "tests.looper:LooperTools"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -794,6 +801,78 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# --- evals: does the 95% interval cover the true rate? ---------------------------------
+
+
+async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """`rig eval`'s Wilson interval on the real system: the chain agent (tests/chain.py)
+    through `rig chaos-llm --main-path p` succeeds with probability p^3 exactly; run the
+    same eval of `trials` jobs many times and count how often the interval holds p^3."""
+    main_path, trials, runs = (0.9, 20, 3) if quick else (0.9, 200, 100)
+    truth = main_path**3
+    chaos = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "actors", "chaos-llm", "--port", "0", "--json",
+        "--main-path", str(main_path), "--seed", "11",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert chaos.stdout is not None
+    url = json.loads(await asyncio.wait_for(chaos.stdout.readline(), 30))["url"]
+    home = work / "evals"
+    home.mkdir()
+    (home / "llm.toml").write_text(
+        f'[providers.chaos]\nbase_url = "{url}"\nmodel = "chaos-1"\n\n'
+        '[agents.chain]\nproviders = ["chaos"]\ntimeout = 10.0\n'
+    )
+    deployment = Deployment(
+        server, home, {"RIG_LLM_CONFIG": str(home / "llm.toml"), "RIG_CONCURRENCY": "256"}
+    )
+    nc = await nats.connect(server.url)
+    suite = Suite.model_validate(
+        {
+            "agent": "chain",
+            "timeout_s": 120,
+            "case": [{"name": "three ticks", "input": {"n": 1}}],
+        }
+    )
+    covered, rates = 0, []
+    started = time.perf_counter()
+    try:
+        await deployment.start(
+            nc, ["actors:Supervisor", "tests.chain:Chain", "tests.looper:LooperTools"]
+        )
+        rig = await RigClient.connect(RigConfig(nats_url=server.url, names=deployment.names))
+        try:
+            for _ in range(runs):
+                done = await run_trials(rig, suite, trials=trials, concurrency=64)
+                result = eval_report(suite, done, None)
+                if result.infra:
+                    raise RuntimeError(f"{result.infra} infrastructure failures in a clean run")
+                low, high = wilson(result.passed, result.scored)
+                covered += low <= truth <= high
+                rates.append(result.passed / result.scored)
+        finally:
+            await rig.close()
+    finally:
+        await deployment.stop()
+        await nc.close()
+        chaos.terminate()
+        await chaos.wait()
+    elapsed = time.perf_counter() - started
+    coverage = covered / runs
+    report.put("evals", "true_rate", round(truth, 4))
+    report.put("evals", "trials_per_eval", trials)
+    report.put("evals", "evals", runs)
+    report.put("evals", "coverage_95", round(coverage, 3))
+    report.put("evals", "mean_rate", round(sum(rates) / runs, 4))
+    report.row(
+        "evals",
+        f"Wilson 95% coverage, {runs} evals of {trials} trials",
+        f"{covered}/{runs} = {coverage:.0%}",
+        f"true rate {truth:.3f} (chaos-llm --main-path {main_path}, 3 steps); mean observed "
+        f"{sum(rates) / runs:.3f}; {runs * trials:,} real jobs in {elapsed:,.0f} s",
+    )
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -822,7 +901,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-SCENARIOS = ("floor", "steps", "peers", "latency", "ledger", "gateway")
+SCENARIOS = ("floor", "steps", "peers", "latency", "ledger", "gateway", "evals")
 
 
 async def main() -> int:
@@ -865,6 +944,7 @@ async def main() -> int:
             "peers": lambda: bench_peers(report, args.quick),
             "latency": lambda: bench_latency(server, report, args.quick, work),
             "gateway": lambda: bench_gateway(server, report, args.quick, work),
+            "evals": lambda: bench_evals(server, report, args.quick, work),
         }
         for name in chosen:
             if name in runners:

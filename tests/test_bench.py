@@ -32,6 +32,7 @@ KEYS = [
     ("gateway", "http_submits_per_s"),
     ("gateway", "nats_submits_per_s"),
     ("gateway", "sse_kb_per_client"),
+    ("evals", "coverage_95"),
 ]
 
 

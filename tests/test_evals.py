@@ -16,7 +16,7 @@ import pytest
 from actors._evals import Expect, Trial, load_suite, report, run_trials, score
 from protocols import Event, JobInfo, SchemaError
 from tests.chain import CHAIN
-from tests.conftest import Deployment
+from tests.conftest import REFUND, ROOT, Deployment
 from tests.test_cli import rig_cli
 from tests.test_llm import llm_config, start_chaos
 
@@ -237,3 +237,12 @@ async def test_plain_pytest_runs_a_suite_and_fails_on_the_gate(
     assert "2 passed" in out and "1 failed" in out and "1 error" not in out, out
     assert "FAILED test_agent_evals.py::test_the_chain_is_nearly_perfect" in out
     assert "inconclusive" in out and "INCONCLUSIVE" in out
+
+
+async def test_the_shipped_refund_suite_passes_on_the_refund_example(rig: Deployment) -> None:
+    await rig.spawn(*REFUND)
+    suite = str(ROOT / "examples" / "evals" / "refund.toml")
+    code, result = await eval_run(rig, Path(suite), "--trials", "5", "--target", "0.5")
+    # 5 of 5 each, 10 of 10 in all: the lower bound 0.722 reaches 0.5.
+    assert (code, result["verdict"]) == (0, "pass")
+    assert [(case["passed"], case["scored"]) for case in result["cases"]] == [(5, 5), (5, 5)]
