@@ -35,6 +35,7 @@ from protocols import (
     RigError,
     SchemaError,
     UnknownAgentError,
+    check_token,
     loads,
 )
 
@@ -441,6 +442,9 @@ def _parser() -> argparse.ArgumentParser:
         "run", parents=[common], help="run a suite (a TOML file, or MODULE[:ATTR])"
     )
     eval_run.add_argument("suite", metavar="SUITE")
+    eval_run.add_argument(
+        "--agent", help="run the suite's cases on this agent instead (compare two agents)"
+    )
     eval_run.add_argument("--trials", type=int, help="jobs per case (default: the suite's)")
     eval_run.add_argument("--concurrency", type=int, help="jobs at once (default: the suite's)")
     eval_run.add_argument(
@@ -1064,6 +1068,8 @@ def _eval_run(args: argparse.Namespace) -> int:
     )
 
     suite = load_suite(args.suite)
+    if args.agent:
+        suite = suite.model_copy(update={"agent": check_token(args.agent, what="agent name")})
     trials = args.trials or suite.trials
     concurrency = args.concurrency or suite.concurrency
     target = args.target if args.target is not None else suite.target

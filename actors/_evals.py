@@ -360,16 +360,19 @@ def report(suite: Suite, trials: list[Trial], target: float | None) -> Report:
 
 def render(result: Report) -> str:
     """The terminal table and the verdict, in words that agree with the exit code."""
-    lines = [f"{'case':<32} {'passed':>9} {'rate':>6}  {'95% interval':<15} {'infra':>5}  flaky"]
+    width = min(60, max(len("case"), *(len(case.name) for case in result.cases)))
+    lines = [
+        f"{'case':<{width}} {'passed':>9} {'rate':>6}  {'95% interval':<15} {'infra':>5}  flaky"
+    ]
     for case in result.cases:
         rate = f"{case.passed / case.scored:.0%}" if case.scored else "-"
         lines.append(
-            f"{case.name[:32]:<32} {f'{case.passed}/{case.scored}':>9} {rate:>6}  "
+            f"{case.name[:width]:<{width}} {f'{case.passed}/{case.scored}':>9} {rate:>6}  "
             f"[{case.low:.3f}, {case.high:.3f}]  {case.infra:>5}  {'yes' if case.flaky else ''}"
         )
     low, high = wilson(result.passed, result.scored)
     lines.append(
-        f"{'all':<32} {f'{result.passed}/{result.scored}':>9} "
+        f"{'all':<{width}} {f'{result.passed}/{result.scored}':>9} "
         f"{(result.passed / result.scored if result.scored else 0):>6.0%}  "
         f"[{low:.3f}, {high:.3f}]  {result.infra:>5}"
     )
@@ -395,7 +398,7 @@ def render(result: Report) -> str:
             lines.append(
                 f"INCONCLUSIVE: [{g.low:.3f}, {g.high:.3f}] straddles the target {target}{more}"
             )
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 # --- against a baseline -------------------------------------------------------------
