@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors._client import RigClient
 from actors._evalstats import Gate, fisher_exact, gate, pass_hat_curve, sign_test, wilson
-from protocols import ConfigError, Event, JobInfo, SchemaError
+from protocols import BudgetOverride, ConfigError, Event, JobInfo, SchemaError
 
 Outcome = Literal["pass", "fail", "infra"]
 INFRA_KINDS = frozenset({"dead_letter", "stalled", "config_error"})
@@ -94,7 +94,7 @@ class Expect(_Strict):
 class Case(_Strict):
     name: str
     input: dict[str, Any]
-    limits: dict[str, Any] = Field(default_factory=dict)
+    limits: BudgetOverride = Field(default_factory=BudgetOverride)
     expect: Expect = Field(default_factory=Expect)
 
 
@@ -161,7 +161,11 @@ def score(expect: Expect, info: JobInfo, events: list[Event]) -> tuple[Outcome, 
         if not any(bool(v.get("passed")) == want_verdict.passed for v in seen):
             wrong.append(f"no verdict of {want_verdict.verifier} with passed={want_verdict.passed}")
     if expect.scorer is not None:
-        said = _scorer(expect.scorer)(info, events)
+        scorer = _scorer(expect.scorer)
+        try:
+            said = scorer(info, events)
+        except Exception as exc:  # the user's scorer failed: that trial fails, saying why
+            said = f"raised {type(exc).__name__}: {exc}"
         if said is not True:
             wrong.append(f"{expect.scorer}: {said or 'failed'}")
     return ("pass" if not wrong else "fail"), wrong
@@ -257,7 +261,8 @@ async def run_trials(
         async with gate_:
             started = time.monotonic()
             try:
-                reply = await rig.submit(suite.agent, case.input, **case.limits)
+                limits = case.limits.model_dump(exclude_none=True)
+                reply = await rig.submit(suite.agent, case.input, **limits)
                 trial.job_id = reply.job_id
                 info = await rig.wait(reply.job_id, timeout=suite.timeout_s)
                 events = [e async for e in rig.events(reply.job_id, timeout=30, until_parked=True)]

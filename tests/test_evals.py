@@ -246,3 +246,27 @@ async def test_the_shipped_refund_suite_passes_on_the_refund_example(rig: Deploy
     # 5 of 5 each, 10 of 10 in all: the lower bound 0.722 reaches 0.5.
     assert (code, result["verdict"]) == (0, "pass")
     assert [(case["passed"], case["scored"]) for case in result["cases"]] == [(5, 5), (5, 5)]
+
+
+def _broken_scorer(info: JobInfo, events: list[Event]) -> bool:
+    raise KeyError("text")
+
+
+def test_a_scorer_that_raises_fails_its_trial_saying_so() -> None:
+    info = JobInfo.model_validate(
+        {
+            "job_id": "j",
+            "agent": "chain",
+            "status": "succeeded",
+            "state": "done",
+            "steps": 3,
+            "max_steps": 25,
+            "path": ["a", "b", "c", "done"],
+            "created_at": 0.0,
+            "updated_at": 1.0,
+        }
+    )
+    expect = Expect(scorer="tests.test_evals:_broken_scorer")
+    outcome, wrong = score(expect, info, [])
+    assert outcome == "fail"
+    assert wrong == ["tests.test_evals:_broken_scorer: raised KeyError: 'text'"]
