@@ -432,7 +432,7 @@ async def bench_latency(server: NatsServer, report: Report, quick: bool, work: P
     second, W = 5 x the mean latency. Each level runs for three W after a warm-up of one.
     """
     p50, p99 = (0.1, 0.5) if quick else (2.0, 10.0)
-    levels = [20, 60] if quick else [250, 500, 1000, 2000, 4000, 10000]
+    levels = [20] if quick else [250, 500, 1000, 2000, 4000, 10000]
     sigma = math.log(p99 / p50) / 2.3263
     w_ideal = STEPS_PER_JOB * p50 * math.exp(sigma**2 / 2)
     nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
@@ -808,7 +808,7 @@ async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Pat
     """`rig eval`'s Wilson interval on the real system: the chain agent (tests/chain.py)
     through `rig chaos-llm --main-path p` succeeds with probability p^3 exactly; run the
     same eval of `trials` jobs many times and count how often the interval holds p^3."""
-    main_path, trials, runs = (0.9, 20, 3) if quick else (0.9, 200, 100)
+    main_path, trials, runs = (0.9, 20, 2) if quick else (0.9, 200, 100)
     truth = main_path**3
     chaos = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "actors", "chaos-llm", "--port", "0", "--json",
