@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocols import Names
+from protocols import ConfigError, Names
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -32,6 +32,20 @@ def _env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a number") from None
+
+
+def env_number(name: str, default: float, *, low: float, high: float) -> float:
+    """A number from the environment between `low` and `high`, or a `ConfigError`."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)

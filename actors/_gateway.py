@@ -59,6 +59,7 @@ from pydantic.json_schema import models_json_schema
 
 from actors._actor import Actor, Delivery, Inbox
 from actors._client import SETTLED_STATUSES, RigClient
+from actors._config import env_number
 from actors._keys import RELOAD_S, KeyRing, keys_path, load_keys
 from actors._webhooks import WebhookSender, WebhookSettings
 from protocols import (
@@ -419,13 +420,7 @@ class Gateway(Actor):
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"RIG_GATEWAY_PORT must be a port number, not {port!r}")
         self.port = int(port)
-        idle = os.environ.get("RIG_GATEWAY_IDLE_S") or str(IDLE_S)
-        try:
-            self.idle_s = float(idle)
-        except ValueError:
-            raise ConfigError(f"RIG_GATEWAY_IDLE_S must be seconds, not {idle!r}") from None
-        if not 0 < self.idle_s <= 3600:
-            raise ConfigError("RIG_GATEWAY_IDLE_S must be more than 0 and at most 3600")
+        self.idle_s = env_number("RIG_GATEWAY_IDLE_S", IDLE_S, low=0.1, high=3600)
         self._runner: web.AppRunner | None = None
         self._sender: WebhookSender | None = None
         self._keys: KeyRing | None = None

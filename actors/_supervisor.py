@@ -27,6 +27,7 @@ from actors._nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
     PublishError,
+    kv_latest,
     kv_subject,
     live_agents,
 )
@@ -117,7 +118,6 @@ class Supervisor(Actor):
     async def on_start(self) -> None:
         self._jobs: KeyValue = await self.js.key_value(self.names.jobs_bucket)
         self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
-        self._inbox: KeyValue = await self.js.key_value(self.names.inbox_bucket)
         self._graphs: KeyValue = await self.js.key_value(self.names.graphs_bucket)
         self._versions: dict[str, AgentInfo] = {}
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
@@ -365,22 +365,13 @@ class Supervisor(Actor):
 
     async def inbox(self, request: InboxRequest) -> InboxReply:
         """The jobs waiting for a person, oldest first."""
-        # The keys from the stream's own count per subject, in one request: a KV watcher
-        # (`keys()`) opened just after the server restarted could report none at all.
-        bucket = self.names.inbox_bucket
-        info = await self.js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
-        prefix = f"$KV.{bucket}."
-        keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+        # In one pass (`kv_latest`): a KV watcher (`keys()`) opened just after the server
+        # restarted could report no key at all.
         found = []
-        for key in keys:
-            try:
-                entry = await self._inbox.get(key)
-            except (KeyNotFoundError, NotFoundError):
-                continue  # resolved meanwhile
-            if entry.value:
-                escalation = decode_as(Escalation, entry.value)[0]
-                if request.agent is None or escalation.agent == request.agent:
-                    found.append(escalation)
+        async for _key, value in kv_latest(self.js, self.names.inbox_bucket):
+            escalation = decode_as(Escalation, value)[0]
+            if request.agent is None or escalation.agent == request.agent:
+                found.append(escalation)
         return InboxReply(jobs=sorted(found, key=lambda e: e.since))
 
     # --- reports -----------------------------------------------------------------

@@ -36,6 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from actors._config import env_number
 from actors._nats import kv_latest
 from protocols import (
     ConfigError,
@@ -69,9 +70,9 @@ class WebhookSettings:
     def from_env(cls) -> WebhookSettings:
         settings = cls(
             secret=os.environ.get("RIG_WEBHOOK_SECRET") or None,
-            attempts=int(_number("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100)),
-            backoff_s=_number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=MAX_BACKOFF_S),
-            timeout_s=_number("RIG_WEBHOOK_TIMEOUT_S", 10.0, low=0.1, high=300),
+            attempts=int(env_number("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100)),
+            backoff_s=env_number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=MAX_BACKOFF_S),
+            timeout_s=env_number("RIG_WEBHOOK_TIMEOUT_S", 10.0, low=0.1, high=300),
         )
         settings.signer()  # a secret that is not one fails the start, not the first POST
         return settings
@@ -89,19 +90,6 @@ class WebhookSettings:
     def delay(self, attempt: int) -> float:
         """The wait before attempt `attempt + 1`."""
         return min(self.backoff_s * 2.0 ** (attempt - 1), MAX_BACKOFF_S)
-
-
-def _number(name: str, default: float, *, low: float, high: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
-    return value
 
 
 def payload(event: Event) -> bytes:

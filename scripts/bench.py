@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from actors._evals import Suite, run_trials  # noqa: E402
 from actors._evals import report as eval_report  # noqa: E402
 from actors._evalstats import wilson  # noqa: E402
 from actors._keys import add_key  # noqa: E402
-from actors._up import NatsServer, spawn_actor, wait_ready  # noqa: E402
+from actors._up import NatsServer, free_port, spawn_actor, wait_ready  # noqa: E402
 from protocols import Event, Names, decode_as, encode  # noqa: E402
 
 PIPELINE = (
@@ -793,12 +792,6 @@ async def _in_flight(call: Callable[[int], Awaitable[None]], total: int, width: 
             await call(n)
 
     await asyncio.gather(*(worker() for _ in range(width)))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- evals: does the 95% interval cover the true rate? ---------------------------------

@@ -126,20 +126,25 @@ async def test_a_bad_agent_fails_the_gate_and_a_worse_one_is_a_regression(
     assert {case.get("name") for case in xml.iter("testcase")} == {"three ticks", "gate"}
 
 
-def test_scoring_an_outage_is_infrastructure_not_the_agent() -> None:
-    info = JobInfo.model_validate(
+def ended(status: str, path: list[str]) -> JobInfo:
+    """A chain job that ended `status` after `path`, as `rig status` reports it."""
+    return JobInfo.model_validate(
         {
             "job_id": "j",
             "agent": "chain",
-            "status": "failed",
-            "state": "gave_up",
-            "steps": 1,
+            "status": status,
+            "state": path[-1],
+            "steps": len(path) - 1,
             "max_steps": 25,
-            "path": ["a", "gave_up"],
+            "path": path,
             "created_at": 0.0,
             "updated_at": 1.0,
         }
     )
+
+
+def test_scoring_an_outage_is_infrastructure_not_the_agent() -> None:
+    info = ended("failed", ["a", "gave_up"])
     outage = Event(
         job_id="j",
         seq=3,
@@ -253,19 +258,7 @@ def _broken_scorer(info: JobInfo, events: list[Event]) -> bool:
 
 
 def test_a_scorer_that_raises_fails_its_trial_saying_so() -> None:
-    info = JobInfo.model_validate(
-        {
-            "job_id": "j",
-            "agent": "chain",
-            "status": "succeeded",
-            "state": "done",
-            "steps": 3,
-            "max_steps": 25,
-            "path": ["a", "b", "c", "done"],
-            "created_at": 0.0,
-            "updated_at": 1.0,
-        }
-    )
+    info = ended("succeeded", ["a", "b", "c", "done"])
     expect = Expect(scorer="tests.test_evals:_broken_scorer")
     outcome, wrong = score(expect, info, [])
     assert outcome == "fail"

@@ -20,6 +20,7 @@ import pytest
 
 from actors._gateway import WRITE_TIMEOUT_S
 from actors._keys import add_key, revoke_key
+from actors._up import free_port
 from protocols import Event
 from tests.chain import CHAIN
 from tests.conftest import REFUND, Deployment, eventually
@@ -29,12 +30,6 @@ from tests.test_llm import llm_config, start_chaos
 pytestmark = pytest.mark.integration
 
 OVER_LIMIT = {"order_id": "A-1001", "amount": 650.0, "reason": "never arrived"}  # a person
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_gateway(rig: Deployment) -> tuple[str, asyncio.subprocess.Process]:

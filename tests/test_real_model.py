@@ -23,7 +23,7 @@ import pytest
 from nats.js.errors import NoKeysError
 
 from actors._llm import RoutePrompt
-from actors._local_llm import MODEL_NAME, free_port, server_command
+from actors._local_llm import MODEL_NAME, server_command
 from actors._providers import (
     ChatRequest,
     ModelRouter,
@@ -32,6 +32,7 @@ from actors._providers import (
     RetryPolicy,
     load_llm_config,
 )
+from actors._up import free_port
 from actors.examples.refund import (
     RefundAgent,
     RefundLLMAgent,

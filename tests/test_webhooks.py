@@ -14,11 +14,12 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from actors._up import free_port
 from actors._webhooks import WebhookSettings, new_secret
 from protocols import TERMINAL_STATUSES, ConfigError
 from tests.conftest import REFUND, Deployment, eventually
 from tests.test_cli import rig_cli
-from tests.test_gateway import OVER_LIMIT, free_port, start_gateway
+from tests.test_gateway import OVER_LIMIT, start_gateway
 
 pytestmark = pytest.mark.integration
 
