@@ -215,6 +215,7 @@ class Agent(Actor):
                 breakers=breakers,
                 cache=cache,
                 shared=shared,
+                temperature=configured.temperature,
             )
         try:
             return self.llm
@@ -353,6 +354,8 @@ class Agent(Actor):
             max_output_tokens=self.max_output_tokens,
             deadline=request.deadline,
             job_id=request.job_id,
+            seed=request.sampling.seed if request.sampling else None,
+            cache=request.sampling.cache if request.sampling else True,
             on_token=partial(self._publish_token, request.job_id) if self._stream else None,
         )
         calls: list[dict[str, Any]] = []

@@ -6,13 +6,22 @@ with a JSON-schema `response_format` in OpenAI's shape or llama-cpp-python's
 plausible model, and injects the
 faults a real provider has, at configured rates: latency from a lognormal distribution,
 429 with `Retry-After`, 5xx, hangs, malformed JSON, refusals, illegal edges, truncated
-streams. Everything random comes from one seeded generator, so a run can be repeated.
+streams. Everything random comes from one seeded generator, so a run can be repeated;
+except that the answer to a request that carries its own `seed` (Rig sends a job's
+`Sampling` seed) is drawn from that seed and the request's messages, as a model samples:
+the same seeded job takes the same path whatever else the server is doing, while the
+faults stay the server's (a retry may still get through).
 
 For a routing request (a schema whose `edge` is an enum or a set of consts) it picks a
 legal edge by a simple rule: the first edge, the main path, most of the time
 (`--main-path`), another at random otherwise; and it fills the edge's arguments from the
 job's context in the prompt (a value of the same name in the input or in a tool's
 result), else with a plausible value of the right type.
+
+`POST /v1/embeddings` answers with deterministic embeddings: each text's words and their
+three-letter pieces hashed into a unit vector, so texts that share words are near and
+the same text is the same vector, on every run (what an eval's similarity check needs
+in a test; no fault touches it).
 
 `GET /stats` counts what it did (requests, each fault, `max_in_flight`, and `abandoned`:
 requests whose client hung up before the answer, like a timed-out call or a hedge's loser);
@@ -23,6 +32,7 @@ requests whose client hung up before the answer, like a timed-out call or a hedg
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import random
@@ -88,6 +98,7 @@ class ChaosLLM:
         app = web.Application()
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/api/chat", self.ollama_chat)
         app.router.add_get("/stats", self.show_stats)
         app.router.add_get("/faults", self.show_faults)
@@ -131,6 +142,35 @@ class ChaosLLM:
         finally:
             self._in_flight -= 1
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's `/v1/embeddings`: `input` a string or a list of them; `dimensions`."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "invalid_request_error", "the body is not JSON")
+        texts = body.get("input") if isinstance(body, dict) else None
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return _error(400, "invalid_request_error", "'input' must be a string or strings")
+        size = body.get("dimensions", EMBEDDING_DIMENSIONS)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
+            return _error(400, "invalid_request_error", "'dimensions' must be 1 to 4096")
+        self.stats["embeddings"] += len(texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": embed(text, size)}
+            for i, text in enumerate(texts)
+        ]
+        tokens = sum(_tokens(text) for text in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", self.model),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     async def ollama_chat(self, request: web.Request) -> web.StreamResponse:
         """Ollama's own `/api/chat`: `format` is the schema; a stream is one JSON object a
         line, the last with `done` and the token counts."""
@@ -156,7 +196,9 @@ class ChaosLLM:
             self.stats[fault] += 1
             return web.json_response({"error": "the chaos server failed on purpose"}, status=500)
         await asyncio.sleep(self._latency())
-        message = self._answer(as_openai, fault if fault in ("malformed", "illegal") else None)
+        wrong = fault if fault in ("malformed", "illegal") else None
+        seeded = {"seed": (body.get("options") or {}).get("seed"), "messages": body["messages"]}
+        message = self._answer(as_openai, wrong, self._sampler(seeded))
         text = message.get("content") or ""
         counts = {
             "prompt_eval_count": _tokens(json.dumps(body["messages"])),
@@ -209,12 +251,21 @@ class ChaosLLM:
         except asyncio.CancelledError:
             self.stats["abandoned"] += 1  # the client hung up (a timeout, a hedge's loser)
             raise
-        message = self._answer(body, fault)
+        message = self._answer(body, fault, self._sampler(body))
         if body.get("stream"):
             return await self._stream(request, body, message, truncate=fault == "truncate")
         return web.json_response(self._completion(body, message))
 
     # --- what to say -------------------------------------------------------------
+
+    def _sampler(self, body: dict[str, Any]) -> random.Random:
+        """What the answer is drawn from: the request's own generator if it carries a
+        `seed`, else the server's."""
+        seed = body.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            return self.rng
+        messages = json.dumps(body.get("messages"), sort_keys=True)
+        return random.Random(f"{seed}:{hashlib.sha256(messages.encode()).hexdigest()}")
 
     def _draw(self) -> str | None:
         """At most one fault per request, by the configured rates."""
@@ -233,7 +284,9 @@ class ChaosLLM:
         sigma = (math.log(p99) - math.log(p50)) / _Z99 if p99 > p50 else 0.0
         return self.rng.lognormvariate(math.log(p50), sigma)
 
-    def _answer(self, body: dict[str, Any], fault: str | None) -> dict[str, Any]:
+    def _answer(
+        self, body: dict[str, Any], fault: str | None, rng: random.Random
+    ) -> dict[str, Any]:
         """The assistant message: content, or tool calls."""
         if fault == "refusal":
             return {"role": "assistant", "content": None, "refusal": "I can't help with that."}
@@ -242,8 +295,8 @@ class ChaosLLM:
         context = _context(body.get("messages", []))
         tools = [t["function"] for t in body.get("tools") or [] if t.get("type") == "function"]
         if tools:
-            function = self._pick_tool(tools, body.get("tool_choice"))
-            args = _fill(function.get("parameters") or {}, context, self.rng)
+            function = self._pick_tool(tools, body.get("tool_choice"), rng)
+            args = _fill(function.get("parameters") or {}, context, rng)
             call = {
                 "id": f"call_{uuid.uuid4().hex[:16]}",
                 "type": "function",
@@ -259,28 +312,30 @@ class ChaosLLM:
             if fault == "illegal":
                 value: Any = {"edge": "invented_action", "args": {}}
             else:
-                name = self._pick([name for name, _ in edges])
-                args = _fill(dict(edges)[name] or {}, context, self.rng)
+                name = self._pick([name for name, _ in edges], rng)
+                args = _fill(dict(edges)[name] or {}, context, rng)
                 value = {"edge": name, "args": args}
             if wrapped:
                 value = {"route": value}
         else:
-            value = _fill(schema, context, self.rng)
+            value = _fill(schema, context, rng)
         return {"role": "assistant", "content": json.dumps(value)}
 
-    def _pick(self, names: list[str]) -> str:
-        if len(names) == 1 or self.rng.random() < self.main_path:
+    def _pick(self, names: list[str], rng: random.Random) -> str:
+        if len(names) == 1 or rng.random() < self.main_path:
             return names[0]
-        return self.rng.choice(names[1:])
+        return rng.choice(names[1:])
 
-    def _pick_tool(self, tools: list[dict[str, Any]], choice: Any) -> dict[str, Any]:
+    def _pick_tool(
+        self, tools: list[dict[str, Any]], choice: Any, rng: random.Random
+    ) -> dict[str, Any]:
         if isinstance(choice, dict):
             wanted = choice.get("function", {}).get("name")
             for function in tools:
                 if function.get("name") == wanted:
                     return function
         by_name = {f["name"]: f for f in tools}
-        return by_name[self._pick(list(by_name))]
+        return by_name[self._pick(list(by_name), rng)]
 
     def _chat(self, messages: list[dict[str, Any]]) -> str:
         last = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
@@ -466,6 +521,26 @@ def _lookup(context: dict[str, Any], name: str) -> Any:
         if isinstance(result, dict) and name in result:
             return result[name]
     return None
+
+
+EMBEDDING_DIMENSIONS = 256
+
+
+def embed(text: str, size: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A unit vector for `text`: its lowercased words (weight 1) and their three-letter
+    pieces (weight 1/2), each hashed to a coordinate and a sign. Deterministic; texts
+    that share words are near, and "refunded" is near "refund"."""
+    vector = [0.0] * size
+    for word in re.findall(r"\w+", text.lower()):
+        features = [(word, 1.0)]
+        padded = f"<{word}>"
+        features += [(padded[i : i + 3], 0.5) for i in range(len(padded) - 2)]
+        for feature, weight in features:
+            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+            index = int.from_bytes(digest[:4], "big") % size
+            vector[index] += weight if digest[4] & 1 else -weight
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [round(x / norm, 6) for x in vector] if norm else vector
 
 
 def _tokens(text: str) -> int:

@@ -232,6 +232,17 @@ def _parser() -> argparse.ArgumentParser:
         help="POST the job's end (and each wait for a person) to URL, signed per Standard "
         "Webhooks by a `rig gateway` that has RIG_WEBHOOK_SECRET",
     )
+    submit.add_argument(
+        "--seed",
+        type=int,
+        help="send this seed with every model call of the job (an agent configured with a "
+        "temperature above 0 then samples reproducibly: replay an eval's trial)",
+    )
+    submit.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="keep the response cache out of this job's model calls",
+    )
     submit.set_defaults(run=_submit)
 
     status = verbs.add_parser("status", parents=[common], help="show a job's status")
@@ -458,7 +469,32 @@ def _parser() -> argparse.ArgumentParser:
         "(Fisher's exact test) and over the suite (sign test); a significant regression "
         "fails the run",
     )
+    eval_run.add_argument(
+        "--seed",
+        type=int,
+        help="the run's seed, from which every trial's comes (default: the suite's, else a "
+        "new one; the report says which, so a run can be repeated)",
+    )
+    eval_run.add_argument(
+        "--up",
+        action="store_true",
+        help="start a Rig of its own for the eval (rig up in a child process, its own "
+        "nats-server on a free port) and stop it after, instead of using a running one",
+    )
+    eval_run.add_argument(
+        "--up-config",
+        type=Path,
+        metavar="FILE",
+        help="with --up: the [[actor]] file rig up starts (default: the refund example)",
+    )
     eval_run.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML")
+    eval_run.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write an HTML report: per-case success with error bars and pass^k "
+        "curves, in one self-contained file",
+    )
     eval_run.add_argument(
         "--out", type=Path, metavar="FILE", help="also write the --json record to FILE"
     )
@@ -699,7 +735,13 @@ def _submit(args: argparse.Namespace) -> int:
 
     async def go(rig: RigClient) -> Any:
         reply = await rig.submit(
-            args.agent, job_input, job_id=args.job_id, webhook=args.webhook, **_limits(args)
+            args.agent,
+            job_input,
+            job_id=args.job_id,
+            webhook=args.webhook,
+            seed=args.seed,
+            cache=not args.no_cache,
+            **_limits(args),
         )
         if reply.warning and not args.json:
             print(f"rig: warning: {reply.warning}", file=sys.stderr, flush=True)
@@ -1057,6 +1099,7 @@ _PS_COUNTS = ("handled", "retried", "errors", "dead_letters")
 
 
 def _eval_run(args: argparse.Namespace) -> int:
+    from actors._evalreport import html_report
     from actors._evals import (
         compare,
         junit_xml,
@@ -1064,8 +1107,10 @@ def _eval_run(args: argparse.Namespace) -> int:
         render,
         render_comparison,
         report,
+        run_seed,
         run_trials,
     )
+    from actors._up import up_process
 
     suite = load_suite(args.suite)
     if args.agent:
@@ -1077,6 +1122,11 @@ def _eval_run(args: argparse.Namespace) -> int:
         raise _usage("--trials and --concurrency must be at least 1")
     if target is not None and not 0 < target < 1:
         raise _usage("--target must be between 0 and 1")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise _usage("--seed must be a number from 0 up")
+    if args.up_config is not None and not args.up:
+        raise _usage("--up-config goes with --up")
+    seed = run_seed(suite, args.seed)
     baseline = None
     if args.baseline is not None:
         baseline = _json_value(f"@{args.baseline}", "--baseline")
@@ -1094,16 +1144,29 @@ def _eval_run(args: argparse.Namespace) -> int:
             f"{tally['infra']} infrastructure"
         )
         if live:
-            print(f"\r{line}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+            filled = 24 * done // total
+            bar = "#" * filled + "-" * (24 - filled)
+            end = "" if done < total else "\n"
+            print(f"\r[{bar}] {line}", end=end, file=sys.stderr, flush=True)
         elif done == total or done % max(1, total // 10) == 0:
             print(line, file=sys.stderr, flush=True)
 
     async def go(rig: RigClient) -> Any:
         return await run_trials(
-            rig, suite, trials=trials, concurrency=concurrency, on_trial=on_trial
+            rig, suite, trials=trials, concurrency=concurrency, seed=seed, on_trial=on_trial
         )
 
-    result = report(suite, _with_client(go), target)
+    async def go_up() -> Any:
+        async with up_process(args.up_config) as url:
+            if not args.json:
+                print(f"rig eval: started a Rig of its own at {url}", file=sys.stderr)
+            config = RigConfig.from_env()
+            config = RigConfig(nats_url=url, names=config.names, home=config.home)
+            async with await RigClient.connect(config) as rig:
+                return await go(rig)
+
+    done = run_async(go_up(), fast=False) if args.up else _with_client(go)
+    result = report(suite, done, target, seed=seed)
     record = result.to_dict()
     comparison = compare(result, baseline) if baseline is not None else None
     if comparison is not None:
@@ -1117,6 +1180,8 @@ def _eval_run(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
     if args.junit is not None:
         args.junit.write_text(junit_xml(result))
+    if args.html is not None:
+        args.html.write_text(html_report(result, comparison))
     if args.json:
         _print_json(record)
     else:

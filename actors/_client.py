@@ -111,6 +111,8 @@ class RigClient:
         *,
         job_id: str | None = None,
         webhook: str | None = None,
+        seed: int | None = None,
+        cache: bool = True,
         **limits: Any,
     ) -> SubmitReply:
         """Start a job; returns once the job is durably stored.
@@ -118,10 +120,14 @@ class RigClient:
         `limits` override the agent's budget: `max_steps`, `max_tokens`, `max_cost`,
         `deadline_s`, `max_visits`, `max_reasks`. `webhook`: a url that gets a signed
         POST when the job ends or waits for a person (delivered by `rig gateway`).
+        `seed` goes with every model call of the job; `cache=False` keeps the response
+        cache out of them (`Sampling`).
         """
         fields = {"agent": agent, "input": input, "job_id": job_id, **limits}
         if webhook is not None:
             fields["webhook"] = {"url": webhook}
+        if seed is not None or not cache:
+            fields["sampling"] = {"seed": seed, "cache": cache}
         request = validate(SubmitRequest, fields)
         return await self._request(self.names.api_submit, request, SubmitReply)
 

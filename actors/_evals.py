@@ -21,6 +21,20 @@ A suite is a TOML file (or a Python module with a `SUITE` dict of the same shape
     tools_not_called = ["issue_refund"]
     result = [{path = "$.results.issue_refund.amount", equals = 25.0}]
     verdicts = [{verifier = "refund_matches", passed = true}]
+    similar = [{path = "$.results.write_reply.text", reference = "Refunded 25", threshold = 0.8}]
+    judge = "the reply tells the customer the amount refunded"
+
+    [embeddings]           # for `similar`: any OpenAI-compatible /v1/embeddings
+    base_url = "http://127.0.0.1:8400/v1"
+    model = "text-embedding-3-small"
+
+    [judge]                # for `judge`: a chat model asked k times, its spread reported
+    base_url = "http://127.0.0.1:8400/v1"
+    model = "gpt-4o-mini"
+    k = 3
+
+Trials are independent: each is submitted with its own seed (from the run's seed, which
+the record keeps; `rig submit --seed` replays one) and past the response cache.
 
 A trial is an infrastructure failure, counted apart and never as the agent's, when a
 model provider did not answer (a step's safe edge taken for an outage), a message was
@@ -31,21 +45,43 @@ not settle within the eval's timeout.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
+import json
+import math
+import os
 import re
+import secrets
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import jsonpath
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from actors._client import RigClient
 from actors._evalstats import Gate, fisher_exact, gate, pass_hat_curve, sign_test, wilson
-from protocols import BudgetOverride, ConfigError, Event, JobInfo, SchemaError
+from actors._llm import InvalidAnswer, RoutePrompt, parse_answer
+from actors._providers import (
+    DIALECTS,
+    Dialect,
+    ModelRouter,
+    OpenAICompatible,
+    ProvidersFailed,
+    RetryPolicy,
+)
+from protocols import BudgetOverride, ConfigError, Edge, Event, JobContext, JobInfo, SchemaError
 
 Outcome = Literal["pass", "fail", "infra"]
 INFRA_KINDS = frozenset({"dead_letter", "stalled", "config_error"})
@@ -73,6 +109,43 @@ class VerdictExpect(_Strict):
     passed: bool = True
 
 
+class SimilarExpect(_Strict):
+    path: str = Field(description="a JSONPath into the job's result; its text is compared")
+    reference: str = Field(min_length=1)
+    threshold: float = Field(default=0.8, ge=-1, le=1, description="the least cosine similarity")
+
+
+class EmbeddingsConfig(_Strict):
+    """An OpenAI-compatible `/v1/embeddings` endpoint, for `similar` expectations."""
+
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class JudgeConfig(_Strict):
+    """A chat model that reads a case's rubric and the job, and answers pass or fail, `k`
+    times per trial (each with its own seed); the majority is the judgement, and the
+    spread of the votes is reported, so a judge that cannot make up its mind shows."""
+
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    dialect: Dialect = "openai"
+    k: int = Field(default=3, ge=1, le=25)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    timeout_s: float = Field(default=60.0, gt=0, description="per call")
+    max_attempts: int = Field(default=3, ge=1, le=10, description="per call, on an outage")
+
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, dialect: str) -> str:
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect {dialect!r} is not one of {', '.join(DIALECTS)}")
+        return dialect
+
+
 class Expect(_Strict):
     status: str | None = "succeeded"
     state: str | None = None
@@ -84,6 +157,10 @@ class Expect(_Strict):
     tools_not_called: list[str] = Field(default_factory=list)
     result: list[ResultExpect] = Field(default_factory=list)
     verdicts: list[VerdictExpect] = Field(default_factory=list)
+    similar: list[SimilarExpect] = Field(default_factory=list)
+    judge: str | None = Field(
+        default=None, min_length=1, description="a rubric the suite's judge applies"
+    )
     scorer: str | None = Field(
         default=None,
         description="`module:function`, called with (JobInfo, events); returns True, or a "
@@ -104,7 +181,21 @@ class Suite(_Strict):
     target: float | None = Field(default=None, gt=0, lt=1)
     concurrency: int = Field(default=8, ge=1, le=10_000)
     timeout_s: float = Field(default=300.0, gt=0, description="per trial, submit to settled")
+    seed: int | None = Field(
+        default=None, ge=0, description="the run's seed (default: a new one, recorded)"
+    )
+    embeddings: EmbeddingsConfig | None = None
+    judge: JudgeConfig | None = None
     case: list[Case] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _instruments(self) -> Suite:
+        for case in self.case:
+            if case.expect.similar and self.embeddings is None:
+                raise ValueError(f"case {case.name!r} expects similar text: add [embeddings]")
+            if case.expect.judge is not None and self.judge is None:
+                raise ValueError(f"case {case.name!r} has a judge rubric: add [judge]")
+        return self
 
 
 def load_suite(where: str) -> Suite:
@@ -218,6 +309,210 @@ def _scorer(target: str) -> Callable[[JobInfo, list[Event]], Any]:
     return scorer  # type: ignore[no-any-return]
 
 
+# --- the instruments: embeddings and a judge ------------------------------------------
+
+
+class InstrumentError(Exception):
+    """An embeddings endpoint or a judge did not answer: the trial says nothing about the
+    agent (an infrastructure failure)."""
+
+
+class Embedder:
+    """Cosine similarity of texts by an OpenAI-compatible `/v1/embeddings` endpoint. A
+    reference is embedded once per run."""
+
+    def __init__(self, config: EmbeddingsConfig) -> None:
+        self.config = config
+        key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._session: aiohttp.ClientSession | None = None
+        self._references: dict[str, list[float]] = {}
+
+    async def similarity(self, text: str, reference: str) -> float:
+        known = self._references.get(reference)
+        if known is None:
+            known = self._references[reference] = (await self._embed([reference]))[0]
+        if not text.strip():
+            return 0.0
+        (vector,) = await self._embed([text])
+        return _cosine(vector, known)
+
+    async def _embed(self, texts: list[str]) -> list[list[float]]:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout, headers=self._headers)
+        url = f"{self.config.base_url.rstrip('/')}/embeddings"
+        body = {"model": self.config.model, "input": texts}
+        problem = ""
+        for attempt in range(3):
+            if attempt:
+                await asyncio.sleep(0.5 * 2**attempt)
+            try:
+                async with self._session.post(url, json=body) as response:
+                    if response.status == 200:
+                        data = await response.json()
+                        return [item["embedding"] for item in data["data"]]
+                    problem = f"HTTP {response.status}: {(await response.text())[:200]}"
+                    if response.status < 500 and response.status != 429:
+                        break  # the request is wrong: asking again will not help
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+        raise InstrumentError(f"the embeddings endpoint {url} failed: {problem}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norms if norms else 0.0
+
+
+_VERDICTS = (
+    Edge(name="pass", to="pass", description="the run meets the rubric"),
+    Edge(
+        name="fail",
+        to="fail",
+        description="the run does not meet the rubric",
+        args={"type": "object", "properties": {"reason": {"type": "string"}}},
+    ),
+)
+
+
+class Judge:
+    """A chat model asked, `k` times with `k` seeds, whether a run meets a rubric. It
+    answers as an agent routes: by picking one of two edges, `pass` or `fail`."""
+
+    def __init__(self, config: JudgeConfig, agent: str) -> None:
+        self.config, self.agent = config, agent
+        provider = OpenAICompatible(
+            name="judge",
+            base_url=config.base_url,
+            model=config.model,
+            api_key=os.environ.get(config.api_key_env) if config.api_key_env else None,
+            dialect=config.dialect,
+        )
+        policy = RetryPolicy(timeout=config.timeout_s, max_attempts=config.max_attempts)
+        self.provider = provider
+        self.router = ModelRouter([provider], policy, temperature=config.temperature)
+
+    async def votes(
+        self, rubric: str, info: JobInfo, events: list[Event], seed: int
+    ) -> list[bool | None]:
+        """One vote per call: True pass, False fail, None an answer that was neither."""
+        accepted = next((e.data for e in events if e.type == "accepted"), {})
+        result = info.result or {}
+        description = (
+            f"You are judging one finished run of agent {self.agent!r}, not routing it. "
+            f"Rubric: {rubric}\nThe run ended {info.status} in state {info.state!r} after "
+            f"the states {' -> '.join(info.path)}; its input and its tools' results are "
+            "the job context below. Take edge pass if the run meets the rubric, else fail."
+        )
+        prompt = RoutePrompt(
+            agent=self.agent,
+            state="judging",
+            description=description,
+            edges=_VERDICTS,
+            context=JobContext(
+                input=accepted.get("input") or {},
+                results=result.get("results") or {},
+                path=list(info.path),
+            ),
+            max_output_tokens=256,
+        )
+        out: list[bool | None] = []
+        for vote in range(self.config.k):
+            asked = replace(prompt, seed=(seed + vote + 1) % 2**31)
+            try:
+                reply = await self.router.complete(asked)
+            except ProvidersFailed as exc:
+                raise InstrumentError(f"the judge did not answer: {exc}") from None
+            try:
+                edge, _args = parse_answer(reply.text, _VERDICTS)
+            except InvalidAnswer:
+                out.append(None)
+            else:
+                out.append(edge == "pass")
+        return out
+
+    async def close(self) -> None:
+        await self.provider.close()
+
+
+def judged(votes: list[bool | None]) -> bool | None:
+    """The majority of the votes that were answers (a tie fails); None if there were none."""
+    answers = [vote for vote in votes if vote is not None]
+    if not answers:
+        return None
+    return sum(answers) * 2 > len(answers)
+
+
+async def score_trial(
+    expect: Expect,
+    info: JobInfo,
+    events: list[Event],
+    *,
+    seed: int,
+    embedder: Embedder | None = None,
+    judge: Judge | None = None,
+) -> tuple[Outcome, list[str], dict[str, Any]]:
+    """`score`, then the instruments' checks (similarity, the judge): the outcome, what
+    was wrong, and the scores they gave."""
+    outcome, wrong = score(expect, info, events)
+    scores: dict[str, Any] = {}
+    if outcome == "infra":
+        return outcome, wrong, scores
+    result = info.result or {}
+    try:
+        for check in expect.similar:
+            assert embedder is not None  # the suite's validator saw to it
+            found = _find(check.path, result)
+            text = "" if found is None else found if isinstance(found, str) else json.dumps(found)
+            similarity = await embedder.similarity(text, check.reference)
+            scores[f"similar {check.path}"] = round(similarity, 4)
+            if similarity < check.threshold:
+                wrong.append(
+                    f"{check.path}: similarity {similarity:.3f} to the reference, below "
+                    f"{check.threshold}"
+                )
+        if expect.judge is not None:
+            assert judge is not None
+            votes = await judge.votes(expect.judge, info, events, seed)
+            scores["judge"] = votes
+            verdict = judged(votes)
+            if verdict is None:
+                return "infra", [f"the judge gave no usable answer in {len(votes)} call(s)"], scores
+            if not verdict:
+                passed = sum(vote is True for vote in votes)
+                wrong.append(f"the judge failed it ({passed} of {len(votes)} votes pass)")
+    except InstrumentError as exc:
+        return "infra", [str(exc)], scores
+    return ("pass" if not wrong else "fail"), wrong, scores
+
+
+def _find(path: str, result: dict[str, Any]) -> Any:
+    try:
+        found = jsonpath.findall(path, result)
+    except jsonpath.JSONPathError:
+        return None
+    return found[0] if found else None
+
+
+def trial_seed(run_seed: int, case: str, index: int) -> int:
+    """A trial's seed, from the run's: different for every trial, the same on a rerun."""
+    digest = hashlib.sha256(f"{run_seed}:{case}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def run_seed(suite: Suite, given: int | None = None) -> int:
+    """The run's seed: the one given, else the suite's, else a new one (the record keeps it)."""
+    if given is not None:
+        return given
+    return suite.seed if suite.seed is not None else secrets.randbelow(2**31)
+
+
 # --- running ---------------------------------------------------------------------
 
 
@@ -231,16 +526,20 @@ class Trial:
     path: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    seed: int = 0
+    scores: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case,
             "index": self.index,
+            "seed": self.seed,
             "job_id": self.job_id,
             "outcome": self.outcome,
             "status": self.status,
             "path": self.path,
             "wrong": self.wrong,
+            "scores": self.scores,
             "seconds": round(self.seconds, 3),
         }
 
@@ -251,23 +550,31 @@ async def run_trials(
     *,
     trials: int,
     concurrency: int,
+    seed: int,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> list[Trial]:
-    """Every case `trials` times as real jobs, `concurrency` at a time; each scored."""
+    """Every case `trials` times as real jobs, `concurrency` at a time; each scored. Each
+    job gets its own seed (`trial_seed`) and bypasses the response cache."""
     gate_ = asyncio.Semaphore(concurrency)
+    embedder = Embedder(suite.embeddings) if suite.embeddings is not None else None
+    judge = Judge(suite.judge, suite.agent) if suite.judge is not None else None
 
     async def one(case: Case, index: int) -> Trial:
-        trial = Trial(case.name, index)
+        trial = Trial(case.name, index, seed=trial_seed(seed, case.name, index))
         async with gate_:
             started = time.monotonic()
             try:
                 limits = case.limits.model_dump(exclude_none=True)
-                reply = await rig.submit(suite.agent, case.input, **limits)
+                reply = await rig.submit(
+                    suite.agent, case.input, seed=trial.seed, cache=False, **limits
+                )
                 trial.job_id = reply.job_id
                 info = await rig.wait(reply.job_id, timeout=suite.timeout_s)
                 events = [e async for e in rig.events(reply.job_id, timeout=30, until_parked=True)]
                 trial.status, trial.path = info.status, list(info.path)
-                trial.outcome, trial.wrong = score(case.expect, info, events)
+                trial.outcome, trial.wrong, trial.scores = await score_trial(
+                    case.expect, info, events, seed=trial.seed, embedder=embedder, judge=judge
+                )
             except TimeoutError:
                 trial.outcome, trial.wrong = "infra", [f"not settled in {suite.timeout_s:g} s"]
             trial.seconds = time.monotonic() - started
@@ -275,11 +582,56 @@ async def run_trials(
             on_trial(trial)
         return trial
 
-    work = [one(case, i) for case in suite.case for i in range(trials)]
-    return list(await asyncio.gather(*work))
+    try:
+        work = [one(case, i) for case in suite.case for i in range(trials)]
+        return list(await asyncio.gather(*work))
+    finally:
+        for instrument in (embedder, judge):
+            if instrument is not None:
+                await instrument.close()
 
 
 # --- the report ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgeSpread:
+    """How much a judge agreed with itself over a case's trials."""
+
+    trials: int  # trials it voted on
+    votes: int  # calls in all
+    split: int  # trials whose answers were not unanimous
+    abstained: int  # calls whose answer was neither pass nor fail
+    agreement: float  # the mean, over trials, of the majority's share of the answers
+
+    @classmethod
+    def of(cls, trials: list[Trial]) -> JudgeSpread | None:
+        ballots = [t.scores["judge"] for t in trials if isinstance(t.scores.get("judge"), list)]
+        if not ballots:
+            return None
+        shares, split = [], 0
+        for votes in ballots:
+            answers = [vote for vote in votes if vote is not None]
+            if answers:
+                yes = sum(answers)
+                shares.append(max(yes, len(answers) - yes) / len(answers))
+                split += 0 < yes < len(answers)
+        return cls(
+            trials=len(ballots),
+            votes=sum(len(votes) for votes in ballots),
+            split=split,
+            abstained=sum(vote is None for votes in ballots for vote in votes),
+            agreement=sum(shares) / len(shares) if shares else 0.0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trials": self.trials,
+            "votes": self.votes,
+            "split": self.split,
+            "abstained": self.abstained,
+            "agreement": round(self.agreement, 4),
+        }
 
 
 @dataclass(frozen=True)
@@ -291,6 +643,7 @@ class CaseReport:
     low: float
     high: float
     pass_k: list[float]
+    judge: JudgeSpread | None = None
 
     @property
     def flaky(self) -> bool:
@@ -306,6 +659,7 @@ class CaseReport:
             "wilson95": [round(self.low, 4), round(self.high, 4)],
             "pass_k": [round(p, 4) for p in self.pass_k],
             "flaky": self.flaky,
+            "judge": self.judge.to_dict() if self.judge else None,
         }
 
 
@@ -316,6 +670,7 @@ class Report:
     trials: list[Trial]
     target: float | None
     gate: Gate | None
+    seed: int | None = None
 
     @property
     def passed(self) -> int:
@@ -336,6 +691,7 @@ class Report:
         low, high = wilson(self.passed, self.scored)
         return {
             "agent": self.agent,
+            "seed": self.seed,
             "passed": self.passed,
             "scored": self.scored,
             "infra": self.infra,
@@ -348,7 +704,9 @@ class Report:
         }
 
 
-def report(suite: Suite, trials: list[Trial], target: float | None) -> Report:
+def report(
+    suite: Suite, trials: list[Trial], target: float | None, *, seed: int | None = None
+) -> Report:
     cases = []
     for case in suite.case:
         mine = [trial for trial in trials if trial.case == case.name]
@@ -356,11 +714,22 @@ def report(suite: Suite, trials: list[Trial], target: float | None) -> Report:
         scored = sum(trial.outcome != "infra" for trial in mine)
         low, high = wilson(passed, scored)
         curve = pass_hat_curve(passed, scored) if scored else []
-        cases.append(CaseReport(case.name, passed, scored, len(mine) - scored, low, high, curve))
+        cases.append(
+            CaseReport(
+                case.name,
+                passed,
+                scored,
+                len(mine) - scored,
+                low,
+                high,
+                curve,
+                JudgeSpread.of(mine),
+            )
+        )
     passed = sum(case.passed for case in cases)
     scored = sum(case.scored for case in cases)
     verdict = gate(passed, scored, target) if target is not None else None
-    return Report(suite.agent, cases, trials, target, verdict)
+    return Report(suite.agent, cases, trials, target, verdict, seed)
 
 
 def render(result: Report) -> str:
@@ -386,6 +755,16 @@ def render(result: Report) -> str:
             f"{result.infra} trial(s) were infrastructure failures (outage, dead letter, "
             "stall, configuration, timeout): not counted for or against the agent"
         )
+    for case in result.cases:
+        spread = case.judge
+        if spread is not None:
+            lines.append(
+                f"judge on {case.name!r}: {spread.votes} votes on {spread.trials} trials, "
+                f"split on {spread.split}, agreement {spread.agreement:.2f}"
+                + (f", {spread.abstained} unusable answer(s)" if spread.abstained else "")
+            )
+    if result.seed is not None:
+        lines.append(f"seed {result.seed} (rerun the same trials' seeds with --seed {result.seed})")
     if result.gate is not None and result.target is not None:
         g, target = result.gate, result.target
         if g.verdict == "pass":

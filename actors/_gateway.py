@@ -1,6 +1,6 @@
 """`rig gateway` (`actors:Gateway`): Rig over HTTP, on the journal Rig already keeps.
 
-    POST /v1/jobs                  {agent, input, job_id?, limits?, webhook?} -> 202 + Location
+    POST /v1/jobs                  {agent, input, job_id?, limits?, webhook?, sampling?} -> 202
     GET  /v1/jobs/{id}             the job's status (as `rig status`)
     GET  /v1/jobs/{id}/wait        long poll until terminal or parked (?timeout=30)
     GET  /v1/jobs/{id}/events      Server-Sent Events: the journal from the start (or after
@@ -70,6 +70,7 @@ from protocols import (
     PayloadTooLargeError,
     RigConnectionError,
     RigError,
+    Sampling,
     SchemaError,
     UnknownAgentError,
     WebhookDelivery,
@@ -553,8 +554,15 @@ class Gateway(Actor):
                 "webhooks_off",
                 "this gateway cannot sign webhooks: it has no RIG_WEBHOOK_SECRET",
             )
+        sampling = body.sampling or Sampling()
         reply = await self.rig.submit(
-            body.agent, body.input, job_id=job_id, webhook=webhook, **limits_of(body)
+            body.agent,
+            body.input,
+            job_id=job_id,
+            webhook=webhook,
+            seed=sampling.seed,
+            cache=sampling.cache,
+            **limits_of(body),
         )
         location = f"/v1/jobs/{reply.job_id}"
         links = {"self": location, "events": f"{location}/events", "wait": f"{location}/wait"}

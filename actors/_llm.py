@@ -34,6 +34,8 @@ class RoutePrompt:
     max_output_tokens: int | None = None
     deadline: float | None = None  # wall clock (epoch s): no call or retry may run past it
     job_id: str = ""
+    seed: int | None = None  # the job's sampling seed (`Sampling`), sent with each call
+    cache: bool = True  # false: the response cache neither answers nor keeps this call
     on_token: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
 
     def render(self) -> str:

@@ -37,6 +37,8 @@ open breakers and fallbacks.
     hedge_percentile = 95              #   by default; or past this latency percentile)
     cache = false                      # exact-match response cache (temperature 0) in
     cache_ttl = 3600.0                 #   the KV bucket RIG_LLM_CACHE, per agent
+    temperature = 0.0                  # above 0 the model samples; a job's seed
+                                       #   (`Sampling`, set per eval trial) replays it
     queue_timeout = 60.0               # longest wait for a slot; `timeout` starts after
 """
 
@@ -91,6 +93,7 @@ class ChatRequest:
     schema: dict[str, Any] | None = None
     max_tokens: int | None = None
     temperature: float = 0.0
+    seed: int | None = None  # for reproducible sampling, where the server supports it
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,8 @@ class OpenAICompatible:
             options: dict[str, Any] = {"temperature": request.temperature}
             if request.max_tokens:
                 options["num_predict"] = request.max_tokens
+            if request.seed is not None:
+                options["seed"] = request.seed
             body |= {"stream": stream, "options": options}
             if request.schema is not None:
                 body["format"] = request.schema
@@ -209,6 +214,8 @@ class OpenAICompatible:
         body["temperature"] = request.temperature
         if request.max_tokens:
             body["max_tokens"] = request.max_tokens
+        if request.seed is not None:
+            body["seed"] = request.seed
         if request.schema is not None:
             if self.dialect == "openai":
                 body["response_format"] = {
@@ -552,9 +559,11 @@ class ModelRouter:
         cache: ResponseCache | None = None,
         shared: SharedLimits | None = None,
         seed: int | None = None,
+        temperature: float = 0.0,
     ) -> None:
         if not providers:
             raise ValueError("a ModelRouter needs at least one provider")
+        self.temperature = temperature
         self.providers = providers
         self.policy = policy
         self.breakers = breakers
@@ -579,8 +588,7 @@ class ModelRouter:
         per_provider += (policy.max_attempts - 1) * policy.max_backoff
         return len(self.providers) * per_provider
 
-    @staticmethod
-    def request(prompt: RoutePrompt) -> ChatRequest:
+    def request(self, prompt: RoutePrompt) -> ChatRequest:
         return ChatRequest(
             messages=[
                 {"role": "system", "content": SYSTEM},
@@ -588,6 +596,8 @@ class ModelRouter:
             ],
             schema=route_schema(prompt),
             max_tokens=prompt.max_output_tokens,
+            temperature=self.temperature,
+            seed=prompt.seed,
         )
 
     def estimate(self, prompt: RoutePrompt) -> Usage:
@@ -607,7 +617,7 @@ class ModelRouter:
         request = self.request(prompt)
         calls: list[dict[str, Any]] = []
         key = None
-        if self.cache is not None and request.temperature == 0:
+        if self.cache is not None and prompt.cache and request.temperature == 0:
             key = cache_key(self.providers[0].model, request)
             hit = await self.cache.get(key)
             if hit is not None:
@@ -965,7 +975,7 @@ _POLICY_KEYS = (
 )
 _BREAKER_KEYS = ("failure_rate", "window", "min_calls", "cooldown")
 _AGENT_KEYS = frozenset(
-    {"providers", "stream", "cache", "cache_ttl", *_POLICY_KEYS}
+    {"providers", "stream", "cache", "cache_ttl", "temperature", *_POLICY_KEYS}
     | {f"breaker_{key}" for key in _BREAKER_KEYS}
 )
 
@@ -977,6 +987,7 @@ class AgentLLMConfig:
     breaker: BreakerPolicy
     stream: bool
     cache_ttl: float | None  # None: no response cache
+    temperature: float = 0.0
     # Per provider name: probe it when the agent starts, and refuse to start if it does
     # not enforce the schema (False: rely on validation and re-asks).
     probe: dict[str, bool] = field(default_factory=dict)
@@ -1020,12 +1031,21 @@ def load_llm_config(path: Path, agent: str) -> AgentLLMConfig | None:
     except TypeError as exc:
         raise ConfigError(f"{path}: [agents.{agent}]: {exc}", path=str(path)) from None
     cache_ttl = float(section.get("cache_ttl", 3600.0)) if section.get("cache", False) else None
+    temperature = section.get("temperature", 0.0)
+    number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not number or not 0 <= temperature <= 2:
+        raise ConfigError(
+            f"{path}: [agents.{agent}] temperature must be a number from 0 to 2, "
+            f"not {temperature!r}",
+            path=str(path),
+        )
     return AgentLLMConfig(
         providers=providers,
         policy=policy,
         breaker=breaker,
         stream=stream,
         cache_ttl=cache_ttl,
+        temperature=float(temperature),
         probe=probe,
         require_schema=require,
     )

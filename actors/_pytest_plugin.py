@@ -25,13 +25,14 @@ import pytest
 
 from actors._client import RigClient
 from actors._config import RigConfig
-from actors._evals import Report, load_suite, render, report, run_trials
+from actors._evals import Report, load_suite, render, report, run_seed, run_trials
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "rig_eval(suite, trials=None, target=None, concurrency=None): run a Rig eval suite "
+        "rig_eval(suite, trials=None, target=None, concurrency=None, seed=None): run a Rig "
+        "eval suite "
         "and fail unless its gate passes",
     )
 
@@ -57,9 +58,11 @@ class RigEval:
         trials: int | None = None,
         target: float | None = None,
         concurrency: int | None = None,
+        seed: int | None = None,
     ) -> Report:
         loaded = load_suite(str(suite))
         goal = target if target is not None else loaded.target
+        seed = run_seed(loaded, seed)
 
         async def go() -> Report:
             rig = await RigClient.connect(RigConfig.from_env())
@@ -69,10 +72,11 @@ class RigEval:
                     loaded,
                     trials=trials or loaded.trials,
                     concurrency=concurrency or loaded.concurrency,
+                    seed=seed,
                 )
             finally:
                 await rig.close()
-            return report(loaded, done, goal)
+            return report(loaded, done, goal, seed=seed)
 
         # In a thread of its own: the test may be running an event loop already.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:

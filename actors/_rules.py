@@ -527,6 +527,7 @@ class Rules:
             deadline=job.deadline,
             graph_version=job.graph_version,
             edges=[edge.name for edge in graph.state(job.state).edges],
+            sampling=job.sampling,
         )
         self.command(job, self.names.agent(job.agent), request, "step")
         return job
@@ -737,6 +738,7 @@ class Rules:
             created_at=start.accepted_at,
             request_hash=start.request_hash,
             webhook=start.webhook,
+            sampling=start.sampling,
         )
         self.event(job, "accepted", agent=start.agent, input=start.input)
         return job

@@ -198,6 +198,7 @@ class Supervisor(Actor):
             accepted_at=accepted_at,
             request_hash=asked,
             webhook=request.webhook.url if request.webhook else None,
+            sampling=request.sampling,
         )
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.

@@ -33,6 +33,7 @@ import socket
 import sys
 import time
 import tomllib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -470,3 +471,57 @@ async def _keep_server(
             failed.set()
             stop.set()
             return
+
+
+@contextlib.asynccontextmanager
+async def up_process(config: Path | None = None, *, timeout: float = 120.0) -> AsyncIterator[str]:
+    """A `rig up` of its own, in a child process (its own nats-server on a free port and
+    store, no gateway), for as long as the body runs; yields the server's url once every
+    actor has announced itself. Its home is `$RIG_HOME/up-<pid>`, removed when it stops
+    cleanly and kept (with its logs) when it could not start."""
+    home = RigConfig.from_env().home / f"up-{os.getpid()}"
+    await asyncio.to_thread(shutil.rmtree, home, True)
+    await asyncio.to_thread(home.mkdir, parents=True)
+    command = [sys.executable, "-m", "actors", "up", "--json", "--no-gateway"]
+    command += ["--port", "0", "--monitor-port", "0"]
+    if config is not None:
+        command += ["--config", str(config)]
+    env = {key: value for key, value in os.environ.items() if key != "RIG_NATS_URL"}
+    env["RIG_HOME"] = str(home)
+    log_path = home / "up.log"
+    with log_path.open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=log, env=env
+        )
+    assert proc.stdout is not None
+    url = None
+    try:
+        async with asyncio.timeout(timeout):
+            while url is None:
+                line = await proc.stdout.readline()
+                if not line:
+                    raise UpConfigError(
+                        f"rig up stopped before it was ready (exit {await proc.wait()}); "
+                        f"see {log_path}"
+                    )
+                event = json.loads(line)
+                if event.get("event") == "up.ready":
+                    url = str(event["url"])
+    except BaseException as exc:
+        await _terminate(proc, grace=10.0)
+        if isinstance(exc, TimeoutError):
+            raise UpConfigError(f"rig up was not ready in {timeout:g} s; see {log_path}") from None
+        raise
+    drain = asyncio.create_task(_drain(proc.stdout))  # it says more as it runs
+    try:
+        yield url
+    finally:
+        await _terminate(proc, grace=30.0)
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+    await asyncio.to_thread(shutil.rmtree, home, True)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass

@@ -15,6 +15,7 @@ from protocols._messages import (
     JobInfo,
     Name,
     PlainObject,
+    Sampling,
     WebhookTarget,
     _Api,
     _Wire,
@@ -36,6 +37,11 @@ class HttpSubmit(_Api):
         default=None,
         description="a signed POST (Standard Webhooks) when the job ends or waits for a "
         "person; delivered at least once, deduplicate by the `webhook-id` header",
+    )
+    sampling: Sampling | None = Field(
+        default=None,
+        description="the job's model sampling: a seed sent with every model call, and "
+        "whether the response cache may answer them",
     )
 
 

@@ -155,6 +155,23 @@ class WebhookTarget(_Api):
     url: Annotated[str, Field(min_length=8, max_length=2048), AfterValidator(_webhook_url)]
 
 
+class Sampling(_Api):
+    """How a job's model calls sample. An eval sets one per trial, so that its trials are
+    independent and each can be replayed."""
+
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="sent as `seed` with every model call of the job (a provider that "
+        "supports it samples reproducibly); recorded in the job",
+    )
+    cache: bool = Field(
+        default=True,
+        description="false: the response cache neither answers nor keeps this job's calls",
+    )
+
+
 class SubmitRequest(BudgetOverride):
     """`rig.api.submit`: start a job of `agent` on `input`, with optional budget overrides."""
 
@@ -168,6 +185,9 @@ class SubmitRequest(BudgetOverride):
     webhook: WebhookTarget | None = Field(
         default=None,
         description="POST the job's end (and each wait for a person) to this url, signed",
+    )
+    sampling: Sampling | None = Field(
+        default=None, description="the job's model sampling: a seed, the response cache"
     )
 
 
@@ -282,6 +302,7 @@ class JobInfo(_Wire):
     waiting: Escalation | None = Field(
         default=None, description="why the job waits for a person, and what they may do"
     )
+    sampling: Sampling | None = Field(default=None, description="as submitted")
     created_at: float
     updated_at: float
 
@@ -354,6 +375,7 @@ class StartJob(_Wire):
         default="", description="what was asked, so a reused job id with another request is seen"
     )
     webhook: str | None = Field(default=None, description="the url of the job's webhooks")
+    sampling: Sampling | None = None
 
 
 class DeadlineCheck(_Wire):
@@ -401,6 +423,7 @@ class StepRequest(_Wire):
     tokens_left: int | None = Field(default=None, description="the job's token budget left")
     cost_left: float | None = Field(default=None, description="the job's money budget left")
     deadline: float | None = Field(default=None, description="wall-clock end of the job")
+    sampling: Sampling | None = Field(default=None, description="the job's, as submitted")
 
 
 # The most of a model's answer a decision (and so the journal) keeps.
@@ -699,6 +722,7 @@ class JobSnapshot(_Wire):
     stall_arm: int = Field(default=0, description="the current stall watchdog (0: none)")
     request_hash: str = ""
     webhook: str | None = None
+    sampling: Sampling | None = None
     usage: Usage = Field(default_factory=Usage)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -733,6 +757,7 @@ class JobSnapshot(_Wire):
             graph_version=self.graph_version,
             deadline=self.deadline,
             waiting=self.escalation,
+            sampling=self.sampling,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

@@ -835,8 +835,9 @@ async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Pat
         )
         rig = await RigClient.connect(RigConfig(nats_url=server.url, names=deployment.names))
         try:
-            for _ in range(runs):
-                done = await run_trials(rig, suite, trials=trials, concurrency=64)
+            for run in range(runs):
+                # Each eval its own seed, so the runs are independent experiments.
+                done = await run_trials(rig, suite, trials=trials, concurrency=64, seed=run)
                 result = eval_report(suite, done, None)
                 if result.infra:
                     raise RuntimeError(f"{result.infra} infrastructure failures in a clean run")

@@ -181,7 +181,9 @@ async def test_an_outage_mid_eval_is_infrastructure_not_a_lower_pass_rate(
             server.proc.kill()  # the outage
 
     try:
-        trials = await run_trials(rig.client, suite, trials=12, concurrency=1, on_trial=on_trial)
+        trials = await run_trials(
+            rig.client, suite, trials=12, concurrency=1, seed=1, on_trial=on_trial
+        )
     finally:
         if server.proc.returncode is None:
             server.proc.kill()
@@ -263,3 +265,104 @@ def test_a_scorer_that_raises_fails_its_trial_saying_so() -> None:
     outcome, wrong = score(expect, info, [])
     assert outcome == "fail"
     assert wrong == ["tests.test_evals:_broken_scorer: raised KeyError: 'text'"]
+
+
+async def test_trials_are_independent_and_a_seed_replays_them(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    """The chain's model has the response cache on and answers at temperature 0: without
+    the eval's bypass every trial would get the first trial's answers. Each trial carries
+    its own seed, which chaos-llm samples its answer from, like a model: the trials differ,
+    and the same run seed gives the same trials again."""
+    server = await start_chaos("--main-path", "0.6", "--seed", "3")
+    llm_config(rig, server.url, cache=True)
+    await rig.spawn(*CHAIN)
+    suite = suite_file(tmp_path)
+    try:
+        _, first = await eval_run(rig, suite, "--trials", "8", "--seed", "5")
+        _, again = await eval_run(rig, suite, "--trials", "8", "--seed", "5")
+        _, other = await eval_run(rig, suite, "--trials", "8", "--seed", "6")
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
+
+    def runs(record: dict[str, Any]) -> list[tuple[int, int, tuple[str, ...]]]:
+        return [(t["index"], t["seed"], tuple(t["path"])) for t in record["trials"]]
+
+    assert first["seed"] == 5 and len({t["seed"] for t in first["trials"]}) == 8
+    assert len({path for _, _, path in runs(first)}) > 1  # not one cached answer
+    assert runs(again) == runs(first)  # the same seeds, the same paths
+    assert {seed for _, seed, _ in runs(other)}.isdisjoint(seed for _, seed, _ in runs(first))
+    # The job keeps what it was submitted with.
+    trial = first["trials"][0]
+    code, out, _ = await rig_cli(rig, "status", trial["job_id"], "--json")
+    assert code == 0 and json.loads(out)["sampling"] == {"seed": trial["seed"], "cache": False}
+
+
+INSTRUMENTED = """
+agent = "chain"
+trials = 6
+concurrency = 6
+timeout_s = 60
+seed = 11
+
+[embeddings]
+base_url = "{agent_url}"
+model = "chaos-embed"
+
+[judge]
+base_url = "{judge_url}"
+model = "chaos-judge"
+k = 3
+
+[[case]]
+name = "the tick says n"
+input = {{n = 1}}
+[case.expect]
+similar = [{{path = "$.results.tick", reference = '{{"n": 1}}', threshold = 0.99}}]
+judge = "the job ticked three times and finished"
+
+[[case]]
+name = "the tick is not a refund"
+input = {{n = 2}}
+[case.expect]
+similar = [{{path = "$.results.tick", reference = "the refund was issued", threshold = 0.8}}]
+"""
+
+
+async def test_semantic_similarity_and_a_judge_that_reports_its_spread(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    """Similarity by the embeddings of chaos-llm's `/v1/embeddings`; the judge is a second
+    chaos-llm that takes its first edge (pass) 60% of the time: its votes split, and the
+    report says how much."""
+    agent_model = await with_chaos(rig, "1.0")
+    judge_model = await start_chaos("--main-path", "0.6", "--seed", "4")
+    suite = tmp_path / "instrumented.toml"
+    suite.write_text(INSTRUMENTED.format(agent_url=agent_model.url, judge_url=judge_model.url))
+    html = tmp_path / "report.html"
+    try:
+        code, result = await eval_run(rig, suite, "--html", str(html))
+        code_text, out, _ = await rig_cli(rig, "eval", "run", str(suite))
+    finally:
+        for server in (agent_model, judge_model):
+            server.proc.terminate()
+            await server.proc.wait()
+    assert code == 0 and result["infra"] == 0
+    judged, unlike = result["cases"]
+    similar = "similar $.results.tick"
+    for trial in result["trials"]:
+        if trial["case"] == "the tick says n":
+            assert trial["scores"][similar] == 1.0  # the same text, the same vector
+            votes = trial["scores"]["judge"]
+            assert len(votes) == 3 and None not in votes
+            assert (trial["outcome"] == "pass") == (sum(votes) >= 2)  # the majority
+        else:
+            assert trial["outcome"] == "fail" and trial["scores"][similar] < 0.8
+            assert "below 0.8" in trial["wrong"][0] and "judge" not in trial["scores"]
+    spread = judged["judge"]
+    assert spread["trials"] == 6 and spread["votes"] == 18
+    assert 0 < spread["split"] <= 6 and 2 / 3 <= spread["agreement"] < 1
+    assert unlike["judge"] is None and unlike["passed"] == 0
+    assert code_text == 0 and f"split on {spread['split']}, agreement" in out
+    assert html.read_text().startswith("<!doctype html>")

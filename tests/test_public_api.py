@@ -54,6 +54,7 @@ def test_protocols_exports() -> None:
             "JobStateError",
             "ResolveJob",
             "ResolveRequest",
+            "Sampling",
             "ConfigError",
             "ContentType",
             "DeadLetter",
