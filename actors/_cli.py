@@ -452,7 +452,9 @@ def _parser() -> argparse.ArgumentParser:
     eval_run = eval_verbs.add_parser(
         "run", parents=[common], help="run a suite (a TOML file, or MODULE[:ATTR])"
     )
-    eval_run.add_argument("suite", metavar="SUITE")
+    eval_run.add_argument(
+        "suite", metavar="SUITE", help="a TOML file, or MODULE[:ATTR] (a SUITE dict by default)"
+    )
     eval_run.add_argument(
         "--agent", help="run the suite's cases on this agent instead (compare two agents)"
     )

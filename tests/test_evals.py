@@ -366,3 +366,19 @@ async def test_semantic_similarity_and_a_judge_that_reports_its_spread(
     assert unlike["judge"] is None and unlike["passed"] == 0
     assert code_text == 0 and f"split on {spread['split']}, agreement" in out
     assert html.read_text().startswith("<!doctype html>")
+
+
+async def test_eval_up_starts_a_rig_of_its_own_and_stops_it(rig: Deployment) -> None:
+    """`--up` runs the suite on a `rig up` of its own (its own nats-server and store),
+    not on the Rig the environment names, and removes it after."""
+    suite = str(ROOT / "examples" / "evals" / "refund.toml")
+    code, out, err = await rig_cli(
+        rig, "eval", "run", suite, "--up", "--trials", "3", "--target", "0.5", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["verdict"] == "pass" and (result["passed"], result["scored"]) == (6, 6)
+    assert await rig.client.jobs() == []  # none of them ran on the environment's Rig
+    assert list(rig.home.glob("up-*")) == []  # its home is gone
+    code, _, err = await rig_cli(rig, "eval", "run", suite, "--up-config", "x.toml")
+    assert code == 2 and "--up-config goes with --up" in err
