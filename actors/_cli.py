@@ -468,7 +468,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="an earlier run's --json record: report regressions and improvements per case "
-        "(Fisher's exact test) and over the suite (sign test); a significant regression "
+        "(exact McNemar on trials paired by seed when both runs had the same --seed, else "
+        "Fisher's exact test) and over the suite (sign test); a significant regression "
         "fails the run",
     )
     eval_run.add_argument(

@@ -211,7 +211,12 @@ def _cases_table(result: Report, comparison: Comparison | None) -> str:
             if change is not None:
                 said = (
                     f"{change.direction}: {change.before[0]}/{change.before[1]} → "
-                    f"{change.after[0]}/{change.after[1]}, Fisher p = {change.p_value:.4f}"
+                    f"{change.after[0]}/{change.after[1]}, "
+                    + (
+                        f"McNemar p = {change.p_value:.4f} ({change.pairs} paired trials)"
+                        if change.test == "mcnemar"
+                        else f"Fisher p = {change.p_value:.4f}"
+                    )
                 )
             cells.append(f"<td>{escape(said)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")

@@ -795,12 +795,22 @@ class Change:
     after: tuple[int, int]
     p_value: float
     direction: Literal["regression", "improvement", "same"]
+    # "mcnemar": trials paired by seed (the exact McNemar test of the discordant pairs);
+    # "fisher": no pairs (other seeds), the two rates compared as independent samples.
+    test: Literal["mcnemar", "fisher"] = "fisher"
+    pairs: int = 0  # trials of this case run with the same seed in both
+    broke: int = 0  # of those: passed before, fail now
+    fixed: int = 0  # failed before, pass now
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "case": self.case,
             "before": list(self.before),
             "after": list(self.after),
+            "test": self.test,
+            "pairs": self.pairs,
+            "broke": self.broke,
+            "fixed": self.fixed,
             "p_value": round(self.p_value, 6),
             "direction": self.direction,
         }
@@ -831,24 +841,56 @@ class Comparison:
 
 
 def compare(result: Report, baseline: dict[str, Any], *, alpha: float = 0.05) -> Comparison:
-    """This run against an earlier one's `--json` record, case by case (Fisher's exact
-    test of the two rates) and over the suite (the sign test of the cases that moved)."""
+    """This run against an earlier one's `--json` record, case by case, and over the
+    suite (the sign test of the cases that moved).
+
+    Trials run with the same seed in both (the same `--seed`, the same case and index)
+    are pairs: the model sampled alike, so a pair that passed before and fails now is the
+    change's doing, and the case is tested with the exact McNemar test of its discordant
+    pairs. Without pairs, the two rates are compared with Fisher's exact test."""
     before = {case["case"]: case for case in baseline.get("cases", [])}
+    earlier = {
+        (t.get("case"), t.get("index"), t.get("seed")): t.get("outcome")
+        for t in baseline.get("trials", [])
+    }
     changes, better, worse = [], 0, 0
     for case in result.cases:
         old = before.get(case.name)
         if old is None or not old["scored"] or not case.scored:
             continue
-        p = fisher_exact(case.passed, case.scored, old["passed"], old["scored"])
-        now, then = case.passed / case.scored, old["passed"] / old["scored"]
+        broke = fixed = pairs = 0
+        for trial in result.trials:
+            then = earlier.get((trial.case, trial.index, trial.seed))
+            if trial.case != case.name or then in (None, "infra") or trial.outcome == "infra":
+                continue
+            pairs += 1
+            broke += then == "pass" and trial.outcome == "fail"
+            fixed += then == "fail" and trial.outcome == "pass"
+        now, was = case.passed / case.scored, old["passed"] / old["scored"]
+        if pairs:
+            test: Literal["mcnemar", "fisher"] = "mcnemar"
+            p = sign_test(fixed, broke)  # exact McNemar: a binomial test of the discordant
+            moved = fixed - broke
+        else:
+            test = "fisher"
+            p = fisher_exact(case.passed, case.scored, old["passed"], old["scored"])
+            moved = (now > was) - (now < was)
         direction: Literal["regression", "improvement", "same"] = (
-            "regression" if now < then else "improvement" if now > then else "same"
+            "regression" if moved < 0 else "improvement" if moved > 0 else "same"
         )
         better += direction == "improvement"
         worse += direction == "regression"
         changes.append(
             Change(
-                case.name, (old["passed"], old["scored"]), (case.passed, case.scored), p, direction
+                case.name,
+                (old["passed"], old["scored"]),
+                (case.passed, case.scored),
+                p,
+                direction,
+                test,
+                pairs,
+                broke,
+                fixed,
             )
         )
     return Comparison(changes, sign_test(better, worse), alpha)
@@ -860,10 +902,16 @@ def render_comparison(comparison: Comparison) -> str:
         if change.direction == "same":
             continue
         significant = change.p_value < comparison.alpha
+        how = (
+            f"McNemar p = {change.p_value:.4f}; of {change.pairs} trials paired by seed, "
+            f"{change.broke} broke and {change.fixed} were fixed"
+            if change.test == "mcnemar"
+            else f"Fisher p = {change.p_value:.4f}"
+        )
         lines.append(
             f"{change.direction.upper() if significant else change.direction}: "
             f"{change.case}: {change.before[0]}/{change.before[1]} -> "
-            f"{change.after[0]}/{change.after[1]} (Fisher p = {change.p_value:.4f}"
+            f"{change.after[0]}/{change.after[1]} ({how}"
             f"{'' if significant else ', not significant'})"
         )
     regressions = len(comparison.regressions)

@@ -90,13 +90,16 @@ async def test_a_bad_agent_fails_the_gate_and_a_worse_one_is_a_regression(
     rig: Deployment, tmp_path: Path
 ) -> None:
     suite, baseline, junit = suite_file(tmp_path), tmp_path / "base.json", tmp_path / "j.xml"
+    html = tmp_path / "report.html"
     good = await with_chaos(rig, "1.0")
     try:
-        code, _ = await eval_run(rig, suite, "--out", str(baseline))
+        code, _ = await eval_run(rig, suite, "--out", str(baseline), "--seed", "9")
         assert code == 0  # no target: no gate
-        # The same agent again is no regression.
-        code, again = await eval_run(rig, suite, "--baseline", str(baseline))
+        # The same agent again, on the same seeds: ten pairs, none discordant.
+        code, again = await eval_run(rig, suite, "--baseline", str(baseline), "--seed", "9")
         assert code == 0 and again["baseline"]["regressions"] == []
+        [same] = again["baseline"]["cases"]
+        assert (same["test"], same["pairs"], same["broke"], same["fixed"]) == ("mcnemar", 10, 0, 0)
     finally:
         good.proc.terminate()
         await good.proc.wait()
@@ -104,7 +107,18 @@ async def test_a_bad_agent_fails_the_gate_and_a_worse_one_is_a_regression(
     bad = await with_chaos(rig, "0.0")  # never the main path: every job gives up
     try:
         code, result = await eval_run(
-            rig, suite, "--target", "0.7", "--baseline", str(baseline), "--junit", str(junit)
+            rig,
+            suite,
+            "--target",
+            "0.7",
+            "--baseline",
+            str(baseline),
+            "--seed",
+            "9",
+            "--junit",
+            str(junit),
+            "--html",
+            str(html),
         )
         code_text, out, _ = await rig_cli(
             rig, "eval", "run", str(suite), "--baseline", str(baseline), "--trials", "5"
@@ -116,9 +130,14 @@ async def test_a_bad_agent_fails_the_gate_and_a_worse_one_is_a_regression(
     assert (result["passed"], result["scored"]) == (0, 10)
     wrong = result["trials"][0]["wrong"]
     assert "status failed, expected succeeded" in wrong and "took edge 'give_up'" in wrong
-    # 10/10 -> 0/10: Fisher's p = 2 / C(20, 10).
+    # The same seeds: ten pairs, all passed before and fail now; exact McNemar p = 2 / 2^10.
     assert result["baseline"]["regressions"] == ["three ticks"]
-    assert result["baseline"]["cases"][0]["p_value"] < 1e-4
+    [worse] = result["baseline"]["cases"]
+    assert (worse["test"], worse["pairs"], worse["broke"], worse["fixed"]) == ("mcnemar", 10, 10, 0)
+    assert worse["p_value"] == round(2 / 2**10, 6)
+    assert "McNemar p = 0.0020 (10 paired trials)" in html.read_text()
+    # Other seeds (a new run seed): no pairs; 10/10 -> 0/5 by Fisher, p = 1 / C(15, 5).
+    assert "three ticks: 10/10 -> 0/5 (Fisher p = 0.0003)" in out
     # Without a target, the regression alone fails the run, and says so last.
     assert code_text == 1 and out.splitlines()[-1].startswith("FAIL: 1 significant regression")
     xml = ElementTree.parse(junit).getroot()
