@@ -588,7 +588,8 @@ class ModelRouter:
         per_provider += (policy.max_attempts - 1) * policy.max_backoff
         return len(self.providers) * per_provider
 
-    def request(self, prompt: RoutePrompt) -> ChatRequest:
+    @staticmethod
+    def request(prompt: RoutePrompt, temperature: float = 0.0) -> ChatRequest:
         return ChatRequest(
             messages=[
                 {"role": "system", "content": SYSTEM},
@@ -596,14 +597,14 @@ class ModelRouter:
             ],
             schema=route_schema(prompt),
             max_tokens=prompt.max_output_tokens,
-            temperature=self.temperature,
+            temperature=temperature,
             seed=prompt.seed,
         )
 
     def estimate(self, prompt: RoutePrompt) -> Usage:
         """The most one call may spend, counted as Rig counts a server that reports no
         usage (`estimate_input_tokens`), which is more than any tokenizer counts."""
-        request = self.request(prompt)
+        request = self.request(prompt, self.temperature)
         messages = request.messages
         if any(p.dialect == "prompt_only" for p in self.providers) and request.schema:
             messages = with_schema_in_prompt(messages, request.schema)
@@ -614,7 +615,7 @@ class ModelRouter:
         return Usage(input_tokens=inputs, output_tokens=outputs, cost=cost)
 
     async def complete(self, prompt: RoutePrompt) -> LLMReply:
-        request = self.request(prompt)
+        request = self.request(prompt, self.temperature)
         calls: list[dict[str, Any]] = []
         key = None
         if self.cache is not None and prompt.cache and request.temperature == 0:

@@ -97,7 +97,7 @@ def test_the_reservation_covers_what_rig_would_count() -> None:
     router = ModelRouter([provider("llama_cpp")], RetryPolicy())
     prompt = triage_prompt(64)
     reserved = router.estimate(prompt)
-    assert reserved.input_tokens == estimate_input_tokens(router.request(prompt).messages)
+    assert reserved.input_tokens == estimate_input_tokens(ModelRouter.request(prompt).messages)
     assert reserved.output_tokens == 64
 
 
