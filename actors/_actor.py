@@ -35,6 +35,7 @@ from protocols import (
     DeadLetter,
     Encoding,
     ErrorReply,
+    Handled,
     Header,
     Names,
     NonRetryableError,
@@ -59,6 +60,7 @@ class Delivery:
     encoding: Encoding
     attempt: int
     stream_seq: int = 0
+    received_at: float = 0.0  # wall clock when this process began handling it
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
@@ -212,6 +214,7 @@ class Actor:
         # What `rig ps` and `$SRV.STATS` report of this process.
         self.counts = {"handled": 0, "retried": 0, "errors": 0, "dead_letters": 0}
         self._service: Service | None = None
+        self.process = f"{self.name}@{socket.gethostname()}:{os.getpid()}"
 
     # --- hooks -----------------------------------------------------------------
 
@@ -228,6 +231,12 @@ class Actor:
 
     async def on_stop(self) -> None:
         """Runs once handlers have finished, before the connection drains."""
+
+    def handled(self, delivery: Delivery) -> Handled:
+        """This process handled `delivery`, from when it began until now: what a report
+        carries so that the journal shows who did the work, and when."""
+        ms = max(0.0, (time.time() - delivery.received_at) * 1000)
+        return Handled(by=self.process, at=delivery.received_at, ms=round(ms, 3))
 
     def stats(self) -> dict[str, int]:
         """This process's counters, as `rig ps` and `$SRV.STATS` show them."""
@@ -458,6 +467,7 @@ class Actor:
                 await sub.unsubscribe()
 
     async def _process(self, inbox: Inbox, msg: Msg) -> None:
+        received = time.time()
         headers = headers_of(msg)
         attempt = msg.metadata.num_delivered or 1
         structlog.contextvars.bind_contextvars(
@@ -484,7 +494,7 @@ class Actor:
                 job=getattr(message, "job_id", None), step=getattr(message, "step", None)
             )
             delivery = Delivery(
-                msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream
+                msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream, received
             )
             await self._run_handler(inbox, msg, message, delivery, headers, attempt)
         except Exception as exc:  # the message stays unacked and is redelivered

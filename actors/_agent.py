@@ -463,6 +463,7 @@ class Agent(Actor):
                 reason=problem,
                 outage=outage,
             )
+        decision.handled = self.handled(delivery)
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")
         )

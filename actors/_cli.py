@@ -345,6 +345,18 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--dir", type=Path, help="the log folder (default: $RIG_HOME/logs)")
     logs.set_defaults(run=_logs)
 
+    trace = verbs.add_parser(
+        "trace",
+        parents=[common],
+        help="a job's waterfall: who did what, when, for how long",
+        description="From the job's journal alone (no trace collector needed): per step, "
+        "the wait in a queue, the work (the model's share of a decision, the tool's run, "
+        "the verifier's check) with the process that did it, the supervisor's "
+        "transitions, and a person's wait; the times are from when the job was accepted.",
+    )
+    trace.add_argument("job_id", metavar="JOB")
+    trace.set_defaults(run=_trace)
+
     graph = verbs.add_parser(
         "graph",
         parents=[common],
@@ -780,6 +792,20 @@ def _status(args: argparse.Namespace) -> int:
 
     info = _with_client(go)
     _show_status(info, args.json)
+    return EXIT_OK
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from actors._trace import render, waterfall
+
+    async def go(rig: RigClient) -> Any:
+        return waterfall(await rig.journal(args.job_id))
+
+    fall = _with_client(go)
+    if args.json:
+        _print_json(fall.to_dict())
+    else:
+        print(render(fall))
     return EXIT_OK
 
 

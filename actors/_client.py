@@ -11,6 +11,7 @@ validation the supervisor applies to a request from any other client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -298,6 +299,26 @@ class RigClient:
                 parked = event.data.get("status") == "waiting_human"
                 if until_parked and parked and msg.metadata.num_pending == 0:
                     return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def journal(self, job_id: str, *, timeout: float = 10.0) -> list[Event]:
+        """The job's journal as it stands now, each event once (a running job's too)."""
+        await self.status(job_id)  # UnknownJobError for a job that does not exist
+        sub = await self.js.subscribe(
+            self.names.events(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        events: list[Event] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    msg = await sub.next_msg(timeout=timeout)
+                    event, _ = decode_as(Event, msg.data)
+                    if not events or event.seq > events[-1].seq:
+                        events.append(event)
+                    if msg.metadata.num_pending == 0:
+                        return events
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

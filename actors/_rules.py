@@ -146,6 +146,7 @@ class Rules:
             llm_ms=round(decision.llm_ms, 3),
             spent=spent,
             **why,
+            **_handled(decision),
         )
 
     def resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> JobSnapshot:
@@ -364,6 +365,7 @@ class Rules:
             **({"calls": decision.calls} if decision.calls else {}),
             **({"answer": decision.answer} if decision.answer else {}),
             **({"outage": True} if decision.outage else {}),
+            **_handled(decision),
         )
         over = self.over_budget(job) if by == "llm" else None  # a person's choice costs nothing
         if over is not None:  # the call spent more than the agent reserved for it
@@ -402,6 +404,7 @@ class Rules:
             ledger=result.ledger,
             key=result.key,
             tool_ms=round(result.tool_ms, 3),
+            **_handled(result),
         )
         if result.error is not None and result.error.get("code") == "effect_unknown":
             # The effect may have happened and the tool cannot tell: a person must look,
@@ -436,7 +439,12 @@ class Rules:
         edge = graph.state(job.state).edge(job.pending_edge)
         assert edge is not None
         self.event(
-            job, "verdict", verifier=verdict.verifier, passed=verdict.passed, reason=verdict.reason
+            job,
+            "verdict",
+            verifier=verdict.verifier,
+            passed=verdict.passed,
+            reason=verdict.reason,
+            **_handled(verdict),
         )
         if verdict.passed:
             return self.enter(job, graph, edge.to, edge=edge.name)
@@ -796,3 +804,9 @@ def _context(job: JobSnapshot) -> JobContext:
 def _nth(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def _handled(report: Decision | ToolResult | Verdict) -> dict[str, Any]:
+    """The journal's record of who handled a report's command, and when (`rig trace`)."""
+    handled = report.handled
+    return {"handled": handled.model_dump()} if handled is not None else {}

@@ -293,6 +293,7 @@ class ToolExecutor(Actor):
             inline = self.config.inline_result_bytes
             value = await by_reference(self, name, result.result, inline=inline)
             result = result.model_copy(update={"result": value})
+        result.handled = self.handled(delivery)
         if result.ok and call.verifier is not None and call.context is not None:
             # Straight to the verifier, which carries the result to the supervisor.
             request = VerifyRequest(

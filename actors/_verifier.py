@@ -102,6 +102,7 @@ class Verifier(Actor):
             reason=str(reason),
             tool_result=request.tool_result,
         )
+        verdict.handled = self.handled(delivery)
         await self.publish(
             self.names.supervisor, verdict, msg_id=msg_id(request.job_id, request.step, "verdict")
         )

@@ -432,6 +432,15 @@ ANSWER_MAX_CHARS = 4096
 ExhaustedKind = Literal["steps", "tokens", "cost", "deadline", "visits"]
 
 
+class Handled(_Wire):
+    """Which process handled the message a report answers, and when: what `rig trace`
+    draws a job's waterfall from (queueing is `at` minus when the command was sent)."""
+
+    by: str = Field(description="the process: <actor>@<host>:<pid>")
+    at: float = Field(description="when it began handling (epoch seconds)")
+    ms: float = Field(description="from then until it sent the report")
+
+
 class Decision(_Wire):
     """Agent to supervisor: the edge the LLM picked (or the safe edge, if `fallback`)."""
 
@@ -452,6 +461,7 @@ class Decision(_Wire):
     llm_ms: float = Field(
         default=0.0, description="time spent waiting for the LLM, re-asks included"
     )
+    handled: Handled | None = None
     exhausted: ExhaustedKind | None = Field(
         default=None, description="no edge: the next LLM call would not fit the job's budget"
     )
@@ -513,6 +523,7 @@ class ToolResult(_Wire):
     error: dict[str, Any] | None = None
     ledger: Literal["hit", "miss"] = "miss"
     tool_ms: float = Field(default=0.0, description="time the tool itself ran (0 on a ledger hit)")
+    handled: Handled | None = None
 
 
 class VerifyRequest(_Wire):
@@ -541,6 +552,7 @@ class Verdict(_Wire):
     passed: bool
     reason: str = ""
     tool_result: ToolResult | None = None
+    handled: Handled | None = None
 
 
 class ResolveJob(_Wire):

@@ -66,6 +66,7 @@ def test_protocols_exports() -> None:
             "Event",
             "EscalationKind",
             "ExhaustedKind",
+            "Handled",
             "Graph",
             "GraphError",
             "Header",
