@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
+from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -29,6 +30,14 @@ from actors._config import RigConfig
 from actors._discovery import start_service
 from actors._faults import armed, crash_point
 from actors._log import configure_logging
+from actors._metrics import (
+    HANDLER_SECONDS,
+    MESSAGES,
+    PENDING,
+    REDELIVERIES,
+    SCHEDULE_TO_START,
+    serve_metrics,
+)
 from actors._nats import Publisher, connect, ensure_topology, headers_of, pull_subject
 from protocols import (
     ActorReady,
@@ -304,8 +313,11 @@ class Actor:
         self._js = self._nc.jetstream()
         self._publisher = Publisher(self._nc)
         await self._publisher.start()
+        metrics = None
         try:
             await ensure_topology(self._js, self.names)
+            if self.config.metrics_port is not None:
+                metrics = await self._serve_metrics()
             await self.on_start()
             inboxes = self.inboxes()
             # Every inbox keeps a fetch open at all times, each holding the slots it asked
@@ -353,7 +365,22 @@ class Actor:
                 await self.nc.flush(timeout=5)
             with contextlib.suppress(Exception):
                 await self.nc.close()
+            if metrics is not None:
+                await metrics.cleanup()
             self.log.info("actor.stopped")
+
+    async def _serve_metrics(self) -> web.AppRunner | None:
+        """/metrics on the configured port; a port it cannot bind is logged, not fatal:
+        the actor's work matters more than its metrics."""
+        host, port = self.config.metrics_host, self.config.metrics_port
+        assert port is not None
+        try:
+            runner = await serve_metrics(host, port)
+        except OSError as exc:
+            self.log.error("metrics.unavailable", host=host, port=port, error=str(exc))
+            return None
+        self.log.info("metrics.serving", url=f"http://{host}:{port}/metrics")
+        return runner
 
     async def _announce(self, inboxes: list[Inbox]) -> None:
         ready = ActorReady(
@@ -493,6 +520,7 @@ class Actor:
             structlog.contextvars.bind_contextvars(
                 job=getattr(message, "job_id", None), step=getattr(message, "step", None)
             )
+            _observe_arrival(inbox.durable, msg, received, attempt)
             delivery = Delivery(
                 msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream, received
             )
@@ -512,7 +540,8 @@ class Actor:
         headers: dict[str, str],
         attempt: int,
     ) -> None:
-        self._holding[id(msg)] = (msg, time.monotonic())
+        started = time.monotonic()
+        self._holding[id(msg)] = (msg, started)
         try:
             await inbox.handler(message, delivery)
         except RetryableError as exc:
@@ -524,6 +553,7 @@ class Actor:
             say("handler.retry", reason=exc.message, delay=exc.delay)
             if not exc.details.get("routine"):
                 self.counts["retried"] += 1
+                MESSAGES.labels(inbox.durable, "retried").inc()
             await msg.nak(delay=exc.delay)
             return
         except NonRetryableError as exc:
@@ -535,12 +565,15 @@ class Actor:
                 return
             self.log.exception("handler.failed", error=repr(exc))
             self.counts["errors"] += 1
+            MESSAGES.labels(inbox.durable, "failed").inc()
             await msg.nak(delay=self.config.nak_delay)
             return
         finally:
             del self._holding[id(msg)]
+            HANDLER_SECONDS.labels(inbox.durable).observe(time.monotonic() - started)
         await msg.ack()
         self.counts["handled"] += 1
+        MESSAGES.labels(inbox.durable, "ok").inc()
         if armed("after_ack"):  # fault injection: die once the server has the ack
             await self.nc.flush(timeout=5)
             crash_point("after_ack")
@@ -582,6 +615,7 @@ class Actor:
         )
         self.log.warning("message.dead_lettered", reason=letter.reason, code=error["code"])
         self.counts["dead_letters"] += 1
+        MESSAGES.labels(inbox.durable, "dead_lettered").inc()
         try:
             # One dead letter per stored message, even if this actor dies before `term`
             # and the message comes back.
@@ -660,3 +694,17 @@ def _reply_encoding(data: bytes, headers: dict[str, str]) -> Encoding:
     except UnicodeDecodeError:
         return Encoding.MSGPACK
     return Encoding.JSON
+
+
+def _observe_arrival(consumer: str, msg: Msg, received: float, attempt: int) -> None:
+    """The metrics of a message's arrival: its wait in the inbox, the inbox's size, and
+    whether it came again."""
+    metadata = msg.metadata
+    if metadata.timestamp is not None:
+        SCHEDULE_TO_START.labels(consumer).observe(
+            max(0.0, received - metadata.timestamp.timestamp())
+        )
+    if metadata.num_pending is not None:
+        PENDING.labels(consumer).set(metadata.num_pending)
+    if attempt > 1:
+        REDELIVERIES.labels(consumer).inc()

@@ -25,6 +25,7 @@ from actors._llm import (
     estimate,
     parse_answer,
 )
+from actors._metrics import STEP_SECONDS, observe_calls
 from actors._nats import keep_beating
 from actors._probe import check_at_start, probe_request
 from actors._providers import (
@@ -464,6 +465,8 @@ class Agent(Actor):
                 outage=outage,
             )
         decision.handled = self.handled(delivery)
+        observe_calls(self.name, decision.calls, decision.usage)
+        STEP_SECONDS.labels(self.name, name).observe(decision.handled.ms / 1000)
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")
         )

@@ -168,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="profile with pyinstrument; write DIR/CLASS-PID.txt on exit (also RIG_PROFILE_DIR)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://RIG_METRICS_HOST:PORT/metrics (also "
+        "RIG_METRICS_PORT; rig up gives each process one)",
+    )
     run.set_defaults(run=_actor_run)
 
     agents = verbs.add_parser(
@@ -699,6 +706,10 @@ def _up(args: argparse.Namespace) -> int:
 
 def _actor_run(args: argparse.Namespace) -> int:
     cls = load_actor_class(args.target)
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port < 65536:
+            raise _usage(f"--metrics-port must be a port number, not {args.metrics_port}")
+        os.environ["RIG_METRICS_PORT"] = str(args.metrics_port)
     if args.json:
         os.environ.setdefault("RIG_LOG_FORMAT", "json")
     profile = args.profile or os.environ.get("RIG_PROFILE_DIR")

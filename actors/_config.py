@@ -11,6 +11,8 @@
 |                   |                           | dead-lettered (its job then goes to a person)   |
 | `RIG_INLINE_RESULT_BYTES` | `16384`           | a tool result whose JSON is larger travels by   |
 |                   |                           | reference (object store `RIG_RESULTS`)          |
+| `RIG_METRICS_PORT` | (none)                   | serve Prometheus `/metrics` on this port        |
+| `RIG_METRICS_HOST` | `127.0.0.1`              | ... on this address                             |
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class RigConfig:
     connect_timeout: float = 30.0
     inline_result_bytes: int = 16 * 1024
     llm_config: Path | None = None
+    metrics_port: int | None = None  # serve /metrics on it (None: do not serve)
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -79,6 +83,10 @@ class RigConfig:
             llm_config=Path(os.environ["RIG_LLM_CONFIG"])
             if os.environ.get("RIG_LLM_CONFIG")
             else None,
+            metrics_port=int(env_number("RIG_METRICS_PORT", -1, low=0, high=65535))
+            if os.environ.get("RIG_METRICS_PORT")
+            else None,
+            metrics_host=os.environ.get("RIG_METRICS_HOST") or "127.0.0.1",
         )
 
     @property

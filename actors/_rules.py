@@ -755,6 +755,7 @@ class Rules:
         """Append a journal event to the job's outbox."""
         job.event_seq += 1
         event = Event(job_id=job.job_id, seq=job.event_seq, step=job.step, type=type_, data=data)
+        job.new_events.append(event)
         job.outbox.append(
             Outgoing(
                 subject=self.names.events(job.job_id),

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from actors._actor import Actor, Delivery, Endpoint, Inbox
 from actors._faults import crash_point
+from actors._metrics import observe_events
 from actors._nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
@@ -496,6 +497,7 @@ class Supervisor(Actor):
                 await self._send(snapshot)
                 return snapshot
             status_before = snapshot.status
+            snapshot.new_events.clear()
             after = await apply(snapshot)
             if after is None and cached:
                 # Our copy may be old (another replica moved the job): only the stored
@@ -529,6 +531,8 @@ class Supervisor(Actor):
                 self._snapshots.pop(job_id, None)
                 continue
             self._remember(after, data, revision)
+            observe_events(after.agent, after.new_events, created_at=after.created_at)
+            after.new_events.clear()
             crash_point(f"after_write_{cause.split(':', 1)[0]}")
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`
                 self.log.info(

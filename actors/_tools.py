@@ -22,6 +22,7 @@ import pydantic
 from actors._actor import Actor, Delivery, Inbox
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
+from actors._metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS
 from actors._nats import keep_beating, live_keys
 from actors._results import MAX_RESULT_BYTES, by_reference, resolved_context
 from protocols import (
@@ -294,6 +295,7 @@ class ToolExecutor(Actor):
             value = await by_reference(self, name, result.result, inline=inline)
             result = result.model_copy(update={"result": value})
         result.handled = self.handled(delivery)
+        _observe(result)
         if result.ok and call.verifier is not None and call.context is not None:
             # Straight to the verifier, which carries the result to the supervisor.
             request = VerifyRequest(
@@ -582,3 +584,12 @@ def _failed(
     call: ToolCall, key: str, code: str, message: str, *, ledger: Literal["hit", "miss"] = "miss"
 ) -> ToolResult:
     return _result(call, key, error={"code": code, "message": message}, ledger=ledger)
+
+
+def _observe(result: ToolResult) -> None:
+    """The metrics of a call's outcome: the call, the tool's run, the ledger's answer."""
+    TOOL_CALLS.labels(result.tool, "ok" if result.ok else "failed").inc()
+    unknown = (result.error or {}).get("code") == "effect_unknown"
+    LEDGER.labels(result.tool, "unknown" if unknown else result.ledger).inc()
+    if result.ledger == "miss" and not unknown:
+        TOOL_SECONDS.labels(result.tool).observe(result.tool_ms / 1000)

@@ -303,11 +303,17 @@ async def _keep_running(
     stop: asyncio.Event,
     emit: _Emitter,
     pids: dict[int, str],
+    metrics_port: int,
 ) -> None:
-    """Run one actor process until `stop`; start it again whenever it exits."""
+    """Run one actor process until `stop`; start it again whenever it exits (on the same
+    metrics port, so that Prometheus's targets stay true)."""
     backoff = 0.5
     slot = f"{spec.target}#{index}"
-    env = {**env, "RIG_LOG_FILE": str(log_file(Path(env["RIG_HOME"]), spec.target, index))}
+    env = {
+        **env,
+        "RIG_LOG_FILE": str(log_file(Path(env["RIG_HOME"]), spec.target, index)),
+        "RIG_METRICS_PORT": str(metrics_port),
+    }
     while not stop.is_set():
         started = time.monotonic()
         proc = await spawn_actor(spec.target, env=env)
@@ -378,9 +384,12 @@ async def run_up(
     nc = await connect(config_here, name="rig-up", log_events=False)
     announcements = await nc.subscribe(rig.names.actor_ready)
     pids: dict[int, str] = {}
-    slots = [(spec, i) for spec in config.actors for i in range(spec.count)]
+    slots = [(spec, i, free_port()) for spec in config.actors for i in range(spec.count)]
+    targets = await asyncio.to_thread(write_targets, rig, slots)
+    emit("metrics.targets", file=str(targets), processes=len(slots))
     runners = [
-        asyncio.create_task(_keep_running(spec, i, env, stop, emit, pids)) for spec, i in slots
+        asyncio.create_task(_keep_running(spec, i, env, stop, emit, pids, port))
+        for spec, i, port in slots
     ]
     helpers = [asyncio.create_task(_say_ready(announcements, pids, len(slots), env, emit))]
     failed = asyncio.Event()
@@ -404,6 +413,27 @@ async def run_up(
             emit("server.stopped", pid=server.proc.pid)
     emit("up.stopped")
     return 1 if failed.is_set() else 0
+
+
+def write_targets(rig: RigConfig, slots: list[tuple[ActorSpec, int, int]]) -> Path:
+    """`$RIG_HOME/prometheus-targets.json`: every process's /metrics, in the file_sd form
+    a Prometheus reads (`file_sd_configs: [{files: [that file]}]`)."""
+    host = os.environ.get("RIG_METRICS_HOST") or "127.0.0.1"
+    groups = [
+        {
+            "targets": [f"{host}:{port}"],
+            "labels": {
+                "rig_actor": spec.target,
+                "rig_index": str(i),
+                "rig_prefix": rig.names.prefix,
+            },
+        }
+        for spec, i, port in slots
+    ]
+    path = rig.home / "prometheus-targets.json"
+    rig.home.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(groups, indent=2) + "\n")
+    return path
 
 
 async def _say_ready(

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar, overload
 
 from actors._actor import Actor, Delivery, Inbox
+from actors._metrics import CHECKS
 from actors._results import resolved, resolved_context
 from protocols import NonRetryableError, Verdict, VerifyRequest, check_token, msg_id
 
@@ -103,6 +104,7 @@ class Verifier(Actor):
             tool_result=request.tool_result,
         )
         verdict.handled = self.handled(delivery)
+        CHECKS.labels(request.verifier, "passed" if verdict.passed else "failed").inc()
         await self.publish(
             self.names.supervisor, verdict, msg_id=msg_id(request.job_id, request.step, "verdict")
         )

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     model_serializer,
     model_validator,
@@ -747,6 +748,14 @@ class JobSnapshot(_Wire):
         description="the message whose transition wrote this snapshot: while that message "
         "is unacked, its redelivery publishes `outbox` again (nothing else does)",
     )
+
+    # The events of the transition being made (not stored: the outbox has them encoded),
+    # for what a supervisor counts once its write succeeded.
+    _new_events: list[Event] = PrivateAttr(default_factory=list)
+
+    @property
+    def new_events(self) -> list[Event]:
+        return self._new_events
 
     @property
     def terminal(self) -> bool:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.examples.refund import RefundAgent
 from tests.conftest import REFUND, Deployment
 from tests.test_cli import rig_cli
+from tests.test_llm import llm_config, start_chaos
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +80,120 @@ async def test_trace_shows_a_persons_wait(rig: Deployment) -> None:
     assert human["ms"] == pytest.approx((resolved.ts - parked.ts) * 1000, abs=1e-2)
     code, _, err = await rig_cli(rig, "trace", "no-such-job")
     assert code != 0 and "no-such-job" in err and "Traceback" not in err
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A /metrics page as {(sample name, sorted labels): value}."""
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for (sample, have), value in samples.items()
+        if sample == name and all((k, v) in have for k, v in labels.items())
+    )
+
+
+async def test_each_process_metrics_agree_with_the_journals(rig: Deployment) -> None:
+    """100 jobs of the model-routed refund agent through a chaos model that fails one
+    request in five: every process's /metrics (the ports `rig up` gave them, listed in its
+    Prometheus targets file) counts what the journals say happened."""
+    chaos = await start_chaos("--seed", "5", "--rate-5xx", "0.2", "--main-path", "0.9")
+    # Eight attempts a step: four 5xx in a row would be an outage (the step tried again
+    # later, its failed calls in no journal) one step in 400; eight, one in 400,000.
+    llm_config(rig, chaos.url, section="refund-llm", max_attempts=8)
+    actors = {
+        "actors:Supervisor": 1,
+        "actors.examples.refund:RefundLLMAgent": 1,
+        "actors.examples.refund:RefundTools": 1,
+        "actors.examples.refund:RefundChecks": 1,
+    }
+    ready = await rig.nc.subscribe(rig.names.actor_ready)
+    up = await rig.rig_up(actors)
+    try:
+        for _ in range(4):
+            await ready.next_msg(timeout=60)
+        targets = json.loads((rig.home / "prometheus-targets.json").read_text())
+        assert sorted(t["labels"]["rig_actor"] for t in targets) == sorted(actors)
+        jobs = []
+        for n in range(100):
+            order = f"A-{1000 + n}"
+            job_input = {"order_id": order, "amount": 20 + n % 7, "reason": "damaged"}
+            jobs.append((await rig.client.submit("refund-llm", job_input)).job_id)
+        for job in jobs:
+            await rig.client.wait(job, timeout=120)
+        journals = [await rig.client.journal(job) for job in jobs]
+        scraped = {
+            t["labels"]["rig_actor"].rsplit(":", 1)[1]: await scrape(
+                f"http://{t['targets'][0]}/metrics"
+            )
+            for t in targets
+        }
+    finally:
+        up.terminate()
+        await up.wait()
+        chaos.proc.terminate()
+        await chaos.proc.wait()
+    events = [event for journal in journals for event in journal]
+
+    def count(type_: str, **data: Any) -> int:
+        return sum(
+            e.type == type_ and all(e.data.get(k) == v for k, v in data.items()) for e in events
+        )
+
+    supervisor, agent = scraped["Supervisor"], scraped["RefundLLMAgent"]
+    tools, checks = scraped["RefundTools"], scraped["RefundChecks"]
+    assert total(supervisor, "rig_jobs_started_total", agent="refund-llm") == 100
+    for status in ("succeeded", "failed", "cancelled"):
+        ended = count("status", status=status)
+        assert total(supervisor, "rig_jobs_finished_total", status=status) == ended
+    assert total(supervisor, "rig_job_duration_seconds_count") == sum(
+        count("status", status=s) for s in ("succeeded", "failed", "cancelled")
+    )
+    assert total(supervisor, "rig_jobs_parked_total") == count("status", status="waiting_human")
+    # Steps: one decision each; every transition.
+    assert total(supervisor, "rig_decisions_total") == count("decision") > 100
+    assert total(supervisor, "rig_transitions_total") == count("transition")
+    # Tool calls, from the supervisor's records and from the executor itself.
+    for tool in ("lookup_order", "issue_refund"):
+        calls = count("tool_result", tool=tool)
+        assert total(supervisor, "rig_tool_results_total", tool=tool) == calls
+        assert total(tools, "rig_tool_calls_total", tool=tool) == calls
+        assert total(tools, "rig_ledger_outcomes_total", tool=tool, outcome="miss") == calls
+    assert total(checks, "rig_verifications_total") == count("verdict")
+    assert total(supervisor, "rig_verdicts_total", outcome="passed") == count(
+        "verdict", passed=True
+    )
+    # The model's requests, failed ones and retries included, as the decisions record them.
+    attempts = [c for e in events if e.type == "decision" for c in e.data.get("calls", [])]
+    failed = [c for c in attempts if c.get("provider") and not c.get("ok")]
+    assert failed  # one request in five failed
+    assert total(agent, "rig_llm_requests_total", outcome="ok") == sum(
+        1 for c in attempts if c.get("ok")
+    )
+    assert total(agent, "rig_llm_requests_total", outcome="server_error") == len(failed)
+    # A retry is a request after a failed one in the same step.
+    retries = sum(
+        1
+        for e in events
+        if e.type == "decision"
+        for before, after in itertools.pairwise(e.data.get("calls", []))
+        if not before.get("ok") and after.get("provider") == before.get("provider")
+    )
+    assert total(agent, "rig_llm_retries_total") == retries > 0
+    tokens = sum(e.data["usage"]["input_tokens"] for e in events if e.type == "decision")
+    assert total(agent, "rig_llm_tokens_total", direction="input") == tokens
+    # The consumers: every message handled once, none came back.
+    for samples in (supervisor, agent, tools, checks):
+        assert total(samples, "rig_message_redeliveries_total") == 0
+        assert total(samples, "rig_messages_total", outcome="ok") > 0
+        assert total(samples, "rig_build_info", version="0.1.0") == 1
