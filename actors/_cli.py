@@ -352,6 +352,22 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--dir", type=Path, help="the log folder (default: $RIG_HOME/logs)")
     logs.set_defaults(run=_logs)
 
+    top = verbs.add_parser(
+        "top",
+        parents=[common],
+        help="a live view: throughput, jobs by status, queues, each process's rates",
+        description="Redrawn every second from what the deployment answers: every "
+        "process's counters ($SRV.STATS), the work stream's consumers (pending, in work, "
+        "redelivered) and the jobs by status (a scan of every job's snapshot, every "
+        "--jobs-every seconds). Ctrl-C stops it.",
+    )
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    top.add_argument("--frames", type=int, help="stop after N frames (default: run until Ctrl-C)")
+    top.add_argument(
+        "--jobs-every", type=float, default=5.0, metavar="S", help="scan the jobs every S seconds"
+    )
+    top.set_defaults(run=_top)
+
     trace = verbs.add_parser(
         "trace",
         parents=[common],
@@ -803,6 +819,35 @@ def _status(args: argparse.Namespace) -> int:
 
     info = _with_client(go)
     _show_status(info, args.json)
+    return EXIT_OK
+
+
+def _top(args: argparse.Namespace) -> int:
+    from actors._top import render, run_top
+
+    prefix = RigConfig.from_env().names.prefix
+    if not 0.2 <= args.interval <= 3600:
+        raise _usage("--interval must be from 0.2 to 3600 seconds")
+    if args.frames is not None and args.frames < 1:
+        raise _usage("--frames must be at least 1")
+    live = sys.stdout.isatty() and not args.json
+
+    def draw(now: Any, before: Any) -> None:
+        if args.json:
+            _print_json(now.to_dict(before))
+            return
+        frame = render(now, before, prefix)
+        if live:  # home, clear the screen, draw
+            print("\x1b[H\x1b[2J" + frame, flush=True)
+        else:
+            print(frame + "\n", flush=True)
+
+    async def go(rig: RigClient) -> None:
+        await run_top(
+            rig, interval=args.interval, frames=args.frames, jobs_every=args.jobs_every, draw=draw
+        )
+
+    _with_client(go)
     return EXIT_OK
 
 

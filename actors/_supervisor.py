@@ -34,6 +34,7 @@ from actors._nats import (
 )
 from actors._rules import Rules
 from protocols import (
+    TERMINAL_STATUSES,
     AgentInfo,
     CancelJob,
     CancelRequest,
@@ -165,7 +166,10 @@ class Supervisor(Actor):
         ]
 
     def stats(self) -> dict[str, int]:
-        return super().stats() | {"stale_reports": self.stale_reports}
+        return super().stats() | {
+            "stale_reports": self.stale_reports,
+            "jobs_finished": self.counts.get("jobs_finished", 0),  # ended by this process
+        }
 
     # --- the API -----------------------------------------------------------------
 
@@ -532,6 +536,8 @@ class Supervisor(Actor):
                 continue
             self._remember(after, data, revision)
             observe_events(after.agent, after.new_events, created_at=after.created_at)
+            if after.terminal and status_before not in TERMINAL_STATUSES:
+                self.counts["jobs_finished"] = self.counts.get("jobs_finished", 0) + 1
             after.new_events.clear()
             crash_point(f"after_write_{cause.split(':', 1)[0]}")
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`

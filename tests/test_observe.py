@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import os
+import pty
 from typing import Any
 
 import aiohttp
@@ -12,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.examples.refund import RefundAgent
 from tests.conftest import REFUND, Deployment
-from tests.test_cli import rig_cli
+from tests.test_cli import RIG, rig_cli
 from tests.test_llm import llm_config, start_chaos
 
 pytestmark = pytest.mark.integration
@@ -197,3 +200,51 @@ async def test_each_process_metrics_agree_with_the_journals(rig: Deployment) -> 
         assert total(samples, "rig_message_redeliveries_total") == 0
         assert total(samples, "rig_messages_total", outcome="ok") > 0
         assert total(samples, "rig_build_info", version="0.1.0") == 1
+
+
+async def test_top_draws_live_frames_in_a_terminal(rig: Deployment) -> None:
+    """`rig top` in a real terminal (a pty): it clears and redraws; its numbers are the
+    deployment's: the jobs by status, the queues, one line per live process."""
+    await rig.spawn(*REFUND)
+    jobs = [(await rig.client.submit("refund", RefundAgent.example_input)).job_id for _ in range(5)]
+    over = await rig.client.submit("refund", RefundAgent.example_input | {"amount": 650})
+    for job in [*jobs, over.job_id]:
+        await rig.client.wait(job, timeout=60)
+    code, out, err = await rig_cli(rig, "top", "--frames", "1", "--json")
+    assert code == 0, err
+    frame = json.loads(out)
+    assert frame["jobs"] == {"succeeded": 5, "waiting_human": 1}
+    consumers = {q["consumer"] for q in frame["queues"]}
+    assert rig.names.agent_durable("refund") in consumers
+    assert all(q["pending"] == 0 for q in frame["queues"])  # all done
+    assert sorted(p["kind"] for p in frame["processes"]) == [
+        "agent",
+        "supervisor",
+        "tools",
+        "verifier",
+    ]
+    # In a terminal: three frames, each clearing the screen first.
+    primary, secondary = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        RIG, "top", "--frames", "3", "--interval", "0.5",
+        env=rig.env, stdin=secondary, stdout=secondary, stderr=secondary,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(asyncio.to_thread(os.read, primary, 65536), 30)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(primary)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    text = screen.decode()
+    assert text.count("\x1b[H\x1b[2J") == 3
+    last = text.rsplit("\x1b[H\x1b[2J", 1)[1]
+    assert "4 live process(es)" in last and "succeeded 5  waiting_human 1" in last
+    assert "throughput  jobs ended" in last and rig.names.agent_durable("refund") in last
