@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import signal
@@ -25,7 +26,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
 
+from actors import _tracing as tracing
 from actors._config import RigConfig
 from actors._discovery import start_service
 from actors._faults import armed, crash_point
@@ -57,6 +60,11 @@ from protocols import (
 )
 
 log = structlog.get_logger("rig.actor")
+
+# The headers of the request an endpoint's responder is answering (its task's own).
+REQUEST_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "rig_request_headers", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +297,16 @@ class Actor:
         if msg_id is not None:
             all_headers[Header.MSG_ID] = msg_id
         payload = message if isinstance(message, bytes) else encode(message)
-        try:
-            stored = await self.publisher.publish(subject, payload, all_headers)
-            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-                await stored
-        except Exception as exc:
-            raise RetryableError(f"publish to {subject} failed: {exc!r}", subject=subject) from exc
+        with _send_span(subject):
+            tracing.inject(all_headers)
+            try:
+                stored = await self.publisher.publish(subject, payload, all_headers)
+                async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                    await stored
+            except Exception as exc:
+                raise RetryableError(
+                    f"publish to {subject} failed: {exc!r}", subject=subject
+                ) from exc
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -305,6 +317,7 @@ class Actor:
     async def run(self) -> None:
         """Connect, consume until `stop()` or SIGTERM/SIGINT, then drain and return."""
         configure_logging()
+        tracing.start(self.kind)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -367,6 +380,7 @@ class Actor:
                 await self.nc.close()
             if metrics is not None:
                 await metrics.cleanup()
+            await asyncio.to_thread(tracing.stop)  # what is buffered goes out
             self.log.info("actor.stopped")
 
     async def _serve_metrics(self) -> web.AppRunner | None:
@@ -518,13 +532,14 @@ class Actor:
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
                 return
             structlog.contextvars.bind_contextvars(
-                job=getattr(message, "job_id", None), step=getattr(message, "step", None)
+                job_id=getattr(message, "job_id", None), step=getattr(message, "step", None)
             )
             _observe_arrival(inbox.durable, msg, received, attempt)
             delivery = Delivery(
                 msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream, received
             )
-            await self._run_handler(inbox, msg, message, delivery, headers, attempt)
+            with _process_span(inbox, delivery):
+                await self._run_handler(inbox, msg, message, delivery, headers, attempt)
         except Exception as exc:  # the message stays unacked and is redelivered
             self.log.exception("handler.crashed", error=repr(exc))
         finally:
@@ -648,6 +663,7 @@ class Actor:
     async def _answer(self, endpoint: Endpoint, msg: Msg) -> None:
         headers = headers_of(msg)
         encoding = _reply_encoding(msg.data, headers)
+        REQUEST_HEADERS.set(headers)  # this task's: what a responder may want of them
         try:
             request, encoding = decode_as(endpoint.model, msg.data, headers)
             reply: Any = await endpoint.responder(request)
@@ -708,3 +724,39 @@ def _observe_arrival(consumer: str, msg: Msg, received: float, attempt: int) -> 
         PENDING.labels(consumer).set(metadata.num_pending)
     if attempt > 1:
         REDELIVERIES.labels(consumer).inc()
+
+
+def _send_span(subject: str) -> contextlib.AbstractContextManager[Any]:
+    """A PRODUCER span around a publish (nothing when traces are off)."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    return tracing.span(
+        f"send {subject}", kind=SpanKind.PRODUCER, attributes=_messaging(subject, "send")
+    )
+
+
+def _process_span(inbox: Inbox, delivery: Delivery) -> contextlib.AbstractContextManager[Any]:
+    """A CONSUMER span around a handler, continuing the trace the message carries."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    attributes = _messaging(delivery.subject, "process") | {
+        "messaging.consumer.group.name": inbox.durable,
+        "messaging.message.id": delivery.headers.get(Header.MSG_ID, ""),
+        "rig.message.delivery_count": delivery.attempt,
+    }
+    return tracing.span(
+        f"process {delivery.subject}",
+        parent=tracing.extract(delivery.headers),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
+def _messaging(subject: str, operation: str) -> dict[str, Any]:
+    """The OpenTelemetry messaging attributes of a send or a process of `subject`."""
+    return {
+        "messaging.system": "nats",
+        "messaging.operation.name": operation,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": subject,
+    }

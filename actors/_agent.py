@@ -13,7 +13,9 @@ from functools import partial
 from typing import Any, ClassVar, Literal
 
 import nats.errors
+from opentelemetry import trace
 
+from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._breaker import Breakers
 from actors._limits import SharedLimits
@@ -331,6 +333,20 @@ class Agent(Actor):
         ]
 
     async def on_step(self, request: StepRequest, delivery: Delivery) -> None:
+        if not tracing.enabled():
+            await self._step(request, delivery)
+            return
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.name,
+            "rig.job.id": request.job_id,
+            "rig.step": request.step,
+            "rig.state": request.state,
+        }
+        with tracing.span(f"invoke_agent {self.name}", attributes=attributes):
+            await self._step(request, delivery)
+
+    async def _step(self, request: StepRequest, delivery: Delivery) -> None:
         if request.agent != self.name:
             raise NonRetryableError(
                 f"agent {self.name!r} got a step of agent {request.agent!r}", agent=request.agent
@@ -466,6 +482,12 @@ class Agent(Actor):
             )
         decision.handled = self.handled(delivery)
         observe_calls(self.name, decision.calls, decision.usage)
+        if tracing.enabled():
+            span = trace.get_current_span()
+            span.set_attribute("rig.edge", decision.edge)
+            span.set_attribute("rig.fallback", decision.fallback)
+            span.set_attribute("gen_ai.usage.input_tokens", decision.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", decision.usage.output_tokens)
         STEP_SECONDS.labels(self.name, name).observe(decision.handled.ms / 1000)
         await self.publish(
             self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")

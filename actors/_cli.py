@@ -996,7 +996,7 @@ def _logs(args: argparse.Namespace) -> int:
         extra = {
             k: v
             for k, v in entry.items()
-            if k not in ("timestamp", "level", "event", "job", "actor") and v is not None
+            if k not in ("timestamp", "level", "event", "job", "job_id", "actor") and v is not None
         }
         fields = " ".join(
             f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items()

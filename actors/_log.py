@@ -1,7 +1,8 @@
 """structlog set up once per process: console on a terminal, JSON lines otherwise.
 
-Handlers bind `actor`, `job`, `step`, `subject` and `attempt` with
-`structlog.contextvars`, so every line a handler logs carries them.
+Handlers bind `actor`, `job_id`, `step`, `subject` and `attempt` with
+`structlog.contextvars`, so every line a handler logs carries them; with traces on, a
+line logged within a span also carries its `trace_id` and `span_id`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import structlog
+
+from actors import _tracing as tracing
 
 _configured = False
 
@@ -36,6 +39,7 @@ def configure_logging(*, level: str | None = None, fmt: str | None = None) -> No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -48,3 +52,14 @@ def configure_logging(*, level: str | None = None, fmt: str | None = None) -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _trace_ids(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The current span's trace and span id, so a line joins its trace."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event

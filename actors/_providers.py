@@ -60,7 +60,10 @@ from typing import Any, Protocol
 
 import aiohttp
 from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
+from actors import _tracing as tracing
 from actors._breaker import BreakerPolicy, Breakers, breaker_key
 from actors._limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
 from actors._llm import DEFAULT_MAX_OUTPUT_TOKENS, LLMReply, Price, RoutePrompt
@@ -623,6 +626,9 @@ class ModelRouter:
             hit = await self.cache.get(key)
             if hit is not None:
                 calls.append({"cache": "hit", "provider": hit.provider, "model": hit.model})
+                trace.get_current_span().add_event(
+                    "rig.llm.cache_hit", {"gen_ai.request.model": hit.model}
+                )
                 return LLMReply(text=hit.text, usage=Usage(), calls=tuple(calls))
         last: ProviderError | None = None
         finals: list[ProviderError] = []  # each provider's last error
@@ -635,6 +641,9 @@ class ModelRouter:
                     last = ProviderError(
                         f"{provider.name}: circuit open", kind="breaker_open", retryable=False
                     )
+                    trace.get_current_span().add_event(
+                        "rig.llm.breaker_open", {"gen_ai.provider.name": provider.name}
+                    )
                     calls.append(_call(provider, time.perf_counter(), error=last))
                     break  # to the next provider of the chain
                 started = time.perf_counter()
@@ -644,7 +653,10 @@ class ModelRouter:
                     queue = min(self.policy.queue_timeout, _left(prompt.deadline))
                     slot, waited = await self._within_limits(provider, request, queue)
                     timeout = min(self.policy.timeout, _left(prompt.deadline))
-                    answer = await self._attempt(provider, request, timeout, prompt, calls)
+                    with chat_span(provider, request, attempt) as span:
+                        answer = await self._attempt(provider, request, timeout, prompt, calls)
+                        if span is not None:
+                            _answered(span, answer)
                 except ProviderError as exc:
                     last = exc
                     calls.append(_call(provider, started, error=exc))
@@ -771,6 +783,10 @@ class ModelRouter:
                 finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     if task.exception() is None:
+                        trace.get_current_span().add_event(
+                            "rig.llm.hedge",
+                            {"rig.hedge.winner": "second" if task is second else "first"},
+                        )
                         calls.append(
                             {
                                 "hedge": "second" if task is second else "first",
@@ -787,6 +803,43 @@ class ModelRouter:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def chat_span(
+    provider: Provider, request: ChatRequest, attempt: int
+) -> contextlib.AbstractContextManager[Any]:
+    """A CLIENT span per model request, by the GenAI conventions (nothing when off)."""
+    if not tracing.enabled():
+        return contextlib.nullcontext()
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider.name,
+        "gen_ai.request.model": provider.model,
+        "gen_ai.request.temperature": request.temperature,
+        "rig.llm.attempt": attempt + 1,
+    }
+    if request.max_tokens:
+        attributes["gen_ai.request.max_tokens"] = request.max_tokens
+    if request.seed is not None:
+        attributes["gen_ai.request.seed"] = request.seed
+    base_url = getattr(provider, "base_url", "")
+    if base_url:
+        attributes["server.address"] = base_url.split("//", 1)[-1].split("/", 1)[0]
+    if tracing.capture_content():
+        attributes["gen_ai.input.messages"] = json.dumps(request.messages)
+    return tracing.span(f"chat {provider.model}", kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def _answered(span: Any, answer: ChatAnswer) -> None:
+    span.set_attribute("gen_ai.response.model", getattr(answer, "model", None) or "")
+    span.set_attribute("gen_ai.usage.input_tokens", answer.usage.input_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", answer.usage.output_tokens)
+    if answer.finish:
+        span.set_attribute("gen_ai.response.finish_reasons", [answer.finish])
+    if tracing.capture_content():
+        span.set_attribute(
+            "gen_ai.output.messages", json.dumps([{"role": "assistant", "content": answer.text}])
+        )
 
 
 def _left(deadline: float | None) -> float:

@@ -606,6 +606,19 @@ class Rules:
             edges=[edge.name for edge in state.edges] if state is not None else [],
         )
         job.escalation = escalation
+        # What a person reads carries the job's input; the snapshot keeps it once. The
+        # inbox is written before the journal says `waiting_human`, so that whoever reads
+        # that finds the job in the inbox.
+        data = encode(escalation.model_copy(update={"input": job.input}))
+        key = msg_id(job.job_id, job.event_seq + 1, "escalation")  # the status event's seq
+        job.outbox.append(Outgoing(subject=self.names.escalations, msg_id=key, data=data))
+        job.outbox.append(
+            Outgoing(
+                subject=kv_subject(self.names.inbox_bucket, job.job_id),
+                msg_id=key,
+                data=data,
+            )
+        )
         self.event(
             job,
             "status",
@@ -615,17 +628,6 @@ class Rules:
             kind=kind,
             edges=escalation.edges,
             error=job.error,
-        )
-        # What a person reads carries the job's input; the snapshot keeps it once.
-        data = encode(escalation.model_copy(update={"input": job.input}))
-        key = msg_id(job.job_id, job.event_seq, "escalation")
-        job.outbox.append(Outgoing(subject=self.names.escalations, msg_id=key, data=data))
-        job.outbox.append(
-            Outgoing(
-                subject=kv_subject(self.names.inbox_bucket, job.job_id),
-                msg_id=key,
-                data=data,
-            )
         )
         return job
 
@@ -747,6 +749,8 @@ class Rules:
             request_hash=start.request_hash,
             webhook=start.webhook,
             sampling=start.sampling,
+            trace=start.trace,
+            trace_parent=start.trace_parent,
         )
         self.event(job, "accepted", agent=start.agent, input=start.input)
         return job

@@ -19,9 +19,11 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry import trace
 from pydantic import BaseModel
 
-from actors._actor import Actor, Delivery, Endpoint, Inbox
+from actors import _tracing as tracing
+from actors._actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors._faults import crash_point
 from actors._metrics import observe_events
 from actors._nats import (
@@ -205,9 +207,14 @@ class Supervisor(Actor):
             webhook=request.webhook.url if request.webhook else None,
             sampling=request.sampling,
         )
+        if tracing.enabled():
+            made = tracing.new_job_context(REQUEST_HEADERS.get())
+            if made is not None:
+                start.trace, start.trace_parent = made
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
-        await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
+        with tracing.within(start.trace):
+            await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
         snapshot = self.rules.new_snapshot(start)
         snapshot.cause = "submit"  # its outbox goes out with the StartJob's transition
         data = encode(snapshot)
@@ -468,7 +475,7 @@ class Supervisor(Actor):
         try:
             await self._transition(job_id, apply, cause=f"dlq:{delivery.stream_seq}")
         except UnknownJobError:
-            self.log.info("dlq.unknown_job", job=job_id)
+            self.log.info("dlq.unknown_job", job_id=job_id)
 
     async def _transition(
         self,
@@ -524,7 +531,7 @@ class Supervisor(Actor):
                 # The change does not fit in a message: the job, as it was, ends saying why.
                 before = self._snapshot_of(job_id, stored, start)
                 after, largest = rules.too_large(before, after, len(data), self._max_snapshot)
-                self.log.error("job.too_large", job=job_id, bytes=len(data), largest=largest)
+                self.log.error("job.too_large", job_id=job_id, bytes=len(data), largest=largest)
                 after.cause, after.updated_at = cause, rules.now
                 data = encode(after)
             try:
@@ -538,12 +545,14 @@ class Supervisor(Actor):
             observe_events(after.agent, after.new_events, created_at=after.created_at)
             if after.terminal and status_before not in TERMINAL_STATUSES:
                 self.counts["jobs_finished"] = self.counts.get("jobs_finished", 0) + 1
+            if after.trace is not None:
+                _trace_transition(snapshot, after, status_before, rules.now)
             after.new_events.clear()
             crash_point(f"after_write_{cause.split(':', 1)[0]}")
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`
                 self.log.info(
                     "job.status",
-                    job=job_id,
+                    job_id=job_id,
                     status=after.status,
                     state=after.state,
                     step=after.step,
@@ -592,7 +601,9 @@ class Supervisor(Actor):
         try:
             acks = [
                 await self.publisher.publish(
-                    out.subject, out.data, {Header.MSG_ID: out.msg_id, **out.headers}
+                    out.subject,
+                    out.data,
+                    tracing.inject_for({Header.MSG_ID: out.msg_id, **out.headers}, job.trace),
                 )
                 for out in job.outbox
             ]
@@ -720,3 +731,48 @@ def _letter_job(letter: DeadLetter) -> tuple[str | None, int | None, str]:
     if len(parts) >= 3 and parts[1].isdigit():
         return parts[0], int(parts[1]), parts[2]
     return None, None, "?"
+
+
+def _trace_transition(
+    before: JobSnapshot, after: JobSnapshot, status_before: str, now: float
+) -> None:
+    """What a written transition adds to the job's trace: its own attributes on the
+    current span; a person's wait, once it is over; the job's root, once it ended."""
+    assert after.trace is not None
+    moved = [e.data for e in after.new_events if e.type == "transition"]
+    current = trace.get_current_span()
+    current.set_attribute("rig.job.id", after.job_id)
+    current.set_attribute("gen_ai.agent.name", after.agent)
+    if moved:
+        current.set_attribute("rig.transition.from", str(moved[0].get("source")))
+        current.set_attribute("rig.transition.to", str(moved[-1].get("target")))
+        current.set_attribute("rig.transition.edge", str(moved[-1].get("edge")))
+    waited = before.escalation
+    if status_before == "waiting_human" and after.status != "waiting_human" and waited:
+        tracing.emit_span(
+            after.trace,
+            f"waiting_human {after.agent}",
+            start_s=waited.since,
+            end_s=now,
+            attributes={
+                "rig.job.id": after.job_id,
+                "rig.escalation.kind": waited.kind,
+                "rig.escalation.reason": waited.reason[:500],
+            },
+        )
+    if after.terminal and status_before not in TERMINAL_STATUSES:
+        error = (after.error or {}).get("message") if after.status != "succeeded" else None
+        tracing.emit_root(
+            after.trace,
+            after.trace_parent,
+            f"job {after.agent}",
+            start_s=after.created_at,
+            end_s=now,
+            attributes={
+                "gen_ai.agent.name": after.agent,
+                "rig.job.id": after.job_id,
+                "rig.job.status": after.status,
+                "rig.job.steps": after.step,
+            },
+            error=error or (after.status if after.status != "succeeded" else None),
+        )

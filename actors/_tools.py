@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import pydantic
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
+from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
@@ -282,6 +285,19 @@ class ToolExecutor(Actor):
         ]
 
     async def on_call(self, call: ToolCall, delivery: Delivery) -> None:
+        if not tracing.enabled():
+            await self._call(call, delivery)
+            return
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.tool,
+            "rig.job.id": call.job_id,
+            "rig.step": call.step,
+        }
+        with tracing.span(f"execute_tool {call.tool}", attributes=attributes):
+            await self._call(call, delivery)
+
+    async def _call(self, call: ToolCall, delivery: Delivery) -> None:
         try:
             result = await self.execute(call)
         except _Fenced as fenced:
@@ -296,6 +312,15 @@ class ToolExecutor(Actor):
             result = result.model_copy(update={"result": value})
         result.handled = self.handled(delivery)
         _observe(result)
+        if tracing.enabled():
+            span = trace.get_current_span()
+            span.set_attribute("gen_ai.tool.call.id", result.key)  # the idempotency key
+            unknown = (result.error or {}).get("code") == "effect_unknown"
+            span.set_attribute("rig.ledger.outcome", "unknown" if unknown else result.ledger)
+            if not result.ok:
+                error = result.error or {}
+                span.set_status(Status(StatusCode.ERROR, str(error.get("message", ""))[:500]))
+                span.set_attribute("error.type", str(error.get("code", "error")))
         if result.ok and call.verifier is not None and call.context is not None:
             # Straight to the verifier, which carries the result to the supervisor.
             request = VerifyRequest(

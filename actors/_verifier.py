@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar, overload
 
+from opentelemetry import trace
+
+from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._metrics import CHECKS
 from actors._results import resolved, resolved_context
@@ -78,6 +81,14 @@ class Verifier(Actor):
         ]
 
     async def on_request(self, request: VerifyRequest, delivery: Delivery) -> None:
+        if not tracing.enabled():
+            await self._verify(request, delivery)
+            return
+        attributes = {"rig.job.id": request.job_id, "rig.step": request.step}
+        with tracing.span(f"verify {request.verifier}", attributes=attributes):
+            await self._verify(request, delivery)
+
+    async def _verify(self, request: VerifyRequest, delivery: Delivery) -> None:
         if request.verifier not in self.checks:
             raise NonRetryableError(
                 f"{self.name} has no verifier {request.verifier!r}", verifier=request.verifier
@@ -105,6 +116,16 @@ class Verifier(Actor):
         )
         verdict.handled = self.handled(delivery)
         CHECKS.labels(request.verifier, "passed" if verdict.passed else "failed").inc()
+        if tracing.enabled():
+            trace.get_current_span().add_event(
+                "gen_ai.evaluation.result",
+                {
+                    "gen_ai.evaluation.name": request.verifier,
+                    "gen_ai.evaluation.score.label": "pass" if verdict.passed else "fail",
+                    "gen_ai.evaluation.score.value": 1.0 if verdict.passed else 0.0,
+                    "gen_ai.evaluation.explanation": verdict.reason[:1000],
+                },
+            )
         await self.publish(
             self.names.supervisor, verdict, msg_id=msg_id(request.job_id, request.step, "verdict")
         )

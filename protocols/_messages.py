@@ -304,6 +304,9 @@ class JobInfo(_Wire):
         default=None, description="why the job waits for a person, and what they may do"
     )
     sampling: Sampling | None = Field(default=None, description="as submitted")
+    trace_id: str | None = Field(
+        default=None, description="the job's trace in the tracing backend, when traces are on"
+    )
     created_at: float
     updated_at: float
 
@@ -377,6 +380,8 @@ class StartJob(_Wire):
     )
     webhook: str | None = Field(default=None, description="the url of the job's webhooks")
     sampling: Sampling | None = None
+    trace: str | None = None
+    trace_parent: str | None = None
 
 
 class DeadlineCheck(_Wire):
@@ -736,6 +741,14 @@ class JobSnapshot(_Wire):
     request_hash: str = ""
     webhook: str | None = None
     sampling: Sampling | None = None
+    trace: str | None = Field(
+        default=None,
+        description="the job's W3C traceparent: its trace, and the span id of its root span "
+        "(sent when the job ends); None when traces are off",
+    )
+    trace_parent: str | None = Field(
+        default=None, description="the caller's traceparent the job's trace continues"
+    )
     usage: Usage = Field(default_factory=Usage)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -779,6 +792,7 @@ class JobSnapshot(_Wire):
             deadline=self.deadline,
             waiting=self.escalation,
             sampling=self.sampling,
+            trace_id=self.trace.split("-")[1] if self.trace else None,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

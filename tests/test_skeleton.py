@@ -302,7 +302,7 @@ async def test_a_stale_report_is_dropped_and_logged(rig: Deployment) -> None:
         for line in (rig.home / "actors.Supervisor.log").read_text().splitlines():
             if '"report.stale"' in line:
                 entry = json.loads(line)
-                assert (entry["actor"], entry["job"], entry["step"]) == (
+                assert (entry["actor"], entry["job_id"], entry["step"]) == (
                     "supervisor",
                     reply.job_id,
                     1,

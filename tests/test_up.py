@@ -129,7 +129,7 @@ async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
         # `rig logs` finds every actor's lines about that job in the files rig up wrote.
         code, out, _ = await up.rig("logs", parked, "--json")
         lines = [json.loads(line) for line in out.splitlines()]
-        assert code == 0 and lines and all(line["job"] == parked for line in lines)
+        assert code == 0 and lines and all(line["job_id"] == parked for line in lines)
         assert {line["file"] for line in lines} >= {"actors.Supervisor-0"}
         code, out, _ = await up.rig("logs", "no-such-job")
         assert code == 0 and out == ""
