@@ -538,7 +538,7 @@ class Actor:
             delivery = Delivery(
                 msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream, received
             )
-            with _process_span(inbox, delivery):
+            with _process_span(inbox, delivery, self.process):
                 await self._run_handler(inbox, msg, message, delivery, headers, attempt)
         except Exception as exc:  # the message stays unacked and is redelivered
             self.log.exception("handler.crashed", error=repr(exc))
@@ -735,11 +735,14 @@ def _send_span(subject: str) -> contextlib.AbstractContextManager[Any]:
     )
 
 
-def _process_span(inbox: Inbox, delivery: Delivery) -> contextlib.AbstractContextManager[Any]:
+def _process_span(
+    inbox: Inbox, delivery: Delivery, process: str
+) -> contextlib.AbstractContextManager[Any]:
     """A CONSUMER span around a handler, continuing the trace the message carries."""
     if not tracing.enabled():
         return contextlib.nullcontext()
     attributes = _messaging(delivery.subject, "process") | {
+        "rig.process": process,
         "messaging.consumer.group.name": inbox.durable,
         "messaging.message.id": delivery.headers.get(Header.MSG_ID, ""),
         "rig.message.delivery_count": delivery.attempt,

@@ -24,6 +24,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from pydantic import BaseModel
 
+from actors import _tracing as tracing
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
 from actors._nats import connect, ensure_topology, kv_latest, live_agents
@@ -342,7 +343,12 @@ class RigClient:
 
     async def _request(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
         try:
-            msg = await self.nc.request(subject, encode(request), timeout=self.request_timeout)
+            msg = await self.nc.request(
+                subject,
+                encode(request),
+                timeout=self.request_timeout,
+                headers=tracing.inject({}) or None,  # the caller's span, if traces are on
+            )
         except nats.errors.NoRespondersError:
             raise RigConnectionError(
                 f"no supervisor answers on {subject}; start one (`rig up`, or "

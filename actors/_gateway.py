@@ -54,9 +54,11 @@ import nats.errors
 import structlog
 from aiohttp import web
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._client import SETTLED_STATUSES, RigClient
 from actors._config import env_number
@@ -156,6 +158,31 @@ def problem(
     return web.json_response(
         body, status=status, content_type="application/problem+json", headers=headers
     )
+
+
+@web.middleware
+async def traced(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A SERVER span per request (HTTP conventions), continuing the caller's
+    `traceparent`; what it submits continues this span. Nothing when traces are off."""
+    if not tracing.enabled():
+        return await handler(request)  # type: ignore[no-any-return]
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else request.path
+    attributes = {
+        "http.request.method": request.method,
+        "url.path": request.path,
+        "http.route": template,
+    }
+    with tracing.span(
+        f"{request.method} {template}",
+        parent=tracing.extract(dict(request.headers)),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    ) as span:
+        response = await handler(request)
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status)
+        return response  # type: ignore[no-any-return]
 
 
 @web.middleware
@@ -523,7 +550,7 @@ class Gateway(Actor):
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self.authorize, problems], client_max_size=MAX_BODY_BYTES
+            middlewares=[traced, self.authorize, problems], client_max_size=MAX_BODY_BYTES
         )
         for route in ROUTES:
             app.router.add_route(route.method, route.path, getattr(self, route.handler))

@@ -831,7 +831,6 @@ def chat_span(
 
 
 def _answered(span: Any, answer: ChatAnswer) -> None:
-    span.set_attribute("gen_ai.response.model", getattr(answer, "model", None) or "")
     span.set_attribute("gen_ai.usage.input_tokens", answer.usage.input_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", answer.usage.output_tokens)
     if answer.finish:

@@ -773,6 +773,7 @@ def _trace_transition(
                 "rig.job.id": after.job_id,
                 "rig.job.status": after.status,
                 "rig.job.steps": after.step,
+                "openinference.span.kind": "CHAIN",
             },
             error=error or (after.status if after.status != "succeeded" else None),
         )

@@ -84,7 +84,11 @@ class Verifier(Actor):
         if not tracing.enabled():
             await self._verify(request, delivery)
             return
-        attributes = {"rig.job.id": request.job_id, "rig.step": request.step}
+        attributes = {
+            "rig.job.id": request.job_id,
+            "rig.step": request.step,
+            "openinference.span.kind": "EVALUATOR",  # how Phoenix and its peers show it
+        }
         with tracing.span(f"verify {request.verifier}", attributes=attributes):
             await self._verify(request, delivery)
 
