@@ -1543,6 +1543,8 @@ def _show_status(info: JobInfo, as_json: bool) -> None:
     print(f"state   {info.state}   steps {info.steps}/{info.max_steps}")
     print(f"path    {' -> '.join(info.path)}")
     print(f"spent   {_spent(info)}")
+    if info.trace_id is not None:
+        print(f"trace   {info.trace_id}")
     if info.waiting is not None:
         print(f"waiting {info.waiting.kind}: {info.waiting.reason}")
         print(f"edges   {', '.join(info.waiting.edges) or '(none: rig cancel it)'}")

@@ -159,27 +159,31 @@ def from_traceparent(value: str | None) -> otel_context.Context | None:
 
 
 def new_job_context(parent: Mapping[str, str] | None) -> tuple[str, str | None] | None:
-    """A job's `traceparent` (its trace, and the span id its root will have), and the
-    caller's span it continues, if any; None when traces are off or not sampled."""
+    """A job's `traceparent` (its trace, the span id its root will have, and whether it
+    is sampled), and the caller's span it continues, if any; None when traces are off.
+    An unsampled job still gets one (flags 00), so that every process follows the one
+    decision instead of starting traces of its own."""
     if not _enabled:
         return None
     caller = extract(parent)
     span_context = trace.get_current_span(caller).get_span_context() if caller else None
+    parent_value = None
     if span_context is not None and span_context.is_valid:
-        if not span_context.trace_flags.sampled:
-            return None
         trace_id = span_context.trace_id
-        parent_value = f"00-{trace_id:032x}-{span_context.span_id:016x}-01"
+        sampled = bool(span_context.trace_flags.sampled)
+        parent_value = f"00-{trace_id:032x}-{span_context.span_id:016x}-{'01' if sampled else '00'}"
     else:
         trace_id = random.getrandbits(128) or 1
-        parent_value = None
         sampler = getattr(trace.get_tracer_provider(), "sampler", None)
-        if sampler is not None:
-            decision = sampler.should_sample(None, trace_id, "job")
-            if not decision.decision.is_sampled():
-                return None
+        sampled = (
+            sampler is None or sampler.should_sample(None, trace_id, "job").decision.is_sampled()
+        )
     root = random.getrandbits(64) or 1
-    return f"00-{trace_id:032x}-{root:016x}-01", parent_value
+    return f"00-{trace_id:032x}-{root:016x}-{'01' if sampled else '00'}", parent_value
+
+
+def sampled(traceparent: str) -> bool:
+    return traceparent.endswith("-01")
 
 
 def root_ids(traceparent: str) -> tuple[int, int]:
@@ -198,7 +202,7 @@ def emit_root(
     error: str | None = None,
 ) -> None:
     """Send a job's root span, with the ids its children have pointed at all along."""
-    if not _enabled:
+    if not _enabled or not sampled(traceparent):
         return
     token = _preset.set(root_ids(traceparent))
     try:
@@ -225,7 +229,7 @@ def emit_span(
     attributes: dict[str, Any],
 ) -> None:
     """A finished span under a job's root (a person's wait, known only at its end)."""
-    if not _enabled:
+    if not _enabled or not sampled(traceparent):
         return
     span = tracer().start_span(
         name,

@@ -792,7 +792,9 @@ class JobSnapshot(_Wire):
             deadline=self.deadline,
             waiting=self.escalation,
             sampling=self.sampling,
-            trace_id=self.trace.split("-")[1] if self.trace else None,
+            trace_id=self.trace.split("-")[1]
+            if self.trace and self.trace.endswith("-01")
+            else None,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

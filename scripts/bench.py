@@ -2,9 +2,9 @@
 
     scripts/bench [--quick] [--json FILE] [SCENARIO ...]
 
-Scenarios (all by default): floor, steps, peers, latency, ledger, gateway, evals. Each
-prints rows of a markdown table; `--json` also writes every number, with the machine it
-ran on. Speeds are meant to be read as ratios to the floor measured in the same run:
+Scenarios (all by default): floor, steps, peers, latency, ledger, gateway, evals,
+tracing. Each prints rows of a markdown table; `--json` also writes every number, with
+the machine it ran on. Speeds are meant to be read as ratios to the floor measured in the same run:
 these machines are shared and noisy.
 """
 
@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import aiosqlite
 import nats
+from aiohttp import web
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -867,6 +868,77 @@ async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Pat
     )
 
 
+# --- tracing: what traces cost -------------------------------------------------------
+
+
+async def otlp_sink() -> tuple[web.AppRunner, str, dict[str, int]]:
+    """An OTLP/HTTP endpoint that accepts every export and counts it: the cost of
+    tracing to Rig's processes, without a backend's own CPU on the same two cores."""
+    seen = {"requests": 0, "bytes": 0}
+
+    async def traces(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen["requests"] += 1
+        seen["bytes"] += len(body)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}", seen
+
+
+async def bench_tracing(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """The pipeline (5 steps a job, one process of each actor, 64 jobs in flight) with
+    traces off, then on and sampled at 100% (OTLP over HTTP, batched), in the same run."""
+    jobs, concurrency = (20, 16) if quick else (1200, 64)
+    sink, url, seen = await otlp_sink()
+    nc = await nats.connect(server.url)
+    rates: dict[str, float] = {}
+    try:
+        modes = {
+            "off": {},
+            "on": {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": url,
+                "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            },
+        }
+        for mode, env in modes.items():
+            home = work / f"tracing-{mode}"
+            home.mkdir()
+            deployment = Deployment(server, home, {"RIG_CONCURRENCY": "64", **env})
+            await deployment.start(nc, list(PIPELINE))
+            try:
+                async with Driver(nc, deployment.names) as driver:
+                    await driver.run(min(jobs, 2 * concurrency), concurrency)  # warm up
+                    elapsed = await driver.run(jobs, concurrency)
+            finally:
+                await deployment.stop()  # flushes the spans each process holds
+            rates[mode] = jobs * STEPS_PER_JOB / elapsed
+    finally:
+        await nc.close()
+        await sink.cleanup()
+    if not seen["requests"]:
+        raise RuntimeError("tracing on, but no span reached the OTLP endpoint")
+    ratio = rates["on"] / rates["off"]
+    report.put("tracing", "steps_per_s_off", round(rates["off"]))
+    report.put("tracing", "steps_per_s_on_100pct", round(rates["on"]))
+    report.put("tracing", "on_to_off", round(ratio, 3))
+    report.put("tracing", "otlp_bytes_per_job", round(seen["bytes"] / (2 * jobs)))
+    report.row(
+        "tracing", "traces off", f"{rates['off']:,.0f} steps/s", f"{jobs} jobs, 64 in flight"
+    )
+    report.row(
+        "tracing",
+        "traces on, every job sampled",
+        f"{rates['on']:,.0f} steps/s",
+        f"{ratio:.0%} of off; {seen['bytes'] / 1e6:.1f} MB of OTLP in {seen['requests']} exports",
+    )
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -895,7 +967,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-SCENARIOS = ("floor", "steps", "peers", "latency", "ledger", "gateway", "evals")
+SCENARIOS = ("floor", "steps", "peers", "latency", "ledger", "gateway", "evals", "tracing")
 
 
 async def main() -> int:
@@ -939,6 +1011,7 @@ async def main() -> int:
             "latency": lambda: bench_latency(server, report, args.quick, work),
             "gateway": lambda: bench_gateway(server, report, args.quick, work),
             "evals": lambda: bench_evals(server, report, args.quick, work),
+            "tracing": lambda: bench_tracing(server, report, args.quick, work),
         }
         for name in chosen:
             if name in runners:

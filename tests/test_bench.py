@@ -33,6 +33,9 @@ KEYS = [
     ("gateway", "nats_submits_per_s"),
     ("gateway", "sse_kb_per_client"),
     ("evals", "coverage_95"),
+    ("tracing", "steps_per_s_off"),
+    ("tracing", "steps_per_s_on_100pct"),
+    ("tracing", "on_to_off"),
 ]
 
 
