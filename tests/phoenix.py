@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from actors._up import free_port
+from tests.conftest import eventually
 
 
 @asynccontextmanager
@@ -32,17 +33,17 @@ async def phoenix(home: Path) -> AsyncIterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        async with asyncio.timeout(300), aiohttp.ClientSession() as http:
-            while True:  # its migrations and start take a while: ask until it answers
-                try:
-                    async with http.get(f"{url}/v1/projects") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if proc.returncode is not None:
-                    raise RuntimeError(f"phoenix exited; see {home / 'phoenix.log'}")
-                await asyncio.sleep(0.5)
+
+        async def answers() -> bool:  # its migrations and start take a while
+            if proc.returncode is not None:
+                raise RuntimeError(f"phoenix exited; see {home / 'phoenix.log'}")
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/projects") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(answers, timeout=300, message="phoenix answers")
         yield url
     finally:
         proc.terminate()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import Deployment
+from tests.conftest import Deployment, eventually
 from tests.phoenix import phoenix, spans
 from tests.test_llm import llm_config, start_chaos
 
@@ -64,15 +63,19 @@ GOLDEN: dict[str, tuple[str, dict[str, Any]]] = {
 
 async def trace_of(url: str, project: str, trace_id: str, root: str) -> list[dict[str, Any]]:
     """The trace once its root arrived and nothing more arrives (spans are batched)."""
-    deadline = time.monotonic() + 60
     seen: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+    changed = time.monotonic()
+
+    async def settled() -> list[dict[str, Any]]:
+        nonlocal seen, changed
         now = await spans(url, project, trace_id)
-        if any(s["name"] == root for s in now) and len(now) == len(seen):
-            return now
-        seen = now
-        await asyncio.sleep(1)  # the exporters send every 200 ms
-    raise AssertionError(f"trace {trace_id} incomplete after 60 s: {len(seen)} spans")
+        if len(now) != len(seen):
+            seen, changed = now, time.monotonic()
+        # No new span for a second: five times the exporters' 200 ms batches.
+        quiet = time.monotonic() - changed >= 1.0
+        return now if quiet and any(s["name"] == root for s in now) else []
+
+    return await eventually(settled, timeout=60, message=f"trace {trace_id} complete")
 
 
 async def test_a_job_is_one_trace_across_processes_and_a_kill(rig: Deployment) -> None:
