@@ -589,6 +589,7 @@ class Actor:
         await msg.ack()
         self.counts["handled"] += 1
         MESSAGES.labels(inbox.durable, "ok").inc()
+        self.log.debug("message.handled", ms=round((time.monotonic() - started) * 1000, 3))
         if armed("after_ack"):  # fault injection: die once the server has the ack
             await self.nc.flush(timeout=5)
             crash_point("after_ack")

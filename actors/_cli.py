@@ -23,6 +23,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_args
 
+from opentelemetry.trace import SpanKind
+
+from actors import _tracing as tracing
 from actors._client import RigClient
 from actors._config import DEFAULT_NATS_URL, RigConfig
 from actors._keys import add_key, keys_path, load_keys, revoke_key
@@ -776,22 +779,34 @@ def _submit(args: argparse.Namespace) -> int:
     job_input = _json_object(args.input, "--input")
 
     async def go(rig: RigClient) -> Any:
-        reply = await rig.submit(
-            args.agent,
-            job_input,
-            job_id=args.job_id,
-            webhook=args.webhook,
-            seed=args.seed,
-            cache=not args.no_cache,
-            **_limits(args),
-        )
+        # With OTEL_* set, the job's trace starts here: its root's parent is this span.
+        with tracing.span(
+            f"submit {args.agent}",
+            kind=SpanKind.CLIENT,
+            attributes={"gen_ai.agent.name": args.agent, "rig.client": "cli"},
+        ) as span:
+            reply = await rig.submit(
+                args.agent,
+                job_input,
+                job_id=args.job_id,
+                webhook=args.webhook,
+                seed=args.seed,
+                cache=not args.no_cache,
+                **_limits(args),
+            )
+            if span is not None:
+                span.set_attribute("rig.job.id", reply.job_id)
         if reply.warning and not args.json:
             print(f"rig: warning: {reply.warning}", file=sys.stderr, flush=True)
         if not args.wait:
             return reply
         return await rig.wait(reply.job_id, timeout=args.timeout)
 
-    result = _with_client(go)
+    tracing.start("cli")
+    try:
+        result = _with_client(go)
+    finally:
+        tracing.stop()
     if isinstance(result, JobInfo):
         _show_status(result, args.json)
         return _exit_for(result.status)

@@ -507,7 +507,7 @@ class Supervisor(Actor):
                 self.log.info("outbox.resent", cause=cause, messages=len(snapshot.outbox))
                 await self._send(snapshot)
                 return snapshot
-            status_before = snapshot.status
+            status_before, waited = snapshot.status, snapshot.escalation  # apply may change both
             snapshot.new_events.clear()
             after = await apply(snapshot)
             if after is None and cached:
@@ -546,7 +546,7 @@ class Supervisor(Actor):
             if after.terminal and status_before not in TERMINAL_STATUSES:
                 self.counts["jobs_finished"] = self.counts.get("jobs_finished", 0) + 1
             if after.trace is not None:
-                _trace_transition(snapshot, after, status_before, rules.now)
+                _trace_transition(after, status_before, waited, rules.now)
             after.new_events.clear()
             crash_point(f"after_write_{cause.split(':', 1)[0]}")
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`
@@ -734,10 +734,11 @@ def _letter_job(letter: DeadLetter) -> tuple[str | None, int | None, str]:
 
 
 def _trace_transition(
-    before: JobSnapshot, after: JobSnapshot, status_before: str, now: float
+    after: JobSnapshot, status_before: str, waited: Escalation | None, now: float
 ) -> None:
     """What a written transition adds to the job's trace: its own attributes on the
-    current span; a person's wait, once it is over; the job's root, once it ended."""
+    current span; a person's wait (`waited`: the escalation before it), once it is over;
+    the job's root, once it ended."""
     assert after.trace is not None
     moved = [e.data for e in after.new_events if e.type == "transition"]
     current = trace.get_current_span()
@@ -747,7 +748,6 @@ def _trace_transition(
         current.set_attribute("rig.transition.from", str(moved[0].get("source")))
         current.set_attribute("rig.transition.to", str(moved[-1].get("target")))
         current.set_attribute("rig.transition.edge", str(moved[-1].get("edge")))
-    waited = before.escalation
     if status_before == "waiting_human" and after.status != "waiting_human" and waited:
         tracing.emit_span(
             after.trace,
