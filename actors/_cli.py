@@ -21,16 +21,11 @@ import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-from opentelemetry.trace import SpanKind
-
-from actors import _tracing as tracing
-from actors._client import RigClient
-from actors._config import DEFAULT_NATS_URL, RigConfig
+from actors._config import DEFAULT_NATS_URL, DIALECTS, RigConfig
 from actors._keys import add_key, keys_path, load_keys, revoke_key
 from actors._loop import run_async
-from actors._providers import DIALECTS
 from protocols import (
     Event,
     JobInfo,
@@ -41,6 +36,9 @@ from protocols import (
     check_token,
     loads,
 )
+
+if TYPE_CHECKING:  # each command imports what it needs: `rig --help` starts at once
+    from actors._client import RigClient
 
 EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR, EXIT_WAITING = 0, 1, 2, 3
 # What a shell reports for a program a closed pipe stopped (128 + SIGPIPE).
@@ -776,6 +774,10 @@ def _agents(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from opentelemetry.trace import SpanKind
+
+    from actors import _tracing as tracing
+
     job_input = _json_object(args.input, "--input")
 
     async def go(rig: RigClient) -> Any:
@@ -1199,6 +1201,7 @@ _PS_COUNTS = ("handled", "retried", "errors", "dead_letters")
 
 
 def _eval_run(args: argparse.Namespace) -> int:
+    from actors._client import RigClient
     from actors._evalreport import html_report
     from actors._evals import (
         compare,
@@ -1535,6 +1538,8 @@ def load_actor_class(target: str) -> type:
 
 
 def _with_client(work: Callable[[RigClient], Awaitable[Any]]) -> Any:
+    from actors._client import RigClient
+
     async def go() -> Any:
         config = RigConfig.from_env()
         config = RigConfig(

@@ -25,6 +25,14 @@ from protocols import ConfigError, Names
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
+# How a provider is asked for a schema-shaped answer (a provider's `dialect`).
+DIALECTS: dict[str, str] = {
+    "openai": 'response_format {"type": "json_schema"} (OpenAI, vLLM, LM Studio, llama-server)',
+    "llama_cpp": 'response_format {"type": "json_object", "schema": ...} (llama-cpp-python)',
+    "ollama": "Ollama's own /api/chat with format: <schema>",
+    "prompt_only": "no constraint: the schema goes in the prompt; every answer is validated",
+}
+
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)

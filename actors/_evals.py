@@ -71,10 +71,10 @@ from pydantic import (
 )
 
 from actors._client import RigClient
+from actors._config import DIALECTS
 from actors._evalstats import Gate, fisher_exact, gate, pass_hat_curve, sign_test, wilson
 from actors._llm import InvalidAnswer, RoutePrompt, parse_answer
 from actors._providers import (
-    DIALECTS,
     Dialect,
     ModelRouter,
     OpenAICompatible,

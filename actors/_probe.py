@@ -19,8 +19,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from actors._config import DIALECTS
 from actors._providers import (
-    DIALECTS,
     ChatRequest,
     OpenAICompatible,
     ProviderError,

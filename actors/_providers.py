@@ -65,6 +65,7 @@ from opentelemetry.trace import SpanKind
 
 from actors import _tracing as tracing
 from actors._breaker import BreakerPolicy, Breakers, breaker_key
+from actors._config import DIALECTS
 from actors._limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
 from actors._llm import DEFAULT_MAX_OUTPUT_TOKENS, LLMReply, Price, RoutePrompt
 from actors._nats import kv_read
@@ -124,12 +125,6 @@ class Provider(Protocol):
 
 
 # How each kind of server is asked for output that matches a JSON schema.
-DIALECTS: dict[str, str] = {
-    "openai": 'response_format {"type": "json_schema"} (OpenAI, vLLM, LM Studio, llama-server)',
-    "llama_cpp": 'response_format {"type": "json_object", "schema": ...} (llama-cpp-python)',
-    "ollama": "Ollama's own /api/chat with format: <schema>",
-    "prompt_only": "no constraint: the schema goes in the prompt; every answer is validated",
-}
 Dialect = str  # one of DIALECTS
 
 # When a server reports no usage (llama-cpp-python's streams), Rig counts: a UTF-8 byte

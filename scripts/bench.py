@@ -42,8 +42,11 @@ sys.path.insert(0, str(ROOT))
 from actors import Ledger  # noqa: E402
 from actors._client import RigClient  # noqa: E402
 from actors._config import RigConfig  # noqa: E402
-from actors._evals import Suite, run_trials  # noqa: E402
-from actors._evals import report as eval_report  # noqa: E402
+from actors._evals import (  # noqa: E402
+    Suite,
+    report as eval_report,
+    run_trials,
+)
 from actors._evalstats import wilson  # noqa: E402
 from actors._keys import add_key  # noqa: E402
 from actors._up import NatsServer, free_port, spawn_actor, wait_ready  # noqa: E402

@@ -397,7 +397,7 @@ async def test_eval_up_starts_a_rig_of_its_own_and_stops_it(rig: Deployment) -> 
     code, out, err = await rig_cli(
         rig, "eval", "run", suite, "--up", "--trials", "3", "--target", "0.5", "--json"
     )
-    assert code == 0, err
+    assert code == 0, (err, out)
     result = json.loads(out)
     assert result["verdict"] == "pass" and (result["passed"], result["scored"]) == (6, 6)
     assert await rig.client.jobs() == []  # none of them ran on the environment's Rig
