@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import nats.errors
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors import _tracing as tracing
@@ -242,20 +242,15 @@ class RigClient:
 
     async def agents(self) -> list[AgentInfo]:
         """The agents that have registered, by name."""
+        # In one pass (`kv_latest`): a KV watcher (`keys()`) may report the end of the
+        # stored keys before their first arrives, and an agent that is there looks absent
+        # (nats.py #842; seen under load).
         try:
-            kv = await self.js.key_value(self.names.agents_bucket)
-            keys = await kv.keys()
+            found = [data async for _key, data in kv_latest(self.js, self.names.agents_bucket)]
         except (BucketNotFoundError, NotFoundError):
             return []
-        except nats.js.errors.NoKeysError:
-            return []
-        infos = []
-        for key in sorted(keys):
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await kv.get(key)
-                if entry.value:
-                    infos.append(decode_as(AgentInfo, entry.value)[0])
-        return infos
+        infos = [decode_as(AgentInfo, data)[0] for data in found]
+        return sorted(infos, key=lambda info: info.name)
 
     async def live_agents(self) -> dict[str, int]:
         """How many live processes each agent has (agents with none are left out)."""
