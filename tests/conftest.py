@@ -31,6 +31,18 @@ from actors._up import spawn_actor, wait_ready
 from protocols import Encoding, Names, RigConnectionError, encode
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite's outside tools (Phoenix, schemathesis), in a venv of their own: scripts/_tools.
+TOOLS_BIN = ROOT / ".venv" / "tools" / "bin"
+
+
+def outside_tool(name: str) -> str:
+    """The path of an outside tool's program, or an error saying how to get it."""
+    path = TOOLS_BIN / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: scripts/test installs it (scripts/tools.txt)")
+    return str(path)
+
+
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 T = TypeVar("T")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from actors._up import free_port
-from tests.conftest import eventually
+from tests.conftest import eventually, outside_tool
 
 
 @asynccontextmanager
@@ -29,7 +28,13 @@ async def phoenix(home: Path) -> AsyncIterator[str]:
     }
     with (home / "phoenix.log").open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "phoenix.server.main", "serve", env=env, stdout=log, stderr=log
+            outside_tool("python"),
+            "-m",
+            "phoenix.server.main",
+            "serve",
+            env=env,
+            stdout=log,
+            stderr=log,
         )
     url = f"http://127.0.0.1:{port}"
     try:

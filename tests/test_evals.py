@@ -248,9 +248,9 @@ async def test_plain_pytest_runs_a_suite_and_fails_on_the_gate(
             "-q",
             "-p",
             "no:cacheprovider",
-            # A user's plain pytest, without the plugins of what Rig's test extra installs
+            # A user's plain pytest, without the plugin of what Rig's bench extra installs
             # (the pytest options of Rig's pyproject do not apply in another folder).
-            *("-p", "no:phoenix", "-p", "no:langsmith_plugin", "-p", "no:schemathesis"),
+            *("-p", "no:langsmith_plugin"),
             str(tests),
             cwd=tmp_path,
             env=rig.env,

@@ -10,7 +10,6 @@ import json
 import resource
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from actors._keys import add_key, revoke_key
 from actors._up import free_port
 from protocols import Event
 from tests.chain import CHAIN
-from tests.conftest import REFUND, Deployment, eventually
+from tests.conftest import REFUND, Deployment, eventually, outside_tool
 from tests.test_cli import rig_cli
 from tests.test_llm import llm_config, start_chaos
 
@@ -230,7 +229,7 @@ async def test_a_property_based_tester_finds_no_server_error_and_nothing_undocum
         "response_schema_conformance"
     )
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "schemathesis"),
+        outside_tool("schemathesis"),
         "run",
         f"{base}/openapi.json",
         "--checks",
