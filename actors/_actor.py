@@ -56,6 +56,7 @@ from protocols import (
     RigError,
     decode_as,
     encode,
+    set_input_limits,
     sniff,
 )
 
@@ -215,6 +216,7 @@ class Actor:
     def __init__(self, *, config: RigConfig | None = None) -> None:
         configure_logging()  # before binding a logger, which fixes its configuration
         self.config = config or RigConfig.from_env()
+        set_input_limits(self.config.limits)  # what every message from outside may hold
         self.names = self.config.names
         self.log = structlog.get_logger(f"rig.{self.name}").bind(actor=self.name)
         self._nc: Client | None = None

@@ -55,6 +55,7 @@ from protocols import (
     decode_as,
     encode,
     error_from_dict,
+    set_input_limits,
     validate,
 )
 
@@ -85,6 +86,7 @@ class RigClient:
     @classmethod
     async def connect(cls, config: RigConfig | None = None, **kwargs: Any) -> RigClient:
         config = config or RigConfig.from_env()
+        set_input_limits(config.limits)  # checked here first, as the server will
         return cls(await connect(config, name="rig-client", log_events=False), config, **kwargs)
 
     async def __aenter__(self) -> RigClient:

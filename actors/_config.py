@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocols import ConfigError, Names
+from protocols import ConfigError, InputLimits, Names
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -77,6 +77,7 @@ class RigConfig:
     llm_config: Path | None = None
     metrics_port: int | None = None  # serve /metrics on it (None: do not serve)
     metrics_host: str = "127.0.0.1"
+    limits: InputLimits = field(default_factory=InputLimits)  # what one input may hold
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -95,8 +96,23 @@ class RigConfig:
             if os.environ.get("RIG_METRICS_PORT")
             else None,
             metrics_host=os.environ.get("RIG_METRICS_HOST") or "127.0.0.1",
+            limits=_limits_from_env(),
         )
 
     @property
     def servers(self) -> list[str]:
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+
+def _limits_from_env() -> InputLimits:
+    """`InputLimits` from RIG_LIMIT_DEPTH, _STRING, _ITEMS and _KEYS (unset: the default)."""
+    default = InputLimits()
+
+    def limit(name: str) -> int:
+        return int(
+            env_number(f"RIG_LIMIT_{name.upper()}", getattr(default, name), low=1, high=2**31)
+        )
+
+    return InputLimits(
+        depth=limit("depth"), string=limit("string"), items=limit("items"), keys=limit("keys")
+    )

@@ -2,6 +2,7 @@
 
 from protocols._codec import (
     Encoding,
+    InputLimits,
     canonical,
     check_plain,
     decode,
@@ -9,7 +10,9 @@ from protocols._codec import (
     encode,
     explain,
     idempotency_key,
+    input_limits,
     loads,
+    set_input_limits,
     sniff,
     validate,
 )
@@ -113,6 +116,7 @@ __all__ = [
     "Header",
     "InboxReply",
     "InboxRequest",
+    "InputLimits",
     "InvalidNameError",
     "JobConflictError",
     "JobContext",
@@ -160,11 +164,13 @@ __all__ = [
     "error_from_dict",
     "explain",
     "idempotency_key",
+    "input_limits",
     "loads",
     "msg_id",
     "presence_key",
     "ref_name",
     "result_ref",
+    "set_input_limits",
     "sniff",
     "validate",
 ]

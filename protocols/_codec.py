@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -52,9 +53,48 @@ def sniff(data: bytes, headers: Mapping[str, str] | None = None) -> Encoding:
     return Encoding.MSGPACK
 
 
-# How deep a value may nest (objects in lists in objects ...). Deeper input is refused at
-# the edge: Python's JSON parser and pydantic recurse, and nothing Rig carries needs it.
-MAX_DEPTH = 64
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """How large one value from outside may be, beside the message's own size (a job's
+    input: a quarter of the server's `max_payload`). Past any of these it is refused with a
+    `SchemaError` that names the limit. Each process takes them from the `RIG_LIMIT_*`
+    variables (`actors.RigConfig`); the defaults bound the work a hostile message can make
+    (Python's JSON parser and pydantic recurse; a map of a million keys is a million
+    allocations) well past what any agent's input needs."""
+
+    depth: int = 64  # RIG_LIMIT_DEPTH: nesting of objects and arrays
+    string: int = 1_000_000  # RIG_LIMIT_STRING: characters of one string or key
+    items: int = 100_000  # RIG_LIMIT_ITEMS: elements of one array
+    keys: int = 10_000  # RIG_LIMIT_KEYS: keys of one object
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "string", "items", "keys"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"the {name} limit must be at least 1")
+
+
+_DEFAULT_LIMITS = _limits = InputLimits()
+
+
+def _bounds() -> InputLimits:
+    """The larger of this process's limits and the defaults, each."""
+    default = _DEFAULT_LIMITS
+    return InputLimits(
+        depth=max(_limits.depth, default.depth),
+        string=max(_limits.string, default.string),
+        items=max(_limits.items, default.items),
+        keys=max(_limits.keys, default.keys),
+    )
+
+
+def input_limits() -> InputLimits:
+    """The limits this process applies (`set_input_limits` changes them)."""
+    return _limits
+
+
+def set_input_limits(limits: InputLimits) -> None:
+    global _limits
+    _limits = limits
 
 
 # The integers msgpack carries: signed and unsigned 64-bit.
@@ -73,11 +113,13 @@ def loads(text: str | bytes) -> Any:
 def check_plain(value: Any, *, what: str = "value") -> Any:
     """Return `value` if it is plain data Rig can carry, else raise `SchemaError`.
 
-    Plain data nests at most `MAX_DEPTH` levels, holds no NaN or infinite number (JSON
-    has no such numbers, and a NaN amount compares false with every limit), no integer
-    past 64 bits, and only text that is valid UTF-8.
+    Plain data stays within the `InputLimits` (nesting, string length, array length,
+    keys per object), holds no NaN or infinite number (JSON has no such numbers, and a
+    NaN amount compares false with every limit), no integer past 64 bits, and only text
+    that is valid UTF-8.
     This is the one check every edge uses: the API models, the CLI, LLM answers.
     """
+    limits = _limits
     stack: list[tuple[Any, int, str]] = [(value, 1, what)]
     while stack:
         item, depth, where = stack.pop()
@@ -89,22 +131,38 @@ def check_plain(value: Any, *, what: str = "value") -> Any:
                 f"{where}: the integer is outside what Rig carries (64 bits)", field=where
             )
         elif isinstance(item, str):
-            _check_text(item, where)
+            _check_text(item, where, limits)
         elif isinstance(item, dict | list | tuple):
-            if depth > MAX_DEPTH:
-                raise SchemaError(
-                    f"{what} nests deeper than {MAX_DEPTH} levels", field=what, limit=MAX_DEPTH
-                )
-            children = item.items() if isinstance(item, dict) else enumerate(item)
+            if depth > limits.depth:
+                _over(what, f"nests deeper than {limits.depth} levels", "DEPTH", limits.depth)
+            if isinstance(item, dict):
+                if len(item) > limits.keys:
+                    _over(where, f"has {len(item)} keys", "KEYS", limits.keys)
+                children: Any = item.items()
+            else:
+                if len(item) > limits.items:
+                    _over(where, f"has {len(item)} elements", "ITEMS", limits.items)
+                children = enumerate(item)
             for key, child in children:
                 if isinstance(key, str):
-                    _check_text(key, where)
+                    _check_text(key, where, limits)
                 stack.append((child, depth + 1, f"{where}.{key}"))
     return value
 
 
-def _check_text(text: str, where: str) -> None:
-    """Text must encode as UTF-8 (a lone surrogate, from undecodable bytes, does not)."""
+def _over(where: str, what: str, name: str, limit: int) -> None:
+    raise SchemaError(
+        f"{where} {what}, past the limit of {limit:,} (RIG_LIMIT_{name})",
+        field=where,
+        limit=limit,
+    )
+
+
+def _check_text(text: str, where: str, limits: InputLimits) -> None:
+    """Text within the string limit that encodes as UTF-8 (a lone surrogate, from
+    undecodable bytes, does not)."""
+    if len(text) > limits.string:
+        _over(where, f"has a string of {len(text):,} characters", "STRING", limits.string)
     if not text.isascii():
         try:
             text.encode()
@@ -119,7 +177,38 @@ def decode(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[Any, 
         if encoding is Encoding.JSON:
             value = loads(data)
         else:
-            value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            # A container whose header claims more than any limit allows is refused before
+            # anything is allocated for it (a 5-byte message may claim 4 billion elements).
+            # At least the default limits: Rig's own messages (a snapshot has more fields
+            # than a lowered key limit) decode whatever the limits of outside values are,
+            # which `check_plain` applies to those values. UTF-8: up to 4 bytes a character.
+            bound = _bounds()
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=True,
+                max_str_len=4 * bound.string,
+                max_bin_len=4 * bound.string,
+                max_array_len=bound.items,
+                max_map_len=bound.keys,
+                max_ext_len=0,  # Rig sends no extension types
+            )
+    except ValueError as exc:
+        over = _MSGPACK_LIMITS.get(str(exc).partition("exceeds max_")[2].partition("(")[0])
+        if over is None:
+            raise DecodeError(
+                f"body is not valid {encoding.name.lower()}: {exc}",
+                encoding=encoding.value,
+                size=len(data),
+            ) from exc
+        name, what = over
+        limit = getattr(_bounds(), name.lower())
+        raise SchemaError(
+            f"the message has {what.format(str(exc).split(' ', 1)[0])}, past the limit of "
+            f"{limit:,} (RIG_LIMIT_{name})",
+            encoding=encoding.value,
+            limit=limit,
+        ) from None
     except (Exception, RecursionError) as exc:  # each decoder raises its own zoo of types
         raise DecodeError(
             f"body is not valid {encoding.name.lower()}: {exc}",
@@ -127,6 +216,15 @@ def decode(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[Any, 
             size=len(data),
         ) from exc
     return value, encoding
+
+
+# msgpack's words for a container past its limits ("9 exceeds max_array_len(8)"), in ours.
+_MSGPACK_LIMITS = {
+    "array_len": ("ITEMS", "an array of {} elements"),
+    "map_len": ("KEYS", "an object of {} keys"),
+    "str_len": ("STRING", "a string of {} bytes"),
+    "bin_len": ("STRING", "binary data of {} bytes"),
+}
 
 
 def encode(value: Any, encoding: Encoding = Encoding.MSGPACK) -> bytes:
@@ -167,7 +265,7 @@ def validate(kind: type[M] | TypeAdapter[M], value: Any) -> M:
     except ValidationError as exc:
         raise SchemaError(explain(exc)) from exc
     except RecursionError:
-        raise SchemaError(f"the message nests deeper than {MAX_DEPTH} levels") from None
+        raise SchemaError(f"the message nests deeper than {_limits.depth} levels") from None
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}

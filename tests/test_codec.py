@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import msgpack
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, strategies as st
 from protocols import (
     DecodeError,
     Encoding,
+    InputLimits,
     ProtocolError,
     ResolveRequest,
     SchemaError,
@@ -21,6 +23,8 @@ from protocols import (
     decode_as,
     encode,
     idempotency_key,
+    input_limits,
+    set_input_limits,
     sniff,
     validate,
 )
@@ -150,3 +154,83 @@ def test_every_field_of_a_client_request_is_plain() -> None:
         validate(SubmitRequest, {"agent": "a", "input": {}, "max_visits": 10**30})
     ok = validate(SubmitRequest, {"agent": "a", "input": {"n": 2**64 - 1, "m": -(2**63)}})
     assert ok.input == {"n": 2**64 - 1, "m": -(2**63)}
+
+
+@pytest.fixture
+def small_limits() -> Iterator[InputLimits]:
+    before = input_limits()
+    limits = InputLimits(depth=4, string=10, items=5, keys=3)
+    set_input_limits(limits)
+    try:
+        yield limits
+    finally:
+        set_input_limits(before)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (
+            {"s": "x" * 11},
+            "input.s has a string of 11 characters, past the limit of 10 (RIG_LIMIT_STRING)",
+        ),
+        ({"y" * 11: 1}, "has a string of 11 characters, past the limit of 10"),
+        ({"a": list(range(6))}, "input.a has 6 elements, past the limit of 5 (RIG_LIMIT_ITEMS)"),
+        (
+            {"m": dict.fromkeys("abcd", 1)},
+            "input.m has 4 keys, past the limit of 3 (RIG_LIMIT_KEYS)",
+        ),
+        (
+            {"d": [[[[1]]]]},
+            "input nests deeper than 4 levels, past the limit of 4 (RIG_LIMIT_DEPTH)",
+        ),
+    ],
+)
+def test_each_input_limit_is_a_schema_error_naming_it(
+    small_limits: InputLimits, value: object, problem: str
+) -> None:
+    with pytest.raises(SchemaError) as caught:
+        check_plain(value, what="input")
+    assert caught.value.message == problem or problem in caught.value.message
+    # At the limits exactly, all is well.
+    check_plain({"s": "x" * 10, "a": list(range(5)), "m": dict.fromkeys("abc", 1)})
+    # Through the API models, from either encoding, the same error.
+    for encoding in Encoding:
+        body = encode({"agent": "a", "input": value}, encoding)
+        with pytest.raises(ProtocolError):
+            decode_as(SubmitRequest, body, encoding.headers)
+
+
+def test_msgpack_refuses_a_claim_past_the_limits_before_building_it() -> None:
+    """A msgpack header may claim four billion elements in five bytes: the decoder
+    refuses it on the header, with no allocation, naming the limit."""
+    claims = {
+        b"\xdd\xff\xff\xff\xff": "an array of 4294967295 elements, past the limit of 100,000 "
+        "(RIG_LIMIT_ITEMS)",
+        b"\xdf\xff\xff\xff\xff": "an object of 4294967295 keys, past the limit of 10,000 "
+        "(RIG_LIMIT_KEYS)",
+    }
+    for data, problem in claims.items():
+        with pytest.raises(SchemaError) as caught:
+            decode(data)
+        assert caught.value.message == f"the message has {problem}"
+    # An extension type (Rig sends none); a string claiming 4 GiB in a 5-byte message.
+    for data in (b"\xc7\x01\x05\x00", b"\xdb\xff\xff\xff\xff"):
+        with pytest.raises(DecodeError, match="not valid msgpack"):
+            decode(data)
+
+
+def test_lowered_limits_bind_outside_values_not_rigs_own_messages(
+    small_limits: InputLimits,
+) -> None:
+    """A snapshot has more fields than a lowered key limit: it still decodes; the values
+    from outside in it are what the limits bind."""
+    own = {f"field{n}": n for n in range(20)} | {"path": list(range(30))}
+    assert decode(encode(own))[0] == own
+    with pytest.raises(SchemaError, match="RIG_LIMIT_KEYS"):
+        validate(SubmitRequest, {"agent": "a", "input": dict.fromkeys("abcd", 1)})
+
+
+def test_the_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="string limit must be at least 1"):
+        InputLimits(string=0)
