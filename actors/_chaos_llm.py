@@ -23,6 +23,10 @@ three-letter pieces hashed into a unit vector, so texts that share words are nea
 the same text is the same vector, on every run (what an eval's similarity check needs
 in a test; no fault touches it).
 
+With an API key (`--api-key-env VAR`: the key is the variable's value, never an argument,
+which any user of the machine can read), a model request without `Authorization: Bearer
+<key>` is answered 401, as OpenAI answers it.
+
 `GET /stats` counts what it did (requests, each fault, `max_in_flight`, and `abandoned`:
 requests whose client hung up before the answer, like a timed-out call or a hedge's loser);
 `GET /faults` shows the fault settings and `POST /faults` changes them while it serves
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import math
 import random
@@ -86,8 +91,10 @@ class ChaosLLM:
         seed: int = 0,
         model: str = "chaos-1",
         main_path: float = 0.9,
+        api_key: str | None = None,
     ) -> None:
         self.faults = faults or Faults()
+        self.api_key = api_key
         self.rng = random.Random(seed)
         self.model = model
         self.main_path = main_path
@@ -95,7 +102,7 @@ class ChaosLLM:
         self._in_flight = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorized])
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -104,6 +111,16 @@ class ChaosLLM:
         app.router.add_get("/faults", self.show_faults)
         app.router.add_post("/faults", self.set_faults)
         return app
+
+    @web.middleware
+    async def _authorized(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """With an API key, a model request must carry it (the stats and faults need none)."""
+        wanted = f"Bearer {self.api_key}"
+        if self.api_key and request.method == "POST" and request.path != "/faults":
+            if not hmac.compare_digest(request.headers.get("Authorization", ""), wanted):
+                self.stats["unauthorized"] += 1
+                return _error(401, "invalid_request_error", "Incorrect API key provided.")
+        return await handler(request)  # type: ignore[no-any-return]
 
     # --- endpoints ---------------------------------------------------------------
 

@@ -411,6 +411,11 @@ def _parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=0)
     chaos.add_argument("--model", default="chaos-1", help="the model name it reports")
     chaos.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require the API key that this environment variable holds (401 without it)",
+    )
+    chaos.add_argument(
         "--main-path",
         type=float,
         default=0.9,
@@ -1122,7 +1127,14 @@ def _chaos_llm(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise _usage(str(exc)) from None
-    chaos = ChaosLLM(faults, seed=args.seed, model=args.model, main_path=args.main_path)
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise _usage(f"--api-key-env {args.api_key_env}: that variable is not set")
+    chaos = ChaosLLM(
+        faults, seed=args.seed, model=args.model, main_path=args.main_path, api_key=api_key
+    )
 
     async def go() -> None:
         runner, port = await serve(chaos, host=args.host, port=args.port)

@@ -154,7 +154,7 @@ class OpenAICompatible:
     name: str
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log line or error
     price: Price | None = None
     stream: bool = False
     limits: ProviderLimits = field(default_factory=ProviderLimits)

@@ -49,7 +49,7 @@ class ChaosServer:
         return self.url.removesuffix("/v1")
 
 
-async def start_chaos(*args: str) -> ChaosServer:
+async def start_chaos(*args: str, env: dict[str, str] | None = None) -> ChaosServer:
     proc = await asyncio.create_subprocess_exec(
         RIG,
         "chaos-llm",
@@ -57,6 +57,7 @@ async def start_chaos(*args: str) -> ChaosServer:
         "0",
         "--json",
         *args,
+        env=env,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

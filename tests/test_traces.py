@@ -76,8 +76,9 @@ GOLDEN: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-async def trace_of(url: str, project: str, trace_id: str, root: str) -> list[dict[str, Any]]:
-    """The trace once its root arrived and nothing more arrives (spans are batched)."""
+async def trace_of(url: str, project: str, trace_id: str, *names: str) -> list[dict[str, Any]]:
+    """The trace once spans of each of `names` arrived (each process exports its own, in
+    batches, and the backend stores them as they come) and then nothing more arrives."""
     seen: list[dict[str, Any]] = []
     changed = time.monotonic()
 
@@ -88,9 +89,9 @@ async def trace_of(url: str, project: str, trace_id: str, root: str) -> list[dic
             seen, changed = now, time.monotonic()
         # No new span for a second: five times the exporters' 200 ms batches.
         quiet = time.monotonic() - changed >= 1.0
-        return now if quiet and any(s["name"] == root for s in now) else []
+        return now if quiet and set(names) <= {s["name"] for s in now} else []
 
-    return await eventually(settled, timeout=60, message=f"trace {trace_id} complete")
+    return await eventually(settled, timeout=60, message=f"trace {trace_id} with {names}")
 
 
 def check_tree(found: list[dict[str, Any]], top: dict[str, Any]) -> None:
@@ -159,13 +160,17 @@ async def test_a_job_is_one_trace_across_processes_and_a_kill(rig: Deployment) -
             assert info.status == "succeeded" and info.trace_id is not None
             assert (rig.home / "crashed").exists()  # the executor did die mid-call
             events = await rig.client.journal(reply.job_id)
-            found = await trace_of(url, project, info.trace_id, "job refund-llm")
+            found = await trace_of(
+                url, project, info.trace_id, "job refund-llm", "verify refund_matches"
+            )
 
             submit = ("submit", "refund-llm", "--input", json.dumps(job_input), "--wait", "--json")
             code, out, err = await run_rig(rig.env, *submit)
             assert code == 0, err
             by_cli = json.loads(out)
-            from_cli = await trace_of(url, project, by_cli["trace_id"], "job refund-llm")
+            from_cli = await trace_of(
+                url, project, by_cli["trace_id"], "job refund-llm", "submit refund-llm"
+            )
 
             async with aiohttp.ClientSession() as http:
                 for flags, trace_id in (("00", unsampled_trace), ("01", caller_trace)):
@@ -177,7 +182,9 @@ async def test_a_job_is_one_trace_across_processes_and_a_kill(rig: Deployment) -
                     by_http = await rig.client.wait(job_id, timeout=60)
                     assert by_http.status == "succeeded"
             assert by_http.trace_id == caller_trace
-            from_http = await trace_of(url, project, caller_trace, "job refund-llm")
+            from_http = await trace_of(
+                url, project, caller_trace, "job refund-llm", "POST /v1/jobs"
+            )
 
             parked = await rig.client.submit("refund", RefundAgent.example_input | {"amount": 650})
             waiting = await rig.client.wait(parked.job_id, timeout=60)
@@ -186,7 +193,9 @@ async def test_a_job_is_one_trace_across_processes_and_a_kill(rig: Deployment) -
             resolved = await rig.client.wait(parked.job_id, timeout=60)
             assert resolved.status == "succeeded" and resolved.trace_id is not None
             human_events = await rig.client.journal(parked.job_id)
-            with_person = await trace_of(url, project, resolved.trace_id, "job refund")
+            with_person = await trace_of(
+                url, project, resolved.trace_id, "job refund", "waiting_human refund"
+            )
             # The unsampled job ended before the last two began, and every process
             # sends its spans in order: had it any, they would be there by now.
             assert await spans(url, project, unsampled_trace) == []
