@@ -1,5 +1,10 @@
 """The public surface is a decision: growing it means changing this test."""
 
+import subprocess
+import sys
+
+import pytest
+
 import actors
 import protocols
 
@@ -32,6 +37,21 @@ def test_actors_exports() -> None:
             "verifier",
         ]
     )
+    # Each name loads when first used, from the module the type checkers were told of.
+    for name in actors.__all__:
+        value = getattr(actors, name)
+        assert value.__name__ == name and value.__module__.startswith("actors._"), name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = actors.Nope  # type: ignore[attr-defined]
+
+
+def test_the_command_line_loads_only_what_a_command_needs() -> None:
+    """`rig --help` and `rig --version` load neither NATS, nor the HTTP stack, nor tracing."""
+    code = "import sys, actors._cli; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not [m for m in loaded if m.split(".")[0] in ("nats", "aiohttp", "opentelemetry")]
 
 
 def test_protocols_exports() -> None:
