@@ -201,7 +201,14 @@ class Deployment:
             self.procs.append(proc)
             started.append(proc)
         if ready:
-            await wait_ready(sub, {p.pid for p in started})
+            try:
+                await wait_ready(sub, {p.pid for p in started}, timeout=self.within(30))
+            except TimeoutError:
+                logs = {
+                    f"{t} (exit {p.returncode})": _tail(self.home / f"{t.replace(':', '.')}.log")
+                    for t, p in zip(targets, started, strict=True)
+                }
+                raise AssertionError(f"not every actor announced itself: {logs}") from None
         await sub.unsubscribe()
         return started
 
@@ -367,3 +374,7 @@ async def http(api_key: str) -> AsyncIterator[aiohttp.ClientSession]:
         headers={"Authorization": f"Bearer {api_key}"},
     ) as session:
         yield session
+
+
+def _tail(path: Path, lines: int = 5) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []

@@ -173,7 +173,11 @@ async def test_the_stall_watchdog_tells_a_person_and_a_late_step_resumes(rig: De
     info = await rig.client.wait(reply.job_id, timeout=rig.within())
     assert info.status == "succeeded" and info.waiting is None
     journal = [e async for e in rig.client.events(reply.job_id, timeout=10)]
-    assert [e.type for e in journal].count("resumed") == 1
+    # Each parking is resumed once (on a loaded machine the 1.5 s watchdog may park the job
+    # again between two steps of the agent that just started).
+    parks = [e for e in journal if e.type == "status" and e.data["status"] == "waiting_human"]
+    assert parks and {p.data["kind"] for p in parks} == {"stalled"}
+    assert [e.type for e in journal].count("resumed") == len(parks)
     assert await rig.client.inbox() == []
     code, out, _ = await rig_cli(rig, "agents", "--json")
     assert [(a["name"], a["live"]) for a in json.loads(out)] == [("crashy", 1)]
