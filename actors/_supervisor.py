@@ -597,18 +597,24 @@ class Supervisor(Actor):
             raise
 
     async def _send(self, job: JobSnapshot) -> None:
-        """Publish the outbox, pipelined: one round trip for all of it, order kept."""
+        """Publish the outbox, pipelined: one round trip for all of it, order kept. The
+        inbox's writes (a KV bucket: another stream, which the server may store after the
+        journal's) are stored first, so that whoever reads `waiting_human` in the journal
+        finds the job in the inbox, and whoever reads it resumed does not."""
+        first = [out for out in job.outbox if out.subject.startswith("$KV.")]
+        then = [out for out in job.outbox if not out.subject.startswith("$KV.")]
         try:
-            acks = [
-                await self.publisher.publish(
-                    out.subject,
-                    out.data,
-                    tracing.inject_for({Header.MSG_ID: out.msg_id, **out.headers}, job.trace),
-                )
-                for out in job.outbox
-            ]
-            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-                await asyncio.gather(*acks)
+            for batch in (first, then):
+                acks = [
+                    await self.publisher.publish(
+                        out.subject,
+                        out.data,
+                        tracing.inject_for({Header.MSG_ID: out.msg_id, **out.headers}, job.trace),
+                    )
+                    for out in batch
+                ]
+                async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
+                    await asyncio.gather(*acks)
         except Exception as exc:
             # The snapshot is written: a redelivery of the report re-sends the outbox.
             raise RetryableError(f"publishing the outbox failed: {exc!r}", delay=0.2) from exc
