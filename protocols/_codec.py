@@ -73,18 +73,7 @@ class InputLimits:
                 raise ValueError(f"the {name} limit must be at least 1")
 
 
-_DEFAULT_LIMITS = _limits = InputLimits()
-
-
-def _bounds() -> InputLimits:
-    """The larger of this process's limits and the defaults, each."""
-    default = _DEFAULT_LIMITS
-    return InputLimits(
-        depth=max(_limits.depth, default.depth),
-        string=max(_limits.string, default.string),
-        items=max(_limits.items, default.items),
-        keys=max(_limits.keys, default.keys),
-    )
+_DEFAULT_LIMITS = _limits = _bounds = InputLimits()
 
 
 def input_limits() -> InputLimits:
@@ -93,8 +82,15 @@ def input_limits() -> InputLimits:
 
 
 def set_input_limits(limits: InputLimits) -> None:
-    global _limits
+    global _limits, _bounds
     _limits = limits
+    # What msgpack may build at all: the larger of these limits and the defaults, each.
+    _bounds = InputLimits(
+        depth=max(limits.depth, _DEFAULT_LIMITS.depth),
+        string=max(limits.string, _DEFAULT_LIMITS.string),
+        items=max(limits.items, _DEFAULT_LIMITS.items),
+        keys=max(limits.keys, _DEFAULT_LIMITS.keys),
+    )
 
 
 # The integers msgpack carries: signed and unsigned 64-bit.
@@ -182,7 +178,7 @@ def decode(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[Any, 
             # At least the default limits: Rig's own messages (a snapshot has more fields
             # than a lowered key limit) decode whatever the limits of outside values are,
             # which `check_plain` applies to those values. UTF-8: up to 4 bytes a character.
-            bound = _bounds()
+            bound = _bounds
             value = msgpack.unpackb(
                 data,
                 raw=False,
@@ -202,7 +198,7 @@ def decode(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[Any, 
                 size=len(data),
             ) from exc
         name, what = over
-        limit = getattr(_bounds(), name.lower())
+        limit = getattr(_bounds, name.lower())
         raise SchemaError(
             f"the message has {what.format(str(exc).split(' ', 1)[0])}, past the limit of "
             f"{limit:,} (RIG_LIMIT_{name})",
