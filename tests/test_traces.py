@@ -76,9 +76,13 @@ GOLDEN: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-async def trace_of(url: str, project: str, trace_id: str, *names: str) -> list[dict[str, Any]]:
-    """The trace once spans of each of `names` arrived (each process exports its own, in
-    batches, and the backend stores them as they come) and then nothing more arrives."""
+async def trace_of(
+    url: str, project: str, trace_id: str, *names: str, outside: str | None = None
+) -> list[dict[str, Any]]:
+    """The trace once spans of each of `names` arrived, every span's parent with them (but
+    `outside`, the caller's span), and then nothing more arrives. Each process exports its
+    own spans in batches, and the backend stores them as they come: a child may be stored
+    long before its parent on a loaded machine, so no time alone says the trace is whole."""
     seen: list[dict[str, Any]] = []
     changed = time.monotonic()
 
@@ -87,9 +91,11 @@ async def trace_of(url: str, project: str, trace_id: str, *names: str) -> list[d
         now = await spans(url, project, trace_id)
         if len(now) != len(seen):
             seen, changed = now, time.monotonic()
+        ids = {s["context"]["span_id"] for s in now} | {None, "", outside}
+        closed = all(s["parent_id"] in ids for s in now)
         # No new span for a second: five times the exporters' 200 ms batches.
         quiet = time.monotonic() - changed >= 1.0
-        return now if quiet and set(names) <= {s["name"] for s in now} else []
+        return now if quiet and closed and set(names) <= {s["name"] for s in now} else []
 
     return await eventually(settled, timeout=60, message=f"trace {trace_id} with {names}")
 
@@ -183,7 +189,7 @@ async def test_a_job_is_one_trace_across_processes_and_a_kill(rig: Deployment) -
                     assert by_http.status == "succeeded"
             assert by_http.trace_id == caller_trace
             from_http = await trace_of(
-                url, project, caller_trace, "job refund-llm", "POST /v1/jobs"
+                url, project, caller_trace, "job refund-llm", "POST /v1/jobs", outside=caller_span
             )
 
             parked = await rig.client.submit("refund", RefundAgent.example_input | {"amount": 650})
