@@ -87,7 +87,7 @@ class Agent(Actor):
             llm = RuleLLM(lambda prompt: ("greet", {"who": prompt.context.input["who"]}))
 
     Consumes `rig.work.agent.<name>` (durable `agent-<name>`): `StepRequest`.
-    Publishes `Decision` on `rig.work.supervisor`, with `Nats-Msg-Id`
+    Publishes `Decision` on `rig.work.supervisor.agent.<name>`, with `Nats-Msg-Id`
     `<job>:<step>:decision`, so a redelivered step reports once.
     On start it registers `AgentInfo` (graph, example input) in `RIG_AGENTS`, which is
     how the supervisor and `rig agents` learn about it.
@@ -490,7 +490,9 @@ class Agent(Actor):
             span.set_attribute("gen_ai.usage.output_tokens", decision.usage.output_tokens)
         STEP_SECONDS.labels(self.name, name).observe(decision.handled.ms / 1000)
         await self.publish(
-            self.names.supervisor, decision, msg_id=msg_id(request.job_id, request.step, "decision")
+            self.names.report("agent", self.name),
+            decision,
+            msg_id=msg_id(request.job_id, request.step, "decision"),
         )
 
 

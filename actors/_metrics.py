@@ -102,6 +102,12 @@ EXHAUSTED = Counter(
     "Budgets spent, by agent and kind (steps, tokens, cost, deadline, visits)",
     ["agent", "kind"],
 )
+FORGED_REPORTS = Counter(
+    "rig_forged_reports_total",
+    "Reports the supervisor refused because their subject's sender is not the one the "
+    "report claims or the job's step waits for, by sender (kind.name)",
+    ["sender"],
+)
 VERDICTS = Counter(
     "rig_verdicts_total", "Verifiers' verdicts, by verifier and outcome", ["verifier", "outcome"]
 )

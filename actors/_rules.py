@@ -20,6 +20,7 @@ from actors._nats import kv_subject
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
+    CancelJob,
     CancelRequest,
     DeadlineCheck,
     Decision,
@@ -28,6 +29,7 @@ from protocols import (
     EscalationKind,
     Event,
     ExhaustedKind,
+    ForgedReportError,
     Graph,
     Header,
     JobContext,
@@ -36,6 +38,7 @@ from protocols import (
     JobStatusName,
     Names,
     Outgoing,
+    ResolveJob,
     ResolveRequest,
     StallCheck,
     StartJob,
@@ -88,11 +91,15 @@ class Rules:
         message: Decision | ToolResult | Verdict,
         graph: Graph,
         decided_on: AgentInfo | None = None,
+        *,
+        sender: tuple[str, str] | None = None,
     ) -> JobSnapshot | None:
         """An actor's report on the job's current step; None if it is for another step.
 
         `decided_on`: the version of the agent's graph a `Decision` was made with, when it
         is not the job's (an agent of another version applied the migration rule).
+        `sender`: who the report's subject names (`Names.sender_of`); a report for the
+        current step from anyone but the actor it waits for raises `ForgedReportError`.
         """
         if job.terminal:
             return None
@@ -104,6 +111,8 @@ class Rules:
         }
         if message.step != job.step or not expected.get(job.phase or "", False):
             return None
+        if sender is not None:
+            self.check_sender(job, graph, message, sender)
         if job.status == "waiting_human":
             if job.escalation is None or job.escalation.kind not in RESUMABLE:
                 return None
@@ -131,6 +140,33 @@ class Rules:
             case Verdict():
                 return self.verified(job, graph, message)
         raise AssertionError(f"unexpected report {message.kind}")  # `expected` covers each
+
+    @staticmethod
+    def check_sender(
+        job: JobSnapshot,
+        graph: Graph,
+        message: Decision | ToolResult | Verdict,
+        sender: tuple[str, str],
+    ) -> None:
+        """Refuse a report on the current step from anyone but the actor it waits for: the
+        job's agent decides; the edge's tool reports its result (or, when the edge has a
+        verifier, that verifier carries it); the edge's verifier gives the verdict."""
+        kind, name = sender
+        if job.phase == "decide":
+            waited = {("agent", job.agent)}
+        else:
+            edge = graph.state(job.state or "").edge(job.pending_edge or "")
+            waited = {("verify", edge.verifier)} if edge and edge.verifier else set()
+            if job.phase == "tool" and edge is not None and edge.tool is not None:
+                waited.add(("tool", edge.tool))
+        if (kind, name) not in waited:
+            raise ForgedReportError(
+                f"a {message.kind} for step {job.step} of job {job.job_id} from {kind} "
+                f"{name!r}, but that step waits for "
+                + " or ".join(f"{k} {n!r}" for k, n in sorted(waited)),
+                job_id=job.job_id,
+                sender=f"{kind}.{name}",
+            )
 
     def no_edge(
         self, job: JobSnapshot, decision: Decision, spent: dict[str, Any], **why: Any
@@ -815,3 +851,26 @@ def _handled(report: Decision | ToolResult | Verdict) -> dict[str, Any]:
     """The journal's record of who handled a report's command, and when (`rig trace`)."""
     handled = report.handled
     return {"handled": handled.model_dump()} if handled is not None else {}
+
+
+def forged(message: Any, sender: tuple[str, str] | None) -> str | None:
+    """Why `message` cannot have come from the `sender` its subject names (None: it can).
+    A person's command and a job's start are the supervisor's own (the API subject, which
+    only supervisors may publish to); a report names its sender, who must be the one the
+    report says made it."""
+    if isinstance(message, StartJob | ResolveJob | CancelJob):
+        if sender is None:
+            return None
+        kind, name = sender
+        return f"a {message.kind} command from {kind} {name!r}: only a supervisor sends those"
+    if sender is None:
+        return f"a {message.kind} on the supervisor's own subject: a report names its sender"
+    kind, name = sender
+    claimed = {
+        "decision": ("agent", name),  # which agent a decision is for: its job says
+        "tool_result": ("tool", getattr(message, "tool", None)),
+        "verdict": ("verify", getattr(message, "verifier", None)),
+    }.get(message.kind)
+    if claimed != (kind, name):
+        return f"a {message.kind} sent as {kind} {name!r}"
+    return None

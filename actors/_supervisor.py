@@ -1,7 +1,8 @@
 """The supervisor: owns every job's snapshot and journal, and moves jobs through their graph.
 
 It is the only writer of job state. Agents, tools and verifiers report back to it on
-`rig.work.supervisor`; for each report it loads the job's snapshot and the graph the job
+`rig.work.supervisor.<kind>.<name>`, a subject naming the sender (whose NATS user may
+publish under its own name only); for each report it loads the job's snapshot and the graph the job
 runs on, asks `Rules` (actors/_rules.py, pure) for the next snapshot, writes it with
 compare-and-set, then publishes what the transition produced (events, next command).
 """
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 from actors import _tracing as tracing
 from actors._actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors._faults import crash_point
-from actors._metrics import observe_events
+from actors._metrics import FORGED_REPORTS, observe_events
 from actors._nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
@@ -34,7 +35,7 @@ from actors._nats import (
     kv_subject,
     live_agents,
 )
-from actors._rules import Rules
+from actors._rules import Rules, forged
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -45,6 +46,7 @@ from protocols import (
     Decision,
     DecodeError,
     Escalation,
+    ForgedReportError,
     Graph,
     Header,
     InboxReply,
@@ -93,9 +95,13 @@ _COMMAND_WAIT_S = 8.0
 class Supervisor(Actor):
     """Accepts jobs and steps them through their agent's graph; any number may run.
 
-    Consumes: `rig.work.supervisor` (durable `supervisor`): `StartJob`, `Decision`,
-    `ToolResult`, `Verdict` (which carries the tool's result when the executor sent the
-    result straight to the verifier: two transitions per step, not three); and
+    Consumes: `rig.work.supervisor.>` (durable `supervisor`): `StartJob`, `ResolveJob`
+    and `CancelJob` on `rig.work.supervisor.api`; the reports, each on its sender's
+    subject: `Decision` on `.agent.<agent>`, `ToolResult` on `.tool.<tool>`, `Verdict`
+    on `.verify.<verifier>` (which carries the tool's result when the executor sent the
+    result straight to the verifier: two transitions per step, not three). A report
+    from anyone but the sender the job's step waits for is refused (`ForgedReportError`:
+    dead-lettered, counted, never applied); and
     `rig.work.timer` (durable `supervisor-timer`): `DeadlineCheck` and `StallCheck`,
     held back by nak-with-delay until due; and every dead letter, `rig.dlq.>` of
     stream `RIG_DLQ` (durable `supervisor-dlq`), so that a job whose message could
@@ -107,7 +113,7 @@ class Supervisor(Actor):
 
     Every change of a job is made by a durable message (a report, a timer, a dead
     letter, or a person's resolve or cancel, which the API turns into a `ResolveJob` or
-    `CancelJob` on `rig.work.supervisor`), and that message is acked only once the
+    `CancelJob` on `rig.work.supervisor.api`), and that message is acked only once the
     change's outbox is published. The snapshot names its `cause`: if the message comes
     back (its supervisor died between the write and the publish), whichever supervisor
     gets it publishes the stored outbox again, under the same `Nats-Msg-Id`s. Any
@@ -145,7 +151,7 @@ class Supervisor(Actor):
         return [
             Inbox(
                 durable=self.names.supervisor_durable,
-                subject=self.names.supervisor,
+                subject=self.names.supervisor_all,
                 model=SupervisorMessage,
                 handler=self.on_message,
             ),
@@ -391,6 +397,10 @@ class Supervisor(Actor):
 
     async def on_message(self, message: Any, delivery: Delivery) -> None:
         """Apply one report (or a person's command) to its job; drop it if it is stale."""
+        sender = self.names.sender_of(delivery.subject)
+        why = forged(message, sender)
+        if why is not None:
+            self._refuse(ForgedReportError(why, job_id=message.job_id, subject=delivery.subject))
         if isinstance(message, ResolveJob | CancelJob):
             await self._on_command(message)
             return
@@ -398,12 +408,25 @@ class Supervisor(Actor):
         cause = "start" if start is not None else f"{message.kind}:{message.step}"
         try:
             await self._transition(
-                message.job_id, lambda job: self._apply(job, message), cause=cause, start=start
+                message.job_id,
+                lambda job: self._apply(job, message, sender),
+                cause=cause,
+                start=start,
             )
         except UnknownJobError as exc:  # never retried: dead-lettered with the reason
             raise NonRetryableError(
                 f"{message.kind} for {exc.message}", job_id=message.job_id
             ) from exc
+        except ForgedReportError as exc:
+            self._refuse(exc)
+
+    def _refuse(self, exc: ForgedReportError) -> NoReturn:
+        """Count a forged report and raise it: dead-lettered with the reason, never applied
+        (and its letter moves no job: `on_dead_letter`)."""
+        self.counts["forged_reports"] = self.counts.get("forged_reports", 0) + 1
+        FORGED_REPORTS.labels(str(exc.details.get("sender", "api"))).inc()
+        self.log.warning("report.forged", reason=exc.message, job_id=exc.details.get("job_id"))
+        raise exc
 
     async def on_timer(self, check: DeadlineCheck | StallCheck, delivery: Delivery) -> None:
         """A job's deadline or stall check: wait for it on the server, then act if due."""
@@ -456,6 +479,8 @@ class Supervisor(Actor):
         """
         if letter.actor in (self.names.dlq_durable, self.names.webhook_durable):
             return  # a webhook that could not be delivered changes nothing of its job
+        if letter.error.get("code") == ForgedReportError.code:
+            return  # refused, not lost: the job waits for its real report
         job_id, step, kind = _letter_job(letter)
         if job_id is None:
             self.log.info("dlq.no_job", letter_actor=letter.actor, subject=letter.subject)
@@ -562,7 +587,9 @@ class Supervisor(Actor):
             return after
         raise RetryableError("the job's snapshot kept changing under us", delay=0.05)
 
-    async def _apply(self, job: JobSnapshot, message: Any) -> JobSnapshot | None:
+    async def _apply(
+        self, job: JobSnapshot, message: Any, sender: tuple[str, str] | None = None
+    ) -> JobSnapshot | None:
         """The next snapshot after `message`, or None if `message` is not for this step."""
         if isinstance(message, StartJob):
             return self.rules.start(job, (await self._agent(job.agent)).graph)
@@ -574,7 +601,7 @@ class Supervisor(Actor):
             job.graph_version,
         ):
             decided_on = await self._version(job, message.graph_version)
-        return self.rules.report(job, message, await self._graph_of(job), decided_on)
+        return self.rules.report(job, message, await self._graph_of(job), decided_on, sender=sender)
 
     @property
     def rules(self) -> Rules:

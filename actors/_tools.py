@@ -172,7 +172,7 @@ class ToolExecutor(Actor):
                 return await bank.refund(order_id, amount)
 
     Consumes `rig.work.tool.<tool>` (durable `tool-<tool>`) for each of its tools:
-    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor`, or, for a successful
+    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor.tool.<tool>`, or, for a successful
     call whose edge has a verifier, a `VerifyRequest` carrying it to that verifier.
 
     Every call first claims its key (a hash of job id, tool and canonical args) in
@@ -340,7 +340,9 @@ class ToolExecutor(Actor):
             )
             return
         await self.publish(
-            self.names.supervisor, result, msg_id=msg_id(call.job_id, call.step, "tool_result")
+            self.names.report("tool", call.tool),
+            result,
+            msg_id=msg_id(call.job_id, call.step, "tool_result"),
         )
 
     async def execute(self, call: ToolCall) -> ToolResult:

@@ -53,7 +53,7 @@ class Verifier(Actor):
                 return ok, "amount refunded matches the request" if ok else "amount differs"
 
     Consumes `rig.work.verify.<verifier>` (durable `verify-<verifier>`) for each of its
-    checks: `VerifyRequest`. Publishes `Verdict` on `rig.work.supervisor`.
+    checks: `VerifyRequest`. Publishes `Verdict` on `rig.work.supervisor.verify.<verifier>`.
     """
 
     kind = "verifier"
@@ -131,5 +131,7 @@ class Verifier(Actor):
                 },
             )
         await self.publish(
-            self.names.supervisor, verdict, msg_id=msg_id(request.job_id, request.step, "verdict")
+            self.names.report("verify", request.verifier),
+            verdict,
+            msg_id=msg_id(request.job_id, request.step, "verdict"),
         )

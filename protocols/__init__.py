@@ -19,6 +19,7 @@ from protocols._codec import (
 from protocols._errors import (
     ConfigError,
     DecodeError,
+    ForgedReportError,
     GraphError,
     InvalidNameError,
     JobConflictError,
@@ -110,6 +111,7 @@ __all__ = [
     "EscalationKind",
     "Event",
     "ExhaustedKind",
+    "ForgedReportError",
     "Graph",
     "GraphError",
     "Handled",

@@ -13,6 +13,7 @@
     ├── JobConflictError              a job id reused for another request
     ├── RetryableError                try again later: the message is nak'ed with `delay`
     ├── NonRetryableError             give up: the message is terminated and dead-lettered
+    │   └── ForgedReportError         a report from someone the job's step is not waiting for
     └── RigConnectionError            the NATS server cannot be reached (the network broke it)
 
 The `code` of each class is what travels in an `ErrorReply`, so a client in any
@@ -138,6 +139,14 @@ class NonRetryableError(RigError):
     """A handler failed for good: the message is terminated and dead-lettered with the reason."""
 
     code = "non_retryable"
+
+
+class ForgedReportError(NonRetryableError):
+    """A report whose subject names a sender other than the one the message claims, or
+    the one the job's current step waits for: refused and dead-lettered, never applied,
+    and the job it names goes on waiting for its real report."""
+
+    code = "forged_report"
 
 
 class RigConnectionError(RigError, ConnectionError):

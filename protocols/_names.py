@@ -8,7 +8,9 @@ without seeing each other's messages.
 With the default prefix the names are the ones in the design:
 
     rig.api.submit|status|resolve|cancel|inbox   request/reply, answered by a supervisor
-    rig.work.supervisor                  stream RIG_WORK (work queue)
+    rig.work.supervisor.api              stream RIG_WORK (work queue): start, resolve, cancel
+    rig.work.supervisor.<kind>.<name>    reports, by their sender: agent.<agent>,
+                                         tool.<tool>, verify.<verifier>
     rig.work.timer                       deadlines and stall checks, to the supervisor
     rig.work.agent.<agent>
     rig.work.tool.<tool>
@@ -28,6 +30,9 @@ import re
 from dataclasses import dataclass
 
 from protocols._errors import InvalidNameError
+
+# Who reports to the supervisor, as the token a report's subject names them by.
+SENDERS = ("agent", "tool", "verify")
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -183,7 +188,27 @@ class Names:
 
     @property
     def supervisor(self) -> str:
-        return f"{self.prefix}.work.supervisor"
+        """What the supervisor sends itself from the API: jobs to start, people's commands."""
+        return f"{self.prefix}.work.supervisor.api"
+
+    @property
+    def supervisor_all(self) -> str:
+        """Everything the supervisor reads from the work stream: its own and the reports."""
+        return f"{self.prefix}.work.supervisor.>"
+
+    def report(self, sender: str, name: str) -> str:
+        """Where `name` (an agent, tool or verifier: `sender` is `agent`, `tool` or
+        `verify`) reports to the supervisor. The subject names the sender, and each
+        sender's NATS user may publish only under its own name: the server, not the
+        payload, says who sent a report."""
+        if sender not in SENDERS:
+            raise InvalidNameError(f"a report's sender is one of {SENDERS}, not {sender!r}")
+        return f"{self.prefix}.work.supervisor.{sender}.{check_token(name, what=sender)}"
+
+    def sender_of(self, subject: str) -> tuple[str, str] | None:
+        """The (kind, name) a report's subject names; None for the supervisor's own."""
+        kind, _, name = subject.removeprefix(f"{self.prefix}.work.supervisor.").partition(".")
+        return (kind, name) if kind in SENDERS and name else None
 
     @property
     def timer(self) -> str:

@@ -49,7 +49,7 @@ async def reports(rig: Deployment, count: int, *, timeout: float | None = None) 
 async def probe(rig: Deployment) -> None:
     await rig.nc.jetstream().add_consumer(
         rig.names.work_stream,
-        ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor),
+        ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor_all),
     )
 
 

@@ -100,6 +100,7 @@ def test_protocols_exports() -> None:
             "JobSnapshot",
             "JobStatusName",
             "Names",
+            "ForgedReportError",
             "NonRetryableError",
             "Outgoing",
             "PayloadTooLargeError",
@@ -152,7 +153,10 @@ def test_protocols_exports() -> None:
 def test_default_names_match_the_design() -> None:
     names = protocols.Names()
     assert names.api_submit == "rig.api.submit"
-    assert names.supervisor == "rig.work.supervisor"
+    assert names.supervisor == "rig.work.supervisor.api"
+    assert names.report("tool", "issue_refund") == "rig.work.supervisor.tool.issue_refund"
+    assert names.sender_of("rig.work.supervisor.verify.v") == ("verify", "v")
+    assert names.sender_of(names.supervisor) is None
     assert names.agent("refund") == "rig.work.agent.refund"
     assert names.tool("issue_refund") == "rig.work.tool.issue_refund"
     assert names.verifier("v") == "rig.work.verify.v"

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from actors._rules import Rules
+from actors._rules import Rules, forged
 from actors.examples.refund import RefundAgent
 from protocols import (
     Budget,
@@ -22,6 +23,7 @@ from protocols import (
     DeadlineCheck,
     Decision,
     Event,
+    ForgedReportError,
     JobSnapshot,
     Names,
     ResolveRequest,
@@ -228,3 +230,43 @@ def test_an_unknown_effect_parks_the_job_for_a_person() -> None:
 def test_an_ordinary_tool_failure_takes_the_fail_edge() -> None:
     job = Rules(NAMES, 1000.0).tool_done(refunding_job(), GRAPH, failed("tool_error", "no"))
     assert (job.status, job.state) == ("waiting_human", "human")  # the state's safe edge
+
+
+def test_a_report_from_anyone_but_the_step_s_actor_is_refused_as_forged() -> None:
+    """The sender a report's subject names must be the one the current step waits for: the
+    job's agent decides, the edge's tool (or its verifier) reports the call; a report for
+    another step stays merely stale, whoever sent it."""
+    rules = Rules(NAMES, 1000.0)
+    deciding = new_job(Budget())
+    decision = Decision(job_id="j", step=1, edge="lookup")
+    with pytest.raises(
+        ForgedReportError, match=r"from tool 'issue_refund', but that step waits for agent 'refund'"
+    ):
+        rules.report(deciding, decision, GRAPH, sender=("tool", "issue_refund"))
+    with pytest.raises(ForgedReportError, match="from agent 'refund-llm'"):
+        rules.report(deciding, decision, GRAPH, sender=("agent", "refund-llm"))
+    assert rules.report(deciding, decision, GRAPH, sender=("agent", "refund")) is not None
+    stale = Decision(job_id="j", step=7, edge="lookup")
+    assert rules.report(deciding, stale, GRAPH, sender=("tool", "issue_refund")) is None
+
+    result = failed("tool_error", "no")
+    with pytest.raises(ForgedReportError, match="waits for tool 'issue_refund' or verify"):
+        rules.report(refunding_job(), result, GRAPH, sender=("tool", "lookup_order"))
+    assert rules.report(refunding_job(), result, GRAPH, sender=("tool", "issue_refund"))
+
+
+def test_a_message_must_come_from_whom_it_claims() -> None:
+    """Before any job is read: a command only on the supervisor's own subject, a report
+    only on a subject naming the actor the report says made it."""
+    start = StartJob(job_id="j", agent="refund", input={}, budget=Budget(), accepted_at=1.0)
+    assert forged(start, None) is None
+    assert "only a supervisor" in (forged(start, ("agent", "refund")) or "")
+    decision = Decision(job_id="j", step=1, edge="lookup")
+    assert forged(decision, ("agent", "refund")) is None
+    assert "names its sender" in (forged(decision, None) or "")
+    assert "sent as tool" in (forged(decision, ("tool", "refund")) or "")
+    result = failed("tool_error", "no")
+    assert forged(result, ("tool", "issue_refund")) is None
+    assert "sent as tool 'lookup_order'" in (forged(result, ("tool", "lookup_order")) or "")
+    verdict = Verdict(job_id="j", step=1, verifier="refund_matches", passed=True)
+    assert "sent as verify 'other'" in (forged(verdict, ("verify", "other")) or "")

@@ -86,7 +86,7 @@ async def test_repeated_tool_call_runs_the_side_effect_once(rig: Deployment) -> 
     js = rig.nc.jetstream()
     await js.add_consumer(
         rig.names.work_stream,
-        ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor),
+        ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor_all),
     )
     args = {"order_id": "A-1001", "amount": 10.0}
     # The job the refund is for, as the supervisor sends it (the tool checks the refund
@@ -295,7 +295,9 @@ async def test_a_stale_report_is_dropped_and_logged(rig: Deployment) -> None:
 
     stale = Decision(job_id=reply.job_id, step=1, edge="escalate")
     await rig.nc.jetstream().publish(
-        rig.names.supervisor, encode(stale), headers={"Nats-Msg-Id": "late-duplicate"}
+        rig.names.report("agent", "refund"),
+        encode(stale),
+        headers={"Nats-Msg-Id": "late-duplicate"},
     )
 
     def stale_logged() -> bool:
