@@ -42,11 +42,14 @@ from actors._metrics import (
     serve_metrics,
 )
 from actors._nats import Publisher, connect, ensure_topology, headers_of, pull_subject
+from actors._security import makes_topology
 from protocols import (
     ActorReady,
+    ConfigError,
     DeadLetter,
     Encoding,
     ErrorReply,
+    Graph,
     Handled,
     Header,
     Names,
@@ -59,6 +62,7 @@ from protocols import (
     set_input_limits,
     sniff,
 )
+from protocols._permissions import Role
 
 log = structlog.get_logger("rig.actor")
 
@@ -235,6 +239,24 @@ class Actor:
         self._service: Service | None = None
         self.process = f"{self.name}@{socket.gethostname()}:{os.getpid()}"
 
+    # --- identity ----------------------------------------------------------------
+
+    @classmethod
+    def role_name(cls) -> str:
+        """The NATS user this class's processes connect as (its seed is
+        `$RIG_HOME/creds/<role>.nk`)."""
+        return f"{cls.kind}-{cls.name}"
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        """What this class's processes may publish and subscribe to, given the graphs of
+        the deployment's agents. A new kind of actor says so by overriding this."""
+        raise ConfigError(
+            f"{cls.__qualname__} declares no NATS permissions: override "
+            "`role(names, graphs)` (see protocols._permissions), or run the server "
+            "with `rig up --insecure`"
+        )
+
     # --- hooks -----------------------------------------------------------------
 
     def inboxes(self) -> list[Inbox]:
@@ -324,13 +346,16 @@ class Actor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        self._nc = await connect(self.config, name=f"{self.name}@{socket.gethostname()}")
+        self._nc = await connect(
+            self.config, name=f"{self.name}@{socket.gethostname()}", role=self.role_name()
+        )
         self._js = self._nc.jetstream()
         self._publisher = Publisher(self._nc)
         await self._publisher.start()
         metrics = None
         try:
-            await ensure_topology(self._js, self.names)
+            if makes_topology(self.config, self.role_name()):
+                await ensure_topology(self._js, self.names)
             if self.config.metrics_port is not None:
                 metrics = await self._serve_metrics()
             await self.on_start()

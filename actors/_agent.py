@@ -49,15 +49,18 @@ from protocols import (
     ExhaustedKind,
     Graph,
     GraphError,
+    Names,
     NonRetryableError,
     RetryableError,
     StepRequest,
     Usage,
+    _permissions as permissions,
     check_token,
     encode,
     msg_id,
     presence_key,
 )
+from protocols._permissions import Role
 
 # A step whose every provider failed comes back later: after 2 s, then twice as long each
 # time up to a minute (about five minutes over the ten deliveries); on its last delivery
@@ -321,6 +324,10 @@ class Agent(Actor):
                 return request.state, None
         target = self.graph.migration_target(request.state, self.renamed)
         return (target, self.graph.version) if target is not None else (None, None)
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        return permissions.agent(names, cls.name)
 
     def inboxes(self) -> list[Inbox]:
         return [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import importlib.metadata
 import json
@@ -150,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         "8080; 0: a free one). Its API key is made once, in $RIG_HOME/gateway.key",
     )
     up.add_argument("--no-gateway", action="store_true", help="start no HTTP gateway")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="start the server with no users: anyone who reaches its port may do anything "
+        "(for experiments only). By default every role has a NATS user of its own, its "
+        "nkey seed in $RIG_HOME/creds, and may publish and subscribe only where its work is",
+    )
     up.set_defaults(run=_up)
 
     actor = verbs.add_parser("actor", help="run one actor process")
@@ -724,6 +732,7 @@ def _up(args: argparse.Namespace) -> int:
             monitor_port=args.monitor_port,
             gateway_port=None if args.no_gateway else gateway_port,
             json_output=args.json,
+            insecure=args.insecure,
         )
     )
 
@@ -871,7 +880,7 @@ def _top(args: argparse.Namespace) -> int:
             rig, interval=args.interval, frames=args.frames, jobs_every=args.jobs_every, draw=draw
         )
 
-    _with_client(go)
+    _with_client(go, role="admin")
     return EXIT_OK
 
 
@@ -1158,7 +1167,7 @@ def _chaos_llm(args: argparse.Namespace) -> int:
 
 
 def _dlq_ls(args: argparse.Namespace) -> int:
-    letters = _with_client(lambda rig: rig.dead_letters(limit=args.limit))
+    letters = _with_client(lambda rig: rig.dead_letters(limit=args.limit), role="admin")
     if args.json:
         _print_json(
             [
@@ -1227,7 +1236,7 @@ def _eval_run(args: argparse.Namespace) -> int:
         run_seed,
         run_trials,
     )
-    from actors._up import up_process
+    from actors._up import up_home, up_process
 
     suite = load_suite(args.suite)
     if args.agent:
@@ -1277,8 +1286,7 @@ def _eval_run(args: argparse.Namespace) -> int:
         async with up_process(args.up_config) as url:
             if not args.json:
                 print(f"rig eval: started a Rig of its own at {url}", file=sys.stderr)
-            config = RigConfig.from_env()
-            config = RigConfig(nats_url=url, names=config.names, home=config.home)
+            config = dataclasses.replace(RigConfig.from_env(), nats_url=url, home=up_home())
             async with await RigClient.connect(config) as rig:
                 return await go(rig)
 
@@ -1372,7 +1380,7 @@ def _webhooks_ls(args: argparse.Namespace) -> int:
 
 
 def _dlq_replay(args: argparse.Namespace) -> int:
-    letter = _with_client(lambda rig: rig.replay(args.letter_id, keep=args.keep))
+    letter = _with_client(lambda rig: rig.replay(args.letter_id, keep=args.keep), role="admin")
     if args.json:
         _print_json({"id": args.letter_id, "subject": letter.subject, "kept": args.keep})
     else:
@@ -1533,33 +1541,23 @@ def parse_duration(text: str, *, zero: bool = False) -> float:
 
 
 def load_actor_class(target: str) -> type:
-    """Import `MODULE:CLASS` (the current directory is importable) and check it is an Actor."""
-    from actors._actor import Actor
+    """Import `MODULE:CLASS` and check it is an Actor; a usage error otherwise."""
+    from actors._up import UpConfigError, load_actor_class
 
-    module_name, _, class_name = target.partition(":")
-    if not module_name or not class_name:
-        raise _usage(f"{target!r} is not MODULE:CLASS (e.g. actors:Supervisor)")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise _usage(f"cannot import {module_name!r}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Actor)):
-        raise _usage(f"{target!r} is not an Actor subclass")
-    return cls
+        return load_actor_class(target)
+    except UpConfigError as exc:
+        raise _usage(exc.message) from None
 
 
-def _with_client(work: Callable[[RigClient], Awaitable[Any]]) -> Any:
+def _with_client(work: Callable[[RigClient], Awaitable[Any]], *, role: str = "client") -> Any:
+    """Run `work` with a client connected as `role` (`client`, or `admin` for the
+    operator's commands: dead letters, `rig top`)."""
     from actors._client import RigClient
 
     async def go() -> Any:
-        config = RigConfig.from_env()
-        config = RigConfig(
-            nats_url=config.nats_url, names=config.names, home=config.home, connect_timeout=5.0
-        )
-        async with await RigClient.connect(config) as rig:
+        config = dataclasses.replace(RigConfig.from_env(), connect_timeout=5.0)
+        async with await RigClient.connect(config, role=role) as rig:
             return await work(rig)
 
     return run_async(go(), fast=False)

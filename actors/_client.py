@@ -27,8 +27,9 @@ from pydantic import BaseModel
 from actors import _tracing as tracing
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
-from actors._nats import connect, ensure_topology, kv_latest, live_agents
+from actors._nats import connect, kv_latest, live_agents
 from actors._results import resolved
+from actors._security import CLIENT, makes_topology
 from actors._webhooks import webhook_records
 from protocols import (
     TERMINAL_STATUSES,
@@ -76,18 +77,37 @@ class RigClient:
     or no supervisor answers).
     """
 
-    def __init__(self, nc: Client, config: RigConfig, *, request_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        config: RigConfig,
+        *,
+        request_timeout: float = 10.0,
+        makes_topology: bool = True,
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.config = config
         self.names = config.names
         self.request_timeout = request_timeout
+        self._makes_topology = makes_topology
 
     @classmethod
-    async def connect(cls, config: RigConfig | None = None, **kwargs: Any) -> RigClient:
+    async def connect(
+        cls, config: RigConfig | None = None, *, role: str = CLIENT, **kwargs: Any
+    ) -> RigClient:
+        """Connect as `role` (`client`; `admin` for dead letters and the ledger's tools):
+        with its credentials under `$RIG_HOME/creds` if there are any, or `RIG_CREDS`."""
         config = config or RigConfig.from_env()
         set_input_limits(config.limits)  # checked here first, as the server will
-        return cls(await connect(config, name="rig-client", log_events=False), config, **kwargs)
+        nc = await connect(config, name="rig-client", log_events=False, role=role)
+        kwargs.setdefault("makes_topology", makes_topology(config, role))
+        return cls(nc, config, **kwargs)
+
+    async def _topology(self) -> None:
+        """Make missing streams and buckets, where this connection may (`makes_topology`)."""
+        if self._makes_topology:
+            await ensure_topology(self.js, self.names)
 
     async def __aenter__(self) -> RigClient:
         return self
@@ -182,7 +202,7 @@ class RigClient:
         """
         if agent is not None:
             check_token(agent, what="agent name")
-        await ensure_topology(self.js, self.names)
+        await self._topology()
         found: list[JobInfo] = []
         async for _key, data in kv_latest(
             self.js, self.names.jobs_bucket, timeout=self.request_timeout
@@ -204,14 +224,14 @@ class RigClient:
 
     async def webhooks(self, *, job_id: str | None = None) -> list[WebhookRecord]:
         """What became of every webhook (of `job_id`), newest first."""
-        await ensure_topology(self.js, self.names)
+        await self._topology()
         return await webhook_records(
             self.js, self.names, job_id=job_id, timeout=self.request_timeout
         )
 
     async def dead_letters(self, *, limit: int = 100) -> list[tuple[int, DeadLetter]]:
         """The newest `limit` dead letters, oldest first, with their id (the DLQ sequence)."""
-        await ensure_topology(self.js, self.names)
+        await self._topology()
         info = await self.js.stream_info(self.names.dlq_stream)
         first, last = info.state.first_seq, info.state.last_seq
         found: list[tuple[int, DeadLetter]] = []
@@ -256,7 +276,7 @@ class RigClient:
 
     async def live_agents(self) -> dict[str, int]:
         """How many live processes each agent has (agents with none are left out)."""
-        await ensure_topology(self.js, self.names)
+        await self._topology()
         return await live_agents(self.js, self.names)
 
     async def events(
@@ -270,7 +290,7 @@ class RigClient:
         Raises `TimeoutError` if `timeout` seconds pass before then.
         """
         subject = self.names.events(job_id)  # InvalidNameError for an impossible job id
-        await ensure_topology(self.js, self.names)
+        await self._topology()
         deadline = None if timeout is None else time.monotonic() + timeout
         sub = await self.js.subscribe(
             subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL

@@ -13,6 +13,9 @@
 |                   |                           | reference (object store `RIG_RESULTS`)          |
 | `RIG_METRICS_PORT` | (none)                   | serve Prometheus `/metrics` on this port        |
 | `RIG_METRICS_HOST` | `127.0.0.1`              | ... on this address                             |
+| `RIG_CREDS`       | (the role's own)          | nkey seed file to connect with; by default a    |
+|                   |                           | process uses `$RIG_HOME/creds/<role>.nk` if     |
+|                   |                           | it exists (`rig up` makes them)                 |
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class RigConfig:
     metrics_port: int | None = None  # serve /metrics on it (None: do not serve)
     metrics_host: str = "127.0.0.1"
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may hold
+    creds: Path | None = None  # an nkey seed file to connect with (else the role's own)
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -97,6 +101,7 @@ class RigConfig:
             else None,
             metrics_host=os.environ.get("RIG_METRICS_HOST") or "127.0.0.1",
             limits=_limits_from_env(),
+            creds=Path(os.environ["RIG_CREDS"]) if os.environ.get("RIG_CREDS") else None,
         )
 
     @property

@@ -63,12 +63,15 @@ from actors._actor import Actor, Delivery, Inbox
 from actors._client import SETTLED_STATUSES, RigClient
 from actors._config import env_number
 from actors._keys import RELOAD_S, KeyRing, keys_path, load_keys
+from actors._security import makes_topology
 from actors._webhooks import WebhookSender, WebhookSettings
 from protocols import (
     TERMINAL_STATUSES,
     ConfigError,
     Event,
+    Graph,
     JobInfo,
+    Names,
     PayloadTooLargeError,
     RigConnectionError,
     RigError,
@@ -76,6 +79,7 @@ from protocols import (
     SchemaError,
     UnknownAgentError,
     WebhookDelivery,
+    _permissions as permissions,
     check_token,
     decode,
     decode_as,
@@ -95,6 +99,7 @@ from protocols._http import (
     HttpSubmit,
     limits_of,
 )
+from protocols._permissions import Role
 
 MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
 WRITE_TIMEOUT_S = 10.0  # an SSE client whose buffer stays full this long is cut off
@@ -441,6 +446,14 @@ class Gateway(Actor):
     kind = "gateway"
     name = "gateway"
 
+    @classmethod
+    def role_name(cls) -> str:
+        return "gateway"
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        return permissions.gateway(names)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = os.environ.get("RIG_GATEWAY_HOST", "127.0.0.1")
@@ -477,7 +490,9 @@ class Gateway(Actor):
             self._sender = WebhookSender(self.webhooks, records)
         else:
             self.log.info("gateway.webhooks_off", why="no RIG_WEBHOOK_SECRET")
-        self.rig = RigClient(self.nc, self.config)
+        self.rig = RigClient(
+            self.nc, self.config, makes_topology=makes_topology(self.config, self.role_name())
+        )
         files = _raise_file_limit()
         self._runner = web.AppRunner(
             self.app(),

@@ -35,7 +35,9 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from actors._config import RigConfig
+from actors._security import credentials
 from protocols import Names, RigConnectionError
+from protocols._permissions import inbox_prefix
 
 log = structlog.get_logger("rig.nats")
 
@@ -51,12 +53,30 @@ PRESENCE_BEAT_S = 5.0
 PRESENCE_TTL_S = 15.0
 
 
-async def connect(config: RigConfig, *, name: str, log_events: bool = True) -> Client:
+async def connect(
+    config: RigConfig, *, name: str, log_events: bool = True, role: str | None = None
+) -> Client:
     """Connect, retrying until `config.connect_timeout`; once connected, reconnect forever.
+
+    `role`: whose credentials to use (`actors._security.credentials`: `RIG_CREDS`, else
+    `$RIG_HOME/creds/<role>.nk` if it exists, else none). With credentials, replies come
+    to the role's own inbox prefix, the only one its user may subscribe to.
 
     nats-py's defaults give up after 60 reconnect attempts and ping every two minutes;
     an actor must outlive a server restart, so both are changed here.
     """
+    seed = credentials(config, role)
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        if isinstance(exc, nats.errors.AuthorizationError) or "uthorization" in str(exc):
+            refused.append(str(exc) or type(exc).__name__)
+        if log_events:
+            await _on_error(exc)
+
+    auth: dict[str, Any] = {}
+    if seed is not None:
+        auth = {"nkeys_seed": str(seed), "inbox_prefix": inbox_prefix(config.names, seed.stem)}
     # With unlimited reconnects nats-py retries the first connect forever too; the
     # deadline is what turns "no server" into an error.
     try:
@@ -70,13 +90,29 @@ async def connect(config: RigConfig, *, name: str, log_events: bool = True) -> C
                 ping_interval=5,
                 max_outstanding_pings=3,
                 connect_timeout=2,
-                error_cb=_on_error if log_events else _ignore,
+                error_cb=on_error,
                 disconnected_cb=_on_disconnected if log_events else None,
                 reconnected_cb=_on_reconnected if log_events else None,
+                **auth,
             ),
             timeout=config.connect_timeout,
         )
-    except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        if refused or isinstance(exc, nats.errors.AuthorizationError):
+            who = (
+                f"the credentials in {seed}"
+                if seed is not None
+                else "a connection without credentials"
+            )
+            hint = (
+                "`rig up` makes each role's under $RIG_HOME/creds; RIG_HOME or RIG_CREDS "
+                "may point elsewhere"
+                if seed is None
+                else "they may belong to another server's `rig up`"
+            )
+            raise RigConnectionError(
+                f"NATS at {config.nats_url} refused {who} ({hint})", url=config.nats_url
+            ) from exc
         raise RigConnectionError(
             f"cannot reach NATS at {config.nats_url} within {config.connect_timeout:g} s; "
             "is nats-server running? (`rig up` starts one; RIG_NATS_URL points elsewhere)",

@@ -55,6 +55,7 @@ from protocols import (
     JobInfo,
     JobSnapshot,
     JobStateError,
+    Names,
     NonRetryableError,
     PayloadTooLargeError,
     ResolveJob,
@@ -70,6 +71,7 @@ from protocols import (
     TimerMessage,
     UnknownAgentError,
     UnknownJobError,
+    _permissions as permissions,
     canonical,
     decode,
     decode_as,
@@ -77,6 +79,7 @@ from protocols import (
     error_from_dict,
     msg_id,
 )
+from protocols._permissions import Role
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
 _AGENT_CACHE_S = 5.0
@@ -146,6 +149,14 @@ class Supervisor(Actor):
             Endpoint(self.names.api_cancel, CancelRequest, self.cancel),
             Endpoint(self.names.api_inbox, InboxRequest, self.inbox),
         ]
+
+    @classmethod
+    def role_name(cls) -> str:
+        return "supervisor"
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        return permissions.supervisor(names)
 
     def inboxes(self) -> list[Inbox]:
         return [

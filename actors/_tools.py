@@ -29,13 +29,16 @@ from actors._metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS
 from actors._nats import keep_beating, live_keys
 from actors._results import MAX_RESULT_BYTES, by_reference, resolved_context
 from protocols import (
+    Graph,
     JobContext,
+    Names,
     NonRetryableError,
     RetryableError,
     RigError,
     ToolCall,
     ToolResult,
     VerifyRequest,
+    _permissions as permissions,
     canonical,
     check_token,
     encode,
@@ -43,6 +46,7 @@ from protocols import (
     idempotency_key,
     msg_id,
 )
+from protocols._permissions import Role
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -272,6 +276,19 @@ class ToolExecutor(Actor):
         `unknown` for a person to settle."""
         slowest = max((t.spec.timeout for t in self.tools.values()), default=0.0)
         return max(self.config.drain_timeout, slowest + 5.0)
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        """Its tools' calls and reports, and the verifiers the graphs put after them
+        (a successful result goes to the edge's verifier, not to the supervisor)."""
+        verifiers = {
+            edge.verifier
+            for graph in graphs
+            for state in graph.states.values()
+            for edge in state.edges
+            if edge.tool in cls.tools and edge.verifier is not None
+        }
+        return permissions.tools(names, cls.role_name(), cls.tools, verifiers)
 
     def inboxes(self) -> list[Inbox]:
         return [

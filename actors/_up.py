@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
+import importlib
 import json
 import os
 import re
@@ -36,14 +38,18 @@ import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from actors._config import RigConfig
+
+if TYPE_CHECKING:
+    from actors._actor import Actor
 from actors._keys import add_key, keys_path
 from actors._log import configure_logging
-from actors._nats import connect
+from actors._nats import connect, ensure_topology
+from actors._security import ADMIN, creds_dir, deployment_config, makes_topology
 from actors._webhooks import new_secret
 from protocols import ActorReady, RigError, decode_as
 
@@ -110,6 +116,26 @@ class UpConfigError(RigError):
     code = "config_error"
 
 
+def load_actor_class(target: str) -> type[Actor]:
+    """Import `MODULE:CLASS` (the current directory is importable) and check it is an
+    Actor; an `UpConfigError` saying what is wrong otherwise."""
+    from actors._actor import Actor
+
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise UpConfigError(f"{target!r} is not MODULE:CLASS (e.g. actors:Supervisor)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UpConfigError(f"cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise UpConfigError(f"{target!r} is not an Actor subclass")
+    return cls
+
+
 @dataclass(frozen=True, slots=True)
 class ActorSpec:
     target: str
@@ -152,14 +178,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class NatsServer:
     """A nats-server child process, started with the project's `nats.conf`."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, url: str, log_path: Path) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, url: str, log_path: Path, conf: Path
+    ) -> None:
         self.proc = proc
         self.url = url
         self.log_path = log_path
+        self.conf = conf
         self._pump: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, *, home: Path, port: int | None, monitor_port: int | None) -> NatsServer:
+    async def start(
+        cls, *, home: Path, port: int | None, monitor_port: int | None, conf: Path | None = None
+    ) -> NatsServer:
+        """Start one with `conf` (default: the project's `nats.conf`, no users)."""
         binary = Path(sys.executable).parent / "nats-server"
         if not binary.exists():
             found = shutil.which("nats-server")
@@ -170,7 +202,8 @@ class NatsServer:
                 )
             binary = Path(found)
         await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
-        args = ["-c", str(find_nats_conf()), "-sd", str(home / "nats")]
+        conf = conf or find_nats_conf()
+        args = ["-c", str(conf), "-sd", str(home / "nats")]
         # 0 asks for a free port; nats-server spells that -1.
         if port is not None:
             args += ["-p", str(port or -1)]
@@ -184,7 +217,7 @@ class NatsServer:
             preexec_fn=_die_with_parent,
         )
         log_path = home / "nats-server.log"
-        server = cls(proc, "", log_path)
+        server = cls(proc, "", log_path, conf)
         try:
             server.url = await asyncio.wait_for(server._ready(), SERVER_START_TIMEOUT_S)
         except BaseException:
@@ -284,9 +317,13 @@ class _Emitter:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
 
-    def __call__(self, event: str, **data: Any) -> None:
+    def __call__(self, event: str, *, warning: str | None = None, **data: Any) -> None:
+        if warning is not None:
+            data["warning"] = warning
         if self.as_json:
             print(json.dumps({"event": event, **data}), flush=True)
+        elif warning is not None:
+            log.warning(event, **data)
         else:
             log.info(event, **data)
 
@@ -352,12 +389,17 @@ async def run_up(
     monitor_port: int | None = None,
     gateway_port: int | None = DEFAULT_GATEWAY_PORT,
     json_output: bool = False,
+    insecure: bool = False,
 ) -> int:
     """Start everything, keep it running until SIGINT/SIGTERM, stop everything; return 0.
 
     `gateway_port` (0: a free one; None: no gateway) starts a `rig gateway` beside the
     actors, on loopback, with API keys and a webhook secret (made in `RIG_HOME` the first
-    time, kept there 0600) unless the environment names its own."""
+    time, kept there 0600) unless the environment names its own.
+
+    The server it starts has one NATS user per role (`actors._security`), each actor's
+    seed under `$RIG_HOME/creds`, unless `insecure`: then anyone who reaches the port may
+    do anything."""
     configure_logging()
     emit = _Emitter(json_output)
     stop = asyncio.Event()
@@ -375,13 +417,30 @@ async def run_up(
         emit("gateway.configured", **gateway)
     server = None
     if not os.environ.get("RIG_NATS_URL"):
-        server = await NatsServer.start(home=rig.home, port=port, monitor_port=monitor_port)
+        conf = None
+        if insecure:
+            emit(
+                "security.off",
+                warning="the server has no users: anyone who reaches its "
+                "port may submit, resolve, read and forge anything (--insecure)",
+            )
+        else:
+            classes = [load_actor_class(spec.target) for spec in config.actors]
+            conf = await asyncio.to_thread(
+                deployment_config, rig.home, rig.names, classes, find_nats_conf()
+            )
+            emit("security.on", users=str(conf), credentials=str(creds_dir(rig.home)))
+        server = await NatsServer.start(
+            home=rig.home, port=port, monitor_port=monitor_port, conf=conf
+        )
         env["RIG_NATS_URL"] = server.url
         emit("server.started", url=server.url, pid=server.proc.pid, log=str(server.log_path))
     else:
         emit("server.external", url=rig.nats_url)
-    config_here = RigConfig(nats_url=env["RIG_NATS_URL"], names=rig.names, home=rig.home)
-    nc = await connect(config_here, name="rig-up", log_events=False)
+    config_here = dataclasses.replace(rig, nats_url=env["RIG_NATS_URL"])
+    nc = await connect(config_here, name="rig-up", log_events=False, role=ADMIN)
+    if makes_topology(config_here, ADMIN):  # before any actor, which may not
+        await ensure_topology(nc.jetstream(), rig.names)
     announcements = await nc.subscribe(rig.names.actor_ready)
     pids: dict[int, str] = {}
     slots = [(spec, i, free_port()) for spec in config.actors for i in range(spec.count)]
@@ -485,7 +544,9 @@ async def _keep_server(
         emit("server.exited", pid=server.proc.pid, code=code, action="restarting it")
         for attempt in range(1, SERVER_RESTARTS + 1):
             try:
-                fresh = await NatsServer.start(home=home, port=port, monitor_port=monitor_port)
+                fresh = await NatsServer.start(
+                    home=home, port=port, monitor_port=monitor_port, conf=server.conf
+                )
             except (RigError, OSError) as exc:
                 emit("server.restart_failed", attempt=attempt, error=str(exc))
                 with contextlib.suppress(TimeoutError):
@@ -503,13 +564,19 @@ async def _keep_server(
             return
 
 
+def up_home() -> Path:
+    """The home of this process's `up_process`: `$RIG_HOME/up-<pid>` (its credentials
+    are under it)."""
+    return RigConfig.from_env().home / f"up-{os.getpid()}"
+
+
 @contextlib.asynccontextmanager
 async def up_process(config: Path | None = None, *, timeout: float = 120.0) -> AsyncIterator[str]:
     """A `rig up` of its own, in a child process (its own nats-server on a free port and
     store, no gateway), for as long as the body runs; yields the server's url once every
     actor has announced itself. Its home is `$RIG_HOME/up-<pid>`, removed when it stops
     cleanly and kept (with its logs) when it could not start."""
-    home = RigConfig.from_env().home / f"up-{os.getpid()}"
+    home = up_home()
     await asyncio.to_thread(shutil.rmtree, home, True)
     await asyncio.to_thread(home.mkdir, parents=True)
     command = [sys.executable, "-m", "actors", "up", "--json", "--no-gateway"]

@@ -12,7 +12,17 @@ from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._metrics import CHECKS
 from actors._results import resolved, resolved_context
-from protocols import NonRetryableError, Verdict, VerifyRequest, check_token, msg_id
+from protocols import (
+    Graph,
+    Names,
+    NonRetryableError,
+    Verdict,
+    VerifyRequest,
+    _permissions as permissions,
+    check_token,
+    msg_id,
+)
+from protocols._permissions import Role
 
 Check = Callable[[Any, VerifyRequest], Awaitable[bool | tuple[bool, str]]]
 F = TypeVar("F", bound=Check)
@@ -68,6 +78,10 @@ class Verifier(Actor):
             if mark is not None:
                 found[mark[0]] = (mark[1], getattr(cls, attr))
         cls.checks = found
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        return permissions.verifier(names, cls.role_name(), cls.checks)
 
     def inboxes(self) -> list[Inbox]:
         return [

@@ -1,0 +1,279 @@
+"""Who may publish and subscribe to what: one NATS user per role, its grants derived from
+the subject layout (`Names`) and from what each actor reads and writes.
+
+A role's grants are exact where the work allows: an agent consumes only its own durable,
+reports only under its own name (`Names.report`), writes only its own keys in
+`RIG_AGENTS`, `RIG_GRAPHS` and `RIG_PRESENCE`; a tool executor reports only for its own
+tools and may hand a result only to the verifiers the deployment's graphs put after them;
+only the supervisor writes `RIG_JOBS` and `RIG_INBOX` and publishes commands. Replies go
+through `allow_responses`, never through publish rights on `_INBOX.>`, and each role
+receives JetStream's answers on an inbox prefix of its own (`Role.inbox`), so no role can
+read another's replies. The admin role (topology, dead letters) may do everything.
+
+JetStream's API is reached by subjects too (nats-server #3548 is the long thread of users
+finding them by hand); the helpers below name the ones nats-py uses:
+
+    consume a durable     $JS.API.CONSUMER.DURABLE.CREATE|INFO|MSG.NEXT.<stream>.<durable>,
+                          $JS.ACK.<stream>.<durable>.>
+    read a stream         $JS.API.CONSUMER.CREATE.<stream> (an ordered consumer),
+                          $JS.FC.<stream>.> (its flow control)
+    read a KV key         $JS.API.STREAM.MSG.GET.KV_<bucket> (the bucket, not a key)
+    write a KV key        $KV.<bucket>.<key> (a JetStream publish)
+
+Pure: no I/O. `actors._security` turns these into a server's authorization block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from protocols._names import Names, check_token
+
+JS_API = "$JS.API"
+
+
+@dataclass(frozen=True)
+class Grants:
+    """Subjects a role may publish to and subscribe to (NATS wildcards allowed)."""
+
+    publish: frozenset[str] = frozenset()
+    subscribe: frozenset[str] = frozenset()
+
+    def __or__(self, other: Grants) -> Grants:
+        return Grants(self.publish | other.publish, self.subscribe | other.subscribe)
+
+    @staticmethod
+    def of(publish: Iterable[str] = (), subscribe: Iterable[str] = ()) -> Grants:
+        return Grants(frozenset(publish), frozenset(subscribe))
+
+
+@dataclass(frozen=True)
+class Role:
+    """One NATS user: its name (a subject token, the credentials file's name), what it
+    is for, and its grants. `responses`: it answers requests (`allow_responses`)."""
+
+    name: str
+    purpose: str
+    grants: Grants
+    responses: bool = False
+    everything: bool = False  # the admin: `>` both ways
+    deny_publish: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        check_token(self.name, what="role name")
+
+    def inbox(self, names: Names) -> str:
+        """The inbox prefix this role's connection uses: replies and JetStream's answers
+        to it arrive under it, and only this role may subscribe there."""
+        return inbox_prefix(names, self.name)
+
+
+def inbox_prefix(names: Names, role: str) -> str:
+    return f"_INBOX.{names.prefix}.{check_token(role, what='role name')}"
+
+
+# --- JetStream's API, as subjects --------------------------------------------------
+
+
+def stream_info(*streams: str) -> Grants:
+    return Grants.of(publish=[f"{JS_API}.STREAM.INFO.{s}" for s in streams])
+
+
+def durable(stream: str, name: str) -> Grants:
+    """Create (if missing), inspect, pull from and acknowledge one durable consumer."""
+    return Grants.of(
+        publish=[
+            f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{name}",
+            f"{JS_API}.CONSUMER.CREATE.{stream}.{name}.>",
+            f"{JS_API}.CONSUMER.INFO.{stream}.{name}",
+            f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{name}",
+            f"$JS.ACK.{stream}.{name}.>",
+        ]
+    )
+
+
+def ordered(stream: str) -> Grants:
+    """Read a stream with ordered (ephemeral, unacknowledged) consumers."""
+    return stream_info(stream) | Grants.of(
+        publish=[
+            f"{JS_API}.CONSUMER.CREATE.{stream}",
+            f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+            f"$JS.FC.{stream}.>",
+            f"{JS_API}.STREAM.NAMES",  # nats-py finds a subject's stream by asking
+        ]
+    )
+
+
+def kv_read(bucket: str) -> Grants:
+    """Read keys of a bucket, one by one. Rig's buckets do not allow direct gets, so a
+    get is a stream message get (`last_by_subj` in its body): read rights are per bucket,
+    write rights per key."""
+    return stream_info(f"KV_{bucket}") | Grants.of(publish=[f"{JS_API}.STREAM.MSG.GET.KV_{bucket}"])
+
+
+def kv_scan(bucket: str) -> Grants:
+    """Read a whole bucket in one pass (`kv_latest`: an ordered consumer of its stream)."""
+    return kv_read(bucket) | ordered(f"KV_{bucket}")
+
+
+def kv_write(bucket: str, keys: str = ">") -> Grants:
+    """Put, create, update by revision and delete keys (JetStream publishes)."""
+    return kv_read(bucket) | Grants.of(publish=[f"$KV.{bucket}.{keys}"])
+
+
+def object_read(store: str) -> Grants:
+    """Get objects of an object store (its metadata by direct get, its chunks by an
+    ordered consumer)."""
+    stream = f"OBJ_{store}"
+    return ordered(stream) | Grants.of(
+        publish=[
+            f"{JS_API}.DIRECT.GET.{stream}.$O.{store}.M.>",
+            f"{JS_API}.STREAM.MSG.GET.{stream}",
+        ]
+    )
+
+
+def object_write(store: str) -> Grants:
+    stream = f"OBJ_{store}"
+    return object_read(store) | Grants.of(
+        publish=[f"$O.{store}.C.>", f"$O.{store}.M.>", f"{JS_API}.STREAM.PURGE.{stream}"]
+    )
+
+
+# --- roles ---------------------------------------------------------------------------
+
+
+def _process(names: Names, dead_letters: Iterable[str]) -> Grants:
+    """What every actor process does besides its work: announce itself, answer
+    discovery (`$SRV.*`, its counts), dead-letter what it cannot accept, read the
+    topology it expects."""
+    return stream_info(
+        names.work_stream, names.events_stream, names.dlq_stream, names.slots_stream
+    ) | Grants.of(
+        publish=[names.actor_ready, *(names.dlq(d) for d in dead_letters)],
+        subscribe=["$SRV.>", f"{names.prefix}.actors.counts.*"],
+    )
+
+
+def supervisor(names: Names) -> Role:
+    n = names
+    durables = (n.supervisor_durable, n.timer_durable, n.dlq_durable)
+    grants = (
+        _process(n, durables)
+        | durable(n.work_stream, n.supervisor_durable)
+        | durable(n.work_stream, n.timer_durable)
+        | durable(n.dlq_stream, n.dlq_durable)
+        | kv_write(n.jobs_bucket)
+        | kv_write(n.inbox_bucket)
+        | kv_scan(n.inbox_bucket)
+        | kv_read(n.agents_bucket)
+        | kv_read(n.graphs_bucket)
+        | kv_scan(n.presence_bucket)
+        | object_read(n.results_store)
+        | ordered(n.events_stream)
+        | Grants.of(
+            publish=[n.work_all, n.events_all, n.escalations],
+            subscribe=[f"{n.prefix}.api.*"],
+        )
+    )
+    return Role("supervisor", "steps every job; the only writer of RIG_JOBS", grants, True)
+
+
+def agent(names: Names, name: str) -> Role:
+    n = names
+    grants = (
+        _process(n, [n.agent_durable(name)])
+        | durable(n.work_stream, n.agent_durable(name))
+        | kv_write(n.agents_bucket, name)
+        | kv_write(n.graphs_bucket, f"{name}.>")
+        | kv_write(n.presence_bucket, f"{name}.>")
+        | kv_write(n.breakers_bucket)
+        | kv_write(n.llm_cache_bucket)
+        | object_read(n.results_store)
+        | durable(n.slots_stream, "*")
+        | Grants.of(
+            publish=[
+                n.report("agent", name),
+                f"{n.prefix}.tokens.*",
+                n.slots_all,
+                f"{JS_API}.STREAM.MSG.GET.{n.slots_stream}",
+            ]
+        )
+    )
+    return Role(f"agent-{name}", f"decides the steps of agent {name}", grants, True)
+
+
+def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str]) -> Role:
+    """A tool executor: its tools' calls, and the verifiers `verifiers` (those the
+    deployment's graphs put after its tools' edges) to hand successful results to."""
+    n = names
+    tools = sorted(tools)
+    grants = _process(n, [n.tool_durable(t) for t in tools]) | object_write(n.results_store)
+    for tool in tools:
+        grants |= durable(n.work_stream, n.tool_durable(tool)) | Grants.of(
+            publish=[n.report("tool", tool)]
+        )
+    grants |= kv_write(n.presence_bucket, "ledger.>") | kv_scan(n.presence_bucket)
+    grants |= Grants.of(publish=[n.verifier(v) for v in sorted(verifiers)])
+    return Role(role, "runs tools " + ", ".join(tools), grants, True)
+
+
+def verifier(names: Names, role: str, verifiers: Iterable[str]) -> Role:
+    n = names
+    verifiers = sorted(verifiers)
+    grants = _process(n, [n.verifier_durable(v) for v in verifiers]) | object_read(n.results_store)
+    for name in verifiers:
+        grants |= durable(n.work_stream, n.verifier_durable(name)) | Grants.of(
+            publish=[n.report("verify", name)]
+        )
+    return Role(role, "checks with " + ", ".join(verifiers), grants, True)
+
+
+def _reader(names: Names) -> Grants:
+    """What a client reads: journals and tokens, the registry, job snapshots."""
+    n = names
+    return (
+        stream_info(n.work_stream, n.events_stream, n.dlq_stream)
+        | ordered(n.events_stream)
+        | kv_scan(n.agents_bucket)
+        | kv_read(n.graphs_bucket)
+        | kv_scan(n.jobs_bucket)
+        | kv_scan(n.presence_bucket)
+        | kv_scan(n.inbox_bucket)
+        | object_read(n.results_store)
+        | Grants.of(
+            publish=[f"{n.prefix}.api.*", "$SRV.STATS", "$SRV.PING", "$SRV.INFO"],
+            subscribe=[f"{n.prefix}.tokens.*"],
+        )
+    )
+
+
+def client(names: Names) -> Role:
+    return Role(
+        "client",
+        "submit, status, watch, inbox, resolve, cancel (`rig` and any NATS client)",
+        _reader(names),
+    )
+
+
+def gateway(names: Names) -> Role:
+    n = names
+    grants = (
+        _process(n, [n.webhook_durable])
+        | _reader(n)
+        | durable(n.work_stream, n.webhook_durable)
+        | kv_write(n.webhooks_bucket)
+        | kv_scan(n.webhooks_bucket)
+    )
+    return Role("gateway", "HTTP and SSE in front of the API; delivers webhooks", grants, True)
+
+
+def admin(names: Names) -> Role:
+    return Role(
+        "admin",
+        "creates the topology; dead letters, ledger tools, `rig top` (everything)",
+        Grants(),
+        True,
+        everything=True,
+    )
