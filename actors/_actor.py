@@ -41,7 +41,14 @@ from actors._metrics import (
     SCHEDULE_TO_START,
     serve_metrics,
 )
-from actors._nats import Publisher, connect, ensure_topology, headers_of, pull_subject
+from actors._nats import (
+    Publisher,
+    check_topology,
+    connect,
+    ensure_topology,
+    headers_of,
+    pull_subject,
+)
 from actors._security import makes_topology
 from protocols import (
     ActorReady,
@@ -356,6 +363,8 @@ class Actor:
         try:
             if makes_topology(self.config, self.role_name()):
                 await ensure_topology(self._js, self.names)
+            else:
+                await check_topology(self._js, self.names)
             if self.config.metrics_port is not None:
                 metrics = await self._serve_metrics()
             await self.on_start()

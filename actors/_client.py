@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from actors import _tracing as tracing
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
-from actors._nats import connect, kv_latest, live_agents
+from actors._nats import connect, ensure_topology, kv_latest, live_agents
 from actors._results import resolved
 from actors._security import CLIENT, makes_topology
 from actors._webhooks import webhook_records

@@ -36,7 +36,7 @@ from nats.js.kv import KeyValue
 
 from actors._config import RigConfig
 from actors._security import credentials
-from protocols import Names, RigConnectionError
+from protocols import ConfigError, Names, RigConnectionError
 from protocols._permissions import inbox_prefix
 
 log = structlog.get_logger("rig.nats")
@@ -231,6 +231,19 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
             ),
         )
         log.info("bucket.created", bucket=names.results_store)
+
+
+async def check_topology(js: JetStreamContext, names: Names) -> None:
+    """Raise a `ConfigError` saying what to do if Rig's streams are not on the server (a
+    role other than the admin may not create them)."""
+    try:
+        await js.stream_info(names.work_stream)
+    except NotFoundError:
+        raise ConfigError(
+            f"Rig's streams ({names.work_stream}, ...) are not on this server, and this "
+            "process's NATS user may not create them: `rig up` creates them as the admin "
+            "(or connect once with RIG_CREDS=$RIG_HOME/creds/admin.nk)"
+        ) from None
 
 
 async def _ensure_bucket(

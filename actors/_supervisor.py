@@ -188,6 +188,7 @@ class Supervisor(Actor):
         return super().stats() | {
             "stale_reports": self.stale_reports,
             "jobs_finished": self.counts.get("jobs_finished", 0),  # ended by this process
+            "forged_reports": self.counts.get("forged_reports", 0),  # refused (`_refuse`)
         }
 
     # --- the API -----------------------------------------------------------------

@@ -26,7 +26,7 @@ Pure: no I/O. `actors._security` turns these into a server's authorization block
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from protocols._names import Names, check_token
 
@@ -62,6 +62,11 @@ class Role:
 
     def __post_init__(self) -> None:
         check_token(self.name, what="role name")
+
+    def plus(self, publish: Iterable[str] = (), subscribe: Iterable[str] = ()) -> Role:
+        """This role with more grants: what an actor class that does more than its kind
+        (its own subjects, say) returns from its `role()`."""
+        return replace(self, grants=self.grants | Grants.of(publish, subscribe))
 
     def inbox(self, names: Names) -> str:
         """The inbox prefix this role's connection uses: replies and JetStream's answers

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import nats
+import nkeys
 import pytest
 from nats.aio.client import Client
 
@@ -27,7 +29,8 @@ from actors._actor import Delivery
 from actors._client import RigClient
 from actors._keys import add_key
 from actors._nats import Publisher, ensure_topology
-from actors._up import spawn_actor, wait_ready
+from actors._security import ensure_seed, public_key, roles_for, server_config, user_entry
+from actors._up import load_actor_class, spawn_actor, wait_ready
 from protocols import Encoding, Names, RigConnectionError, encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,25 +51,62 @@ T = TypeVar("T")
 
 
 class NatsServer:
-    """nats-server with the project's nats.conf, on a free port, JetStream in `store`."""
+    """nats-server with the project's nats.conf, on a free port, JetStream in `store`, and
+    security on, as `rig up` runs it: one NATS user per role of each deployment on it
+    (`add_users`), plus the test harness's own (`harness_seed`, allowed everything)."""
 
     def __init__(self, store: Path, log: Path) -> None:
         self.store = store
         self.log = log
         self.port = -1
         self.proc: subprocess.Popen[bytes] | None = None
+        self.conf = store.parent / f"{store.name}.conf"
+        self.harness_seed = store.parent / f"{store.name}-harness.nk"
+        self.harness_seed.write_bytes(
+            nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
+        )
+        self._users: dict[str, list[dict[str, Any]]] = {
+            "": [{"nkey": public_key(self.harness_seed)}]
+        }
+        self._reloads = 0
+        self._reloaded = threading.Condition()
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def add_users(self, prefix: str, users: list[dict[str, Any]]) -> None:
+        """Make `users` (user entries, `actors._security.user_entry`) the users of the
+        deployment `prefix`, and have the server load them (a reload, waited for)."""
+        self._users[prefix] = users
+        self.reload()
+
+    def drop_users(self, prefix: str) -> None:
+        """Forget the users of `prefix` (they go at the next reload or restart)."""
+        self._users.pop(prefix, None)
+
+    def _write_conf(self) -> None:
+        users = [user for group in self._users.values() for user in group]
+        self.conf.write_text(server_config(ROOT / "nats.conf", users))
+
+    def reload(self) -> None:
+        """Write the users out and SIGHUP the server; return once it says it reloaded."""
+        assert self.proc is not None
+        self._write_conf()
+        with self._reloaded:
+            seen = self._reloads
+            self.proc.send_signal(signal.SIGHUP)
+            if not self._reloaded.wait_for(lambda: self._reloads > seen, timeout=20):
+                raise RuntimeError(f"nats-server did not reload its config; see {self.log}")
+
     def start(self) -> None:
         """Start (or restart on the same port and store), return once it accepts clients."""
+        self._write_conf()
         self.proc = subprocess.Popen(
             [
                 str(NATS_SERVER),
                 "-c",
-                str(ROOT / "nats.conf"),
+                str(self.conf),
                 "-p",
                 str(self.port),
                 "-m",
@@ -96,6 +136,10 @@ class NatsServer:
                     self.port = int(found.group(1))
                 if b"Server is ready" in line:
                     ready.set()
+                if b"Reloaded server configuration" in line:
+                    with self._reloaded:
+                        self._reloads += 1
+                        self._reloaded.notify_all()
         ready.set()
 
     def kill(self) -> None:
@@ -163,6 +207,7 @@ class Deployment:
     client: RigClient
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    classes: list[type[Any]] = field(default_factory=list)  # every actor class it ran
 
     @property
     def names(self) -> Names:
@@ -191,8 +236,26 @@ class Deployment:
         the time processes need to start and hand messages on, on a loaded 2-core box."""
         return sum(waits) + SLACK_S
 
+    async def grant(self, *targets: str) -> None:
+        """Give the server a user for each role these actor classes need (and for the
+        client, gateway and admin), with each seed in `$RIG_HOME/creds`, as `rig up`
+        does; the roles of classes started before are made again with the graphs of all."""
+        for target in targets:
+            cls = load_actor_class(target)
+            if cls not in self.classes:
+                self.classes.append(cls)
+        users = await asyncio.to_thread(self._users)
+        await asyncio.to_thread(self.server.add_users, self.prefix, users)
+
+    def _users(self) -> list[dict[str, Any]]:
+        return [
+            user_entry(self.names, role, ensure_seed(self.home, role.name))
+            for role in roles_for(self.names, self.classes)
+        ]
+
     async def spawn(self, *targets: str, ready: bool = True) -> list[asyncio.subprocess.Process]:
         """Start `python -m actors run TARGET` processes; wait until each announces itself."""
+        await self.grant(*targets)
         sub = await self.nc.subscribe(self.names.actor_ready)
         started = []
         for target in targets:
@@ -226,6 +289,7 @@ class Deployment:
 
     async def rig_up(self, actors: dict[str, int]) -> asyncio.subprocess.Process:
         """Start `rig up --config` with these actor classes and counts, on this namespace."""
+        await self.grant(*actors)
         config = self.home / "up.toml"
         config.write_text(
             "".join(f'[[actor]]\nclass = "{cls}"\ncount = {n}\n' for cls, n in actors.items())
@@ -258,15 +322,24 @@ REFUND = (
 async def _deployment(server: NatsServer, home: Path) -> AsyncIterator[Deployment]:
     prefix = "t" + uuid.uuid4().hex[:10]
     home.mkdir(parents=True, exist_ok=True)
-    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    nc = await harness(server, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     config = RigConfig(nats_url=server.url, names=Names(prefix), home=home)
     client = RigClient(nc, config)
     deployment = Deployment(server, home, prefix, nc, client)
+    await deployment.grant()  # the client's, gateway's and admin's users
+    await ensure_topology(nc.jetstream(), deployment.names)  # as `rig up` does, as admin
     try:
         yield deployment
     finally:
         await deployment.stop_all()
         await nc.close()
+        server.drop_users(prefix)
+
+
+async def harness(server: NatsServer, **options: Any) -> Client:
+    """A connection of the test harness itself: it may do anything (it plays the
+    operator, and the attacker)."""
+    return await nats.connect(server.url, nkeys_seed=str(server.harness_seed), **options)
 
 
 @pytest.fixture
@@ -337,7 +410,7 @@ async def replica(rig: Deployment, home: Path) -> Supervisor:
     supervisor = Supervisor(
         config=RigConfig(nats_url=rig.server.url, names=Names(rig.prefix), home=home)
     )
-    supervisor._nc = await nats.connect(rig.server.url)
+    supervisor._nc = await harness(rig.server)
     supervisor._js = supervisor._nc.jetstream()
     supervisor._publisher = Publisher(supervisor._nc)
     await supervisor._publisher.start()

@@ -11,7 +11,8 @@ import os
 
 from actors import LLM, LLMReply, RoutePrompt
 from actors.examples.refund import RefundAgent, route
-from protocols import encode
+from protocols import Graph, Names, encode
+from protocols._permissions import Role
 
 
 class GatedLLM:
@@ -33,6 +34,16 @@ class GatedAgent(RefundAgent):
     name = "gated"
     graph = RefundAgent.graph
     example_input = RefundAgent.example_input
+
+    @classmethod
+    def role(cls, names: Names, graphs: list[Graph]) -> Role:
+        """An agent's, and the test's gate: it says it is thinking, and waits to go on."""
+        test = f"{names.prefix}.test"
+        return (
+            super()
+            .role(names, graphs)
+            .plus(publish=[f"{test}.thinking"], subscribe=[f"{test}.gate"])
+        )
 
     def create_llm(self) -> LLM:
         return GatedLLM(self, super().create_llm())

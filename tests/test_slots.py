@@ -7,14 +7,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client
 
 from actors._limits import SharedLimits
 from actors._nats import ensure_topology
 from tests.chain import CHAIN
-from tests.conftest import Deployment
+from tests.conftest import Deployment, harness
 from tests.test_llm import journal, limited_config, start_chaos
 
 pytestmark = pytest.mark.integration
@@ -25,7 +24,7 @@ KEY = "local.model.0123456789"
 @pytest.fixture
 async def connections(rig: Deployment) -> AsyncIterator[list[Client]]:
     """Four connections, as four agent processes would have."""
-    conns = [await nats.connect(rig.server.url) for _ in range(4)]
+    conns = [await harness(rig.server) for _ in range(4)]
     await ensure_topology(conns[0].jetstream(), rig.names)
     yield conns
     for nc in conns:

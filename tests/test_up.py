@@ -78,7 +78,9 @@ async def start_up(tmp_path: Path) -> Up:
 async def every_kind_answers_ping(up: Up, gateway: str) -> None:
     """Every process rig up started is a micro service of its deployment, and its gateway
     serves with the API key rig up made (security on by default)."""
-    nc = await nats.connect(up.env["RIG_NATS_URL"])
+    # As the admin (the `rig up`'s own credentials): a client may ask $SRV.PING too.
+    admin = Path(up.env["RIG_HOME"]) / "creds" / "admin.nk"
+    nc = await nats.connect(up.env["RIG_NATS_URL"], nkeys_seed=str(admin))
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
