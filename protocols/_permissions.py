@@ -178,7 +178,9 @@ def supervisor(names: Names) -> Role:
         | object_read(n.results_store)
         | ordered(n.events_stream)
         | Grants.of(
-            publish=[n.work_all, n.events_all, n.escalations],
+            # A person's resolve or cancel is answered by whichever supervisor carries it
+            # out, to the inbox of the one that took the request.
+            publish=[n.work_all, n.events_all, n.escalations, f"{inbox_prefix(n, 'supervisor')}.>"],
             subscribe=[f"{n.prefix}.api.*"],
         )
     )
@@ -246,10 +248,11 @@ def _reader(names: Names) -> Grants:
         | kv_scan(n.jobs_bucket)
         | kv_scan(n.presence_bucket)
         | kv_scan(n.inbox_bucket)
+        | kv_scan(n.webhooks_bucket)
         | object_read(n.results_store)
         | Grants.of(
             publish=[f"{n.prefix}.api.*", "$SRV.STATS", "$SRV.PING", "$SRV.INFO"],
-            subscribe=[f"{n.prefix}.tokens.*"],
+            subscribe=[f"{n.prefix}.tokens.*", n.actor_ready],
         )
     )
 

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from actors import RigConfig
 from actors._client import RigClient
@@ -169,27 +170,31 @@ async def with_rig(
     env.pop("RIG_NATS_URL", None)  # let `rig up` start its own server
     print(f"starting: rig up --port {port} --config {SHOWN / 'up.toml'} (log: {SHOWN / 'up.log'})")
     started = time.monotonic()
-    with (HOME / "up.log").open("wb") as log:
-        up = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "actors",
-            "up",
-            "--port",
-            str(port),
-            "--monitor-port",
-            str(free_port()),
-            "--gateway-port",
-            str(free_port()),
-            "--config",
-            str(HOME / "up.toml"),
-            "--json",
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
+    log = (HOME / "up.log").open("wb")
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "actors",
+        "up",
+        "--port",
+        str(port),
+        "--monitor-port",
+        str(free_port()),
+        "--gateway-port",
+        str(free_port()),
+        "--config",
+        str(HOME / "up.toml"),
+        "--json",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+    )
+    # rig up says when its server is up, with every role's credentials made: then connect.
+    serving = asyncio.get_running_loop().create_future()
+    copy = asyncio.create_task(_copy_events(up, log, serving))
     try:
+        await asyncio.wait_for(asyncio.shield(serving), 60)
         config = RigConfig(nats_url=url, names=Names("rig"), home=HOME)
         rig = await RigClient.connect(config)
         try:
@@ -201,7 +206,24 @@ async def with_rig(
     finally:
         up.send_signal(signal.SIGTERM)
         await asyncio.wait_for(up.wait(), 90)
+        await asyncio.wait_for(copy, 10)
+        log.close()
         print(f"stopped rig up (exit {up.returncode})")
+
+
+async def _copy_events(
+    up: asyncio.subprocess.Process, log: Any, serving: asyncio.Future[None]
+) -> None:
+    """Copy `rig up --json`'s lines to its log; resolve `serving` at its server's start
+    (or fail it, if rig up ends first)."""
+    assert up.stdout is not None
+    while line := await up.stdout.readline():
+        log.write(line)
+        log.flush()
+        if b'"server.started"' in line and not serving.done():
+            serving.set_result(None)
+    if not serving.done():
+        serving.set_exception(RuntimeError(f"rig up exited ({await up.wait()}); see its log"))
 
 
 async def run_jobs(rig: RigClient, started: float) -> int:

@@ -400,8 +400,14 @@ SLACK_S = 30.0
 SPAWN_S = 5.0
 
 
-# A report handed to an in-process supervisor by a test, as if it came from the stream.
+# A message handed to an in-process supervisor by a test, as if it came from the stream.
 DELIVERY = Delivery(subject="test", headers={}, encoding=Encoding.MSGPACK, attempt=1)
+
+
+def delivered(subject: str) -> Delivery:
+    """`DELIVERY` on `subject`: a report must come on its sender's (`Names.report`), a
+    job's start or a person's command on the supervisor's own (`Names.supervisor`)."""
+    return Delivery(subject=subject, headers={}, encoding=Encoding.MSGPACK, attempt=1)
 
 
 async def replica(rig: Deployment, home: Path) -> Supervisor:

@@ -26,7 +26,7 @@ from protocols import (
     StatusRequest,
     SubmitRequest,
 )
-from tests.conftest import DELIVERY, Deployment
+from tests.conftest import DELIVERY, Deployment, delivered
 from tests.looper import LOOPER
 from tests.test_supervision import journal_until, park
 
@@ -66,14 +66,16 @@ async def test_a_report_whose_outbox_was_not_published_is_published_by_another(
     a, b = pair
     await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-1"))
     await b.on_message(
-        StartJob(job_id="job-1", agent="refund", input=INPUT, budget=Budget()), DELIVERY
+        StartJob(job_id="job-1", agent="refund", input=INPUT, budget=Budget()),
+        delivered(b.names.supervisor),
     )
     decision = Decision(job_id="job-1", step=1, edge="lookup", args={"order_id": "A-1001"})
-    await broken(a, a.on_message(decision, DELIVERY))
+    by_agent = delivered(a.names.report("agent", "refund"))
+    await broken(a, a.on_message(decision, by_agent))
     assert await commands(rig, rig.names.tool("lookup_order")) == 0  # nothing went out
-    await b.on_message(decision, DELIVERY)  # the redelivery, to the other replica
+    await b.on_message(decision, by_agent)  # the redelivery, to the other replica
     assert await commands(rig, rig.names.tool("lookup_order")) == 1
-    await b.on_message(decision, DELIVERY)  # and again: published once (deduplicated)
+    await b.on_message(decision, by_agent)  # and again: published once (deduplicated)
     assert await commands(rig, rig.names.tool("lookup_order")) == 1
 
 
@@ -83,7 +85,8 @@ async def test_a_deadline_whose_ending_was_not_published_is_published_by_another
     a, b = pair
     await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-2", deadline_s=0.2))
     await b.on_message(
-        StartJob(job_id="job-2", agent="refund", input=INPUT, budget=Budget()), DELIVERY
+        StartJob(job_id="job-2", agent="refund", input=INPUT, budget=Budget()),
+        delivered(b.names.supervisor),
     )
     job = await b.status(StatusRequest(job_id="job-2"))
     assert job.deadline is not None
