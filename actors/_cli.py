@@ -403,6 +403,28 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.set_defaults(run=_graph)
 
+    roles = verbs.add_parser(
+        "roles",
+        parents=[common],
+        help="print the NATS users a deployment gets, and what each may do",
+        description="Print every role `rig up` makes a NATS user for (each actor class of "
+        "the config, and the client, gateway and admin), with the subjects it may publish "
+        "and subscribe to: generated from the subject layout and the agents' graphs, as "
+        "the server enforces them. No server needed.",
+    )
+    roles.add_argument(
+        "--config",
+        type=Path,
+        help="rig up's TOML file of [[actor]] entries (default: the refund example)",
+    )
+    roles.add_argument(
+        "--format",
+        choices=["markdown", "conf"],
+        default="markdown",
+        help="a Markdown table, or the server config's users (with placeholder keys)",
+    )
+    roles.set_defaults(run=_roles)
+
     chaos = verbs.add_parser(
         "chaos-llm",
         parents=[common],
@@ -1061,6 +1083,24 @@ def _graph(args: argparse.Namespace) -> int:
         _print_json({"agent": name, "format": args.format, "graph": text})
     else:
         print(text, end="")
+    return EXIT_OK
+
+
+def _roles(args: argparse.Namespace) -> int:
+    from actors._security import role_table, roles_for, user_entry
+    from actors._up import UpConfig
+
+    config = UpConfig.load(args.config)
+    names = RigConfig.from_env().names
+    roles = roles_for(names, [load_actor_class(spec.target) for spec in config.actors])
+    if args.json or args.format == "conf":
+        users = [user_entry(names, role, f"<{role.name}'s public key>") for role in roles]
+        if args.json:
+            _print_json({"prefix": names.prefix, "users": users})
+        else:
+            print(json.dumps({"users": users}, indent=1))
+        return EXIT_OK
+    print(role_table(names, roles), end="")
     return EXIT_OK
 
 

@@ -175,3 +175,26 @@ def deployment_config(home: Path, names: Names, classes: Iterable[type[Actor]], 
     path = home / "nats-server.conf"
     write_private(path, server_config(base, users))
     return path
+
+
+def role_table(names: Names, roles: Iterable[Role]) -> str:
+    """Every role's grants as Markdown: what `rig roles` prints, and docs/security.md
+    shows for the default deployment (a test keeps the two equal)."""
+    rows = [
+        "| role | for | may publish to | may subscribe to |",
+        "| --- | --- | --- | --- |",
+    ]
+    for role in roles:
+        if role.everything:
+            rows.append(f"| `{role.name}` | {role.purpose} | everything | everything |")
+            continue
+        publish = sorted(role.grants.publish)
+        if role.responses:
+            publish.append("replies to what it receives (`allow_responses`)")
+        subscribe = sorted(role.grants.subscribe | {f"{role.inbox(names)}.>"})
+        rows.append(f"| `{role.name}` | {role.purpose} | {_cells(publish)} | {_cells(subscribe)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _cells(subjects: list[str]) -> str:
+    return "<br>".join(s if s.startswith("replies") else f"`{s}`" for s in subjects)

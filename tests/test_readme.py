@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -99,3 +100,14 @@ def test_the_api_document_covers_every_subject_and_field() -> None:
         assert f"`{subject}`" in text, subject
         for field in model.model_fields:
             assert f"`{field}`" in text, (subject, field)
+
+
+def test_the_security_doc_shows_the_roles_the_code_makes() -> None:
+    """docs/security.md's role table is `rig roles`' output, not a copy that drifts."""
+    doc = (ROOT / "docs" / "security.md").read_text()
+    shown = doc.split("<!-- rig roles -->\n", 1)[1].split("<!-- /rig roles -->", 1)[0]
+    env = {k: v for k, v in os.environ.items() if k != "RIG_PREFIX"}
+    printed = subprocess.run(
+        [RIG, "roles"], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60, env=env
+    ).stdout
+    assert shown == printed
