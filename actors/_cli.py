@@ -40,8 +40,10 @@ from protocols import (
 
 if TYPE_CHECKING:  # each command imports what it needs: `rig --help` starts at once
     from actors._client import RigClient
+    from protocols import Graph
 
 EXIT_OK, EXIT_JOB_NOT_SUCCEEDED, EXIT_ERROR, EXIT_WAITING = 0, 1, 2, 3
+EXIT_FOUND = 1  # a check that found problems (`rig graph --lint`)
 # What a shell reports for a program a closed pipe stopped (128 + SIGPIPE).
 EXIT_BROKEN_PIPE = 141
 
@@ -401,6 +403,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     graph.add_argument("agent", metavar="AGENT|MODULE:CLASS")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    graph.add_argument(
+        "--lint",
+        action="store_true",
+        help="instead of drawing it, report every path from an untrusted tool's output to "
+        "a consequential edge with no verifier and no person on the way; exit 1 if any",
+    )
+    graph.add_argument(
+        "--config",
+        type=Path,
+        help="with --lint: rig up's TOML file, whose tool executors say which tools are "
+        "untrusted_output (default: the refund example)",
+    )
+    graph.add_argument(
+        "--untrusted",
+        action="append",
+        default=[],
+        metavar="TOOL",
+        help="with --lint: count TOOL's output as untrusted too (repeatable)",
+    )
     graph.set_defaults(run=_graph)
 
     roles = verbs.add_parser(
@@ -1078,11 +1099,64 @@ def _graph(args: argparse.Namespace) -> int:
                 agent=args.agent,
             )
         name, graph = args.agent, infos[args.agent].graph
+    if args.lint:
+        return _lint(args, name, graph)
+    if args.config is not None or args.untrusted:
+        raise _usage("--config and --untrusted go with --lint")
     text = graph.to_dot(name) if args.format == "dot" else graph.to_mermaid(name)
     if args.json:
         _print_json({"agent": name, "format": args.format, "graph": text})
     else:
         print(text, end="")
+    return EXIT_OK
+
+
+def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
+    """`rig graph --lint`: where untrusted tool output can steer a consequential edge."""
+    from actors._tools import ToolExecutor
+    from actors._up import UpConfig
+
+    untrusted = set(args.untrusted)
+    for spec in UpConfig.load(args.config).actors:
+        cls = load_actor_class(spec.target)
+        if issubclass(cls, ToolExecutor):
+            untrusted |= {t for t, tool in cls.tools.items() if tool.spec.untrusted_output}
+    consequential = sorted(
+        f"{state}.{edge.name}"
+        for state, s in graph.states.items()
+        for edge in s.edges
+        if edge.consequential
+    )
+    paths = graph.injection_paths(untrusted)
+    if args.json:
+        _print_json(
+            {
+                "agent": name,
+                "untrusted": sorted(untrusted),
+                "consequential": consequential,
+                "paths": [dataclasses.asdict(path) for path in paths],
+            }
+        )
+        return EXIT_FOUND if paths else EXIT_OK
+    print(
+        f"agent {name}: untrusted tools {', '.join(sorted(untrusted)) or 'none'}; "
+        f"consequential edges {', '.join(consequential) or 'none'}"
+    )
+    for path in paths:
+        print(f"  UNGUARDED  {path}")
+    if paths:
+        print(
+            f"{len(paths)} unguarded path(s): put a verifier on the edge, or a human state "
+            "on the way"
+        )
+        return EXIT_FOUND
+    if not untrusted or not consequential:
+        print(
+            "nothing to check: mark tools @tool(untrusted_output=True) and edges "
+            "Edge(consequential=True)"
+        )
+    else:
+        print("ok: no untrusted output reaches a consequential edge unchecked")
     return EXIT_OK
 
 

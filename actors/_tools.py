@@ -97,6 +97,9 @@ class ToolSpec:
     lease: float
     reconcile: str | None = None
     key_fields: tuple[str, ...] | None = None
+    # Its result may carry text an attacker wrote (web pages, emails, tickets): see
+    # `Graph.injection_paths` and `rig graph --lint`.
+    untrusted_output: bool = False
 
     def key_args(self, args: dict[str, Any]) -> Any:
         """The part of the arguments that identifies the effect (all of them by default)."""
@@ -116,6 +119,7 @@ def tool(
     lease: float | None = None,
     reconcile: str | None = None,
     key: tuple[str, ...] | None = None,
+    untrusted_output: bool = False,
 ) -> Callable[[F], F]: ...
 def tool(
     fn: F | None = None,
@@ -127,6 +131,7 @@ def tool(
     lease: float | None = None,
     reconcile: str | None = None,
     key: tuple[str, ...] | None = None,
+    untrusted_output: bool = False,
 ) -> F | Callable[[F], F]:
     """Mark an async method of a `ToolExecutor` as a tool the graph's edges can name.
 
@@ -145,7 +150,9 @@ def tool(
     Each must be a parameter of the method (checked when the class is defined). The key
     is computed from the arguments as validated (`25` and `25.0` for a float are one
     key); arguments that do not validate, or hold NaN, are the failure `invalid_args`
-    and nothing runs.
+    and nothing runs. `untrusted_output=True` says the result may carry text someone
+    else wrote (a web page, an email, a ticket): `rig graph --lint` then reports every
+    consequential edge it can steer with no verifier or person in between.
     """
 
     def mark(f: F) -> F:
@@ -156,6 +163,7 @@ def tool(
             lease=max(lease, timeout) if lease is not None else timeout + 30.0,
             reconcile=reconcile,
             key_fields=tuple(key) if key is not None else None,
+            untrusted_output=untrusted_output,
         )
         f._rig_tool = spec  # type: ignore[attr-defined]
         return f

@@ -35,7 +35,7 @@ from protocols._errors import (
     UnknownJobError,
     error_from_dict,
 )
-from protocols._graph import Edge, Graph, State
+from protocols._graph import Edge, Graph, InjectionPath, State
 from protocols._messages import (
     ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
@@ -118,6 +118,7 @@ __all__ = [
     "Header",
     "InboxReply",
     "InboxRequest",
+    "InjectionPath",
     "InputLimits",
     "InvalidNameError",
     "JobConflictError",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
@@ -60,6 +61,12 @@ class Edge(BaseModel):
         description="JSON schema of the arguments the LLM must give; pass a pydantic "
         "model class and the agent also validates the LLM's arguments with it",
     )
+    consequential: bool = Field(
+        default=False,
+        description="taking it acts on the world (moves money, sends, deletes): "
+        "`rig graph --lint` wants a verifier on it, or a person, between it and any "
+        "untrusted tool output",
+    )
     _args_model: type[BaseModel] | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
@@ -74,6 +81,26 @@ class Edge(BaseModel):
     def args_model(self) -> type[BaseModel] | None:
         """The pydantic model the edge was declared with, in the process that declared it."""
         return self._args_model
+
+
+@dataclass(frozen=True)
+class InjectionPath:
+    """A way untrusted tool output can steer a consequential edge with no check: the
+    result of `tool` (called by edge `source_edge`) is in the prompts of every state of
+    `states` (the first is where the call was made), and in the last one the LLM may
+    take `edge`, which is consequential and has no verifier."""
+
+    tool: str
+    source_edge: str
+    states: tuple[str, ...]
+    edge: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.tool} (edge {self.source_edge}) -> {' -> '.join(self.states[1:])}: "
+            f"edge {self.edge!r} is consequential, has no verifier, and no person stands "
+            "between"
+        )
 
 
 class State(BaseModel):
@@ -142,6 +169,47 @@ class Graph(BaseModel):
         source = self.states[state]
         safe = source.edge(source.safe_edge) if source.safe_edge else None
         return safe.to if safe is not None else state
+
+    def injection_paths(self, untrusted: set[str] | frozenset[str]) -> list[InjectionPath]:
+        """Where untrusted text can steer a consequential edge unchecked.
+
+        A result of a tool in `untrusted` lands in every later prompt, so text in it can
+        pick among the allowed edges and fill their arguments (prompt injection). For
+        each edge that calls such a tool, every state the job can reach from its target
+        without passing a person (a human state) is searched; a `consequential` edge
+        there with no verifier is reported, with the shortest path to it. A verifier on
+        the edge, or a human state on every path, breaks the chain (the "design patterns
+        for securing LLM agents against prompt injection", Beurer-Kellner et al. 2025:
+        untrusted data must not decide a consequential action unchecked).
+        """
+        found: list[InjectionPath] = []
+        for source_state, source in self._edges():
+            if source.tool is None or source.tool not in untrusted:
+                continue
+            paths: dict[str, list[str]] = {source.to: [source_state, source.to]}
+            queue = deque([source.to])
+            while queue:
+                name = queue.popleft()
+                state = self.states[name]
+                if not state.decided_by_llm:
+                    continue  # a person decides here, or the job ends
+                for edge in state.edges:
+                    if edge.consequential and edge.verifier is None:
+                        found.append(
+                            InjectionPath(
+                                tool=source.tool,
+                                source_edge=source.name,
+                                states=tuple(paths[name]),
+                                edge=edge.name,
+                            )
+                        )
+                    if edge.to not in paths:
+                        paths[edge.to] = [*paths[name], edge.to]
+                        queue.append(edge.to)
+        return found
+
+    def _edges(self) -> list[tuple[str, Edge]]:
+        return [(name, edge) for name, state in self.states.items() for edge in state.edges]
 
     def check(self) -> None:
         """Raise `GraphError` for the first problem found; return None for a sound graph."""

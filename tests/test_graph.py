@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from actors import Agent, RuleLLM
 from protocols import Edge, Graph, GraphError, State
+from tests.inject import mailer_graph
+from tests.test_readme import RIG, ROOT
 
 DONE = State(terminal="succeeded")
 
@@ -154,3 +160,43 @@ def test_agent_needs_example_input() -> None:
             graph = graph(
                 start=State(edges=(Edge(name="go", to="done"),), safe_edge="go"), done=DONE
             )
+
+
+def test_untrusted_output_reaching_a_consequential_edge_unchecked_is_found() -> None:
+    """A page's text is in the prompts of every later state: an unverified `send` two
+    states on is reported with its path; a verifier on it, or a person on the way, is
+    what the rule asks for; a tool nobody marked untrusted starts no path."""
+    [path] = mailer_graph().injection_paths({"fetch_page"})
+    assert (path.tool, path.source_edge, path.edge) == ("fetch_page", "fetch", "send")
+    assert path.states == ("reading", "summarizing", "sending")
+    assert "edge 'send' is consequential, has no verifier" in str(path)
+    assert mailer_graph(verifier="v").injection_paths({"fetch_page"}) == []
+    assert mailer_graph(person=True).injection_paths({"fetch_page"}) == []
+    assert mailer_graph().injection_paths({"send_mail"}) == []
+    assert mailer_graph().injection_paths(set()) == []
+
+
+def test_rig_graph_lint_reports_the_unguarded_path_and_exits_1(tmp_path: Path) -> None:
+    """`rig graph --lint`: the tools' executors (from rig up's config) say which outputs
+    are untrusted; an unguarded path prints and exits 1, a checked graph exits 0, and the
+    refund example (its consequential refund verified) passes even counting the order
+    lookup as untrusted."""
+    config = tmp_path / "up.toml"
+    config.write_text('[[actor]]\nclass = "tests.inject:MailTools"\n')
+
+    def lint(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [RIG, "graph", "--lint", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    code, out = lint("tests.inject:Mailer", "--config", str(config))
+    assert code == 1, out
+    assert "UNGUARDED  fetch_page (edge fetch) -> summarizing -> sending" in out
+    code, out = lint("tests.inject:CheckedMailer", "--config", str(config), "--json")
+    assert code == 0 and json.loads(out)["paths"] == []
+    assert json.loads(out)["untrusted"] == ["fetch_page"]
+    code, out = lint("actors.examples.refund:RefundAgent", "--untrusted", "lookup_order")
+    assert code == 0 and "ok: no untrusted output" in out, out
+    code, out = lint("actors.examples.refund:RefundAgent", "--config", "/nowhere.toml")
+    assert code == 2 and out.startswith("rig: ") and "Traceback" not in out

@@ -92,6 +92,7 @@ def test_protocols_exports() -> None:
             "Handled",
             "Graph",
             "GraphError",
+            "InjectionPath",
             "Header",
             "InvalidNameError",
             "JobContext",

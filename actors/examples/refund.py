@@ -199,6 +199,7 @@ class RefundAgent(Agent):
                         verifier="refund_matches",
                         args=RefundArgs,
                         description="Refund the approved amount to the customer.",
+                        consequential=True,  # money moves: a verifier checks it (the lint)
                     ),
                     Edge(
                         name="escalate", to="human", description="Something is off; ask a person."
