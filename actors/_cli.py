@@ -160,6 +160,21 @@ def _parser() -> argparse.ArgumentParser:
         "(for experiments only). By default every role has a NATS user of its own, its "
         "nkey seed in $RIG_HOME/creds, and may publish and subscribe only where its work is",
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="make the server require TLS: a local CA and a certificate for this host are "
+        "made once in $RIG_HOME/tls (every Rig client verifies the server with its ca.pem), "
+        "unless --tls-cert and --tls-key give the server's own",
+    )
+    up.add_argument("--tls-cert", type=Path, metavar="PEM", help="with --tls: the certificate")
+    up.add_argument("--tls-key", type=Path, metavar="PEM", help="with --tls: its private key")
+    up.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="with --tls-cert: the CA clients verify it with (also RIG_TLS_CA for them)",
+    )
     up.set_defaults(run=_up)
 
     actor = verbs.add_parser("actor", help="run one actor process")
@@ -776,8 +791,28 @@ def _up(args: argparse.Namespace) -> int:
             gateway_port=None if args.no_gateway else gateway_port,
             json_output=args.json,
             insecure=args.insecure,
+            tls=_tls_files(args),
         )
     )
+
+
+def _tls_files(args: argparse.Namespace) -> Any:
+    """`rig up`'s TLS: False, True (made in $RIG_HOME/tls), or the given files."""
+    from actors._tls import TlsFiles
+
+    given = (args.tls_cert, args.tls_key, args.tls_ca)
+    if not args.tls:
+        if any(given):
+            raise _usage("--tls-cert, --tls-key and --tls-ca go with --tls")
+        return False
+    if not any(given):
+        return True
+    if not all(given):
+        raise _usage("--tls-cert, --tls-key and --tls-ca go together (or none: a local CA)")
+    for path in given:
+        if not path.is_file():
+            raise _usage(f"{path} is not a file")
+    return TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
 
 
 def _actor_run(args: argparse.Namespace) -> int:

@@ -13,6 +13,10 @@
 |                   |                           | reference (object store `RIG_RESULTS`)          |
 | `RIG_METRICS_PORT` | (none)                   | serve Prometheus `/metrics` on this port        |
 | `RIG_METRICS_HOST` | `127.0.0.1`              | ... on this address                             |
+| `RIG_MAX_BACKLOG` | `1000`                    | steps waiting for an agent's processes past     |
+|                   |                           | which a submit answers `busy` (retry later)     |
+| `RIG_TLS_CA`      | `$RIG_HOME/tls/ca.pem`    | the CA a TLS server's certificate must chain to |
+|                   | (if `rig up --tls` made it) |                                               |
 | `RIG_CREDS`       | (the role's own)          | nkey seed file to connect with; by default a    |
 |                   |                           | process uses `$RIG_HOME/creds/<role>.nk` if     |
 |                   |                           | it exists (`rig up` makes them)                 |
@@ -82,6 +86,8 @@ class RigConfig:
     metrics_host: str = "127.0.0.1"
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may hold
     creds: Path | None = None  # an nkey seed file to connect with (else the role's own)
+    max_backlog: int = 1000  # steps waiting for an agent past which a submit is `busy`
+    tls_ca: Path | None = None  # the CA to verify the server with (else $RIG_HOME/tls/ca.pem)
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -102,6 +108,8 @@ class RigConfig:
             metrics_host=os.environ.get("RIG_METRICS_HOST") or "127.0.0.1",
             limits=_limits_from_env(),
             creds=Path(os.environ["RIG_CREDS"]) if os.environ.get("RIG_CREDS") else None,
+            max_backlog=int(env_number("RIG_MAX_BACKLOG", 1000, low=1, high=10**9)),
+            tls_ca=Path(os.environ["RIG_TLS_CA"]) if os.environ.get("RIG_TLS_CA") else None,
         )
 
     @property

@@ -42,6 +42,7 @@ import hashlib
 import importlib.metadata
 import ipaddress
 import json
+import math
 import os
 import resource
 import socket
@@ -124,6 +125,7 @@ _STATUS = {
     "job_state": 409,
     "job_conflict": 409,
     "payload_too_large": 413,
+    "busy": 429,
     "unsupported_media_type": 415,
     "connection_error": 503,
     "timeout": 504,
@@ -201,7 +203,10 @@ async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
         details = exc.to_dict()
         code = details.pop("code")
         message = details.pop("message")
-        return problem(_STATUS.get(code, 500), code, message, details)
+        response = problem(_STATUS.get(code, 500), code, message, details)
+        if code == "busy":  # when to come back, as HTTP says it
+            response.headers["Retry-After"] = str(math.ceil(float(details["retry_after"])))
+        return response
     except TimeoutError as exc:
         return problem(504, "timeout", str(exc) or "timed out")
     except web.HTTPException as exc:
@@ -258,7 +263,7 @@ ROUTES = (
                 "the same key and body are one job; another body under the key is 409",
             ),
         ),
-        errors=(400, 404, 409, 413, 415, 503),
+        errors=(400, 404, 409, 413, 415, 429, 503),
     ),
     Route(
         "GET",

@@ -102,6 +102,11 @@ EXHAUSTED = Counter(
     "Budgets spent, by agent and kind (steps, tokens, cost, deadline, visits)",
     ["agent", "kind"],
 )
+BUSY = Counter(
+    "rig_submits_busy_total",
+    "Submits refused as busy because the agent's backlog was past RIG_MAX_BACKLOG, by agent",
+    ["agent"],
+)
 FORGED_REPORTS = Counter(
     "rig_forged_reports_total",
     "Reports the supervisor refused because their subject's sender is not the one the "

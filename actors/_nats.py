@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +37,7 @@ from nats.js.kv import KeyValue
 
 from actors._config import RigConfig
 from actors._security import credentials
+from actors._tls import client_context
 from protocols import ConfigError, Names, RigConnectionError
 from protocols._permissions import inbox_prefix
 
@@ -67,10 +69,14 @@ async def connect(
     """
     seed = credentials(config, role)
     refused: list[str] = []
+    untrusted: list[str] = []
+    tls = client_context(config)
 
     async def on_error(exc: Exception) -> None:
         if isinstance(exc, nats.errors.AuthorizationError) or "uthorization" in str(exc):
             refused.append(str(exc) or type(exc).__name__)
+        if isinstance(exc, ssl.SSLError):
+            untrusted.append(str(exc))
         if log_events:
             await _on_error(exc)
 
@@ -93,11 +99,19 @@ async def connect(
                 error_cb=on_error,
                 disconnected_cb=_on_disconnected if log_events else None,
                 reconnected_cb=_on_reconnected if log_events else None,
+                tls=tls,
                 **auth,
             ),
             timeout=config.connect_timeout,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
+        if untrusted or isinstance(exc, ssl.SSLError):
+            raise RigConnectionError(
+                f"the TLS certificate of NATS at {config.nats_url} is not one this client "
+                f"trusts ({(untrusted or [str(exc)])[-1]}): set RIG_TLS_CA to the CA that "
+                "signed it (`rig up --tls` keeps its own in $RIG_HOME/tls/ca.pem)",
+                url=config.nats_url,
+            ) from exc
         if refused or isinstance(exc, nats.errors.AuthorizationError):
             who = (
                 f"the credentials in {seed}"

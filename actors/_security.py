@@ -29,6 +29,7 @@ from protocols._permissions import Role
 if TYPE_CHECKING:
     from actors._actor import Actor
     from actors._config import RigConfig
+    from actors._tls import TlsFiles
 
 CREDS = "creds"
 ADMIN = "admin"
@@ -147,14 +148,19 @@ def user_entry(names: Names, role: Role, key: str) -> dict[str, Any]:
     return {"nkey": key, "permissions": permissions}
 
 
-def server_config(base: Path, users: Iterable[dict[str, Any]]) -> str:
+def server_config(
+    base: Path, users: Iterable[dict[str, Any]] | None, tls: TlsFiles | None = None
+) -> str:
     """A server config: the project's `nats.conf` and one user per entry. (The server's
     `include` takes paths relative to the including file only, so the base is copied
     in.) JSON is valid in NATS's config syntax, and quoted strings keep their `$`."""
-    body = json.dumps({"users": list(users)}, indent=1)
-    return (
-        f"# Written by Rig from {base}: edits are lost.\n{base.read_text()}\nauthorization {body}\n"
-    )
+    text = f"# Written by Rig from {base}: edits are lost.\n{base.read_text()}"
+    if users is not None:
+        text += "\nauthorization " + json.dumps({"users": list(users)}, indent=1) + "\n"
+    if tls is not None:  # clients must speak TLS, and may verify the server by its CA
+        files = {"cert_file": str(tls.cert.resolve()), "key_file": str(tls.key.resolve())}
+        text += "\ntls " + json.dumps(files | {"timeout": 5}, indent=1) + "\n"
+    return text
 
 
 def write_private(path: Path, text: str) -> None:
@@ -167,13 +173,23 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def deployment_config(home: Path, names: Names, classes: Iterable[type[Actor]], base: Path) -> Path:
-    """Make every role's seed under `home` and write `home/nats-server.conf` for them."""
-    users = [
-        user_entry(names, role, ensure_seed(home, role.name)) for role in roles_for(names, classes)
-    ]
+def deployment_config(
+    home: Path,
+    names: Names,
+    classes: Iterable[type[Actor]] | None,
+    base: Path,
+    tls: TlsFiles | None = None,
+) -> Path:
+    """Make every role's seed under `home` and write `home/nats-server.conf` for them
+    (`classes` None: no users, an open server); with `tls`, the server requires TLS."""
+    users = None
+    if classes is not None:
+        users = [
+            user_entry(names, role, ensure_seed(home, role.name))
+            for role in roles_for(names, classes)
+        ]
     path = home / "nats-server.conf"
-    write_private(path, server_config(base, users))
+    write_private(path, server_config(base, users, tls))
     return path
 
 

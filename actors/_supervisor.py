@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from actors import _tracing as tracing
 from actors._actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors._faults import crash_point
-from actors._metrics import FORGED_REPORTS, observe_events
+from actors._metrics import BUSY, FORGED_REPORTS, observe_events
 from actors._nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
@@ -39,6 +39,7 @@ from actors._rules import Rules, forged
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
+    BusyError,
     CancelJob,
     CancelRequest,
     DeadLetter,
@@ -84,6 +85,10 @@ from protocols._permissions import Role
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
 _AGENT_CACHE_S = 5.0
 _LIVE_CACHE_S = 2.0
+# An agent's backlog is read at most this often per supervisor (a flood of submits costs
+# one JetStream request per agent per interval); a busy submit is told to come back in:
+_BACKLOG_TTL_S = 0.05
+_BUSY_RETRY_S = 2.0
 # Snapshots of running jobs kept in memory (about 2 KB each).
 _SNAPSHOT_CACHE_SIZE = 20_000
 # Attempts at a compare-and-set before giving the report back to JetStream.
@@ -140,6 +145,7 @@ class Supervisor(Actor):
         # A snapshot is one KV message: room for the headers the write adds.
         self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
+        self._backlogs: dict[str, tuple[float, int]] = {}  # agent: (read at, steps waiting)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -211,6 +217,7 @@ class Supervisor(Actor):
             existing, _revision = await self._load(job_id)
             if existing is not None:
                 return await self._accepted_again(existing, asked, info)
+        await self._check_backlog(info.name)
         budget = info.budget.override(request.limits())
         accepted_at = time.time()
         start = StartJob(
@@ -246,6 +253,32 @@ class Supervisor(Actor):
         else:
             self._remember(snapshot, data, revision)  # so that the StartJob skips a KV read
         return SubmitReply(job_id=job_id, warning=await self._offline_warning(info))
+
+    async def _check_backlog(self, agent: str) -> None:
+        """Refuse a new job (`BusyError`) while the agent's steps waiting for a process
+        (its consumer's undelivered messages) are past `RIG_MAX_BACKLOG`: better a quick
+        "try again" than work accepted that cannot start for minutes. Nothing accepted
+        is ever dropped; the count is read at most every `_BACKLOG_TTL_S` per agent."""
+        now = time.monotonic()
+        seen = self._backlogs.get(agent)
+        if seen is None or now - seen[0] > _BACKLOG_TTL_S:
+            try:
+                info = await self.js.consumer_info(
+                    self.names.work_stream, self.names.agent_durable(agent)
+                )
+                waiting = info.num_pending or 0
+            except NotFoundError:
+                waiting = 0  # no process of it ever started: the reply warns of that
+            seen = self._backlogs[agent] = (now, waiting)
+        if seen[1] >= self.config.max_backlog:
+            BUSY.labels(agent).inc()
+            raise BusyError(
+                f"agent {agent!r} has {seen[1]} steps waiting for a process, past the bound "
+                f"of {self.config.max_backlog} (RIG_MAX_BACKLOG): nothing was accepted; "
+                f"submit again in {_BUSY_RETRY_S:g} s, or start more processes of it",
+                agent=agent,
+                retry_after=_BUSY_RETRY_S,
+            )
 
     async def _accepted_again(self, job: JobSnapshot, asked: str, info: AgentInfo) -> SubmitReply:
         """A job id submitted again: the same request is the same job, another is a conflict."""

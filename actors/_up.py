@@ -50,6 +50,7 @@ from actors._keys import add_key, keys_path
 from actors._log import configure_logging
 from actors._nats import connect, ensure_topology
 from actors._security import ADMIN, creds_dir, deployment_config, makes_topology
+from actors._tls import TlsFiles, ensure_tls, tls_dir
 from actors._webhooks import new_secret
 from protocols import ActorReady, RigError, decode_as
 
@@ -390,6 +391,7 @@ async def run_up(
     gateway_port: int | None = DEFAULT_GATEWAY_PORT,
     json_output: bool = False,
     insecure: bool = False,
+    tls: TlsFiles | bool = False,
 ) -> int:
     """Start everything, keep it running until SIGINT/SIGTERM, stop everything; return 0.
 
@@ -399,7 +401,8 @@ async def run_up(
 
     The server it starts has one NATS user per role (`actors._security`), each actor's
     seed under `$RIG_HOME/creds`, unless `insecure`: then anyone who reaches the port may
-    do anything."""
+    do anything. `tls` (True: a local CA and certificate made in `$RIG_HOME/tls`; or
+    given files) makes the server require TLS, which every Rig client verifies."""
     configure_logging()
     emit = _Emitter(json_output)
     stop = asyncio.Event()
@@ -417,18 +420,28 @@ async def run_up(
         emit("gateway.configured", **gateway)
     server = None
     if not os.environ.get("RIG_NATS_URL"):
-        conf = None
+        files = None
+        if tls is True:
+            files = await asyncio.to_thread(ensure_tls, rig.home)
+        elif isinstance(tls, TlsFiles):
+            files = tls
+        if files is not None:
+            emit("tls.on", cert=str(files.cert), ca=str(files.ca))
+            if files.ca != tls_dir(rig.home) / "ca.pem":
+                env["RIG_TLS_CA"] = str(files.ca)  # what the actors verify the server with
+        classes = None
         if insecure:
             emit(
                 "security.off",
-                warning="the server has no users: anyone who reaches its "
-                "port may submit, resolve, read and forge anything (--insecure)",
+                warning="the server has no users: anyone who reaches its port may submit, "
+                "resolve, read and forge anything (--insecure)",
             )
         else:
             classes = [load_actor_class(spec.target) for spec in config.actors]
-            conf = await asyncio.to_thread(
-                deployment_config, rig.home, rig.names, classes, find_nats_conf()
-            )
+        conf = await asyncio.to_thread(
+            deployment_config, rig.home, rig.names, classes, find_nats_conf(), files
+        )
+        if classes is not None:
             emit("security.on", users=str(conf), credentials=str(creds_dir(rig.home)))
         server = await NatsServer.start(
             home=rig.home, port=port, monitor_port=monitor_port, conf=conf
@@ -437,7 +450,11 @@ async def run_up(
         emit("server.started", url=server.url, pid=server.proc.pid, log=str(server.log_path))
     else:
         emit("server.external", url=rig.nats_url)
-    config_here = dataclasses.replace(rig, nats_url=env["RIG_NATS_URL"])
+    config_here = dataclasses.replace(
+        rig,
+        nats_url=env["RIG_NATS_URL"],
+        tls_ca=Path(env["RIG_TLS_CA"]) if env.get("RIG_TLS_CA") else rig.tls_ca,
+    )
     nc = await connect(config_here, name="rig-up", log_events=False, role=ADMIN)
     if makes_topology(config_here, ADMIN):  # before any actor, which may not
         await ensure_topology(nc.jetstream(), rig.names)

@@ -17,6 +17,7 @@ from protocols._codec import (
     validate,
 )
 from protocols._errors import (
+    BusyError,
     ConfigError,
     DecodeError,
     ForgedReportError,
@@ -96,6 +97,7 @@ __all__ = [
     "AgentInfo",
     "Budget",
     "BudgetOverride",
+    "BusyError",
     "CancelJob",
     "CancelRequest",
     "ConfigError",

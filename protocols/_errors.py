@@ -11,6 +11,7 @@
     ├── UnknownJobError               no job with that id
     ├── JobStateError                 the job's status does not allow that (resolve a running job)
     ├── JobConflictError              a job id reused for another request
+    ├── BusyError                     the agent's backlog is past its bound: retry later
     ├── RetryableError                try again later: the message is nak'ed with `delay`
     ├── NonRetryableError             give up: the message is terminated and dead-lettered
     │   └── ForgedReportError         a report from someone the job's step is not waiting for
@@ -110,6 +111,17 @@ class JobConflictError(RigError):
     """A submission reuses a job id with another agent, input or limits."""
 
     code = "job_conflict"
+
+
+class BusyError(RigError):
+    """The agent's backlog (steps waiting for a process of it) is past the deployment's
+    bound: the job was not accepted; ask again after `retry_after` seconds."""
+
+    code = "busy"
+    retry_after: float
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
 
 
 class ConfigError(RigError):

@@ -177,6 +177,7 @@ def supervisor(names: Names) -> Role:
         | kv_scan(n.presence_bucket)
         | object_read(n.results_store)
         | ordered(n.events_stream)
+        | Grants.of(publish=[f"{JS_API}.CONSUMER.INFO.{n.work_stream}.*"])  # agents' backlogs
         | Grants.of(
             # A person's resolve or cancel is answered by whichever supervisor carries it
             # out, to the inbox of the one that took the request.

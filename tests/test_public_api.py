@@ -65,6 +65,7 @@ def test_protocols_exports() -> None:
             "AgentInfo",
             "Budget",
             "BudgetOverride",
+            "BusyError",
             "CancelJob",
             "CancelRequest",
             "DeadlineCheck",

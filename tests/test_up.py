@@ -47,7 +47,7 @@ class Up:
         return await run_rig(self.env, *args)
 
 
-async def start_up(tmp_path: Path) -> Up:
+async def start_up(tmp_path: Path, *flags: str) -> Up:
     env = {
         **{k: v for k, v in os.environ.items() if k != "RIG_NATS_URL"},
         "RIG_HOME": str(tmp_path / "home"),
@@ -67,6 +67,7 @@ async def start_up(tmp_path: Path) -> Up:
         "0",
         "--gateway-port",
         "0",
+        *flags,
         env=env,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
