@@ -187,6 +187,8 @@ class NatsServer:
         self.log_path = log_path
         self.conf = conf
         self._pump: asyncio.Task[None] | None = None
+        self.reloads = 0  # "Reloaded server configuration" lines seen
+        self._reloaded = asyncio.Condition()
 
     @classmethod
     async def start(
@@ -252,8 +254,22 @@ class NatsServer:
             while line := await self.proc.stderr.readline():
                 out.write(line)
                 out.flush()
+                if b"Reloaded server configuration" in line:
+                    async with self._reloaded:
+                        self.reloads += 1
+                        self._reloaded.notify_all()
         finally:
             out.close()
+
+    async def reload(self, *, timeout: float = 20.0) -> None:
+        """SIGHUP: the server reads its config file again (new users, new permissions,
+        applied to open connections too); return once it says it did."""
+        async with self._reloaded:
+            seen = self.reloads
+            self.proc.send_signal(signal.SIGHUP)
+            await asyncio.wait_for(
+                self._reloaded.wait_for(lambda: self.reloads > seen), timeout
+            )
 
     async def stop(self) -> None:
         await _terminate(self.proc, grace=10.0)

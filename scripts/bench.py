@@ -49,8 +49,66 @@ from actors._evals import (  # noqa: E402
 )
 from actors._evalstats import wilson  # noqa: E402
 from actors._keys import add_key  # noqa: E402
-from actors._up import NatsServer, free_port, spawn_actor, wait_ready  # noqa: E402
+from actors._nats import ensure_topology  # noqa: E402
+from actors._security import (  # noqa: E402
+    ensure_seed,
+    roles_for,
+    seed_path,
+    server_config,
+    user_entry,
+)
+from actors._up import (  # noqa: E402
+    NatsServer,
+    find_nats_conf,
+    free_port,
+    load_actor_class,
+    spawn_actor,
+    wait_ready,
+)
 from protocols import Event, Names, decode_as, encode  # noqa: E402
+
+
+class Users:
+    """Security on, as `rig up` runs it: the bench server has one user per role of each
+    deployment on it (added by reload as deployments start), and the bench's own
+    connections (the floor's included) one that may do everything."""
+
+    def __init__(self) -> None:
+        self.harness_seed: Path | None = None
+        self._users: dict[str, list[dict[str, Any]]] = {}
+        self._conf: Path | None = None
+
+    def configure(self, work: Path) -> Path:
+        self._users[""] = [{"nkey": ensure_seed(work, "harness")}]
+        self.harness_seed = seed_path(work, "harness")
+        self._conf = work / "server.conf"
+        self._write()
+        return self._conf
+
+    def _write(self) -> None:
+        assert self._conf is not None
+        users = [user for group in self._users.values() for user in group]
+        self._conf.write_text(server_config(find_nats_conf(), users))
+
+    async def grant(self, server: NatsServer, names: Names, home: Path, targets: list[str]) -> None:
+        classes = [load_actor_class(target) for target in dict.fromkeys(targets)]
+        self._users[names.prefix] = [
+            user_entry(names, role, ensure_seed(home, role.name))
+            for role in roles_for(names, classes)
+        ]
+        self._write()
+        await server.reload()
+
+    def drop(self, names: Names) -> None:
+        self._users.pop(names.prefix, None)
+
+
+USERS = Users()
+
+
+async def harness(server: NatsServer, **options: Any) -> Any:
+    return await nats.connect(server.url, nkeys_seed=str(USERS.harness_seed), **options)
+
 
 PIPELINE = (
     "actors:Supervisor",
@@ -92,7 +150,7 @@ class Report:
 async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
     """Raw nats-py JetStream round trips and raw sqlite3 commits: what Rig stands on."""
     count = 2_000 if quick else 20_000
-    nc = await nats.connect(server.url)
+    nc = await harness(server)
     js = nc.jetstream()
     stream = f"FLOOR{uuid.uuid4().hex[:6].upper()}"
     await js.add_stream(
@@ -200,6 +258,8 @@ class Deployment:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self, nc: Any, targets: list[str]) -> None:
+        await USERS.grant(self.server, self.names, self.home, targets)
+        await ensure_topology(nc.jetstream(), self.names)  # as rig up does, as the admin
         sub = await nc.subscribe(self.names.actor_ready)
         with (self.home / "actors.log").open("ab") as log:
             started = [
@@ -210,6 +270,7 @@ class Deployment:
         await sub.unsubscribe()
 
     async def stop(self) -> None:
+        USERS.drop(self.names)
         for proc in self.procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -338,7 +399,7 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
         if quick
         else [(1, 1, 100), (1, 16, 600), (1, 64, 1200), (2, 64, 1200), (2, 256, 2000)]
     )
-    nc = await nats.connect(server.url)
+    nc = await harness(server)
     best = 0.0
     for procs, concurrency, jobs in sweep:
         home = work / f"steps-{procs}-{concurrency}"
@@ -438,7 +499,7 @@ async def bench_latency(server: NatsServer, report: Report, quick: bool, work: P
     levels = [20] if quick else [250, 500, 1000, 2000, 4000, 10000]
     sigma = math.log(p99 / p50) / 2.3263
     w_ideal = STEPS_PER_JOB * p50 * math.exp(sigma**2 / 2)
-    nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
+    nc = await harness(server, pending_size=256 * 1024 * 1024)
     home = work / "latency"
     home.mkdir()
     deployment = Deployment(
@@ -653,7 +714,7 @@ async def bench_gateway(server: NatsServer, report: Report, quick: bool, work: P
     following the pipeline's jobs to the end through one gateway (API keys on)."""
     submits, in_flight = (100, 8) if quick else (4000, 64)
     clients = 20 if quick else 1000
-    nc = await nats.connect(server.url, pending_size=256 * 1024 * 1024)
+    nc = await harness(server, pending_size=256 * 1024 * 1024)
     key = add_key(work / "gateway-keys", "bench")
     headers = {"Authorization": f"Bearer {key}"}
     connector = aiohttp.TCPConnector(limit=0)
@@ -823,7 +884,7 @@ async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Pat
     deployment = Deployment(
         server, home, {"RIG_LLM_CONFIG": str(home / "llm.toml"), "RIG_CONCURRENCY": "256"}
     )
-    nc = await nats.connect(server.url)
+    nc = await harness(server)
     suite = Suite.model_validate(
         {
             "agent": "chain",
@@ -837,7 +898,9 @@ async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Pat
         await deployment.start(
             nc, ["actors:Supervisor", "tests.chain:Chain", "tests.looper:LooperTools"]
         )
-        rig = await RigClient.connect(RigConfig(nats_url=server.url, names=deployment.names))
+        rig = await RigClient.connect(
+            RigConfig(nats_url=server.url, names=deployment.names, home=deployment.home)
+        )
         try:
             for run in range(runs):
                 # Each eval its own seed, so the runs are independent experiments.
@@ -899,7 +962,7 @@ async def bench_tracing(server: NatsServer, report: Report, quick: bool, work: P
     traces off, then on and sampled at 100% (OTLP over HTTP, batched), in the same run."""
     jobs, concurrency = (20, 16) if quick else (1200, 64)
     sink, url, seen = await otlp_sink()
-    nc = await nats.connect(server.url)
+    nc = await harness(server)
     rates: dict[str, float] = {}
     try:
         modes = {
@@ -1004,7 +1067,8 @@ async def main() -> int:
     )
     print("| scenario | what | result | notes |\n| --- | --- | --- | --- |", flush=True)
     work = Path(tempfile.mkdtemp(prefix="rig-bench-"))
-    server = await NatsServer.start(home=work / "server", port=-1, monitor_port=-1)
+    conf = USERS.configure(work)
+    server = await NatsServer.start(home=work / "server", port=-1, monitor_port=-1, conf=conf)
     try:
         runners: dict[str, Callable[[], Awaitable[None]]] = {
             "floor": lambda: bench_floor(server, report, args.quick),
