@@ -267,9 +267,7 @@ class NatsServer:
         async with self._reloaded:
             seen = self.reloads
             self.proc.send_signal(signal.SIGHUP)
-            await asyncio.wait_for(
-                self._reloaded.wait_for(lambda: self.reloads > seen), timeout
-            )
+            await asyncio.wait_for(self._reloaded.wait_for(lambda: self.reloads > seen), timeout)
 
     async def stop(self) -> None:
         await _terminate(self.proc, grace=10.0)
