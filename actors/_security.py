@@ -10,8 +10,10 @@ process with no seed connects without one.
 
 Roles are made from actor classes: an agent's from its name; a tool executor's from its
 tools and the verifiers the deployment's graphs put after them; a verifier's from its
-checks. Adding a class to a running deployment adds its user and reloads the server
-(SIGHUP), which applies new permissions to open connections too.
+checks. A server's users may change while it runs: its config is written again and
+the server reloaded (SIGHUP, `actors._up.NatsServer.reload`), which applies new
+permissions to open connections too; the tests and the bench add each deployment's
+users so.
 """
 
 from __future__ import annotations
@@ -54,13 +56,16 @@ def ensure_seed(home: Path, role: str) -> str:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
         seed = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(seed + b"\n")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
+            os.link(tmp, path)  # whole or not at all; another process's first seed wins
+        except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(seed + b"\n")
+        finally:
+            tmp.unlink()
     return public_key(path)
 
 
