@@ -2,9 +2,10 @@
 
 It is the only writer of job state. Agents, tools and verifiers report back to it on
 `rig.work.supervisor.<kind>.<name>`, a subject naming the sender (whose NATS user may
-publish under its own name only); for each report it loads the job's snapshot and the graph the job
-runs on, asks `Rules` (actors/_rules.py, pure) for the next snapshot, writes it with
-compare-and-set, then publishes what the transition produced (events, next command).
+publish under its own name only); for each report it loads the job's snapshot and the
+graph the job runs on, asks `Rules` (actors/_rules.py, pure) for the next snapshot,
+writes it with compare-and-set, then publishes what the transition produced (events,
+next command).
 """
 
 from __future__ import annotations

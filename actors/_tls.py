@@ -62,7 +62,13 @@ def ensure_tls(home: Path) -> TlsFiles:
     files = TlsFiles(folder / "server.pem", folder / "server-key.pem", folder / "ca.pem")
     if files.cert.exists() and files.key.exists() and files.ca.exists():
         return files
-    from cryptography import x509
+    try:
+        from cryptography import x509
+    except ImportError:
+        raise ConfigError(
+            "rig up --tls makes its certificates with the `cryptography` package: "
+            "pip install 'rig[server]'"
+        ) from None
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID

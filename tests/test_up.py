@@ -40,7 +40,7 @@ class Up:
                 assert line, f"rig up exited before {event}: {self.seen}"
                 if line.startswith(b"{"):
                     self.seen.append(json.loads(line))
-                    if self.seen[-1]["event"] == event:
+                    if self.seen[-1].get("event") == event:
                         return self.seen[-1]
 
     async def rig(self, *args: str) -> tuple[int, str, str]:
