@@ -23,6 +23,7 @@ from protocols import (
     loads,
     validate,
 )
+from protocols._permissions import inbox_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 RIG = str(Path(sys.executable).parent / "rig")
@@ -75,7 +76,11 @@ def test_every_nats_example_is_a_valid_request() -> None:
     examples = commands("nats")
     assert examples
     for command, _output in examples:
-        _nats, _req, subject, body = shlex.split(command)
+        words = shlex.split(command)
+        # With the client's seed and inbox prefix, as `rig up` secures the server.
+        prefix = inbox_prefix(Names(), "client")
+        assert words[1:5] == ["--nkey", ".rig/creds/client.nk", "--inbox-prefix", prefix]
+        subject, body = words[words.index("req") + 1 :]
         value = loads(body.replace('"..."', '"job-1"'))
         validate(REQUESTS[subject], value)
 
