@@ -32,11 +32,11 @@ def test_a_sample_of_hostile_inputs_crashes_nothing(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads(out.read_text())
-    assert record["ok"] and record["inputs"] >= 2_000
+    assert record["ok"] and record["inputs"] >= 1_000
     decoders, subjects = record["decoders"], record["subjects"]
     assert decoders["crashes"] == [] and decoders["decoders"] >= 17
     assert {"schema_error", "decode_error"} <= set(decoders["outcomes"])
-    assert subjects["api_unanswered"] == 0 and subjects["api_requests"] > 100
+    assert subjects["api_unanswered"] == 0 and subjects["api_requests"] > 50
     assert subjects["processes_before"] == subjects["processes_after"]
     assert len(subjects["processes_after"]) == 4
     assert subjects["refund_example_after"] == "succeeded"
