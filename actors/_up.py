@@ -49,7 +49,13 @@ if TYPE_CHECKING:
 from actors._keys import add_key, keys_path
 from actors._log import configure_logging
 from actors._nats import connect, ensure_topology
-from actors._security import ADMIN, creds_dir, deployment_config, makes_topology
+from actors._security import (
+    ADMIN,
+    creds_dir,
+    deployment_config,
+    makes_topology,
+    write_private,
+)
 from actors._tls import TlsFiles, ensure_tls, tls_dir
 from actors._webhooks import new_secret
 from protocols import ActorReady, RigError, decode_as
@@ -84,7 +90,7 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
     said: dict[str, str] = {"url": env["RIG_GATEWAY_URL"]}
     keys = keys_path(rig)
     if not keys.exists():
-        _private(rig.home / "gateway.key", add_key(keys, "rig-up") + "\n")
+        write_private(rig.home / "gateway.key", add_key(keys, "rig-up") + "\n")
         said["key_file"] = str(rig.home / "gateway.key")
     elif (rig.home / "gateway.key").exists():
         said["key_file"] = str(rig.home / "gateway.key")
@@ -92,18 +98,10 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
     if not os.environ.get("RIG_WEBHOOK_SECRET"):
         secret_file = rig.home / "webhook-secret"
         if not secret_file.exists():
-            _private(secret_file, new_secret() + "\n")
+            write_private(secret_file, new_secret() + "\n")
         env["RIG_WEBHOOK_SECRET"] = secret_file.read_text().strip()
         said["webhook_secret_file"] = str(secret_file)
     return said, env
-
-
-def _private(path: Path, text: str) -> None:
-    """Write a file only its owner may read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def free_port() -> int:

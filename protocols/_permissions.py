@@ -25,7 +25,7 @@ Pure: no I/O. `actors._security` turns these into a server's authorization block
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from protocols._names import Names, check_token
@@ -161,6 +161,20 @@ def _process(names: Names, dead_letters: Iterable[str]) -> Grants:
     )
 
 
+def _worker(
+    names: Names, sender: str, served: list[str], durable_of: Callable[[str], str]
+) -> Grants:
+    """What a process serving `served` (agents, tools or verifiers; `sender` is how its
+    reports name them) needs for that work: each one's durable and dead letters, and its
+    report subject, besides what every process needs."""
+    grants = _process(names, [durable_of(name) for name in served])
+    for name in served:
+        grants |= durable(names.work_stream, durable_of(name)) | Grants.of(
+            publish=[names.report(sender, name)]
+        )
+    return grants
+
+
 def supervisor(names: Names) -> Role:
     n = names
     durables = (n.supervisor_durable, n.timer_durable, n.dlq_durable)
@@ -191,8 +205,7 @@ def supervisor(names: Names) -> Role:
 def agent(names: Names, name: str) -> Role:
     n = names
     grants = (
-        _process(n, [n.agent_durable(name)])
-        | durable(n.work_stream, n.agent_durable(name))
+        _worker(n, "agent", [name], n.agent_durable)
         | kv_write(n.agents_bucket, name)
         | kv_write(n.graphs_bucket, f"{name}.>")
         | kv_write(n.presence_bucket, f"{name}.>")
@@ -202,7 +215,6 @@ def agent(names: Names, name: str) -> Role:
         | durable(n.slots_stream, "*")
         | Grants.of(
             publish=[
-                n.report("agent", name),
                 f"{n.prefix}.tokens.*",
                 n.slots_all,
                 f"{JS_API}.STREAM.MSG.GET.{n.slots_stream}",
@@ -217,11 +229,7 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
     deployment's graphs put after its tools' edges) to hand successful results to."""
     n = names
     tools = sorted(tools)
-    grants = _process(n, [n.tool_durable(t) for t in tools]) | object_write(n.results_store)
-    for tool in tools:
-        grants |= durable(n.work_stream, n.tool_durable(tool)) | Grants.of(
-            publish=[n.report("tool", tool)]
-        )
+    grants = _worker(n, "tool", tools, n.tool_durable) | object_write(n.results_store)
     grants |= kv_write(n.presence_bucket, "ledger.>") | kv_scan(n.presence_bucket)
     grants |= Grants.of(publish=[n.verifier(v) for v in sorted(verifiers)])
     return Role(role, "runs tools " + ", ".join(tools), grants, True)
@@ -230,11 +238,7 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
 def verifier(names: Names, role: str, verifiers: Iterable[str]) -> Role:
     n = names
     verifiers = sorted(verifiers)
-    grants = _process(n, [n.verifier_durable(v) for v in verifiers]) | object_read(n.results_store)
-    for name in verifiers:
-        grants |= durable(n.work_stream, n.verifier_durable(name)) | Grants.of(
-            publish=[n.report("verify", name)]
-        )
+    grants = _worker(n, "verify", verifiers, n.verifier_durable) | object_read(n.results_store)
     return Role(role, "checks with " + ", ".join(verifiers), grants, True)
 
 
