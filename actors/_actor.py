@@ -362,7 +362,7 @@ class Actor:
         metrics = None
         try:
             if makes_topology(self.config, self.role_name()):
-                await ensure_topology(self._js, self.names)
+                await ensure_topology(self._js, self.names, self.config.replicas)
             else:
                 await check_topology(self._js, self.names)
             if self.config.metrics_port is not None:

@@ -15,6 +15,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -153,6 +154,28 @@ def _parser() -> argparse.ArgumentParser:
         "8080; 0: a free one). Its API key is made once, in $RIG_HOME/gateway.key",
     )
     up.add_argument("--no-gateway", action="store_true", help="start no HTTP gateway")
+    up.add_argument(
+        "--cluster",
+        type=int,
+        metavar="N",
+        help="start N nats-servers (3 or 5) as one cluster on this machine, with "
+        "nats-cluster.conf: every stream and bucket has N copies, the tool ledger lives in "
+        "the cluster, and the actors are spread over the servers (client ports --port and "
+        "up, default 4222; routes --cluster-port and up; docs/cluster.md)",
+    )
+    up.add_argument(
+        "--cluster-port",
+        type=int,
+        metavar="PORT",
+        help="with --cluster: the first node's route port (default 6222)",
+    )
+    up.add_argument(
+        "--join",
+        metavar="URL[,URL...]",
+        help="start only the actors, against a cluster that runs elsewhere (as a second "
+        "host does): its servers' client URLs. The first host's $RIG_HOME/creds (and "
+        "tls/ca.pem) must be copied here",
+    )
     up.add_argument(
         "--insecure",
         action="store_true",
@@ -783,6 +806,28 @@ def _up(args: argparse.Namespace) -> int:
         gateway_port = int(raw)
     if not 0 <= gateway_port < 65536:
         raise _usage(f"--gateway-port must be a port number, not {gateway_port}")
+    if args.cluster is not None and args.cluster not in (3, 5):
+        raise _usage(f"--cluster takes 3 or 5 servers (a majority survives), not {args.cluster}")
+    if args.cluster_port is not None and args.cluster is None:
+        raise _usage("--cluster-port goes with --cluster")
+    join: list[str] | None = None
+    if args.join is not None:
+        join = [url.strip() for url in args.join.split(",") if url.strip()]
+        clashes = [
+            flag
+            for flag, given in (
+                ("--cluster", args.cluster),
+                ("--port", args.port),
+                ("--monitor-port", args.monitor_port),
+                ("--tls", args.tls),
+                ("--insecure", args.insecure),
+            )
+            if given
+        ]
+        if clashes:
+            raise _usage(f"--join starts no server: {', '.join(clashes)} cannot go with it")
+        if not join or not all(re.match(r"^(nats|tls)://[^/\s]+:\d+$", url) for url in join):
+            raise _usage(f"--join takes servers' URLs, nats://HOST:PORT[,...], not {args.join!r}")
     return run_async(
         run_up(
             config,
@@ -792,6 +837,9 @@ def _up(args: argparse.Namespace) -> int:
             json_output=args.json,
             insecure=args.insecure,
             tls=_tls_files(args),
+            cluster=args.cluster or 0,
+            cluster_port=args.cluster_port,
+            join=join,
         )
     )
 

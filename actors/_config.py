@@ -20,6 +20,11 @@
 | `RIG_CREDS`       | (the role's own)          | nkey seed file to connect with; by default a    |
 |                   |                           | process uses `$RIG_HOME/creds/<role>.nk` if     |
 |                   |                           | it exists (`rig up` makes them)                 |
+| `RIG_REPLICAS`    | `1`                       | copies of every stream and bucket Rig creates   |
+|                   |                           | (3 in a cluster; `rig up --cluster` sets it)    |
+| `RIG_LEDGER`      | `local`                   | where tool calls are claimed: `local`, an SQLite |
+|                   |                           | file per host; `cluster`, a replicated bucket   |
+|                   |                           | that every host shares (docs/cluster.md)        |
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from protocols import ConfigError, InputLimits, Names
 
@@ -88,6 +94,8 @@ class RigConfig:
     creds: Path | None = None  # an nkey seed file to connect with (else the role's own)
     max_backlog: int = 1000  # steps waiting for an agent past which a submit is `busy`
     tls_ca: Path | None = None  # the CA to verify the server with (else $RIG_HOME/tls/ca.pem)
+    replicas: int = 1  # copies of each stream and bucket Rig creates (3 in a cluster)
+    ledger: Literal["local", "cluster"] = "local"  # where tool calls are claimed
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -110,11 +118,20 @@ class RigConfig:
             creds=Path(os.environ["RIG_CREDS"]) if os.environ.get("RIG_CREDS") else None,
             max_backlog=int(env_number("RIG_MAX_BACKLOG", 1000, low=1, high=10**9)),
             tls_ca=Path(os.environ["RIG_TLS_CA"]) if os.environ.get("RIG_TLS_CA") else None,
+            replicas=int(env_number("RIG_REPLICAS", 1, low=1, high=5)),
+            ledger=_ledger_from_env(),
         )
 
     @property
     def servers(self) -> list[str]:
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+
+def _ledger_from_env() -> Literal["local", "cluster"]:
+    raw = os.environ.get("RIG_LEDGER") or "local"
+    if raw not in ("local", "cluster"):
+        raise ConfigError(f"RIG_LEDGER must be local or cluster, not {raw!r}")
+    return "cluster" if raw == "cluster" else "local"
 
 
 def _limits_from_env() -> InputLimits:

@@ -89,6 +89,9 @@ async def connect(
         return await asyncio.wait_for(
             nats.connect(
                 servers=config.servers,
+                # In the order given: `rig up` spreads its processes over a cluster's
+                # servers by the order of each one's list.
+                dont_randomize=True,
                 name=name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -157,9 +160,9 @@ async def _on_reconnected() -> None:
     log.info("nats.reconnected")
 
 
-def stream_configs(names: Names) -> list[StreamConfig]:
-    """The streams of a Rig deployment."""
-    return [
+def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
+    """The streams of a Rig deployment, each with `replicas` copies."""
+    configs = [
         StreamConfig(
             name=names.work_stream,
             description="Rig commands to actors and their reports (work queue)",
@@ -195,23 +198,28 @@ def stream_configs(names: Names) -> list[StreamConfig]:
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
     ]
+    for config in configs:
+        config.num_replicas = replicas
+    return configs
 
 
-async def ensure_topology(js: JetStreamContext, names: Names) -> None:
-    """Create Rig's streams and KV buckets if they are missing."""
-    for config in stream_configs(names):
+async def ensure_topology(js: JetStreamContext, names: Names, replicas: int = 1) -> None:
+    """Create Rig's streams and KV buckets if they are missing, each with `replicas`
+    copies (a stream made with fewer is scaled up; JetStream moves its data)."""
+    for config in stream_configs(names, replicas):
         assert config.name is not None
         try:
             info = await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
-            log.info("stream.created", stream=config.name)
+            log.info("stream.created", stream=config.name, replicas=replicas)
             continue
         missing = set(config.subjects or ()) - set(info.config.subjects or ())
         if missing:  # a stream made by an older Rig: add the subjects it lacks
             info.config.subjects = sorted(set(info.config.subjects or ()) | missing)
             await js.update_stream(info.config)
             log.info("stream.updated", stream=config.name, added=sorted(missing))
+        await _scale(js, info, replicas)
     for bucket, description in (
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.agents_bucket, "Rig agent registry: graph and example input per agent"),
@@ -219,19 +227,22 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
         (names.breakers_bucket, "Rig circuit breakers per LLM provider and model"),
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
         (names.graphs_bucket, "Rig agent registrations by version (<agent>.<graph version>)"),
+        (names.claims_bucket, "Rig tool ledger of a cluster (<tool>.<key>, compare-and-set)"),
     ):
-        await _ensure_bucket(js, bucket, description)
+        await _ensure_bucket(js, bucket, description, replicas=replicas)
     await _ensure_bucket(
         js,
         names.presence_bucket,
         "Rig live agent instances (expire unless refreshed)",
         ttl=PRESENCE_TTL_S,
+        replicas=replicas,
     )
     await _ensure_bucket(
         js,
         names.webhooks_bucket,
         "Rig webhooks: what became of each (<job>.<event seq>)",
         ttl=EVENTS_MAX_AGE_S,  # as long as the journal they tell of
+        replicas=replicas,
     )
     try:
         await js.object_store(names.results_store)
@@ -242,9 +253,37 @@ async def ensure_topology(js: JetStreamContext, names: Names) -> None:
                 description="Rig tool results too large to travel inline, by <job>/<step>/<tool>",
                 storage=StorageType.FILE,
                 ttl=EVENTS_MAX_AGE_S,  # as long as the journal that names them
+                replicas=replicas,
             ),
         )
-        log.info("bucket.created", bucket=names.results_store)
+        log.info("bucket.created", bucket=names.results_store, replicas=replicas)
+    else:
+        await _scale(js, await js.stream_info(f"OBJ_{names.results_store}"), replicas)
+
+
+async def _scale(js: JetStreamContext, info: Any, replicas: int) -> None:
+    """Give an existing stream (or a bucket's) `replicas` copies if it has fewer."""
+    if (info.config.num_replicas or 1) < replicas:
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
+        log.info("stream.scaled", stream=info.config.name, replicas=replicas)
+
+
+async def jetstream_ready(js: JetStreamContext, *, timeout: float = 30.0) -> None:
+    """Wait until JetStream answers (a cluster that just started elects its meta leader
+    first); a `RigConnectionError` saying so after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await js.account_info()
+            return
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            if time.monotonic() > deadline:
+                raise RigConnectionError(
+                    f"JetStream did not answer within {timeout:g} s ({exc}); a cluster needs "
+                    "a majority of its servers up to elect a leader"
+                ) from None
+            await asyncio.sleep(0.2)
 
 
 async def check_topology(js: JetStreamContext, names: Names) -> None:
@@ -261,10 +300,18 @@ async def check_topology(js: JetStreamContext, names: Names) -> None:
 
 
 async def _ensure_bucket(
-    js: JetStreamContext, bucket: str, description: str, *, ttl: float | None = None
+    js: JetStreamContext,
+    bucket: str,
+    description: str,
+    *,
+    ttl: float | None = None,
+    replicas: int = 1,
 ) -> KeyValue:
+    """A bucket, made if missing. Reads of Rig's buckets go to the leader of each (not
+    `direct`, which lets a follower answer, possibly stale: nats-server #4710); a
+    compare-and-set is checked by the leader whatever a read said."""
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
         kv = await js.create_key_value(
             KeyValueConfig(
@@ -273,10 +320,14 @@ async def _ensure_bucket(
                 history=1,
                 storage=StorageType.FILE,
                 ttl=ttl,
+                replicas=replicas,
+                direct=False,
             )
         )
-        log.info("bucket.created", bucket=bucket)
+        log.info("bucket.created", bucket=bucket, replicas=replicas)
         return kv
+    await _scale(js, await js.stream_info(f"KV_{bucket}"), replicas)
+    return kv
 
 
 def pull_subject(stream: str, durable: str) -> str:

@@ -23,6 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
+from actors._claims import ClusterLedger
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
 from actors._metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS
@@ -230,9 +231,13 @@ class ToolExecutor(Actor):
         cls.tools = found
 
     async def on_start(self) -> None:
-        owner = f"{socket.gethostname()}:{os.getpid()}"
+        owner = f"{_host()}:{os.getpid()}"
         await self._claim_ledger_scope()
-        self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
+        self.ledger: Ledger | ClusterLedger
+        if self.config.ledger == "cluster":
+            self.ledger = await ClusterLedger.open(self.js, self.names, owner=owner)
+        else:
+            self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
 
     async def on_stop(self) -> None:
         self._scope_beat.cancel()
@@ -241,16 +246,17 @@ class ToolExecutor(Actor):
         await self.ledger.close()
 
     async def _claim_ledger_scope(self) -> None:
-        """Refuse to serve a side-effecting tool that executors on another host serve.
+        """Refuse to serve a side-effecting tool that executors with another ledger serve.
 
-        The ledger is one file per host, and at most once holds only within one file:
-        two hosts' executors could each claim the same call. Each executor keeps
-        `ledger.<tool>.<host>` alive in `RIG_PRESENCE` (as agents keep theirs); one that
-        finds another host's key for one of its side-effecting tools stops with the
-        reason, unless `RIG_ALLOW_SECOND_LEDGER=1` says to run without the guarantee.
+        A local ledger is one file per host, and at most once holds only within one
+        ledger: two hosts' executors could each claim the same call. Each executor keeps
+        `ledger.<tool>.<scope>` alive in `RIG_PRESENCE` (as agents keep theirs), its scope
+        its host with a local ledger, `cluster` with the cluster's (`RIG_LEDGER`); one
+        that finds another scope's key for one of its side-effecting tools stops with
+        the reason, unless `RIG_ALLOW_SECOND_LEDGER=1` says to run without the guarantee.
         """
         presence = await self.js.key_value(self.names.presence_bucket)
-        host = _token(os.environ.get("RIG_HOSTNAME") or socket.gethostname())
+        host = "cluster" if self.config.ledger == "cluster" else _token(_host())
         tools = [name for name, t in self.tools.items() if t.spec.side_effects]
         for name in tools:
             others = {
@@ -261,10 +267,10 @@ class ToolExecutor(Actor):
             if not others:
                 continue
             message = (
-                f"tool {name!r} (side effects) is already served on host(s) "
-                f"{', '.join(sorted(others))} with another ledger file; at most once holds "
-                "only within one host's ledger, so this executor will not serve it "
-                "(RIG_ALLOW_SECOND_LEDGER=1 runs it anyway, without that guarantee)"
+                f"tool {name!r} (side effects) is already served with another ledger (on "
+                f"{', '.join(sorted(others))}); at most once holds only within one ledger, "
+                "so this executor will not serve it (RIG_LEDGER=cluster gives every host "
+                "one; RIG_ALLOW_SECOND_LEDGER=1 runs it anyway, without that guarantee)"
             )
             if os.environ.get("RIG_ALLOW_SECOND_LEDGER") != "1":
                 raise SecondLedgerError(message, tool=name, hosts=", ".join(sorted(others)))
@@ -587,11 +593,16 @@ def _token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
 
+def _host() -> str:
+    """This host's name in ledger owners: `RIG_HOSTNAME`, else the system's."""
+    return os.environ.get("RIG_HOSTNAME") or socket.gethostname()
+
+
 def _gone(owner: str) -> bool:
     """Whether ledger owner `host:pid` was a process of this host that is now gone (or a
     zombie). Unsure (another host, a pid that exists) means no: the lease is waited out."""
     host, _, pid_text = owner.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != _host() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

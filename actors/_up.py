@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from actors._actor import Actor
 from actors._keys import add_key, keys_path
 from actors._log import configure_logging
-from actors._nats import connect, ensure_topology
+from actors._nats import connect, ensure_topology, jetstream_ready
 from actors._security import (
     ADMIN,
     creds_dir,
@@ -175,24 +175,40 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class NatsServer:
-    """A nats-server child process, started with the project's `nats.conf`."""
+    """A nats-server child process, started with the project's `nats.conf` (or a cluster
+    node's, `nats-cluster.conf`)."""
 
     def __init__(
-        self, proc: asyncio.subprocess.Process, url: str, log_path: Path, conf: Path
+        self,
+        proc: asyncio.subprocess.Process,
+        url: str,
+        log_path: Path,
+        conf: Path,
+        args: dict[str, Any] | None = None,
     ) -> None:
         self.proc = proc
         self.url = url
         self.log_path = log_path
         self.conf = conf
+        self.args = args or {}  # what `start` was given, to start it again the same way
         self._pump: asyncio.Task[None] | None = None
         self.reloads = 0  # "Reloaded server configuration" lines seen
         self._reloaded = asyncio.Condition()
 
     @classmethod
     async def start(
-        cls, *, home: Path, port: int | None, monitor_port: int | None, conf: Path | None = None
+        cls,
+        *,
+        home: Path,
+        port: int | None,
+        monitor_port: int | None,
+        conf: Path | None = None,
+        name: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> NatsServer:
-        """Start one with `conf` (default: the project's `nats.conf`, no users)."""
+        """Start one with `conf` (default: the project's `nats.conf`, no users). `name`:
+        a cluster node's (its store `nats-<name>`, its log `nats-<name>.log`); `extra`:
+        more command-line arguments (a node's cluster address and routes)."""
         binary = Path(sys.executable).parent / "nats-server"
         if not binary.exists():
             found = shutil.which("nats-server")
@@ -203,8 +219,11 @@ class NatsServer:
                 )
             binary = Path(found)
         await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
-        conf = conf or find_nats_conf()
-        args = ["-c", str(conf), "-sd", str(home / "nats")]
+        conf = conf or find_conf("nats.conf")
+        suffix = f"-{name}" if name else ""
+        args = ["-c", str(conf), "-sd", str(home / f"nats{suffix}")]
+        if name:
+            args += ["--server_name", name]
         # 0 asks for a free port; nats-server spells that -1.
         if port is not None:
             args += ["-p", str(port or -1)]
@@ -213,18 +232,27 @@ class NatsServer:
         proc = await asyncio.create_subprocess_exec(
             str(binary),
             *args,
+            *extra,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )
-        log_path = home / "nats-server.log"
-        server = cls(proc, "", log_path, conf)
+        log_path = home / f"nats-server{suffix}.log"
+        given = {"home": home, "monitor_port": monitor_port, "conf": conf, "name": name}
+        server = cls(proc, "", log_path, conf, given | {"extra": extra})
         try:
             server.url = await asyncio.wait_for(server._ready(), SERVER_START_TIMEOUT_S)
         except BaseException:
             await server.stop()
             raise
+        server.args["port"] = int(server.url.rsplit(":", 1)[1])  # the same one next time
         return server
+
+    async def start_again(self) -> None:
+        """Start the server anew as it was started (same port, store and arguments) after
+        it exited."""
+        fresh = await NatsServer.start(**self.args)
+        self.proc, self._pump = fresh.proc, fresh._pump
 
     async def _ready(self) -> str:
         """Read the server's log until it is ready; keep copying it to the log file after."""
@@ -273,12 +301,12 @@ class NatsServer:
             await asyncio.gather(self._pump, return_exceptions=True)
 
 
-def find_nats_conf() -> Path:
-    """`./nats.conf` if there is one, else the one shipped beside the package."""
-    for candidate in (Path.cwd() / "nats.conf", Path(__file__).resolve().parents[1] / "nats.conf"):
+def find_conf(name: str = "nats.conf") -> Path:
+    """`./<name>` if there is one, else the one shipped beside the package."""
+    for candidate in (Path.cwd() / name, Path(__file__).resolve().parents[1] / name):
         if candidate.exists():
             return candidate
-    raise RigError("nats.conf not found in the current directory or beside the package")
+    raise RigError(f"{name} not found in the current directory or beside the package")
 
 
 async def _terminate(proc: asyncio.subprocess.Process, *, grace: float) -> None:
@@ -404,8 +432,17 @@ async def run_up(
     json_output: bool = False,
     insecure: bool = False,
     tls: TlsFiles | bool = False,
+    cluster: int = 0,
+    cluster_port: int | None = None,
+    join: list[str] | None = None,
 ) -> int:
     """Start everything, keep it running until SIGINT/SIGTERM, stop everything; return 0.
+
+    `cluster` (3 or more) starts that many nats-servers on this machine, one cluster
+    (`nats-cluster.conf`; routes on `cluster_port` and up), every stream and bucket with
+    that many copies, the tool ledger in the cluster, and the actors spread over the
+    servers. `join` starts only the actors, against a cluster that runs elsewhere (as a
+    second host does).
 
     `gateway_port` (0: a free one; None: no gateway) starts a `rig gateway` beside the
     actors, on loopback, with API keys and a webhook secret (made in `RIG_HOME` the first
@@ -430,8 +467,12 @@ async def run_up(
         env |= secrets
         config = UpConfig((*config.actors, ActorSpec(GATEWAY)))
         emit("gateway.configured", **gateway)
-    server = None
-    if not os.environ.get("RIG_NATS_URL"):
+    servers: list[NatsServer] = []
+    if join:
+        env |= {"RIG_NATS_URL": ",".join(join), "RIG_LEDGER": "cluster"}
+        env.setdefault("RIG_REPLICAS", "3")
+        emit("cluster.joined", servers=join)
+    elif not os.environ.get("RIG_NATS_URL"):
         files = None
         if tls is True:
             files = await asyncio.to_thread(ensure_tls, rig.home)
@@ -450,41 +491,55 @@ async def run_up(
             )
         else:
             classes = [load_actor_class(spec.target) for spec in config.actors]
-        conf = await asyncio.to_thread(
-            deployment_config, rig.home, rig.names, classes, find_nats_conf(), files
-        )
+        base = find_conf("nats-cluster.conf" if cluster else "nats.conf")
+        if cluster:
+            await asyncio.to_thread(check_durability, base)
+        conf = await asyncio.to_thread(deployment_config, rig.home, rig.names, classes, base, files)
         if classes is not None:
             emit("security.on", users=str(conf), credentials=str(creds_dir(rig.home)))
-        server = await NatsServer.start(
-            home=rig.home, port=port, monitor_port=monitor_port, conf=conf
-        )
-        env["RIG_NATS_URL"] = server.url
-        emit("server.started", url=server.url, pid=server.proc.pid, log=str(server.log_path))
+        if cluster:
+            nodes = cluster_nodes(cluster, port, monitor_port, cluster_port)
+            servers = list(
+                await asyncio.gather(
+                    *(NatsServer.start(home=rig.home, conf=conf, **node) for node in nodes)
+                )
+            )
+            env |= {"RIG_REPLICAS": str(cluster), "RIG_LEDGER": "cluster"}
+            said = await asyncio.to_thread(write_cluster, rig.home, servers)
+            emit("cluster.started", servers=said, file=str(rig.home / "cluster.json"))
+        else:
+            servers = [
+                await NatsServer.start(
+                    home=rig.home, port=port, monitor_port=monitor_port, conf=conf
+                )
+            ]
+            server = servers[0]
+            emit("server.started", url=server.url, pid=server.proc.pid, log=str(server.log_path))
+        env["RIG_NATS_URL"] = ",".join(server.url for server in servers)
     else:
         emit("server.external", url=rig.nats_url)
     config_here = dataclasses.replace(
         rig,
         nats_url=env["RIG_NATS_URL"],
         tls_ca=Path(env["RIG_TLS_CA"]) if env.get("RIG_TLS_CA") else rig.tls_ca,
+        replicas=int(env.get("RIG_REPLICAS") or rig.replicas),
     )
     nc = await connect(config_here, name="rig-up", log_events=False, role=ADMIN)
     if makes_topology(config_here, ADMIN):  # before any actor, which may not
-        await ensure_topology(nc.jetstream(), rig.names)
+        await jetstream_ready(nc.jetstream())  # a new cluster elects its leader first
+        await ensure_topology(nc.jetstream(), rig.names, config_here.replicas)
     announcements = await nc.subscribe(rig.names.actor_ready)
     pids: dict[int, str] = {}
     slots = [(spec, i, free_port()) for spec in config.actors for i in range(spec.count)]
     targets = await asyncio.to_thread(write_targets, rig, slots)
     emit("metrics.targets", file=str(targets), processes=len(slots))
     runners = [
-        asyncio.create_task(_keep_running(spec, i, env, stop, emit, pids, port))
-        for spec, i, port in slots
+        asyncio.create_task(_keep_running(spec, i, spread(env, j), stop, emit, pids, metrics_port))
+        for j, (spec, i, metrics_port) in enumerate(slots)
     ]
     helpers = [asyncio.create_task(_say_ready(announcements, pids, len(slots), env, emit))]
     failed = asyncio.Event()
-    if server is not None:
-        helpers.append(
-            asyncio.create_task(_keep_server(server, rig.home, monitor_port, stop, failed, emit))
-        )
+    helpers += [asyncio.create_task(_keep_server(server, stop, failed, emit)) for server in servers]
     try:
         await stop.wait()
         emit("up.stopping")
@@ -496,9 +551,9 @@ async def run_up(
         await asyncio.gather(*runners, return_exceptions=True)
         with contextlib.suppress(Exception):
             await nc.close()
-        if server is not None:
+        for server in servers:
             await server.stop()
-            emit("server.stopped", pid=server.proc.pid)
+            emit("server.stopped", pid=server.proc.pid, **_named(server))
     emit("up.stopped")
     return 1 if failed.is_set() else 0
 
@@ -556,41 +611,109 @@ async def _say_ready(
 
 
 async def _keep_server(
-    server: NatsServer,
-    home: Path,
-    monitor_port: int | None,
-    stop: asyncio.Event,
-    failed: asyncio.Event,
-    emit: _Emitter,
+    server: NatsServer, stop: asyncio.Event, failed: asyncio.Event, emit: _Emitter
 ) -> None:
     """Start the server again, on its port and store, whenever it exits; give up (and stop
     everything) after `SERVER_RESTARTS` failed starts in a row."""
-    port = int(server.url.rsplit(":", 1)[1])
     while True:
         code = await server.proc.wait()
         if stop.is_set():
             return
-        emit("server.exited", pid=server.proc.pid, code=code, action="restarting it")
+        named = _named(server)
+        emit("server.exited", pid=server.proc.pid, code=code, action="restarting it", **named)
         for attempt in range(1, SERVER_RESTARTS + 1):
             try:
-                fresh = await NatsServer.start(
-                    home=home, port=port, monitor_port=monitor_port, conf=server.conf
-                )
+                await server.start_again()
             except (RigError, OSError) as exc:
-                emit("server.restart_failed", attempt=attempt, error=str(exc))
+                emit("server.restart_failed", attempt=attempt, error=str(exc), **_named(server))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(0.5 * 2**attempt, 10.0))
                 if stop.is_set():
                     return
                 continue
-            server.proc, server._pump = fresh.proc, fresh._pump
-            emit("server.restarted", url=fresh.url, pid=fresh.proc.pid)
+            emit("server.restarted", url=server.url, pid=server.proc.pid, **_named(server))
             break
         else:
             emit("server.failed", restarts=SERVER_RESTARTS, log=str(server.log_path))
             failed.set()
             stop.set()
             return
+
+
+def _named(server: NatsServer) -> dict[str, str]:
+    return {"name": server.args["name"]} if server.args.get("name") else {}
+
+
+def check_durability(conf: Path) -> None:
+    """Refuse a cluster config whose JetStream does not sync every write to disk: in a
+    cluster the tool ledger's records live in a replicated bucket, and the ledger
+    promises that a recorded effect survives power loss (docs/cluster.md)."""
+    text = re.sub(r"#.*", "", conf.read_text())
+    found = re.findall(r"\bsync_interval\s*[:=]?\s*\"?([^\"\s,}]+)", text)
+    if found[-1:] != ["always"]:
+        said = f"says sync_interval: {found[-1]}" if found else "does not set sync_interval"
+        raise UpConfigError(
+            f"{conf} {said}; a cluster's tool ledger promises that a recorded effect "
+            "survives a power cut, which needs `sync_interval: always` in its jetstream "
+            "block (docs/cluster.md has its cost)",
+            path=str(conf),
+        )
+
+
+def cluster_nodes(
+    size: int, port: int | None, monitor_port: int | None, cluster_port: int | None
+) -> list[dict[str, Any]]:
+    """What `NatsServer.start` needs for each node of a cluster on this machine: node i
+    (n1, n2, ...) listens on `port + i - 1` for clients (default 4222 and up), on
+    `cluster_port + i - 1` for routes (6222 and up) and `monitor_port + i - 1` for
+    monitoring (8222 and up); `port` 0 picks free ports for all three."""
+    free = port == 0
+
+    def pick(given: int | None, default: int, i: int) -> int:
+        return free_port() if free or given == 0 else (given or default) + i
+
+    ports = [
+        (pick(port, 4222, i), pick(cluster_port, 6222, i), pick(monitor_port, 8222, i))
+        for i in range(size)
+    ]
+    routes = ",".join(f"nats://127.0.0.1:{route}" for _, route, _ in ports)
+    return [
+        {
+            "name": f"n{i + 1}",
+            "port": client,
+            "monitor_port": monitor,
+            "extra": ("--cluster", f"nats://127.0.0.1:{route}", "--routes", routes),
+        }
+        for i, (client, route, monitor) in enumerate(ports)
+    ]
+
+
+def write_cluster(home: Path, servers: list[NatsServer]) -> list[dict[str, Any]]:
+    """`$RIG_HOME/cluster.json`: the servers `rig up --cluster` started (for `rig cluster
+    status` and for the people who join a host to it); returns what it wrote."""
+    said = [
+        {
+            "name": server.args["name"],
+            "url": server.url,
+            "monitor": f"http://127.0.0.1:{server.args['monitor_port']}",
+            "pid": server.proc.pid,
+            "log": str(server.log_path),
+        }
+        for server in servers
+    ]
+    (home / "cluster.json").write_text(json.dumps({"servers": said}, indent=2) + "\n")
+    return said
+
+
+def spread(env: dict[str, str], index: int) -> dict[str, str]:
+    """The environment of actor process number `index`: with several servers, its list
+    starts at server `index` (mod their count), so the processes spread over them (and
+    each moves to the next in its list if its server goes away)."""
+    urls = env["RIG_NATS_URL"].split(",")
+    if len(urls) < 2:
+        return env
+    turn = index % len(urls)
+    return env | {"RIG_NATS_URL": ",".join(urls[turn:] + urls[:turn])}
 
 
 def up_home() -> Path:

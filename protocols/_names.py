@@ -20,7 +20,8 @@ With the default prefix the names are the ones in the design:
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.dlq.<actor>                      stream RIG_DLQ
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
-    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS
+    RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
+    RIG_CLAIMS (a cluster's tool ledger)
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
@@ -149,6 +150,12 @@ class Names:
     def webhooks_bucket(self) -> str:
         """What became of each webhook, by `<job_id>.<seq>` (a `WebhookRecord`)."""
         return f"{self.prefix.upper()}_WEBHOOKS"
+
+    @property
+    def claims_bucket(self) -> str:
+        """The tool ledger of a cluster: one record per idempotency key, `<tool>.<key>`,
+        changed only by compare-and-set (`RIG_LEDGER=cluster`)."""
+        return f"{self.prefix.upper()}_CLAIMS"
 
     @property
     def inbox_bucket(self) -> str:

@@ -231,6 +231,8 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
     tools = sorted(tools)
     grants = _worker(n, "tool", tools, n.tool_durable) | object_write(n.results_store)
     grants |= kv_write(n.presence_bucket, "ledger.>") | kv_scan(n.presence_bucket)
+    for tool in tools:  # a cluster's ledger: its own tools' records only
+        grants |= kv_write(n.claims_bucket, f"{tool}.*")
     grants |= Grants.of(publish=[n.verifier(v) for v in sorted(verifiers)])
     return Role(role, "runs tools " + ", ".join(tools), grants, True)
 

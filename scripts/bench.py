@@ -59,7 +59,7 @@ from actors._security import (  # noqa: E402
 )
 from actors._up import (  # noqa: E402
     NatsServer,
-    find_nats_conf,
+    find_conf,
     free_port,
     load_actor_class,
     spawn_actor,
@@ -88,7 +88,7 @@ class Users:
     def _write(self) -> None:
         assert self._conf is not None
         users = [user for group in self._users.values() for user in group]
-        self._conf.write_text(server_config(find_nats_conf(), users))
+        self._conf.write_text(server_config(find_conf(), users))
 
     async def grant(self, server: NatsServer, names: Names, home: Path, targets: list[str]) -> None:
         classes = [load_actor_class(target) for target in dict.fromkeys(targets)]

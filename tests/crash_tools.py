@@ -9,7 +9,10 @@ by the call's idempotency key, as a payment API that takes `Idempotency-Key` all
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +118,32 @@ class SlowTools(ToolExecutor):
             await db.commit()
         await asyncio.sleep(1.0)
         return {"n": n}
+
+
+class HostTools(ToolExecutor):
+    """A payment service that executors on several hosts share: one file per payment in
+    `$RIG_TEST_SINK` (no lock that a frozen process could keep holding, as a shared
+    SQLite file would), and a reconcile that looks for the call's file."""
+
+    name = "host-tools"
+
+    @tool(side_effects=True, timeout=1.0, lease=2.0, reconcile="find_payment")
+    async def pay_shared(self, account: str, amount: float) -> dict[str, Any]:
+        call = tool_context()
+        paid = {"account": account, "amount": amount, "paid": True}
+        name = f"{call.key}.{call.epoch}.{os.getpid()}"
+        await asyncio.to_thread((shared_sink() / name).write_text, json.dumps(paid))
+        return paid
+
+    async def find_payment(self, account: str, amount: float) -> dict[str, Any] | None:
+        found = await asyncio.to_thread(list, shared_sink().glob(f"{tool_context().key}.*"))
+        return {"account": account, "amount": amount, "paid": True} if found else None
+
+
+def shared_sink() -> Path:
+    return Path(os.environ["RIG_TEST_SINK"])
+
+
+def shared_payments(sink: Path) -> Counter[str]:
+    """Payments per idempotency key in a `HostTools` sink."""
+    return Counter(path.name.split(".", 1)[0] for path in sink.iterdir())

@@ -1,0 +1,141 @@
+"""`rig up --cluster 3` in a child process, for the cluster tests: three nats-servers on
+free ports, the actors spread over them, an admin connection and a `Deployment` view
+for the helpers the single-server tests use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from actors import RigConfig
+from actors._client import RigClient
+from actors._nats import connect
+from protocols import Names
+from tests.conftest import ROOT, Deployment, eventually
+
+
+@dataclass
+class Node:
+    name: str
+    url: str
+    monitor: str
+    pid: int
+
+
+@dataclass
+class ClusterUp:
+    """A running `rig up --cluster 3`: its servers, what it said, and a way in."""
+
+    proc: asyncio.subprocess.Process
+    home: Path
+    env: dict[str, str]
+    nodes: list[Node] = field(default_factory=list)
+    said: list[dict[str, Any]] = field(default_factory=list)
+    rig: Deployment | None = None
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, name: str) -> Node:
+        return next(node for node in self.nodes if node.name == name)
+
+    async def said_event(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Wait until `rig up` says `event` with these fields (once more than before, if
+        it said it already: the count at the call is the baseline)."""
+        before = len(self._matching(event, fields))
+        return await eventually(
+            lambda: self._after(event, fields, before),
+            timeout=90,
+            message=f"rig up says {event} {fields}",
+        )
+
+    async def _after(self, event: str, fields: dict[str, Any], before: int) -> Any:
+        found = self._matching(event, fields)
+        return found[-1] if len(found) > before else None
+
+    def _matching(self, event: str, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            said
+            for said in self.said
+            if said.get("event") == event and all(said.get(k) == v for k, v in fields.items())
+        ]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one server (`rig up` starts it again on its port and store)."""
+        node = self.node(name)
+        os.kill(node.pid, signal.SIGKILL)
+
+    async def restarted(self, name: str) -> None:
+        """Wait until `rig up` has started server `name` again; note its new pid."""
+        said = await self.said_event("server.restarted", name=name)
+        self.node(name).pid = int(said["pid"])
+
+
+@contextlib.asynccontextmanager
+async def cluster_up(
+    home: Path, actors: dict[str, int], env: dict[str, str] | None = None
+) -> AsyncIterator[ClusterUp]:
+    """`rig up --cluster 3 --port 0` with these actor classes and counts, until the body
+    ends; then SIGTERM, and its exit must be 0."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "up.toml"
+    config.write_text(
+        "".join(f'[[actor]]\nclass = "{cls}"\ncount = {n}\n' for cls, n in actors.items())
+    )
+    environment = {
+        **{k: v for k, v in os.environ.items() if k != "RIG_NATS_URL"},
+        "RIG_HOME": str(home),
+        "RIG_ACK_WAIT": "2",
+        "RIG_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "actors", "up", "--cluster", "3", "--port", "0"]
+    command += ["--config", str(config), "--json", "--no-gateway"]
+    with (home / "up.err").open("ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *command, env=environment, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err
+        )
+    up = ClusterUp(proc, home, environment)
+    reader = asyncio.create_task(_read(up))
+    nc = None
+    try:
+        ready = await up.said_event("up.ready")
+        [started] = up._matching("cluster.started", {})
+        up.nodes = [
+            Node(s["name"], s["url"], s["monitor"], int(s["pid"])) for s in started["servers"]
+        ]
+        assert ready["url"] == up.url
+        up.env["RIG_NATS_URL"] = up.url
+        config_here = RigConfig(nats_url=up.url, home=home, names=Names())
+        nc = await connect(config_here, name="cluster-test", role="admin")
+        client = RigClient(nc, config_here)
+        server = SimpleNamespace(url=up.url)
+        up.rig = Deployment(server, home, "rig", nc, client)  # type: ignore[arg-type]
+        yield up
+    finally:
+        if nc is not None:
+            await nc.close()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 120)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    assert code == 0, f"rig up exited {code}; see {home / 'up.err'}"
+
+
+async def _read(up: ClusterUp) -> None:
+    assert up.proc.stdout is not None
+    while line := await up.proc.stdout.readline():
+        with contextlib.suppress(ValueError):
+            up.said.append(json.loads(line))
