@@ -42,11 +42,13 @@ from actors._metrics import (
     serve_metrics,
 )
 from actors._nats import (
+    OUTAGE_S,
     Publisher,
     check_topology,
     connect,
     ensure_topology,
     headers_of,
+    is_outage,
     pull_subject,
 )
 from actors._security import makes_topology
@@ -331,9 +333,9 @@ class Actor:
         with _send_span(subject):
             tracing.inject(all_headers)
             try:
-                stored = await self.publisher.publish(subject, payload, all_headers)
-                async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-                    await stored
+                await self.publisher.stored(
+                    subject, payload, all_headers, timeout=_PUBLISH_TIMEOUT_S
+                )
             except Exception as exc:
                 raise RetryableError(
                     f"publish to {subject} failed: {exc!r}", subject=subject
@@ -594,7 +596,7 @@ class Actor:
         started = time.monotonic()
         self._holding[id(msg)] = (msg, started)
         try:
-            await inbox.handler(message, delivery)
+            await self._through_outages(inbox, message, delivery)
         except RetryableError as exc:
             if attempt >= (inbox.max_deliver or self.config.max_deliver):
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
@@ -629,6 +631,27 @@ class Actor:
         if armed("after_ack"):  # fault injection: die once the server has the ack
             await self.nc.flush(timeout=5)
             crash_point("after_ack")
+
+    async def _through_outages(self, inbox: Inbox, message: Any, delivery: Delivery) -> None:
+        """Run the handler; while it fails because the servers are away or a stream has
+        no leader (`is_outage`: seconds, in a cluster that lost a server), run it again
+        here, backing off, for up to `OUTAGE_S`, holding the message (in-progress acks)
+        rather than spending its deliveries: an outage says nothing about the message.
+        Handlers are idempotent, as a redelivery requires."""
+        deadline = time.monotonic() + OUTAGE_S
+        pause = 0.25
+        while True:
+            try:
+                await inbox.handler(message, delivery)
+                return
+            except Exception as exc:
+                late = time.monotonic() + pause > deadline
+                if late or self._stopping.is_set() or not is_outage(exc):
+                    raise
+                self.log.info("handler.outage", error=repr(exc), retry_in=pause)
+                MESSAGES.labels(inbox.durable, "outage").inc()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
     async def _keep_alive(self) -> None:
         """One task for all handlers: in-progress acks for every message held over a third

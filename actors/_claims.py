@@ -22,6 +22,7 @@ next change on that (one round trip: a fresh claim is a `create`, a completion a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -42,8 +43,9 @@ from actors._ledger import (
     decide_claim,
     decide_finish,
     decide_resolve,
+    decide_settle,
 )
-from actors._nats import kv_read
+from actors._nats import kv_latest, kv_read
 from protocols import Names
 
 # Records this process remembers (key -> tool, last record and revision written).
@@ -171,3 +173,72 @@ def _subject_key(tool: str, key: str) -> str:
     """A record's key in the bucket: under its tool, so that an executor's NATS user may
     write only its own tools' records."""
     return f"{tool}.{key}"
+
+
+# --- administration (`rig ledger` with RIG_LEDGER=cluster) ------------------------------
+
+
+async def list_claims(
+    js: JetStreamContext, names: Names, *, limit: int = 100, state: str | None = None
+) -> list[LedgerRecord]:
+    """The newest records first (at most `limit`), optionally only those in `state`."""
+    records = [
+        LedgerRecord(**json.loads(value)) async for _, value in kv_latest(js, names.claims_bucket)
+    ]
+    records = [r for r in records if state is None or r.state == state]
+    return sorted(records, key=lambda r: r.updated_at, reverse=True)[:limit]
+
+
+async def get_claim(js: JetStreamContext, names: Names, key: str) -> LedgerRecord | None:
+    found = await _find(js, names, key)
+    return found[1] if found is not None else None
+
+
+async def settle_claim(
+    js: JetStreamContext, names: Names, key: str, *, happened: bool, result: Any, by: str
+) -> LedgerRecord:
+    """A person's answer to an `unknown` record (`decide_settle`), written by
+    compare-and-set: a record that moved meanwhile is read and decided again."""
+    kv = await js.key_value(names.claims_bucket)
+    found = await _find(js, names, key)
+    if found is None:
+        raise ValueError("no such record")
+    while True:
+        data, revision = await kv_read(kv, found[0])
+        record = LedgerRecord(**json.loads(data)) if data else None
+        new = decide_settle(record, happened=happened, result=result, by=by, now=time.time())
+        value = json.dumps(dataclasses.asdict(new)).encode()
+        try:
+            await kv.update(found[0], value, last=revision)
+        except KeyWrongLastSequenceError:
+            continue  # it changed since it was read: decide on what it is now
+        return new
+
+
+async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float) -> int:
+    """Delete finished records not updated for `older_than` seconds; return how many
+    (never an `in_progress` or `unknown` one: it may stand for an effect that happened).
+    Each delete is conditional on the revision read, so a record that changed is kept."""
+    kv = await js.key_value(names.claims_bucket)
+    cutoff = time.time() - older_than
+    deleted = 0
+    async for subject_key, value in kv_latest(js, names.claims_bucket):
+        record = LedgerRecord(**json.loads(value))
+        if record.state not in ("succeeded", "failed") or record.updated_at >= cutoff:
+            continue
+        data, revision = await kv_read(kv, subject_key)
+        if data != value:
+            continue
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await kv.delete(subject_key, last=revision)
+            deleted += 1
+    return deleted
+
+
+async def _find(js: JetStreamContext, names: Names, key: str) -> tuple[str, LedgerRecord] | None:
+    """A record by its idempotency key, whatever its tool: (its key in the bucket, it)."""
+    if not key or any(c in key for c in ".*> "):
+        return None
+    async for subject_key, value in kv_latest(js, names.claims_bucket, f"*.{key}"):
+        return subject_key, LedgerRecord(**json.loads(value))
+    return None

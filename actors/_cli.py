@@ -730,10 +730,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.set_defaults(run=_models_probe)
 
+    cluster = verbs.add_parser(
+        "cluster",
+        help="the health of the NATS servers Rig runs on",
+        description="Servers, streams and consumers as JetStream reports them.",
+    )
+    cluster.set_defaults(run=_help_of(cluster))
+    cluster_verbs = cluster.add_subparsers(title="commands", metavar="COMMAND")
+    cluster_status = cluster_verbs.add_parser(
+        "status",
+        parents=[common],
+        help="leaders, copies in sync and lag per stream and consumer (exit 1 if unhealthy)",
+        description="Every stream and bucket of the deployment and every consumer of its "
+        "work stream: its leader, how many of its copies are current and how far behind "
+        "the others are, what waits in it; and, for a `rig up --cluster` of this RIG_HOME, "
+        "each server's connections, routes and sync setting (from its monitoring port). "
+        "Exit 0 when nothing is wrong, 1 with the problems listed.",
+    )
+    cluster_status.set_defaults(run=_cluster_status)
+
     ledger = verbs.add_parser(
         "ledger",
         help="inspect and prune the tool-call ledger",
-        description="The idempotency ledger of this host ($RIG_HOME/ledger.sqlite3, or --file).",
+        description="The idempotency ledger: this host's ($RIG_HOME/ledger.sqlite3, or "
+        "--file), or with RIG_LEDGER=cluster the cluster's (its replicated bucket, as the "
+        "admin).",
     )
     ledger.set_defaults(run=_help_of(ledger))
     ledger_verbs = ledger.add_subparsers(title="commands", metavar="COMMAND")
@@ -1644,6 +1665,25 @@ def _ago(ts: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def _cluster_status(args: argparse.Namespace) -> int:
+    from actors._cluster import cluster_status, status_lines
+
+    status = _with_client(
+        lambda rig: cluster_status(rig.js, rig.names, rig.config.home), role="admin"
+    )
+    if args.json:
+        _print_json(status)
+    else:
+        print("\n".join(status_lines(status)))
+    return EXIT_OK if status["healthy"] else 1
+
+
+def _in_cluster(args: argparse.Namespace) -> bool:
+    """Whether `rig ledger` works on the cluster's ledger (`RIG_LEDGER=cluster`, no
+    `--file`): through NATS, as the admin."""
+    return args.file is None and RigConfig.from_env().ledger == "cluster"
+
+
 def _ledger_file(args: argparse.Namespace) -> Path:
     path = args.file or RigConfig.from_env().home / "ledger.sqlite3"
     if not path.exists():
@@ -1658,11 +1698,18 @@ def _record_json(record: Any) -> dict[str, Any]:
 
 
 def _ledger_ls(args: argparse.Namespace) -> int:
+    from actors._claims import list_claims
     from actors._ledger import list_records
 
-    records = run_async(
-        list_records(_ledger_file(args), limit=args.limit, state=args.state), fast=False
-    )
+    if _in_cluster(args):
+        records = _with_client(
+            lambda rig: list_claims(rig.js, rig.names, limit=args.limit, state=args.state),
+            role="admin",
+        )
+    else:
+        records = run_async(
+            list_records(_ledger_file(args), limit=args.limit, state=args.state), fast=False
+        )
     if args.json:
         _print_json([_record_json(r) for r in records])
         return EXIT_OK
@@ -1672,9 +1719,13 @@ def _ledger_ls(args: argparse.Namespace) -> int:
 
 
 def _ledger_show(args: argparse.Namespace) -> int:
+    from actors._claims import get_claim
     from actors._ledger import get_record
 
-    record = run_async(get_record(_ledger_file(args), args.key), fast=False)
+    if _in_cluster(args):
+        record = _with_client(lambda rig: get_claim(rig.js, rig.names, args.key), role="admin")
+    else:
+        record = run_async(get_record(_ledger_file(args), args.key), fast=False)
     if record is None:
         raise _usage(f"no record with key {args.key!r}")
     if args.json:
@@ -1686,20 +1737,18 @@ def _ledger_show(args: argparse.Namespace) -> int:
 
 
 def _ledger_settle(args: argparse.Namespace) -> int:
+    from actors._claims import settle_claim
     from actors._ledger import settle
 
     result = _json_value(args.happened, "--happened") if args.happened is not None else None
+    answer = {"happened": not args.not_happened, "result": result, "by": args.by}
     try:
-        record = run_async(
-            settle(
-                _ledger_file(args),
-                args.key,
-                happened=not args.not_happened,
-                result=result,
-                by=args.by,
-            ),
-            fast=False,
-        )
+        if _in_cluster(args):
+            record = _with_client(
+                lambda rig: settle_claim(rig.js, rig.names, args.key, **answer), role="admin"
+            )
+        else:
+            record = run_async(settle(_ledger_file(args), args.key, **answer), fast=False)
     except ValueError as exc:
         raise _usage(f"cannot settle {args.key!r}: {exc}") from None
     if args.json:
@@ -1710,10 +1759,16 @@ def _ledger_settle(args: argparse.Namespace) -> int:
 
 
 def _ledger_prune(args: argparse.Namespace) -> int:
+    from actors._claims import prune_claims
     from actors._ledger import prune
 
     seconds = parse_duration(args.older_than, zero=True)
-    deleted = run_async(prune(_ledger_file(args), older_than=seconds), fast=False)
+    if _in_cluster(args):
+        deleted = _with_client(
+            lambda rig: prune_claims(rig.js, rig.names, older_than=seconds), role="admin"
+        )
+    else:
+        deleted = run_async(prune(_ledger_file(args), older_than=seconds), fast=False)
     if args.json:
         _print_json({"deleted": deleted, "older_than_s": seconds})
     else:

@@ -62,6 +62,7 @@ from pydantic.json_schema import models_json_schema
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._client import SETTLED_STATUSES, RigClient
+from actors._cluster import stream_health
 from actors._config import env_number
 from actors._keys import RELOAD_S, KeyRing, keys_path, load_keys
 from actors._security import makes_topology
@@ -701,11 +702,21 @@ class Gateway(Actor):
         return _json(HttpOk())
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """Ready when NATS answers and the streams a job needs (work, journal, snapshots)
+        each have a leader: in a cluster, a majority of their copies. A copy that lags
+        does not make it unready (the majority works on); `rig cluster status` says."""
         try:
             await self.nc.flush(timeout=2)
-            await self.js.stream_info(self.names.events_stream)
         except (nats.errors.Error, OSError) as exc:
             raise RigConnectionError(f"NATS is not ready: {exc!r}") from None
+        streams = (self.names.work_stream, self.names.events_stream, f"KV_{self.names.jobs_bucket}")
+        found = await asyncio.gather(*(stream_health(self.js, s, timeout=2) for s in streams))
+        leaderless = [h for h in found if h.error]
+        if leaderless:
+            raise RigConnectionError(
+                "NATS is not ready: no leader answers for "
+                f"{', '.join(h.name for h in leaderless)} ({leaderless[0].error})"
+            )
         return _json(HttpOk())
 
     # --- the journal as Server-Sent Events -------------------------------------------

@@ -44,7 +44,8 @@ BUILD.info(
 MESSAGES = Counter(
     "rig_messages_total",
     "Messages an actor process finished handling, by consumer and outcome "
-    "(ok, retried: nak'ed to come back, failed: raised, dead_lettered)",
+    "(ok, retried: nak'ed to come back, failed: raised, dead_lettered; outage: a run "
+    "that failed because the servers were away, run again in place)",
     ["consumer", "outcome"],
 )
 REDELIVERIES = Counter(

@@ -440,6 +440,39 @@ class PublishError(Exception):
 
 
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+# How long a publish keeps trying while no server stores its subject (a cluster electing a
+# stream's leader: nats-server's elections take 4-9 s after a leader is lost).
+OUTAGE_S = 30.0
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,  # a request nobody answered in time (not a user's timeout)
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what it was raised from) says the servers were away or leaderless,
+    not that the message or the request was wrong: a retry later may succeed, and the
+    message's delivery count says nothing about the message then."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, _OUTAGE_ERRORS):
+            return True
+        if isinstance(exc, PublishError) and exc.code in (408, 503):
+            return True
+        if isinstance(exc, nats.js.errors.APIError) and exc.code == 503:
+            return True
+        cause = exc.__cause__
+        if cause is None and not exc.__suppress_context__:
+            cause = exc.__context__
+        exc, seen = cause, seen + 1
+    return False
 
 
 class Publisher:
@@ -480,6 +513,67 @@ class Publisher:
             future.cancel()
             raise
         return future
+
+    async def stored(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 10.0,
+        within: float = OUTAGE_S,
+    ) -> int:
+        """Publish and wait for the stored sequence (see `stored_all`)."""
+        [sequence] = await self.stored_all(
+            [(subject, data, headers)], timeout=timeout, within=within
+        )
+        return sequence
+
+    async def stored_all(
+        self,
+        messages: list[tuple[str, bytes, dict[str, str] | None]],
+        *,
+        timeout: float = 10.0,
+        within: float = OUTAGE_S,
+    ) -> list[int]:
+        """Publish `messages` in order, pipelined, and wait until each is stored; return
+        their sequences. While no server stores a subject (503: a stream without a leader,
+        for seconds in a cluster that lost a server) the first unstored message and those
+        after it are published again, in order, backing off, for up to `within` seconds:
+        a 503 stored nothing, and a message already stored again is dropped by its
+        `Nats-Msg-Id`. Other refusals raise at once, and so does a timeout, as a
+        `PublishError` with code 408."""
+        deadline = time.monotonic() + within
+        pause = 0.05
+        sequences: list[int] = []
+        pending = list(messages)
+        while pending:
+            futures = [await self.publish(subject, data, hdrs) for subject, data, hdrs in pending]
+            try:
+                async with asyncio.timeout(timeout):
+                    results = await asyncio.gather(*futures, return_exceptions=True)
+            except TimeoutError:
+                for future in futures:
+                    future.cancel()
+                # Maybe stored, maybe not: only its `Nats-Msg-Id` makes a retry safe.
+                raise PublishError(f"no ack within {timeout:g} s", code=408) from None
+            failed = next(
+                (i for i, result in enumerate(results) if isinstance(result, BaseException)),
+                len(results),
+            )
+            sequences += [int(result) for result in results[:failed]]  # type: ignore[arg-type]
+            if failed == len(results):
+                return sequences
+            error = results[failed]
+            assert isinstance(error, BaseException)
+            if not (isinstance(error, PublishError) and error.code == 503):
+                raise error
+            if time.monotonic() + pause > deadline:
+                raise error
+            pending = pending[failed:]
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        return sequences
 
     def _done(self, token: str) -> None:
         if self._waiting.pop(token, None) is not None:

@@ -147,6 +147,7 @@ class Supervisor(Actor):
         self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
         self._backlogs: dict[str, tuple[float, int]] = {}  # agent: (read at, steps waiting)
+        self._journal = (self.names.events_all.removesuffix(">"), self.names.escalations)
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -656,38 +657,47 @@ class Supervisor(Actor):
 
     async def _write(self, job_id: str, data: bytes, *, last: int) -> int:
         """Compare-and-set the snapshot (`last=0`: create); return the new revision."""
-        stored = await self.publisher.publish(
-            kv_subject(self.names.jobs_bucket, job_id),
-            data,
-            {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
-        )
         try:
-            async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-                return await stored
+            return await self.publisher.stored(
+                kv_subject(self.names.jobs_bucket, job_id),
+                data,
+                {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
+                timeout=_PUBLISH_TIMEOUT_S,
+            )
         except PublishError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise _Conflict from exc
             raise
 
     async def _send(self, job: JobSnapshot) -> None:
-        """Publish the outbox, pipelined: one round trip for all of it, order kept. The
+        """Publish the outbox in three pipelined rounds, order kept within each. The
         inbox's writes (a KV bucket: another stream, which the server may store after the
         journal's) are stored first, so that whoever reads `waiting_human` in the journal
-        finds the job in the inbox, and whoever reads it resumed does not."""
-        first = [out for out in job.outbox if out.subject.startswith("$KV.")]
-        then = [out for out in job.outbox if not out.subject.startswith("$KV.")]
+        finds the job in the inbox, and whoever reads it resumed does not. The journal's
+        events are stored before the work they announce is sent: the next transition
+        comes from that work, so no event of it can be stored ahead of this one's, even
+        when the journal's stream is without a leader for a while (a cluster that lost a
+        server) and the work stream is not."""
+        kv = [out for out in job.outbox if out.subject.startswith("$KV.")]
+        journal = [out for out in job.outbox if out.subject.startswith(self._journal)]
+        rest = [out for out in job.outbox if out not in kv and out not in journal]
         try:
-            for batch in (first, then):
-                acks = [
-                    await self.publisher.publish(
-                        out.subject,
-                        out.data,
-                        tracing.inject_for({Header.MSG_ID: out.msg_id, **out.headers}, job.trace),
-                    )
-                    for out in batch
-                ]
-                async with asyncio.timeout(_PUBLISH_TIMEOUT_S):
-                    await asyncio.gather(*acks)
+            for batch in (kv, journal, rest):
+                if not batch:
+                    continue
+                await self.publisher.stored_all(
+                    [
+                        (
+                            out.subject,
+                            out.data,
+                            tracing.inject_for(
+                                {Header.MSG_ID: out.msg_id, **out.headers}, job.trace
+                            ),
+                        )
+                        for out in batch
+                    ],
+                    timeout=_PUBLISH_TIMEOUT_S,
+                )
         except Exception as exc:
             # The snapshot is written: a redelivery of the report re-sends the outbox.
             raise RetryableError(f"publishing the outbox failed: {exc!r}", delay=0.2) from exc

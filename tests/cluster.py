@@ -19,6 +19,8 @@ from typing import Any
 from actors import RigConfig
 from actors._client import RigClient
 from actors._nats import connect
+from actors._security import deployment_config
+from actors._up import NatsServer, cluster_nodes, find_conf, free_port, load_actor_class
 from protocols import Names
 from tests.conftest import ROOT, Deployment, eventually
 
@@ -83,10 +85,15 @@ class ClusterUp:
 
 @contextlib.asynccontextmanager
 async def cluster_up(
-    home: Path, actors: dict[str, int], env: dict[str, str] | None = None
+    home: Path,
+    actors: dict[str, int],
+    env: dict[str, str] | None = None,
+    *,
+    join: list[Node] | None = None,
 ) -> AsyncIterator[ClusterUp]:
-    """`rig up --cluster 3 --port 0` with these actor classes and counts, until the body
-    ends; then SIGTERM, and its exit must be 0."""
+    """`rig up --cluster 3 --port 0` with these actor classes and counts (or, `join`,
+    `rig up --join` to these servers: actors only), until the body ends; then SIGTERM,
+    and its exit must be 0."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "up.toml"
     config.write_text(
@@ -100,8 +107,12 @@ async def cluster_up(
         "PYTHONPATH": str(ROOT),
         **(env or {}),
     }
-    command = [sys.executable, "-m", "actors", "up", "--cluster", "3", "--port", "0"]
-    command += ["--config", str(config), "--json", "--no-gateway"]
+    command = [sys.executable, "-m", "actors", "up", "--config", str(config), "--json"]
+    command += ["--no-gateway"]
+    if join:
+        command += ["--join", ",".join(node.url for node in join)]
+    else:
+        command += ["--cluster", "3", "--port", "0"]
     with (home / "up.err").open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
             *command, env=environment, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err
@@ -111,10 +122,13 @@ async def cluster_up(
     nc = None
     try:
         ready = await up.said_event("up.ready")
-        [started] = up._matching("cluster.started", {})
-        up.nodes = [
-            Node(s["name"], s["url"], s["monitor"], int(s["pid"])) for s in started["servers"]
-        ]
+        if join:
+            up.nodes = join
+        else:
+            [started] = up._matching("cluster.started", {})
+            up.nodes = [
+                Node(s["name"], s["url"], s["monitor"], int(s["pid"])) for s in started["servers"]
+            ]
         assert ready["url"] == up.url
         up.env["RIG_NATS_URL"] = up.url
         config_here = RigConfig(nats_url=up.url, home=home, names=Names())
@@ -139,3 +153,45 @@ async def _read(up: ClusterUp) -> None:
     while line := await up.proc.stdout.readline():
         with contextlib.suppress(ValueError):
             up.said.append(json.loads(line))
+
+
+@contextlib.asynccontextmanager
+async def own_cluster(home: Path, targets: list[str]) -> AsyncIterator[list[NatsServer]]:
+    """Three servers of the test's own, as `rig up --cluster 3` would start them (the
+    shipped nats-cluster.conf, a user per role of these actor classes, their seeds in
+    `home/creds`), for `rig up --join` and for tests that start a server differently."""
+    classes = [load_actor_class(target) for target in targets]
+    conf = await asyncio.to_thread(
+        deployment_config, home, Names(), classes, find_conf("nats-cluster.conf")
+    )
+    nodes = cluster_nodes(3, 0, None, None)
+    servers = await asyncio.gather(
+        *(NatsServer.start(home=home, conf=conf, **node) for node in nodes)
+    )
+    try:
+        yield list(servers)
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+def as_node(server: NatsServer) -> Node:
+    return Node(server.args["name"], server.url, "", server.proc.pid)
+
+
+async def isolate(server: NatsServer) -> NatsServer:
+    """Cut `server` off from the others: SIGKILL it and start it on its port and store
+    with a route address nobody dials and routes to nowhere. Its clients reconnect to
+    it; it has a minority of the cluster. `heal` ends it."""
+    server.proc.kill()
+    await server.stop()
+    elsewhere = ("--cluster", f"nats://127.0.0.1:{free_port()}")
+    nowhere = ("--routes", f"nats://127.0.0.1:{free_port()}")
+    return await NatsServer.start(**(server.args | {"extra": elsewhere + nowhere}))
+
+
+async def heal(server: NatsServer, isolated: NatsServer) -> None:
+    """Stop the isolated server and start it again as it was: it rejoins and catches up."""
+    isolated.proc.kill()
+    await isolated.stop()
+    await server.start_again()

@@ -9,7 +9,7 @@ by the call's idempotency key, as a payment API that takes `Idempotency-Key` all
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import sqlite3
 from collections import Counter
@@ -121,29 +121,34 @@ class SlowTools(ToolExecutor):
 
 
 class HostTools(ToolExecutor):
-    """A payment service that executors on several hosts share: one file per payment in
-    `$RIG_TEST_SINK` (no lock that a frozen process could keep holding, as a shared
-    SQLite file would), and a reconcile that looks for the call's file."""
+    """A payment service that executors on several hosts share, in `$RIG_TEST_SINK`: as a
+    payment API does, it honours the idempotency key (a payment is the file `paid/<key>`,
+    made only if absent; a repeat gets the first one back), and it notes every request
+    in `asked/` (`<key>.<epoch>.<pid>`), so a test sees whether Rig asked twice. Both
+    are done in one step of the event loop, with no await between them: a process
+    frozen by a crash point is never half-way through one."""
 
     name = "host-tools"
 
     @tool(side_effects=True, timeout=1.0, lease=2.0, reconcile="find_payment")
     async def pay_shared(self, account: str, amount: float) -> dict[str, Any]:
-        call = tool_context()
-        paid = {"account": account, "amount": amount, "paid": True}
-        name = f"{call.key}.{call.epoch}.{os.getpid()}"
-        await asyncio.to_thread((shared_sink() / name).write_text, json.dumps(paid))
-        return paid
+        call, sink = tool_context(), shared_sink()
+        (sink / "asked" / f"{call.key}.{call.epoch}.{os.getpid()}").touch()
+        with contextlib.suppress(FileExistsError):
+            (sink / "paid" / call.key).open("x").close()
+        return {"account": account, "amount": amount, "paid": True}
 
     async def find_payment(self, account: str, amount: float) -> dict[str, Any] | None:
-        found = await asyncio.to_thread(list, shared_sink().glob(f"{tool_context().key}.*"))
-        return {"account": account, "amount": amount, "paid": True} if found else None
+        paid = (shared_sink() / "paid" / tool_context().key).exists()
+        return {"account": account, "amount": amount, "paid": True} if paid else None
 
 
 def shared_sink() -> Path:
     return Path(os.environ["RIG_TEST_SINK"])
 
 
-def shared_payments(sink: Path) -> Counter[str]:
-    """Payments per idempotency key in a `HostTools` sink."""
-    return Counter(path.name.split(".", 1)[0] for path in sink.iterdir())
+def shared_payments(sink: Path) -> tuple[set[str], Counter[str]]:
+    """A `HostTools` sink's payments (their keys) and how often each key was asked for."""
+    paid = {path.name for path in (sink / "paid").iterdir()}
+    asked = Counter(path.name.split(".", 1)[0] for path in (sink / "asked").iterdir())
+    return paid, asked

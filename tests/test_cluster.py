@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
+from typing import Any
 
+import nats
+import nats.js.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
 from actors._up import spawn_actor
-from protocols import ToolCall, ToolResult, decode_as, encode
-from tests.cluster import cluster_up
+from protocols import TERMINAL_STATUSES, Names, ToolCall, ToolResult, decode_as, encode
+from protocols._permissions import inbox_prefix
+from tests.cluster import as_node, cluster_up, heal, isolate, own_cluster
 from tests.conftest import ROOT, eventually
 from tests.crash_tools import HostTools, shared_payments
 from tests.test_chaos import (
@@ -23,6 +28,7 @@ from tests.test_chaos import (
     snapshots,
     submit_all,
 )
+from tests.test_cli import run_rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -62,6 +68,13 @@ async def test_300_jobs_while_two_servers_are_killed_in_turn(tmp_path: Path) -> 
             assert steps == list(range(1, len(steps) + 1)), job_id
         check_effects(rig, await snapshots(rig, jobs))
         print(f"\ncluster: {jobs} jobs, 2 servers SIGKILLed and restarted")
+        # The restarted servers caught up; each syncs every write (nats-cluster.conf).
+        await eventually(lambda: _healthy(up.env), timeout=60, message="healthy again")
+        code, out, err = await run_rig(up.env, "cluster", "status", "--json")
+        assert code == 0, out + err
+        servers = json.loads(out)["servers"]
+        assert [s["name"] for s in servers] == ["n1", "n2", "n3"], err
+        assert all(s["sync_always"] and s["routes"] >= 2 for s in servers), servers
 
 
 async def test_executors_on_two_hosts_share_one_ledger(tmp_path: Path) -> None:
@@ -82,7 +95,8 @@ async def test_executors_on_two_hosts_share_one_ledger(tmp_path: Path) -> None:
             ConsumerConfig(durable_name="probe", filter_subject=rig.names.supervisor_all),
         )
         sink = tmp_path / "sink"
-        sink.mkdir()
+        for folder in (sink / "paid", sink / "asked"):
+            folder.mkdir(parents=True)
         hosts = {}
         for host, node in (("host-a", up.nodes[0]), ("host-b", up.nodes[1])):
             folder = tmp_path / host
@@ -129,14 +143,38 @@ async def test_executors_on_two_hosts_share_one_ledger(tmp_path: Path) -> None:
                     proc.send_signal(signal.SIGCONT)
                     proc.send_signal(signal.SIGTERM)
             await asyncio.gather(a.wait(), b.wait())
-        paid = shared_payments(sink)
-        assert sorted(paid.values()) == [1] * calls, paid
-        assert set(paid) == {r.key for r in results}
+        paid, asked = shared_payments(sink)
+        assert paid == {r.key for r in results}  # every call paid (once: the key holds)
+        # Host A paid and froze before recording it: host B found A's claim in the
+        # shared ledger, waited out its lease and asked the service, which said it had
+        # happened. Rig did not ask for those twice (a ledger per host would have).
+        found = _reconciled(tmp_path / "host-b.log")
+        assert found, "host B reconciled no call that host A had paid"
+        assert {key: asked[key] for key in found} == dict.fromkeys(found, 1), asked
         ledgers = [p.name for p in tmp_path.glob("host-*/ledger.sqlite3")]
         assert ledgers == []  # neither host kept a ledger of its own: the cluster's held
         claims = await js.key_value(rig.names.claims_bucket)
         keys = await claims.keys()
         assert len(keys) == calls and all(k.startswith("pay_shared.") for k in keys)
+        # `rig ledger` reads the cluster's ledger (as the admin) when RIG_LEDGER says so.
+        env = up.env | {"RIG_LEDGER": "cluster"}
+        code, out, err = await run_rig(env, "ledger", "ls", "--json")
+        assert code == 0, err
+        listed = json.loads(out)
+        assert {r["key"] for r in listed} == paid and {r["state"] for r in listed} == {"succeeded"}
+        code, out, err = await run_rig(env, "ledger", "show", results[0].key, "--json")
+        assert code == 0 and json.loads(out)["owner"].startswith("host-"), err
+
+
+def _reconciled(log: Path) -> set[str]:
+    """The keys an executor reconciled and found had happened (from its log)."""
+    found = set()
+    for line in log.read_text().splitlines():
+        if '"ledger.reconciled"' in line:
+            entry = json.loads(line)
+            if entry["happened"]:
+                found.add(entry["key"])
+    return found
 
 
 async def _executor(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
@@ -164,3 +202,85 @@ async def _reports(rig: object, count: int) -> list[ToolResult]:
 def _stopped(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def test_a_partitioned_server_refuses_writes_and_the_majority_works_on(
+    tmp_path: Path,
+) -> None:
+    """Three servers of the test's own and `rig up --join` (actors only, spread over
+    them). While jobs run, one server is cut off from the other two (restarted with
+    routes that lead nowhere; its clients come back to it). The minority side refuses
+    writes; the majority side accepts new jobs and finishes them; once the server
+    rejoins, every job ends, every journal is whole, each refund happened once."""
+    jobs, home = 150, tmp_path / "home"
+    actors = {**ACTORS, "actors:Supervisor": 2}
+    async with own_cluster(home, list(actors)) as servers:
+        async with cluster_up(home, actors, join=[as_node(s) for s in servers]) as up:
+            assert up.rig is not None
+            rig = up.rig
+            kv = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
+            submitting = asyncio.create_task(submit_all(rig, jobs, pace=0.03))
+            await eventually(lambda: _accepted(kv, jobs // 5), timeout=120, message="1/5 in")
+            minority = await isolate(servers[2])
+            try:
+                await _refuses_writes(minority.url, home, rig.names)
+                # The majority: new jobs are accepted and run to their end meanwhile.
+                await eventually(
+                    lambda: _accepted(kv, jobs * 3 // 5), timeout=120, message="3/5 in"
+                )
+                last = f"chaos-{jobs * 3 // 5 - 1}"
+                ended = await rig.client.wait(last, timeout=120)
+                assert ended.status in TERMINAL_STATUSES, ended
+                assert minority.proc.returncode is None  # still cut off, still refusing
+                await _refuses_writes(minority.url, home, rig.names)
+                # What an operator sees meanwhile: the cut-off server's copies are behind.
+                code, out, err = await run_rig(up.env, "cluster", "status", "--json")
+                status = json.loads(out)
+                assert code == 1 and not status["healthy"], err
+                assert any("on n3 is" in problem for problem in status["problems"]), status
+            finally:
+                await heal(servers[2], minority)
+            await submitting
+            stories = await journals(rig, jobs, timeout=300)
+            for job_id, events in stories.items():
+                assert [e.seq for e in events] == list(range(1, len(events) + 1)), job_id
+            check_effects(rig, await snapshots(rig, jobs))
+            # The healed server caught up: every replica of the journal is current.
+            await eventually(
+                lambda: _all_current(rig.nc, rig.names.events_stream),
+                timeout=60,
+                message="the healed server's copy is current",
+            )
+            await eventually(
+                lambda: _healthy(up.env), timeout=60, message="rig cluster status: healthy"
+            )
+
+
+async def _refuses_writes(url: str, home: Path, names: Names) -> None:
+    """A client of the isolated server only (the admin: nothing refused by permission)
+    cannot store a message or change a key: no majority stands behind that server."""
+    nc = await nats.connect(
+        url,
+        nkeys_seed=str(home / "creds" / "admin.nk"),
+        inbox_prefix=inbox_prefix(names, "admin"),
+        max_reconnect_attempts=0,
+    )
+    try:
+        js = nc.jetstream(timeout=3)
+        with pytest.raises((TimeoutError, nats.errors.Error, nats.js.errors.Error)):
+            await js.publish(names.events("partition-probe"), b"{}")
+        with pytest.raises((TimeoutError, nats.errors.Error, nats.js.errors.Error)):
+            await (await js.key_value(names.jobs_bucket)).put("partition-probe", b"{}")
+    finally:
+        await nc.close()
+
+
+async def _healthy(env: dict[str, str]) -> bool:
+    code, out, _ = await run_rig(env, "cluster", "status")
+    return code == 0 and out.rstrip().endswith("healthy")
+
+
+async def _all_current(nc: Any, stream: str) -> bool:
+    info = await nc.jetstream().stream_info(stream)
+    replicas = info.cluster.replicas or []
+    return len(replicas) == 2 and all(peer.current for peer in replicas)
