@@ -111,6 +111,10 @@ class Inbox:
     max_ack_pending: int | None = None
     # None: the work stream. Another stream (the dead letters) is read without removing.
     stream: str | None = None
+    # More filter subjects of the consumer, beside `subject`.
+    more_subjects: tuple[str, ...] = ()
+    # None: always pull. Else pull only while it says so (a supervisor's partitions).
+    wanted: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,8 @@ class Endpoint:
     responder: Responder
 
 
+# How often a consumer this process does not pull from now asks whether it should.
+_UNWANTED_POLL_S = 0.1
 # How long a publish may wait for the server to say it stored the message.
 _PUBLISH_TIMEOUT_S = 10.0
 
@@ -464,9 +470,11 @@ class Actor:
     # --- consuming ---------------------------------------------------------------
 
     async def _ensure_consumer(self, inbox: Inbox) -> None:
+        subjects = [inbox.subject, *inbox.more_subjects]
         config = ConsumerConfig(
             durable_name=inbox.durable,
-            filter_subject=inbox.subject,
+            filter_subject=inbox.subject if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.config.ack_wait,
@@ -508,6 +516,10 @@ class Actor:
         failures = 0
         try:
             while not self._stopping.is_set():
+                if inbox.wanted is not None and not inbox.wanted():
+                    with contextlib.suppress(TimeoutError):  # not this process's, for now
+                        await asyncio.wait_for(self._stopping.wait(), _UNWANTED_POLL_S)
+                    continue
                 taken = await self._slots.take_up_to(self._batch)
                 pull.start(taken)
                 try:

@@ -497,7 +497,7 @@ class Agent(Actor):
             span.set_attribute("gen_ai.usage.output_tokens", decision.usage.output_tokens)
         STEP_SECONDS.labels(self.name, name).observe(decision.handled.ms / 1000)
         await self.publish(
-            self.names.report("agent", self.name),
+            self.names.report("agent", self.name, request.job_id),
             decision,
             msg_id=msg_id(request.job_id, request.step, "decision"),
         )

@@ -353,10 +353,16 @@ async def kv_latest(
 ) -> AsyncIterator[tuple[str, bytes]]:
     """Every live key of `bucket` matching `pattern`, with its value, in one pass (an
     ordered consumer of the last message per subject; deleted keys are left out)."""
+    async for key, value, _ in _kv_last(js, bucket, pattern, timeout=timeout):
+        yield key, value
+
+
+async def _kv_last(
+    js: JetStreamContext, bucket: str, pattern: str, *, timeout: float
+) -> AsyncIterator[tuple[str, bytes, float]]:
     subjects = f"$KV.{bucket}.{pattern}"
-    info = await js.stream_info(f"KV_{bucket}")
-    if info.state.messages == 0:
-        return
+    if not await _any_subject(js, bucket, subjects):
+        return  # nothing matches: the consumer below would send nothing at all
     sub = await js.subscribe(
         subjects, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
     )
@@ -366,17 +372,29 @@ async def kv_latest(
             try:
                 msg = await sub.next_msg(timeout=timeout)
             except nats.errors.TimeoutError:
-                # No match at all sends nothing; a match always ends with num_pending 0.
+                # A match always ends with num_pending 0; the keys may all have gone since.
                 if not await _any_subject(js, bucket, subjects):
                     return
                 raise RigConnectionError(f"reading {bucket} stalled", subject=subjects) from None
             if msg.data:
-                yield msg.subject.removeprefix(prefix), msg.data
+                stamp = msg.metadata.timestamp
+                yield msg.subject.removeprefix(prefix), msg.data, stamp.timestamp()
             if msg.metadata.num_pending == 0:
                 return
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def kv_times(
+    js: JetStreamContext, bucket: str, pattern: str = ">", *, timeout: float = 5.0
+) -> dict[str, float]:
+    """When each live key of `bucket` matching `pattern` was last written, as the stream
+    stored it (seconds since the epoch, by the server's clock)."""
+    found: dict[str, float] = {}
+    async for key, _, at in _kv_last(js, bucket, pattern, timeout=timeout):
+        found[key] = at
+    return found
 
 
 async def _any_subject(js: JetStreamContext, bucket: str, subjects: str) -> bool:

@@ -1,8 +1,9 @@
 """The supervisor: owns every job's snapshot and journal, and moves jobs through their graph.
 
 It is the only writer of job state. Agents, tools and verifiers report back to it on
-`rig.work.supervisor.<kind>.<name>`, a subject naming the sender (whose NATS user may
-publish under its own name only); for each report it loads the job's snapshot and the
+`rig.work.supervisor.<kind>.<name>.<partition>`, a subject naming the sender (whose NATS
+user may publish under its own name only) and the job's partition (each replica takes
+its share of the partitions); for each report it loads the job's snapshot and the
 graph the job runs on, asks `Rules` (actors/_rules.py, pure) for the next snapshot,
 writes it with compare-and-set, then publishes what the transition produced (events,
 next command).
@@ -12,9 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import os
+import re
+import socket
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -34,6 +40,7 @@ from actors._nats import (
     PublishError,
     kv_latest,
     kv_subject,
+    kv_times,
     live_agents,
 )
 from actors._rules import Rules, forged
@@ -81,6 +88,7 @@ from protocols import (
     error_from_dict,
     msg_id,
 )
+from protocols._names import PARTITIONS
 from protocols._permissions import Role
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
@@ -97,6 +105,10 @@ _CAS_ATTEMPTS = 5
 _PUBLISH_TIMEOUT_S = 10.0
 # Bytes of a message's max_payload kept for its headers.
 _HEADROOM = 1024
+# Each replica says it is live this often, and counts as live while its last beat is no
+# older than _LIVE_S behind the newest one (by the stream's clock, not the hosts').
+_BEAT_S = 1.0
+_LIVE_S = 3.0
 # How long `rig.api.resolve|cancel` waits for the supervisor that carries the request out.
 _COMMAND_WAIT_S = 8.0
 
@@ -104,11 +116,13 @@ _COMMAND_WAIT_S = 8.0
 class Supervisor(Actor):
     """Accepts jobs and steps them through their agent's graph; any number may run.
 
-    Consumes: `rig.work.supervisor.>` (durable `supervisor`): `StartJob`, `ResolveJob`
-    and `CancelJob` on `rig.work.supervisor.api`; the reports, each on its sender's
-    subject: `Decision` on `.agent.<agent>`, `ToolResult` on `.tool.<tool>`, `Verdict`
-    on `.verify.<verifier>` (which carries the tool's result when the executor sent the
-    result straight to the verifier: two transitions per step, not three). A report
+    Consumes: `rig.work.supervisor.>`, one durable per partition (`supervisor-<p>`, of
+    the 16 it pulls those that fall to it among the live replicas): `StartJob`,
+    `ResolveJob` and `CancelJob` on `rig.work.supervisor.api.<p>`; the reports, each on
+    its sender's subject: `Decision` on `.agent.<agent>.<p>`, `ToolResult` on
+    `.tool.<tool>.<p>`, `Verdict` on `.verify.<verifier>.<p>` (which carries the tool's
+    result when the executor sent the result straight to the verifier: two transitions
+    per step, not three). A report
     from anyone but the sender the job's step waits for is refused (`ForgedReportError`:
     dead-lettered, counted, never applied); and
     `rig.work.timer` (durable `supervisor-timer`): `DeadlineCheck` and `StallCheck`,
@@ -122,7 +136,7 @@ class Supervisor(Actor):
 
     Every change of a job is made by a durable message (a report, a timer, a dead
     letter, or a person's resolve or cancel, which the API turns into a `ResolveJob` or
-    `CancelJob` on `rig.work.supervisor.api`), and that message is acked only once the
+    `CancelJob` on `rig.work.supervisor.api.<p>`), and that message is acked only once the
     change's outbox is published. The snapshot names its `cause`: if the message comes
     back (its supervisor died between the write and the publish), whichever supervisor
     gets it publishes the stored outbox again, under the same `Nats-Msg-Id`s. Any
@@ -148,6 +162,18 @@ class Supervisor(Actor):
         self.stale_reports = 0
         self._backlogs: dict[str, tuple[float, int]] = {}  # agent: (read at, steps waiting)
         self._journal = (self.names.events_all.removesuffix(">"), self.names.escalations)
+        self.cache_hits = self.cache_misses = 0
+        # The partitions this replica pulls: its share among the live replicas (every
+        # one with RIG_SUPERVISOR_AFFINITY=0); none until it has seen who is live.
+        self._instance = _instance_id()
+        self._owned: frozenset[int] = frozenset()
+        self._peers: tuple[str, ...] = ()
+        if os.environ.get("RIG_SUPERVISOR_AFFINITY", "1") == "0":
+            self._owned = frozenset(range(PARTITIONS))
+        else:
+            self._presence = await self.js.key_value(self.names.presence_bucket)
+            await self._share()
+            self._sharing = asyncio.create_task(self._keep_sharing())
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -167,13 +193,19 @@ class Supervisor(Actor):
         return permissions.supervisor(names)
 
     def inboxes(self) -> list[Inbox]:
-        return [
+        partitions = [
             Inbox(
-                durable=self.names.supervisor_durable,
-                subject=self.names.supervisor_all,
+                durable=self.names.supervisor_durable(p),
+                subject=self.names.partition_subjects(p)[0],
+                more_subjects=tuple(self.names.partition_subjects(p)[1:]),
                 model=SupervisorMessage,
                 handler=self.on_message,
-            ),
+                wanted=functools.partial(self._owns, p),
+            )
+            for p in range(PARTITIONS)
+        ]
+        return [
+            *partitions,
             Inbox(
                 durable=self.names.timer_durable,
                 subject=self.names.timer,
@@ -197,7 +229,50 @@ class Supervisor(Actor):
             "stale_reports": self.stale_reports,
             "jobs_finished": self.counts.get("jobs_finished", 0),  # ended by this process
             "forged_reports": self.counts.get("forged_reports", 0),  # refused (`_refuse`)
+            "cache_hits": self.cache_hits,  # a job's snapshot found in this process
+            "cache_misses": self.cache_misses,  # ... read from the bucket
+            "partitions": len(self._owned),  # of the PARTITIONS this replica pulls
         }
+
+    # --- partitions: which jobs' messages this replica takes ---------------------------
+
+    def _owns(self, partition: int) -> bool:
+        return partition in self._owned
+
+    async def _share(self) -> None:
+        """Say this replica is live, and take its share of the partitions among the live
+        replicas (rendezvous hashing: a replica that joins or leaves moves only its own
+        share). Live: beaten within `_LIVE_S` of the newest beat, by the stream's clock."""
+        await self._presence.put(
+            f"supervisor.{self._instance}", encode({"pid": os.getpid(), "at": time.time()})
+        )
+        beats = await kv_times(self.js, self.names.presence_bucket, "supervisor.*")
+        newest = max(beats.values(), default=0.0)
+        live = sorted(key.split(".", 1)[1] for key, at in beats.items() if at >= newest - _LIVE_S)
+        if self._instance not in live:
+            live.append(self._instance)
+        owned = partitions_of(self._instance, live)
+        if owned != self._owned or tuple(live) != self._peers:
+            self.log.info("partitions.taken", partitions=sorted(owned), replicas=live)
+        self._owned, self._peers = owned, tuple(live)
+
+    async def _keep_sharing(self) -> None:
+        while True:
+            await asyncio.sleep(_BEAT_S)
+            try:
+                await self._share()
+            except Exception as exc:  # the server is away: keep what it had
+                self.log.warning("partitions.unknown", error=repr(exc))
+
+    async def on_stop(self) -> None:
+        """Leave the partitions to the other replicas at once."""
+        sharing = getattr(self, "_sharing", None)
+        if sharing is None:
+            return
+        sharing.cancel()
+        await asyncio.gather(sharing, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._presence.delete(f"supervisor.{self._instance}")
 
     # --- the API -----------------------------------------------------------------
 
@@ -241,7 +316,9 @@ class Supervisor(Actor):
         # The StartJob is the durable record: if this process dies before creating the
         # snapshot, the StartJob's handler creates it.
         with tracing.within(start.trace):
-            await self.publish(self.names.supervisor, start, msg_id=msg_id(job_id, 0, "start"))
+            await self.publish(
+                self.names.supervisor_for(job_id), start, msg_id=msg_id(job_id, 0, "start")
+            )
         snapshot = self.rules.new_snapshot(start)
         snapshot.cause = "submit"  # its outbox goes out with the StartJob's transition
         data = encode(snapshot)
@@ -374,7 +451,7 @@ class Supervisor(Actor):
         try:
             command.reply_to = reply_to
             await self.publish(
-                self.names.supervisor,
+                self.names.supervisor_for(command.job_id),
                 command,
                 msg_id=msg_id(command.job_id, 0, f"{command.kind}-{command.command_id}"),
             )
@@ -570,6 +647,11 @@ class Supervisor(Actor):
         """
         for attempt in range(_CAS_ATTEMPTS):
             cached = not fresh and attempt == 0 and job_id in self._snapshots
+            if not fresh and attempt == 0:
+                if cached:
+                    self.cache_hits += 1
+                else:
+                    self.cache_misses += 1
             stored, revision = await self._read(job_id, cached=cached)
             snapshot = self._snapshot_of(job_id, stored, start)
             if snapshot.cause == cause:
@@ -866,3 +948,23 @@ def _trace_transition(
             },
             error=error or (after.status if after.status != "succeeded" else None),
         )
+
+
+def partitions_of(instance: str, live: list[str]) -> frozenset[int]:
+    """The partitions `instance` takes among the `live` replicas: each partition goes to
+    the replica with the highest hash of (partition, replica), so a replica that joins
+    or leaves moves only its own share, and every replica computes the same split."""
+    return frozenset(
+        p
+        for p in range(PARTITIONS)
+        if max(live, key=lambda replica: (zlib.crc32(f"{p}:{replica}".encode()), replica))
+        == instance
+    )
+
+
+def _instance_id() -> str:
+    """This replica's name among the supervisors: `RIG_INSTANCE` (`rig up` gives each
+    process slot one, so a restarted replica takes its partitions back at once), else
+    host and pid."""
+    raw = os.environ.get("RIG_INSTANCE") or f"{socket.gethostname()}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", raw)

@@ -371,7 +371,7 @@ class ToolExecutor(Actor):
             )
             return
         await self.publish(
-            self.names.report("tool", call.tool),
+            self.names.report("tool", call.tool, call.job_id),
             result,
             msg_id=msg_id(call.job_id, call.step, "tool_result"),
         )

@@ -391,6 +391,8 @@ async def _keep_running(
         **env,
         "RIG_LOG_FILE": str(log_file(Path(env["RIG_HOME"]), spec.target, index)),
         "RIG_METRICS_PORT": str(metrics_port),
+        # The same name after a restart: a supervisor takes back its partitions at once.
+        "RIG_INSTANCE": f"{env.get('RIG_HOSTNAME') or socket.gethostname()}-{slot}",
     }
     while not stop.is_set():
         started = time.monotonic()
@@ -501,7 +503,10 @@ async def run_up(
             nodes = cluster_nodes(cluster, port, monitor_port, cluster_port)
             servers = list(
                 await asyncio.gather(
-                    *(NatsServer.start(home=rig.home, conf=conf, **node) for node in nodes)
+                    *(
+                        NatsServer.start(home=rig.home, conf=node_conf(conf, node["name"]), **node)
+                        for node in nodes
+                    )
                 )
             )
             env |= {"RIG_REPLICAS": str(cluster), "RIG_LEDGER": "cluster"}
@@ -658,6 +663,18 @@ def check_durability(conf: Path) -> None:
             "block (docs/cluster.md has its cost)",
             path=str(conf),
         )
+
+
+def node_conf(conf: Path, name: str) -> Path:
+    """A cluster node's config file beside `conf`: `conf` itself (included, so a reload
+    after it changes reaches every node) and the node's name, which a JetStream cluster
+    needs in the file to reload at all (a name given on the command line only makes
+    the server refuse every reload)."""
+    path = conf.with_name(f"{conf.stem}-{name}{conf.suffix}")
+    path.write_text(
+        f'# Written by Rig: edits are lost.\ninclude "{conf.name}"\nserver_name: {name}\n'
+    )
+    return path
 
 
 def cluster_nodes(

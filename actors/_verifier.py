@@ -145,7 +145,7 @@ class Verifier(Actor):
                 },
             )
         await self.publish(
-            self.names.report("verify", request.verifier),
+            self.names.report("verify", request.verifier, request.job_id),
             verdict,
             msg_id=msg_id(request.job_id, request.step, "verdict"),
         )

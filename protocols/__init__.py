@@ -86,11 +86,21 @@ from protocols._messages import (
     ref_name,
     result_ref,
 )
-from protocols._names import ContentType, Header, Names, check_token, msg_id, presence_key
+from protocols._names import (
+    PARTITIONS,
+    ContentType,
+    Header,
+    Names,
+    check_token,
+    msg_id,
+    partition_of,
+    presence_key,
+)
 
 __all__ = [
     "ANSWER_MAX_CHARS",
     "DEFAULT_MAX_STEPS",
+    "PARTITIONS",
     "RESULT_REF",
     "TERMINAL_STATUSES",
     "ActorReady",
@@ -172,6 +182,7 @@ __all__ = [
     "input_limits",
     "loads",
     "msg_id",
+    "partition_of",
     "presence_key",
     "ref_name",
     "result_ref",

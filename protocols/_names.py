@@ -8,9 +8,10 @@ without seeing each other's messages.
 With the default prefix the names are the ones in the design:
 
     rig.api.submit|status|resolve|cancel|inbox   request/reply, answered by a supervisor
-    rig.work.supervisor.api              stream RIG_WORK (work queue): start, resolve, cancel
-    rig.work.supervisor.<kind>.<name>    reports, by their sender: agent.<agent>,
-                                         tool.<tool>, verify.<verifier>
+    rig.work.supervisor.api.<p>          stream RIG_WORK (work queue): start, resolve, cancel
+    rig.work.supervisor.<kind>.<name>.<p>  reports, by their sender: agent.<agent>,
+                                         tool.<tool>, verify.<verifier>; <p> is the
+                                         job's partition (`partition_of`, 0-15)
     rig.work.timer                       deadlines and stall checks, to the supervisor
     rig.work.agent.<agent>
     rig.work.tool.<tool>
@@ -28,12 +29,25 @@ With the default prefix the names are the ones in the design:
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 from protocols._errors import InvalidNameError
 
 # Who reports to the supervisor, as the token a report's subject names them by.
 SENDERS = ("agent", "tool", "verify")
+
+# The supervisor's messages are split by job id into this many partitions, each a
+# consumer of its own, so that each supervisor replica takes the same jobs' reports and
+# finds their snapshots in its cache. A constant of the wire: every process of a
+# deployment must split alike.
+PARTITIONS = 16
+
+
+def partition_of(job_id: str) -> int:
+    """The partition of a job's messages to the supervisor (stable: CRC-32 of its id)."""
+    return zlib.crc32(job_id.encode()) % PARTITIONS
+
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -195,27 +209,44 @@ class Names:
 
     @property
     def supervisor(self) -> str:
-        """What the supervisor sends itself from the API: jobs to start, people's commands."""
-        return f"{self.prefix}.work.supervisor.api"
+        """What the supervisor sends itself from the API (jobs to start, people's
+        commands), every partition: a pattern (`supervisor_for` is one job's subject)."""
+        return f"{self.prefix}.work.supervisor.api.*"
+
+    def supervisor_for(self, job_id: str) -> str:
+        """Where the API sends one job's start and people's commands for it."""
+        return f"{self.prefix}.work.supervisor.api.{partition_of(job_id)}"
 
     @property
     def supervisor_all(self) -> str:
         """Everything the supervisor reads from the work stream: its own and the reports."""
         return f"{self.prefix}.work.supervisor.>"
 
-    def report(self, sender: str, name: str) -> str:
+    def partition_subjects(self, partition: int) -> list[str]:
+        """What the supervisor's consumer of one partition reads: its own messages and
+        every sender's reports for the jobs of that partition."""
+        base = f"{self.prefix}.work.supervisor"
+        return [f"{base}.api.{partition}", f"{base}.*.*.{partition}"]
+
+    def report(self, sender: str, name: str, job_id: str) -> str:
         """Where `name` (an agent, tool or verifier: `sender` is `agent`, `tool` or
-        `verify`) reports to the supervisor. The subject names the sender, and each
-        sender's NATS user may publish only under its own name: the server, not the
-        payload, says who sent a report."""
+        `verify`) reports on `job_id` to the supervisor. The subject names the sender, and
+        each sender's NATS user may publish only under its own name: the server, not the
+        payload, says who sent a report. Its last token is the job's partition."""
+        return f"{self.reports_from(sender, name)[:-1]}{partition_of(job_id)}"
+
+    def reports_from(self, sender: str, name: str) -> str:
+        """Every report of `name`, whatever the job: what its NATS user may publish."""
         if sender not in SENDERS:
             raise InvalidNameError(f"a report's sender is one of {SENDERS}, not {sender!r}")
-        return f"{self.prefix}.work.supervisor.{sender}.{check_token(name, what=sender)}"
+        return f"{self.prefix}.work.supervisor.{sender}.{check_token(name, what=sender)}.*"
 
     def sender_of(self, subject: str) -> tuple[str, str] | None:
         """The (kind, name) a report's subject names; None for the supervisor's own."""
-        kind, _, name = subject.removeprefix(f"{self.prefix}.work.supervisor.").partition(".")
-        return (kind, name) if kind in SENDERS and name else None
+        parts = subject.removeprefix(f"{self.prefix}.work.supervisor.").split(".")
+        if len(parts) == 3 and parts[0] in SENDERS and parts[1] and parts[2].isdigit():
+            return parts[0], parts[1]
+        return None
 
     @property
     def timer(self) -> str:
@@ -238,9 +269,10 @@ class Names:
 
     # Durable consumer names: one per work subject, since a work-queue stream
     # allows several consumers only on non-overlapping subjects.
-    @property
-    def supervisor_durable(self) -> str:
-        return "supervisor"
+    @staticmethod
+    def supervisor_durable(partition: int) -> str:
+        """The supervisor's consumer of one partition (`partition_subjects`)."""
+        return f"supervisor-{partition}"
 
     @property
     def timer_durable(self) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from protocols._names import Names, check_token
+from protocols._names import PARTITIONS, Names, check_token
 
 JS_API = "$JS.API"
 
@@ -170,17 +170,20 @@ def _worker(
     grants = _process(names, [durable_of(name) for name in served])
     for name in served:
         grants |= durable(names.work_stream, durable_of(name)) | Grants.of(
-            publish=[names.report(sender, name)]
+            publish=[names.reports_from(sender, name)]
         )
     return grants
 
 
 def supervisor(names: Names) -> Role:
     n = names
-    durables = (n.supervisor_durable, n.timer_durable, n.dlq_durable)
+    partitions = [n.supervisor_durable(p) for p in range(PARTITIONS)]
+    durables = (*partitions, n.timer_durable, n.dlq_durable)
+    grants = _process(n, durables)
+    for name in partitions:
+        grants |= durable(n.work_stream, name)
     grants = (
-        _process(n, durables)
-        | durable(n.work_stream, n.supervisor_durable)
+        grants
         | durable(n.work_stream, n.timer_durable)
         | durable(n.dlq_stream, n.dlq_durable)
         | kv_write(n.jobs_bucket)
@@ -189,6 +192,7 @@ def supervisor(names: Names) -> Role:
         | kv_read(n.agents_bucket)
         | kv_read(n.graphs_bucket)
         | kv_scan(n.presence_bucket)
+        | kv_write(n.presence_bucket, "supervisor.*")  # each replica's beat (its partitions)
         | object_read(n.results_store)
         | ordered(n.events_stream)
         | Grants.of(publish=[f"{JS_API}.CONSUMER.INFO.{n.work_stream}.*"])  # agents' backlogs

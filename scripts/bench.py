@@ -49,7 +49,7 @@ from actors._evals import (  # noqa: E402
 )
 from actors._evalstats import wilson  # noqa: E402
 from actors._keys import add_key  # noqa: E402
-from actors._nats import ensure_topology  # noqa: E402
+from actors._nats import ensure_topology, jetstream_ready  # noqa: E402
 from actors._security import (  # noqa: E402
     ensure_seed,
     roles_for,
@@ -59,10 +59,13 @@ from actors._security import (  # noqa: E402
 )
 from actors._up import (  # noqa: E402
     NatsServer,
+    cluster_nodes,
     find_conf,
     free_port,
     load_actor_class,
+    node_conf,
     spawn_actor,
+    spread,
     wait_ready,
 )
 from protocols import Event, Names, decode_as, encode  # noqa: E402
@@ -71,26 +74,29 @@ from protocols import Event, Names, decode_as, encode  # noqa: E402
 class Users:
     """Security on, as `rig up` runs it: the bench server has one user per role of each
     deployment on it (added by reload as deployments start), and the bench's own
-    connections (the floor's included) one that may do everything."""
+    connections (the floor's included) one that may do everything. `base`: the server
+    config the users are added to (a cluster's: `nats-cluster.conf`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: Path | None = None, name: str = "server") -> None:
         self.harness_seed: Path | None = None
         self._users: dict[str, list[dict[str, Any]]] = {}
         self._conf: Path | None = None
+        self._base = base or find_conf()
+        self._name = name
 
     def configure(self, work: Path) -> Path:
         self._users[""] = [{"nkey": ensure_seed(work, "harness")}]
         self.harness_seed = seed_path(work, "harness")
-        self._conf = work / "server.conf"
+        self._conf = work / f"{self._name}.conf"
         self._write()
         return self._conf
 
     def _write(self) -> None:
         assert self._conf is not None
         users = [user for group in self._users.values() for user in group]
-        self._conf.write_text(server_config(find_conf(), users))
+        self._conf.write_text(server_config(self._base, users))
 
-    async def grant(self, server: NatsServer, names: Names, home: Path, targets: list[str]) -> None:
+    async def grant(self, server: Any, names: Names, home: Path, targets: list[str]) -> None:
         classes = [load_actor_class(target) for target in dict.fromkeys(targets)]
         self._users[names.prefix] = [
             user_entry(names, role, ensure_seed(home, role.name))
@@ -106,8 +112,8 @@ class Users:
 USERS = Users()
 
 
-async def harness(server: NatsServer, **options: Any) -> Any:
-    return await nats.connect(server.url, nkeys_seed=str(USERS.harness_seed), **options)
+async def harness(server: Any, **options: Any) -> Any:
+    return await nats.connect(server.url.split(","), nkeys_seed=str(USERS.harness_seed), **options)
 
 
 PIPELINE = (
@@ -240,11 +246,22 @@ def sqlite_commits(sync: str, seconds: float) -> float:
 
 
 class Deployment:
-    """A namespace on the bench server with actor processes of the pipeline example."""
+    """A namespace on the bench server (or a cluster) with actor processes of the
+    pipeline example; with several servers, the processes are spread over them."""
 
-    def __init__(self, server: NatsServer, home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        home: Path,
+        env: dict[str, str] | None = None,
+        *,
+        users: Users | None = None,
+        replicas: int = 1,
+    ) -> None:
         self.server = server
         self.home = home
+        self.users = users or USERS
+        self.replicas = replicas
         self.names = Names("b" + uuid.uuid4().hex[:8])
         self.env = {
             **os.environ,
@@ -258,19 +275,21 @@ class Deployment:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self, nc: Any, targets: list[str]) -> None:
-        await USERS.grant(self.server, self.names, self.home, targets)
-        await ensure_topology(nc.jetstream(), self.names)  # as rig up does, as the admin
+        await self.users.grant(self.server, self.names, self.home, targets)
+        # As rig up does, as the admin.
+        await ensure_topology(nc.jetstream(), self.names, self.replicas)
         sub = await nc.subscribe(self.names.actor_ready)
         with (self.home / "actors.log").open("ab") as log:
             started = [
-                await spawn_actor(target, env=self.env, cwd=ROOT, log=log) for target in targets
+                await spawn_actor(target, env=spread(self.env, i), cwd=ROOT, log=log)
+                for i, target in enumerate(targets)
             ]
         self.procs += started
         await wait_ready(sub, {proc.pid for proc in started}, timeout=60)
         await sub.unsubscribe()
 
     async def stop(self) -> None:
-        USERS.drop(self.names)
+        self.users.drop(self.names)
         for proc in self.procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -1005,6 +1024,159 @@ async def bench_tracing(server: NatsServer, report: Report, quick: bool, work: P
     )
 
 
+# --- cluster -------------------------------------------------------------------------
+
+
+class Cluster:
+    """Three nats-servers of the bench's own, as `rig up --cluster 3` starts them."""
+
+    def __init__(self, servers: list[NatsServer]) -> None:
+        self.servers = servers
+        self.url = ",".join(server.url for server in servers)
+        self.proc = servers[0].proc  # one node's memory, for `Deployment.rss_bytes`
+
+    @classmethod
+    async def start(cls, work: Path, home: Path, users: Users) -> Cluster:
+        """Its config (and the bench's own seed) in `work`, its stores and logs in `home`."""
+        conf = users.configure(work)
+        nodes = cluster_nodes(3, 0, None, None)
+        servers = await asyncio.gather(
+            *(
+                NatsServer.start(home=home, conf=node_conf(conf, node["name"]), **node)
+                for node in nodes
+            )
+        )
+        cluster = cls(list(servers))
+        nc = await harness(cluster)
+        try:
+            await jetstream_ready(nc.jetstream())
+        finally:
+            await nc.close()
+        return cluster
+
+    async def reload(self) -> None:
+        await asyncio.gather(*(server.reload() for server in self.servers))
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
+
+
+async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """The pipeline on one server (R1) and on three (R3: every stream and bucket in three
+    copies, the tool ledger in the cluster), with the sync profile `rig up --cluster`
+    requires (every write on disk before its ack) and the lazy one, in the same run; then
+    jobs in flight on R3 at a 2 s model latency against Little's law."""
+    jobs, concurrency = (10, 8) if quick else (1200, 64)
+    lazy_base = work / "nats-cluster-lazy.conf"
+    lazy_base.write_text(
+        find_conf("nats-cluster.conf")
+        .read_text()
+        .replace("sync_interval: always", "sync_interval: 10s")
+    )
+    clustered = {"RIG_REPLICAS": "3", "RIG_LEDGER": "cluster"}
+    rates: dict[str, float] = {}
+    for key, label in (
+        ("r1", "one server (R1), sync every 10 s"),
+        ("r3_always", "three servers (R3), sync always: rig up --cluster"),
+        ("r3_lazy", "three servers (R3), sync every 10 s"),
+    ):
+        users = (
+            USERS
+            if key == "r1"
+            else Users(lazy_base if key == "r3_lazy" else find_conf("nats-cluster.conf"), name=key)
+        )
+        target: Any = server if key == "r1" else await Cluster.start(work, work / key, users)
+        try:
+            nc = await harness(target)
+            home = work / f"cluster-{key}"
+            home.mkdir()
+            deployment = Deployment(
+                target,
+                home,
+                {"RIG_CONCURRENCY": "64", **({} if key == "r1" else clustered)},
+                users=users,
+                replicas=1 if key == "r1" else 3,
+            )
+            await deployment.start(nc, list(PIPELINE))
+            try:
+                async with Driver(nc, deployment.names) as driver:
+                    await driver.run(min(jobs, 2 * concurrency), concurrency)  # warm up
+                    elapsed = await driver.run(jobs, concurrency)
+            finally:
+                await deployment.stop()
+                await nc.close()
+            rates[key] = jobs * STEPS_PER_JOB / elapsed
+            report.put("cluster", f"{key}_steps_per_s", round(rates[key]))
+            note = f"{jobs} jobs, {concurrency} in flight"
+            if key != "r1":
+                note += f"; {rates[key] / rates['r1']:.0%} of R1"
+            report.row("cluster", label, f"{rates[key]:,.0f} steps/s", note)
+            if key == "r3_always":
+                await _cluster_latency(target, users, report, quick, work)
+        finally:
+            if key != "r1":
+                await target.stop()
+    report.put("cluster", "r3_to_r1", round(rates["r3_always"] / rates["r1"], 3))
+    report.put("cluster", "always_to_lazy", round(rates["r3_always"] / rates["r3_lazy"], 3))
+
+
+async def _cluster_latency(
+    cluster: Cluster, users: Users, report: Report, quick: bool, work: Path
+) -> None:
+    """Jobs in flight on the R3 cluster at a 2 s model latency (constant), as the latency
+    scenario measures them on one server: each level for three W after a warm-up of one."""
+    latency = 0.1 if quick else 2.0
+    levels = [20] if quick else [1000, 2000, 5000, 10000]
+    w_ideal = STEPS_PER_JOB * latency
+    nc = await harness(cluster, pending_size=256 * 1024 * 1024)
+    home = work / "cluster-latency"
+    home.mkdir()
+    deployment = Deployment(
+        cluster,
+        home,
+        {
+            "RIG_PIPELINE_LATENCY": f"{latency},{latency}",
+            "RIG_CONCURRENCY": str(2 * max(levels)),
+            "RIG_REPLICAS": "3",
+            "RIG_LEDGER": "cluster",
+        },
+        users=users,
+        replicas=3,
+    )
+    await deployment.start(nc, list(PIPELINE))
+    sustained = 0
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            for level in levels:
+                rate, _ = await _closed_loop(driver, deployment, level, w_ideal)
+                ideal = level / w_ideal
+                report.put(
+                    "cluster",
+                    f"l{level}",
+                    {"jobs_per_s": round(rate, 2), "ratio": round(rate / ideal, 3)},
+                )
+                report.row(
+                    "cluster",
+                    f"R3, {level} jobs in flight, model {latency:g} s",
+                    f"{rate:,.1f} jobs/s",
+                    f"{rate / ideal:.0%} of Little's law ({ideal:,.1f}/s, "
+                    f"{ideal * STEPS_PER_JOB:,.0f} steps/s)",
+                )
+                if rate >= 0.9 * ideal and sustained == level_before(levels, level):
+                    sustained = level  # every level so far held; each is measured anyway
+    finally:
+        await deployment.stop()
+        await nc.close()
+    report.put("cluster", "max_in_flight", sustained)
+
+
+def level_before(levels: list[int], level: int) -> int:
+    """The level measured before `level` (0 for the first)."""
+    index = levels.index(level)
+    return levels[index - 1] if index else 0
+
+
 # --- main ------------------------------------------------------------------------------
 
 
@@ -1033,7 +1205,17 @@ def machine() -> dict[str, Any]:
     }
 
 
-SCENARIOS = ("floor", "steps", "peers", "latency", "ledger", "gateway", "evals", "tracing")
+SCENARIOS = (
+    "floor",
+    "steps",
+    "peers",
+    "latency",
+    "ledger",
+    "gateway",
+    "evals",
+    "tracing",
+    "cluster",
+)
 
 
 async def main() -> int:
@@ -1079,6 +1261,7 @@ async def main() -> int:
             "gateway": lambda: bench_gateway(server, report, args.quick, work),
             "evals": lambda: bench_evals(server, report, args.quick, work),
             "tracing": lambda: bench_tracing(server, report, args.quick, work),
+            "cluster": lambda: bench_cluster(server, report, args.quick, work),
         }
         for name in chosen:
             if name in runners:

@@ -274,10 +274,10 @@ async def fuzz_subjects(inputs: list[bytes], timeout: float) -> dict[str, Any]:
             names.tool("lookup_order"),
             names.tool("issue_refund"),
             names.verifier("refund_matches"),
-            names.supervisor,
-            names.report("agent", "refund"),
-            names.report("tool", "issue_refund"),
-            names.report("verify", "refund_matches"),
+            names.supervisor_for("fuzz"),
+            names.report("agent", "refund", "fuzz"),
+            names.report("tool", "issue_refund", "fuzz"),
+            names.report("verify", "refund_matches", "fuzz"),
         ]
         before = await _processes(admin)
         replies: Counter[str] = Counter()

@@ -20,7 +20,14 @@ from actors import RigConfig
 from actors._client import RigClient
 from actors._nats import connect
 from actors._security import deployment_config
-from actors._up import NatsServer, cluster_nodes, find_conf, free_port, load_actor_class
+from actors._up import (
+    NatsServer,
+    cluster_nodes,
+    find_conf,
+    free_port,
+    load_actor_class,
+    node_conf,
+)
 from protocols import Names
 from tests.conftest import ROOT, Deployment, eventually
 
@@ -166,7 +173,7 @@ async def own_cluster(home: Path, targets: list[str]) -> AsyncIterator[list[Nats
     )
     nodes = cluster_nodes(3, 0, None, None)
     servers = await asyncio.gather(
-        *(NatsServer.start(home=home, conf=conf, **node) for node in nodes)
+        *(NatsServer.start(home=home, conf=node_conf(conf, node["name"]), **node) for node in nodes)
     )
     try:
         yield list(servers)

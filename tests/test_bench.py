@@ -36,6 +36,12 @@ KEYS = [
     ("tracing", "steps_per_s_off"),
     ("tracing", "steps_per_s_on_100pct"),
     ("tracing", "on_to_off"),
+    ("cluster", "r1_steps_per_s"),
+    ("cluster", "r3_always_steps_per_s"),
+    ("cluster", "r3_lazy_steps_per_s"),
+    ("cluster", "r3_to_r1"),
+    ("cluster", "always_to_lazy"),
+    ("cluster", "max_in_flight"),
 ]
 
 

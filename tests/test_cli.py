@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from actors.examples.refund import RefundAgent
+from protocols import partition_of
 from tests.conftest import REFUND, ROOT, Deployment, eventually
 
 pytestmark = pytest.mark.integration
@@ -140,7 +141,8 @@ async def test_an_invalid_graph_fails_at_load_naming_the_state(rig: Deployment) 
 
 async def test_dlq_ls_and_replay(rig: Deployment) -> None:
     await rig.spawn("actors:Supervisor")
-    await rig.nc.jetstream().publish(rig.names.supervisor, b"\xc1 not a message")
+    subject = rig.names.supervisor_for("a-job")
+    await rig.nc.jetstream().publish(subject, b"\xc1 not a message")
 
     async def letters() -> list[dict[str, object]]:
         code, out, _ = await rig_cli(rig, "dlq", "ls", "--json")
@@ -148,7 +150,8 @@ async def test_dlq_ls_and_replay(rig: Deployment) -> None:
         return list(json.loads(out))
 
     [letter] = await eventually(letters, message="a dead letter")
-    assert letter["actor"] == "supervisor" and letter["subject"] == rig.names.supervisor
+    assert letter["actor"] == rig.names.supervisor_durable(partition_of("a-job"))
+    assert letter["subject"] == subject
     assert letter["error"]["code"] == "decode_error"
 
     code, out, _ = await rig_cli(rig, "dlq", "replay", str(letter["id"]))

@@ -67,10 +67,10 @@ async def test_a_report_whose_outbox_was_not_published_is_published_by_another(
     await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-1"))
     await b.on_message(
         StartJob(job_id="job-1", agent="refund", input=INPUT, budget=Budget()),
-        delivered(b.names.supervisor),
+        delivered(b.names.supervisor_for("job-1")),
     )
     decision = Decision(job_id="job-1", step=1, edge="lookup", args={"order_id": "A-1001"})
-    by_agent = delivered(a.names.report("agent", "refund"))
+    by_agent = delivered(a.names.report("agent", "refund", "job-1"))
     await broken(a, a.on_message(decision, by_agent))
     assert await commands(rig, rig.names.tool("lookup_order")) == 0  # nothing went out
     await b.on_message(decision, by_agent)  # the redelivery, to the other replica
@@ -86,7 +86,7 @@ async def test_a_deadline_whose_ending_was_not_published_is_published_by_another
     await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-2", deadline_s=0.2))
     await b.on_message(
         StartJob(job_id="job-2", agent="refund", input=INPUT, budget=Budget()),
-        delivered(b.names.supervisor),
+        delivered(b.names.supervisor_for("job-2")),
     )
     job = await b.status(StatusRequest(job_id="job-2"))
     assert job.deadline is not None

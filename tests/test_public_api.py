@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -102,6 +103,7 @@ def test_protocols_exports() -> None:
             "JobSnapshot",
             "JobStatusName",
             "Names",
+            "PARTITIONS",
             "ForgedReportError",
             "NonRetryableError",
             "Outgoing",
@@ -141,6 +143,7 @@ def test_protocols_exports() -> None:
             "idempotency_key",
             "loads",
             "msg_id",
+            "partition_of",
             "presence_key",
             "ref_name",
             "result_ref",
@@ -155,10 +158,19 @@ def test_protocols_exports() -> None:
 def test_default_names_match_the_design() -> None:
     names = protocols.Names()
     assert names.api_submit == "rig.api.submit"
-    assert names.supervisor == "rig.work.supervisor.api"
-    assert names.report("tool", "issue_refund") == "rig.work.supervisor.tool.issue_refund"
-    assert names.sender_of("rig.work.supervisor.verify.v") == ("verify", "v")
-    assert names.sender_of(names.supervisor) is None
+    assert names.supervisor == "rig.work.supervisor.api.*"
+    p = protocols.partition_of("j1")
+    assert 0 <= p < protocols.PARTITIONS and p == zlib.crc32(b"j1") % 16
+    assert names.supervisor_for("j1") == f"rig.work.supervisor.api.{p}"
+    assert (
+        names.report("tool", "issue_refund", "j1") == f"rig.work.supervisor.tool.issue_refund.{p}"
+    )
+    assert names.partition_subjects(p) == [
+        f"rig.work.supervisor.api.{p}",
+        f"rig.work.supervisor.*.*.{p}",
+    ]
+    assert names.sender_of(f"rig.work.supervisor.verify.v.{p}") == ("verify", "v")
+    assert names.sender_of(names.supervisor_for("j1")) is None
     assert names.agent("refund") == "rig.work.agent.refund"
     assert names.tool("issue_refund") == "rig.work.tool.issue_refund"
     assert names.verifier("v") == "rig.work.verify.v"

@@ -41,9 +41,9 @@ async def parked_by_the_other(a: Supervisor, b: Supervisor, job_id: str) -> None
     job_input = {"order_id": "A-1001", "amount": 650.0}
     await a.submit(SubmitRequest(agent="refund", input=job_input, job_id=job_id))
     start = StartJob(job_id=job_id, agent="refund", input=job_input, budget=Budget())
-    await b.on_message(start, delivered(b.names.supervisor))
+    await b.on_message(start, delivered(b.names.supervisor_for(job_id)))
     escalate = Decision(job_id=job_id, step=1, edge="escalate")
-    await b.on_message(escalate, delivered(b.names.report("agent", "refund")))
+    await b.on_message(escalate, delivered(b.names.report("agent", "refund", job_id)))
     assert (await b.status(StatusRequest(job_id=job_id))).status == "waiting_human"
 
 
@@ -51,7 +51,7 @@ async def carry_out(supervisor: Supervisor, command: ResolveJob | CancelJob) -> 
     """What the API waits for: `supervisor` takes the durable command and answers it."""
     command.reply_to = supervisor.nc.new_inbox()
     sub = await supervisor.nc.subscribe(command.reply_to, max_msgs=1)
-    await supervisor.on_message(command, delivered(supervisor.names.supervisor))
+    await supervisor.on_message(command, delivered(supervisor.names.supervisor_for(command.job_id)))
     reply = decode((await sub.next_msg(timeout=10)).data)[0]
     assert reply["error"] is None, reply
     return JobInfo.model_validate(reply["job"])

@@ -167,14 +167,14 @@ async def test_the_client_reads_and_asks_but_cannot_act_for_another_role(rig: De
         forbidden = [
             f"$JS.API.CONSUMER.INFO.{n.work_stream}.{n.agent_durable('refund')}",
             f"$JS.API.CONSUMER.MSG.NEXT.{n.work_stream}.{n.agent_durable('refund')}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{n.work_stream}.{n.supervisor_durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{n.work_stream}.{n.supervisor_durable(0)}",
             f"$JS.API.CONSUMER.DURABLE.CREATE.{n.work_stream}.{n.tool_durable('issue_refund')}",
             f"$KV.{n.jobs_bucket}.some-job",
             f"$KV.{n.agents_bucket}.refund",
             n.agent("refund"),
             n.tool("issue_refund"),
-            n.supervisor,
-            n.report("agent", "refund"),
+            n.supervisor_for("some-job"),
+            n.report("agent", "refund", "some-job"),
         ]
         await watch.tried(forbidden)
     finally:
@@ -194,8 +194,8 @@ async def test_a_tool_executor_cannot_get_a_forged_decision_accepted(rig: Deploy
     watch = Refusals()
     nc = await watch.connect(rig, "tools-refund-tools")
     try:
-        await watch.tried([rig.names.report("agent", "gated")])
-        await nc.jetstream().publish(rig.names.report("tool", "lookup_order"), forged)
+        await watch.tried([rig.names.report("agent", "gated", job.job_id)])
+        await nc.jetstream().publish(rig.names.report("tool", "lookup_order", job.job_id), forged)
     finally:
         await nc.close()
 

@@ -295,7 +295,7 @@ async def test_a_stale_report_is_dropped_and_logged(rig: Deployment) -> None:
 
     stale = Decision(job_id=reply.job_id, step=1, edge="escalate")
     await rig.nc.jetstream().publish(
-        rig.names.report("agent", "refund"),
+        rig.names.report("agent", "refund", reply.job_id),
         encode(stale),
         headers={"Nats-Msg-Id": "late-duplicate"},
     )

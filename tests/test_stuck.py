@@ -193,7 +193,9 @@ async def test_a_report_the_supervisor_cannot_read_parks_its_job(rig: Deployment
     job = await rig.client.submit("crashy", {"crash": ""})
     await eventually(lambda: _at_step(rig, job.job_id, 1), message="the job waits at step 1")
     bad = {"kind": "decision", "job_id": job.job_id, "step": 1, "edge": 5}
-    await rig.nc.jetstream().publish(rig.names.report("agent", "crashy"), json.dumps(bad).encode())
+    await rig.nc.jetstream().publish(
+        rig.names.report("agent", "crashy", job.job_id), json.dumps(bad).encode()
+    )
     events = await journal_until(rig, job.job_id, "waiting_human", timeout=rig.within())
     status = parked(events)
     assert status.data["kind"] == "dead_letter"
