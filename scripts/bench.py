@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from actors import Ledger  # noqa: E402
 from actors._client import RigClient  # noqa: E402
 from actors._config import RigConfig  # noqa: E402
+from actors._discovery import discover  # noqa: E402
 from actors._evals import (  # noqa: E402
     Suite,
     report as eval_report,
@@ -1119,6 +1120,57 @@ async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: P
                 await target.stop()
     report.put("cluster", "r3_to_r1", round(rates["r3_always"] / rates["r1"], 3))
     report.put("cluster", "always_to_lazy", round(rates["r3_always"] / rates["r3_lazy"], 3))
+    await _affinity(server, report, quick, work)
+
+
+async def _affinity(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """Three supervisor replicas, with partitions (each job's reports to the replica
+    that has its snapshot) and without (any replica takes any report): steps/s and how
+    often a report found its job's snapshot in the replica's cache, on one server."""
+    jobs, concurrency = (10, 8) if quick else (1200, 64)
+    targets = [PIPELINE[0]] * 3 + list(PIPELINE[1:])
+    nc = await harness(server)
+    rates: dict[str, float] = {}
+    try:
+        for affinity in ("1", "0"):
+            home = work / f"affinity-{affinity}"
+            home.mkdir()
+            env = {"RIG_CONCURRENCY": "64", "RIG_SUPERVISOR_AFFINITY": affinity}
+            deployment = Deployment(server, home, env)
+            await deployment.start(nc, targets)
+            try:
+                async with Driver(nc, deployment.names) as driver:
+                    await driver.run(min(jobs, 2 * concurrency), concurrency)  # warm up
+                    before = await _cache_counts(nc, deployment.names)
+                    elapsed = await driver.run(jobs, concurrency)
+                    after = await _cache_counts(nc, deployment.names)
+            finally:
+                await deployment.stop()
+            hits, misses = (after[i] - before[i] for i in range(2))
+            ratio = hits / max(hits + misses, 1)
+            key = "on" if affinity == "1" else "off"
+            rates[key] = jobs * STEPS_PER_JOB / elapsed
+            report.put("cluster", f"affinity_{key}_steps_per_s", round(rates[key]))
+            report.put("cluster", f"affinity_{key}_cache_hit_ratio", round(ratio, 3))
+            report.row(
+                "cluster",
+                f"3 supervisors, partitions {key}",
+                f"{rates[key]:,.0f} steps/s",
+                f"{ratio:.0%} of reports found the job's snapshot cached"
+                + (f"; {rates['on'] / rates['off']:.2f}x with partitions" if key == "off" else ""),
+            )
+    finally:
+        await nc.close()
+    report.put("cluster", "affinity_gain", round(rates["on"] / rates["off"], 3))
+
+
+async def _cache_counts(nc: Any, names: Names) -> tuple[int, int]:
+    """The snapshot cache's hits and misses, summed over the supervisors ($SRV.STATS)."""
+    found = [a for a in await discover(nc, names) if a.kind == "supervisor"]
+    return (
+        sum(a.counts.get("cache_hits", 0) for a in found),
+        sum(a.counts.get("cache_misses", 0) for a in found),
+    )
 
 
 async def _cluster_latency(

@@ -42,6 +42,9 @@ KEYS = [
     ("cluster", "r3_to_r1"),
     ("cluster", "always_to_lazy"),
     ("cluster", "max_in_flight"),
+    ("cluster", "affinity_on_cache_hit_ratio"),
+    ("cluster", "affinity_off_cache_hit_ratio"),
+    ("cluster", "affinity_gain"),
 ]
 
 
