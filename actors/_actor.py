@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import json
 import os
 import signal
@@ -49,6 +50,7 @@ from actors._nats import (
     ensure_topology,
     headers_of,
     is_outage,
+    partitions_made,
     pull_subject,
 )
 from actors._security import makes_topology
@@ -231,6 +233,9 @@ class Actor:
 
     name: ClassVar[str] = "actor"
     kind: ClassVar[str] = "actor"  # what `rig ps` and `$SRV` call this kind of process
+    # Whether it sends the supervisor messages (reports, commands), which must go to the
+    # partitions the deployment splits that work in (`RIG_SUPERVISOR_PARTITIONS`).
+    splits_work: ClassVar[bool] = True
 
     def __init__(self, *, config: RigConfig | None = None) -> None:
         configure_logging()  # before binding a logger, which fixes its configuration
@@ -370,9 +375,15 @@ class Actor:
         metrics = None
         try:
             if makes_topology(self.config, self.role_name()):
-                await ensure_topology(self._js, self.names, self.config.replicas)
+                await ensure_topology(
+                    self._js, self.names, self.config.replicas, splits_work=self.splits_work
+                )
             else:
-                await check_topology(self._js, self.names)
+                await check_topology(self._js, self.names, splits_work=self.splits_work)
+            made = partitions_made(await self._js.stream_info(self.names.work_stream))
+            if made != self.names.partitions:  # the deployment's split, not asked for here
+                self.names = dataclasses.replace(self.names, partitions=made)
+                self.config = dataclasses.replace(self.config, names=self.names)
             if self.config.metrics_port is not None:
                 metrics = await self._serve_metrics()
             await self.on_start()

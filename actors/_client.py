@@ -107,7 +107,7 @@ class RigClient:
     async def _topology(self) -> None:
         """Make missing streams and buckets, where this connection may (`makes_topology`)."""
         if self._makes_topology:
-            await ensure_topology(self.js, self.names, self.config.replicas)
+            await ensure_topology(self.js, self.names, self.config.replicas, splits_work=False)
 
     async def __aenter__(self) -> RigClient:
         return self

@@ -21,6 +21,12 @@ from nats.js import JetStreamContext
 
 from protocols import Names
 
+# A copy a few operations behind, heard from lately, is catching up (an idle consumer's
+# follower reports a lag of 1 or 2 until the next write): not a problem. One further
+# behind, or not heard from for this long, is.
+_LAG_OK = 10
+_SILENT_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Replica:
@@ -28,6 +34,13 @@ class Replica:
     current: bool
     lag: int  # operations it is behind the leader
     offline: bool
+    silent_s: float = 0.0  # since the leader last heard from it
+
+    @property
+    def behind(self) -> bool:
+        return self.offline or (
+            not self.current and (self.lag >= _LAG_OK or self.silent_s >= _SILENT_S)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +62,12 @@ class Health:
             return [f"{self.kind} {self.name}: {self.error}"]
         found = []
         for replica in self.replicas:
-            if replica.offline or not replica.current:
-                state = "offline" if replica.offline else f"behind by {replica.lag}"
+            if replica.behind:
+                state = (
+                    "offline"
+                    if replica.offline
+                    else f"behind by {replica.lag}, silent {replica.silent_s:.0f} s"
+                )
                 found.append(f"{self.kind} {self.name}: its copy on {replica.name} is {state}")
         return found
 
@@ -59,7 +76,7 @@ def health_of(kind: str, name: str, info: Any) -> Health:
     """A `Health` from nats-py's StreamInfo or ConsumerInfo."""
     cluster = getattr(info, "cluster", None)
     replicas = [
-        Replica(p.name, bool(p.current), int(p.lag or 0), bool(p.offline))
+        Replica(p.name, bool(p.current), int(p.lag or 0), bool(p.offline), (p.active or 0) / 1e9)
         for p in (getattr(cluster, "replicas", None) or [])
     ]
     if kind == "stream":

@@ -22,6 +22,9 @@
 |                   |                           | it exists (`rig up` makes them)                 |
 | `RIG_REPLICAS`    | `1`                       | copies of every stream and bucket Rig creates   |
 |                   |                           | (3 in a cluster; `rig up --cluster` sets it)    |
+| `RIG_SUPERVISOR_PARTITIONS` | `1`             | the supervisor's work split by job id (1-16; |
+|                   | (`rig up`: 16 for several | the same in every process of a deployment)      |
+|                   | supervisors or a cluster) |                                                 |
 | `RIG_LEDGER`      | `local`                   | where tool calls are claimed: `local`, an SQLite |
 |                   |                           | file per host; `cluster`, a replicated bucket   |
 |                   |                           | that every host shares (docs/cluster.md)        |
@@ -101,7 +104,10 @@ class RigConfig:
     def from_env(cls) -> RigConfig:
         return cls(
             nats_url=os.environ.get("RIG_NATS_URL") or DEFAULT_NATS_URL,
-            names=Names(os.environ.get("RIG_PREFIX") or "rig"),
+            names=Names(
+                os.environ.get("RIG_PREFIX") or "rig",
+                partitions=int(env_number("RIG_SUPERVISOR_PARTITIONS", 1, low=1, high=16)),
+            ),
             home=Path(os.environ.get("RIG_HOME") or ".rig"),
             ack_wait=_env_float("RIG_ACK_WAIT", 30.0),
             concurrency=int(_env_float("RIG_CONCURRENCY", 64)),

@@ -450,6 +450,7 @@ class Gateway(Actor):
     """Rig over HTTP: see the module's docstring. Consumes nothing; serves HTTP."""
 
     kind = "gateway"
+    splits_work = False  # it sends the supervisor nothing: any split of its work will do
     name = "gateway"
 
     @classmethod

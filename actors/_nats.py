@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -43,6 +44,8 @@ from protocols._permissions import inbox_prefix
 
 log = structlog.get_logger("rig.nats")
 
+# Where the work stream keeps how many partitions the supervisor's work has.
+PARTITIONS_KEY = "rig.partitions"
 # How long a published Nats-Msg-Id is remembered: a re-publish of the same id within
 # this window is dropped by the server. Two minutes covers a crashed actor's restart
 # and redelivery; the supervisor's step check catches anything later.
@@ -170,6 +173,7 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
+            metadata={PARTITIONS_KEY: str(names.partitions)},
         ),
         StreamConfig(
             name=names.events_stream,
@@ -203,9 +207,13 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
     return configs
 
 
-async def ensure_topology(js: JetStreamContext, names: Names, replicas: int = 1) -> None:
+async def ensure_topology(
+    js: JetStreamContext, names: Names, replicas: int = 1, *, splits_work: bool = True
+) -> None:
     """Create Rig's streams and KV buckets if they are missing, each with `replicas`
-    copies (a stream made with fewer is scaled up; JetStream moves its data)."""
+    copies (a stream made with fewer is scaled up; JetStream moves its data). A process
+    that `splits_work` (every actor) must split the supervisor's work as the deployment
+    does (`names.partitions`); a client, which sends no reports, need not."""
     for config in stream_configs(names, replicas):
         assert config.name is not None
         try:
@@ -214,12 +222,15 @@ async def ensure_topology(js: JetStreamContext, names: Names, replicas: int = 1)
             await js.add_stream(config)
             log.info("stream.created", stream=config.name, replicas=replicas)
             continue
+        if config.name == names.work_stream and splits_work:
+            _check_partitions(info, names)
         missing = set(config.subjects or ()) - set(info.config.subjects or ())
         if missing:  # a stream made by an older Rig: add the subjects it lacks
             info.config.subjects = sorted(set(info.config.subjects or ()) | missing)
             await js.update_stream(info.config)
             log.info("stream.updated", stream=config.name, added=sorted(missing))
         await _scale(js, info, replicas)
+    await _retire_single_supervisor_consumer(js, names)
     for bucket, description in (
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.agents_bucket, "Rig agent registry: graph and example input per agent"),
@@ -261,6 +272,46 @@ async def ensure_topology(js: JetStreamContext, names: Names, replicas: int = 1)
         await _scale(js, await js.stream_info(f"OBJ_{names.results_store}"), replicas)
 
 
+def partitions_made(info: Any) -> int:
+    """How many partitions the work stream (its info) says the supervisor's work has (a
+    stream from before partitions: one)."""
+    return int((info.config.metadata or {}).get(PARTITIONS_KEY, "1"))
+
+
+def _check_partitions(info: Any, names: Names) -> None:
+    """Refuse to run with another split of the supervisor's work than the deployment's
+    (the work stream's metadata) when one was asked for (`RIG_SUPERVISOR_PARTITIONS`):
+    reports sent to a partition no consumer reads would wait there for good. A process
+    that asked for none takes the deployment's (`Actor.run`)."""
+    made = partitions_made(info)
+    if made != names.partitions and os.environ.get("RIG_SUPERVISOR_PARTITIONS"):
+        raise ConfigError(
+            f"this deployment's supervisor work is split in {made} partition(s) (its stream "
+            f"{names.work_stream} says so), but this process would split it in "
+            f"{names.partitions}: set RIG_SUPERVISOR_PARTITIONS={made}, as `rig up` does"
+        )
+
+
+async def _retire_single_supervisor_consumer(js: JetStreamContext, names: Names) -> None:
+    """Delete the one supervisor consumer of Rig before partitions (`supervisor`, all of
+    `rig.work.supervisor.>`): a work-queue stream allows no consumer beside it, so the
+    partitions' could not be made. Messages it still held (subjects without a
+    partition) are read by no one after; their jobs stop moving, and the stall watchdog
+    hands them to a person."""
+    try:
+        info = await js.consumer_info(names.work_stream, "supervisor")
+    except NotFoundError:
+        return
+    await js.delete_consumer(names.work_stream, "supervisor")
+    log.warning(
+        "consumer.retired",
+        consumer="supervisor",
+        pending=info.num_pending,
+        unacked=info.num_ack_pending,
+        why="replaced by one consumer per partition (supervisor-0 .. supervisor-15)",
+    )
+
+
 async def _scale(js: JetStreamContext, info: Any, replicas: int) -> None:
     """Give an existing stream (or a bucket's) `replicas` copies if it has fewer."""
     if (info.config.num_replicas or 1) < replicas:
@@ -286,11 +337,13 @@ async def jetstream_ready(js: JetStreamContext, *, timeout: float = 30.0) -> Non
             await asyncio.sleep(0.2)
 
 
-async def check_topology(js: JetStreamContext, names: Names) -> None:
+async def check_topology(js: JetStreamContext, names: Names, *, splits_work: bool = True) -> None:
     """Raise a `ConfigError` saying what to do if Rig's streams are not on the server (a
     role other than the admin may not create them)."""
     try:
-        await js.stream_info(names.work_stream)
+        info = await js.stream_info(names.work_stream)
+        if splits_work:
+            _check_partitions(info, names)
     except NotFoundError:
         raise ConfigError(
             f"Rig's streams ({names.work_stream}, ...) are not on this server, and this "

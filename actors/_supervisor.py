@@ -88,7 +88,6 @@ from protocols import (
     error_from_dict,
     msg_id,
 )
-from protocols._names import PARTITIONS
 from protocols._permissions import Role
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
@@ -163,13 +162,13 @@ class Supervisor(Actor):
         self._backlogs: dict[str, tuple[float, int]] = {}  # agent: (read at, steps waiting)
         self._journal = (self.names.events_all.removesuffix(">"), self.names.escalations)
         self.cache_hits = self.cache_misses = 0
-        # The partitions this replica pulls: its share among the live replicas (every
-        # one with RIG_SUPERVISOR_AFFINITY=0); none until it has seen who is live.
+        # The partitions this replica pulls: its share among the live replicas; none
+        # until it has seen who is live. (One partition: every replica pulls it.)
         self._instance = _instance_id()
         self._owned: frozenset[int] = frozenset()
         self._peers: tuple[str, ...] = ()
-        if os.environ.get("RIG_SUPERVISOR_AFFINITY", "1") == "0":
-            self._owned = frozenset(range(PARTITIONS))
+        if self.names.partitions == 1:
+            self._owned = frozenset({0})
         else:
             self._presence = await self.js.key_value(self.names.presence_bucket)
             await self._share()
@@ -202,7 +201,7 @@ class Supervisor(Actor):
                 handler=self.on_message,
                 wanted=functools.partial(self._owns, p),
             )
-            for p in range(PARTITIONS)
+            for p in range(self.names.partitions)
         ]
         return [
             *partitions,
@@ -231,7 +230,7 @@ class Supervisor(Actor):
             "forged_reports": self.counts.get("forged_reports", 0),  # refused (`_refuse`)
             "cache_hits": self.cache_hits,  # a job's snapshot found in this process
             "cache_misses": self.cache_misses,  # ... read from the bucket
-            "partitions": len(self._owned),  # of the PARTITIONS this replica pulls
+            "partitions": len(self._owned),  # of the deployment's, those this replica pulls
         }
 
     # --- partitions: which jobs' messages this replica takes ---------------------------
@@ -251,7 +250,7 @@ class Supervisor(Actor):
         live = sorted(key.split(".", 1)[1] for key, at in beats.items() if at >= newest - _LIVE_S)
         if self._instance not in live:
             live.append(self._instance)
-        owned = partitions_of(self._instance, live)
+        owned = partitions_of(self._instance, live, self.names.partitions)
         if owned != self._owned or tuple(live) != self._peers:
             self.log.info("partitions.taken", partitions=sorted(owned), replicas=live)
         self._owned, self._peers = owned, tuple(live)
@@ -752,19 +751,23 @@ class Supervisor(Actor):
             raise
 
     async def _send(self, job: JobSnapshot) -> None:
-        """Publish the outbox in three pipelined rounds, order kept within each. The
-        inbox's writes (a KV bucket: another stream, which the server may store after the
+        """Publish the outbox in pipelined rounds, order kept within each. The inbox's
+        writes (a KV bucket: another stream, which the server may store after the
         journal's) are stored first, so that whoever reads `waiting_human` in the journal
-        finds the job in the inbox, and whoever reads it resumed does not. The journal's
-        events are stored before the work they announce is sent: the next transition
-        comes from that work, so no event of it can be stored ahead of this one's, even
-        when the journal's stream is without a leader for a while (a cluster that lost a
-        server) and the work stream is not."""
+        finds the job in the inbox, and whoever reads it resumed does not. In a cluster
+        (`RIG_REPLICAS` > 1) the journal's events are stored before the work they
+        announce is sent: the next transition comes from that work, so no event of it
+        can be stored ahead of this one's even when the journal's stream is without a
+        leader for a while and the work stream is not. (On one server both streams are
+        there or not together, and the round trip is saved.)"""
         kv = [out for out in job.outbox if out.subject.startswith("$KV.")]
-        journal = [out for out in job.outbox if out.subject.startswith(self._journal)]
-        rest = [out for out in job.outbox if out not in kv and out not in journal]
+        rest = [out for out in job.outbox if not out.subject.startswith("$KV.")]
+        rounds = [kv, rest]
+        if self.config.replicas > 1:  # streams with leaders of their own: journal first
+            journal = [out for out in rest if out.subject.startswith(self._journal)]
+            rounds = [kv, journal, [out for out in rest if out not in journal]]
         try:
-            for batch in (kv, journal, rest):
+            for batch in rounds:
                 if not batch:
                     continue
                 await self.publisher.stored_all(
@@ -950,13 +953,13 @@ def _trace_transition(
         )
 
 
-def partitions_of(instance: str, live: list[str]) -> frozenset[int]:
+def partitions_of(instance: str, live: list[str], partitions: int) -> frozenset[int]:
     """The partitions `instance` takes among the `live` replicas: each partition goes to
     the replica with the highest hash of (partition, replica), so a replica that joins
     or leaves moves only its own share, and every replica computes the same split."""
     return frozenset(
         p
-        for p in range(PARTITIONS)
+        for p in range(partitions)
         if max(live, key=lambda replica: (zlib.crc32(f"{p}:{replica}".encode()), replica))
         == instance
     )

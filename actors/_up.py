@@ -46,9 +46,11 @@ from actors._config import RigConfig
 
 if TYPE_CHECKING:
     from actors._actor import Actor
+from nats.js.errors import NotFoundError
+
 from actors._keys import add_key, keys_path
 from actors._log import configure_logging
-from actors._nats import connect, ensure_topology, jetstream_ready
+from actors._nats import PARTITIONS_KEY, connect, ensure_topology, jetstream_ready
 from actors._security import (
     ADMIN,
     creds_dir,
@@ -58,7 +60,7 @@ from actors._security import (
 )
 from actors._tls import TlsFiles, ensure_tls, tls_dir
 from actors._webhooks import new_secret
-from protocols import ActorReady, RigError, decode_as
+from protocols import MAX_PARTITIONS, ActorReady, Names, RigError, decode_as
 
 log = structlog.get_logger("rig.up")
 
@@ -530,9 +532,11 @@ async def run_up(
         replicas=int(env.get("RIG_REPLICAS") or rig.replicas),
     )
     nc = await connect(config_here, name="rig-up", log_events=False, role=ADMIN)
+    await jetstream_ready(nc.jetstream())  # a new cluster elects its leader first
+    names = await _partitioned(nc, rig.names, config, several=bool(cluster or join))
+    env["RIG_SUPERVISOR_PARTITIONS"] = str(names.partitions)
     if makes_topology(config_here, ADMIN):  # before any actor, which may not
-        await jetstream_ready(nc.jetstream())  # a new cluster elects its leader first
-        await ensure_topology(nc.jetstream(), rig.names, config_here.replicas)
+        await ensure_topology(nc.jetstream(), names, config_here.replicas)
     announcements = await nc.subscribe(rig.names.actor_ready)
     pids: dict[int, str] = {}
     slots = [(spec, i, free_port()) for spec in config.actors for i in range(spec.count)]
@@ -561,6 +565,29 @@ async def run_up(
             emit("server.stopped", pid=server.proc.pid, **_named(server))
     emit("up.stopped")
     return 1 if failed.is_set() else 0
+
+
+async def _partitioned(nc: Any, names: Names, config: UpConfig, *, several: bool) -> Names:
+    """`names` with the deployment's split of the supervisor's work: what
+    RIG_SUPERVISOR_PARTITIONS says, else what the existing work stream was made with,
+    else 16 for several supervisors or a cluster (each replica then takes the same jobs'
+    reports) and 1 for one supervisor on one host (where a split only costs)."""
+    if os.environ.get("RIG_SUPERVISOR_PARTITIONS"):
+        return names
+    try:
+        info = await nc.jetstream().stream_info(names.work_stream)
+    except NotFoundError:
+        from actors._supervisor import Supervisor
+
+        supervisors = sum(
+            spec.count
+            for spec in config.actors
+            if issubclass(load_actor_class(spec.target), Supervisor)
+        )
+        made = MAX_PARTITIONS if several or supervisors > 1 else 1
+    else:
+        made = int((info.config.metadata or {}).get(PARTITIONS_KEY, "1"))
+    return dataclasses.replace(names, partitions=made)
 
 
 def write_targets(rig: RigConfig, slots: list[tuple[ActorSpec, int, int]]) -> Path:

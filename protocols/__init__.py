@@ -87,7 +87,7 @@ from protocols._messages import (
     result_ref,
 )
 from protocols._names import (
-    PARTITIONS,
+    MAX_PARTITIONS,
     ContentType,
     Header,
     Names,
@@ -100,7 +100,7 @@ from protocols._names import (
 __all__ = [
     "ANSWER_MAX_CHARS",
     "DEFAULT_MAX_STEPS",
-    "PARTITIONS",
+    "MAX_PARTITIONS",
     "RESULT_REF",
     "TERMINAL_STATUSES",
     "ActorReady",

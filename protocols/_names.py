@@ -11,7 +11,7 @@ With the default prefix the names are the ones in the design:
     rig.work.supervisor.api.<p>          stream RIG_WORK (work queue): start, resolve, cancel
     rig.work.supervisor.<kind>.<name>.<p>  reports, by their sender: agent.<agent>,
                                          tool.<tool>, verify.<verifier>; <p> is the
-                                         job's partition (`partition_of`, 0-15)
+                                         job's partition (`partition_of`)
     rig.work.timer                       deadlines and stall checks, to the supervisor
     rig.work.agent.<agent>
     rig.work.tool.<tool>
@@ -37,16 +37,18 @@ from protocols._errors import InvalidNameError
 # Who reports to the supervisor, as the token a report's subject names them by.
 SENDERS = ("agent", "tool", "verify")
 
-# The supervisor's messages are split by job id into this many partitions, each a
-# consumer of its own, so that each supervisor replica takes the same jobs' reports and
-# finds their snapshots in its cache. A constant of the wire: every process of a
-# deployment must split alike.
-PARTITIONS = 16
+# The supervisor's messages may be split by job id into up to this many partitions, each
+# a consumer of its own, so that each supervisor replica takes the same jobs' reports and
+# finds their snapshots in its cache (`Names.partitions`: 1 on one host with one
+# supervisor, where a split only costs; `rig up` makes 16 for several supervisors or a
+# cluster). Every process of a deployment must split alike: the count is in the work
+# stream's metadata, and a process that disagrees refuses to start.
+MAX_PARTITIONS = 16
 
 
-def partition_of(job_id: str) -> int:
+def partition_of(job_id: str, partitions: int) -> int:
     """The partition of a job's messages to the supervisor (stable: CRC-32 of its id)."""
-    return zlib.crc32(job_id.encode()) % PARTITIONS
+    return zlib.crc32(job_id.encode()) % partitions
 
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -86,9 +88,14 @@ class Names:
     """The subjects, streams, consumers and buckets of one Rig deployment."""
 
     prefix: str = "rig"
+    partitions: int = 1  # of the supervisor's work (see MAX_PARTITIONS)
 
     def __post_init__(self) -> None:
         check_token(self.prefix, what="prefix")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise InvalidNameError(
+                f"partitions must be between 1 and {MAX_PARTITIONS}, not {self.partitions}"
+            )
 
     # Streams and buckets: upper-case prefix, as NATS convention has it.
     @property
@@ -215,7 +222,7 @@ class Names:
 
     def supervisor_for(self, job_id: str) -> str:
         """Where the API sends one job's start and people's commands for it."""
-        return f"{self.prefix}.work.supervisor.api.{partition_of(job_id)}"
+        return f"{self.prefix}.work.supervisor.api.{partition_of(job_id, self.partitions)}"
 
     @property
     def supervisor_all(self) -> str:
@@ -233,7 +240,7 @@ class Names:
         `verify`) reports on `job_id` to the supervisor. The subject names the sender, and
         each sender's NATS user may publish only under its own name: the server, not the
         payload, says who sent a report. Its last token is the job's partition."""
-        return f"{self.reports_from(sender, name)[:-1]}{partition_of(job_id)}"
+        return f"{self.reports_from(sender, name)[:-1]}{partition_of(job_id, self.partitions)}"
 
     def reports_from(self, sender: str, name: str) -> str:
         """Every report of `name`, whatever the job: what its NATS user may publish."""

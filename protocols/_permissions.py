@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from protocols._names import PARTITIONS, Names, check_token
+from protocols._names import MAX_PARTITIONS, Names, check_token
 
 JS_API = "$JS.API"
 
@@ -177,7 +177,7 @@ def _worker(
 
 def supervisor(names: Names) -> Role:
     n = names
-    partitions = [n.supervisor_durable(p) for p in range(PARTITIONS)]
+    partitions = [n.supervisor_durable(p) for p in range(MAX_PARTITIONS)]
     durables = (*partitions, n.timer_durable, n.dlq_durable)
     grants = _process(n, durables)
     for name in partitions:

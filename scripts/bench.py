@@ -263,7 +263,8 @@ class Deployment:
         self.home = home
         self.users = users or USERS
         self.replicas = replicas
-        self.names = Names("b" + uuid.uuid4().hex[:8])
+        partitions = int((env or {}).get("RIG_SUPERVISOR_PARTITIONS") or 1)
+        self.names = Names("b" + uuid.uuid4().hex[:8], partitions=partitions)
         self.env = {
             **os.environ,
             "RIG_NATS_URL": server.url,
@@ -1075,7 +1076,8 @@ async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: P
         .read_text()
         .replace("sync_interval: always", "sync_interval: 10s")
     )
-    clustered = {"RIG_REPLICAS": "3", "RIG_LEDGER": "cluster"}
+    # What `rig up --cluster` gives its actors.
+    clustered = {"RIG_REPLICAS": "3", "RIG_LEDGER": "cluster", "RIG_SUPERVISOR_PARTITIONS": "16"}
     rates: dict[str, float] = {}
     for key, label in (
         ("r1", "one server (R1), sync every 10 s"),
@@ -1124,9 +1126,10 @@ async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: P
 
 
 async def _affinity(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
-    """Three supervisor replicas, with partitions (each job's reports to the replica
-    that has its snapshot) and without (any replica takes any report): steps/s and how
-    often a report found its job's snapshot in the replica's cache, on one server."""
+    """Three supervisor replicas, with 16 partitions (each job's reports to the replica
+    that has its snapshot: what `rig up` makes for several supervisors) and with one (any
+    replica takes any report): steps/s and how often a report found its job's snapshot
+    in the replica's cache, on one server."""
     jobs, concurrency = (10, 8) if quick else (1200, 64)
     targets = [PIPELINE[0]] * 3 + list(PIPELINE[1:])
     nc = await harness(server)
@@ -1135,7 +1138,8 @@ async def _affinity(server: NatsServer, report: Report, quick: bool, work: Path)
         for affinity in ("1", "0"):
             home = work / f"affinity-{affinity}"
             home.mkdir()
-            env = {"RIG_CONCURRENCY": "64", "RIG_SUPERVISOR_AFFINITY": affinity}
+            split = "16" if affinity == "1" else "1"
+            env = {"RIG_CONCURRENCY": "64", "RIG_SUPERVISOR_PARTITIONS": split}
             deployment = Deployment(server, home, env)
             await deployment.start(nc, targets)
             try:
@@ -1192,6 +1196,7 @@ async def _cluster_latency(
             "RIG_CONCURRENCY": str(2 * max(levels)),
             "RIG_REPLICAS": "3",
             "RIG_LEDGER": "cluster",
+            "RIG_SUPERVISOR_PARTITIONS": "16",
         },
         users=users,
         replicas=3,

@@ -150,7 +150,7 @@ async def test_dlq_ls_and_replay(rig: Deployment) -> None:
         return list(json.loads(out))
 
     [letter] = await eventually(letters, message="a dead letter")
-    assert letter["actor"] == rig.names.supervisor_durable(partition_of("a-job"))
+    assert letter["actor"] == rig.names.supervisor_durable(partition_of("a-job", 1))
     assert letter["subject"] == subject
     assert letter["error"]["code"] == "decode_error"
 

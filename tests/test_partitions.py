@@ -8,10 +8,12 @@ import asyncio
 import signal
 
 import pytest
+from nats.js.api import ConsumerConfig
 
 from actors._discovery import discover
+from actors._nats import PARTITIONS_KEY, ensure_topology
 from actors.examples.refund import RefundAgent
-from protocols import PARTITIONS
+from protocols import MAX_PARTITIONS
 from tests.conftest import REFUND, Deployment, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -23,6 +25,7 @@ async def test_replicas_share_the_partitions_and_hand_them_over(rig: Deployment)
     snapshot in that replica's cache. A replica that stops (SIGTERM) hands its share to
     the other two at once; one that dies (SIGKILL) leaves its share to the last one
     within seconds. Jobs run to their end throughout."""
+    await split(rig, MAX_PARTITIONS)
     supervisors = await rig.spawn(*["actors:Supervisor"] * 3)
     await rig.spawn(*REFUND[1:])
     shares = await eventually(
@@ -48,7 +51,7 @@ async def test_replicas_share_the_partitions_and_hand_them_over(rig: Deployment)
     killed.kill()  # its beat goes stale: the last replica takes everything
     await killed.wait()
     await eventually(lambda: _shares(rig, 1, exclude=killed.pid), timeout=15)
-    assert (await _shares(rig, 1, exclude=killed.pid)) == {last.pid: PARTITIONS}
+    assert (await _shares(rig, 1, exclude=killed.pid)) == {last.pid: MAX_PARTITIONS}
     await _run_jobs(rig, 10, "c")
 
 
@@ -61,7 +64,7 @@ async def _shares(rig: Deployment, replicas: int, exclude: int = 0) -> dict[int,
         if a.kind == "supervisor" and a.pid != exclude
     }
     held = {pid: n for pid, n in found.items() if n}
-    if len(held) == replicas and sum(held.values()) == PARTITIONS:
+    if len(held) == replicas and sum(held.values()) == MAX_PARTITIONS:
         return held
     return None
 
@@ -74,3 +77,50 @@ async def _run_jobs(rig: Deployment, count: int, tag: str) -> None:
     for job_id in jobs:
         info = await rig.client.wait(job_id, timeout=rig.within(30))
         assert info.status == "succeeded", info
+
+
+async def test_the_consumer_of_rig_before_partitions_is_retired(rig: Deployment) -> None:
+    """A store made by Rig before partitions has one supervisor consumer over all of
+    `rig.work.supervisor.>`, beside which a work-queue stream allows no other: making the
+    topology (as `rig up` does, as the admin) deletes it, and supervisors start."""
+    js = rig.nc.jetstream()
+    await js.add_consumer(
+        rig.names.work_stream,
+        ConsumerConfig(durable_name="supervisor", filter_subject=rig.names.supervisor_all),
+    )
+    await ensure_topology(js, rig.names)
+    names = [c.name for c in await js.consumers_info(rig.names.work_stream)]
+    assert "supervisor" not in names
+    await rig.spawn("actors:Supervisor")
+    names = [c.name for c in await js.consumers_info(rig.names.work_stream)]
+    assert rig.names.supervisor_durable(0) in names
+
+
+async def test_a_process_that_would_split_the_work_otherwise_refuses_to_start(
+    rig: Deployment,
+) -> None:
+    """The deployment's split is in its work stream; a process configured for another
+    (reports it sent would wait in partitions no one reads) stops at once, saying what
+    to set; one configured for none takes the deployment's."""
+    await split(rig, 4)
+    rig.extra_env["RIG_SUPERVISOR_PARTITIONS"] = "16"
+    [supervisor] = await rig.spawn("actors:Supervisor", ready=False)
+    assert await asyncio.wait_for(supervisor.wait(), rig.within()) != 0
+    log = (rig.home / "actors.Supervisor.log").read_text()
+    assert "RIG_SUPERVISOR_PARTITIONS=4" in log, log[-2000:]
+    # Told nothing, a process takes the deployment's split.
+    del rig.extra_env["RIG_SUPERVISOR_PARTITIONS"]
+    await rig.spawn("actors:Supervisor")
+    [found] = [a for a in await discover(rig.nc, rig.names) if a.kind == "supervisor"]
+    assert found.counts["partitions"] == 4
+
+
+async def split(rig: Deployment, partitions: int) -> None:
+    """Make the test's (new, empty) deployment one whose supervisor work is split in
+    `partitions`, as `rig up` makes it for several supervisors: its processes are told
+    so, and its work stream says so."""
+    rig.extra_env["RIG_SUPERVISOR_PARTITIONS"] = str(partitions)
+    js = rig.nc.jetstream()
+    info = await js.stream_info(rig.names.work_stream)
+    info.config.metadata = {**(info.config.metadata or {}), PARTITIONS_KEY: str(partitions)}
+    await js.update_stream(info.config)

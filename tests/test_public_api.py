@@ -103,7 +103,7 @@ def test_protocols_exports() -> None:
             "JobSnapshot",
             "JobStatusName",
             "Names",
-            "PARTITIONS",
+            "MAX_PARTITIONS",
             "ForgedReportError",
             "NonRetryableError",
             "Outgoing",
@@ -159,8 +159,10 @@ def test_default_names_match_the_design() -> None:
     names = protocols.Names()
     assert names.api_submit == "rig.api.submit"
     assert names.supervisor == "rig.work.supervisor.api.*"
-    p = protocols.partition_of("j1")
-    assert 0 <= p < protocols.PARTITIONS and p == zlib.crc32(b"j1") % 16
+    assert names.partitions == 1 and names.supervisor_for("j1") == "rig.work.supervisor.api.0"
+    names = protocols.Names(partitions=protocols.MAX_PARTITIONS)
+    p = protocols.partition_of("j1", 16)
+    assert 0 <= p < 16 and p == zlib.crc32(b"j1") % 16
     assert names.supervisor_for("j1") == f"rig.work.supervisor.api.{p}"
     assert (
         names.report("tool", "issue_refund", "j1") == f"rig.work.supervisor.tool.issue_refund.{p}"
