@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors import Ledger  # noqa: E402
+from actors._claims import ClusterLedger  # noqa: E402
 from actors._client import RigClient  # noqa: E402
 from actors._config import RigConfig  # noqa: E402
 from actors._discovery import discover  # noqa: E402
@@ -665,8 +666,38 @@ async def bench_ledger(report: Report, quick: bool, work: Path) -> None:
         )
 
 
-async def _ledger_ops(path: Path, calls: int, in_flight: int) -> float:
-    ledger = await Ledger.open(path, owner="bench")
+async def bench_cluster_ledger(report: Report, quick: bool, work: Path) -> None:
+    """The ledger of a cluster (`RIG_LEDGER=cluster`): claims + completions per second as
+    compare-and-sets on the replicated bucket of three servers that sync every write,
+    beside the SQLite ledger of one host, 64 calls in flight, in the same run."""
+    calls = 300 if quick else 5_000
+    users = Users(find_conf("nats-cluster.conf"), name="ledger-cluster")
+    cluster = await Cluster.start(work, work / "ledger-cluster", users)
+    nc = await harness(cluster)
+    try:
+        names = Names("bledger")
+        await ensure_topology(nc.jetstream(), names, 3)
+        ledger = await ClusterLedger.open(nc.jetstream(), names, owner="bench")
+        ops = await _ledger_ops(ledger, calls, 64)
+    finally:
+        await nc.close()
+        await cluster.stop()
+    local = await _ledger_ops(
+        await Ledger.open(work / "ledger-local.sqlite3", owner="bench"), calls, 64
+    )
+    report.put("cluster", "ledger_ops_per_s", round(ops))
+    report.put("cluster", "ledger_to_local", round(ops / local, 3))
+    report.row(
+        "cluster",
+        "ledger claims + completions, 3 servers, sync always, 64 in flight",
+        f"{ops:,.0f} ops/s",
+        f"{ops / local:.2f}x the SQLite ledger of one host ({local:,.0f}/s, synchronous=FULL)",
+    )
+
+
+async def _ledger_ops(where: Path | Any, calls: int, in_flight: int) -> float:
+    """Claims + completions per second: `where` is a ledger file, or an open ledger."""
+    ledger = await Ledger.open(where, owner="bench") if isinstance(where, Path) else where
     gate = asyncio.Semaphore(in_flight)
 
     async def call(i: int) -> None:
@@ -1170,6 +1201,7 @@ async def _affinity(server: NatsServer, report: Report, quick: bool, work: Path)
     finally:
         await nc.close()
     report.put("cluster", "affinity_gain", round(rates["on"] / rates["off"], 3))
+    await bench_cluster_ledger(report, quick, work)
 
 
 async def _cache_counts(nc: Any, names: Names) -> tuple[int, int]:

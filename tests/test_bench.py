@@ -45,6 +45,8 @@ KEYS = [
     ("cluster", "affinity_on_cache_hit_ratio"),
     ("cluster", "affinity_off_cache_hit_ratio"),
     ("cluster", "affinity_gain"),
+    ("cluster", "ledger_ops_per_s"),
+    ("cluster", "ledger_to_local"),
 ]
 
 
