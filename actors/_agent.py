@@ -90,7 +90,7 @@ class Agent(Actor):
             llm = RuleLLM(lambda prompt: ("greet", {"who": prompt.context.input["who"]}))
 
     Consumes `rig.work.agent.<name>` (durable `agent-<name>`): `StepRequest`.
-    Publishes `Decision` on `rig.work.supervisor.agent.<name>`, with `Nats-Msg-Id`
+    Publishes `Decision` on `rig.work.supervisor.agent.<name>.<partition>`, with `Nats-Msg-Id`
     `<job>:<step>:decision`, so a redelivered step reports once.
     On start it registers `AgentInfo` (graph, example input) in `RIG_AGENTS`, which is
     how the supervisor and `rig agents` learn about it.

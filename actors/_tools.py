@@ -185,11 +185,13 @@ class ToolExecutor(Actor):
                 return await bank.refund(order_id, amount)
 
     Consumes `rig.work.tool.<tool>` (durable `tool-<tool>`) for each of its tools:
-    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor.tool.<tool>`, or, for a successful
-    call whose edge has a verifier, a `VerifyRequest` carrying it to that verifier.
+    `ToolCall`. Publishes `ToolResult` on `rig.work.supervisor.tool.<tool>.<partition>`,
+    or, for a successful call whose edge has a verifier, a `VerifyRequest` carrying it to
+    that verifier.
 
     Every call first claims its key (a hash of job id, tool and canonical args) in
-    the SQLite ledger at `$RIG_HOME/ledger.sqlite3`. Only a fresh claim runs the tool;
+    the SQLite ledger at `$RIG_HOME/ledger.sqlite3` (with `RIG_LEDGER=cluster`, in the
+    cluster's replicated bucket, which every host shares). Only a fresh claim runs the tool;
     a repeat of a finished call returns the recorded result (`ledger="hit"`); a call
     still running elsewhere is waited for, until it finishes or its lease ends (the
     message is held meanwhile, so no delivery is spent); a side-effecting call whose executor

@@ -10,8 +10,11 @@ The config is TOML, one `[[actor]]` table per actor class:
     class = "my_module:MyAgent"
     count = 2
 
+With `--cluster N` it starts N nats-servers as one cluster (`nats-cluster.conf`), and
+with `--join` none (the actors join a cluster that runs elsewhere): docs/cluster.md.
+
 An actor process that exits is started again (after 0.5 s, doubling to 10 s while it
-keeps dying), and so is the nats-server `rig up` started, on the same port and store;
+keeps dying), and so is a nats-server `rig up` started, on the same port and store;
 if the server cannot be started again `rig up` stops everything and exits 1. `up.ready`
 is said once every actor started has announced itself on `rig.actors.ready`. Each
 actor's log also goes to `$RIG_HOME/logs/<MODULE.CLASS>-<N>.log` (JSON lines, for
@@ -50,7 +53,7 @@ from nats.js.errors import NotFoundError
 
 from actors._keys import add_key, keys_path
 from actors._log import configure_logging
-from actors._nats import PARTITIONS_KEY, connect, ensure_topology, jetstream_ready
+from actors._nats import connect, ensure_topology, jetstream_ready, partitions_made
 from actors._security import (
     ADMIN,
     creds_dir,
@@ -586,7 +589,7 @@ async def _partitioned(nc: Any, names: Names, config: UpConfig, *, several: bool
         )
         made = MAX_PARTITIONS if several or supervisors > 1 else 1
     else:
-        made = int((info.config.metadata or {}).get(PARTITIONS_KEY, "1"))
+        made = partitions_made(info)
     return dataclasses.replace(names, partitions=made)
 
 

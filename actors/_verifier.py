@@ -63,7 +63,8 @@ class Verifier(Actor):
                 return ok, "amount refunded matches the request" if ok else "amount differs"
 
     Consumes `rig.work.verify.<verifier>` (durable `verify-<verifier>`) for each of its
-    checks: `VerifyRequest`. Publishes `Verdict` on `rig.work.supervisor.verify.<verifier>`.
+    checks: `VerifyRequest`. Publishes `Verdict` on
+    `rig.work.supervisor.verify.<verifier>.<partition>`.
     """
 
     kind = "verifier"

@@ -666,13 +666,18 @@ async def bench_ledger(report: Report, quick: bool, work: Path) -> None:
         )
 
 
-async def bench_cluster_ledger(report: Report, quick: bool, work: Path) -> None:
+async def bench_cluster_ledger(
+    report: Report, quick: bool, work: Path, cluster: Cluster | None = None
+) -> None:
     """The ledger of a cluster (`RIG_LEDGER=cluster`): claims + completions per second as
-    compare-and-sets on the replicated bucket of three servers that sync every write,
-    beside the SQLite ledger of one host, 64 calls in flight, in the same run."""
+    compare-and-sets on the replicated bucket of three servers that sync every write
+    (`cluster`, else three started for it), beside the SQLite ledger of one host, 64
+    calls in flight, in the same run."""
     calls = 300 if quick else 5_000
-    users = Users(find_conf("nats-cluster.conf"), name="ledger-cluster")
-    cluster = await Cluster.start(work, work / "ledger-cluster", users)
+    own = cluster is None
+    if cluster is None:
+        users = Users(find_conf("nats-cluster.conf"), name="ledger-cluster")
+        cluster = await Cluster.start(work, work / "ledger-cluster", users)
     nc = await harness(cluster)
     try:
         names = Names("bledger")
@@ -681,7 +686,8 @@ async def bench_cluster_ledger(report: Report, quick: bool, work: Path) -> None:
         ops = await _ledger_ops(ledger, calls, 64)
     finally:
         await nc.close()
-        await cluster.stop()
+        if own:
+            await cluster.stop()
     local = await _ledger_ops(
         await Ledger.open(work / "ledger-local.sqlite3", owner="bench"), calls, 64
     )
@@ -1114,11 +1120,12 @@ async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: P
     # What `rig up --cluster` gives its actors.
     clustered = {"RIG_REPLICAS": "3", "RIG_LEDGER": "cluster", "RIG_SUPERVISOR_PARTITIONS": "16"}
     rates: dict[str, float] = {}
-    for key, label in (
+    profiles = [
         ("r1", "one server (R1), sync every 10 s"),
         ("r3_always", "three servers (R3), sync always: rig up --cluster"),
         ("r3_lazy", "three servers (R3), sync every 10 s"),
-    ):
+    ]
+    for key, label in profiles[:2] if quick else profiles:  # --quick: one cluster only
         users = (
             USERS
             if key == "r1"
@@ -1152,11 +1159,13 @@ async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: P
             report.row("cluster", label, f"{rates[key]:,.0f} steps/s", note)
             if key == "r3_always":
                 await _cluster_latency(target, users, report, quick, work)
+                await bench_cluster_ledger(report, quick, work, target)
         finally:
             if key != "r1":
                 await target.stop()
     report.put("cluster", "r3_to_r1", round(rates["r3_always"] / rates["r1"], 3))
-    report.put("cluster", "always_to_lazy", round(rates["r3_always"] / rates["r3_lazy"], 3))
+    if "r3_lazy" in rates:
+        report.put("cluster", "always_to_lazy", round(rates["r3_always"] / rates["r3_lazy"], 3))
     await _affinity(server, report, quick, work)
 
 
@@ -1201,7 +1210,6 @@ async def _affinity(server: NatsServer, report: Report, quick: bool, work: Path)
     finally:
         await nc.close()
     report.put("cluster", "affinity_gain", round(rates["on"] / rates["off"], 3))
-    await bench_cluster_ledger(report, quick, work)
 
 
 async def _cache_counts(nc: Any, names: Names) -> tuple[int, int]:

@@ -163,14 +163,22 @@ async def _read(up: ClusterUp) -> None:
 
 
 @contextlib.asynccontextmanager
-async def own_cluster(home: Path, targets: list[str]) -> AsyncIterator[list[NatsServer]]:
+async def own_cluster(
+    home: Path, targets: list[str], *, lazy: bool = False
+) -> AsyncIterator[list[NatsServer]]:
     """Three servers of the test's own, as `rig up --cluster 3` would start them (the
     shipped nats-cluster.conf, a user per role of these actor classes, their seeds in
-    `home/creds`), for `rig up --join` and for tests that start a server differently."""
+    `home/creds`), for `rig up --join` and for tests that start a server differently.
+    `lazy`: sync every 10 s rather than every write (a test about something else spares
+    the shared disk)."""
     classes = [load_actor_class(target) for target in targets]
-    conf = await asyncio.to_thread(
-        deployment_config, home, Names(), classes, find_conf("nats-cluster.conf")
-    )
+    base = find_conf("nats-cluster.conf")
+    if lazy:
+        home.mkdir(parents=True, exist_ok=True)
+        text = base.read_text().replace("sync_interval: always", "sync_interval: 10s")
+        base = home / "nats-cluster-lazy.conf"
+        base.write_text(text)
+    conf = await asyncio.to_thread(deployment_config, home, Names(), classes, base)
     nodes = cluster_nodes(3, 0, None, None)
     servers = await asyncio.gather(
         *(NatsServer.start(home=home, conf=node_conf(conf, node["name"]), **node) for node in nodes)

@@ -59,7 +59,7 @@ async def decide(*answers: str) -> tuple[Decision, ScriptedLLM, str | None]:
     agent = Recorder(llm)
     await agent.on_step(step(), DELIVERY)
     [(subject, decision, msg_id)] = agent.sent
-    assert subject == "rig.work.supervisor.agent.refund"
+    assert subject == "rig.work.supervisor.agent.refund.0"  # one partition, the default
     return decision, llm, msg_id
 
 

@@ -212,22 +212,24 @@ async def test_a_partitioned_server_refuses_writes_and_the_majority_works_on(
     rejoins, every job ends, every journal is whole, each refund happened once."""
     jobs, home = 150, tmp_path / "home"
     actors = {**ACTORS, "actors:Supervisor": 2}
-    async with own_cluster(home, list(actors)) as servers:
+    # Lazy sync: the partition is the point here, and the suite's other cluster test
+    # syncs every write on the same disk.
+    async with own_cluster(home, list(actors), lazy=True) as servers:
         async with cluster_up(home, actors, join=[as_node(s) for s in servers]) as up:
             assert up.rig is not None
             rig = up.rig
             kv = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
             submitting = asyncio.create_task(submit_all(rig, jobs, pace=0.03))
-            await eventually(lambda: _accepted(kv, jobs // 5), timeout=120, message="1/5 in")
+            await eventually(lambda: _accepted(kv, jobs // 5), timeout=300, message="1/5 in")
             minority = await isolate(servers[2])
             try:
                 await _refuses_writes(minority.url, home, rig.names)
                 # The majority: new jobs are accepted and run to their end meanwhile.
                 await eventually(
-                    lambda: _accepted(kv, jobs * 3 // 5), timeout=120, message="3/5 in"
+                    lambda: _accepted(kv, jobs * 3 // 5), timeout=300, message="3/5 in"
                 )
                 last = f"chaos-{jobs * 3 // 5 - 1}"
-                ended = await rig.client.wait(last, timeout=120)
+                ended = await rig.client.wait(last, timeout=300)
                 assert ended.status in TERMINAL_STATUSES, ended
                 assert minority.proc.returncode is None  # still cut off, still refusing
                 await _refuses_writes(minority.url, home, rig.names)

@@ -96,6 +96,9 @@ async def test_a_second_hosts_executor_of_a_side_effecting_tool_is_refused(
     [second] = await rig.spawn("tests.crash_tools:CrashTools", ready=False)
     assert await asyncio.wait_for(second.wait(), 30) == 2
     log = (rig.home / "tests.crash_tools.CrashTools.log").read_text()
-    assert "second_ledger: tool 'pay' (side effects) is already served on host(s) host-a" in log
+    assert (
+        "second_ledger: tool 'pay' (side effects) is already served with another ledger (on host-a)"
+        in log
+    )
     rig.extra_env["RIG_ALLOW_SECOND_LEDGER"] = "1"
     await rig.spawn("tests.crash_tools:CrashTools")  # announces itself: it runs
