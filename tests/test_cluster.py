@@ -29,6 +29,7 @@ from tests.test_chaos import (
     submit_all,
 )
 from tests.test_cli import run_rig
+from tests.test_crash import _stopped
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -195,11 +196,6 @@ async def _reports(rig: object, count: int) -> list[ToolResult]:
                 found[result.step] = result
                 await msg.ack()
     return list(found.values())
-
-
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 async def test_a_partitioned_server_refuses_writes_and_the_majority_works_on(
