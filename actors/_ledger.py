@@ -29,7 +29,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -253,17 +253,37 @@ _UPSERT = (
 _SELECT_CHUNK = 500
 
 
-async def _wal(db: aiosqlite.Connection, attempts: int = 50) -> None:
-    """Switch a file to WAL. When several executors open a new ledger at once, the switch
-    can fail with "database is locked" without waiting on busy_timeout: retry a while."""
-    for attempt in range(attempts):
+async def prepare_sqlite(
+    db: aiosqlite.Connection, schema: Sequence[str] = (), *, within: float = 10.0
+) -> None:
+    """Make a connection's file ready: a 10 s busy timeout, WAL, and `schema`'s statements.
+
+    When several connections open a new file at once, the switch to WAL, and a statement
+    that runs while another connection makes that switch, can fail with "database is
+    locked" at once, whatever the busy timeout (SQLite does not wait on a lock another
+    connection holds to build the WAL index). So the whole setup is tried again, backing
+    off, for up to `within` seconds; the schema is written in a transaction that takes
+    the write lock first (`BEGIN IMMEDIATE`), since a deferred one that read the schema
+    before another connection wrote it fails at once too."""
+    deadline = time.monotonic() + within
+    pause = 0.01
+    while True:
         try:
+            await db.execute("PRAGMA busy_timeout=10000")
             await db.execute("PRAGMA journal_mode=WAL")
+            if schema:
+                await db.execute("BEGIN IMMEDIATE")
+                for statement in schema:
+                    await db.execute(statement)
+                await db.execute("COMMIT")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
+            if db.in_transaction:
+                await db.rollback()
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
                 raise
-            await asyncio.sleep(0.02 * (attempt + 1))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 class Ledger:
@@ -294,10 +314,8 @@ class Ledger:
         await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
-            await db.execute("PRAGMA busy_timeout=10000")
-            await _wal(db)
+            await prepare_sqlite(db, [_SCHEMA])
             await db.execute("PRAGMA synchronous=FULL")
-            await db.execute(_SCHEMA)
         except BaseException:
             await db.close()  # its worker thread would keep the process alive
             raise

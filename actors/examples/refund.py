@@ -36,6 +36,7 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, tool_context, verifier
+from actors._ledger import prepare_sqlite
 from protocols import Edge, Graph, JobContext, NonRetryableError, State, VerifyRequest
 
 # Refunds above this go to a person, whatever the order says.
@@ -283,7 +284,6 @@ async def record_refund(
     the key (this one, or the first one if the key was used before)."""
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     async with aiosqlite.connect(path) as db:
-        await db.execute("PRAGMA journal_mode=WAL")
         await _open_bank(db)
         now = time.time()
         await db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (key, job_id, now))
@@ -308,9 +308,7 @@ async def find_refund(path: Path, key: str) -> dict[str, Any] | None:
 
 
 async def _open_bank(db: aiosqlite.Connection) -> None:
-    await db.execute("PRAGMA busy_timeout=10000")
-    for statement in _BANK_SCHEMA:
-        await db.execute(statement)
+    await prepare_sqlite(db, _BANK_SCHEMA)  # several calls may open a new bank at once
 
 
 async def _refund_by_key(db: aiosqlite.Connection, key: str) -> dict[str, Any] | None:
