@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from actors._lazy import import_nats
+
+import_nats()  # without aiohttp, which few processes use (actors._lazy)
+
 if TYPE_CHECKING:  # `X as X`: re-exported, for type checkers
     from actors._actor import (
         Actor as Actor,

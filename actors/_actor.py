@@ -18,10 +18,9 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
-from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -74,6 +73,9 @@ from protocols import (
     sniff,
 )
 from protocols._permissions import Role
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = structlog.get_logger("rig.actor")
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -26,6 +25,9 @@ from prometheus_client import (
 )
 
 from protocols import TERMINAL_STATUSES, Event
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # Latencies from a millisecond (a local hop) to ten minutes (a slow model, a person).
 _SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
@@ -262,6 +264,7 @@ def observe_calls(agent: str, calls: list[dict[str, Any]], usage: Any) -> None:
 
 async def serve_metrics(host: str, port: int) -> web.AppRunner:
     """Serve `/metrics` (the Prometheus text format) on `host:port`; returns the runner."""
+    from aiohttp import web  # only a process that serves metrics loads aiohttp (actors._lazy)
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)

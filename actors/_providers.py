@@ -56,9 +56,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -66,12 +65,18 @@ from opentelemetry.trace import SpanKind
 from actors import _tracing as tracing
 from actors._breaker import BreakerPolicy, Breakers, breaker_key
 from actors._config import DIALECTS
+from actors._lazy import lazy
 from actors._limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
 from actors._llm import DEFAULT_MAX_OUTPUT_TOKENS, LLMReply, Price, RoutePrompt
 from actors._nats import kv_read
 from protocols import ConfigError, Usage, canonical
 
 TokenSink = Callable[[str], Awaitable[None]]
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")  # loaded by the first request (actors._lazy)
 
 
 class ProviderError(Exception):

@@ -29,14 +29,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from actors._config import env_number
+from actors._lazy import lazy
 from actors._nats import kv_latest
 from protocols import (
     ConfigError,
@@ -52,6 +52,11 @@ from protocols import (
 
 MAX_BACKOFF_S = 600.0  # the longest wait between two attempts
 _USER_AGENT = "rig-webhooks/1"
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")  # loaded by the first delivery (actors._lazy)
 
 
 def new_secret() -> str:
