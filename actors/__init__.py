@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from actors._lazy import import_nats
+from actors._lazy import import_nats_lazily
 
-import_nats()  # without aiohttp, which few processes use (actors._lazy)
+import_nats_lazily()  # nats-py without aiohttp, which few processes use (actors._lazy)
 
 if TYPE_CHECKING:  # `X as X`: re-exported, for type checkers
     from actors._actor import (

@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
-from actors._breaker import Breakers
+from actors._breaker import MODEL_COUNTS, Breakers
 from actors._limits import SharedLimits
 from actors._llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -49,6 +49,7 @@ from protocols import (
     ExhaustedKind,
     Graph,
     GraphError,
+    Header,
     Names,
     NonRetryableError,
     RetryableError,
@@ -238,9 +239,12 @@ class Agent(Actor):
         if delivery.attempt < self.config.max_deliver - 1:
             raise RetryableError(why, delay=_outage_delay(delivery.attempt))
 
-    async def _publish_token(self, job_id: str, text: str) -> None:
-        """Tokens as they arrive, on `rig.tokens.<job_id>` (core NATS: not stored)."""
-        await self.nc.publish(self.names.tokens(job_id), text.encode())
+    async def _publish_token(self, job_id: str, step: int, text: str) -> None:
+        """Tokens as they arrive, on `rig.tokens.<job_id>` (core NATS: not stored), with
+        the step they answer in the `Rig-Step` header."""
+        await self.nc.publish(
+            self.names.tokens(job_id), text.encode(), headers={Header.STEP: str(step)}
+        )
 
     _stream = False  # publish tokens as they arrive (the LLM config's `stream`)
 
@@ -263,6 +267,28 @@ class Agent(Actor):
         self._heart = asyncio.create_task(keep_beating(self._beat, self.log))
 
     _configured: AgentLLMConfig | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._model_counts: dict[str, int] = {}
+
+    def stats(self) -> dict[str, int]:
+        """The actor's counters, and per model provider (`llm|<provider>|<model>|<what>`):
+        calls, the `failed` ones, and their milliseconds in all (`GET /v1/providers`)."""
+        return {**self.counts, **self._model_counts}
+
+    def _count_calls(self, calls: list[dict[str, Any]]) -> None:
+        counts = self._model_counts
+        for call in calls:
+            if "provider" not in call or call.get("cache") == "hit" or "hedge" in call:
+                continue
+            base = f"{MODEL_COUNTS}|{call['provider']}|{call.get('model')}|"
+            for what, add in (
+                ("calls", 1),
+                ("failed", 0 if call.get("ok") else 1),
+                ("ms", round(float(call.get("ms") or 0))),
+            ):
+                counts[base + what] = counts.get(base + what, 0) + add
 
     async def _check_providers(self) -> None:
         """Probe each configured provider once (`actors._probe`): refuse to start, with
@@ -380,7 +406,9 @@ class Agent(Actor):
             job_id=request.job_id,
             seed=request.sampling.seed if request.sampling else None,
             cache=request.sampling.cache if request.sampling else True,
-            on_token=partial(self._publish_token, request.job_id) if self._stream else None,
+            on_token=(
+                partial(self._publish_token, request.job_id, request.step) if self._stream else None
+            ),
         )
         calls: list[dict[str, Any]] = []
         usage = Usage()
@@ -489,6 +517,7 @@ class Agent(Actor):
             )
         decision.handled = self.handled(delivery)
         observe_calls(self.name, decision.calls, decision.usage)
+        self._count_calls(decision.calls)
         if tracing.enabled():
             span = trace.get_current_span()
             span.set_attribute("rig.edge", decision.edge)

@@ -30,6 +30,9 @@ from pydantic import BaseModel
 from actors._nats import kv_read, kv_swap
 from protocols import decode_as, encode
 
+# The first part of an agent's counters per provider and model in `$SRV.STATS`:
+# `llm|<provider>|<model>|calls`, `...|failed`, `...|ms` (`Agent.stats`, `GET /v1/providers`).
+MODEL_COUNTS = "llm"
 OUTAGES = frozenset({"server_error", "timeout", "connection"})
 _CAS_ATTEMPTS = 5
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors import _tracing as tracing
+from actors._breaker import MODEL_COUNTS, BreakerState, breaker_key
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
 from actors._nats import connect, ensure_topology, kv_latest, live_agents
@@ -59,6 +61,7 @@ from protocols import (
     set_input_limits,
     validate,
 )
+from protocols._http import HttpProvider
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -200,27 +203,81 @@ class RigClient:
         Reads the latest snapshot of every job from `RIG_JOBS` in one pass, so its cost
         grows with the number of jobs kept.
         """
+        return (await self.job_page(agent=agent, status=status, limit=limit, before=before))[0]
+
+    async def job_page(
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> tuple[list[JobInfo], Counter[str]]:
+        """`jobs`, and every job kept (of `agent`) counted by status, from the same pass."""
         if agent is not None:
             check_token(agent, what="agent name")
         await self._topology()
         found: list[JobInfo] = []
+        counts: Counter[str] = Counter()
         async for _key, data in kv_latest(
             self.js, self.names.jobs_bucket, timeout=self.request_timeout
         ):
             job = decode_as(JobSnapshot, data)[0]
+            if agent is not None and job.agent != agent:
+                continue
+            counts[job.status] += 1
             wanted = (
                 status is None or job.status == status or (status == "active" and not job.terminal)
             )
             if before is not None and (job.created_at, job.job_id) >= before:
                 continue
-            if wanted and (agent is None or job.agent == agent):
+            if wanted:
                 found.append(job.info())
         found.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
-        return found[:limit]
+        return found[:limit], counts
 
     async def actors(self, *, listen: float = LISTEN_S) -> list[LiveActor]:
         """The deployment's live actor processes, as they answer `$SRV.STATS`."""
         return await discover(self.nc, self.names, listen=listen)
+
+    async def providers(self) -> list[HttpProvider]:
+        """Every model provider and model the live agents called or a breaker knows: its
+        breaker's state, and the calls' counters summed over the live agent processes."""
+        await self._topology()
+        totals: dict[tuple[str, str], Counter[str]] = {}
+        for actor in await self.actors():
+            for name, value in actor.counts.items():
+                first, _, rest = name.partition("|")
+                provider, _, rest = rest.partition("|")
+                model, _, what = rest.rpartition("|")
+                if first == MODEL_COUNTS and provider and what:
+                    total = totals.setdefault((provider, model), Counter())
+                    total[what] += value
+                    total[f"agents.{actor.id}"] = 1
+        breakers: dict[str, BreakerState] = {}
+        async for key, data in kv_latest(
+            self.js, self.names.breakers_bucket, timeout=self.request_timeout
+        ):
+            breakers[key] = decode_as(BreakerState, data)[0]
+        for key in set(breakers) - {breaker_key(*pair) for pair in totals}:
+            provider, _, model = key.partition(".")  # a breaker no live agent has called
+            totals[(provider, model)] = Counter()
+        found = []
+        for (provider, model), total in sorted(totals.items()):
+            breaker = breakers.get(breaker_key(provider, model), BreakerState())
+            found.append(
+                HttpProvider(
+                    provider=provider,
+                    model=model,
+                    breaker=breaker.state,
+                    opened=breaker.failures,
+                    calls=total["calls"],
+                    failed=total["failed"],
+                    ms=total["ms"],
+                    agents=sum(1 for what in total if what.startswith("agents.")),
+                )
+            )
+        return found
 
     async def webhooks(self, *, job_id: str | None = None) -> list[WebhookRecord]:
         """What became of every webhook (of `job_id`), newest first."""

@@ -12,7 +12,9 @@
     GET  /v1/inbox                 ?agent=
     GET  /v1/agents                registered agents and their live processes
     GET  /v1/agents/{name}         one agent: its graph as JSON and Mermaid
+    GET  /v1/providers             model providers: breakers, calls by the live agents
     GET  /healthz, /readyz
+    GET  /console/                 the web console (docs/console.md); `/` leads there
 
 Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
 the error code the NATS API replies with. A POST with an `Idempotency-Key` header and no
@@ -72,6 +74,7 @@ from protocols import (
     ConfigError,
     Event,
     Graph,
+    Header,
     JobInfo,
     Names,
     PayloadTooLargeError,
@@ -97,6 +100,7 @@ from protocols._http import (
     HttpJobs,
     HttpOk,
     HttpProblem,
+    HttpProviders,
     HttpResolve,
     HttpSubmit,
     limits_of,
@@ -112,6 +116,21 @@ RETRY_MS = 2000  # what an SSE client waits before it reconnects
 _TOKEN_TICK_S = 0.05  # how soon a token reaches an SSE client that asked for tokens
 MAX_WAIT_S = 300.0  # the longest long poll
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})  # no API key needed
+# The web console: static files, open like the document (they hold no data: the page asks
+# for the API key and sends it with every API request). Its policy lets the page load and
+# ask nothing but this gateway.
+CONSOLE_DIR = Path(__file__).parent / "console"
+CONSOLE_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+    "graph.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 # The HTTP status of each error code the NATS API replies with.
 _STATUS = {
@@ -359,9 +378,22 @@ ROUTES = (
         params=(Param("name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}),),
         errors=(400, 404, 503),
     ),
+    Route(
+        "GET",
+        "/v1/providers",
+        "providers",
+        "The model providers: each one's breaker, and its calls by the live agents",
+        answer=HttpProviders,
+        errors=(503,),
+    ),
     Route("GET", "/healthz", "healthz", "The process serves", answer=HttpOk),
     Route("GET", "/readyz", "readyz", "NATS is reachable", answer=HttpOk, errors=(503,)),
 )
+
+
+def _is_open(path: str) -> bool:
+    """Whether `path` needs no API key: the probes, the document, the console's files."""
+    return path in _OPEN_PATHS or path == "/" or path.startswith("/console/")
 
 
 def openapi() -> dict[str, Any]:
@@ -558,7 +590,7 @@ class Gateway(Actor):
     async def authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """A bearer API key on every route but the probes and the document; a request
         without a valid one learns nothing else, not even whether its route exists."""
-        if self._keys is None or request.path in _OPEN_PATHS:
+        if self._keys is None or _is_open(request.path):
             return await handler(request)  # type: ignore[no-any-return]
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or self._keys.check(key.strip()) is None:
@@ -577,6 +609,9 @@ class Gateway(Actor):
         for route in ROUTES:
             app.router.add_route(route.method, route.path, getattr(self, route.handler))
         app.router.add_get("/openapi.json", self.openapi_json)
+        app.router.add_get("/", self.to_console)
+        app.router.add_get("/console/", self.console)
+        app.router.add_get("/console/{name}", self.console)
         return app
 
     async def openapi_json(self, request: web.Request) -> web.Response:
@@ -653,13 +688,15 @@ class Gateway(Actor):
         status = request.query.get("status")
         limit = max(1, int(_number(request, "limit", 50, high=1000)))
         before = _cursor(request.query.get("cursor"))
-        found = await self.rig.jobs(agent=agent, status=status, limit=limit, before=before)
+        found, counts = await self.rig.job_page(
+            agent=agent, status=status, limit=limit, before=before
+        )
         following = None
         if len(found) == limit:
             last = found[-1]
             query = {**request.query, "cursor": cursor_of(last.created_at, last.job_id)}
             following = str(request.rel_url.with_query(query))
-        return _json(HttpJobs(jobs=found, next=following))
+        return _json(HttpJobs(jobs=found, next=following, counts=dict(counts)))
 
     async def inbox(self, request: web.Request) -> web.Response:
         return _json(HttpInbox(jobs=await self.rig.inbox(request.query.get("agent"))))
@@ -698,6 +735,28 @@ class Gateway(Actor):
             on_stuck=info.on_stuck,
         )
         return _json(detail)
+
+    async def providers(self, request: web.Request) -> web.Response:
+        return _json(HttpProviders(providers=await self.rig.providers()))
+
+    async def console(self, request: web.Request) -> web.StreamResponse:
+        """The console's files (actors/console): the page and what it loads, nothing else."""
+        name = request.match_info.get("name") or "index.html"
+        kind = CONSOLE_FILES.get(name)
+        if kind is None:
+            raise Problem(404, "not_found", f"the console has no file {name!r}")
+        body = await asyncio.to_thread((CONSOLE_DIR / name).read_bytes)
+        headers = {
+            "Content-Type": kind,
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": CONSOLE_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        return web.Response(body=body, headers=headers)
+
+    async def to_console(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/console/")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(HttpOk())
@@ -742,7 +801,9 @@ class Gateway(Actor):
         if tokens:
 
             async def on_token(msg: Any) -> None:
-                text = json.dumps({"text": msg.data.decode(errors="replace")})
+                step = (msg.headers or {}).get(Header.STEP, "")
+                token = {"text": msg.data.decode(errors="replace")}
+                text = json.dumps(token | ({"step": int(step)} if step.isdigit() else {}))
                 stream.later(f"event: token\ndata: {text}\n\n")
 
             token_sub = await self.nc.subscribe(self.names.tokens(job_id), cb=on_token)

@@ -4,14 +4,16 @@ quarter of what an actor process spends before it serves. Supervisors, tool exec
 verifiers, agents on a rule or a local model, and most `rig` commands never need it.
 
 nats-py imports aiohttp when it is imported, for the WebSocket transport that only a
-`ws://` server URL uses; `import_nats` imports nats-py with that import refused and
-gives its transport module a `LazyModule` instead, which loads aiohttp on its first
-use, so a `ws://` URL still works.
+`ws://` server URL uses. After `import_nats_lazily` (the `actors` package calls it),
+nats-py's transport module runs with that import refused, and gets a `LazyModule` in
+its place, which loads aiohttp on its first use: a `ws://` URL still works.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import sys
 import types
 from typing import Any
@@ -29,16 +31,50 @@ def lazy(name: str) -> Any:
     return sys.modules.get(name) or LazyModule(name)
 
 
-def import_nats() -> None:
-    """Import nats-py without letting it load aiohttp (see the module's docstring); a
-    no-op once either is loaded."""
-    if "nats" in sys.modules or "aiohttp" in sys.modules:
-        return
-    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails
-    try:
-        import nats.aio.transport as transport
-    finally:
-        del sys.modules["aiohttp"]
-    for name in ("aiohttp", "multidict"):
-        if getattr(transport, name, None) is None:
-            setattr(transport, name, LazyModule(name))
+class _TransportLoader(importlib.abc.Loader):
+    """Runs nats-py's transport module with `import aiohttp` refused, then gives it
+    `LazyModule`s for aiohttp and multidict."""
+
+    def __init__(self, inner: importlib.abc.Loader) -> None:
+        self.inner = inner
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        refused = "aiohttp" not in sys.modules
+        if refused:
+            sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails
+        try:
+            self.inner.exec_module(module)
+        finally:
+            if refused:
+                del sys.modules["aiohttp"]
+        for name in ("aiohttp", "multidict"):
+            if getattr(module, name, None) is None:
+                setattr(module, name, LazyModule(name))
+
+
+class _TransportFinder(importlib.abc.MetaPathFinder):
+    def find_spec(
+        self, name: str, path: Any = None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != _TRANSPORT or "aiohttp" in sys.modules:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _TransportLoader(spec.loader)
+        return spec
+
+
+_TRANSPORT = "nats.aio.transport"
+
+
+def import_nats_lazily() -> None:
+    """Have nats-py, when it is imported, leave aiohttp until first used (see the
+    module's docstring). Imports nothing now; a no-op if nats-py is loaded already."""
+    if _TRANSPORT not in sys.modules and not any(
+        isinstance(finder, _TransportFinder) for finder in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _TransportFinder())

@@ -92,7 +92,10 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
     if port == 0:
         port = free_port()
     env = {"RIG_GATEWAY_PORT": str(port), "RIG_GATEWAY_URL": f"http://127.0.0.1:{port}"}
-    said: dict[str, str] = {"url": env["RIG_GATEWAY_URL"]}
+    said: dict[str, str] = {
+        "url": env["RIG_GATEWAY_URL"],
+        "console": f"{env['RIG_GATEWAY_URL']}/console/",  # asks for the key in key_file
+    }
     keys = keys_path(rig)
     if not keys.exists():
         write_private(rig.home / "gateway.key", add_key(keys, "rig-up") + "\n")
@@ -635,7 +638,11 @@ async def _say_ready(
         slot = pids.get(decode_as(ActorReady, msg.data)[0].pid)
         if slot is not None:
             ready.add(slot)
-    gateway = {"gateway": env["RIG_GATEWAY_URL"]} if "RIG_GATEWAY_URL" in env else {}
+    gateway = (
+        {"gateway": env["RIG_GATEWAY_URL"], "console": f"{env['RIG_GATEWAY_URL']}/console/"}
+        if "RIG_GATEWAY_URL" in env
+        else {}
+    )
     emit(
         "up.ready",
         actors=count,

@@ -84,6 +84,10 @@ class HttpJobs(_Wire):
     next: str | None = Field(
         default=None, description="the url of the next page (`cursor=`), if there may be one"
     )
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="every job kept (of `agent`, if given) by status, whatever the page",
+    )
 
 
 class HttpInbox(_Wire):
@@ -114,6 +118,28 @@ class HttpAgents(_Wire):
     """`GET /v1/agents`: the registered agents, with their live processes."""
 
     agents: list[HttpAgent]
+
+
+class HttpProvider(_Wire):
+    """One model provider and model, as the agents using it see it."""
+
+    provider: str
+    model: str
+    breaker: Literal["closed", "open", "half_open"] = Field(
+        description="its circuit breaker, shared by every agent (closed: calls go through)"
+    )
+    opened: int = Field(description="times the breaker opened since it last closed")
+    calls: int = Field(description="calls by the live agent processes since they started")
+    failed: int = Field(description="of those, the ones that got no answer")
+    ms: int = Field(description="the calls' milliseconds in all")
+    agents: int = Field(description="live agent processes that called it")
+
+
+class HttpProviders(_Wire):
+    """`GET /v1/providers`: counters since each process started; a client compares two
+    readings for a recent error rate and latency."""
+
+    providers: list[HttpProvider]
 
 
 class HttpOk(_Wire):

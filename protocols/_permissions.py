@@ -249,7 +249,8 @@ def verifier(names: Names, role: str, verifiers: Iterable[str]) -> Role:
 
 
 def _reader(names: Names) -> Grants:
-    """What a client reads: journals and tokens, the registry, job snapshots."""
+    """What a client reads: journals and tokens, the registry, job snapshots, the
+    providers' breakers."""
     n = names
     return (
         stream_info(n.work_stream, n.events_stream, n.dlq_stream)
@@ -260,6 +261,7 @@ def _reader(names: Names) -> Grants:
         | kv_scan(n.presence_bucket)
         | kv_scan(n.inbox_bucket)
         | kv_scan(n.webhooks_bucket)
+        | kv_scan(n.breakers_bucket)
         | object_read(n.results_store)
         | Grants.of(
             publish=[f"{n.prefix}.api.*", "$SRV.STATS", "$SRV.PING", "$SRV.INFO"],
