@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, Request, expect
+from playwright.async_api import Dialog, Page, Request, expect
 
 from actors._keys import add_key
 from actors._up import free_port
@@ -128,6 +128,17 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
             assert refund[1:] == ("A-1002", 650.0)
             assert set(bank_attempts(rig.home).values()) == {1}  # each refund asked once
 
+            # Cancel, from a parked job's page (after the browser's confirm).
+            doomed = await submit(http, base, "refund", {"order_id": "A-1004", "amount": 600})
+            await page.goto(f"{base}/console/#/jobs/{doomed}")
+            await expect(page.locator(".facts .status")).to_have_text(
+                "waiting_human", timeout=WAIT_MS
+            )
+            page.once("dialog", accept)
+            await page.click("#cancel")
+            await expect(page.locator(".facts .status")).to_have_text("cancelled", timeout=WAIT_MS)
+            assert not [row for row in refund_rows(rig.home) if row[0] == doomed]
+
             # A model's answers stream onto the page, in order.
             streamed = await submit(http, base, "refund-llm", SMALL)
             await page.goto(f"{base}/console/#/jobs/{streamed}")
@@ -163,6 +174,10 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
     ]
     documents = [r.url for r in requests if r.resource_type == "document"]
     assert documents == [f"{base}/", f"{base}/console/"]  # one page load: the rest is live
+
+
+async def accept(dialog: Dialog) -> None:
+    await dialog.accept()
 
 
 async def submit(http: aiohttp.ClientSession, base: str, agent: str, job: dict[str, Any]) -> str:

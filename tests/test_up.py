@@ -105,6 +105,8 @@ async def every_kind_answers_ping(up: Up, gateway: str) -> None:
         headers = {"Authorization": f"Bearer {key}"}
         async with http.get(f"{gateway}/v1/agents", headers=headers) as response:
             assert [agent["live"] for agent in (await response.json())["agents"]] == [1]
+        async with http.get(f"{gateway}/console/") as response:  # the page needs no key
+            assert response.status == 200 and "Rig console" in await response.text()
 
 
 async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
@@ -119,6 +121,7 @@ async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
         started = [e for e in up.seen if e["event"] == "actor.started"]
         assert len(started) == ready["actors"] == 5  # the refund example and a gateway
         assert "announced themselves" in ready["message"]
+        assert ready["console"] == ready["gateway"] + "/console/"  # the web console's URL
         await every_kind_answers_ping(up, ready["gateway"])
         code, out, _ = await up.rig("agents", "--json")
         assert code == 0 and json.loads(out)[0]["live"] == 1
