@@ -117,7 +117,9 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
             await card.locator('input[name="by"]').fill("support lead")
             await card.locator('input[name="note"]').fill("a loyal customer")
             await page.screenshot(path=shots / "inbox.png")
-            await card.locator('button[data-edge="approve"]').click()
+            # From the keyboard: the edge's button takes the focus and Enter presses it.
+            await card.locator('button[data-edge="approve"]').focus()
+            await page.keyboard.press("Enter")
             await expect(card.locator(".outcome")).to_contain_text("Took approve", timeout=WAIT_MS)
             await card.locator(".outcome a").click()
             await expect(page.locator(".facts .status")).to_have_text("succeeded", timeout=WAIT_MS)
@@ -162,6 +164,12 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
                 "1 live process"
             )
             assert await page.locator('#agents [data-agent="refund"] svg.graph').count() == 1
+
+            # Dark or light, as the system says.
+            light = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+            await page.emulate_media(color_scheme="dark")
+            dark = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert (light, dark) == ("rgb(255, 255, 255)", "rgb(13, 17, 23)")
     finally:
         up.terminate()
         await up.wait()
