@@ -655,13 +655,14 @@ def _parser() -> argparse.ArgumentParser:
 
     gateway = verbs.add_parser(
         "gateway",
-        help="serve Rig over HTTP (202 + job id, SSE with resume, long poll)",
+        help="serve Rig over HTTP (202 + job id, SSE with resume, long poll) and the web console",
         description="Run the HTTP gateway (actors:Gateway) on loopback: POST /v1/jobs "
         "answers 202 with the job id; GET /v1/jobs/{id}/events streams the journal as "
         "Server-Sent Events that resume by Last-Event-ID on any replica. Stateless: start "
         "as many as you like. The routes are in the README. With a keys file "
         "(RIG_GATEWAY_KEYS, default $RIG_HOME/gateway-keys) every /v1 route needs "
-        "Authorization: Bearer <key>. With RIG_WEBHOOK_SECRET it delivers webhooks.",
+        "Authorization: Bearer <key>. With RIG_WEBHOOK_SECRET it delivers webhooks. The "
+        "web console is at /console/ (it asks for a key once; docs/console.md).",
     )
     gateway.add_argument(
         "--host",
