@@ -588,8 +588,9 @@ class Gateway(Actor):
 
     @web.middleware
     async def authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """A bearer API key on every route but the probes and the document; a request
-        without a valid one learns nothing else, not even whether its route exists."""
+        """A bearer API key on every route but the probes, the document and the console's
+        files; a request without a valid one learns nothing else, not even whether its
+        route exists."""
         if self._keys is None or _is_open(request.path):
             return await handler(request)  # type: ignore[no-any-return]
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
