@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
-from actors._breaker import MODEL_COUNTS, Breakers
+from actors._breaker import Breakers, model_count
 from actors._limits import SharedLimits
 from actors._llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -282,13 +282,13 @@ class Agent(Actor):
         for call in calls:
             if "provider" not in call or call.get("cache") == "hit" or "hedge" in call:
                 continue
-            base = f"{MODEL_COUNTS}|{call['provider']}|{call.get('model')}|"
             for what, add in (
                 ("calls", 1),
                 ("failed", 0 if call.get("ok") else 1),
                 ("ms", round(float(call.get("ms") or 0))),
             ):
-                counts[base + what] = counts.get(base + what, 0) + add
+                name = model_count(str(call["provider"]), str(call.get("model")), what)
+                counts[name] = counts.get(name, 0) + add
 
     async def _check_providers(self) -> None:
         """Probe each configured provider once (`actors._probe`): refuse to start, with

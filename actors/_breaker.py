@@ -30,9 +30,24 @@ from pydantic import BaseModel
 from actors._nats import kv_read, kv_swap
 from protocols import decode_as, encode
 
-# The first part of an agent's counters per provider and model in `$SRV.STATS`:
-# `llm|<provider>|<model>|calls`, `...|failed`, `...|ms` (`Agent.stats`, `GET /v1/providers`).
-MODEL_COUNTS = "llm"
+# An agent's counters per provider and model in `$SRV.STATS`: `llm|<provider>|<model>|<what>`
+# for `calls`, `failed` and `ms` (`Agent.stats`, `GET /v1/providers`).
+_MODEL_COUNTS = "llm"
+
+
+def model_count(provider: str, model: str, what: str) -> str:
+    """The name of an agent's counter `what` of calls to `provider` and `model`."""
+    return f"{_MODEL_COUNTS}|{provider}|{model}|{what}"
+
+
+def model_count_of(name: str) -> tuple[str, str, str] | None:
+    """(provider, model, what) of a counter `model_count` named; None for any other."""
+    first, _, rest = name.partition("|")
+    provider, _, rest = rest.partition("|")
+    model, _, what = rest.rpartition("|")
+    return (provider, model, what) if first == _MODEL_COUNTS and provider and what else None
+
+
 OUTAGES = frozenset({"server_error", "timeout", "connection"})
 _CAS_ATTEMPTS = 5
 

@@ -26,7 +26,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors import _tracing as tracing
-from actors._breaker import MODEL_COUNTS, BreakerState, breaker_key
+from actors._breaker import BreakerState, breaker_key, model_count_of
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
 from actors._nats import connect, ensure_topology, kv_latest, live_agents
@@ -247,10 +247,8 @@ class RigClient:
         totals: dict[tuple[str, str], Counter[str]] = {}
         for actor in await self.actors():
             for name, value in actor.counts.items():
-                first, _, rest = name.partition("|")
-                provider, _, rest = rest.partition("|")
-                model, _, what = rest.rpartition("|")
-                if first == MODEL_COUNTS and provider and what:
+                if (parts := model_count_of(name)) is not None:
+                    provider, model, what = parts
                     total = totals.setdefault((provider, model), Counter())
                     total[what] += value
                     total[f"agents.{actor.id}"] = 1

@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from nats.js.errors import NotFoundError
 
 from actors._config import RigConfig
 
 if TYPE_CHECKING:
     from actors._actor import Actor
-from nats.js.errors import NotFoundError
-
 from actors._keys import add_key, keys_path
 from actors._log import configure_logging
 from actors._nats import connect, ensure_topology, jetstream_ready, partitions_made
@@ -92,10 +91,7 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
     if port == 0:
         port = free_port()
     env = {"RIG_GATEWAY_PORT": str(port), "RIG_GATEWAY_URL": f"http://127.0.0.1:{port}"}
-    said: dict[str, str] = {
-        "url": env["RIG_GATEWAY_URL"],
-        "console": f"{env['RIG_GATEWAY_URL']}/console/",  # asks for the key in key_file
-    }
+    said = {"url": env["RIG_GATEWAY_URL"], "console": console_url(env["RIG_GATEWAY_URL"])}
     keys = keys_path(rig)
     if not keys.exists():
         write_private(rig.home / "gateway.key", add_key(keys, "rig-up") + "\n")
@@ -110,6 +106,11 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
         env["RIG_WEBHOOK_SECRET"] = secret_file.read_text().strip()
         said["webhook_secret_file"] = str(secret_file)
     return said, env
+
+
+def console_url(gateway: str) -> str:
+    """The web console of the gateway at `gateway` (it asks for a key once)."""
+    return f"{gateway}/console/"
 
 
 def free_port() -> int:
@@ -638,11 +639,8 @@ async def _say_ready(
         slot = pids.get(decode_as(ActorReady, msg.data)[0].pid)
         if slot is not None:
             ready.add(slot)
-    gateway = (
-        {"gateway": env["RIG_GATEWAY_URL"], "console": f"{env['RIG_GATEWAY_URL']}/console/"}
-        if "RIG_GATEWAY_URL" in env
-        else {}
-    )
+    url = env.get("RIG_GATEWAY_URL")
+    gateway = {"gateway": url, "console": console_url(url)} if url else {}
     emit(
         "up.ready",
         actors=count,
