@@ -163,7 +163,8 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
             await expect(page.locator('#agents [data-agent="refund"] .live')).to_have_text(
                 "1 live process"
             )
-            assert await page.locator('#agents [data-agent="refund"] svg.graph').count() == 1
+            # The graph comes by a request of its own, after the card.
+            await expect(page.locator('#agents [data-agent="refund"] svg.graph')).to_have_count(1)
 
             # Dark or light, as the system says.
             light = await page.evaluate("getComputedStyle(document.body).backgroundColor")
