@@ -67,6 +67,7 @@ from protocols import (
     ProtocolError,
     RetryableError,
     RigError,
+    UnavailableError,
     decode_as,
     encode,
     set_input_limits,
@@ -333,11 +334,13 @@ class Actor:
         *,
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
+        within: float = OUTAGE_S,
     ) -> None:
         """Publish to a stream and wait for the server to store it (msgpack).
 
         `msg_id` becomes `Nats-Msg-Id`: the same id published again within the stream's
-        duplicate window is stored once.
+        duplicate window is stored once. `within`: how long a stream without a leader
+        is waited out (`Publisher.stored_all`).
         """
         all_headers = dict(headers or {})
         if msg_id is not None:
@@ -347,7 +350,7 @@ class Actor:
             tracing.inject(all_headers)
             try:
                 await self.publisher.stored(
-                    subject, payload, all_headers, timeout=_PUBLISH_TIMEOUT_S
+                    subject, payload, all_headers, timeout=_PUBLISH_TIMEOUT_S, within=within
                 )
             except Exception as exc:
                 raise RetryableError(
@@ -745,6 +748,18 @@ class Actor:
 
         await self.nc.subscribe(endpoint.subject, queue=self.names.api_queue, cb=on_request)
 
+    def _unexpected(self, endpoint: Endpoint, exc: Exception) -> dict[str, Any]:
+        """The error reply for what a responder did not raise on purpose: an outage of
+        the servers (a cluster electing a leader) is `unavailable`, which the caller may
+        ask again; anything else is a bug of ours, logged with its traceback."""
+        if is_outage(exc):
+            self.log.info("endpoint.outage", subject=endpoint.subject, error=repr(exc))
+            return UnavailableError(
+                f"the NATS servers could not serve this just now ({exc!r}); ask again"
+            ).to_dict()
+        self.log.exception("endpoint.failed", subject=endpoint.subject)
+        return {"code": "internal_error", "message": repr(exc)}
+
     async def _answer(self, endpoint: Endpoint, msg: Msg) -> None:
         headers = headers_of(msg)
         encoding = _reply_encoding(msg.data, headers)
@@ -755,8 +770,7 @@ class Actor:
         except RigError as exc:
             reply = ErrorReply(error=exc.to_dict())
         except Exception as exc:
-            self.log.exception("endpoint.failed", subject=endpoint.subject)
-            reply = ErrorReply(error={"code": "internal_error", "message": repr(exc)})
+            reply = ErrorReply(error=self._unexpected(endpoint, exc))
         if not msg.reply:
             return
         try:

@@ -29,7 +29,7 @@ from actors import _tracing as tracing
 from actors._breaker import BreakerState, breaker_key, model_count_of
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
-from actors._nats import connect, ensure_topology, kv_latest, live_agents
+from actors._nats import connect, ensure_topology, kv_latest, live_agents, outlasting
 from actors._results import resolved
 from actors._security import CLIENT, makes_topology
 from actors._webhooks import webhook_records
@@ -52,6 +52,7 @@ from protocols import (
     StatusRequest,
     SubmitReply,
     SubmitRequest,
+    UnavailableError,
     WebhookRecord,
     check_token,
     decode,
@@ -77,7 +78,8 @@ class RigClient:
     `RIG_EVENTS` stream, dead letters from `RIG_DLQ`, agents from `RIG_AGENTS`. Errors
     are typed: `UnknownJobError`, `UnknownAgentError`, `JobStateError`,
     `JobConflictError`, `SchemaError` (a bad argument), `RigConnectionError` (no server,
-    or no supervisor answers).
+    or no supervisor answers), `UnavailableError` (the servers stayed away or leaderless
+    past `outage_patience` seconds, during which a submit is asked again by itself).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class RigClient:
         config: RigConfig,
         *,
         request_timeout: float = 10.0,
+        outage_patience: float = 30.0,
         makes_topology: bool = True,
     ) -> None:
         self.nc = nc
@@ -93,6 +96,7 @@ class RigClient:
         self.config = config
         self.names = config.names
         self.request_timeout = request_timeout
+        self.outage_patience = outage_patience
         self._makes_topology = makes_topology
 
     @classmethod
@@ -110,7 +114,13 @@ class RigClient:
     async def _topology(self) -> None:
         """Make missing streams and buckets, where this connection may (`makes_topology`)."""
         if self._makes_topology:
-            await ensure_topology(self.js, self.names, self.config.replicas, splits_work=False)
+            await outlasting(
+                lambda: ensure_topology(
+                    self.js, self.names, self.config.replicas, splits_work=False
+                ),
+                within=self.outage_patience,
+                doing="checking Rig's streams and buckets",
+            )
 
     async def __aenter__(self) -> RigClient:
         return self
@@ -156,7 +166,19 @@ class RigClient:
         if seed is not None or not cache:
             fields["sampling"] = {"seed": seed, "cache": cache}
         request = validate(SubmitRequest, fields)
-        return await self._request(self.names.api_submit, request, SubmitReply)
+        give_up = time.monotonic() + self.outage_patience
+        while True:
+            try:
+                return await self._request(self.names.api_submit, request, SubmitReply)
+            except UnavailableError as exc:
+                # A cluster electing a leader: seconds. The same job id is the same job.
+                pause = min(float(exc.retry_after), give_up - time.monotonic())
+                if pause <= 0:
+                    raise
+                request = request.model_copy(
+                    update={"job_id": exc.details.get("job_id") or request.job_id}
+                )
+                await asyncio.sleep(pause)
 
     async def status(self, job_id: str) -> JobInfo:
         request = validate(StatusRequest, {"job_id": job_id})

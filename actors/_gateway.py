@@ -148,6 +148,7 @@ _STATUS = {
     "busy": 429,
     "unsupported_media_type": 415,
     "connection_error": 503,
+    "unavailable": 503,
     "timeout": 504,
 }
 
@@ -224,7 +225,7 @@ async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
         code = details.pop("code")
         message = details.pop("message")
         response = problem(_STATUS.get(code, 500), code, message, details)
-        if code == "busy":  # when to come back, as HTTP says it
+        if code in ("busy", "unavailable"):  # when to come back, as HTTP says it
             response.headers["Retry-After"] = str(math.ceil(float(details["retry_after"])))
         return response
     except TimeoutError as exc:
@@ -530,7 +531,10 @@ class Gateway(Actor):
         else:
             self.log.info("gateway.webhooks_off", why="no RIG_WEBHOOK_SECRET")
         self.rig = RigClient(
-            self.nc, self.config, makes_topology=makes_topology(self.config, self.role_name())
+            self.nc,
+            self.config,
+            outage_patience=5.0,  # then a 503 with Retry-After: the HTTP client decides
+            makes_topology=makes_topology(self.config, self.role_name()),
         )
         files = _raise_file_limit()
         self._runner = web.AppRunner(

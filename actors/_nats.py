@@ -12,8 +12,8 @@ import json
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
 import structlog
@@ -39,7 +39,7 @@ from nats.js.kv import KeyValue
 from actors._config import RigConfig
 from actors._security import credentials
 from actors._tls import client_context
-from protocols import ConfigError, Names, RigConnectionError
+from protocols import ConfigError, Names, RigConnectionError, UnavailableError
 from protocols._permissions import inbox_prefix
 
 log = structlog.get_logger("rig.nats")
@@ -509,6 +509,14 @@ class PublishError(Exception):
         super().__init__(description)
         self.description, self.code, self.err_code = description, code, err_code
 
+    @property
+    def unstored(self) -> bool:
+        """Whether the servers could not store it yet: no stream leader (503), or the
+        same message id still being stored from an earlier try (a leader elected
+        meanwhile answers "in process"). Publishing it again later is safe and stores it
+        once."""
+        return self.code == 503 or "in process" in self.description
+
 
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 # How long a publish keeps trying while no server stores its subject (a cluster electing a
@@ -535,7 +543,7 @@ def is_outage(exc: BaseException | None) -> bool:
     while exc is not None and seen < 10:
         if isinstance(exc, _OUTAGE_ERRORS):
             return True
-        if isinstance(exc, PublishError) and exc.code in (408, 503):
+        if isinstance(exc, PublishError) and (exc.code == 408 or exc.unstored):
             return True
         if isinstance(exc, nats.js.errors.APIError) and exc.code == 503:
             return True
@@ -544,6 +552,32 @@ def is_outage(exc: BaseException | None) -> bool:
             cause = exc.__context__
         exc, seen = cause, seen + 1
     return False
+
+
+T = TypeVar("T")
+
+
+async def outlasting(
+    attempt: Callable[[], Awaitable[T]], *, within: float = OUTAGE_S, doing: str
+) -> T:
+    """`attempt()`, run again while it fails because the servers are away or leaderless
+    (`is_outage`), backing off, for up to `within` seconds; then `UnavailableError`
+    saying what was being done. Any other error is raised at once."""
+    deadline = time.monotonic() + within
+    pause = 0.05
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise UnavailableError(
+                    f"the NATS servers stayed away or leaderless for {within:g} s while "
+                    f"{doing} ({exc!r}); a cluster needs a majority of its servers up"
+                ) from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 class Publisher:
@@ -609,7 +643,8 @@ class Publisher:
     ) -> list[int]:
         """Publish `messages` in order, pipelined, and wait until each is stored; return
         their sequences. While no server stores a subject (503: a stream without a leader,
-        for seconds in a cluster that lost a server) the first unstored message and those
+        for seconds in a cluster that lost a server; or "in process": an earlier try of
+        the same message id not stored yet) the first unstored message and those
         after it are published again, in order, backing off, for up to `within` seconds:
         a 503 stored nothing, and a message already stored again is dropped by its
         `Nats-Msg-Id`. Other refusals raise at once, and so does a timeout, as a
@@ -637,7 +672,7 @@ class Publisher:
                 return sequences
             error = results[failed]
             assert isinstance(error, BaseException)
-            if not (isinstance(error, PublishError) and error.code == 503):
+            if not (isinstance(error, PublishError) and error.unstored):
                 raise error
             if time.monotonic() + pause > deadline:
                 raise error

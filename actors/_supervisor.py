@@ -38,6 +38,7 @@ from actors._nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
     PublishError,
+    is_outage,
     kv_latest,
     kv_subject,
     kv_times,
@@ -78,6 +79,7 @@ from protocols import (
     SubmitRequest,
     SupervisorMessage,
     TimerMessage,
+    UnavailableError,
     UnknownAgentError,
     UnknownJobError,
     _permissions as permissions,
@@ -92,6 +94,11 @@ from protocols._permissions import Role
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
 _AGENT_CACHE_S = 5.0
+# How long a submit waits out servers without a leader before it answers `unavailable`
+# (a stream's publish, and the whole): well within a client's request timeout (10 s by
+# default), so that the client hears why and asks again.
+_SUBMIT_OUTAGE_S = 3.0
+_SUBMIT_PATIENCE_S = 6.0
 _LIVE_CACHE_S = 2.0
 # An agent's backlog is read at most this often per supervisor (a flood of submits costs
 # one JetStream request per agent per interval); a busy submit is told to come back in:
@@ -276,7 +283,24 @@ class Supervisor(Actor):
     # --- the API -----------------------------------------------------------------
 
     async def submit(self, request: SubmitRequest) -> SubmitReply:
-        """Store the job durably, then answer `accepted` with its id."""
+        """Store the job durably, then answer `accepted` with its id; or, when the
+        servers cannot store it now, `unavailable` naming the id to ask again with."""
+        job_id = request.job_id or uuid.uuid4().hex
+        try:
+            async with asyncio.timeout(_SUBMIT_PATIENCE_S):
+                return await self._accept(request, job_id)
+        except Exception as exc:
+            if not (is_outage(exc) or isinstance(exc, TimeoutError)):
+                raise
+            # The StartJob may be stored: asking again under this id is the same job.
+            self.log.info("job.unavailable", job_id=job_id, error=repr(exc))
+            raise UnavailableError(
+                f"the NATS servers could not store the job just now ({exc!r}); submit "
+                f"again with job_id {job_id!r}, which is the same job",
+                job_id=job_id,
+            ) from exc
+
+    async def _accept(self, request: SubmitRequest, job_id: str) -> SubmitReply:
         info = await self._agent(request.agent)
         size = len(encode(request.input))
         limit = self.nc.max_payload // 4
@@ -287,7 +311,6 @@ class Supervisor(Actor):
                 size=size,
                 limit=limit,
             )
-        job_id = request.job_id or uuid.uuid4().hex
         asked = _request_hash(request)
         if request.job_id is not None:
             existing, _revision = await self._load(job_id)
@@ -316,7 +339,10 @@ class Supervisor(Actor):
         # snapshot, the StartJob's handler creates it.
         with tracing.within(start.trace):
             await self.publish(
-                self.names.supervisor_for(job_id), start, msg_id=msg_id(job_id, 0, "start")
+                self.names.supervisor_for(job_id),
+                start,
+                msg_id=msg_id(job_id, 0, "start"),
+                within=_SUBMIT_OUTAGE_S,
             )
         snapshot = self.rules.new_snapshot(start)
         snapshot.cause = "submit"  # its outbox goes out with the StartJob's transition

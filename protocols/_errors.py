@@ -12,6 +12,7 @@
     ├── JobStateError                 the job's status does not allow that (resolve a running job)
     ├── JobConflictError              a job id reused for another request
     ├── BusyError                     the agent's backlog is past its bound: retry later
+    ├── UnavailableError              the servers are away or leaderless for now: retry later
     ├── RetryableError                try again later: the message is nak'ed with `delay`
     ├── NonRetryableError             give up: the message is terminated and dead-lettered
     │   └── ForgedReportError         a report from someone the job's step is not waiting for
@@ -118,6 +119,19 @@ class BusyError(RigError):
     bound: the job was not accepted; ask again after `retry_after` seconds."""
 
     code = "busy"
+    retry_after: float
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+
+
+class UnavailableError(RigError):
+    """The servers could not store or read what a request needs just now (a cluster
+    electing a leader, a server restarting): ask again after `retry_after` seconds. A
+    submit that failed so names the `job_id` it may have been stored under; asking again
+    with it is the same job."""
+
+    code = "unavailable"
     retry_after: float
 
     def __init__(self, message: str, *, retry_after: float = 1.0, **details: Any) -> None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,20 @@ import nats.js.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
-from actors._up import spawn_actor
-from protocols import TERMINAL_STATUSES, Names, ToolCall, ToolResult, decode_as, encode
+from actors import RigConfig
+from actors._client import RigClient
+from actors._nats import connect, ensure_topology, jetstream_ready
+from actors._up import spawn_actor, wait_ready
+from protocols import (
+    TERMINAL_STATUSES,
+    Names,
+    RigConnectionError,
+    ToolCall,
+    ToolResult,
+    UnavailableError,
+    decode_as,
+    encode,
+)
 from protocols._permissions import inbox_prefix
 from tests.cluster import as_node, cluster_up, heal, isolate, own_cluster
 from tests.conftest import ROOT, eventually
@@ -24,6 +38,7 @@ from tests.test_chaos import (
     ACTORS,
     _accepted,
     check_effects,
+    job_input,
     journals,
     snapshots,
     submit_all,
@@ -250,6 +265,109 @@ async def test_a_partitioned_server_refuses_writes_and_the_majority_works_on(
             await eventually(
                 lambda: _healthy(up.env), timeout=60, message="rig cluster status: healthy"
             )
+
+
+async def test_a_submit_without_a_majority_is_unavailable_and_asked_again_is_one_job(
+    tmp_path: Path,
+) -> None:
+    """With two of three servers stopped, a supervisor can store nothing: a submit is
+    answered `unavailable` (not an internal error), naming the job id it may be stored
+    under. `RigClient.submit` asks again by itself while the servers come back: the
+    job is accepted once and runs to its end."""
+    home = tmp_path / "home"
+    async with own_cluster(home, list(ACTORS), lazy=True) as servers:
+        first = servers[0]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RIG_")},
+            "RIG_HOME": str(home),
+            "RIG_NATS_URL": first.url,  # every process on the server that stays up
+            "RIG_REPLICAS": "3",
+            "RIG_ACK_WAIT": "2",
+            "RIG_LOG_FORMAT": "json",
+            "PYTHONPATH": str(ROOT),
+        }
+        config = RigConfig(nats_url=first.url, home=home, names=Names(), replicas=3)
+        nc = await connect(config, name="unavailable-test", role="admin")
+        await jetstream_ready(nc.jetstream())  # as `rig up` does
+        await ensure_topology(nc.jetstream(), config.names, 3)
+        procs = []
+        try:
+            ready = await nc.subscribe(config.names.actor_ready)
+            with (home / "actors.log").open("ab") as log:
+                for target, count in ACTORS.items():
+                    for _ in range(count):
+                        procs.append(await spawn_actor(target, env=env, cwd=ROOT, log=log))
+            await wait_ready(ready, {p.pid for p in procs}, timeout=90)
+            hasty = RigClient(nc, config, outage_patience=0)
+            before = await hasty.submit("refund", job_input(1), job_id="before")
+            assert (await hasty.wait(before.job_id, timeout=60)).status == "succeeded"
+
+            for server in servers[1:]:
+                await server.stop()
+            refused = await eventually(
+                lambda: _unavailable(hasty, job_input(2)),
+                timeout=60,
+                message="a submit answered unavailable",
+            )
+            assert refused.retry_after > 0 and refused.job_id == "refused", refused.to_dict()
+
+            patient = RigClient(nc, config, outage_patience=120)
+            submitting = asyncio.create_task(patient.submit("refund", job_input(3)))
+            log = home / "actors.log"
+            [named] = await eventually(
+                lambda: asyncio.to_thread(lambda: _logged(log, "job.unavailable") - {"refused"}),
+                timeout=60,
+                message="the patient submit refused once",
+            )
+            assert not submitting.done()
+            for server in servers[1:]:
+                await server.start_again()
+            accepted = await asyncio.wait_for(submitting, 150)
+            assert accepted.job_id == named  # asked again under the id it was given
+            ended = await patient.wait(accepted.job_id, timeout=120)
+            assert ended.status == "succeeded", ended
+            kv = await nc.jetstream().key_value(config.names.jobs_bucket)
+            jobs = await eventually(  # a leader elected just now may not have applied all yet
+                lambda: _keys(kv, {"before", accepted.job_id}), message="both jobs listed"
+            )
+            # One job for the patient submit; the refused one may have been stored too.
+            assert {"before", accepted.job_id} <= jobs <= {"before", accepted.job_id, "refused"}
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            await asyncio.gather(*(proc.wait() for proc in procs))
+            await nc.close()
+
+
+async def _keys(kv: Any, needed: set[str]) -> set[str] | None:
+    with contextlib.suppress(nats.js.errors.NoKeysError):
+        keys = set(await kv.keys())
+        return keys if needed <= keys else None
+    return None
+
+
+def _logged(log: Path, event: str) -> set[str]:
+    """The job ids of the `event` lines in a JSON log."""
+    found = set()
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            said = json.loads(line)
+            if isinstance(said, dict) and said.get("event") == event:
+                found.add(said.get("job_id"))
+    return found
+
+
+async def _unavailable(client: RigClient, job_input: dict[str, Any]) -> UnavailableError | None:
+    """The `UnavailableError` a submit gets now, or None (a request that timed out
+    meanwhile: the client's connection moved, or the servers were still stopping)."""
+    try:
+        await client.submit("refund", job_input, job_id="refused")
+    except UnavailableError as exc:
+        return exc
+    except RigConnectionError:
+        return None
+    raise AssertionError("a submit was accepted with two of three servers stopped")
 
 
 async def _refuses_writes(url: str, home: Path, names: Names) -> None:

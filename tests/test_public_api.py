@@ -124,6 +124,7 @@ def test_protocols_exports() -> None:
             "TimerMessage",
             "ToolCall",
             "ToolResult",
+            "UnavailableError",
             "UnknownAgentError",
             "UnknownJobError",
             "Usage",
