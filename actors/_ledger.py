@@ -310,12 +310,17 @@ class Ledger:
         self.operations = 0
 
     @classmethod
-    async def open(cls, path: str | Path, *, owner: str, **kwargs: Any) -> Ledger:
+    async def open(
+        cls, path: str | Path, *, owner: str, durable: bool = True, **kwargs: Any
+    ) -> Ledger:
+        """Open (or create) the ledger at `path`. `durable=False` skips the sync to disk
+        of each commit: for a throwaway file (`actors.testing.run_job`'s), never for
+        effects that must survive a power cut."""
         await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             await prepare_sqlite(db, [_SCHEMA])
-            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         except BaseException:
             await db.close()  # its worker thread would keep the process alive
             raise
@@ -452,12 +457,12 @@ class Ledger:
         found: dict[str, LedgerRecord] = {}
         for chunk in _chunks(sorted(keys), _SELECT_CHUNK):
             marks = ", ".join("?" * len(chunk))
-            async with self._db.execute(
+            rows = await self._db.execute_fetchall(  # one trip to the database's thread
                 f"SELECT {_COLUMNS} FROM ledger WHERE key IN ({marks})", chunk
-            ) as cursor:
-                for row in await cursor.fetchall():
-                    record = _record(row)
-                    found[record.key] = record
+            )
+            for row in rows:
+                record = _record(row)
+                found[record.key] = record
         return found
 
 

@@ -11,8 +11,9 @@ re-asked with the error in `RoutePrompt.feedback`, then replaced by the state's 
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -117,13 +118,74 @@ class RuleLLM:
         self.price = price
 
     async def complete(self, prompt: RoutePrompt) -> LLMReply:
-        choice = self._rule(prompt)
-        edge, args = (choice, {}) if isinstance(choice, str) else choice
+        return _written(prompt, self._rule(prompt), self.price)
+
+
+def _written(prompt: RoutePrompt, answer: Any, price: Price | None) -> LLMReply:
+    """The reply a model would write for `answer`: an edge name or `(edge, args)` as the
+    JSON answer, `Text(...)` as it is; usage at four characters a token."""
+    if isinstance(answer, Text):
+        text = answer.text
+    else:
+        edge, args = (answer, {}) if isinstance(answer, str) else answer
         text = json.dumps({"edge": edge, "args": args})
-        input_tokens, output_tokens = len(prompt.render()) // 4, len(text) // 4
-        cost = self.price.cost(input_tokens, output_tokens) if self.price else 0.0
-        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
-        return LLMReply(text=text, usage=usage)
+    input_tokens, output_tokens = len(prompt.render()) // 4, len(text) // 4
+    cost = price.cost(input_tokens, output_tokens) if price else 0.0
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
+    return LLMReply(text=text, usage=usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """An answer written as is, for a `ScriptedLLM` that answers badly: `Text("no")` is
+    not JSON, `Text('{"edge": "approve", "args": []}')` has args that are not an object."""
+
+    text: str
+
+
+Answer = str | Choice | Text | BaseException
+Script = Callable[[RoutePrompt], Answer | Awaitable[Answer]]
+
+
+class ScriptExhausted(AssertionError):
+    """A `ScriptedLLM` was asked more often than it has answers."""
+
+
+class ScriptedLLM:
+    """An LLM for tests that answers from a script: a list of answers, given in order,
+    or a function of the prompt (sync or async).
+
+    An answer is an edge name, `(edge, args)`, `Text("...")` for a reply written as is
+    (not JSON, a wrong shape), or an exception to raise: `RetryableError` is an outage,
+    any other a bug in the LLM's code. Asked once more than the list holds, it fails
+    with `ScriptExhausted` naming the state it was asked in. Every prompt it got is in
+    `prompts`, in order (with `feedback` on a re-ask).
+
+        llm = ScriptedLLM(["lookup", Text("no idea"), ("approve", {})])
+    """
+
+    def __init__(self, script: Sequence[Answer] | Script, *, price: Price | None = None) -> None:
+        self._script = script if callable(script) else list(script)
+        self.price = price
+        self.prompts: list[RoutePrompt] = []
+
+    async def complete(self, prompt: RoutePrompt) -> LLMReply:
+        self.prompts.append(prompt)
+        if callable(self._script):
+            answer = self._script(prompt)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        else:
+            asked = len(self.prompts)
+            if asked > len(self._script):
+                raise ScriptExhausted(
+                    f"the script has {len(self._script)} answer(s) and the agent asked for "
+                    f"answer {asked}, in state {prompt.state!r} of job {prompt.job_id!r}"
+                )
+            answer = self._script[asked - 1]
+        if isinstance(answer, BaseException):
+            raise answer
+        return _written(prompt, answer, self.price)
 
 
 class InvalidAnswer(Exception):

@@ -43,6 +43,7 @@ from protocols import (
     StallCheck,
     StartJob,
     StepRequest,
+    SubmitRequest,
     ToolCall,
     ToolResult,
     Verdict,
@@ -292,6 +293,27 @@ class Rules:
         job.outbox = [out for out in job.outbox if out.msg_id != step]
         self.move_to(job, latest, target)
         return self.next_step(job, latest.graph)
+
+    def settle(
+        self,
+        job: JobSnapshot,
+        *,
+        cause: str,
+        status_before: JobStatusName,
+        latest: AgentInfo | None,
+    ) -> JobSnapshot:
+        """What every transition ends with, whichever message made it: at a step boundary
+        the job may move to `latest` (its agent's newest graph, `migrate`); it records
+        its `cause` and time; a job that starts or resumes running gets a stall
+        watchdog. The supervisor calls it before it writes the snapshot, and so does
+        `actors.testing.run_job`."""
+        if latest is not None and job.phase == "decide":
+            job = self.migrate(job, latest)
+        job.cause = cause
+        job.updated_at = self.now
+        if job.status == "running" and status_before != "running":
+            self.arm_stall(job)
+        return job
 
     # --- the parts of a transition -------------------------------------------------------
 
@@ -770,6 +792,25 @@ class Rules:
             Outgoing(
                 subject=subject, msg_id=msg_id(job.job_id, job.step, kind), data=encode(message)
             )
+        )
+
+    def accept(
+        self, job_id: str, info: AgentInfo, request: SubmitRequest, request_hash: str = ""
+    ) -> StartJob:
+        """A submission accepted now: the `StartJob` that records it, with the agent's
+        budget overridden by the request's limits and the deadline counted from now."""
+        budget = info.budget.override(request.limits())
+        return StartJob(
+            job_id=job_id,
+            agent=info.name,
+            input=request.input,
+            budget=budget,
+            deadline=self.now + budget.deadline_s if budget.deadline_s else None,
+            on_exhausted=info.on_exhausted,
+            accepted_at=self.now,
+            request_hash=request_hash,
+            webhook=request.webhook.url if request.webhook else None,
+            sampling=request.sampling,
         )
 
     def new_snapshot(self, start: StartJob) -> JobSnapshot:

@@ -317,20 +317,7 @@ class Supervisor(Actor):
             if existing is not None:
                 return await self._accepted_again(existing, asked, info)
         await self._check_backlog(info.name)
-        budget = info.budget.override(request.limits())
-        accepted_at = time.time()
-        start = StartJob(
-            job_id=job_id,
-            agent=info.name,
-            input=request.input,
-            budget=budget,
-            deadline=accepted_at + budget.deadline_s if budget.deadline_s else None,
-            on_exhausted=info.on_exhausted,
-            accepted_at=accepted_at,
-            request_hash=asked,
-            webhook=request.webhook.url if request.webhook else None,
-            sampling=request.sampling,
-        )
+        start = self.rules.accept(job_id, info, request, asked)
         if tracing.enabled():
             made = tracing.new_job_context(REQUEST_HEADERS.get())
             if made is not None:
@@ -699,12 +686,9 @@ class Supervisor(Actor):
                 self.log.info("report.stale", cause=cause, job_step=snapshot.step)
                 return snapshot
             rules = self.rules
-            if after.phase == "decide":  # a step boundary: the newest graph may take the job
-                after = rules.migrate(after, await self._agent(after.agent))
-            after.cause = cause
-            after.updated_at = rules.now
-            if after.status == "running" and status_before != "running":
-                rules.arm_stall(after)
+            # At a step boundary the newest graph may take the job.
+            latest = await self._agent(after.agent) if after.phase == "decide" else None
+            after = rules.settle(after, cause=cause, status_before=status_before, latest=latest)
             data = encode(after)
             if len(data) > self._max_snapshot:
                 # The change does not fit in a message: the job, as it was, ends saying why.

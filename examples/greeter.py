@@ -41,20 +41,20 @@ class GreeterAgent(Agent):
                     ),
                     Edge(name="give_up", to="gave_up", description="No name was given."),
                 ),
-                safe_edge="give_up",
+                safe_edge="give_up",  # where invalid LLM output goes
             ),
             "greeted": State(terminal="succeeded"),
             "gave_up": State(terminal="failed"),
         },
     )
-    example_input = {"who": "Ada"}
-    llm = RuleLLM(route)
+    example_input = {"who": "Ada"}  # an input that runs it to `succeeded`
+    llm = RuleLLM(route)  # a stand-in; a model from the LLM config file replaces it
 
 
 class GreeterTools(ToolExecutor):
     name = "greeter-tools"
 
-    @tool(side_effects=False)
+    @tool(side_effects=False)  # default True: never run again blindly
     async def compose_greeting(self, who: str) -> dict[str, str]:
         return {"text": f"Hello, {who}!"}
 

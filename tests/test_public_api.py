@@ -46,6 +46,30 @@ def test_actors_exports() -> None:
         _ = actors.Nope  # type: ignore[attr-defined]
 
 
+def test_testing_exports() -> None:
+    """`actors.testing`: what a user's tests of their own actors import."""
+    import actors.testing
+
+    assert sorted(actors.testing.__all__) == sorted(
+        [
+            "JobRun",
+            "LocalRig",
+            "RuleLLM",
+            "ScriptExhausted",
+            "ScriptedLLM",
+            "Text",
+            "assert_edges",
+            "assert_path",
+            "assert_status",
+            "edges_of",
+            "path_of",
+            "run_job",
+        ]
+    )
+    for name in actors.testing.__all__:
+        assert hasattr(actors.testing, name), name
+
+
 def test_the_command_line_loads_only_what_a_command_needs() -> None:
     """`rig --help` and `rig --version` load neither NATS, nor the HTTP stack, nor tracing."""
     code = "import sys, actors._cli; print(' '.join(sorted(sys.modules)))"

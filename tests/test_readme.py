@@ -116,3 +116,20 @@ def test_the_security_doc_shows_the_roles_the_code_makes() -> None:
         [RIG, "roles"], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60, env=env
     ).stdout
     assert shown == printed
+
+
+def test_the_readme_shows_the_example_code_the_tests_run() -> None:
+    """The Python blocks of "Writing your own agent" are in the example files, as shown
+    (the greeter's test is one that `scripts/test` runs)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Writing your own agent", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    sources = {
+        "run_job": (ROOT / "examples" / "test_greeter.py").read_text(),
+        "class GreeterAgent": (ROOT / "examples" / "greeter.py").read_text(),
+    }
+    assert len(blocks) >= 2
+    for block in blocks:
+        [source] = [code for marker, code in sources.items() if marker in block]
+        for part in block.strip().split("\n\n\n"):
+            assert part.strip() in source, part
