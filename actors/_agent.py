@@ -76,9 +76,9 @@ _PROBE_TIMEOUT_S = 10.0
 class Agent(Actor):
     """An engineer-defined state machine whose edges an LLM picks.
 
-    To write your own: subclass, give it a `name`, a `graph`, an `example_input` that
-    runs it to `succeeded`, and an `llm` (any object with `async complete(prompt)`),
-    then `rig actor run my_module:MyAgent`.
+    To write your own: subclass, give it a `name`, a `graph`, an `llm` (any object with
+    `async complete(prompt)`), and, if you like, an `example_input` that runs it to
+    `succeeded`; then `rig actor run my_module:MyAgent`.
 
         class Greeter(Agent):
             name = "greeter"
@@ -130,7 +130,9 @@ class Agent(Actor):
     kind = "agent"
 
     graph: ClassVar[Graph]
-    example_input: ClassVar[dict[str, Any]]
+    # An input that runs it to `succeeded`: shown by `rig agents`, the default of
+    # `actors.testing.run_job`. Optional.
+    example_input: ClassVar[dict[str, Any] | None] = None
     llm: ClassVar[LLM]
     description: ClassVar[str] = ""
     max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
@@ -158,8 +160,11 @@ class Agent(Actor):
         check_token(cls.name, what=f"{cls.__qualname__}.name")
         if not isinstance(cls.graph, Graph):
             raise GraphError(f"{cls.__qualname__}.graph must be a protocols.Graph")
-        if not isinstance(getattr(cls, "example_input", None), dict):
-            raise TypeError(f"{cls.__qualname__} must declare example_input, a dict")
+        if not isinstance(cls.example_input, dict | None):
+            raise TypeError(
+                f"{cls.__qualname__}.example_input must be a dict (an input that runs the "
+                f"agent to `succeeded`), or left out; not {cls.example_input!r}"
+            )
         fallback = cls.on_exhausted
         if fallback is not None:
             state = cls.graph.states.get(fallback)

@@ -933,7 +933,8 @@ def _agents(args: argparse.Namespace) -> int:
             count = live.get(info.name, 0)
             state = f"{count} live" if count else "OFFLINE: no live process; jobs wait for one"
             print(f"{info.name}  ({state})  {info.description}")
-            print(f"    example input: {json.dumps(info.example_input)}")
+            if info.example_input is not None:
+                print(f"    example input: {json.dumps(info.example_input)}")
     return EXIT_OK
 
 

@@ -370,13 +370,17 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return dot / norms if norms else 0.0
 
 
+class _FailArgs(BaseModel):
+    reason: str = ""
+
+
 _VERDICTS = (
     Edge(name="pass", to="pass", description="the run meets the rubric"),
     Edge(
         name="fail",
         to="fail",
         description="the run does not meet the rubric",
-        args={"type": "object", "properties": {"reason": {"type": "string"}}},
+        args=_FailArgs,
     ),
 )
 

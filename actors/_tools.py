@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar, cast, overload
 
 import pydantic
 from opentelemetry import trace
@@ -157,6 +157,11 @@ def tool(
     """
 
     def mark(f: F) -> F:
+        if not inspect.iscoroutinefunction(cast(Any, f)):  # cast: keep `F` for the return
+            raise TypeError(
+                f"@tool {f.__qualname__} must be `async def`: an executor awaits each call "
+                "(run blocking work with `await asyncio.to_thread(...)`)"
+            )
         spec = ToolSpec(
             name=check_token(name or f.__name__, what="tool name"),
             side_effects=side_effects,
@@ -217,11 +222,8 @@ class ToolExecutor(Actor):
             if isinstance(spec, ToolSpec):
                 assert fn is not None
                 where = f"{cls.__qualname__}: tool {spec.name!r}"
-                if spec.reconcile is not None and not callable(getattr(cls, spec.reconcile, None)):
-                    raise TypeError(
-                        f"{where} names reconcile={spec.reconcile!r}, which is not a method "
-                        "of the class"
-                    )
+                if spec.reconcile is not None:
+                    _check_reconcile(where, fn, spec.reconcile, getattr(cls, spec.reconcile, None))
                 args = _args_model(fn, spec.name)
                 unknown = set(spec.key_fields or ()) - set(args.model_fields)
                 if unknown:
@@ -525,7 +527,11 @@ class ToolExecutor(Actor):
                 if size > MAX_RESULT_BYTES:
                     raise ValueError(f"the result is {size} bytes; at most {MAX_RESULT_BYTES}")
             except (TypeError, ValueError) as exc:
-                error = {"code": "bad_result", "message": f"{type(exc).__name__}: {exc}"}
+                error = {
+                    "code": "bad_result",
+                    "message": f"the result of {call.tool} cannot be recorded: {exc} (a result "
+                    "must be JSON: no NaN or Infinity, nothing JSON has no form for)",
+                }
                 await self.ledger.fail(key, epoch, error, retryable=False)
                 return _result(call, key, error=error, tool_ms=tool_ms)
             if not await self.ledger.complete(key, epoch, value):
@@ -567,6 +573,22 @@ class _Tool:
     spec: ToolSpec
     fn: Callable[..., Awaitable[Any]]
     args: type[pydantic.BaseModel]
+
+
+def _check_reconcile(where: str, tool_fn: Any, name: str, found: Any) -> None:
+    """`reconcile=` must name an async method of the class that takes the tool's own
+    arguments: it is called with them, as the tool was."""
+    if not callable(found):
+        raise TypeError(f"{where} names reconcile={name!r}, which is not a method of the class")
+    if not inspect.iscoroutinefunction(found):
+        raise TypeError(f"{where}: its reconcile method {name!r} must be `async def`")
+    wanted = list(inspect.signature(tool_fn).parameters)[1:]
+    given = list(inspect.signature(found).parameters)[1:]
+    if given != wanted:
+        raise TypeError(
+            f"{where}: its reconcile method {name!r} takes ({', '.join(given)}), but is "
+            f"called with the tool's arguments ({', '.join(wanted)})"
+        )
 
 
 def _args_model(fn: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, cast, overload
 
 from opentelemetry import trace
 
@@ -16,6 +17,7 @@ from protocols import (
     Graph,
     Names,
     NonRetryableError,
+    RetryableError,
     Verdict,
     VerifyRequest,
     _permissions as permissions,
@@ -38,11 +40,15 @@ def verifier(
     """Mark an async method of a `Verifier` as a check the graph's edges can name.
 
     The method gets the `VerifyRequest` (tool, args, result, job context) and returns
-    `True`/`False` or `(passed, reason)`. An exception counts as a failed check, with
-    the exception as the reason.
+    `True`/`False` or `(passed, reason)`. `RetryableError` means the check could not be
+    made now: the request is delivered again later, as for tools and agents (and after
+    its last delivery a person is told). Any other exception counts as a failed check,
+    with the exception as the reason.
     """
 
     def mark(f: F) -> F:
+        if not inspect.iscoroutinefunction(cast(Any, f)):  # cast: keep `F` for the return
+            raise TypeError(f"@verifier {f.__qualname__} must be `async def`: it is awaited")
         f._rig_verifier = (check_token(name or f.__name__, what="verifier name"), timeout)  # type: ignore[attr-defined]
         return f
 
@@ -122,6 +128,8 @@ class Verifier(Actor):
         try:
             outcome = await asyncio.wait_for(check(self, seen), timeout)
             passed, reason = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
+        except RetryableError:
+            raise  # the check could not run now (its service is down): asked again later
         except Exception as exc:
             self.log.error("verifier.raised", verifier=request.verifier, exc_info=exc)
             passed, reason = False, f"the check raised {type(exc).__name__}: {exc}"

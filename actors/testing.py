@@ -288,9 +288,13 @@ class LocalRig:
     ) -> JobRun:
         """Submit one job and run it until it ends or waits for a person (`run_job`)."""
         info = self.info
+        if input is None and info.example_input is None:
+            raise TypeError(
+                f"{type(self.agent).__qualname__} declares no example_input: give the job's input"
+            )
         request = validate(
             SubmitRequest,
-            {"agent": info.name, "input": self.agent.example_input if input is None else input}
+            {"agent": info.name, "input": info.example_input if input is None else input}
             | {"job_id": job_id}
             | (limits or {}),
         )

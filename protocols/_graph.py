@@ -31,7 +31,7 @@ import json
 from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -69,13 +69,38 @@ class Edge(BaseModel):
     )
     _args_model: type[BaseModel] | None = PrivateAttr(default=None)
 
-    def __init__(self, **data: Any) -> None:
-        model = data.get("args")
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            data["args"] = model.model_json_schema()
-        super().__init__(**data)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            self._args_model = model
+    if TYPE_CHECKING:  # what a user writes: every keyword typed, `args` a model class
+
+        def __init__(
+            self,
+            *,
+            name: str,
+            to: str,
+            description: str = "",
+            tool: str | None = None,
+            verifier: str | None = None,
+            on_fail: str | None = None,
+            args: type[BaseModel] | None = None,
+            consequential: bool = False,
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, **data: Any) -> None:
+            # Also how pydantic builds an edge it decodes: `args` is then the schema alone.
+            model = data.get("args")
+            if isinstance(model, BaseModel) or (
+                isinstance(model, type) and not issubclass(model, BaseModel)
+            ):
+                raise TypeError(
+                    f"edge {data.get('name')!r}: args= takes a pydantic model class (the "
+                    f"arguments the LLM must give), not {model!r}"
+                )
+            if isinstance(model, type):
+                data["args"] = model.model_json_schema()
+            super().__init__(**data)
+            if isinstance(model, type):
+                self._args_model = model
 
     @property
     def args_model(self) -> type[BaseModel] | None:

@@ -99,7 +99,7 @@ class HttpInbox(_Wire):
 class HttpAgent(_Wire):
     name: str
     description: str
-    example_input: dict[str, Any]
+    example_input: dict[str, Any] | None = None
     graph_version: str
     live: int = Field(description="live processes of the agent")
 

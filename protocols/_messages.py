@@ -667,7 +667,9 @@ class AgentInfo(_Wire):
     name: str
     description: str = ""
     graph: Graph
-    example_input: dict[str, Any]
+    example_input: dict[str, Any] | None = Field(
+        default=None, description="an input that runs the agent to `succeeded`, if it gave one"
+    )
     budget: Budget = Field(default_factory=Budget)
     on_exhausted: str | None = Field(
         default=None,

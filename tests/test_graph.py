@@ -152,16 +152,6 @@ def test_agent_with_invalid_graph_fails_when_the_class_loads() -> None:
             llm = RuleLLM(lambda prompt: "x")
 
 
-def test_agent_needs_example_input() -> None:
-    with pytest.raises(TypeError, match="example_input"):
-
-        class NoExample(Agent):
-            name = "no-example"
-            graph = graph(
-                start=State(edges=(Edge(name="go", to="done"),), safe_edge="go"), done=DONE
-            )
-
-
 def test_untrusted_output_reaching_a_consequential_edge_unchecked_is_found() -> None:
     """A page's text is in the prompts of every later state: an unverified `send` two
     states on is reported with its path; a verifier on it, or a person on the way, is
