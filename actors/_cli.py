@@ -228,6 +228,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(run=_actor_run)
 
+    new = verbs.add_parser(
+        "new",
+        parents=[common],
+        help="write a new agent, tool or verifier module, with a test that passes",
+        description="Write a module to start from and a test beside it that uses "
+        "actors.testing (it passes as written; run it with pytest). `agent` writes an "
+        "agent with a graph, a tool executor whose tool has a ledger-friendly key and a "
+        "reconcile, a verifier, their test, and a rig up config (NAME.toml). NAME is the "
+        "agent's (or executor's, verifier's) name; its module is NAME with - as _. "
+        "See docs/extending.md.",
+    )
+    new.add_argument("kind", choices=["agent", "tool", "verifier"], help="what to write")
+    new.add_argument("name", metavar="NAME", help="e.g. support-triage")
+    new.add_argument("--dir", type=Path, default=Path("."), help="where to write (default: here)")
+    new.add_argument("--force", action="store_true", help="overwrite files that exist")
+    new.set_defaults(run=_new)
+
     agents = verbs.add_parser(
         "agents",
         parents=[common],
@@ -1263,6 +1280,27 @@ def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
         )
     else:
         print("ok: no untrusted output reaches a consequential edge unchecked")
+    return EXIT_OK
+
+
+def _new(args: argparse.Namespace) -> int:
+    from actors._scaffold import scaffold, write
+
+    made = scaffold(args.kind, args.name)
+    try:
+        paths = write(made, args.dir, force=args.force)
+    except FileExistsError as exc:
+        raise _usage(str(exc)) from None
+    except OSError as exc:
+        raise _usage(f"cannot write into {args.dir}: {exc.strerror or exc}") from None
+    if args.json:
+        _print_json({"files": [str(p) for p in paths], "next": made.next_steps})
+        return EXIT_OK
+    for path in paths:
+        print(f"wrote {path}")
+    print("next:")
+    for step in made.next_steps:
+        print(f"  {step}")
     return EXIT_OK
 
 

@@ -58,15 +58,18 @@ from protocols import (
     Encoding,
     Escalation,
     Event,
+    JobContext,
     JobSnapshot,
     Names,
     NonRetryableError,
     ResolveRequest,
     RetryableError,
     SubmitRequest,
+    ToolCall,
     ToolResult,
     Usage,
     Verdict,
+    VerifyRequest,
     decode,
     decode_as,
     encode,
@@ -83,8 +86,10 @@ __all__ = [
     "assert_edges",
     "assert_path",
     "assert_status",
+    "call_tool",
     "edges_of",
     "path_of",
+    "run_check",
     "run_job",
 ]
 
@@ -205,6 +210,71 @@ async def run_job(
     For many jobs, `LocalRig` makes the actors and opens the ledger once."""
     rig = LocalRig(agent, tools=tools, verifiers=verifiers, llm=llm, home=home)
     return await rig.run(input, limits=limits, job_id=job_id)
+
+
+async def call_tool(
+    executor: type[ToolExecutor],
+    tool: str,
+    args: dict[str, Any],
+    *,
+    job_id: str = "job-1",
+    step: int = 1,
+    input: dict[str, Any] | None = None,
+    home: Path | None = None,
+) -> ToolResult:
+    """One call of `tool` as its executor makes it, through the ledger (a temporary file,
+    or `home`'s): the `ToolResult` the supervisor would get. `input` is the job's input
+    the tool sees in `tool_context().job`. A `RetryableError` the call ends with is
+    raised, as a consumer would see it (and retry)."""
+    made = home is None
+    place = Path(tempfile.mkdtemp(prefix="rig-call-")) if home is None else home
+    config = replace(RigConfig(), home=place, inline_result_bytes=_INLINE_ALL, llm_config=None)
+    actor = executor(config=config)
+    owner = f"{_host()}:{os.getpid()}"
+    actor.ledger = await Ledger.open(place / "ledger.sqlite3", owner=owner, durable=False)
+    context = JobContext(input=input) if input is not None else None
+    call = validate(
+        ToolCall, {"job_id": job_id, "step": step, "tool": tool, "args": args, "context": context}
+    )
+    try:
+        return await actor.execute(call)
+    finally:
+        await actor.ledger.close()
+        if made:
+            await asyncio.to_thread(shutil.rmtree, place, True)
+
+
+async def run_check(
+    verifier: type[Verifier],
+    check: str,
+    *,
+    args: dict[str, Any],
+    result: Any,
+    input: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+    tool: str | None = None,
+) -> Verdict:
+    """Ask one check of `verifier` about a tool's `result` for `args`, in a job with
+    `input` and earlier `results`: the `Verdict` it gives (a check that raises fails,
+    with the exception as its reason; a `RetryableError` is raised, to be asked again)."""
+    actor = verifier(config=replace(RigConfig(), llm_config=None))
+    said: list[bytes] = []
+
+    async def keep(subject: str, message: Any, **_: Any) -> None:
+        said.append(encode(message))
+
+    actor.publish = keep  # type: ignore[method-assign]  # the in-memory seam
+    request = VerifyRequest(
+        job_id="job-1",
+        step=1,
+        verifier=check,
+        tool=tool,
+        args=args,
+        result=result,
+        context=JobContext(input=input or {}, results=results or {}),
+    )
+    await actor.on_request(request, Delivery("", {}, Encoding.MSGPACK, 1, 0, time.time()))
+    return decode_as(Verdict, said[-1])[0]
 
 
 class LocalRig:

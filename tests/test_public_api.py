@@ -61,8 +61,10 @@ def test_testing_exports() -> None:
             "assert_edges",
             "assert_path",
             "assert_status",
+            "call_tool",
             "edges_of",
             "path_of",
+            "run_check",
             "run_job",
         ]
     )
