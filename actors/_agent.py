@@ -135,6 +135,9 @@ class Agent(Actor):
     example_input: ClassVar[dict[str, Any] | None] = None
     llm: ClassVar[LLM]
     description: ClassVar[str] = ""
+    # The agent's own words to its model (who it is, its policy, its tone): sent after
+    # Rig's system message, in the same one. `render_prompt` changes the rest.
+    instructions: ClassVar[str] = ""
     max_steps: ClassVar[int] = DEFAULT_MAX_STEPS
     max_tokens: ClassVar[int | None] = None
     max_cost: ClassVar[float | None] = None
@@ -208,6 +211,14 @@ class Agent(Actor):
             renamed=self.renamed,
         )
 
+    def render_prompt(self, prompt: RoutePrompt) -> str:
+        """The text the model reads for one routing question. Override it to say things
+        your own way; `prompt.standard()` is Rig's (the state, its edges, the job's
+        input and results, and what was wrong with an earlier answer), and
+        `prompt.context` has the job. Whatever it says, the answer must still be one of
+        `prompt.edges` (a schema-enforcing model is held to them)."""
+        return prompt.standard()
+
     def create_llm(self) -> LLM:
         """The LLM this process routes with: the agent's section of the LLM config file
         (`RIG_LLM_CONFIG`) if it has one, else the class's `llm`."""
@@ -252,6 +263,11 @@ class Agent(Actor):
         )
 
     _stream = False  # publish tokens as they arrive (the LLM config's `stream`)
+
+    @property
+    def _renders(self) -> bool:
+        """Whether the class renders its prompts itself."""
+        return type(self).render_prompt is not Agent.render_prompt
 
     async def on_start(self) -> None:
         self._kvs = (
@@ -414,6 +430,8 @@ class Agent(Actor):
             on_token=(
                 partial(self._publish_token, request.job_id, request.step) if self._stream else None
             ),
+            instructions=self.instructions,
+            renderer=self.render_prompt if self._renders else None,
         )
         calls: list[dict[str, Any]] = []
         usage = Usage()

@@ -38,9 +38,20 @@ class RoutePrompt:
     seed: int | None = None  # the job's sampling seed (`Sampling`), sent with each call
     cache: bool = True  # false: the response cache neither answers nor keeps this call
     on_token: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
+    # The agent's own words to the model (`Agent.instructions`): after Rig's system
+    # message, in the same one.
+    instructions: str = ""
+    # The agent's `render_prompt`, when it has one of its own.
+    renderer: Callable[[RoutePrompt], str] | None = field(default=None, compare=False)
 
     def render(self) -> str:
-        """The prompt as text, for a model that reads text."""
+        """The prompt as text, for a model that reads text: the agent's `render_prompt`
+        if it has one, else `standard()`."""
+        return self.renderer(self) if self.renderer is not None else self.standard()
+
+    def standard(self) -> str:
+        """Rig's own rendering: the state, its edges, the job's context, and what was
+        wrong with earlier answers."""
         lines = [
             f"You are routing a job of agent {self.agent!r}. Current state: {self.state!r}.",
             self.description,

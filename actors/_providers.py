@@ -595,7 +595,7 @@ class ModelRouter:
     def request(prompt: RoutePrompt, temperature: float = 0.0) -> ChatRequest:
         return ChatRequest(
             messages=[
-                {"role": "system", "content": SYSTEM},
+                {"role": "system", "content": system_message(prompt)},
                 {"role": "user", "content": prompt.render()},
             ],
             schema=route_schema(prompt),
@@ -906,6 +906,11 @@ SYSTEM = (
     "You route jobs through a state machine. Answer only with a JSON object "
     '{"edge": <one of the allowed edges>, "args": {...}} that matches the schema.'
 )
+
+
+def system_message(prompt: RoutePrompt) -> str:
+    """Rig's rule for the answer, then the agent's own instructions, if it has any."""
+    return f"{SYSTEM}\n\n{prompt.instructions}" if prompt.instructions else SYSTEM
 
 
 def route_schema(prompt: RoutePrompt) -> dict[str, Any]:

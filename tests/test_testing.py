@@ -180,3 +180,31 @@ async def test_one_rig_runs_many_jobs_and_keeps_one_ledger() -> None:
     assert [run.status for run in runs] == ["succeeded", "succeeded"]
     refunds = [e for e in again.events("tool_result") if e.data["tool"] == "issue_refund"]
     assert refunds[0].data["ledger"] == "hit"  # recorded by the first job-1: not run again
+
+
+class Polite(GreeterAgent):
+    """The greeter with words of its own for the model, and its own prompt text."""
+
+    name = "polite"
+    instructions = "You are the front desk of a small hotel. Greet every guest."
+
+    def render_prompt(self, prompt: Any) -> str:
+        who = prompt.context.input.get("who")
+        return f"A guest named {who} walked in.\n{prompt.standard()}"
+
+
+async def test_an_agent_says_what_it_is_and_renders_its_own_prompt() -> None:
+    from actors._providers import ModelRouter
+
+    model = ScriptedLLM([("greet", {"who": "Ada"})])
+    run = await run_job(Polite, {"who": "Ada"}, llm=model, **GREETER)
+    assert run.status == "succeeded"
+    [prompt] = model.prompts
+    assert prompt.instructions == Polite.instructions
+    assert prompt.render().startswith("A guest named Ada walked in.\nYou are routing a job")
+    # What a model provider is sent: Rig's rule, then the agent's words; its prompt text.
+    system, user = ModelRouter.request(prompt).messages
+    assert system["content"].endswith(
+        "\n\nYou are the front desk of a small hotel. Greet every guest."
+    )
+    assert user["content"] == prompt.render()
