@@ -207,7 +207,13 @@ class Rules:
             budget=limits.model_dump(exclude_none=True),
         )
         job.step += 1
-        decision = Decision(job_id=job.job_id, step=job.step, edge=request.edge, args=request.args)
+        decision = Decision(
+            job_id=job.job_id,
+            step=job.step,
+            edge=request.edge,
+            args=request.args,
+            reason=request.note,
+        )
         return self.decided(job, graph, decision, by="human")
 
     def cancel(self, job: JobSnapshot, request: CancelRequest) -> JobSnapshot:
@@ -425,6 +431,8 @@ class Rules:
             **({"outage": True} if decision.outage else {}),
             **_handled(decision),
         )
+        note = {"step": job.step, "state": job.state, "edge": edge.name, "by": by}
+        job.decisions.append(note | ({"reason": reason} if reason else {}))
         over = self.over_budget(job) if by == "llm" else None  # a person's choice costs nothing
         if over is not None:  # the call spent more than the agent reserved for it
             return self.exhaust(job, graph, *over)
@@ -534,6 +542,8 @@ class Rules:
     ) -> JobSnapshot:
         """Move the job into `target` and decide what follows: finish, park, or next step."""
         job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        if reason and job.decisions and job.decisions[-1]["step"] == job.step:
+            job.decisions[-1]["outcome"] = reason  # the edge did not go as asked: why
         visits = job.visits.get(target, 0) + 1
         limit = job.budget.max_visits
         if limit is not None and visits > limit and graph.state(target).decided_by_llm:
@@ -880,7 +890,9 @@ RESUMABLE = frozenset({"stalled", "dead_letter"})
 
 
 def _context(job: JobSnapshot) -> JobContext:
-    return JobContext(input=job.input, results=job.results, path=job.path)
+    return JobContext(
+        input=job.input, results=job.results, path=job.path, decisions=job.decisions
+    )
 
 
 def _nth(n: int) -> str:

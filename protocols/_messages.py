@@ -345,6 +345,12 @@ class JobContext(_Wire):
     input: dict[str, Any]
     results: dict[str, Any] = Field(default_factory=dict)
     path: list[str] = Field(default_factory=list)
+    decisions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="each decision so far, in order: its step, state and edge, who took it "
+        "(`llm` or `human`), why (a safe edge's reason, a person's note) and, when the edge "
+        "did not go as asked, its outcome (a tool's failure, a verifier's reason)",
+    )
 
 
 class Usage(_Wire):
@@ -731,6 +737,9 @@ class JobSnapshot(_Wire):
     input: dict[str, Any]
     results: dict[str, Any] = Field(default_factory=dict)
     path: list[str] = Field(default_factory=list)
+    decisions: list[dict[str, Any]] = Field(
+        default_factory=list, description="what `JobContext.decisions` gives the agent"
+    )
     budget: Budget = Field(default_factory=Budget)
     deadline: float | None = None
     visits: dict[str, int] = Field(default_factory=dict)

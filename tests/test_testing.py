@@ -208,3 +208,30 @@ async def test_an_agent_says_what_it_is_and_renders_its_own_prompt() -> None:
         "\n\nYou are the front desk of a small hotel. Greet every guest."
     )
     assert user["content"] == prompt.render()
+
+
+async def test_the_model_sees_why_earlier_decisions_went_as_they_did() -> None:
+    """A refund the tool refused goes to a person, who sends it back with a note: the
+    model's next question carries both, in the job's context and so in its prompt."""
+    model = ScriptedLLM(
+        [
+            ("lookup", {"order_id": "A-1001"}),
+            "approve",
+            ("refund", {"order_id": "A-1001", "amount": 99.0}),
+            ("refund", {"order_id": "A-1001", "amount": 25.0}),
+        ]
+    )
+    run = await run_job(RefundAgent, ASKED, llm=model, **REFUND)
+    assert run.status == "waiting_human"
+    await run.resolve("approve", note="the customer asked for 25, not 99", by="lead")
+    assert run.status == "succeeded"
+    last = model.prompts[-1].context.decisions
+    assert [(d["step"], d["state"], d["edge"], d["by"]) for d in last] == [
+        (1, "triage", "lookup", "llm"),
+        (2, "review", "approve", "llm"),
+        (3, "refunding", "refund", "llm"),
+        (4, "human", "approve", "human"),
+    ]
+    assert "more than the 25 the customer asked for" in last[2]["outcome"]
+    assert last[3]["reason"] == "the customer asked for 25, not 99"
+    assert "the customer asked for 25, not 99" in model.prompts[-1].render()
