@@ -890,9 +890,7 @@ RESUMABLE = frozenset({"stalled", "dead_letter"})
 
 
 def _context(job: JobSnapshot) -> JobContext:
-    return JobContext(
-        input=job.input, results=job.results, path=job.path, decisions=job.decisions
-    )
+    return JobContext(input=job.input, results=job.results, path=job.path, decisions=job.decisions)
 
 
 def _nth(n: int) -> str:
