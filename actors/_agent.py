@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import nats.errors
 from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
 
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
@@ -58,6 +59,7 @@ from protocols import (
     _permissions as permissions,
     check_token,
     encode,
+    explain,
     msg_id,
     presence_key,
 )
@@ -133,6 +135,9 @@ class Agent(Actor):
     # An input that runs it to `succeeded`: shown by `rig agents`, the default of
     # `actors.testing.run_job`. Optional.
     example_input: ClassVar[dict[str, Any] | None] = None
+    # What a job's input must be: a pydantic model whose JSON schema every submission is
+    # checked against (a `schema_error` for one that does not fit). Optional.
+    input_model: ClassVar[type[BaseModel] | None] = None
     llm: ClassVar[LLM]
     description: ClassVar[str] = ""
     # The agent's own words to its model (who it is, its policy, its tone): sent after
@@ -168,6 +173,19 @@ class Agent(Actor):
                 f"{cls.__qualname__}.example_input must be a dict (an input that runs the "
                 f"agent to `succeeded`), or left out; not {cls.example_input!r}"
             )
+        model = cls.input_model
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(
+                f"{cls.__qualname__}.input_model must be a pydantic model class, not {model!r}"
+            )
+        if model is not None and cls.example_input is not None:
+            try:
+                model.model_validate(cls.example_input)
+            except ValidationError as exc:
+                raise TypeError(
+                    f"{cls.__qualname__}.example_input does not fit its input_model: "
+                    f"{explain(exc)}"
+                ) from None
         fallback = cls.on_exhausted
         if fallback is not None:
             state = cls.graph.states.get(fallback)
@@ -205,6 +223,7 @@ class Agent(Actor):
             description=self.description or (type(self).__doc__ or "").strip().split("\n")[0],
             graph=self.graph,
             example_input=self.example_input,
+            input_schema=self.input_model.model_json_schema() if self.input_model else None,
             budget=self.budget(),
             on_exhausted=self.on_exhausted,
             on_stuck=self.on_stuck,

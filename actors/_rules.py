@@ -14,7 +14,12 @@ it just decoded.
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from typing import Any
+
+import fastjsonschema
 
 from actors._nats import kv_subject
 from protocols import (
@@ -40,6 +45,7 @@ from protocols import (
     Outgoing,
     ResolveJob,
     ResolveRequest,
+    SchemaError,
     StallCheck,
     StartJob,
     StepRequest,
@@ -887,6 +893,29 @@ _WEBHOOK_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
 
 # Parked because a report was late or lost: that report, if it comes, resumes the job.
 RESUMABLE = frozenset({"stalled", "dead_letter"})
+
+
+def check_input(info: AgentInfo, value: dict[str, Any]) -> None:
+    """Refuse (`SchemaError`) an input that does not fit the agent's input schema."""
+    if info.input_schema is None:
+        return
+    check = _validator(json.dumps(info.input_schema, sort_keys=True))
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaException as exc:
+        where = str(getattr(exc, "name", "") or "data").replace("data", "input", 1)
+        message = str(getattr(exc, "message", exc)).replace("data", "input", 1)
+        raise SchemaError(
+            f"the input does not fit agent {info.name!r}'s input schema: {message}",
+            field=where,
+        ) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema: str) -> Callable[[Any], Any]:
+    """A compiled check of one schema (compiled once per schema, kept for the next)."""
+    check: Callable[[Any], Any] = fastjsonschema.compile(json.loads(schema))
+    return check
 
 
 def _context(job: JobSnapshot) -> JobContext:

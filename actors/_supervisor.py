@@ -44,7 +44,7 @@ from actors._nats import (
     kv_times,
     live_agents,
 )
-from actors._rules import Rules, forged
+from actors._rules import Rules, check_input, forged
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -302,6 +302,7 @@ class Supervisor(Actor):
 
     async def _accept(self, request: SubmitRequest, job_id: str) -> SubmitReply:
         info = await self._agent(request.agent)
+        check_input(info, request.input)
         size = len(encode(request.input))
         limit = self.nc.max_payload // 4
         if size > limit:

@@ -47,7 +47,7 @@ from actors._agent import Agent
 from actors._config import RigConfig
 from actors._ledger import Ledger
 from actors._llm import LLM, RuleLLM, ScriptedLLM, ScriptExhausted, Text
-from actors._rules import Rules
+from actors._rules import Rules, check_input
 from actors._tools import ToolExecutor, _host
 from actors._verifier import Verifier
 from protocols import (
@@ -368,6 +368,7 @@ class LocalRig:
             | {"job_id": job_id}
             | (limits or {}),
         )
+        check_input(info, request.input)  # as the supervisor does at submission
         rules = Rules(self.names, time.time())
         run = JobRun(rules.new_snapshot(rules.accept(job_id, info, request)), [], self)
         await self.go_on(run, lambda rules, job: rules.start(job, info.graph), "start")

@@ -13,8 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, verifier
 from protocols import Edge, Graph, State, VerifyRequest
+
+
+class Greeting(BaseModel):
+    """What a job's input must be: checked at submission (`input_model` below)."""
+
+    who: str
 
 
 def route(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
@@ -47,6 +55,7 @@ class GreeterAgent(Agent):
             "gave_up": State(terminal="failed"),
         },
     )
+    input_model = Greeting  # a submission whose input does not fit is refused
     example_input = {"who": "Ada"}  # an input that runs it to `succeeded`
     llm = RuleLLM(route)  # a stand-in; a model from the LLM config file replaces it
 

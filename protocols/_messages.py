@@ -676,6 +676,11 @@ class AgentInfo(_Wire):
     example_input: dict[str, Any] | None = Field(
         default=None, description="an input that runs the agent to `succeeded`, if it gave one"
     )
+    input_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="the JSON schema a job's input must fit (the agent's `input_model`); "
+        "a submission that does not is refused with `schema_error`",
+    )
     budget: Budget = Field(default_factory=Budget)
     on_exhausted: str | None = Field(
         default=None,

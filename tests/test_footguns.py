@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from actors import Agent, RuleLLM, ToolExecutor, Verifier, tool, verifier
 from actors.testing import run_job
 from examples.greeter import GreeterAgent, GreeterChecks, GreeterTools
-from protocols import Edge, Graph, RetryableError, State, VerifyRequest
+from protocols import Edge, Graph, RetryableError, SchemaError, State, VerifyRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,3 +195,31 @@ class Route(Agent):
 async def test_a_plain_graph_runs() -> None:
     run = await run_job(Route, {})
     assert run.path == ["start", "done"] and run.status == "succeeded"
+
+
+async def test_an_input_model_is_checked_at_class_load_and_at_submission() -> None:
+    with pytest.raises(TypeError, match="input_model must be a pydantic model class"):
+
+        class NotAModel(Agent):
+            name = "not-a-model"
+            graph = GreeterAgent.graph
+            llm = GreeterAgent.llm
+            input_model = dict  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"example_input does not fit its input_model: who"):
+
+        class WrongExample(Agent):
+            name = "wrong-example"
+            graph = GreeterAgent.graph
+            llm = GreeterAgent.llm
+            input_model = GreeterAgent.input_model
+            example_input = {"name": "Ada"}
+
+    with pytest.raises(SchemaError) as refused:
+        await run_job(
+            GreeterAgent, {"name": "Ada"}, tools=[GreeterTools], verifiers=[GreeterChecks]
+        )
+    assert refused.value.message == (
+        "the input does not fit agent 'greeter''s input schema: input must contain ['who'] "
+        "properties"
+    )

@@ -22,9 +22,11 @@ from protocols import (
     JobContext,
     PayloadTooLargeError,
     RigConnectionError,
+    SchemaError,
     ToolCall,
     ToolResult,
     UnknownAgentError,
+    UnknownJobError,
     decode_as,
     encode,
 )
@@ -201,6 +203,15 @@ async def test_user_module_outside_the_package(rig: Deployment) -> None:
     assert info.status == "succeeded"
     assert info.result is not None
     assert info.result["results"]["compose_greeting"] == {"text": "Hello, Ada!"}
+    # Its input_model's schema is checked at submission: a bad input is never a job.
+    with pytest.raises(SchemaError) as refused:
+        await rig.client.submit("greeter", {"who": 7}, job_id="bad-input")
+    assert refused.value.message == (
+        "the input does not fit agent 'greeter''s input schema: input.who must be string"
+    )
+    assert refused.value.details["field"] == "input.who"
+    with pytest.raises(UnknownJobError):
+        await rig.client.status("bad-input")
 
 
 async def test_actor_survives_a_nats_server_restart(private_rig: Deployment) -> None:
