@@ -183,8 +183,7 @@ class Agent(Actor):
                 model.model_validate(cls.example_input)
             except ValidationError as exc:
                 raise TypeError(
-                    f"{cls.__qualname__}.example_input does not fit its input_model: "
-                    f"{explain(exc)}"
+                    f"{cls.__qualname__}.example_input does not fit its input_model: {explain(exc)}"
                 ) from None
         fallback = cls.on_exhausted
         if fallback is not None:
