@@ -713,6 +713,7 @@ class Gateway(Actor):
                 name=info.name,
                 description=info.description,
                 example_input=info.example_input,
+                input_schema=info.input_schema,
                 graph_version=info.graph.version,
                 live=live.get(info.name, 0),
             )
@@ -731,6 +732,7 @@ class Gateway(Actor):
             name=info.name,
             description=info.description,
             example_input=info.example_input,
+            input_schema=info.input_schema,
             graph_version=info.graph.version,
             live=live.get(info.name, 0),
             graph=info.graph,

@@ -100,6 +100,9 @@ class HttpAgent(_Wire):
     name: str
     description: str
     example_input: dict[str, Any] | None = None
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="the JSON schema a job's input must fit, if the agent has one"
+    )
     graph_version: str
     live: int = Field(description="live processes of the agent")
 
