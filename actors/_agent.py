@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import time
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
-from actors._breaker import Breakers, model_count
+from actors._breaker import BreakerPolicy, Breakers, model_count
 from actors._limits import SharedLimits
 from actors._llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -35,8 +36,10 @@ from actors._providers import (
     AgentLLMConfig,
     ModelRouter,
     OpenAICompatible,
+    Provider,
     ProvidersFailed,
     ResponseCache,
+    RetryPolicy,
     load_llm_config,
 )
 from actors._results import resolved_context
@@ -239,23 +242,22 @@ class Agent(Actor):
 
     def create_llm(self) -> LLM:
         """The LLM this process routes with: the agent's section of the LLM config file
-        (`RIG_LLM_CONFIG`) if it has one, else the class's `llm`."""
+        (`RIG_LLM_CONFIG`) if it has one, else the class's `llm`.
+
+        Override it to build the model in code; return `self.router(providers, ...)` to
+        keep what a configured model has: the fallback chain under the retry policy,
+        circuit breakers shared by every process of the agent, the response cache,
+        providers' rate limits, and tokens streamed as they arrive."""
         path = self.config.llm_config
         configured = load_llm_config(path, self.name) if path is not None else None
         self._configured = configured
         if configured is not None:
-            self._stream = configured.stream
-            owner = f"{socket.gethostname()}:{os.getpid()}"
-            breakers = Breakers(self._kvs[0], configured.breaker, owner=owner)
-            ttl = configured.cache_ttl
-            cache = ResponseCache(self._kvs[1], ttl=ttl) if ttl is not None else None
-            shared = SharedLimits(self._kvs[0], owner=owner, js=self.js, names=self.names)
-            return ModelRouter(
+            return self.router(
                 configured.providers,
-                configured.policy,
-                breakers=breakers,
-                cache=cache,
-                shared=shared,
+                policy=configured.policy,
+                breaker=configured.breaker,
+                cache_ttl=configured.cache_ttl,
+                stream=configured.stream,
                 temperature=configured.temperature,
             )
         try:
@@ -265,6 +267,38 @@ class Agent(Actor):
                 f"{type(self).__qualname__} has no llm: set one, or configure a model for "
                 f"agent {self.name!r} in the file RIG_LLM_CONFIG names"
             ) from None
+
+    def router(
+        self,
+        providers: list[Provider],
+        *,
+        policy: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        cache_ttl: float | None = None,
+        stream: bool = False,
+        temperature: float = 0.0,
+    ) -> ModelRouter:
+        """A `ModelRouter` over `providers` (tried in order) wired into this deployment:
+        its breakers in the shared bucket (`breaker`: the default policy unless given),
+        the response cache (`cache_ttl` seconds; None: no cache), each provider's rate
+        limits shared by the agent's processes, and tokens published as they arrive
+        (`stream`: the providers are asked to stream too). For `create_llm()` overrides;
+        callable once the agent has started (`create_llm` is called then)."""
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._stream = stream
+        if stream:
+            providers = [
+                dataclasses.replace(p, stream=True) if isinstance(p, OpenAICompatible) else p
+                for p in providers
+            ]
+        return ModelRouter(
+            providers,
+            policy or RetryPolicy(),
+            breakers=Breakers(self._kvs[0], breaker or BreakerPolicy(), owner=owner),
+            cache=ResponseCache(self._kvs[1], ttl=cache_ttl) if cache_ttl is not None else None,
+            shared=SharedLimits(self._kvs[0], owner=owner, js=self.js, names=self.names),
+            temperature=temperature,
+        )
 
     def _outage(self, delivery: Delivery, why: str) -> None:
         """The model did not answer: try the step again later (raises `RetryableError`),

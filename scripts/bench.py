@@ -666,6 +666,39 @@ async def bench_ledger(report: Report, quick: bool, work: Path) -> None:
         )
 
 
+async def bench_testing(report: Report, quick: bool) -> None:
+    """Jobs per second through `actors.testing`, in this one process: the greeter
+    (examples/greeter.py: a decision, a tool call through the ledger, a check). A lone
+    `run_job` makes its actors and opens its ledger each time; a `LocalRig` keeps them
+    for every job."""
+    from actors.testing import LocalRig, run_job
+    from examples.greeter import GreeterAgent, GreeterChecks, GreeterTools
+
+    jobs = 100 if quick else 2_000
+    lone_jobs = max(20, jobs // 10)
+    actors: dict[str, Any] = {"tools": [GreeterTools], "verifiers": [GreeterChecks]}
+    started = time.perf_counter()
+    for n in range(lone_jobs):
+        run = await run_job(GreeterAgent, {"who": f"guest {n}"}, **actors)
+        assert run.status == "succeeded", run.snapshot
+    lone = lone_jobs / (time.perf_counter() - started)
+    async with LocalRig(GreeterAgent, **actors) as rig:
+        started = time.perf_counter()
+        for n in range(jobs):
+            run = await rig.run({"who": f"guest {n}"}, job_id=f"job-{n}")
+            assert run.status == "succeeded", run.snapshot
+        kept = jobs / (time.perf_counter() - started)
+    report.put("testing", "run_job_per_s", round(lone, 1))
+    report.put("testing", "local_rig_per_s", round(kept, 1))
+    report.put("testing", "local_rig_to_run_job", round(kept / lone, 2))
+    report.row(
+        "testing",
+        f"greeter jobs in one process ({jobs:,} on one LocalRig, {lone_jobs:,} lone run_job)",
+        f"{kept:,.0f} jobs/s",
+        f"{kept / lone:.1f}x a lone run_job each ({lone:,.0f}/s)",
+    )
+
+
 async def bench_cluster_ledger(
     report: Report, quick: bool, work: Path, cluster: Cluster | None = None
 ) -> None:
@@ -1322,6 +1355,7 @@ SCENARIOS = (
     "evals",
     "tracing",
     "cluster",
+    "testing",
 )
 
 
@@ -1369,6 +1403,7 @@ async def main() -> int:
             "evals": lambda: bench_evals(server, report, args.quick, work),
             "tracing": lambda: bench_tracing(server, report, args.quick, work),
             "cluster": lambda: bench_cluster(server, report, args.quick, work),
+            "testing": lambda: bench_testing(report, args.quick),
         }
         for name in chosen:
             if name in runners:

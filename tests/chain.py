@@ -3,9 +3,13 @@ every safe edge ends the job `failed`, so that a job always reaches a terminal s
 
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel
 
-from actors import Agent, RuleLLM
+from actors import LLM, Agent, RuleLLM
+from actors._breaker import BreakerPolicy
+from actors._providers import OpenAICompatible, RetryPolicy
 from protocols import Edge, Graph, State
 
 
@@ -56,3 +60,19 @@ class ImpatientChain(Chain):
 
 
 IMPATIENT = ("actors:Supervisor", "tests.chain:ImpatientChain", "tests.looper:LooperTools")
+
+
+class CodedChain(Chain):
+    """The chain with its model built in code (`create_llm`), not by a config file: the
+    server at RIG_TEST_LLM_URL, through `router`, which keeps breakers, the cache and
+    streaming."""
+
+    name = "coded-chain"
+
+    def create_llm(self) -> LLM:
+        server = OpenAICompatible(
+            name="coded", base_url=os.environ["RIG_TEST_LLM_URL"], model="chaos-1"
+        )
+        policy = RetryPolicy(timeout=5.0, max_attempts=2, backoff=0.01, max_backoff=0.2)
+        breaker = BreakerPolicy(min_calls=4, window=4, cooldown=60.0)
+        return self.router([server], policy=policy, breaker=breaker, cache_ttl=600.0, stream=True)

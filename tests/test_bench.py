@@ -45,6 +45,9 @@ KEYS = [
     ("cluster", "affinity_gain"),
     ("cluster", "ledger_ops_per_s"),
     ("cluster", "ledger_to_local"),
+    ("testing", "run_job_per_s"),
+    ("testing", "local_rig_per_s"),
+    ("testing", "local_rig_to_run_job"),
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import nats.errors
+import nats.js.errors
 import openai
 import pytest
 from pydantic import BaseModel
@@ -402,6 +403,57 @@ async def test_tokens_stream_on_the_jobs_token_subject(rig: Deployment) -> None:
     text = "".join(tokens)
     assert len(tokens) > 6  # in pieces, as they arrived
     assert text.count('"edge": "next"') == 2 and text.count('"edge": "finish"') == 1
+
+
+async def test_a_model_built_in_code_keeps_streaming_the_cache_and_breakers(
+    rig: Deployment,
+) -> None:
+    """`create_llm()` overridden to build the model in code (tests/chain.py's CodedChain,
+    no LLM config file) through `Agent.router`: its tokens stream, a repeated prompt is
+    answered from the response cache, and failures open the breaker every process of
+    the agent shares."""
+    server = await start_chaos("--main-path", "1")
+    try:
+        rig.extra_env["RIG_TEST_LLM_URL"] = server.url
+        await rig.spawn("actors:Supervisor", "tests.chain:CodedChain", "tests.looper:LooperTools")
+        tokens: list[str] = []
+
+        async def collect(msg: Any) -> None:
+            tokens.append(msg.data.decode())
+
+        await rig.nc.subscribe(rig.names.tokens("coded-1"), cb=collect)
+        await rig.client.submit("coded-chain", {"n": 2}, job_id="coded-1")
+        assert (await rig.client.wait("coded-1", timeout=30)).status == "succeeded"
+        await rig.nc.flush()
+        assert len(tokens) > 6 and "".join(tokens).count('"edge": "next"') == 2
+        served = (await server.stats())["requests"]
+        await rig.client.submit("coded-chain", {"n": 2}, job_id="coded-2")  # the same prompts
+        assert (await rig.client.wait("coded-2", timeout=30)).status == "succeeded"
+        assert (await server.stats())["requests"] == served  # all three from the cache
+        decisions = [e for e in await journal(rig, "coded-2") if e.type == "decision"]
+        assert [d.data["calls"][0].get("cache") for d in decisions] == ["hit"] * 3
+
+        await server.set_faults(rate_5xx=1.0)
+        kv = await rig.nc.jetstream().key_value(rig.names.breakers_bucket)
+        for n in range(3, 6):  # new prompts: past the cache, into the failing server
+            await rig.client.submit("coded-chain", {"n": n}, job_id=f"coded-{n}")
+
+        async def opened() -> bool:
+            try:
+                keys = await kv.keys()
+            except nats.js.errors.NoKeysError:
+                return False
+            states = [
+                decode_as(BreakerState, (await kv.get(key)).value or b"")[0].state
+                for key in keys
+                if key.startswith("coded.chaos-1.")
+            ]
+            return "open" in states
+
+        await eventually(opened, timeout=60, message="the coded model's breaker opens")
+    finally:
+        server.proc.terminate()
+        await server.proc.wait()
 
 
 async def watch_tokens(rig: Deployment, job_id: str) -> tuple[int, bytes]:
