@@ -284,6 +284,13 @@ class Agent(Actor):
         limits shared by the agent's processes, and tokens published as they arrive
         (`stream`: the providers are asked to stream too). For `create_llm()` overrides;
         callable once the agent has started (`create_llm` is called then)."""
+        kvs = getattr(self, "_kvs", None)
+        if kvs is None:
+            raise RuntimeError(
+                f"{type(self).__qualname__}.router() needs a running agent (its breakers and "
+                "cache live on the NATS server); in actors.testing give the job an llm= "
+                "(a ScriptedLLM, say)"
+            )
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self._stream = stream
         if stream:
@@ -294,9 +301,9 @@ class Agent(Actor):
         return ModelRouter(
             providers,
             policy or RetryPolicy(),
-            breakers=Breakers(self._kvs[0], breaker or BreakerPolicy(), owner=owner),
-            cache=ResponseCache(self._kvs[1], ttl=cache_ttl) if cache_ttl is not None else None,
-            shared=SharedLimits(self._kvs[0], owner=owner, js=self.js, names=self.names),
+            breakers=Breakers(kvs[0], breaker or BreakerPolicy(), owner=owner),
+            cache=ResponseCache(kvs[1], ttl=cache_ttl) if cache_ttl is not None else None,
+            shared=SharedLimits(kvs[0], owner=owner, js=self.js, names=self.names),
             temperature=temperature,
         )
 

@@ -235,3 +235,19 @@ async def test_the_model_sees_why_earlier_decisions_went_as_they_did() -> None:
     assert "more than the 25 the customer asked for" in last[2]["outcome"]
     assert last[3]["reason"] == "the customer asked for 25, not 99"
     assert "the customer asked for 25, not 99" in model.prompts[-1].render()
+
+
+async def test_a_model_built_for_a_deployment_asks_for_one_in_a_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.chain import CodedChain
+    from tests.looper import LooperTools
+
+    monkeypatch.setenv("RIG_TEST_LLM_URL", "http://127.0.0.1:9/v1")  # never called
+
+    with pytest.raises(
+        RuntimeError, match=r"router\(\) needs a running agent.*give the job an llm="
+    ):
+        await run_job(CodedChain, {"n": 1}, tools=[LooperTools])
+    run = await run_job(CodedChain, {"n": 1}, llm=ScriptedLLM(["give_up"]), tools=[LooperTools])
+    assert run.path == ["a", "gave_up"]
