@@ -172,7 +172,7 @@ class RigClient:
                 return await self._request(self.names.api_submit, request, SubmitReply)
             except UnavailableError as exc:
                 # A cluster electing a leader: seconds. The same job id is the same job.
-                pause = min(float(exc.retry_after), give_up - time.monotonic())
+                pause = min(float(exc.details.get("retry_after", 1.0)), give_up - time.monotonic())
                 if pause <= 0:
                     raise
                 request = request.model_copy(
