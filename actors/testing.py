@@ -228,10 +228,8 @@ async def call_tool(
     raised, as a consumer would see it (and retry)."""
     made = home is None
     place = Path(tempfile.mkdtemp(prefix="rig-call-")) if home is None else home
-    config = replace(RigConfig(), home=place, inline_result_bytes=_INLINE_ALL, llm_config=None)
-    actor = executor(config=config)
-    owner = f"{_host()}:{os.getpid()}"
-    actor.ledger = await Ledger.open(place / "ledger.sqlite3", owner=owner, durable=False)
+    actor = executor(config=_config(place))
+    actor.ledger = await _open_ledger(place)
     context = JobContext(input=input) if input is not None else None
     call = validate(
         ToolCall, {"job_id": job_id, "step": step, "tool": tool, "args": args, "context": context}
@@ -257,7 +255,7 @@ async def run_check(
     """Ask one check of `verifier` about a tool's `result` for `args`, in a job with
     `input` and earlier `results`: the `Verdict` it gives (a check that raises fails,
     with the exception as its reason; a `RetryableError` is raised, to be asked again)."""
-    actor = verifier(config=replace(RigConfig(), llm_config=None))
+    actor = verifier(config=_config(Path(".rig")))
     said: list[bytes] = []
 
     async def keep(subject: str, message: Any, **_: Any) -> None:
@@ -303,9 +301,7 @@ class LocalRig:
         self.home = Path(tempfile.mkdtemp(prefix="rig-run-")) if home is None else home
         if self._made_home:
             weakref.finalize(self, shutil.rmtree, self.home, ignore_errors=True)
-        self.config = replace(
-            RigConfig(), home=self.home, inline_result_bytes=_INLINE_ALL, llm_config=None
-        )
+        self.config = _config(self.home)
         self.names: Names = self.config.names
         self.agent = agent(config=self.config)
         self.agent._llm = llm if llm is not None else self.agent.create_llm()
@@ -337,10 +333,7 @@ class LocalRig:
 
     async def _open(self) -> None:
         if self._ledger is None and self.executors:
-            owner = f"{_host()}:{os.getpid()}"
-            self._ledger = await Ledger.open(
-                self.home / "ledger.sqlite3", owner=owner, durable=False
-            )
+            self._ledger = await _open_ledger(self.home)
             for executor in self.executors:  # one host: one ledger file, as in production
                 executor.ledger = self._ledger
 
@@ -496,8 +489,6 @@ class LocalRig:
                 break
             except RetryableError as exc:
                 problem = exc.message
-            except ScriptExhausted:
-                raise
             except Exception as exc:  # retried, as a consumer naks it
                 problem = repr(exc)
         self._dead_letter(run, message, inbox, attempt, problem)
@@ -516,6 +507,18 @@ class LocalRig:
             lambda rules, job: rules.dead_letter(job, graph, step, reason, on_stuck),
             f"dlq:{inbox.durable}:{step}",
         )
+
+
+def _config(home: Path) -> RigConfig:
+    """The configuration of an in-process run: `home` for its files, every result
+    inline (there is no object store), no LLM config file (the test gives the model)."""
+    return replace(RigConfig(), home=home, inline_result_bytes=_INLINE_ALL, llm_config=None)
+
+
+async def _open_ledger(home: Path) -> Ledger:
+    """The run's ledger, in `home`: a throwaway file, so commits are not synced."""
+    owner = f"{_host()}:{os.getpid()}"
+    return await Ledger.open(home / "ledger.sqlite3", owner=owner, durable=False)
 
 
 def _raise_script_exhausted(decision: Decision) -> None:
