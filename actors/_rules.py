@@ -51,6 +51,7 @@ from protocols import (
     StepRequest,
     SubmitRequest,
     ToolCall,
+    ToolCancel,
     ToolResult,
     Verdict,
     VerifyRequest,
@@ -197,6 +198,7 @@ class Rules:
         self.check_resolve(job, graph, request)
         job.outbox = []
         self.unpark(job)
+        self.stop_call(job, graph, f"a person resolved the job with edge {request.edge!r}")
         limits = request.limits()
         job.budget = job.budget.override(limits)
         if limits.deadline_s is not None:
@@ -222,12 +224,16 @@ class Rules:
         )
         return self.decided(job, graph, decision, by="human")
 
-    def cancel(self, job: JobSnapshot, request: CancelRequest) -> JobSnapshot:
-        """A person's cancel: any job that has not ended ends `cancelled`."""
+    def cancel(
+        self, job: JobSnapshot, request: CancelRequest, graph: Graph | None = None
+    ) -> JobSnapshot:
+        """A person's cancel: any job that has not ended ends `cancelled` (and the call
+        it waits for, if any, is stopped: `graph` names its tool)."""
         self.check_cancel(job)
         job.outbox = []
         self.unpark(job)
         reason = request.reason or "cancelled by request"
+        self.stop_call(job, graph, f"the job was cancelled: {reason}")
         return self.finish(job, "cancelled", error={"code": "cancelled", "message": reason})
 
     def deadline(self, job: JobSnapshot, graph: Graph, check: DeadlineCheck) -> JobSnapshot | None:
@@ -241,6 +247,7 @@ class Rules:
         message = (
             f"the job's deadline of {job.budget.deadline_s} s passed ({ran:.1f} s after it started)"
         )
+        self.stop_call(job, graph, message)
         return self.exhaust(job, graph, "deadline", message)
 
     def stall(
@@ -356,6 +363,18 @@ class Rules:
             )
         return edge
 
+    def stop_call(self, job: JobSnapshot, graph: Graph | None, reason: str) -> None:
+        """The job stops waiting for the tool call of its step, if it waits for one: its
+        executors are told to stop it (`ToolCancel`, sent once the transition is written)."""
+        if job.phase != "tool" or job.state is None or job.pending_edge is None:
+            return
+        state = graph.states.get(job.state) if graph is not None else None
+        edge = state.edge(job.pending_edge) if state is not None else None
+        if edge is not None and edge.tool is not None:
+            job.cancels.append(
+                ToolCancel(job_id=job.job_id, step=job.step, tool=edge.tool, reason=reason)
+            )
+
     def check_cancel(self, job: JobSnapshot) -> None:
         if job.terminal:
             raise JobStateError(
@@ -452,6 +471,7 @@ class Rules:
                 args=decision.args,
                 verifier=edge.verifier,
                 context=_context(job) if edge.verifier is not None else None,
+                deadline=job.deadline,
             )
             self.command(job, self.names.tool(edge.tool), call, "tool_call")
             return job
@@ -478,6 +498,20 @@ class Rules:
             tool_ms=round(result.tool_ms, 3),
             **_handled(result),
         )
+        if (
+            result.error is not None
+            and result.error.get("code") == "cancelled"
+            and job.deadline is not None
+            and result.error.get("deadline") == job.deadline
+        ):
+            # The executor saw the job's deadline pass (before the supervisor's timer
+            # fired, or the call came after it): the deadline ends the step, as the timer's
+            # would, not the edge's failure path.
+            message = (
+                f"the job's deadline of {job.budget.deadline_s} s passed during tool "
+                f"{result.tool}'s call: {result.error.get('message')}"
+            )
+            return self.exhaust(job, graph, "deadline", message)
         if result.error is not None and result.error.get("code") == "effect_unknown":
             # The effect may have happened and the tool cannot tell: a person must look,
             # whatever the graph says about ordinary failures.

@@ -206,13 +206,15 @@ class {Camel}Checks(Verifier):
 '''
 
 _AGENT_TEST = '''\
-"""Tests of the agent in {module}.py: each runs a whole job in this process,
-with no server (actors.testing)."""
+"""Tests of the agent in {module}.py. The first three run a whole job in this
+process, with no server (actors.testing); the last runs one as processes on
+a real nats-server (the `rig` fixture of Rig's pytest plugin).
+"""
 
 from __future__ import annotations
 
 import pytest
-from actors.testing import ScriptedLLM, Text, assert_path, run_job
+from actors.testing import Deployment, ScriptedLLM, Text, assert_path, run_job
 
 from {module} import (
     {Camel}Agent,
@@ -261,6 +263,15 @@ async def test_a_model_that_answers_badly_takes_the_safe_edge() -> None:
     assert_path(run, ["start", "human"])
     [decision] = run.events("decision")
     assert decision.data["fallback"]
+
+
+async def test_it_runs_as_processes_on_a_real_server(rig: Deployment) -> None:
+    # `rig up` with these classes and a supervisor, each a process of its own.
+    await rig.up({Camel}Agent, {Camel}Tools, {Camel}Checks)
+    job = await rig.client.submit("{name}", {{"text": "hello"}})
+    info = await rig.client.wait(job.job_id, timeout=60)
+    assert info.status == "succeeded"
+    assert_path(await rig.client.journal(job.job_id), ["start", "done"])
 '''
 
 _UP_CONFIG = """\

@@ -515,7 +515,11 @@ class Supervisor(Actor):
         self, request: CancelRequest
     ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
         async def apply(job: JobSnapshot) -> JobSnapshot:
-            return self.rules.cancel(job, request)
+            try:  # to name the tool of a call the job waits for
+                graph: Graph | None = await self._graph_of(job)
+            except NonRetryableError:  # its graph's version is gone: cancel it all the same
+                graph = None
+            return self.rules.cancel(job, request, graph)
 
         return apply
 
@@ -723,8 +727,20 @@ class Supervisor(Actor):
                     reason=after.escalation.reason if after.escalation else None,
                 )
             await self._send(after)
+            await self._stop_calls(after)
             return after
         raise RetryableError("the job's snapshot kept changing under us", delay=0.05)
+
+    async def _stop_calls(self, job: JobSnapshot) -> None:
+        """Tell the executors of each call the transition stopped waiting for (core NATS,
+        best effort: an executor that misses it lets the call finish, and its result is
+        stale here)."""
+        for cancel in job.cancels:
+            self.log.info("tool.cancel_sent", job_id=job.job_id, step=cancel.step, tool=cancel.tool)
+            try:
+                await self.nc.publish(self.names.tool_cancel(cancel.tool), encode(cancel))
+            except Exception as exc:  # a closed or reconnecting connection: best effort
+                self.log.warning("tool.cancel_unsent", job_id=job.job_id, error=repr(exc))
 
     async def _apply(
         self, job: JobSnapshot, message: Any, sender: tuple[str, str] | None = None

@@ -11,6 +11,7 @@ import re
 import socket
 import time
 import typing
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from actors import _tracing as tracing
 from actors._actor import Actor, Delivery, Inbox
 from actors._claims import ClusterLedger
+from actors._config import RigConfig
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
 from actors._metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS
@@ -37,11 +39,13 @@ from protocols import (
     RetryableError,
     RigError,
     ToolCall,
+    ToolCancel,
     ToolResult,
     VerifyRequest,
     _permissions as permissions,
     canonical,
     check_token,
+    decode_as,
     encode,
     explain,
     idempotency_key,
@@ -58,6 +62,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 # was about to be settled.
 _BUSY_POLL_S = 0.05
 _BUSY_POLL_MAX_S = 1.0
+# The calls an executor was told to stop (`ToolCancel`) that it remembers, so that one
+# still queued is not started when it comes: the newest this many.
+_STOPPED_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +214,23 @@ class ToolExecutor(Actor):
     side-effecting tool a `RetryableError` makes the call `unknown`, since it may have
     acted first: the retry runs `reconcile` (which may find nothing and run it again),
     or, without one, the job goes to a person.
+
+    A call the job no longer waits for is stopped: when the job is cancelled, its
+    deadline passes, or a person moves it on, the supervisor says so (`ToolCancel`) and
+    the running tool is cancelled (`asyncio.CancelledError` in its code, which may clean
+    up) and its result is the error `cancelled`; its record becomes `unknown` if the
+    tool has side effects (it may have acted), else a failure that may run again. A
+    call is not started past its job's deadline, or once it was told to stop.
     """
 
     kind = "tools"
 
     tools: ClassVar[dict[str, _Tool]] = {}
+
+    def __init__(self, *, config: RigConfig | None = None) -> None:
+        super().__init__(config=config)
+        self._calls: dict[tuple[str, int, str], asyncio.Task[Any]] = {}
+        self._stopped: OrderedDict[tuple[str, int, str], str] = OrderedDict()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,6 +261,32 @@ class ToolExecutor(Actor):
             self.ledger = await ClusterLedger.open(self.js, self.names, owner=owner)
         else:
             self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
+        for name in self.tools:
+            await self.nc.subscribe(self.names.tool_cancel(name), cb=self._on_cancel)
+
+    async def _on_cancel(self, msg: Any) -> None:
+        """A `ToolCancel`: stop the call if it runs here, and do not start it later."""
+        try:
+            cancel = decode_as(ToolCancel, msg.data)[0]
+        except RigError as exc:
+            self.log.warning("tool.cancel_unreadable", error=exc.message)
+            return
+        self.stop_call(cancel.job_id, cancel.step, cancel.tool, cancel.reason)
+
+    def stop_call(self, job_id: str, step: int, tool: str, reason: str) -> bool:
+        """Stop the call of `tool` for step `step` of job `job_id` if it runs in this
+        process (True if it did), and refuse to start it from now on."""
+        ident = (job_id, step, tool)
+        self._stopped[ident] = reason
+        self._stopped.move_to_end(ident)
+        while len(self._stopped) > _STOPPED_KEPT:
+            self._stopped.popitem(last=False)
+        task = self._calls.get(ident)
+        if task is None or task.done():
+            return False
+        self.log.info("tool.stopping", job_id=job_id, step=step, tool=tool, reason=reason)
+        task.cancel()
+        return True
 
     async def on_stop(self) -> None:
         self._scope_beat.cancel()
@@ -399,6 +444,10 @@ class ToolExecutor(Actor):
         except (TypeError, ValueError) as exc:  # not JSON: NaN, infinity
             return _failed(call, "", "invalid_args", f"arguments are not JSON: {exc}")
         kwargs = {name: getattr(values, name) for name in type(values).model_fields}
+        refused = self._not_to_start(call)
+        if refused is not None:
+            self.log.info("tool.not_started", job_id=call.job_id, tool=call.tool, why=refused)
+            return _result(call, key, error=refused)
         pause = _BUSY_POLL_S
         dead: str | None = None
         while True:
@@ -435,6 +484,17 @@ class ToolExecutor(Actor):
             # settled the call meanwhile, so this one must not act on an old claim.
             raise _Fenced(key, claim.epoch)
         return await self._run(call, key, tool, kwargs, claim.epoch)
+
+    def _not_to_start(self, call: ToolCall) -> dict[str, Any] | None:
+        """The `cancelled` error of a call that must not start: it was told to stop, or
+        its job's deadline has passed."""
+        told = self._stopped.get((call.job_id, call.step, call.tool))
+        if told is not None:
+            return _cancelled(told, started=False)
+        if call.deadline is not None and time.time() >= call.deadline:
+            reason = "the job's deadline passed before the call started"
+            return _cancelled(reason, started=False, deadline=call.deadline)
+        return None
 
     async def _still_ours(self, key: str, epoch: int) -> bool:
         """Whether the claim of `epoch` still holds the key, with lease left."""
@@ -495,9 +555,15 @@ class ToolExecutor(Actor):
     ) -> ToolResult:
         spec = tool.spec
         started = time.perf_counter()
+        limit, by_deadline = spec.timeout, False
+        if call.deadline is not None and call.deadline - time.time() < limit:
+            limit, by_deadline = max(call.deadline - time.time(), 0.0), True
         try:
-            value = await self._invoke(call, key, epoch, tool, kwargs)
+            value = await self._invoke(call, key, epoch, tool, kwargs, limit)
             crash_point("after_effect", call.tool)
+        except _Stopped as stopped:
+            error = _cancelled(stopped.reason, started=True)
+            return await self._stopped_run(call, key, epoch, spec, error, started)
         except RetryableError as exc:
             error = {"code": "retryable", "message": exc.message}
             if spec.side_effects:
@@ -508,6 +574,10 @@ class ToolExecutor(Actor):
                 await self.ledger.fail(key, epoch, error, retryable=True)
             raise
         except TimeoutError:
+            if by_deadline:
+                reason = "the job's deadline passed while the call ran"
+                error = _cancelled(reason, started=True, deadline=call.deadline)
+                return await self._stopped_run(call, key, epoch, spec, error, started)
             if spec.side_effects:
                 # The effect may be under way: leave the claim to expire into `unknown`.
                 raise RetryableError(f"tool {call.tool} timed out", delay=1.0) from None
@@ -541,13 +611,51 @@ class ToolExecutor(Actor):
         await self.ledger.fail(key, epoch, error, retryable=False)
         return _result(call, key, error=error, tool_ms=tool_ms)
 
+    async def _stopped_run(
+        self,
+        call: ToolCall,
+        key: str,
+        epoch: int,
+        spec: ToolSpec,
+        error: dict[str, Any],
+        started: float,
+    ) -> ToolResult:
+        """Record a call stopped mid-run: `unknown` if it may have acted, else a failure
+        a repeat may run again."""
+        if spec.side_effects:
+            await self.ledger.abandon(key, epoch, error)
+        else:
+            await self.ledger.fail(key, epoch, error, retryable=True)
+        self.log.info("tool.stopped", job_id=call.job_id, tool=call.tool, key=key, why=error)
+        return _result(call, key, error=error, tool_ms=(time.perf_counter() - started) * 1000)
+
     async def _invoke(
-        self, call: ToolCall, key: str, epoch: int, tool: _Tool, kwargs: dict[str, Any]
+        self,
+        call: ToolCall,
+        key: str,
+        epoch: int,
+        tool: _Tool,
+        kwargs: dict[str, Any],
+        limit: float,
     ) -> Any:
+        """Run the tool (for at most `limit` seconds) as a task `stop_call` can cancel; raise
+        `_Stopped` if it did."""
         job = await resolved_context(self, call.context) if call.context is not None else None
         token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch, job))
+        ident = (call.job_id, call.step, call.tool)
         try:
-            return await asyncio.wait_for(tool.fn(self, **kwargs), tool.spec.timeout)
+            task = asyncio.ensure_future(asyncio.wait_for(tool.fn(self, **kwargs), limit))
+            self._calls[ident] = task
+            try:
+                return await task
+            except asyncio.CancelledError:
+                reason = self._stopped.get(ident)
+                current = asyncio.current_task()
+                if reason is None or (current is not None and current.cancelling()):
+                    raise  # this handler itself is being cancelled (the process stops)
+                raise _Stopped(reason) from None
+            finally:
+                self._calls.pop(ident, None)
         finally:
             _current.reset(token)
 
@@ -556,6 +664,24 @@ class SecondLedgerError(RigError):
     """A side-effecting tool is already served on another host, with another ledger."""
 
     code = "second_ledger"
+
+
+class _Stopped(Exception):
+    """The call was stopped (`ToolExecutor.stop_call`) while its tool ran."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _cancelled(reason: str, *, started: bool, deadline: float | None = None) -> dict[str, Any]:
+    """The error of a call stopped (`started`) or not started because its job no longer
+    waits for it; `deadline` when the job's deadline is why, for the supervisor to apply
+    (the executor may see it pass before the supervisor's timer fires)."""
+    error: dict[str, Any] = {"code": "cancelled", "message": reason, "started": started}
+    if deadline is not None:
+        error["deadline"] = deadline
+    return error
 
 
 class _Fenced(Exception):

@@ -24,8 +24,10 @@ graph versions (the job runs on the class's graph).
 A job that waits for a person comes back with `status == "waiting_human"`;
 `await run.resolve("approve")` goes on from there, as `rig resolve` would.
 
-For tests against real processes, `tests/conftest.py`'s fixtures start a `nats-server`
-and actors; `rig up` runs a deployment (see docs/extending.md).
+For tests against real processes, Rig's pytest plugin has fixtures: `rig` is a
+`Deployment` of the test's own on a real `nats-server` (`nats_server`, one per session),
+and `await rig.up(MyAgent, MyTools)` runs `rig up` with your classes (see
+actors/_harness.py and docs/extending.md). They need the `testing` extra.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from typing import Any
 from actors._actor import Actor, Delivery, Inbox
 from actors._agent import Agent
 from actors._config import RigConfig
+from actors._harness import Deployment, NatsServer, eventually
 from actors._ledger import Ledger
 from actors._llm import LLM, RuleLLM, ScriptedLLM, ScriptExhausted, Text
 from actors._rules import Rules, check_input
@@ -77,8 +80,10 @@ from protocols import (
 )
 
 __all__ = [
+    "Deployment",
     "JobRun",
     "LocalRig",
+    "NatsServer",
     "RuleLLM",
     "ScriptExhausted",
     "ScriptedLLM",
@@ -88,6 +93,7 @@ __all__ = [
     "assert_status",
     "call_tool",
     "edges_of",
+    "eventually",
     "path_of",
     "run_check",
     "run_job",

@@ -1,9 +1,10 @@
-"""The greeter's tests: each runs a whole job in this process (`actors.testing.run_job`),
-with no NATS server, in milliseconds."""
+"""The greeter's tests: all but the last run a whole job in this process
+(`actors.testing.run_job`), with no NATS server, in milliseconds; the last runs one as
+processes on a real nats-server (the `rig` fixture of Rig's pytest plugin)."""
 
 from __future__ import annotations
 
-from actors.testing import ScriptedLLM, Text, assert_path, run_job
+from actors.testing import Deployment, ScriptedLLM, Text, assert_path, run_job
 from examples.greeter import GreeterAgent, GreeterChecks, GreeterTools
 
 ACTORS = {"tools": [GreeterTools], "verifiers": [GreeterChecks]}
@@ -31,3 +32,10 @@ async def test_a_model_that_answers_badly_twice_takes_the_safe_edge() -> None:
     assert decision.data["fallback"] and decision.data["reasks"] == 1
     assert "not JSON" in model.prompts[1].feedback[0]  # the re-ask said what was wrong
     assert "'wave' is not one of greet, give_up" in decision.data["reason"]
+
+
+async def test_it_greets_as_processes_on_a_real_server(rig: Deployment) -> None:
+    await rig.up(GreeterAgent, GreeterTools, GreeterChecks)  # and a supervisor
+    job = await rig.client.submit("greeter", {"who": "Ada"})
+    assert (await rig.client.wait(job.job_id, timeout=60)).status == "succeeded"
+    assert_path(await rig.client.journal(job.job_id), ["start", "greeted"])

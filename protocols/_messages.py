@@ -520,6 +520,25 @@ class ToolCall(_Wire):
     args: dict[str, Any] = Field(default_factory=dict)
     verifier: str | None = None
     context: JobContext | None = None
+    deadline: float | None = Field(
+        default=None,
+        description="the job's deadline (epoch seconds): a call is not started after it, "
+        "and a running one is stopped at it",
+    )
+
+
+class ToolCancel(_Wire):
+    """Supervisor to every executor of `tool` (core NATS, not stored): the job no longer
+    waits for this call. A running call is stopped (its ledger record becomes `unknown`
+    if the tool has side effects, else a failure that may run again) and one not started
+    yet is not started. Best effort: an executor that misses it lets the call finish,
+    and the supervisor ignores the late result."""
+
+    kind: Literal["tool_cancel"] = "tool_cancel"
+    job_id: str
+    step: int
+    tool: str
+    reason: str
 
 
 class ToolResult(_Wire):
@@ -781,10 +800,17 @@ class JobSnapshot(_Wire):
     # The events of the transition being made (not stored: the outbox has them encoded),
     # for what a supervisor counts once its write succeeded.
     _new_events: list[Event] = PrivateAttr(default_factory=list)
+    # The calls the transition stopped waiting for, to tell their executors once it is
+    # written (not stored: a notice is best effort, see `ToolCancel`).
+    _cancels: list[ToolCancel] = PrivateAttr(default_factory=list)
 
     @property
     def new_events(self) -> list[Event]:
         return self._new_events
+
+    @property
+    def cancels(self) -> list[ToolCancel]:
+        return self._cancels
 
     @property
     def terminal(self) -> bool:

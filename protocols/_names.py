@@ -19,6 +19,7 @@ With the default prefix the names are the ones in the design:
     rig.work.webhook                     webhooks to POST, to the gateways
     rig.events.<job_id>                  stream RIG_EVENTS (the journal)
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
+    rig.cancel.tool.<tool>               core NATS: a call the job no longer waits for
     rig.dlq.<actor>                      stream RIG_DLQ
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
@@ -325,6 +326,15 @@ class Names:
         return f"{self.prefix}.dlq.{check_token(actor, what='actor name')}"
 
     # Core (not stored) subjects.
+    def tool_cancel(self, tool: str) -> str:
+        """Where the supervisor tells every executor of `tool` to stop a call (a
+        `ToolCancel`): its job was cancelled, ran out of time, or moved on without it."""
+        return f"{self.prefix}.cancel.tool.{check_token(tool, what='tool name')}"
+
+    @property
+    def cancels_all(self) -> str:
+        return f"{self.prefix}.cancel.>"
+
     def tokens(self, job_id: str) -> str:
         return f"{self.prefix}.tokens.{check_token(job_id, what='job id')}"
 

@@ -199,7 +199,13 @@ def supervisor(names: Names) -> Role:
         | Grants.of(
             # A person's resolve or cancel is answered by whichever supervisor carries it
             # out, to the inbox of the one that took the request.
-            publish=[n.work_all, n.events_all, n.escalations, f"{inbox_prefix(n, 'supervisor')}.>"],
+            publish=[
+                n.work_all,
+                n.events_all,
+                n.escalations,
+                n.cancels_all,
+                f"{inbox_prefix(n, 'supervisor')}.>",
+            ],
             subscribe=[f"{n.prefix}.api.*"],
         )
     )
@@ -237,7 +243,10 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
     grants |= kv_write(n.presence_bucket, "ledger.>") | kv_scan(n.presence_bucket)
     for tool in tools:  # a cluster's ledger: its own tools' records only
         grants |= kv_write(n.claims_bucket, f"{tool}.*")
-    grants |= Grants.of(publish=[n.verifier(v) for v in sorted(verifiers)])
+    grants |= Grants.of(
+        publish=[n.verifier(v) for v in sorted(verifiers)],
+        subscribe=[n.tool_cancel(tool) for tool in tools],  # calls to stop
+    )
     return Role(role, "runs tools " + ", ".join(tools), grants, True)
 
 

@@ -28,8 +28,9 @@ from actors._up import (
     load_actor_class,
     node_conf,
 )
+from actors.testing import Deployment, eventually
 from protocols import Names
-from tests.conftest import ROOT, Deployment, eventually
+from tests.conftest import ROOT
 
 
 @dataclass

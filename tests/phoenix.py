@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 
 from actors._up import free_port
-from tests.conftest import eventually, outside_tool
+from actors.testing import eventually
+from tests.conftest import outside_tool
 
 
 @asynccontextmanager

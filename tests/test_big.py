@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from actors.testing import Deployment
 from protocols import JobSnapshot, decode_as, ref_name
-from tests.conftest import Deployment
 from tests.test_cli import rig_cli
 from tests.test_supervision import journal_until
 

@@ -22,6 +22,7 @@ from nats.js.api import DeliverPolicy
 
 from actors import RigConfig
 from actors.examples.refund import RefundTools
+from actors.testing import Deployment, eventually
 from protocols import (
     TERMINAL_STATUSES,
     ActorReady,
@@ -29,7 +30,7 @@ from protocols import (
     JobSnapshot,
     decode_as,
 )
-from tests.conftest import Deployment, bank_attempts, eventually, submit_surely
+from tests.conftest import bank_attempts, submit_surely
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from actors.examples.refund import RefundAgent
+from actors.testing import Deployment, eventually
 from protocols import partition_of
-from tests.conftest import REFUND, ROOT, Deployment, eventually
+from tests.conftest import REFUND, ROOT
 
 pytestmark = pytest.mark.integration
 

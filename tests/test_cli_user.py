@@ -11,8 +11,9 @@ import pytest
 
 from actors import RigClient
 from actors.examples.refund import RefundAgent
+from actors.testing import Deployment
 from protocols import InvalidNameError, SchemaError, decode, encode
-from tests.conftest import REFUND, ROOT, Deployment
+from tests.conftest import REFUND, ROOT
 from tests.test_cli import RIG, rig_cli
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,7 @@ from actors import RigConfig
 from actors._client import RigClient
 from actors._nats import connect, ensure_topology, jetstream_ready
 from actors._up import spawn_actor, wait_ready
+from actors.testing import eventually
 from protocols import (
     TERMINAL_STATUSES,
     Names,
@@ -32,7 +33,7 @@ from protocols import (
 )
 from protocols._permissions import inbox_prefix
 from tests.cluster import as_node, cluster_up, heal, isolate, own_cluster
-from tests.conftest import ROOT, eventually
+from tests.conftest import ROOT
 from tests.crash_tools import HostTools, shared_payments
 from tests.test_chaos import (
     ACTORS,

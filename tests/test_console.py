@@ -18,8 +18,9 @@ from playwright.async_api import Dialog, Page, Request, expect
 
 from actors._keys import add_key
 from actors._up import free_port
+from actors.testing import Deployment
 from tests.browser import browser_page
-from tests.conftest import ROOT, Deployment, bank_attempts, refund_rows
+from tests.conftest import ROOT, bank_attempts, refund_rows
 from tests.test_cli import run_rig
 from tests.test_llm import llm_config, start_chaos
 

@@ -15,8 +15,8 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from actors import Ledger, RigConfig
+from actors.testing import Deployment, eventually
 from protocols import ToolCall, ToolResult, decode_as, encode
-from tests.conftest import Deployment, eventually
 from tests.crash_tools import CrashTools, payments
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

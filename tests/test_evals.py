@@ -14,9 +14,10 @@ from xml.etree import ElementTree
 import pytest
 
 from actors._evals import Expect, Trial, load_suite, report, run_trials, score
+from actors.testing import Deployment
 from protocols import Event, JobInfo, SchemaError
 from tests.chain import CHAIN
-from tests.conftest import REFUND, ROOT, Deployment
+from tests.conftest import REFUND, ROOT
 from tests.test_cli import rig_cli
 from tests.test_llm import llm_config, start_chaos
 

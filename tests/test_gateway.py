@@ -20,9 +20,10 @@ import pytest
 from actors._gateway import WRITE_TIMEOUT_S
 from actors._keys import add_key, revoke_key
 from actors._up import free_port
+from actors.testing import Deployment, eventually
 from protocols import Event
 from tests.chain import CHAIN
-from tests.conftest import REFUND, Deployment, eventually, outside_tool
+from tests.conftest import REFUND, outside_tool
 from tests.test_cli import rig_cli
 from tests.test_llm import llm_config, start_chaos
 

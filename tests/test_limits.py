@@ -7,8 +7,9 @@ import json
 import aiohttp
 
 from actors.examples.refund import RefundAgent
+from actors.testing import Deployment
 from protocols import decode, encode
-from tests.conftest import REFUND, Deployment
+from tests.conftest import REFUND
 from tests.test_cli import rig_cli
 from tests.test_cli_user import one_clean_line
 from tests.test_gateway import start_gateway

@@ -23,9 +23,10 @@ from pydantic import BaseModel
 from actors._breaker import BreakerState
 from actors._llm import RoutePrompt
 from actors._providers import ModelRouter, OpenAICompatible, RetryPolicy
+from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, Event, JobContext, decode_as
 from tests.chain import CHAIN, IMPATIENT, Chain
-from tests.conftest import ROOT, Deployment, eventually
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 

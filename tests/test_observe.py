@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.examples.refund import RefundAgent
-from tests.conftest import REFUND, Deployment
+from actors.testing import Deployment
+from tests.conftest import REFUND
 from tests.test_cli import RIG, rig_cli
 from tests.test_llm import llm_config, start_chaos
 

@@ -17,6 +17,7 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from actors import Supervisor
+from actors.testing import Deployment
 from protocols import (
     Budget,
     DeadlineCheck,
@@ -26,7 +27,7 @@ from protocols import (
     StatusRequest,
     SubmitRequest,
 )
-from tests.conftest import DELIVERY, Deployment, delivered
+from tests.conftest import DELIVERY, delivered
 from tests.looper import LOOPER
 from tests.test_supervision import journal_until, park
 

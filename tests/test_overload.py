@@ -10,8 +10,8 @@ import contextlib
 import aiohttp
 import pytest
 
+from actors.testing import Deployment
 from protocols import BusyError
-from tests.conftest import Deployment
 from tests.gated import GatedAgent
 from tests.test_gateway import start_gateway
 from tests.test_security import GATED

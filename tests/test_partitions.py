@@ -13,8 +13,9 @@ from nats.js.api import ConsumerConfig
 from actors._discovery import discover
 from actors._nats import PARTITIONS_KEY, ensure_topology
 from actors.examples.refund import RefundAgent
+from actors.testing import Deployment, eventually
 from protocols import MAX_PARTITIONS
-from tests.conftest import REFUND, Deployment, eventually
+from tests.conftest import REFUND
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

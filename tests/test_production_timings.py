@@ -14,7 +14,8 @@ import pytest
 
 from actors import RigConfig
 from actors.examples.refund import RefundTools
-from tests.conftest import Deployment, bank_attempts, refund_rows, submit_surely
+from actors.testing import Deployment
+from tests.conftest import bank_attempts, refund_rows, submit_surely
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

@@ -52,8 +52,10 @@ def test_testing_exports() -> None:
 
     assert sorted(actors.testing.__all__) == sorted(
         [
+            "Deployment",
             "JobRun",
             "LocalRig",
+            "NatsServer",
             "RuleLLM",
             "ScriptExhausted",
             "ScriptedLLM",
@@ -63,6 +65,7 @@ def test_testing_exports() -> None:
             "assert_status",
             "call_tool",
             "edges_of",
+            "eventually",
             "path_of",
             "run_check",
             "run_job",
@@ -149,6 +152,7 @@ def test_protocols_exports() -> None:
             "SupervisorMessage",
             "TimerMessage",
             "ToolCall",
+            "ToolCancel",
             "ToolResult",
             "UnavailableError",
             "UnknownAgentError",

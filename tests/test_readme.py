@@ -126,6 +126,7 @@ def test_the_readme_shows_the_example_code_the_tests_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     sources = {
         "run_job": (ROOT / "examples" / "test_greeter.py").read_text(),
+        "rig.up(": (ROOT / "examples" / "test_greeter.py").read_text(),
         "class GreeterAgent": (ROOT / "examples" / "greeter.py").read_text(),
     }
     assert len(blocks) >= 2

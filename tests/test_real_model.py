@@ -37,8 +37,9 @@ from actors.examples.refund import (
     RefundAgent,
     RefundLLMAgent,
 )
+from actors.testing import Deployment
 from protocols import Event, JobContext
-from tests.conftest import ROOT, Deployment
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_model]
 

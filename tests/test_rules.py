@@ -232,6 +232,39 @@ def test_an_ordinary_tool_failure_takes_the_fail_edge() -> None:
     assert (job.status, job.state) == ("waiting_human", "human")  # the state's safe edge
 
 
+def test_a_job_that_stops_waiting_for_its_call_says_to_stop_it() -> None:
+    """A cancel, the deadline or a person's resolve while a call is out: the transition
+    carries a `ToolCancel` for its tool; one that waits for no call carries none."""
+    cancelled = Rules(NAMES, 1000.0).cancel(refunding_job(), CancelRequest(job_id="j1"), GRAPH)
+    [cancel] = cancelled.cancels
+    assert (cancel.job_id, cancel.step, cancel.tool) == ("j1", 3, "issue_refund")
+    assert cancel.reason == "the job was cancelled: cancelled by request"
+    timed = refunding_job()
+    timed.budget, timed.deadline = Budget(deadline_s=5.0), 1005.0
+    ended = Rules(NAMES, 1006.0).deadline(timed, GRAPH, DeadlineCheck(job_id="j1", at=1005.0))
+    assert ended is not None and [c.tool for c in ended.cancels] == ["issue_refund"]
+    thinking = new_job(Budget())
+    assert Rules(NAMES, 1001.0).cancel(thinking, CancelRequest(job_id="j"), GRAPH).cancels == []
+    assert "cancels" not in cancelled.model_dump()  # told once, never stored
+
+
+def test_a_call_the_executor_cut_at_the_deadline_ends_the_job_by_its_deadline() -> None:
+    """The executor may see the deadline pass before the supervisor's timer fires: its
+    `cancelled` result naming the job's deadline ends the job as the timer would, not by
+    the edge's failure path; a `cancelled` result naming another deadline is a failure."""
+    job = refunding_job()
+    job.budget, job.deadline = Budget(deadline_s=5.0), 1005.0
+    result = failed("cancelled", "the job's deadline passed while the call ran")
+    assert result.error is not None
+    result.error["deadline"] = 1005.0
+    ended = Rules(NAMES, 1005.0).tool_done(job, GRAPH, result)
+    assert ended.status == "deadline_exceeded"
+    assert [e.type for e in events(ended)] == ["tool_result", "budget", "status"]
+    other = refunding_job()
+    other.deadline = 2000.0
+    assert Rules(NAMES, 1005.0).tool_done(other, GRAPH, result).state == "human"
+
+
 def test_a_report_from_anyone_but_the_step_s_actor_is_refused_as_forged() -> None:
     """The sender a report's subject names must be the one the current step waits for: the
     job's agent decides, the edge's tool (or its verifier) reports the call; a report for

@@ -11,7 +11,7 @@ from nats.js.errors import NotFoundError
 
 from actors._nats import kv_latest
 from actors.examples.refund import RefundAgent
-from tests.conftest import Deployment
+from actors.testing import Deployment
 from tests.test_llm import llm_config, start_chaos
 
 KEY_VAR = "RIG_TEST_PROVIDER_KEY"

@@ -17,9 +17,10 @@ from nats.aio.client import Client
 
 from actors._security import roles_for, seed_path
 from actors.examples.refund import RefundAgent
+from actors.testing import Deployment, eventually
 from protocols import DeadLetter, Decision, encode
 from protocols._permissions import Role, inbox_prefix
-from tests.conftest import REFUND, Deployment, eventually, refund_rows
+from tests.conftest import REFUND, refund_rows
 from tests.gated import GatedAgent
 
 GATED = ("actors:Supervisor", "tests.gated:GatedAgent", *REFUND[2:])

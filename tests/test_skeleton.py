@@ -15,6 +15,7 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from actors.examples.refund import RefundAgent, find_order, find_refund, record_refund
+from actors.testing import Deployment, eventually
 from protocols import (
     DeadLetter,
     Decision,
@@ -30,7 +31,7 @@ from protocols import (
     decode_as,
     encode,
 )
-from tests.conftest import REFUND, Deployment, bank_attempts, eventually, refund_rows
+from tests.conftest import REFUND, bank_attempts, refund_rows
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client
 
+from actors._harness import harness
 from actors._limits import SharedLimits
 from actors._nats import ensure_topology
+from actors.testing import Deployment
 from tests.chain import CHAIN
-from tests.conftest import Deployment, harness
 from tests.test_llm import journal, limited_config, start_chaos
 
 pytestmark = pytest.mark.integration

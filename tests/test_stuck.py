@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from actors._harness import SPAWN_S
 from actors._up import STOP_GRACE_S
+from actors.testing import Deployment, eventually
 from protocols import Event
-from tests.conftest import SPAWN_S, Deployment, eventually
 from tests.crash_tools import payments
 from tests.stuck import SlowPay
 from tests.test_cli import rig_cli

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, Escalation, Event, JobInfo, JobStateError, decode_as
-from tests.conftest import Deployment, eventually
 from tests.looper import CALL, LOOPER
 from tests.test_cli import rig_cli
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from actors import ToolExecutor, tool
+from actors.testing import Deployment
 from protocols import ToolCall, encode
-from tests.conftest import Deployment
 from tests.crash_tools import payments
 from tests.test_cli import rig_cli
 from tests.test_crash import probe, reports

@@ -67,3 +67,27 @@ def test_reconcile_must_name_a_method() -> None:
 
             @tool(reconcile="nowhere")
             async def act(self) -> None: ...
+
+
+async def test_a_call_it_was_told_to_stop_is_not_started(bank: Bank) -> None:
+    """A `ToolCancel` that comes before its call (still queued): the call is refused
+    as `cancelled`, with no ledger record and no effect; other calls run."""
+    assert not bank.stop_call("j1", 1, "charge", "the job was cancelled: no longer wanted")
+    refused = await bank.execute(charge(1, invoice="inv-3", amount=5.0))
+    assert refused.error == {
+        "code": "cancelled",
+        "message": "the job was cancelled: no longer wanted",
+        "started": False,
+    }
+    assert bank.runs == [] and await bank.ledger.get(refused.key) is None
+    assert (await bank.execute(charge(2, invoice="inv-3", amount=5.0))).ok
+
+
+async def test_a_call_past_its_jobs_deadline_is_not_started(bank: Bank) -> None:
+    late = ToolCall(
+        job_id="j1", step=1, tool="charge", args={"invoice": "i", "amount": 1.0}, deadline=1.0
+    )
+    refused = await bank.execute(late)
+    assert refused.error is not None and refused.error["deadline"] == 1.0
+    assert refused.error["code"] == "cancelled" and refused.error["started"] is False
+    assert bank.runs == [] and await bank.ledger.get(refused.key) is None

@@ -13,7 +13,7 @@ import pytest
 
 from actors._up import free_port
 from actors.examples.refund import RefundAgent
-from tests.conftest import Deployment, eventually
+from actors.testing import Deployment, eventually
 from tests.phoenix import phoenix, spans
 from tests.test_cli import run_rig
 from tests.test_llm import llm_config, start_chaos

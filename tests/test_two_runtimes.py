@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from actors.testing import edges_of, path_of, run_job
+from actors.testing import Deployment, edges_of, path_of, run_job
 from protocols import Event
-from tests.conftest import Deployment
 from tests.randomgraphs import AGENTS, EchoTools, EvenChecks
 
 pytestmark = [pytest.mark.integration]

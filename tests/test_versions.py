@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from actors.testing import Deployment
 from protocols import Graph
-from tests.conftest import Deployment
 from tests.test_cli import rig_cli
 from tests.test_stuck import short_timings
 from tests.test_supervision import journal_until

@@ -16,8 +16,9 @@ from standardwebhooks import Webhook
 
 from actors._up import free_port
 from actors._webhooks import WebhookSettings, new_secret
+from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, ConfigError
-from tests.conftest import REFUND, Deployment, eventually
+from tests.conftest import REFUND
 from tests.test_cli import rig_cli
 from tests.test_gateway import OVER_LIMIT, start_gateway
 
