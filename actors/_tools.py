@@ -643,8 +643,13 @@ class ToolExecutor(Actor):
         job = await resolved_context(self, call.context) if call.context is not None else None
         token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch, job))
         ident = (call.job_id, call.step, call.tool)
+
+        async def run() -> Any:
+            async with asyncio.timeout(limit):
+                return await tool.fn(self, **kwargs)
+
         try:
-            task = asyncio.ensure_future(asyncio.wait_for(tool.fn(self, **kwargs), limit))
+            task = asyncio.create_task(run())
             self._calls[ident] = task
             try:
                 return await task
