@@ -229,7 +229,8 @@ class ToolExecutor(Actor):
 
     def __init__(self, *, config: RigConfig | None = None) -> None:
         super().__init__(config=config)
-        self._calls: dict[tuple[str, int, str], asyncio.Task[Any]] = {}
+        # The calls running now: each one's task and the timeout it runs under.
+        self._calls: dict[tuple[str, int, str], tuple[asyncio.Task[Any], asyncio.Timeout]] = {}
         self._stopped: OrderedDict[tuple[str, int, str], str] = OrderedDict()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -281,10 +282,16 @@ class ToolExecutor(Actor):
         self._stopped.move_to_end(ident)
         while len(self._stopped) > _STOPPED_KEPT:
             self._stopped.popitem(last=False)
-        task = self._calls.get(ident)
-        if task is None or task.done():
+        running = self._calls.get(ident)
+        if running is None:
+            return False
+        task, limit = running
+        if task.done() or task.cancelling():  # ending already (its time ran out)
             return False
         self.log.info("tool.stopping", job_id=job_id, step=step, tool=tool, reason=reason)
+        # One cancellation only: a timeout firing during the tool's clean-up would cut it.
+        with contextlib.suppress(RuntimeError):  # not entered yet: it never starts
+            limit.reschedule(None)
         task.cancel()
         return True
 
@@ -644,13 +651,15 @@ class ToolExecutor(Actor):
         token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch, job))
         ident = (call.job_id, call.step, call.tool)
 
+        timeout = asyncio.timeout(limit)
+
         async def run() -> Any:
-            async with asyncio.timeout(limit):
+            async with timeout:
                 return await tool.fn(self, **kwargs)
 
         try:
             task = asyncio.create_task(run())
-            self._calls[ident] = task
+            self._calls[ident] = (task, timeout)
             try:
                 return await task
             except asyncio.CancelledError:
