@@ -311,11 +311,19 @@ class NatsServer:
 
 
 def find_conf(name: str = "nats.conf") -> Path:
-    """`./<name>` if there is one, else the one shipped beside the package."""
-    for candidate in (Path.cwd() / name, Path(__file__).resolve().parents[1] / name):
+    """`./<name>` if there is one, else the one shipped with Rig: beside the package (a
+    source checkout) or in `<prefix>/share/rig` (an install from a wheel)."""
+    shipped = (
+        Path(__file__).resolve().parents[1] / name,
+        Path(sys.prefix) / "share" / "rig" / name,
+    )
+    for candidate in (Path.cwd() / name, *shipped):
         if candidate.exists():
             return candidate
-    raise RigError(f"{name} not found in the current directory or beside the package")
+    raise RigError(
+        f"{name} not found in the current directory, beside the package or in "
+        f"{Path(sys.prefix) / 'share' / 'rig'}"
+    )
 
 
 async def _terminate(proc: asyncio.subprocess.Process, *, grace: float) -> None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 from actors._up import UpConfig
 from tests.conftest import ROOT
@@ -98,3 +101,35 @@ async def test_rig_new_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> Non
     code, out, _ = await run_rig(env, "new", "agent", "triage", "--dir", str(tmp_path), "--force")
     assert "wrote" in out
     assert code == 0
+
+
+@pytest.mark.integration
+async def test_an_install_from_a_wheel_runs_what_rig_new_writes(tmp_path: Path) -> None:
+    """Rig built as a wheel and installed with the `testing` extra in a venv of its own,
+    as a user installs it: `rig new agent`'s tests pass there, its real-server test too
+    (the pytest plugin, and `rig up` finding the server config the wheel ships)."""
+    uv = str(BIN / "uv")
+    source = tmp_path / "source"  # a build writes beside its sources: not in this checkout
+    for part in ("actors", "protocols"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "nats.conf", "nats-cluster.conf"):
+        shutil.copy(ROOT / name, source / name)
+    code, out = await run(uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), cwd=source)
+    assert code == 0, out
+    [wheel] = (tmp_path / "dist").glob("rig-*.whl")
+    venv = tmp_path / "venv"
+    code, out = await run(uv, "venv", "--quiet", str(venv), cwd=tmp_path)
+    assert code == 0, out
+    python = str(venv / "bin" / "python")
+    code, out = await run(
+        uv, "pip", "install", "--python", python, f"{wheel}[testing]", cwd=tmp_path
+    )
+    assert code == 0, out
+    project = tmp_path / "project"
+    code, out = await run(
+        str(venv / "bin" / "rig"), "new", "agent", "helpdesk", "--dir", str(project), cwd=tmp_path
+    )
+    assert code == 0, out
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RIG_", "PYTHON"))}
+    code, out = await run(python, "-m", "pytest", "-p", "no:cacheprovider", cwd=project, env=env)
+    assert code == 0 and "4 passed" in out, out
