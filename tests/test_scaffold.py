@@ -1,6 +1,7 @@
-"""`rig new agent|tool|verifier`: what it writes passes its own tests and the project's
-lint and type checks as written; the agent's tests include one that runs it under `rig
-up` (the fixtures of Rig's pytest plugin, in a project that is not this one)."""
+"""`rig new agent|tool|verifier`: what it writes, with Rig installed from its wheel in a
+venv of its own, passes its own tests and the project's lint and type checks as written;
+the agent's tests include one that runs it under `rig up` (the fixtures of Rig's pytest
+plugin, in a project that is not this one)."""
 
 from __future__ import annotations
 
@@ -48,15 +49,42 @@ MADE = [
 ]
 
 
+async def install_from_a_wheel(where: Path) -> Path:
+    """Rig built as a wheel (from a copy of its sources: a build writes beside them) and
+    installed with the `testing` extra in a venv of its own, as a user installs it; the
+    venv's python."""
+    uv = str(BIN / "uv")
+    source = where / "source"
+    for part in ("actors", "protocols"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "nats.conf", "nats-cluster.conf"):
+        shutil.copy(ROOT / name, source / name)
+    code, out = await run(uv, "build", "--wheel", "--out-dir", str(where / "dist"), cwd=source)
+    assert code == 0, out
+    [wheel] = (where / "dist").glob("rig-*.whl")
+    code, out = await run(uv, "venv", "--quiet", str(where / "venv"), cwd=where)
+    assert code == 0, out
+    python = where / "venv" / "bin" / "python"
+    code, out = await run(
+        uv, "pip", "install", "--python", str(python), f"{wheel}[testing]", cwd=where
+    )
+    assert code == 0, out
+    return python
+
+
+@pytest.mark.integration
 async def test_what_rig_new_writes_passes_its_tests_and_the_checks(tmp_path: Path) -> None:
-    """Every kind written into one project (as a user's would grow), then its tests,
-    ruff and mypy run once over all of it."""
+    """Every kind written into one project (as a user's would grow) by a Rig installed
+    from its wheel; then the project's tests (the agents' real-server tests too: the
+    pytest plugin, and `rig up` finding the server config the wheel ships), ruff and
+    mypy run once over all of it."""
+    python = await install_from_a_wheel(tmp_path)
     project = tmp_path / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text(lint_settings())
     for kind, name, _ in MADE:
         code, out = await run(
-            str(BIN / "rig"), "new", kind, name, "--dir", str(project), cwd=tmp_path
+            str(python.parent / "rig"), "new", kind, name, "--dir", str(project), cwd=tmp_path
         )
         assert code == 0, out
         module = name.replace("-", "_")
@@ -68,9 +96,9 @@ async def test_what_rig_new_writes_passes_its_tests_and_the_checks(tmp_path: Pat
                 "actors:Supervisor",
                 *(f"{module}:{camel}{role}" for role in ("Agent", "Tools", "Checks")),
             ]
-    env = {**os.environ, "PYTHONPATH": str(project)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RIG_", "PYTHON"))}
     code, out = await run(
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", cwd=project, env=env
+        str(python), "-m", "pytest", "-p", "no:cacheprovider", "-rA", cwd=project, env=env
     )
     assert code == 0 and f"{sum(n for _, _, n in MADE)} passed" in out, out
     for _, name, tests in MADE:  # each file's tests, each passed
@@ -80,10 +108,17 @@ async def test_what_rig_new_writes_passes_its_tests_and_the_checks(tmp_path: Pat
     assert code == 0, out
     code, out = await run(str(BIN / "ruff"), "format", "--check", ".", cwd=project)
     assert code == 0, out
-    # An installed Rig is typed (py.typed): its own modules are found, and not checked.
-    typed = {**os.environ, "MYPYPATH": str(ROOT)}
+    # The installed Rig is typed (py.typed): its modules are found there, and not checked.
     code, out = await run(
-        sys.executable, "-m", "mypy", "--follow-imports=silent", ".", cwd=project, env=typed
+        sys.executable,
+        "-m",
+        "mypy",
+        "--python-executable",
+        str(python),
+        "--follow-imports=silent",
+        ".",
+        cwd=project,
+        env=env,
     )
     assert code == 0, out
 
@@ -101,35 +136,3 @@ async def test_rig_new_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> Non
     code, out, _ = await run_rig(env, "new", "agent", "triage", "--dir", str(tmp_path), "--force")
     assert "wrote" in out
     assert code == 0
-
-
-@pytest.mark.integration
-async def test_an_install_from_a_wheel_runs_what_rig_new_writes(tmp_path: Path) -> None:
-    """Rig built as a wheel and installed with the `testing` extra in a venv of its own,
-    as a user installs it: `rig new agent`'s tests pass there, its real-server test too
-    (the pytest plugin, and `rig up` finding the server config the wheel ships)."""
-    uv = str(BIN / "uv")
-    source = tmp_path / "source"  # a build writes beside its sources: not in this checkout
-    for part in ("actors", "protocols"):
-        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "nats.conf", "nats-cluster.conf"):
-        shutil.copy(ROOT / name, source / name)
-    code, out = await run(uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), cwd=source)
-    assert code == 0, out
-    [wheel] = (tmp_path / "dist").glob("rig-*.whl")
-    venv = tmp_path / "venv"
-    code, out = await run(uv, "venv", "--quiet", str(venv), cwd=tmp_path)
-    assert code == 0, out
-    python = str(venv / "bin" / "python")
-    code, out = await run(
-        uv, "pip", "install", "--python", python, f"{wheel}[testing]", cwd=tmp_path
-    )
-    assert code == 0, out
-    project = tmp_path / "project"
-    code, out = await run(
-        str(venv / "bin" / "rig"), "new", "agent", "helpdesk", "--dir", str(project), cwd=tmp_path
-    )
-    assert code == 0, out
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RIG_", "PYTHON"))}
-    code, out = await run(python, "-m", "pytest", "-p", "no:cacheprovider", cwd=project, env=env)
-    assert code == 0 and "4 passed" in out, out
