@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
 from actors import _tracing as tracing
@@ -38,17 +38,20 @@ from actors._metrics import (
     MESSAGES,
     PENDING,
     REDELIVERIES,
+    REPLIES_REFUSED,
     SCHEDULE_TO_START,
     serve_metrics,
 )
 from actors._nats import (
     OUTAGE_S,
     Publisher,
+    api_prefix_of,
     check_topology,
     connect,
     ensure_topology,
     headers_of,
     is_outage,
+    jetstream,
     partitions_made,
     pull_subject,
 )
@@ -73,7 +76,7 @@ from protocols import (
     set_input_limits,
     sniff,
 )
-from protocols._permissions import Role
+from protocols._permissions import Role, answerable
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -235,7 +238,7 @@ class Actor:
     """
 
     name: ClassVar[str] = "actor"
-    kind: ClassVar[str] = "actor"  # what `rig ps` and `$SRV` call this kind of process
+    kind: ClassVar[str] = "actor"  # what `rig ps` calls this kind of process
     # Whether it sends the supervisor messages (reports, commands), which must go to the
     # partitions the deployment splits that work in (`RIG_SUPERVISOR_PARTITIONS`).
     splits_work: ClassVar[bool] = True
@@ -257,9 +260,9 @@ class Actor:
         self._batch = self.config.batch
         # Messages being handled (Msg is unhashable: keyed by id), and since when.
         self._holding: dict[int, tuple[Msg, float]] = {}
-        # What `rig ps` and `$SRV.STATS` report of this process.
+        # What `rig ps` reports of this process.
         self.counts = {"handled": 0, "retried": 0, "errors": 0, "dead_letters": 0}
-        self._service: Service | None = None
+        self._service: Subscription | None = None
         self.process = f"{self.name}@{socket.gethostname()}:{os.getpid()}"
 
     # --- identity ----------------------------------------------------------------
@@ -303,7 +306,7 @@ class Actor:
         return Handled(by=self.process, at=delivery.received_at, ms=round(ms, 3))
 
     def stats(self) -> dict[str, int]:
-        """This process's counters, as `rig ps` and `$SRV.STATS` show them."""
+        """This process's counters, as `rig ps` shows them."""
         return dict(self.counts)
 
     # --- what handlers use -----------------------------------------------------
@@ -371,10 +374,14 @@ class Actor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        self._nc = await connect(
-            self.config, name=f"{self.name}@{socket.gethostname()}", role=self.role_name()
-        )
-        self._js = self._nc.jetstream()
+        try:
+            self._nc = await connect(
+                self.config, name=f"{self.name}@{socket.gethostname()}", role=self.role_name()
+            )
+        except ConfigError as exc:
+            target = f"{type(self).__module__}:{type(self).__qualname__}"
+            raise ConfigError(exc.message.replace("MODULE:CLASS", target), **exc.details) from None
+        self._js = jetstream(self._nc)
         self._publisher = Publisher(self._nc)
         await self._publisher.start()
         metrics = None
@@ -404,7 +411,7 @@ class Actor:
                 await self._ensure_consumer(inbox)
                 self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
             self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
-            # Findable ($SRV) before it says it is ready: `rig up`'s ready means `rig ps`
+            # Findable before it says it is ready: `rig up`'s ready means `rig ps`
             # lists every process.
             self._service = await start_service(
                 self.nc,
@@ -418,7 +425,7 @@ class Actor:
             await self._stopping.wait()
             self.log.info("actor.stopping", running=len(self._running))
             with contextlib.suppress(Exception):  # a stopping process is not a live one
-                await self._service.stop()
+                await self._service.unsubscribe()
             # Stop taking work before draining: an open pull would go on delivering (and
             # a loop waiting for a free slot would pull again) while handlers finish, and
             # what arrived late would be cut off mid-way. What was pulled but not started
@@ -527,7 +534,9 @@ class Actor:
 
         reply = self.nc.new_inbox()
         sub = await self.nc.subscribe(reply, cb=on_message)
-        request_subject = pull_subject(inbox.stream or self.names.work_stream, inbox.durable)
+        request_subject = pull_subject(
+            inbox.stream or self.names.work_stream, inbox.durable, api_prefix_of(self.nc)
+        )
         expires_ns = int(self.config.fetch_timeout * 1e9)
         failures = 0
         try:
@@ -761,6 +770,13 @@ class Actor:
         return {"code": "internal_error", "message": repr(exc)}
 
     async def _answer(self, endpoint: Endpoint, msg: Msg) -> None:
+        if msg.reply and not answerable(msg.reply):
+            # Neither carried out nor answered: the answer would be written, with this
+            # process's rights, wherever the requester pointed it.
+            self.log.warning("endpoint.reply_refused", subject=endpoint.subject, reply=msg.reply)
+            self.counts["replies_refused"] = self.counts.get("replies_refused", 0) + 1
+            REPLIES_REFUSED.labels(endpoint.subject).inc()
+            return
         headers = headers_of(msg)
         encoding = _reply_encoding(msg.data, headers)
         REQUEST_HEADERS.set(headers)  # this task's: what a responder may want of them

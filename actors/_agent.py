@@ -60,12 +60,12 @@ from protocols import (
     StepRequest,
     Usage,
     _permissions as permissions,
-    check_token,
     encode,
     explain,
     msg_id,
     presence_key,
 )
+from protocols._names import check_agent_name
 from protocols._permissions import Role
 
 # A step whose every provider failed comes back later: after 2 s, then twice as long each
@@ -168,7 +168,7 @@ class Agent(Actor):
         super().__init_subclass__(**kwargs)
         if not hasattr(cls, "graph"):
             return  # an intermediate base class
-        check_token(cls.name, what=f"{cls.__qualname__}.name")
+        check_agent_name(cls.name, what=f"{cls.__qualname__}.name")
         if not isinstance(cls.graph, Graph):
             raise GraphError(f"{cls.__qualname__}.graph must be a protocols.Graph")
         if not isinstance(cls.example_input, dict | None):
@@ -302,7 +302,11 @@ class Agent(Actor):
             providers,
             policy or RetryPolicy(),
             breakers=Breakers(kvs[0], breaker or BreakerPolicy(), owner=owner),
-            cache=ResponseCache(kvs[1], ttl=cache_ttl) if cache_ttl is not None else None,
+            cache=(
+                ResponseCache(kvs[1], ttl=cache_ttl, scope=self.name)
+                if cache_ttl is not None
+                else None
+            ),
             shared=SharedLimits(kvs[0], owner=owner, js=self.js, names=self.names),
             temperature=temperature,
         )

@@ -501,6 +501,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     roles.set_defaults(run=_roles)
 
+    admit = verbs.add_parser(
+        "admit",
+        parents=[common],
+        help="give new actor classes their NATS identities in a running `rig up`",
+        description="With security on, an actor process needs a NATS identity made for its "
+        "role, and `rig up` makes them for the classes of its config. This asks the running "
+        "`rig up` (as the admin: its $RIG_HOME/creds/admin.nk) to make them for more "
+        "classes and load them into the server without a restart; it remembers them "
+        "($RIG_HOME/admitted.json) when it starts again. Then start each with "
+        "`rig actor run MODULE:CLASS`. The classes must import where `rig up` runs.",
+    )
+    admit.add_argument("targets", nargs="+", metavar="MODULE:CLASS", help="actor classes to admit")
+    admit.set_defaults(run=_admit)
+
     chaos = verbs.add_parser(
         "chaos-llm",
         parents=[common],
@@ -1305,18 +1319,19 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _roles(args: argparse.Namespace) -> int:
-    from actors._security import role_table, roles_for, user_entry
+    from actors._security import accounts_of, role_table, roles_for
     from actors._up import UpConfig
 
     config = UpConfig.load(args.config)
     names = RigConfig.from_env().names
     roles = roles_for(names, [load_actor_class(spec.target) for spec in config.actors])
     if args.json or args.format == "conf":
-        users = [user_entry(names, role, f"<{role.name}'s public key>") for role in roles]
+        keys = {role.name: f"<{role.name}'s public key>" for role in roles}
+        accounts = accounts_of(names, roles, keys)
         if args.json:
-            _print_json({"prefix": names.prefix, "users": users})
+            _print_json({"prefix": names.prefix, "accounts": accounts})
         else:
-            print(json.dumps({"users": users}, indent=1))
+            print("accounts " + json.dumps(accounts, indent=1))
         return EXIT_OK
     print(role_table(names, roles), end="")
     return EXIT_OK
@@ -1840,6 +1855,37 @@ def load_actor_class(target: str) -> type:
         return load_actor_class(target)
     except UpConfigError as exc:
         raise _usage(exc.message) from None
+
+
+def _admit(args: argparse.Namespace) -> int:
+    for target in args.targets:
+        load_actor_class(target)  # a mistake is said here, before anything is asked
+
+    async def ask(rig: RigClient) -> dict[str, Any]:
+        subject = rig.names.admit
+        request = json.dumps({"classes": args.targets}).encode()
+        from nats.errors import NoRespondersError
+
+        try:
+            msg = await rig.nc.request(subject, request, timeout=60)
+        except NoRespondersError:
+            raise RigError(
+                f"no `rig up` of deployment {rig.names.prefix!r} answers on {subject}: "
+                "admit classes while `rig up` runs (it owns the server's config); with a "
+                "server of your own, add them to its users (`rig roles --format conf`)"
+            ) from None
+        answer: dict[str, Any] = json.loads(msg.data)
+        return answer
+
+    answer = _with_client(ask, role="admin")
+    if "error" in answer:
+        raise RigError(f"rig up did not admit them: {answer['error'].get('message')}")
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    print(f"admitted {', '.join(args.targets)} (roles {', '.join(answer['roles'])})")
+    print("start each with: " + "; ".join(f"rig actor run {t}" for t in args.targets))
+    return EXIT_OK
 
 
 def _with_client(work: Callable[[RigClient], Awaitable[Any]], *, role: str = "client") -> Any:

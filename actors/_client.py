@@ -29,7 +29,7 @@ from actors import _tracing as tracing
 from actors._breaker import BreakerState, breaker_key, model_count_of
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
-from actors._nats import connect, ensure_topology, kv_latest, live_agents, outlasting
+from actors._nats import connect, ensure_topology, jetstream, kv_latest, live_agents, outlasting
 from actors._results import resolved
 from actors._security import CLIENT, makes_topology
 from actors._webhooks import webhook_records
@@ -92,7 +92,7 @@ class RigClient:
         makes_topology: bool = True,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
+        self.js = jetstream(nc)
         self.config = config
         self.names = config.names
         self.request_timeout = request_timeout

@@ -1,12 +1,13 @@
-"""Every actor process is a NATS micro service (ADR-32), so `$SRV.PING`, `$SRV.INFO` and
-`$SRV.STATS` find it, and the standard `nats micro ls` lists it beside any other service.
+"""Finding a deployment's live actor processes: `rig ps` asks, every actor answers.
 
-The service is named `<prefix>-<kind>` (`rig-agent`, `rig-supervisor`, ...); its
-metadata say which deployment it belongs to (`rig.prefix`), what it serves
-(`rig.serves`: the agent, tools or verifiers), its class, host and pid. Its one endpoint,
-`counts`, answers with the process's counters (handled, retried, errors, dead letters,
-stale reports), which `$SRV.STATS` also carries as the endpoint's `data`. `rig ps` asks
-`$SRV.STATS` of every service and keeps the deployment's.
+An asker publishes an ask (a random id) on `rig.actors.ask`; every actor process of the
+deployment answers on `rig.actors.stats` with the ask's id, what it is (its kind, what
+it serves: the agent, tools or verifiers, its class, host and pid) and its counters
+(handled, retried, errors, dead letters, stale reports). Both are broadcasts, never a
+request and its reply: an answer goes to a subject the actor may publish to, so no
+asker can point it at a key or a stream of its choosing (a reply subject could; see
+docs/security.md). The askers (the client, the gateway, the admin) receive every
+actor's answers through their accounts' imports; answers to another ask are skipped.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import importlib.metadata
 import json
 import os
 import re
+import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
-from nats.micro import add_service
-from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.aio.subscription import Subscription
 
 from protocols import Names
 
@@ -50,36 +52,35 @@ async def start_service(
     kind: str,
     serves: list[str],
     cls: str,
-    counts: Any,
-) -> Service:
-    """Make this process a micro service; `counts()` is read at every stats request."""
-    metadata = {
-        "rig.prefix": names.prefix,
-        "rig.kind": kind,
-        "rig.serves": ",".join(serves),
-        "rig.class": cls,
+    counts: Callable[[], dict[str, int]],
+) -> Subscription:
+    """Answer every ask on `names.actors_ask` with this process's stats; `counts()` is
+    read at every ask. Unsubscribe the returned subscription to stop answering."""
+    me = {
+        "id": secrets.token_hex(8),
+        "kind": kind,
+        "serves": serves,
+        "class": cls,
         "host": socket.gethostname(),
-        "pid": str(os.getpid()),
+        "pid": os.getpid(),
+        "version": version(),
+        "started": datetime.now(UTC).isoformat(),
+        "prefix": names.prefix,
     }
-    service = await add_service(
-        nc,
-        name=f"{names.prefix}-{kind}",
-        version=version(),
-        description=f"Rig {kind}" + (f" of {', '.join(serves)}" if serves else ""),
-        metadata=metadata,
-        stats_handler=lambda _stats: counts(),
-    )
 
-    async def answer(request: Request) -> None:
-        await request.respond(json.dumps(counts()).encode())
+    async def answer(msg: Any) -> None:
+        try:
+            ask = json.loads(msg.data)["ask"]
+        except (ValueError, KeyError, TypeError):
+            return  # not an ask: nothing to answer
+        if not isinstance(ask, str) or len(ask) > 64:
+            return
+        with contextlib.suppress(Exception):  # a closing connection: no one is asking
+            await nc.publish(
+                names.actors_stats, json.dumps(me | {"ask": ask, "counts": counts()}).encode()
+            )
 
-    await service.add_endpoint(
-        name="counts",
-        subject=f"{names.prefix}.actors.counts.{service.id}",
-        handler=answer,
-        metadata={"description": "this process's counters, as JSON"},
-    )
-    return service
+    return await nc.subscribe(names.actors_ask, cb=answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,19 +112,20 @@ class LiveActor:
 
 
 async def discover(nc: Client, names: Names, *, listen: float = LISTEN_S) -> list[LiveActor]:
-    """The deployment's live actor processes: every `$SRV.STATS` answer that comes before
-    the answers stop for `QUIET_S` (or `listen` passed), of this prefix."""
-    inbox = nc.new_inbox()
+    """The deployment's live actor processes: every answer to a new ask that comes
+    before the answers stop for `QUIET_S` (or `listen` passed)."""
+    ask = secrets.token_hex(12)
     answers: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100_000)
 
     async def on_answer(msg: Any) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             answers.put_nowait(msg.data)
 
-    sub = await nc.subscribe(inbox, cb=on_answer)
-    found: list[LiveActor] = []
+    sub = await nc.subscribe(names.actors_stats, cb=on_answer)
+    found: dict[str, LiveActor] = {}
     try:
-        await nc.publish("$SRV.STATS", b"", reply=inbox)
+        await nc.flush(timeout=max(1, round(listen)))  # subscribed before anyone answers
+        await nc.publish(names.actors_ask, json.dumps({"ask": ask}).encode())
         await nc.flush(timeout=max(1, round(listen)))
         deadline = time.monotonic() + listen
         while (left := deadline - time.monotonic()) > 0:
@@ -131,36 +133,32 @@ async def discover(nc: Client, names: Names, *, listen: float = LISTEN_S) -> lis
                 data = await asyncio.wait_for(answers.get(), min(QUIET_S, left))
             except TimeoutError:
                 break
-            live = _live_actor(data, names.prefix)
+            live = _live_actor(data, names.prefix, ask)
             if live is not None:
-                found.append(live)
+                found[live.id] = live  # an answer that came twice (two paths) counts once
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-    return sorted(found, key=lambda a: (a.kind, a.serves, a.host, a.pid))
+    return sorted(found.values(), key=lambda a: (a.kind, a.serves, a.host, a.pid))
 
 
-def _live_actor(data: bytes, prefix: str) -> LiveActor | None:
-    """An answer of ours (this prefix's), or None for any other service's."""
+def _live_actor(data: bytes, prefix: str, ask: str) -> LiveActor | None:
+    """An answer of this deployment's to this ask, or None for anything else."""
     try:
         stats = json.loads(data)
-        meta = stats.get("metadata") or {}
-        if meta.get("rig.prefix") != prefix:
+        if stats.get("ask") != ask or stats.get("prefix") != prefix:
             return None
-        counts: dict[str, int] = {}
-        for endpoint in stats.get("endpoints") or []:
-            if endpoint.get("name") == "counts" and isinstance(endpoint.get("data"), dict):
-                counts = endpoint["data"]
+        counts = stats.get("counts")
         return LiveActor(
             id=str(stats["id"]),
-            kind=str(meta.get("rig.kind", "?")),
-            serves=[name for name in str(meta.get("rig.serves", "")).split(",") if name],
-            cls=str(meta.get("rig.class", "")),
-            host=str(meta.get("host", "")),
-            pid=int(meta.get("pid", 0)),
+            kind=str(stats.get("kind", "?")),
+            serves=[str(name) for name in stats.get("serves") or []],
+            cls=str(stats.get("class", "")),
+            host=str(stats.get("host", "")),
+            pid=int(stats.get("pid", 0)),
             version=str(stats.get("version", "")),
             started=str(stats.get("started", "")),
-            counts=counts,
+            counts=counts if isinstance(counts, dict) else {},
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 import structlog
@@ -68,7 +69,7 @@ from actors._cluster import stream_health
 from actors._config import env_number
 from actors._keys import RELOAD_S, KeyRing, keys_path, load_keys
 from actors._security import makes_topology
-from actors._webhooks import WebhookSender, WebhookSettings
+from actors._webhooks import WebhookSender, WebhookSettings, refused
 from protocols import (
     TERMINAL_STATUSES,
     ConfigError,
@@ -186,6 +187,31 @@ def problem(
     return web.json_response(
         body, status=status, content_type="application/problem+json", headers=headers
     )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cross_site(request: web.Request) -> bool:
+    """Whether a browser sent this request from a page of another origin. A page may
+    send a POST to any address without asking first (a form, or `fetch` with a simple
+    content type), and without keys nothing else would stop it; programs send neither
+    header, and the console's own requests are same-origin."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = f"{request.scheme}://{request.host}"
+    return origin.lower() != own.lower()
 
 
 @web.middleware
@@ -425,7 +451,9 @@ def openapi() -> dict[str, Any]:
             }
         responses: dict[str, Any] = {str(route.ok): ok}
         guarded = route.path not in _OPEN_PATHS
-        for status in sorted({*route.errors, *((401,) if guarded else ())}):
+        changes = route.method not in _SAFE_METHODS  # a cross-site page's request: 403
+        extra = {*((401,) if guarded else ()), *((403,) if changes else ())}
+        for status in sorted({*route.errors, *extra}):
             responses[str(status)] = {
                 "description": "a problem document",
                 "content": {"application/problem+json": {"schema": problem_ref}},
@@ -594,7 +622,16 @@ class Gateway(Actor):
     async def authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """A bearer API key on every route but the probes, the document and the console's
         files; a request without a valid one learns nothing else, not even whether its
-        route exists."""
+        route exists. With or without keys, a browser's request that changes something
+        must come from a page of this gateway's own origin (`cross_site`)."""
+        if request.method not in _SAFE_METHODS and _cross_site(request):
+            return problem(
+                403,
+                "cross_site",
+                "a request that changes something may not come from another site's page "
+                "(its Origin or Sec-Fetch-Site says so): send it from a program, or from "
+                "the console this gateway serves",
+            )
         if self._keys is None or _is_open(request.path):
             return await handler(request)  # type: ignore[no-any-return]
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -643,6 +680,10 @@ class Gateway(Actor):
                 "webhooks_off",
                 "this gateway cannot sign webhooks: it has no RIG_WEBHOOK_SECRET",
             )
+        if webhook is not None:  # an address given as such is checked now; a name, as it connects
+            host = (urlsplit(webhook).hostname or "").strip("[]")
+            if _is_address(host) and (why := refused(host, self.webhooks.allow)) is not None:
+                raise Problem(400, "webhook_refused", f"the webhook's destination: {why}")
         sampling = body.sampling or Sampling()
         reply = await self.rig.submit(
             body.agent,

@@ -46,9 +46,17 @@ from actors._actor import Actor
 from actors._client import RigClient
 from actors._config import RigConfig
 from actors._nats import ensure_topology
-from actors._security import ensure_seed, roles_for, seed_path, server_config, user_entry
-from actors._up import find_conf, load_actor_class, nats_server_binary, spawn_actor, wait_ready
+from actors._security import ADMIN, accounts_of, ensure_seed, roles_for, seed_path, server_config
+from actors._up import (
+    RELOADS_FOR_ACCOUNTS,
+    find_conf,
+    load_actor_class,
+    nats_server_binary,
+    spawn_actor,
+    wait_ready,
+)
 from protocols import Names
+from protocols._permissions import inbox_prefix
 
 T = TypeVar("T")
 
@@ -60,8 +68,9 @@ SPAWN_S = 5.0
 
 class NatsServer:
     """A `nats-server` with Rig's `nats.conf`, on a free port, JetStream in `store`, and
-    security on, as `rig up` runs it: one NATS user per role of each deployment on it
-    (`add_users`), plus the test harness's own (`harness_seed`, allowed everything).
+    security on, as `rig up` runs it: the accounts of each deployment on it
+    (`add_accounts`: its state account and one per role, each role's user in its own),
+    and one account of nothing but an unused user, so that the server never runs open.
 
     Its methods block (a test's set-up and its kill/restart steps call them); its log
     is copied to `log` by a thread, so the pipe never fills up."""
@@ -73,9 +82,8 @@ class NatsServer:
         self.port = -1
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = store.parent / f"{store.name}.conf"
-        harness_key = ensure_seed(store.parent, f"{store.name}-harness")
-        self.harness_seed = seed_path(store.parent, f"{store.name}-harness")
-        self._users: dict[str, list[dict[str, Any]]] = {"": [{"nkey": harness_key}]}
+        idle_key = ensure_seed(store.parent, f"{store.name}-idle")
+        self._accounts: dict[str, dict[str, Any]] = {"": {"idle": {"users": [{"nkey": idle_key}]}}}
         self._reloads = 0
         self._reloaded = threading.Condition()
 
@@ -83,24 +91,31 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def add_users(self, prefix: str, users: list[dict[str, Any]]) -> None:
-        """Make `users` (user entries, `actors._security.user_entry`) the users of the
-        deployment `prefix`, and have the server load them (a reload, waited for)."""
-        self._users[prefix] = users
+    def add_accounts(self, prefix: str, accounts: dict[str, Any]) -> None:
+        """Make `accounts` (`actors._security.accounts_of`) those of the deployment
+        `prefix`, and have the server load them (a reload, waited for)."""
+        self._accounts[prefix] = accounts
         self.reload()
 
-    def drop_users(self, prefix: str) -> None:
-        """Forget the users of `prefix` (they go at the next reload or restart)."""
-        self._users.pop(prefix, None)
+    def drop_accounts(self, prefix: str) -> None:
+        """Forget the accounts of `prefix` (they go at the next reload or restart)."""
+        self._accounts.pop(prefix, None)
 
     def _write_conf(self) -> None:
-        users = [user for group in self._users.values() for user in group]
-        self.conf.write_text(server_config(self.base_conf, users))
+        accounts = {name: a for group in self._accounts.values() for name, a in group.items()}
+        self.conf.write_text(server_config(self.base_conf, accounts))
 
     def reload(self) -> None:
-        """Write the users out and SIGHUP the server; return once it says it reloaded."""
-        assert self.proc is not None
+        """Write the accounts out and have the server load them; return once it has.
+
+        Twice (RELOADS_FOR_ACCOUNTS): a single reload leaves a new account's import of
+        an export added by the same reload unwired."""
         self._write_conf()
+        for _ in range(RELOADS_FOR_ACCOUNTS):
+            self._reload_once()
+
+    def _reload_once(self) -> None:
+        assert self.proc is not None
         with self._reloaded:
             seen = self._reloads
             self.proc.send_signal(signal.SIGHUP)
@@ -215,8 +230,9 @@ def import_path(cwd: Path) -> str:
 @dataclass
 class Deployment:
     """One Rig deployment (a namespace) on a real server: start actors as processes,
-    talk to them through `client` (a `RigClient`) or `nc` (the harness's connection,
-    allowed everything), and stop them all at the end."""
+    talk to them through `client` (a `RigClient`) or `nc` (the harness's connection:
+    the deployment's admin, allowed everything in its state account), and stop them
+    all at the end."""
 
     server: NatsServer
     home: Path
@@ -265,14 +281,14 @@ class Deployment:
             cls = load_actor_class(target_of(target))
             if cls not in self.classes:
                 self.classes.append(cls)
-        users = await asyncio.to_thread(self._users)
-        await asyncio.to_thread(self.server.add_users, self.prefix, users)
+        accounts = await asyncio.to_thread(self._accounts)
+        await asyncio.to_thread(self.server.add_accounts, self.prefix, accounts)
 
-    def _users(self) -> list[dict[str, Any]]:
-        return [
-            user_entry(self.names, role, ensure_seed(self.home, role.name))
-            for role in roles_for(self.names, self.classes)
-        ]
+    def _accounts(self) -> dict[str, Any]:
+        roles = roles_for(self.names, self.classes)
+        return accounts_of(
+            self.names, roles, {r.name: ensure_seed(self.home, r.name) for r in roles}
+        )
 
     def log_of(self, target: type[Actor] | str) -> Path:
         """Where the output of `spawn(target)`'s processes goes."""
@@ -373,10 +389,19 @@ def _supervisor() -> type[Actor]:
     return Supervisor
 
 
-async def harness(server: NatsServer, **options: Any) -> Client:
-    """A connection of the test harness itself: it may do anything (it plays the
-    operator, and the attacker)."""
-    return await nats.connect(server.url, nkeys_seed=str(server.harness_seed), **options)
+async def harness(rig: Deployment, **options: Any) -> Client:
+    """A connection of the test harness itself, as the deployment's admin: it may do
+    anything in the deployment's state account (it plays the operator)."""
+    return await _as_admin(rig.server, rig.home, rig.names, **options)
+
+
+async def _as_admin(server: NatsServer, home: Path, names: Names, **options: Any) -> Client:
+    return await nats.connect(
+        server.url,
+        nkeys_seed=str(seed_path(home, ADMIN)),
+        inbox_prefix=inbox_prefix(names, ADMIN),
+        **options,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -387,18 +412,25 @@ async def deployment(
     buckets made as `rig up` makes them; its processes stopped and its users dropped
     at the end."""
     prefix = "t" + uuid.uuid4().hex[:10]
+    names = Names(prefix)
     await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
-    nc = await harness(server, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    config = RigConfig(nats_url=server.url, names=Names(prefix), home=home)
-    found = Deployment(server, home, prefix, nc, RigClient(nc, config), cwd=cwd or Path.cwd())
+    roles = roles_for(names, [])  # the client's, gateway's and admin's users
+    keys = {r.name: await asyncio.to_thread(ensure_seed, home, r.name) for r in roles}
+    await asyncio.to_thread(server.add_accounts, prefix, accounts_of(names, roles, keys))
     try:
-        await found.grant()  # the client's, gateway's and admin's users
-        await ensure_topology(nc.jetstream(), found.names)  # as `rig up` does, as admin
-        yield found
+        nc = await _as_admin(
+            server, home, names, max_reconnect_attempts=-1, reconnect_time_wait=0.2
+        )
+        config = RigConfig(nats_url=server.url, names=names, home=home)
+        found = Deployment(server, home, prefix, nc, RigClient(nc, config), cwd=cwd or Path.cwd())
+        try:
+            await ensure_topology(nc.jetstream(), found.names)  # as `rig up` does, as admin
+            yield found
+        finally:
+            await found.stop_all()
+            await nc.close()
     finally:
-        await found.stop_all()
-        await nc.close()
-        server.drop_users(prefix)
+        server.drop_accounts(prefix)
 
 
 def _tail(path: Path, lines: int = 5) -> list[str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -316,7 +317,7 @@ class Ledger:
         """Open (or create) the ledger at `path`. `durable=False` skips the sync to disk
         of each commit: for a throwaway file (`actors.testing.run_job`'s), never for
         effects that must survive a power cut."""
-        await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_create_private, Path(path))
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             await prepare_sqlite(db, [_SCHEMA])
@@ -592,3 +593,12 @@ async def prune(path: str | Path, *, older_than: float) -> int:
         )
         await db.execute("COMMIT")
         return cursor.rowcount
+
+
+def _create_private(path: Path) -> None:
+    """Make the ledger's file readable by its owner alone (it holds tools' results), and
+    its folder too if it is new; SQLite gives its -wal and -shm files the file's mode."""
+    if not path.parent.exists():
+        with contextlib.suppress(FileExistsError):
+            path.parent.mkdir(parents=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))

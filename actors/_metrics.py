@@ -116,6 +116,12 @@ FORGED_REPORTS = Counter(
     "report claims or the job's step waits for, by sender (kind.name)",
     ["sender"],
 )
+REPLIES_REFUSED = Counter(
+    "rig_replies_refused_total",
+    "Requests answered with silence because their reply subject is not an inbox (a "
+    "request that names a stream's or a bucket's subject as its reply), by subject",
+    ["subject"],
+)
 VERDICTS = Counter(
     "rig_verdicts_total", "Verifiers' verdicts, by verifier and outcome", ["verifier", "outcome"]
 )

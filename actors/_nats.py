@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,7 +41,7 @@ from actors._config import RigConfig
 from actors._security import credentials
 from actors._tls import client_context
 from protocols import ConfigError, Names, RigConnectionError, UnavailableError
-from protocols._permissions import inbox_prefix
+from protocols._permissions import JS_API, api_prefix, inbox_prefix
 
 log = structlog.get_logger("rig.nats")
 
@@ -86,10 +87,11 @@ async def connect(
     auth: dict[str, Any] = {}
     if seed is not None:
         auth = {"nkeys_seed": str(seed), "inbox_prefix": inbox_prefix(config.names, seed.stem)}
+    api = JS_API if seed is None else api_prefix(config.names, seed.stem)
     # With unlimited reconnects nats-py retries the first connect forever too; the
     # deadline is what turns "no server" into an error.
     try:
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(
                 servers=config.servers,
                 # In the order given: `rig up` spreads its processes over a cluster's
@@ -110,6 +112,8 @@ async def connect(
             ),
             timeout=config.connect_timeout,
         )
+        _API_PREFIX[nc] = api
+        return nc
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         if untrusted or isinstance(exc, ssl.SSLError):
             raise RigConnectionError(
@@ -128,7 +132,8 @@ async def connect(
                 "`rig up` makes each role's under $RIG_HOME/creds; RIG_HOME or RIG_CREDS "
                 "may point elsewhere"
                 if seed is None
-                else "they may belong to another server's `rig up`"
+                else "they may belong to another server's `rig up`, or their role was not "
+                "admitted to this one: `rig admit MODULE:CLASS`"
             )
             raise RigConnectionError(
                 f"NATS at {config.nats_url} refused {who} ({hint})", url=config.nats_url
@@ -138,6 +143,21 @@ async def connect(
             "is nats-server running? (`rig up` starts one; RIG_NATS_URL points elsewhere)",
             url=config.nats_url,
         ) from exc
+
+
+# Where each connection reaches JetStream's API (`protocols._permissions.api_prefix`):
+# a role outside the state account reaches it through its account's imports.
+_API_PREFIX: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
+
+
+def api_prefix_of(nc: Client) -> str:
+    """The JetStream API prefix of a connection `connect` made (`$JS.API` for others)."""
+    return _API_PREFIX.get(nc, JS_API)
+
+
+def jetstream(nc: Client) -> JetStreamContext:
+    """`nc`'s JetStream context, at its role's API prefix (`api_prefix_of`)."""
+    return nc.jetstream(prefix=api_prefix_of(nc))
 
 
 _last_error_log = 0.0
@@ -383,9 +403,9 @@ async def _ensure_bucket(
     return kv
 
 
-def pull_subject(stream: str, durable: str) -> str:
+def pull_subject(stream: str, durable: str, api: str = JS_API) -> str:
     """JetStream's API subject for pulling the next messages of a durable consumer."""
-    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+    return f"{api}.CONSUMER.MSG.NEXT.{stream}.{durable}"
 
 
 def headers_of(msg: Any) -> dict[str, str]:

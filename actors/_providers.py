@@ -968,19 +968,25 @@ class CachedAnswer:
 
 class ResponseCache:
     """Exact-match answers (model, messages, schema, temperature 0) in a NATS KV bucket,
-    shared by every agent process; an entry lives `ttl` seconds."""
+    shared by the processes of one agent (`scope`: its name, the first token of its
+    keys, the only ones its NATS user may write); an entry lives `ttl` seconds, and an
+    entry that says it lives longer than this reader's `ttl` is not believed."""
 
-    def __init__(self, kv: KeyValue, *, ttl: float) -> None:
-        self._kv, self.ttl = kv, ttl
+    def __init__(self, kv: KeyValue, *, ttl: float, scope: str) -> None:
+        self._kv, self.ttl, self.scope = kv, ttl, scope
 
     async def get(self, key: str) -> CachedAnswer | None:
-        value, _revision = await kv_read(self._kv, key)
+        value, _revision = await kv_read(self._kv, f"{self.scope}.{key}")
         if not value:
             return None
-        data = json.loads(value)
-        if data["expires_at"] < time.time():
-            return None
-        return CachedAnswer(data["text"], data["provider"], data["model"])
+        try:
+            data = json.loads(value)
+            now = time.time()
+            if not now <= float(data["expires_at"]) <= now + self.ttl:
+                return None
+            return CachedAnswer(str(data["text"]), str(data["provider"]), str(data["model"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # not an entry this cache wrote: a miss
 
     async def put(self, key: str, text: str, provider: str, model: str) -> None:
         value = {
@@ -989,7 +995,7 @@ class ResponseCache:
             "model": model,
             "expires_at": time.time() + self.ttl,
         }
-        await self._kv.put(key, json.dumps(value).encode())
+        await self._kv.put(f"{self.scope}.{key}", json.dumps(value).encode())
 
 
 def cache_key(model: str, request: ChatRequest) -> str:

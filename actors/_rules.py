@@ -121,6 +121,8 @@ class Rules:
             return None
         if sender is not None:
             self.check_sender(job, graph, message, sender)
+        if isinstance(message, Verdict) and message.tool_result is not None:
+            self.check_relayed(job, graph, message.tool_result)
         if job.status == "waiting_human":
             if job.escalation is None or job.escalation.kind not in RESUMABLE:
                 return None
@@ -174,6 +176,22 @@ class Rules:
                 + " or ".join(f"{k} {n!r}" for k, n in sorted(waited)),
                 job_id=job.job_id,
                 sender=f"{kind}.{name}",
+            )
+
+    @staticmethod
+    def check_relayed(job: JobSnapshot, graph: Graph, result: ToolResult) -> None:
+        """Refuse a verdict that carries a tool's result for anything but this step's
+        call: a verifier checks whatever an executor hands it, so the result it relays
+        must be of this job, this step and the tool this step's edge calls."""
+        edge = graph.state(job.state or "").edge(job.pending_edge or "")
+        tool = edge.tool if edge is not None else None
+        if (result.job_id, result.step, result.tool) != (job.job_id, job.step, tool):
+            raise ForgedReportError(
+                f"a verdict for step {job.step} of job {job.job_id} relays a result of tool "
+                f"{result.tool!r} for step {result.step} of job {result.job_id}, but that "
+                f"step waits for tool {tool!r}",
+                job_id=job.job_id,
+                sender=f"tool.{result.tool}",
             )
 
     def no_edge(

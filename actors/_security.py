@@ -18,10 +18,12 @@ users so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +48,22 @@ def seed_path(home: Path, role: str) -> Path:
     return creds_dir(home) / f"{role}.nk"
 
 
+def ensure_home(home: Path) -> Path:
+    """`home`, made readable by its owner alone if it does not exist yet (Rig keeps seeds,
+    the ledger's tool results, API keys and logs there); one that exists keeps its mode."""
+    if not home.exists():
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            home.mkdir(parents=True, mode=0o700)
+    return home
+
+
 def ensure_seed(home: Path, role: str) -> str:
     """The public key of `role`'s nkey, making its seed file (0600) the first time."""
     import nkeys  # type: ignore[import-untyped]
 
     path = seed_path(home, role)
     if not path.exists():
+        ensure_home(home)
         folder = creds_dir(home)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
@@ -89,7 +101,17 @@ def credentials(config: RigConfig, role: str | None) -> Path | None:
     if role is None:
         return None
     path = seed_path(config.home, role)
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    folder = creds_dir(config.home)
+    if folder.is_dir() and any(folder.glob("*.nk")):  # a secured deployment, not this role
+        raise ConfigError(
+            f"no NATS identity for role {role!r} in {folder}: the deployment runs with "
+            "security on, and `rig up` makes identities for the classes of its config; "
+            "admit this class to the running deployment first: `rig admit MODULE:CLASS`",
+            role=role,
+        )
+    return None
 
 
 def makes_topology(config: RigConfig, role: str | None) -> bool:
@@ -138,12 +160,14 @@ def roles_for(names: Names, classes: Iterable[type[Actor]]) -> list[Role]:
 
 
 def user_entry(names: Names, role: Role, key: str) -> dict[str, Any]:
-    """One user of the server's `authorization { users = [...] }`."""
+    """One user of an account: its public key and its permissions, in the subjects its
+    account sees (JetStream's API under the account's import prefix, `api_prefix`)."""
     if role.everything:
         return {"nkey": key}
     inbox = f"{role.inbox(names)}.>"
+    publish = {perms.local_subject(names, role.name, s) for s in role.grants.publish}
     permissions: dict[str, Any] = {
-        "publish": {"allow": sorted(role.grants.publish)},
+        "publish": {"allow": sorted(publish)},
         "subscribe": {"allow": sorted(role.grants.subscribe | {inbox})},
     }
     if role.deny_publish:
@@ -153,15 +177,96 @@ def user_entry(names: Names, role: Role, key: str) -> dict[str, Any]:
     return {"nkey": key, "permissions": permissions}
 
 
+def accounts_of(
+    names: Names, roles: Iterable[Role], keys: Mapping[str, str], *, state: str | None = None
+) -> dict[str, Any]:
+    """The server's accounts for one deployment: its state account (JetStream: every
+    stream and bucket; the supervisor's and the admin's users), and one account per
+    other role (`keys`: each role's public key). `state` names the state account
+    (default `perms.state_account`; the bench shares one among its deployments).
+
+    What crosses between them is derived from the roles' grants, never listed by hand:
+
+    - each subject a role may publish to is a service the state account exports to that
+      role's account alone (JetStream's API imported under `api_prefix`): a publish
+      lands in the state account, and any answer to it (an API response, a stream's
+      acknowledgement) comes back to the requester's account only;
+    - each subject a role subscribes to (and its inbox, where its ordered consumers
+      deliver) is a stream the state account exports to it;
+    - what one outside role publishes and another subscribes to (an agent's tokens, an
+      actor's answer to `rig ps`) is a stream the publisher's account exports to the
+      subscriber's (a message a service brought into the state account goes no further).
+    """
+    roles = list(roles)
+    if state is None:
+        state = perms.state_account(names)
+    outside = [r for r in roles if r.name not in perms.STATE_ROLES]
+    state_exports: dict[tuple[str, str], set[str]] = defaultdict(set)
+    role_exports: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    blocks: dict[str, Any] = {
+        state: {
+            "jetstream": "enabled",
+            "users": [
+                user_entry(names, r, keys[r.name]) for r in roles if r.name in perms.STATE_ROLES
+            ],
+        }
+    }
+    for role in outside:
+        account = perms.account_of(names, role.name)
+        imports: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for subject in sorted(role.grants.publish):
+            state_exports[("service", subject)].add(account)
+            entry: dict[str, Any] = {"service": {"account": state, "subject": subject}}
+            local = perms.local_subject(names, role.name, subject)
+            if local != subject:
+                entry["to"] = local
+            imports[("service", state, subject)] = entry
+        for subject in sorted(role.grants.subscribe | {f"{role.inbox(names)}.>"}):
+            state_exports[("stream", subject)].add(account)
+            imports[("stream", state, subject)] = {"stream": {"account": state, "subject": subject}}
+        for other in outside:
+            if other.name == role.name:
+                continue
+            source = perms.account_of(names, other.name)
+            for published in sorted(other.grants.publish):
+                for wanted in sorted(role.grants.subscribe):
+                    shared = perms.narrower(published, wanted)
+                    if shared is not None:
+                        role_exports[other.name][shared].add(account)
+                        imports[("stream", source, shared)] = {
+                            "stream": {"account": source, "subject": shared}
+                        }
+        blocks[account] = {
+            "users": [user_entry(names, role, keys[role.name])],
+            "imports": list(imports.values()),
+        }
+    for role in outside:
+        exported = role_exports.get(role.name)
+        if exported:
+            blocks[perms.account_of(names, role.name)]["exports"] = [
+                {"stream": subject, "accounts": sorted(accounts)}
+                for subject, accounts in sorted(exported.items())
+            ]
+    exports = []
+    for (kind, subject), accounts in sorted(state_exports.items()):
+        export: dict[str, Any] = {kind: subject, "accounts": sorted(accounts)}
+        if kind == "service" and ".CONSUMER.MSG.NEXT." in subject:
+            export["response_type"] = "stream"  # a pull is answered with many messages
+        exports.append(export)
+    blocks[state]["exports"] = exports
+    return blocks
+
+
 def server_config(
-    base: Path, users: Iterable[dict[str, Any]] | None, tls: TlsFiles | None = None
+    base: Path, accounts: Mapping[str, Any] | None, tls: TlsFiles | None = None
 ) -> str:
-    """A server config: the project's `nats.conf` and one user per entry. (The server's
-    `include` takes paths relative to the including file only, so the base is copied
-    in.) JSON is valid in NATS's config syntax, and quoted strings keep their `$`."""
+    """A server config: the project's `nats.conf` and the deployments' accounts
+    (`accounts_of`; None: an open server). (The server's `include` takes paths relative
+    to the including file only, so the base is copied in.) JSON is valid in NATS's
+    config syntax, and quoted strings keep their `$`."""
     text = f"# Written by Rig from {base}: edits are lost.\n{base.read_text()}"
-    if users is not None:
-        text += "\nauthorization " + json.dumps({"users": list(users)}, indent=1) + "\n"
+    if accounts is not None:
+        text += "\naccounts " + json.dumps(dict(accounts), indent=1) + "\n"
     if tls is not None:  # clients must speak TLS, and may verify the server by its CA
         files = {"cert_file": str(tls.cert.resolve()), "key_file": str(tls.key.resolve())}
         text += "\ntls " + json.dumps(files | {"timeout": 5}, indent=1) + "\n"
@@ -170,7 +275,7 @@ def server_config(
 
 def write_private(path: Path, text: str) -> None:
     """Replace `path` atomically with `text`, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_home(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -187,14 +292,12 @@ def deployment_config(
 ) -> Path:
     """Make every role's seed under `home` and write `home/nats-server.conf` for them
     (`classes` None: no users, an open server); with `tls`, the server requires TLS."""
-    users = None
+    accounts = None
     if classes is not None:
-        users = [
-            user_entry(names, role, ensure_seed(home, role.name))
-            for role in roles_for(names, classes)
-        ]
+        roles = roles_for(names, classes)
+        accounts = accounts_of(names, roles, {r.name: ensure_seed(home, r.name) for r in roles})
     path = home / "nats-server.conf"
-    write_private(path, server_config(base, users, tls))
+    write_private(path, server_config(base, accounts, tls))
     return path
 
 
@@ -202,18 +305,22 @@ def role_table(names: Names, roles: Iterable[Role]) -> str:
     """Every role's grants as Markdown: what `rig roles` prints, and docs/security.md
     shows for the default deployment (a test keeps the two equal)."""
     rows = [
-        "| role | for | may publish to | may subscribe to |",
-        "| --- | --- | --- | --- |",
+        "| role | account | for | may publish to | may subscribe to |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for role in roles:
+        account = f"`{perms.account_of(names, role.name)}`"
         if role.everything:
-            rows.append(f"| `{role.name}` | {role.purpose} | everything | everything |")
+            rows.append(f"| `{role.name}` | {account} | {role.purpose} | everything | everything |")
             continue
         publish = sorted(role.grants.publish)
         if role.responses:
             publish.append("replies to what it receives (`allow_responses`)")
         subscribe = sorted(role.grants.subscribe | {f"{role.inbox(names)}.>"})
-        rows.append(f"| `{role.name}` | {role.purpose} | {_cells(publish)} | {_cells(subscribe)} |")
+        rows.append(
+            f"| `{role.name}` | {account} | {role.purpose} | {_cells(publish)} "
+            f"| {_cells(subscribe)} |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -90,7 +90,7 @@ from protocols import (
     error_from_dict,
     msg_id,
 )
-from protocols._permissions import Role
+from protocols._permissions import Role, answerable
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
 _AGENT_CACHE_S = 5.0
@@ -499,7 +499,7 @@ class Supervisor(Actor):
             reply = _CommandReply(job=job.info())
         except (JobStateError, UnknownJobError) as exc:  # changed since the API checked
             reply = _CommandReply(error=exc.to_dict())
-        if command.reply_to:
+        if command.reply_to and answerable(command.reply_to):
             with contextlib.suppress(Exception):  # the caller may have given up: fine
                 await self.nc.publish(command.reply_to, encode(reply))
 

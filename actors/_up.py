@@ -57,12 +57,14 @@ from actors._security import (
     ADMIN,
     creds_dir,
     deployment_config,
+    ensure_home,
     makes_topology,
     write_private,
 )
 from actors._tls import TlsFiles, ensure_tls, tls_dir
 from actors._webhooks import new_secret
 from protocols import MAX_PARTITIONS, ActorReady, Names, RigError, decode_as
+from protocols._permissions import answerable
 
 log = structlog.get_logger("rig.up")
 
@@ -289,8 +291,15 @@ class NatsServer:
             out.close()
 
     async def reload(self, *, timeout: float = 20.0) -> None:
-        """SIGHUP: the server reads its config file again (new users, new permissions,
-        applied to open connections too); return once it says it did."""
+        """SIGHUP: the server reads its config file again (new accounts, users and
+        permissions, applied to open connections too); return once it says it did.
+
+        Twice (RELOADS_FOR_ACCOUNTS): a single reload leaves a new account's import of
+        an export added by the same reload unwired."""
+        for _ in range(RELOADS_FOR_ACCOUNTS):
+            await self._reload_once(timeout)
+
+    async def _reload_once(self, timeout: float) -> None:
         async with self._reloaded:
             seen = self.reloads
             self.proc.send_signal(signal.SIGHUP)
@@ -300,6 +309,14 @@ class NatsServer:
         await _terminate(self.proc, grace=10.0)
         if self._pump is not None:
             await asyncio.gather(self._pump, return_exceptions=True)
+
+
+# nats-server 2.15.1 wires an account's imports when it loads the account, against the
+# exports its source account has at that moment: a reload that adds both an export and a
+# new account importing it leaves that import out (its requests find no responders)
+# until the next reload. Two reloads load both; tests/test_security.py shows a role
+# added to a running server working at once.
+RELOADS_FOR_ACCOUNTS = 2
 
 
 def nats_server_binary() -> Path:
@@ -485,6 +502,7 @@ async def run_up(
         loop.add_signal_handler(sig, stop.set)
 
     rig = RigConfig.from_env()
+    await asyncio.to_thread(ensure_home, rig.home)
     env = {**os.environ, "RIG_HOME": str(rig.home)}
     gateway = None
     if gateway_port is not None and GATEWAY not in {spec.target for spec in config.actors}:
@@ -493,6 +511,7 @@ async def run_up(
         config = UpConfig((*config.actors, ActorSpec(GATEWAY)))
         emit("gateway.configured", **gateway)
     servers: list[NatsServer] = []
+    admission: Admission | None = None  # ours to answer `rig admit` when we run the server
     if join:
         env |= {"RIG_NATS_URL": ",".join(join), "RIG_LEDGER": "cluster"}
         env.setdefault("RIG_REPLICAS", "3")
@@ -515,7 +534,8 @@ async def run_up(
                 "resolve, read and forge anything (--insecure)",
             )
         else:
-            classes = [load_actor_class(spec.target) for spec in config.actors]
+            listed = [*(spec.target for spec in config.actors), *admitted(rig.home)]
+            classes = [load_actor_class(target) for target in dict.fromkeys(listed)]
         base = find_conf("nats-cluster.conf" if cluster else "nats.conf")
         if cluster:
             await asyncio.to_thread(check_durability, base)
@@ -544,6 +564,8 @@ async def run_up(
             server = servers[0]
             emit("server.started", url=server.url, pid=server.proc.pid, log=str(server.log_path))
         env["RIG_NATS_URL"] = ",".join(server.url for server in servers)
+        if classes is not None:
+            admission = Admission(rig.home, rig.names, classes, base, files, servers, emit)
     else:
         emit("server.external", url=rig.nats_url)
     config_here = dataclasses.replace(
@@ -559,6 +581,8 @@ async def run_up(
     if makes_topology(config_here, ADMIN):  # before any actor, which may not
         await ensure_topology(nc.jetstream(), names, config_here.replicas)
     announcements = await nc.subscribe(rig.names.actor_ready)
+    if admission is not None:
+        await admission.serve(nc)
     pids: dict[int, str] = {}
     slots = [(spec, i, free_port()) for spec in config.actors for i in range(spec.count)]
     targets = await asyncio.to_thread(write_targets, rig, slots)
@@ -586,6 +610,77 @@ async def run_up(
             emit("server.stopped", pid=server.proc.pid, **_named(server))
     emit("up.stopped")
     return 1 if failed.is_set() else 0
+
+
+# `$RIG_HOME/admitted.json`: the actor classes `rig admit` added to this deployment, which
+# `rig up` keeps giving identities to when it starts again.
+ADMITTED = "admitted.json"
+
+
+def admitted(home: Path) -> list[str]:
+    """The `MODULE:CLASS` targets admitted to the deployment at `home` (`rig admit`)."""
+    path = home / ADMITTED
+    if not path.exists():
+        return []
+    found = json.loads(path.read_text())
+    if not isinstance(found, list) or not all(isinstance(t, str) for t in found):
+        raise RigError(f"{path} is not a JSON list of MODULE:CLASS targets")
+    return found
+
+
+@dataclass
+class Admission:
+    """`rig up`'s answer to `rig admit`: new actor classes get their NATS identities (a
+    seed each, their accounts and those of every role whose grants their graphs change)
+    and the servers load them, without a restart. Only the admin may ask (`names.admit`
+    is in the state account and no other role may publish to it)."""
+
+    home: Path
+    names: Names
+    classes: list[type[Actor]]
+    base: Path
+    tls: TlsFiles | None
+    servers: list[NatsServer]
+    emit: _Emitter
+
+    async def serve(self, nc: Any) -> None:
+        lock = asyncio.Lock()  # one admission at a time: each rewrites the whole config
+
+        async def on_request(msg: Any) -> None:
+            if not msg.reply or not answerable(msg.reply):
+                return
+            async with lock:
+                reply = await self._admit(msg.data)
+            with contextlib.suppress(Exception):
+                await nc.publish(msg.reply, json.dumps(reply).encode())
+
+        await nc.subscribe(self.names.admit, cb=on_request)
+
+    async def _admit(self, data: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(data)
+            targets = request["classes"]
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise ValueError("classes must be a list of MODULE:CLASS")
+            new = [load_actor_class(target) for target in targets]
+        except RigError as exc:
+            return {"error": exc.to_dict()}
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"error": {"code": "bad_request", "message": f"not an admission: {exc}"}}
+        classes = list(dict.fromkeys([*self.classes, *new]))
+        await asyncio.to_thread(
+            deployment_config, self.home, self.names, classes, self.base, self.tls
+        )
+        for server in self.servers:
+            await server.reload()
+        self.classes = classes
+        known = admitted(self.home)
+        write_private(
+            self.home / ADMITTED, json.dumps(list(dict.fromkeys([*known, *targets]))) + "\n"
+        )
+        roles = sorted({cls.role_name() for cls in new})
+        self.emit("actors.admitted", classes=targets, roles=roles)
+        return {"admitted": targets, "roles": roles}
 
 
 async def _partitioned(nc: Any, names: Names, config: UpConfig, *, several: bool) -> Names:

@@ -17,16 +17,30 @@ reads it.
 | `RIG_WEBHOOK_ATTEMPTS`   | `8`     | deliveries before the webhook is dead-lettered       |
 | `RIG_WEBHOOK_BACKOFF_S`  | `2`     | the first retry's delay; each next one doubles       |
 | `RIG_WEBHOOK_TIMEOUT_S`  | `10`    | how long one POST may take                           |
+| `RIG_WEBHOOK_ALLOW`      | (none)  | addresses or networks (`10.0.0.0/8,127.0.0.1`) a     |
+|                          |         | webhook may reach besides public ones                |
+
+A webhook reaches public addresses only, unless the operator lists more: the address is
+checked as the socket is made, after the name was resolved (a name that resolves to a
+private address, or changes its answer between two lookups, is refused all the same).
+Loopback, private, link-local (cloud metadata at 169.254.169.254 included), shared and
+reserved addresses are refused at once, without a connection, and the webhook is
+dead-lettered saying why: a client who may read delivery records learns nothing of what
+listens inside.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import ipaddress
 import json
 import os
 import secrets
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +56,7 @@ from protocols import (
     ConfigError,
     Event,
     Names,
+    NonRetryableError,
     RetryableError,
     WebhookDelivery,
     WebhookRecord,
@@ -64,12 +79,78 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def allowed_networks(text: str) -> tuple[Network, ...]:
+    """`RIG_WEBHOOK_ALLOW`'s networks: addresses or CIDRs, comma-separated."""
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in text.split(",")
+            if part.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"RIG_WEBHOOK_ALLOW: {exc} (addresses or networks, comma-separated)"
+        ) from None
+
+
+def refused(address: str, allow: tuple[Network, ...]) -> str | None:
+    """Why a webhook may not connect to `address` (None: it may)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not the address
+    except ValueError:
+        return f"{address!r} is not an address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allow):
+        return None
+    if ip.is_global and not ip.is_multicast:
+        return None
+    return (
+        f"{ip} is not a public address (loopback, private, link-local or reserved); "
+        "an operator may allow it with RIG_WEBHOOK_ALLOW"
+    )
+
+
+class DestinationRefused(OSError):
+    """A webhook's destination resolved to an address it may not reach (`refused`)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(errno.EACCES, why)
+
+
+def _all_refused(exc: OSError) -> bool:
+    """Whether every address of a destination was refused: one refusal, or the error
+    that joins a refusal per address (a name with an IPv4 and an IPv6 address)."""
+    return isinstance(exc, DestinationRefused) or (
+        exc.errno == errno.EACCES and str(exc).count("not a public address") > 1
+    )
+
+
+def guarded_sockets(
+    allow: tuple[Network, ...],
+) -> Callable[[tuple[Any, ...]], socket.socket]:
+    """aiohttp's socket factory: refuses an address before a socket for it exists."""
+
+    def make(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, type_, proto, _, sockaddr = addr_info
+        why = refused(str(sockaddr[0]), allow)
+        if why is not None:
+            raise DestinationRefused(why)
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return make
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     secret: str | None = None
     attempts: int = 8
     backoff_s: float = 2.0
     timeout_s: float = 10.0
+    allow: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls) -> WebhookSettings:
@@ -78,6 +159,7 @@ class WebhookSettings:
             attempts=int(env_number("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100)),
             backoff_s=env_number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=MAX_BACKOFF_S),
             timeout_s=env_number("RIG_WEBHOOK_TIMEOUT_S", 10.0, low=0.1, high=300),
+            allow=allowed_networks(os.environ.get("RIG_WEBHOOK_ALLOW", "")),
         )
         settings.signer()  # a secret that is not one fails the start, not the first POST
         return settings
@@ -119,7 +201,9 @@ class WebhookSender:
         self.settings, self._signer, self._records = settings, signer, records
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=8),
+            connector=aiohttp.TCPConnector(
+                limit=64, limit_per_host=8, socket_factory=guarded_sockets(settings.allow)
+            ),
             headers={"User-Agent": _USER_AGENT},
         )
 
@@ -149,6 +233,14 @@ class WebhookSender:
             ) as response:
                 status = response.status
             error = None if 200 <= status < 300 else f"the receiver answered {status}"
+        except aiohttp.ClientConnectorError as exc:
+            if _all_refused(exc.os_error):  # no use asking again
+                why = f"destination refused: {exc.os_error}"
+                await self._record(delivery, "dead_letter", attempt, None, why)
+                raise NonRetryableError(
+                    f"webhook {webhook_id} to {delivery.url}: {why}", webhook_id=webhook_id
+                ) from None
+            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
         if error is None:

@@ -66,6 +66,25 @@ def check_token(name: str, *, what: str = "name") -> str:
     return name
 
 
+# Names an agent may not take: the first token of other roles' keys in the shared
+# buckets (a supervisor's presence is `supervisor.<instance>`, a ledger's
+# `ledger.<tool>.<host>`), which an agent of that name would be allowed to write.
+RESERVED_AGENT_NAMES = frozenset({"supervisor", "ledger"})
+
+
+def check_agent_name(name: str, *, what: str = "agent name") -> str:
+    """Return `name` if an agent may be called so (a token, not a reserved name)."""
+    check_token(name, what=what)
+    if name in RESERVED_AGENT_NAMES:
+        raise InvalidNameError(
+            f"{what} {name!r} is reserved: "
+            + ", ".join(sorted(RESERVED_AGENT_NAMES))
+            + " name other roles' keys (their presence in the shared bucket); pick another",
+            name=name,
+        )
+    return name
+
+
 class Header:
     """Header names Rig reads and writes."""
 
@@ -342,6 +361,23 @@ class Names:
     def actor_ready(self) -> str:
         """Every actor announces itself here once it consumes (core NATS, not stored)."""
         return f"{self.prefix}.actors.ready"
+
+    @property
+    def admit(self) -> str:
+        """`rig admit` asks the deployment's `rig up` here to give new actor classes their
+        NATS identities (the admin's alone: no other role may publish to it)."""
+        return f"{self.prefix}.admin.admit"
+
+    @property
+    def actors_ask(self) -> str:
+        """`rig ps` asks every live actor for its counters here (an `ActorsAsk`)..."""
+        return f"{self.prefix}.actors.ask"
+
+    @property
+    def actors_stats(self) -> str:
+        """... and each answers here, naming the ask: a broadcast, never a reply subject,
+        so no asker can point an actor's answer at a subject of its choosing."""
+        return f"{self.prefix}.actors.stats"
 
 
 def presence_key(agent: str, instance: str) -> str:

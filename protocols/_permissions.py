@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from protocols._names import MAX_PARTITIONS, Names, check_token
+from protocols._names import MAX_PARTITIONS, Names, check_agent_name, check_token
 
 JS_API = "$JS.API"
 
@@ -76,6 +76,77 @@ class Role:
 
 def inbox_prefix(names: Names, role: str) -> str:
     return f"_INBOX.{names.prefix}.{check_token(role, what='role name')}"
+
+
+# --- accounts ---------------------------------------------------------------------
+#
+# Inside one NATS account, whoever answers a request publishes to the reply subject the
+# requester chose, with the answerer's rights: JetStream's API and every stream's
+# publish acknowledgement answer any reply subject, so a role allowed any request at all
+# could have the server write into any key of any bucket. Accounts end that: the
+# deployment's streams and buckets live in its state account, where only the roles that
+# may write all of them anyway (the supervisor and the admin) have users; every other
+# role has an account of its own, which reaches the state only through the services the
+# state account exports to it (one per subject the role may publish to), and the answers
+# to those come back into the requester's own account, never anywhere else.
+
+STATE_ROLES = frozenset({"supervisor", "admin"})
+
+
+def state_account(names: Names) -> str:
+    """The account of the deployment's streams and buckets, and of its state roles."""
+    return f"{names.prefix}-state"
+
+
+def account_of(names: Names, role: str) -> str:
+    """The account `role`'s user is in: the state account, or one of its own."""
+    if role in STATE_ROLES:
+        return state_account(names)
+    return f"{names.prefix}-{check_token(role, what='role name')}"
+
+
+def api_prefix(names: Names, role: str) -> str:
+    """Where `role` reaches JetStream's API: `$JS.API` in the state account; elsewhere,
+    its account's imports of the state account's API, under `JS.<prefix>.API`."""
+    return JS_API if role in STATE_ROLES else f"JS.{names.prefix}.API"
+
+
+def local_subject(names: Names, role: str, subject: str) -> str:
+    """The subject `role` publishes to for `subject` of the state account."""
+    if subject.startswith(JS_API + ".") and role not in STATE_ROLES:
+        return api_prefix(names, role) + subject[len(JS_API) :]
+    return subject
+
+
+def answerable(reply: str) -> bool:
+    """Whether a Rig responder may answer to `reply`: a requester's inbox (`_INBOX.`),
+    or the subject the server made for a request that came through an account's import
+    (`_R_.`, which leads back to the requester's account only). Never anything else: a
+    request whose reply names a stream's or a bucket's subject would have the responder
+    write there with its own rights."""
+    return reply.startswith(("_INBOX.", "_R_.")) and len(reply) > 7
+
+
+def covers(pattern: str, other: str) -> bool:
+    """Whether every subject `other` matches (a subject or a pattern) `pattern` matches."""
+    mine, theirs = pattern.split("."), other.split(".")
+    for i, token in enumerate(mine):
+        if token == ">":
+            return len(theirs) > i
+        if i >= len(theirs) or theirs[i] == ">":
+            return False
+        if token != "*" and (theirs[i] == "*" or token != theirs[i]):
+            return False
+    return len(mine) == len(theirs)
+
+
+def narrower(a: str, b: str) -> str | None:
+    """The one of two patterns that the other covers, or None when neither does."""
+    if covers(a, b):
+        return b
+    if covers(b, a):
+        return a
+    return None
 
 
 # --- JetStream's API, as subjects --------------------------------------------------
@@ -140,24 +211,23 @@ def object_read(store: str) -> Grants:
 
 
 def object_write(store: str) -> Grants:
-    stream = f"OBJ_{store}"
-    return object_read(store) | Grants.of(
-        publish=[f"$O.{store}.C.>", f"$O.{store}.M.>", f"{JS_API}.STREAM.PURGE.{stream}"]
-    )
+    """Put objects (chunks, then metadata); never purge: a purge's filter is in its body,
+    so the right to purge one object would be the right to purge every one."""
+    return object_read(store) | Grants.of(publish=[f"$O.{store}.C.>", f"$O.{store}.M.>"])
 
 
 # --- roles ---------------------------------------------------------------------------
 
 
 def _process(names: Names, dead_letters: Iterable[str]) -> Grants:
-    """What every actor process does besides its work: announce itself, answer
-    discovery (`$SRV.*`, its counts), dead-letter what it cannot accept, read the
-    topology it expects."""
+    """What every actor process does besides its work: announce itself, answer `rig ps`
+    (on `actors_stats`, never to a reply subject), dead-letter what it cannot accept,
+    read the topology it expects."""
     return stream_info(
         names.work_stream, names.events_stream, names.dlq_stream, names.slots_stream
     ) | Grants.of(
-        publish=[names.actor_ready, *(names.dlq(d) for d in dead_letters)],
-        subscribe=["$SRV.>", f"{names.prefix}.actors.counts.*"],
+        publish=[names.actor_ready, names.actors_stats, *(names.dlq(d) for d in dead_letters)],
+        subscribe=[names.actors_ask],
     )
 
 
@@ -213,6 +283,7 @@ def supervisor(names: Names) -> Role:
 
 
 def agent(names: Names, name: str) -> Role:
+    check_agent_name(name)
     n = names
     grants = (
         _worker(n, "agent", [name], n.agent_durable)
@@ -220,7 +291,7 @@ def agent(names: Names, name: str) -> Role:
         | kv_write(n.graphs_bucket, f"{name}.>")
         | kv_write(n.presence_bucket, f"{name}.>")
         | kv_write(n.breakers_bucket)
-        | kv_write(n.llm_cache_bucket)
+        | kv_write(n.llm_cache_bucket, f"{name}.>")  # its own answers only
         | object_read(n.results_store)
         | durable(n.slots_stream, "*")
         | Grants.of(
@@ -231,7 +302,7 @@ def agent(names: Names, name: str) -> Role:
             ]
         )
     )
-    return Role(f"agent-{name}", f"decides the steps of agent {name}", grants, True)
+    return Role(f"agent-{name}", f"decides the steps of agent {name}", grants)
 
 
 def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str]) -> Role:
@@ -247,14 +318,14 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
         publish=[n.verifier(v) for v in sorted(verifiers)],
         subscribe=[n.tool_cancel(tool) for tool in tools],  # calls to stop
     )
-    return Role(role, "runs tools " + ", ".join(tools), grants, True)
+    return Role(role, "runs tools " + ", ".join(tools), grants)
 
 
 def verifier(names: Names, role: str, verifiers: Iterable[str]) -> Role:
     n = names
     verifiers = sorted(verifiers)
     grants = _worker(n, "verify", verifiers, n.verifier_durable) | object_read(n.results_store)
-    return Role(role, "checks with " + ", ".join(verifiers), grants, True)
+    return Role(role, "checks with " + ", ".join(verifiers), grants)
 
 
 def _reader(names: Names) -> Grants:
@@ -273,8 +344,8 @@ def _reader(names: Names) -> Grants:
         | kv_scan(n.breakers_bucket)
         | object_read(n.results_store)
         | Grants.of(
-            publish=[f"{n.prefix}.api.*", "$SRV.STATS", "$SRV.PING", "$SRV.INFO"],
-            subscribe=[f"{n.prefix}.tokens.*", n.actor_ready],
+            publish=[f"{n.prefix}.api.*", n.actors_ask],
+            subscribe=[f"{n.prefix}.tokens.*", n.actor_ready, n.actors_stats],
         )
     )
 
@@ -296,7 +367,7 @@ def gateway(names: Names) -> Role:
         | kv_write(n.webhooks_bucket)
         | kv_scan(n.webhooks_bucket)
     )
-    return Role("gateway", "HTTP and SSE in front of the API; delivers webhooks", grants, True)
+    return Role("gateway", "HTTP and SSE in front of the API; delivers webhooks", grants)
 
 
 def admin(names: Names) -> Role:

@@ -53,11 +53,11 @@ from actors._evalstats import wilson  # noqa: E402
 from actors._keys import add_key  # noqa: E402
 from actors._nats import ensure_topology, jetstream_ready  # noqa: E402
 from actors._security import (  # noqa: E402
+    accounts_of,
     ensure_seed,
     roles_for,
     seed_path,
     server_config,
-    user_entry,
 )
 from actors._up import (  # noqa: E402
     NatsServer,
@@ -74,20 +74,25 @@ from protocols import Event, Names, decode_as, encode  # noqa: E402
 
 
 class Users:
-    """Security on, as `rig up` runs it: the bench server has one user per role of each
-    deployment on it (added by reload as deployments start), and the bench's own
-    connections (the floor's included) one that may do everything. `base`: the server
-    config the users are added to (a cluster's: `nats-cluster.conf`)."""
+    """Security on, as `rig up` runs it: each deployment on the bench server has its
+    accounts, one per role outside its state (added by reload as deployments start).
+    The deployments' state accounts are one, the bench's own, whose connections (the
+    floor's included) may do everything: the bench drives every deployment from one
+    connection. `base`: the server config the accounts are added to (a cluster's:
+    `nats-cluster.conf`)."""
+
+    STATE = "bench"
 
     def __init__(self, base: Path | None = None, name: str = "server") -> None:
         self.harness_seed: Path | None = None
-        self._users: dict[str, list[dict[str, Any]]] = {}
+        self._accounts: dict[str, dict[str, Any]] = {}
         self._conf: Path | None = None
         self._base = base or find_conf()
         self._name = name
 
     def configure(self, work: Path) -> Path:
-        self._users[""] = [{"nkey": ensure_seed(work, "harness")}]
+        harness = {"nkey": ensure_seed(work, "harness")}
+        self._accounts[""] = {self.STATE: {"jetstream": "enabled", "users": [harness]}}
         self.harness_seed = seed_path(work, "harness")
         self._conf = work / f"{self._name}.conf"
         self._write()
@@ -95,20 +100,39 @@ class Users:
 
     def _write(self) -> None:
         assert self._conf is not None
-        users = [user for group in self._users.values() for user in group]
-        self._conf.write_text(server_config(self._base, users))
+        accounts: dict[str, Any] = {}
+        exports: dict[tuple[str, str], set[str]] = {}
+        for group in self._accounts.values():
+            for name, account in group.items():
+                if name != self.STATE:
+                    accounts[name] = account
+                    continue
+                state = accounts.setdefault(name, {"jetstream": "enabled", "users": []})
+                state["users"] += account.get("users", [])
+                for export in account.get("exports", []):
+                    kind = "service" if "service" in export else "stream"
+                    key = (kind, export[kind])
+                    exports.setdefault(key, set()).update(export["accounts"])
+                    if "response_type" in export:
+                        exports.setdefault(("response_type", export[kind]), set())
+        accounts[self.STATE]["exports"] = [
+            {kind: subject, "accounts": sorted(names)}
+            | ({"response_type": "stream"} if ("response_type", subject) in exports else {})
+            for (kind, subject), names in sorted(exports.items())
+            if kind != "response_type"
+        ]
+        self._conf.write_text(server_config(self._base, accounts))
 
     async def grant(self, server: Any, names: Names, home: Path, targets: list[str]) -> None:
         classes = [load_actor_class(target) for target in dict.fromkeys(targets)]
-        self._users[names.prefix] = [
-            user_entry(names, role, ensure_seed(home, role.name))
-            for role in roles_for(names, classes)
-        ]
+        roles = roles_for(names, classes)
+        keys = {r.name: ensure_seed(home, r.name) for r in roles}
+        self._accounts[names.prefix] = accounts_of(names, roles, keys, state=self.STATE)
         self._write()
         await server.reload()
 
     def drop(self, names: Names) -> None:
-        self._users.pop(names.prefix, None)
+        self._accounts.pop(names.prefix, None)
 
 
 USERS = Users()

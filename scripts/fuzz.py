@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from actors import RigConfig  # noqa: E402
 from actors._client import RigClient  # noqa: E402
+from actors._discovery import discover  # noqa: E402
 from actors._nats import connect  # noqa: E402
 from actors._up import up_home, up_process  # noqa: E402
 from actors.examples.refund import RefundAgent  # noqa: E402
@@ -53,6 +54,7 @@ from protocols import (  # noqa: E402
     Decision,
     InboxRequest,
     JobContext,
+    Names,
     ProtocolError,
     ResolveRequest,
     StartJob,
@@ -281,7 +283,7 @@ async def fuzz_subjects(inputs: list[bytes], timeout: float) -> dict[str, Any]:
             names.report("tool", "issue_refund", "fuzz"),
             names.report("verify", "refund_matches", "fuzz"),
         ]
-        before = await _processes(admin)
+        before = await _processes(admin, names)
         replies: Counter[str] = Counter()
         unanswered = 0
         js = admin.jetstream()
@@ -316,7 +318,7 @@ async def fuzz_subjects(inputs: list[bytes], timeout: float) -> dict[str, Any]:
                 await js.publish(work[(i // 2) % len(work)], data)
                 sent_work += 1
         await asyncio.gather(*tasks)
-        after = await _processes(admin)
+        after = await _processes(admin, names)
         async with await RigClient.connect(config) as rig:
             reply = await rig.submit("refund", RefundAgent.example_input)
             final = await rig.wait(reply.job_id, timeout=120)
@@ -335,22 +337,9 @@ async def fuzz_subjects(inputs: list[bytes], timeout: float) -> dict[str, Any]:
     }
 
 
-async def _processes(nc: Any) -> list[str]:
-    """`kind:pid` of every process answering `$SRV.PING` within a second."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    await nc.publish("$SRV.PING", b"", reply=inbox)
-    seen = []
-    deadline = time.monotonic() + 1.0
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except Exception:
-            break
-        ping = json.loads(msg.data)
-        seen.append(f"{ping['name']}:{ping['id']}")
-    await sub.unsubscribe()
-    return sorted(seen)
+async def _processes(nc: Any, names: Names) -> list[str]:
+    """`kind:pid` of every process that answers `rig ps`'s ask."""
+    return sorted(f"{actor.kind}:{actor.pid}" for actor in await discover(nc, names))
 
 
 async def main() -> int:

@@ -100,7 +100,7 @@ async def replica(rig: Deployment, home: Path) -> Supervisor:
     supervisor = Supervisor(
         config=RigConfig(nats_url=rig.server.url, names=Names(rig.prefix), home=home)
     )
-    supervisor._nc = await harness(rig.server)
+    supervisor._nc = await harness(rig)
     supervisor._js = supervisor._nc.jetstream()
     supervisor._publisher = Publisher(supervisor._nc)
     await supervisor._publisher.start()

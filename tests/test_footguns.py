@@ -17,7 +17,15 @@ from pydantic import BaseModel, ValidationError
 from actors import Agent, RuleLLM, ToolExecutor, Verifier, tool, verifier
 from actors.testing import run_job
 from examples.greeter import GreeterAgent, GreeterChecks, GreeterTools
-from protocols import Edge, Graph, RetryableError, SchemaError, State, VerifyRequest
+from protocols import (
+    Edge,
+    Graph,
+    InvalidNameError,
+    RetryableError,
+    SchemaError,
+    State,
+    VerifyRequest,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,3 +231,15 @@ async def test_an_input_model_is_checked_at_class_load_and_at_submission() -> No
         "the input does not fit agent 'greeter''s input schema: input must contain ['who'] "
         "properties"
     )
+
+
+def test_an_agent_may_not_take_a_name_other_roles_keys_start_with() -> None:
+    """`supervisor` and `ledger` begin other roles' keys in the shared presence bucket:
+    an agent of either name would be allowed to write them, so the class does not load."""
+    for reserved in ("supervisor", "ledger"):
+        with pytest.raises(InvalidNameError, match=f"'{reserved}' is reserved"):
+            type(
+                "Impostor",
+                (Agent,),
+                {"name": reserved, "graph": GreeterAgent.graph, "__module__": __name__},
+            )

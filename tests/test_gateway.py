@@ -508,3 +508,27 @@ async def test_thousands_of_idle_connections_do_not_stop_the_gateway(
             writer.close()
     async with http.get(f"{base}/readyz") as response:
         assert response.status == 200
+
+
+async def test_a_page_of_another_site_cannot_cancel_through_a_gateway_without_keys(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    """A gateway without keys (loopback) still refuses a request that changes something
+    when a browser sent it from another site's page (its Origin or Sec-Fetch-Site says
+    so): 403 `cross_site`, the job untouched. A program's request (neither header) and
+    the console's own (same origin) go through."""
+    rig.extra_env["RIG_GATEWAY_KEYS"] = str(tmp_path / "no-keys-here")
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    reply = await rig.client.submit("refund", OVER_LIMIT)
+    await rig.client.wait(reply.job_id, timeout=rig.within(30))  # parked for a person
+    cancel = f"{base}/v1/jobs/{reply.job_id}/cancel"
+    async with aiohttp.ClientSession() as client:
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            async with client.post(cancel, headers=headers) as response:
+                assert response.status == 403, headers
+                assert (await response.json())["code"] == "cross_site"
+        assert (await rig.client.status(reply.job_id)).status == "waiting_human"
+        async with client.post(cancel, headers={"Origin": base}) as response:
+            assert response.status == 200, await response.text()
+    assert (await rig.client.status(reply.job_id)).status == "cancelled"

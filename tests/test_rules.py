@@ -288,6 +288,28 @@ def test_a_report_from_anyone_but_the_step_s_actor_is_refused_as_forged() -> Non
     assert rules.report(refunding_job(), result, GRAPH, sender=("tool", "issue_refund"))
 
 
+def test_a_verdict_relaying_another_call_s_result_is_refused_as_forged() -> None:
+    """A verifier checks whatever an executor hands it: the tool result a verdict relays
+    must be of the job's current step and the tool its edge calls, else the verdict is
+    forged (another job's result, another tool's, another step's)."""
+    rules = Rules(NAMES, 1000.0)
+    good = ToolResult(job_id="j1", step=3, tool="issue_refund", key="k", ok=True, result={})
+    relays = [
+        good.model_copy(update={"job_id": "j2"}),  # another job's
+        good.model_copy(update={"tool": "lookup_order"}),  # another tool's
+        good.model_copy(update={"step": 2}),  # another step's
+    ]
+    for result in relays:
+        verdict = Verdict(
+            job_id="j1", step=3, verifier="refund_matches", passed=True, tool_result=result
+        )
+        with pytest.raises(ForgedReportError, match="relays a result of tool"):
+            rules.report(refunding_job(), verdict, GRAPH, sender=("verify", "refund_matches"))
+    verdict = Verdict(job_id="j1", step=3, verifier="refund_matches", passed=True, tool_result=good)
+    done = rules.report(refunding_job(), verdict, GRAPH, sender=("verify", "refund_matches"))
+    assert done is not None and done.state == "done"
+
+
 def test_a_message_must_come_from_whom_it_claims() -> None:
     """Before any job is read: a command only on the supervisor's own subject, a report
     only on a subject naming the actor the report says made it."""

@@ -10,16 +10,21 @@ refund example under those users (here, and in every other test of the suite).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import Sequence
 
 import nats
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from actors._security import roles_for, seed_path
 from actors.examples.refund import RefundAgent
 from actors.testing import Deployment, eventually
 from protocols import DeadLetter, Decision, encode
-from protocols._permissions import Role, inbox_prefix
+from protocols._permissions import STATE_ROLES, Role, inbox_prefix, local_subject
 from tests.conftest import REFUND, refund_rows
 from tests.gated import GatedAgent
 
@@ -119,10 +124,12 @@ async def test_every_role_is_refused_what_is_not_its_work(rig: Deployment) -> No
             continue
         others = [r for r in roles if r.name != role.name]
         forbidden = {
-            concrete(p)
+            subject
             for other in others
             for p in other.grants.publish
             if not may_publish(role, concrete(p))
+            # as written, and as this role's account would reach it
+            for subject in {concrete(p), local_subject(n, role.name, concrete(p))}
         } | set(admin_api)
         assert not any(may_publish(role, s) for s in admin_api), role.name
         subscriptions = [
@@ -216,3 +223,161 @@ async def test_a_tool_executor_cannot_get_a_forged_decision_accepted(rig: Deploy
 async def _forged_letters(rig: Deployment) -> list[DeadLetter]:
     letters = [letter for _id, letter in await rig.client.dead_letters()]
     return [letter for letter in letters if letter.error.get("code") == "forged_report"]
+
+
+# --- someone else writing for you: reply subjects, JetStream's API, deliver subjects ---
+
+
+def _targets(rig: Deployment, job_id: str) -> dict[str, str]:
+    """Subjects of every stream and bucket that a write would change, each with the
+    stream that stores it: existing keys (the job's snapshot, the agent's registration)
+    and a fresh one in every bucket, the object store's chunks and metadata, and a
+    subject of each stream."""
+    n = rig.names
+    buckets = [
+        n.jobs_bucket,
+        n.agents_bucket,
+        n.inbox_bucket,
+        n.breakers_bucket,
+        n.llm_cache_bucket,
+        n.graphs_bucket,
+        n.claims_bucket,
+        n.presence_bucket,
+        n.webhooks_bucket,
+    ]
+    targets = {f"$KV.{b}.zz-target": f"KV_{b}" for b in buckets}
+    targets[f"$KV.{n.jobs_bucket}.{job_id}"] = f"KV_{n.jobs_bucket}"
+    targets[f"$KV.{n.agents_bucket}.refund"] = f"KV_{n.agents_bucket}"
+    store = n.results_store
+    targets[f"$O.{store}.C.zz-target"] = f"OBJ_{store}"
+    targets[f"$O.{store}.M.zz-target"] = f"OBJ_{store}"
+    targets[f"{n.prefix}.work.agent.zz-target"] = n.work_stream
+    targets[n.events(job_id)] = n.events_stream
+    targets[n.escalations] = n.events_stream
+    targets[n.dlq("zz-target")] = n.dlq_stream
+    targets[n.slots("zz-target")] = n.slots_stream
+    return targets
+
+
+async def _stored(js: JetStreamContext, targets: dict[str, str]) -> dict[str, int]:
+    """The last stored sequence of each target subject (0: none)."""
+    found = {}
+    for subject, stream in targets.items():
+        try:
+            found[subject] = (await js.get_last_msg(stream, subject)).seq or 0
+        except NotFoundError:
+            found[subject] = 0
+    return found
+
+
+def _tricks(rig: Deployment, role: Role) -> list[tuple[str, bytes]]:
+    """Every request `role` may send whose answer the server or a Rig responder would
+    write to the reply subject: each of JetStream's API subjects and each publish (a
+    stream's acknowledgement answers it) in its grants, every `rig.api.*` endpoint,
+    the old discovery subjects, and `rig ps`'s ask."""
+    n = rig.names
+    tricks = [
+        (n.api_submit, encode({"agent": "refund", "input": RefundAgent.example_input})),
+        (n.api_status, encode({"job_id": "zz-target"})),
+        (n.api_cancel, encode({"job_id": "zz-target"})),
+        (n.api_resolve, encode({"job_id": "zz-target", "edge": "approve"})),
+        (n.api_inbox, encode({})),
+        ("$SRV.PING", b""),
+        ("$SRV.STATS", b""),
+        ("$SRV.INFO", b""),
+        (n.actors_ask, b'{"ask": "zz"}'),
+    ]
+    for granted in sorted(role.grants.publish):
+        if granted.startswith("$KV.") and concrete(granted) == granted:
+            continue  # the role's own key: its value is kept for the job that follows
+        subject = local_subject(n, role.name, concrete(granted))
+        body = b'{"batch": 1, "no_wait": true}' if ".MSG.NEXT." in subject else b"{}"
+        tricks.append((subject, body))
+    return tricks
+
+
+async def _asked(nc: Client, subject: str, body: bytes) -> None:
+    with contextlib.suppress(Exception):  # refused, or no one answers: fine
+        await nc.request(subject, body, timeout=2)
+
+
+async def test_no_role_can_have_another_write_for_it(rig: Deployment) -> None:
+    """Each role, with its real seed, sends every request it may send (JetStream's API,
+    its publishes, `rig.api.*`, `$SRV.*`, the ask of `rig ps`) with a reply subject
+    naming a key of every bucket or a subject of every stream it may not write, and
+    makes consumers deliver there: each is refused by the server or writes nothing (the
+    targets' stored messages are unchanged), and the deployment still works after."""
+    await rig.spawn(*REFUND)
+    reply = await rig.client.submit("refund", RefundAgent.example_input)
+    info = await rig.client.wait(reply.job_id, timeout=rig.within(30))
+    assert info.status == "succeeded"
+    targets = _targets(rig, reply.job_id)
+    js = rig.nc.jetstream()
+    before = await _stored(js, targets)
+    roles = roles_for(rig.names, rig.classes)
+    tried = 0
+    for role in roles:
+        if role.name in STATE_ROLES:
+            continue  # they may write every key and stream by design
+        nc = await Refusals().connect(rig, role.name)
+        try:
+            own = [t for t in targets if may_publish(role, t)]
+            for subject, body in _tricks(rig, role):
+                for target in targets:
+                    if target not in own:
+                        await nc.publish(subject, body, reply=target)
+                        tried += 1
+            # Consumers that would deliver the journal there.
+            stream = rig.names.events_stream
+            create = f"$JS.API.CONSUMER.CREATE.{stream}"
+            if may_publish(role, create):
+                api = local_subject(rig.names, role.name, create)
+                for target in targets:
+                    config = {"deliver_subject": target, "ack_policy": "none"}
+                    request = {"stream_name": stream, "config": config}
+                    await nc.publish(api, json.dumps(request).encode(), reply=nc.new_inbox())
+                    tried += 1
+            await nc.flush(timeout=10)
+            # Each kind of request once more, answered to this role's own inbox: the
+            # server has handled the ones before it (those it answers at all).
+            await asyncio.gather(
+                *(_asked(nc, subject, body) for subject, body in _tricks(rig, role))
+            )
+        finally:
+            await nc.close()
+    assert tried > 1000
+    assert await _stored(js, targets) == before
+
+    # And the deployment is whole: a second job runs to its end.
+    again = await rig.client.submit("refund", RefundAgent.example_input | {"order_id": "A-2002"})
+    info = await rig.client.wait(again.job_id, timeout=rig.within(30))
+    assert info.status == "succeeded"
+
+
+async def test_no_executor_may_purge_results_and_no_agent_another_s_cache(
+    rig: Deployment,
+) -> None:
+    """A tool executor may store results but not purge the store (a purge's filter is in
+    its body: the right to purge one object is the right to purge all); an agent may
+    write its own cached answers only. Both refused by the server, the store intact; a
+    result too large to travel inline is still stored and read back by reference."""
+    await rig.grant(*REFUND)
+    n = rig.names
+    store = await rig.nc.jetstream().object_store(n.results_store)
+    await store.put("kept", b"a result another job needs")
+    tools = Refusals()
+    nc = await tools.connect(rig, "tools-refund-tools")
+    try:
+        purge = local_subject(
+            n, "tools-refund-tools", f"$JS.API.STREAM.PURGE.OBJ_{n.results_store}"
+        )
+        await tools.tried([purge])
+    finally:
+        await nc.close()
+    assert (await store.get("kept")).data == b"a result another job needs"
+    agent = Refusals()
+    nc = await agent.connect(rig, "agent-refund")
+    try:
+        await agent.tried([f"$KV.{n.llm_cache_bucket}.another-agent.0123abcd"])
+    finally:
+        await nc.close()

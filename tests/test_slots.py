@@ -25,7 +25,7 @@ KEY = "local.model.0123456789"
 @pytest.fixture
 async def connections(rig: Deployment) -> AsyncIterator[list[Client]]:
     """Four connections, as four agent processes would have."""
-    conns = [await harness(rig.server) for _ in range(4)]
+    conns = [await harness(rig) for _ in range(4)]
     await ensure_topology(conns[0].jetstream(), rig.names)
     yield conns
     for nc in conns:

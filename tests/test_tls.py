@@ -30,7 +30,7 @@ async def test_with_tls_a_client_without_the_ca_is_refused_and_with_it_all_runs(
         assert (home / "tls" / "server-key.pem").stat().st_mode & 0o077 == 0
         url = up.env["RIG_NATS_URL"] = (await up.until("server.started"))["url"]
         conf = (home / "nats-server.conf").read_text()
-        assert '"cert_file"' in conf and "authorization" in conf  # TLS and users both
+        assert '"cert_file"' in conf and "accounts" in conf  # TLS and users both
         await up.until("up.ready", timeout=120)
 
         # Without the CA: its TLS check refuses the server, whatever the credentials.

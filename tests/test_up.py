@@ -16,9 +16,13 @@ import aiohttp
 import nats
 import pytest
 
+from actors._discovery import discover
 from actors.examples.refund import RefundAgent
+from actors.testing import eventually
+from protocols import Names
+from protocols._permissions import inbox_prefix
 from tests.conftest import ROOT
-from tests.test_cli import run_rig
+from tests.test_cli import RIG, run_rig
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -77,21 +81,18 @@ async def start_up(tmp_path: Path, *flags: str) -> Up:
 
 
 async def every_kind_answers_ping(up: Up, gateway: str) -> None:
-    """Every process rig up started is a micro service of its deployment, and its gateway
-    serves with the API key rig up made (security on by default)."""
-    # As the admin (the `rig up`'s own credentials): a client may ask $SRV.PING too.
+    """Every process rig up started answers `rig ps`'s ask in its deployment, and its
+    gateway serves with the API key rig up made (security on by default)."""
+    # As the admin (the `rig up`'s own credentials): the client asks as `rig ps` below.
     admin = Path(up.env["RIG_HOME"]) / "creds" / "admin.nk"
-    nc = await nats.connect(up.env["RIG_NATS_URL"], nkeys_seed=str(admin))
+    names = Names(up.env["RIG_PREFIX"])
+    nc = await nats.connect(
+        up.env["RIG_NATS_URL"],
+        nkeys_seed=str(admin),
+        inbox_prefix=inbox_prefix(names, "admin"),
+    )
     try:
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        await nc.publish("$SRV.PING", b"", reply=inbox)
-        kinds: list[str] = []
-        while len(kinds) < 5:
-            ping = json.loads((await sub.next_msg(timeout=10)).data)
-            if ping["metadata"]["rig.prefix"] == up.env["RIG_PREFIX"]:
-                assert ping["type"] == "io.nats.micro.v1.ping_response"
-                kinds.append(ping["metadata"]["rig.kind"])
+        kinds = [actor.kind for actor in await discover(nc, names)]
         assert sorted(kinds) == ["agent", "gateway", "supervisor", "tools", "verifier"]
     finally:
         await nc.close()
@@ -157,6 +158,72 @@ async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
         code, out, _ = await up.rig("watch", parked, "--json")
         assert code == 0 and json.loads(out.splitlines()[-1])["data"]["status"] == "succeeded"
     finally:
+        if up.proc.returncode is None:
+            up.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(up.proc.wait(), 60)
+    assert code == 0
+
+
+GREETER = (
+    "examples.greeter:GreeterAgent",
+    "examples.greeter:GreeterTools",
+    "examples.greeter:GreeterChecks",
+)
+
+
+async def test_a_class_not_in_the_config_is_admitted_to_a_running_deployment(
+    tmp_path: Path,
+) -> None:
+    """Under `rig up` (security on), an actor class its config does not list is refused
+    at start with the command to run; `rig admit` gives it and the classes beside it
+    their identities in the running server, without a restart; they then serve the
+    greeter's job, and `rig up` keeps them for its next start. Its home (0700) and the
+    ledger (0600) are readable by their owner alone."""
+    up = await start_up(tmp_path)
+    home = Path(up.env["RIG_HOME"])
+    started: list[asyncio.subprocess.Process] = []
+    try:
+        server = await up.until("server.started")
+        await up.until("up.ready")
+        up.env["RIG_NATS_URL"] = server["url"]
+        # What rig up keeps in its home (seeds, the ledger's results) is its user's alone.
+        assert home.stat().st_mode & 0o777 == 0o700
+        assert (home / "ledger.sqlite3").stat().st_mode & 0o777 == 0o600
+        code, _, err = await up.rig("actor", "run", GREETER[0])
+        assert code == 2, err
+        assert "no NATS identity for role 'agent-greeter'" in err
+        assert f"rig admit {GREETER[0]}" in err
+
+        code, out, err = await up.rig("admit", *GREETER, "--json")
+        assert code == 0, err
+        assert json.loads(out)["roles"] == [
+            "agent-greeter",
+            "tools-greeter-tools",
+            "verifier-greeter-checks",
+        ]
+        assert json.loads((home / "admitted.json").read_text()) == list(GREETER)
+        with (home / "greeter.log").open("ab") as log:
+            for target in GREETER:
+                started.append(
+                    await asyncio.create_subprocess_exec(
+                        RIG, "actor", "run", target, env=up.env, cwd=ROOT, stdout=log, stderr=log
+                    )
+                )
+
+        async def greeter_registered() -> bool:
+            code, out, _ = await up.rig("agents", "--json")
+            return code == 0 and any(a["name"] == "greeter" for a in json.loads(out))
+
+        await eventually(greeter_registered, timeout=60)
+        code, out, err = await up.rig(
+            "submit", "greeter", "--input", '{"who": "Ada"}', "--wait", "--json", "--timeout", "60"
+        )
+        assert code == 0 and json.loads(out)["status"] == "succeeded", (out, err)
+    finally:
+        for proc in started:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
         if up.proc.returncode is None:
             up.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(up.proc.wait(), 60)

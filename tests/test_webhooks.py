@@ -68,7 +68,13 @@ async def serve(receiver: Receiver) -> tuple[str, web.AppRunner]:
 @pytest.fixture
 def secret(rig: Deployment) -> str:
     value = new_secret()
-    rig.extra_env |= {"RIG_WEBHOOK_SECRET": value, "RIG_WEBHOOK_BACKOFF_S": "0.05"}
+    rig.extra_env |= {
+        "RIG_WEBHOOK_SECRET": value,
+        "RIG_WEBHOOK_BACKOFF_S": "0.05",
+        # The receivers here listen on loopback, which a webhook may reach only when the
+        # operator allows it.
+        "RIG_WEBHOOK_ALLOW": "127.0.0.1",
+    }
     return value
 
 
@@ -188,3 +194,39 @@ def test_a_secret_that_is_not_one_stops_the_start_saying_so(secret: str) -> None
     with pytest.raises(ConfigError, match="RIG_WEBHOOK_SECRET"):
         WebhookSettings(secret=secret).signer()
     assert WebhookSettings(secret=new_secret()).signer() is not None
+
+
+async def test_a_webhook_to_an_inside_address_is_refused_without_connecting(
+    rig: Deployment, http: aiohttp.ClientSession, secret: str
+) -> None:
+    """Without RIG_WEBHOOK_ALLOW a webhook reaches public addresses only: one given as a
+    loopback or metadata address is refused at submission (400 `webhook_refused`); one
+    given by a name that resolves to loopback is refused as the socket is made, without
+    a connection (the live receiver there hears nothing), and dead-lettered at once
+    with the reason, the same whatever listens (no port scanning by delivery records)."""
+    del rig.extra_env["RIG_WEBHOOK_ALLOW"]
+    endpoint = Receiver(secret)
+    url, runner = await serve(endpoint)
+    try:
+        await rig.spawn(*REFUND)
+        base, _ = await start_gateway(rig)
+        job = {"agent": "refund", "input": {"order_id": "A-1001", "amount": 5}}
+        for inside in (url, "http://169.254.169.254/latest/meta-data", "http://[::1]:80/"):
+            async with http.post(f"{base}/v1/jobs", json=job | {"webhook": {"url": inside}}) as r:
+                assert r.status == 400, inside
+                assert (await r.json())["code"] == "webhook_refused"
+        by_name = url.replace("127.0.0.1", "localhost")
+        async with http.post(f"{base}/v1/jobs", json=job | {"webhook": {"url": by_name}}) as r:
+            assert r.status == 202, await r.text()
+            job_id = (await r.json())["job_id"]
+        assert (await rig.client.wait(job_id, timeout=rig.within(30))).status == "succeeded"
+
+        async def refused() -> list[Any]:
+            records = await rig_json(rig, "webhooks", "ls", "--failed", "--job", job_id)
+            return [r for r in records if r["state"] == "dead_letter"]
+
+        [record] = await eventually(refused, timeout=60, message="the refused webhook")
+        assert record["attempts"] == 1 and "not a public address" in record["error"]
+        assert endpoint.requests == 0
+    finally:
+        await runner.cleanup()
