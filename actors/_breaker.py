@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from actors._nats import kv_read, kv_swap
 from protocols import decode_as, encode
 
-# An agent's counters per provider and model in `$SRV.STATS`: `llm|<provider>|<model>|<what>`
+# An agent's counters per provider and model in `rig ps`: `llm|<provider>|<model>|<what>`
 # for `calls`, `failed` and `ms` (`Agent.stats`, `GET /v1/providers`).
 _MODEL_COUNTS = "llm"
 

@@ -425,9 +425,9 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="a live view: throughput, jobs by status, queues, each process's rates",
         description="Redrawn every second from what the deployment answers: every "
-        "process's counters ($SRV.STATS), the work stream's consumers (pending, in work, "
-        "redelivered) and the jobs by status (a scan of every job's snapshot, every "
-        "--jobs-every seconds). Ctrl-C stops it.",
+        "process's counters (as `rig ps` reads them), the work stream's consumers "
+        "(pending, in work, redelivered) and the jobs by status (a scan of every job's "
+        "snapshot, every --jobs-every seconds). Ctrl-C stops it.",
     )
     top.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     top.add_argument("--frames", type=int, help="stop after N frames (default: run until Ctrl-C)")
@@ -587,9 +587,9 @@ def _parser() -> argparse.ArgumentParser:
         "ps",
         parents=[common],
         help="list the live actor processes",
-        description="Every actor process is a NATS micro service: this asks $SRV.STATS and "
-        "lists the answers of this deployment (RIG_PREFIX), with each process's counters. "
-        "`nats micro ls` sees the same services.",
+        description="Asks every actor process of this deployment (RIG_PREFIX) what it is "
+        "and what it counted (a broadcast each answers on <prefix>.actors.stats), and lists "
+        "the answers that come within --listen seconds.",
     )
     ps.add_argument("--kind", help="only this kind: supervisor, agent, tools, verifier, gateway")
     ps.add_argument(

@@ -71,6 +71,11 @@ R = TypeVar("R", bound=BaseModel)
 SETTLED_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
 
 
+# How long a request that finds no supervisor is asked again (while the supervisors
+# reconnect to a server that just restarted) before it says no supervisor answers.
+NO_RESPONDERS_WAIT_S = 5.0
+
+
 class RigClient:
     """A connection to a Rig deployment, for programs and the `rig` CLI.
 
@@ -78,8 +83,10 @@ class RigClient:
     `RIG_EVENTS` stream, dead letters from `RIG_DLQ`, agents from `RIG_AGENTS`. Errors
     are typed: `UnknownJobError`, `UnknownAgentError`, `JobStateError`,
     `JobConflictError`, `SchemaError` (a bad argument), `RigConnectionError` (no server,
-    or no supervisor answers), `UnavailableError` (the servers stayed away or leaderless
-    past `outage_patience` seconds, during which a submit is asked again by itself).
+    or no supervisor answers within `NO_RESPONDERS_WAIT_S`: a request that finds none is
+    asked again meanwhile, as supervisors reconnect after a server restart),
+    `UnavailableError` (the servers stayed away or leaderless past `outage_patience`
+    seconds, during which a submit is asked again by itself).
     """
 
     def __init__(
@@ -259,7 +266,7 @@ class RigClient:
         return found[:limit], counts
 
     async def actors(self, *, listen: float = LISTEN_S) -> list[LiveActor]:
-        """The deployment's live actor processes, as they answer `$SRV.STATS`."""
+        """The deployment's live actor processes, as they answer `rig ps`'s ask."""
         return await discover(self.nc, self.names, listen=listen)
 
     async def providers(self) -> list[HttpProvider]:
@@ -436,29 +443,38 @@ class RigClient:
         return info
 
     async def _request(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
-        try:
-            msg = await self.nc.request(
-                subject,
-                encode(request),
-                timeout=self.request_timeout,
-                headers=tracing.inject({}) or None,  # the caller's span, if traces are on
-            )
-        except nats.errors.NoRespondersError:
-            raise RigConnectionError(
-                f"no supervisor answers on {subject}; start one (`rig up`, or "
-                "`rig actor run actors:Supervisor`)",
-                subject=subject,
-            ) from None
-        except nats.errors.MaxPayloadError as exc:
-            raise PayloadTooLargeError(
-                f"the request is larger than the server's max_payload ({self.nc.max_payload} "
-                "bytes)",
-                limit=self.nc.max_payload,
-            ) from exc
-        except nats.errors.TimeoutError:
-            raise RigConnectionError(
-                f"no answer on {subject} within {self.request_timeout} s", subject=subject
-            ) from None
+        # No responders is what a request meets while the supervisors reconnect (a server
+        # that just restarted): nobody received it, so it is asked again, for a while.
+        give_up = time.monotonic() + min(NO_RESPONDERS_WAIT_S, self.outage_patience)
+        pause = 0.05
+        while True:
+            try:
+                msg = await self.nc.request(
+                    subject,
+                    encode(request),
+                    timeout=self.request_timeout,
+                    headers=tracing.inject({}) or None,  # the caller's span, if traces are on
+                )
+                break
+            except nats.errors.NoRespondersError:
+                if time.monotonic() + pause > give_up:
+                    raise RigConnectionError(
+                        f"no supervisor answers on {subject}; start one (`rig up`, or "
+                        "`rig actor run actors:Supervisor`)",
+                        subject=subject,
+                    ) from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            except nats.errors.MaxPayloadError as exc:
+                raise PayloadTooLargeError(
+                    f"the request is larger than the server's max_payload "
+                    f"({self.nc.max_payload} bytes)",
+                    limit=self.nc.max_payload,
+                ) from exc
+            except nats.errors.TimeoutError:
+                raise RigConnectionError(
+                    f"no answer on {subject} within {self.request_timeout} s", subject=subject
+                ) from None
         body, _ = decode(msg.data, dict(msg.headers or {}))
         if isinstance(body, dict) and set(body) == {"error"}:
             raise error_from_dict(body["error"])

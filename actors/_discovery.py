@@ -85,7 +85,7 @@ async def start_service(
 
 @dataclass(frozen=True, slots=True)
 class LiveActor:
-    """One process that answered `$SRV.STATS`."""
+    """One process that answered an ask."""
 
     id: str
     kind: str

@@ -116,6 +116,11 @@ FORGED_REPORTS = Counter(
     "report claims or the job's step waits for, by sender (kind.name)",
     ["sender"],
 )
+SNAPSHOTS_UNREADABLE = Counter(
+    "rig_snapshots_unreadable_total",
+    "Job snapshots that did not decode when a supervisor read them (something other than a "
+    "supervisor wrote them): each is also an error line naming the job",
+)
 REPLIES_REFUSED = Counter(
     "rig_replies_refused_total",
     "Requests answered with silence because their reply subject is not an inbox (a "

@@ -12,6 +12,7 @@ reference; `RigClient.fetch_result` reads one for anyone else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 from typing import Any, Protocol
@@ -58,13 +59,26 @@ async def by_reference(where: _Stores, name: str, value: Any, *, inline: int) ->
             # not purge the store (a purge's filter is in its body, which no permission
             # sees, so the right to purge one object is the right to purge them all),
             # and a put over an existing object purges the old one's chunks.
+            stored = None
             with contextlib.suppress(ObjectNotFoundError, NotFoundError):
-                if not (await store.get_info(name)).deleted:
-                    return result_ref(name, len(data), digest)
-            await store.put(name, data)
+                stored = await store.get_info(name)
+            if stored is None or stored.deleted:
+                await store.put(name, data)
+            elif stored.digest != _object_digest(data):
+                raise NonRetryableError(
+                    f"the result name {name!r} holds another object: not overwritten",
+                    ref=name,
+                )
+    except NonRetryableError:
+        raise
     except Exception as exc:  # the message is given back and the result stored again
         raise RetryableError(f"storing a {len(data)}-byte result failed: {exc!r}") from exc
     return result_ref(name, len(data), digest)
+
+
+def _object_digest(data: bytes) -> str:
+    """The digest an object store keeps of an object (nats-py's `SHA-256=<base64url>`)."""
+    return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
 
 
 async def resolved(where: _Stores, value: Any) -> Any:

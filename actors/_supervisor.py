@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from actors import _tracing as tracing
 from actors._actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors._faults import crash_point
-from actors._metrics import BUSY, FORGED_REPORTS, observe_events
+from actors._metrics import BUSY, FORGED_REPORTS, SNAPSHOTS_UNREADABLE, observe_events
 from actors._nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
@@ -68,6 +68,7 @@ from protocols import (
     Names,
     NonRetryableError,
     PayloadTooLargeError,
+    ProtocolError,
     ResolveJob,
     ResolveRequest,
     RetryableError,
@@ -819,14 +820,30 @@ class Supervisor(Actor):
     async def _load(self, job_id: str, *, cached: bool = False) -> tuple[JobSnapshot | None, int]:
         """The job's snapshot and revision: from this process's cache if `cached` and known."""
         data, revision = await self._read(job_id, cached=cached)
-        return (decode_as(JobSnapshot, data)[0] if data else None), revision
+        return (self._decoded(job_id, data) if data else None), revision
+
+    def _decoded(self, job_id: str, data: bytes) -> JobSnapshot:
+        """A stored snapshot; one that does not decode is an alarm (an error line, a
+        metric) and a typed refusal naming the job, never skipped: only a supervisor
+        writes snapshots, so something else did."""
+        try:
+            return decode_as(JobSnapshot, data)[0]
+        except ProtocolError as exc:
+            self.log.error("job.snapshot_unreadable", job_id=job_id, error=exc.message)
+            SNAPSHOTS_UNREADABLE.inc()
+            raise NonRetryableError(
+                f"job {job_id}'s stored snapshot does not decode ({exc.message}): it was not "
+                "written by a supervisor, and the job cannot move until an operator restores "
+                "it (`rig status` shows this until then)",
+                job_id=job_id,
+            ) from None
 
     def _snapshot_of(
         self, job_id: str, stored: bytes | None, start: StartJob | None
     ) -> JobSnapshot:
         """The stored snapshot, or a new job's if there is none and `start` creates it."""
         if stored is not None:
-            return decode_as(JobSnapshot, stored)[0]
+            return self._decoded(job_id, stored)
         if start is None:
             raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
         return self.rules.new_snapshot(start)

@@ -1,7 +1,7 @@
 """`rig top`: a live view of a deployment, redrawn every second.
 
 From what the deployment already answers, no metrics server needed: every process's
-counters (`$SRV.STATS`, as `rig ps` reads them), the work stream's consumers (their
+counters (as `rig ps` reads them), the work stream's consumers (their
 pending, unacknowledged and redelivered messages: the queues), and the jobs' snapshots
 (by status; a scan of every job, so it runs every `jobs_every` seconds, not every frame).
 """

@@ -4,11 +4,13 @@ outgrow one message ends with a clear error instead of being dead-lettered."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from actors._results import by_reference, resolved
 from actors.testing import Deployment
-from protocols import JobSnapshot, decode_as, ref_name
+from protocols import JobSnapshot, NonRetryableError, decode_as, ref_name
 from tests.test_cli import rig_cli
 from tests.test_supervision import journal_until
 
@@ -68,3 +70,16 @@ async def test_a_job_that_would_outgrow_a_message_fails_saying_why(rig: Deployme
     assert snapshot.status == "failed" and snapshot.pending_args == {}
     code, out, _ = await rig_cli(rig, "dlq", "ls", "--json")
     assert code == 0 and json.loads(out) == []
+
+
+async def test_a_result_is_stored_once_and_never_overwritten(rig: Deployment) -> None:
+    """A call delivered again stores its result by reference again: the object is found
+    as it was and kept (no purge, which no executor may do); a different result under
+    the same name is refused, loudly, rather than written over another call's."""
+    stores = SimpleNamespace(js=rig.nc.jetstream(), names=rig.names)
+    value = {"rows": ["x" * 100] * 100}
+    first = await by_reference(stores, "j.1.t", value, inline=10)
+    assert await by_reference(stores, "j.1.t", value, inline=10) == first
+    assert await resolved(stores, first) == value
+    with pytest.raises(NonRetryableError, match="holds another object"):
+        await by_reference(stores, "j.1.t", {"rows": []}, inline=1)

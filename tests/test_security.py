@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 
 import nats
+import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -23,7 +24,7 @@ from nats.js.errors import NotFoundError
 from actors._security import roles_for, seed_path
 from actors.examples.refund import RefundAgent
 from actors.testing import Deployment, eventually
-from protocols import DeadLetter, Decision, encode
+from protocols import DeadLetter, Decision, RigError, encode
 from protocols._permissions import STATE_ROLES, Role, inbox_prefix, local_subject
 from tests.conftest import REFUND, refund_rows
 from tests.gated import GatedAgent
@@ -381,3 +382,18 @@ async def test_no_executor_may_purge_results_and_no_agent_another_s_cache(
         await agent.tried([f"$KV.{n.llm_cache_bucket}.another-agent.0123abcd"])
     finally:
         await nc.close()
+
+
+async def test_a_snapshot_that_does_not_decode_is_an_alarm_not_a_skip(rig: Deployment) -> None:
+    """A job's snapshot overwritten with bytes that are no snapshot (as only the admin
+    still could): the supervisor logs an error naming the job, and `status` answers a
+    typed error saying the stored snapshot does not decode, rather than skipping it."""
+    await rig.spawn(*REFUND)
+    reply = await rig.client.submit("refund", RefundAgent.example_input)
+    await rig.client.wait(reply.job_id, timeout=rig.within(30))
+    kv = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
+    await kv.put(reply.job_id, b"\xc1 not a snapshot")
+    with pytest.raises(RigError, match="stored snapshot does not decode"):
+        await rig.client.status(reply.job_id)
+    log = rig.log_of("actors:Supervisor").read_text()
+    assert "job.snapshot_unreadable" in log and reply.job_id in log
