@@ -85,6 +85,7 @@ class Users:
 
     def __init__(self, base: Path | None = None, name: str = "server") -> None:
         self.harness_seed: Path | None = None
+        self.floor_seed: Path | None = None
         self._accounts: dict[str, dict[str, Any]] = {}
         self._conf: Path | None = None
         self._base = base or find_conf()
@@ -92,8 +93,21 @@ class Users:
 
     def configure(self, work: Path) -> Path:
         harness = {"nkey": ensure_seed(work, "harness")}
-        self._accounts[""] = {self.STATE: {"jetstream": "enabled", "users": [harness]}}
+        floor = {"nkey": ensure_seed(work, "floor")}
+        self._accounts[""] = {
+            self.STATE: {
+                "jetstream": "enabled",
+                "users": [harness],
+                "exports": [{"service": "floor.>", "accounts": ["floor"]}],
+            },
+            # The floor's other side: publishes that cross into the state account.
+            "floor": {
+                "users": [floor],
+                "imports": [{"service": {"account": self.STATE, "subject": "floor.>"}}],
+            },
+        }
         self.harness_seed = seed_path(work, "harness")
+        self.floor_seed = seed_path(work, "floor")
         self._conf = work / f"{self._name}.conf"
         self._write()
         return self._conf
@@ -186,7 +200,7 @@ async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
     js = nc.jetstream()
     stream = f"FLOOR{uuid.uuid4().hex[:6].upper()}"
     await js.add_stream(
-        StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention="workqueue")
+        StreamConfig(name=stream, subjects=[f"floor.{stream.lower()}.>"], retention="workqueue")
     )
     await js.add_consumer(
         stream,
@@ -201,7 +215,7 @@ async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
         for _ in range(count):
             await window.acquire()
             future = await js.publish_async(
-                f"{stream.lower()}.x", time.perf_counter().hex().encode()
+                f"floor.{stream.lower()}.x", time.perf_counter().hex().encode()
             )
             future.add_done_callback(lambda _f: window.release())
             pending.append(future)
@@ -229,7 +243,7 @@ async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
     latencies.clear()
     for _ in range(count // 10):
         sent = time.perf_counter()
-        await js.publish(f"{stream.lower()}.x", b"x")
+        await js.publish(f"floor.{stream.lower()}.x", b"x")
         [msg] = await sub.fetch(1, timeout=5)
         await msg.ack_sync()
         latencies.append((time.perf_counter() - sent) * 1000)
@@ -244,10 +258,43 @@ async def bench_floor(server: NatsServer, report: Report, quick: bool) -> None:
         f"{rate:,.0f}/s",
         f"one at a time: p50 {p50:.2f} ms, p99 {p99:.2f} ms",
     )
+    await _accounts_cost(server, report, f"floor.{stream.lower()}.y", count)
     for sync in ("NORMAL", "FULL"):
         rate = await asyncio.to_thread(sqlite_commits, sync, 0.5 if quick else 5.0)
         report.put("floor", f"sqlite_{sync.lower()}_commits_per_s", round(rate))
         report.row("floor", f"sqlite3 WAL single-row commits, synchronous={sync}", f"{rate:,.0f}/s")
+
+
+async def _accounts_cost(server: Any, report: Report, subject: str, count: int) -> None:
+    """What crossing accounts costs the server: the same stored publishes (64 waiting
+    for their acknowledgement at a time) from the state account itself and from an
+    account that reaches it through a service import, as every role but the supervisor
+    and the admin does; the server's CPU per message from its own clock."""
+    import psutil
+
+    proc = psutil.Process(server.proc.pid)
+    costs = {}
+    for label, seed in (("same", USERS.harness_seed), ("import", USERS.floor_seed)):
+        nc = await nats.connect(server.url.split(","), nkeys_seed=str(seed))
+        js = nc.jetstream()
+        window = asyncio.Semaphore(64)
+
+        async def one(js: Any = js, window: asyncio.Semaphore = window) -> None:
+            async with window:
+                await js.publish(subject, b"x" * 200)
+
+        before = sum(proc.cpu_times()[:2])
+        await asyncio.gather(*(one() for _ in range(count)))
+        costs[label] = (sum(proc.cpu_times()[:2]) - before) / count * 1e6
+        await nc.close()
+    report.put("floor", "server_cpu_us_per_publish", round(costs["same"], 1))
+    report.put("floor", "server_cpu_us_per_publish_imported", round(costs["import"], 1))
+    report.row(
+        "floor",
+        "nats-server CPU per stored publish, 64 in flight",
+        f"{costs['same']:.1f} us in one account",
+        f"{costs['import']:.1f} us through another account's service import",
+    )
 
 
 def sqlite_commits(sync: str, seconds: float) -> float:

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.integration
 KEYS = [
     ("floor", "js_roundtrips_per_s"),
     ("floor", "sqlite_full_commits_per_s"),
+    ("floor", "server_cpu_us_per_publish"),
+    ("floor", "server_cpu_us_per_publish_imported"),
     ("steps", "steps_per_s"),
     ("steps", "overhead_p50_ms"),
     ("steps", "overhead_p99_ms"),
