@@ -1,19 +1,21 @@
 """Identities on the wire: an nkey per role, and the server's authorization block.
 
 `rig up` makes a seed per role under `$RIG_HOME/creds/<role>.nk` (mode 0600, in a 0700
-folder; a seed is never logged), writes the server's config with one user per role (the
-public key and the role's grants, `protocols._permissions`), and starts the server with
-it. Every Rig process then finds its own seed there: an actor by its class's role
+folder; a seed is never logged), writes the server's config with the deployment's
+accounts (`accounts_of`: the state account with the supervisor's and the admin's users,
+one account per other role with its user, the public key and the role's grants,
+`protocols._permissions`, and the imports and exports between them), and starts the
+server with it. Every Rig process then finds its own seed there: an actor by its class's role
 (`Actor.role_name()`), the CLI as `client` (or `admin` for the operator's commands), or
 whatever `RIG_CREDS` names. A server started with `--insecure` has no users, and a
 process with no seed connects without one.
 
 Roles are made from actor classes: an agent's from its name; a tool executor's from its
 tools and the verifiers the deployment's graphs put after them; a verifier's from its
-checks. A server's users may change while it runs: its config is written again and
+checks. A server's accounts may change while it runs: its config is written again and
 the server reloaded (SIGHUP, `actors._up.NatsServer.reload`), which applies new
-permissions to open connections too; the tests and the bench add each deployment's
-users so.
+permissions to open connections too; `rig admit`, the tests and the bench add
+deployments' roles so.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ With the default prefix the names are the ones in the design:
     rig.escalations                      stream RIG_EVENTS: jobs handed to a person
     rig.cancel.tool.<tool>               core NATS: a call the job no longer waits for
     rig.dlq.<actor>                      stream RIG_DLQ
+    rig.actors.ready                     core NATS: an actor announces itself
+    rig.actors.ask, rig.actors.stats     core NATS: `rig ps` asks, every actor answers
+    rig.admin.admit                      request/reply: `rig admit`, answered by `rig up`
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
     RIG_CLAIMS (a cluster's tool ledger)

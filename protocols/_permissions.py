@@ -5,10 +5,13 @@ A role's grants are exact where the work allows: an agent consumes only its own 
 reports only under its own name (`Names.report`), writes only its own keys in
 `RIG_AGENTS`, `RIG_GRAPHS` and `RIG_PRESENCE`; a tool executor reports only for its own
 tools and may hand a result only to the verifiers the deployment's graphs put after them;
-only the supervisor writes `RIG_JOBS` and `RIG_INBOX` and publishes commands. Replies go
-through `allow_responses`, never through publish rights on `_INBOX.>`, and each role
-receives JetStream's answers on an inbox prefix of its own (`Role.inbox`), so no role can
-read another's replies. The admin role (topology, dead letters) may do everything.
+only the supervisor writes `RIG_JOBS` and `RIG_INBOX` and publishes commands. The
+supervisor is the one role that answers requests (`allow_responses`, never publish rights
+on `_INBOX.>`), and each role receives JetStream's answers on an inbox prefix of its own
+(`Role.inbox`), so no role can read another's replies. The admin role (topology, dead
+letters) may do everything. Each role outside the state account (`STATE_ROLES`) has an
+account of its own, reaching the state only through what it is granted here (see the
+accounts section below and `actors._security.accounts_of`).
 
 JetStream's API is reached by subjects too (nats-server #3548 is the long thread of users
 finding them by hand); the helpers below name the ones nats-py uses:
@@ -20,7 +23,7 @@ finding them by hand); the helpers below name the ones nats-py uses:
     read a KV key         $JS.API.STREAM.MSG.GET.KV_<bucket> (the bucket, not a key)
     write a KV key        $KV.<bucket>.<key> (a JetStream publish)
 
-Pure: no I/O. `actors._security` turns these into a server's authorization block.
+Pure: no I/O. `actors._security` turns these into a server's accounts.
 """
 
 from __future__ import annotations
