@@ -305,16 +305,25 @@ async def _asked(nc: Client, subject: str, body: bytes) -> None:
 async def test_no_role_can_have_another_write_for_it(rig: Deployment) -> None:
     """Each role, with its real seed, sends every request it may send (JetStream's API,
     its publishes, `rig.api.*`, `$SRV.*`, the ask of `rig ps`) with a reply subject
-    naming a key of every bucket or a subject of every stream it may not write, and
-    makes consumers deliver there: each is refused by the server or writes nothing (the
-    targets' stored messages are unchanged), and the deployment still works after."""
+    naming a key of every bucket or a subject of every stream it may not write, or
+    JetStream's admin API (a purge, a delete), and makes consumers deliver there: each is
+    refused by the server or writes nothing (the targets' stored messages are unchanged,
+    no stream purged or deleted), and the deployment still works after."""
     await rig.spawn(*REFUND)
     reply = await rig.client.submit("refund", RefundAgent.example_input)
     info = await rig.client.wait(reply.job_id, timeout=rig.within(30))
     assert info.status == "succeeded"
     targets = _targets(rig, reply.job_id)
+    n = rig.names
+    # JetStream's admin API as the reply: an answer published there would be a request.
+    admin = {
+        f"$JS.API.STREAM.PURGE.{n.events_stream}": n.events_stream,
+        f"$JS.API.STREAM.PURGE.KV_{n.jobs_bucket}": f"KV_{n.jobs_bucket}",
+        f"$JS.API.STREAM.DELETE.{n.dlq_stream}": n.dlq_stream,
+    }
     js = rig.nc.jetstream()
     before = await _stored(js, targets)
+    kept = {stream: (await js.stream_info(stream)).state.messages for stream in admin.values()}
     roles = roles_for(rig.names, rig.classes)
     tried = 0
     for role in roles:
@@ -324,7 +333,7 @@ async def test_no_role_can_have_another_write_for_it(rig: Deployment) -> None:
         try:
             own = [t for t in targets if may_publish(role, t)]
             for subject, body in _tricks(rig, role):
-                for target in targets:
+                for target in [*targets, *admin]:
                     if target not in own:
                         await nc.publish(subject, body, reply=target)
                         tried += 1
@@ -348,6 +357,8 @@ async def test_no_role_can_have_another_write_for_it(rig: Deployment) -> None:
             await nc.close()
     assert tried > 1000
     assert await _stored(js, targets) == before
+    for stream, messages in kept.items():  # not purged, not deleted
+        assert (await js.stream_info(stream)).state.messages >= messages, stream
 
     # And the deployment is whole: a second job runs to its end.
     again = await rig.client.submit("refund", RefundAgent.example_input | {"order_id": "A-2002"})
