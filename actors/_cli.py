@@ -378,6 +378,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON|@FILE|-",
         help="the edge's arguments, a JSON object (inline, @FILE or - for stdin)",
     )
+    resolve.add_argument(
+        "--step",
+        type=int,
+        help="the step of the wait you are resolving (`rig inbox` shows it); by default the "
+        "job's step when the command starts. Once the job has left it, the resolve is "
+        "refused (job_moved), never applied to a later wait",
+    )
     resolve.add_argument("--note", default="", help="why, for the journal")
     resolve.add_argument("--by", default=os.environ.get("USER", ""), help="who (default $USER)")
     resolve.set_defaults(run=_resolve)
@@ -1149,11 +1156,23 @@ def _inbox(args: argparse.Namespace) -> int:
 
 def _resolve(args: argparse.Namespace) -> int:
     edge_args = _json_object(args.args, "--args")
-    info = _with_client(
-        lambda rig: rig.resolve(
-            args.job_id, args.edge, args=edge_args, note=args.note, by=args.by, **_limits(args)
+    if args.step is not None and args.step < 0:
+        raise _usage("--step must be 0 or more")
+
+    async def go(rig: RigClient) -> JobInfo:
+        # What the person resolves is the wait the job is in now, never a later one.
+        step = args.step if args.step is not None else (await rig.status(args.job_id)).steps
+        return await rig.resolve(
+            args.job_id,
+            args.edge,
+            args=edge_args,
+            note=args.note,
+            by=args.by,
+            step=step,
+            **_limits(args),
         )
-    )
+
+    info = _with_client(go)
     _show_status(info, args.json)
     return EXIT_OK
 

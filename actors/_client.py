@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -199,10 +200,25 @@ class RigClient:
         args: dict[str, Any] | None = None,
         note: str = "",
         by: str = "",
+        step: int | None = None,
+        resolve_id: str | None = None,
         **limits: Any,
     ) -> JobInfo:
-        """Take `edge` for a job waiting for a human; `limits` may extend its budget."""
-        fields = {"job_id": job_id, "edge": edge, "args": args or {}, "note": note, "by": by}
+        """Take `edge` for a job waiting for a human; `limits` may extend its budget.
+
+        `step`: the step of the wait the person was shown (an inbox entry's); once the job
+        has left it the resolve is refused (`JobMovedError`) rather than applied to a later
+        wait. `resolve_id` names this resolve (a new one by default): asked again, one that
+        was carried out is answered again, never applied twice."""
+        fields = {
+            "job_id": job_id,
+            "edge": edge,
+            "args": args or {},
+            "note": note,
+            "by": by,
+            "step": step,
+            "resolve_id": resolve_id or uuid.uuid4().hex,
+        }
         request = validate(ResolveRequest, {**fields, **limits})
         return await self._request(self.names.api_resolve, request, JobInfo)
 

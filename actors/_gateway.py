@@ -19,7 +19,10 @@
 Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
 the error code the NATS API replies with. A POST with an `Idempotency-Key` header and no
 `job_id` gets the job id the key names, so the same key and body are one job however
-often they are sent, and another body under the key is `409 job_conflict`.
+often they are sent, and another body under the key is `409 job_conflict`. A resolve
+sent again under its `Idempotency-Key` is answered again, not applied again; one that
+names the `step` of the wait it was shown is refused (`409 job_moved`) once the job has
+left it.
 
 An SSE event's `id` is its sequence in the events stream, so a client that lost its
 connection resumes with `Last-Event-ID` on any replica, for as long as the stream keeps
@@ -144,6 +147,7 @@ _STATUS = {
     "unknown_job": 404,
     "not_found": 404,
     "job_state": 409,
+    "job_moved": 409,
     "job_conflict": 409,
     "payload_too_large": 413,
     "busy": 429,
@@ -383,7 +387,15 @@ ROUTES = (
         "A person takes an edge of a job waiting for one",
         answer=JobInfo,
         body=HttpResolve,
-        params=(_JOB_ID,),
+        params=(
+            _JOB_ID,
+            Param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "a resolve carried out under the key is answered again, not applied again",
+            ),
+        ),
         errors=(*_ROUTES_OF_A_JOB, 409, 415),
     ),
     Route(
@@ -719,12 +731,16 @@ class Gateway(Actor):
 
     async def resolve(self, request: web.Request) -> web.Response:
         body = validate(HttpResolve, await _body(request))
+        key = request.headers.get("Idempotency-Key")
         info = await self.rig.resolve(
             _job_id(request),
             body.edge,
             args=body.args,
             note=body.note,
             by=body.by,
+            step=body.step,
+            # Retried with the same key, a resolve carried out already is answered again.
+            resolve_id=hashlib.sha256(key.encode()).hexdigest() if key is not None else None,
             **limits_of(body),
         )
         return _json(info)

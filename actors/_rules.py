@@ -38,6 +38,7 @@ from protocols import (
     Graph,
     Header,
     JobContext,
+    JobMovedError,
     JobSnapshot,
     JobStateError,
     JobStatusName,
@@ -215,6 +216,8 @@ class Rules:
         """A person's resolve: the job leaves its human state by `request.edge`."""
         self.check_resolve(job, graph, request)
         job.outbox = []
+        if request.resolve_id is not None:
+            job.resolve_ids = [*job.resolve_ids[-(_RESOLVE_IDS_KEPT - 1) :], request.resolve_id]
         self.unpark(job)
         self.stop_call(job, graph, f"a person resolved the job with edge {request.edge!r}")
         limits = request.limits()
@@ -354,8 +357,25 @@ class Rules:
 
     # --- the parts of a transition -------------------------------------------------------
 
+    @staticmethod
+    def resolved_already(job: JobSnapshot, request: ResolveRequest) -> bool:
+        """Whether this very resolve (its `resolve_id`) was carried out already."""
+        return request.resolve_id is not None and request.resolve_id in job.resolve_ids
+
     def check_resolve(self, job: JobSnapshot, graph: Graph, request: ResolveRequest) -> Edge:
-        """The edge a person may take now, or `JobStateError` saying why not."""
+        """The edge a person may take now, or `JobStateError` saying why not
+        (`JobMovedError`: the resolve names a step the job has left)."""
+        if request.step is not None and request.step != job.step:
+            raise JobMovedError(
+                f"job {job.job_id} has left step {request.step}, the wait this resolve was "
+                f"for: it is {job.status} at step {job.step}"
+                + (f" in {job.state!r}" if job.state else "")
+                + "; look at it again before resolving",
+                job_id=job.job_id,
+                step=request.step,
+                current_step=job.step,
+                status=job.status,
+            )
         if job.status != "waiting_human":
             raise JobStateError(
                 f"job {job.job_id} is {job.status}, not waiting for a human",
@@ -942,6 +962,9 @@ _EXHAUSTED_STATUS: dict[str, JobStatusName] = {
 
 # The statuses a job's webhook is POSTed for: its end, and each wait for a person.
 _WEBHOOK_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
+# How many resolves' ids a job keeps (`JobSnapshot.resolve_ids`): a retry comes seconds
+# after its first try, never sixteen resolves later.
+_RESOLVE_IDS_KEPT = 16
 
 # Parked because a report was late or lost: that report, if it comes, resumes the job.
 RESUMABLE = frozenset({"stalled", "dead_letter"})

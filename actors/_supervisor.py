@@ -441,6 +441,8 @@ class Supervisor(Actor):
         supervisor dies half-way.
         """
         job = await self._stored(request.job_id)
+        if self.rules.resolved_already(job, request):
+            return job.info()  # a retry whose first try was carried out: its answer again
         self.rules.check_resolve(job, await self._graph_of(job), request)
         command = ResolveJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
@@ -507,7 +509,9 @@ class Supervisor(Actor):
     def _resolving(
         self, request: ResolveRequest
     ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
-        async def apply(job: JobSnapshot) -> JobSnapshot:
+        async def apply(job: JobSnapshot) -> JobSnapshot | None:
+            if self.rules.resolved_already(job, request):
+                return None  # carried out already (this command came back): nothing to do
             return self.rules.resolve(job, await self._graph_of(job), request)
 
         return apply

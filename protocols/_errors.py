@@ -10,6 +10,7 @@
     ├── UnknownAgentError             no agent of that name is registered
     ├── UnknownJobError               no job with that id
     ├── JobStateError                 the job's status does not allow that (resolve a running job)
+    │   └── JobMovedError             a resolve for a step the job has left
     ├── JobConflictError              a job id reused for another request
     ├── BusyError                     the agent's backlog is past its bound: retry later
     ├── UnavailableError              the servers are away or leaderless for now: retry later
@@ -106,6 +107,13 @@ class JobStateError(RigError):
     """The job exists, but its status does not allow what was asked."""
 
     code = "job_state"
+
+
+class JobMovedError(JobStateError):
+    """A person's resolve names a step the job has left: it was shown an earlier wait
+    (a retry of a resolve already carried out, or a click on a stale inbox card)."""
+
+    code = "job_moved"
 
 
 class JobConflictError(RigError):

@@ -52,6 +52,12 @@ class HttpResolve(_Api):
     args: PlainObject = Field(default_factory=dict)
     note: str = Field(default="", max_length=4000)
     by: str = Field(default="", max_length=200)
+    step: int | None = Field(
+        default=None,
+        ge=0,
+        description="the step of the wait the person was shown (an inbox entry's `step`): "
+        "refused with 409 `job_moved` once the job has left it",
+    )
     limits: BudgetOverride | None = None
 
 

@@ -224,6 +224,20 @@ class ResolveRequest(BudgetOverride):
     args: PlainObject = Field(default_factory=dict)
     note: str = Field(default="", max_length=4000)
     by: str = Field(default="", max_length=200, description="who resolved it")
+    step: int | None = Field(
+        default=None,
+        ge=0,
+        description="the step of the wait the person was shown (its escalation's): a "
+        "resolve for a step the job has left is refused (`job_moved`), never applied to a "
+        "later wait",
+    )
+    resolve_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="names this resolve: one carried out already is answered again, not "
+        "applied again (a retry after a lost answer)",
+    )
 
 
 class CancelRequest(_Api):
@@ -768,6 +782,11 @@ class JobSnapshot(_Wire):
     deadline: float | None = None
     visits: dict[str, int] = Field(default_factory=dict)
     escalation: Escalation | None = None
+    resolve_ids: list[str] = Field(
+        default_factory=list,
+        description="the ids of the latest resolves carried out (`ResolveRequest.resolve_id`"
+        "): one asked again is answered, not applied again",
+    )
     on_exhausted: str | None = None
     pending_edge: str | None = None
     pending_args: dict[str, Any] = Field(default_factory=dict)

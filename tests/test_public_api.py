@@ -102,6 +102,7 @@ def test_protocols_exports() -> None:
             "Escalation",
             "InboxReply",
             "InboxRequest",
+            "JobMovedError",
             "JobStateError",
             "ResolveJob",
             "ResolveRequest",

@@ -487,7 +487,8 @@ function inboxPage(signal) {
         localStorage.setItem(WHO, who.value);
         for (const b of buttons) b.disabled = true;
         try {
-          const body = { edge, by: who.value || undefined, note: note.value || undefined, args: parsed };
+          // The wait this card shows: once the job has left it, the resolve is refused.
+          const body = { edge, step: item.step, by: who.value || undefined, note: note.value || undefined, args: parsed };
           const info = await api(`/v1/jobs/${encodeURIComponent(item.job_id)}/resolve`, { method: "POST", body, signal });
           result.replaceChildren(`Took ${edge}: the job is `, badge(info.status), ` in ${info.state ?? "—"}. `,
             jobLink(item.job_id));

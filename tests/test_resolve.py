@@ -1,0 +1,94 @@
+"""A person's resolve names the wait it was shown: one for a step the job has left is
+refused (`job_moved`), and one asked again (a retry after a lost answer) is answered
+again, never applied to the job's next wait. Over NATS, HTTP and the CLI, against a job
+that waits for a person twice in a row."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from actors.testing import Deployment
+from protocols import Event, JobMovedError
+from tests.test_cli import rig_cli
+from tests.test_gateway import start_gateway
+
+pytestmark = pytest.mark.integration
+
+TWICE = ("actors:Supervisor", "tests.twice:TwiceAgent")
+
+
+def resolved(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.type == "resolved"]
+
+
+async def parked(rig: Deployment, job_id: str, state: str) -> int:
+    """The step of the job's wait in `state`."""
+    info = await rig.client.wait(job_id, timeout=rig.within(30))
+    assert (info.status, info.state) == ("waiting_human", state), info
+    return info.steps
+
+
+async def test_a_resolve_asked_again_never_takes_the_next_wait(rig: Deployment) -> None:
+    """Over NATS: the first review's resolve, sent again under its id once the job waits
+    for the sign-off, is answered again and not applied; sent anew for the step it was
+    shown, it is refused `job_moved`; the sign-off still waits for its own person."""
+    await rig.spawn(*TWICE)
+    job = await rig.client.submit("twice", {})
+    review = await parked(rig, job.job_id, "review")
+    first = await rig.client.resolve(
+        job.job_id, "approve", step=review, resolve_id="click-1", note="looks fine", by="ada"
+    )
+    assert first.state == "sign_off"
+    sign_off = await parked(rig, job.job_id, "sign_off")
+    assert sign_off > review
+
+    again = await rig.client.resolve(
+        job.job_id, "approve", step=review, resolve_id="click-1", note="looks fine", by="ada"
+    )
+    assert (again.status, again.state) == ("waiting_human", "sign_off")
+    with pytest.raises(JobMovedError, match=f"has left step {review}"):
+        await rig.client.resolve(job.job_id, "approve", step=review, by="ada")
+    assert len(resolved(await rig.client.journal(job.job_id))) == 1
+
+    done = await rig.client.resolve(job.job_id, "approve", step=sign_off, by="grace")
+    assert done.status == "succeeded"
+    assert [e.data["by"] for e in resolved(await rig.client.journal(job.job_id))] == [
+        "ada",
+        "grace",
+    ]
+
+
+async def test_over_http_and_the_cli_a_stale_resolve_is_refused(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    """Over HTTP: a resolve sent twice under one Idempotency-Key is carried out once and
+    answered twice; one naming a step the job has left is 409 `job_moved`. The CLI's
+    `--step` the same (exit 2, the reason said), and without `--step` it resolves the
+    wait the job is in when the command starts."""
+    await rig.spawn(*TWICE)
+    base, _ = await start_gateway(rig)
+    job = await rig.client.submit("twice", {})
+    review = await parked(rig, job.job_id, "review")
+    url = f"{base}/v1/jobs/{job.job_id}/resolve"
+    body = {"edge": "approve", "step": review, "by": "ada"}
+    for _ in range(2):
+        async with http.post(url, json=body, headers={"Idempotency-Key": "k-1"}) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["state"] == "sign_off"
+    await parked(rig, job.job_id, "sign_off")
+    async with http.post(url, json=body) as response:
+        assert response.status == 409
+        assert (await response.json())["code"] == "job_moved"
+    assert len(resolved(await rig.client.journal(job.job_id))) == 1
+
+    code, _, err = await rig_cli(
+        rig, "resolve", job.job_id, "--edge", "approve", "--step", str(review)
+    )
+    assert code == 2 and "job_moved" in err and f"has left step {review}" in err
+    code, out, err = await rig_cli(rig, "resolve", job.job_id, "--edge", "approve", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "succeeded"
+    assert len(resolved(await rig.client.journal(job.job_id))) == 2
