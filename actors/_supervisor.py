@@ -164,6 +164,8 @@ class Supervisor(Actor):
         self._live_cache: dict[str, tuple[float, bool]] = {}
         self._live_lookups: dict[str, asyncio.Future[bool]] = {}
         self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        # The revision of each job whose outbox this process has published.
+        self._sent: OrderedDict[str, int] = OrderedDict()
         # A snapshot is one KV message: room for the headers the write adds.
         self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
@@ -682,7 +684,17 @@ class Supervisor(Actor):
                     continue
                 self.log.info("outbox.resent", cause=cause, messages=len(snapshot.outbox))
                 await self._send(snapshot)
+                self._mark_sent(job_id, revision)
                 return snapshot
+            if (
+                snapshot.outbox
+                and snapshot.cause != "submit"  # its StartJob's transition sends that one
+                and stored is not None
+                and self._sent.get(job_id) != revision
+            ):
+                # Another cause moves the job: what the last transition had to publish
+                # goes out first, or its events would be lost with its outbox.
+                await self._carry_over(snapshot, revision)
             status_before, waited = snapshot.status, snapshot.escalation  # apply may change both
             snapshot.new_events.clear()
             after = await apply(snapshot)
@@ -732,6 +744,7 @@ class Supervisor(Actor):
                     reason=after.escalation.reason if after.escalation else None,
                 )
             await self._send(after)
+            self._mark_sent(job_id, revision)
             await self._stop_calls(after)
             return after
         raise RetryableError("the job's snapshot kept changing under us", delay=0.05)
@@ -781,6 +794,35 @@ class Supervisor(Actor):
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise _Conflict from exc
             raise
+
+    async def _carry_over(self, job: JobSnapshot, revision: int) -> None:
+        """Publish the stored outbox of a job that another cause is about to move, unless
+        it is out already: the writer of that snapshot may have died (or failed to
+        publish) before sending it, and only the redelivery of its own cause would send
+        it again. Whether it is out: the journal's last message for the job is the
+        outbox's last event (by message id); if not, all of it goes (ids deduplicate).
+        Only a snapshot this process did not publish itself is checked."""
+        events = self.names.events(job.job_id)
+        last = next((out for out in reversed(job.outbox) if out.subject == events), None)
+        if last is not None:
+            try:
+                stored = await self.js.get_last_msg(self.names.events_stream, events)
+                if (stored.headers or {}).get(Header.MSG_ID) == last.msg_id:
+                    self._mark_sent(job.job_id, revision)
+                    return
+            except NotFoundError:
+                pass
+        self.log.warning(
+            "outbox.carried_over", job_id=job.job_id, cause=job.cause, messages=len(job.outbox)
+        )
+        await self._send(job)
+        self._mark_sent(job.job_id, revision)
+
+    def _mark_sent(self, job_id: str, revision: int) -> None:
+        self._sent[job_id] = revision
+        self._sent.move_to_end(job_id)
+        while len(self._sent) > _SNAPSHOT_CACHE_SIZE:
+            self._sent.popitem(last=False)
 
     async def _send(self, job: JobSnapshot) -> None:
         """Publish the outbox in pipelined rounds, order kept within each. The inbox's

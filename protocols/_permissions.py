@@ -268,6 +268,8 @@ def supervisor(names: Names) -> Role:
         | kv_write(n.presence_bucket, "supervisor.*")  # each replica's beat (its partitions)
         | object_read(n.results_store)
         | ordered(n.events_stream)
+        # A job's last journal message: was the outbox it must carry over sent already?
+        | Grants.of(publish=[f"{JS_API}.STREAM.MSG.GET.{n.events_stream}"])
         | Grants.of(publish=[f"{JS_API}.CONSUMER.INFO.{n.work_stream}.*"])  # agents' backlogs
         | Grants.of(
             # A person's resolve or cancel is answered by whichever supervisor carries it

@@ -20,6 +20,8 @@ from actors import Supervisor
 from actors.testing import Deployment
 from protocols import (
     Budget,
+    CancelJob,
+    CancelRequest,
     DeadlineCheck,
     Decision,
     RetryableError,
@@ -118,3 +120,25 @@ async def test_a_resolve_whose_supervisor_dies_after_writing_is_finished_by_anot
     assert await rig.client.inbox() == []
     resolving.cancel()
     await asyncio.gather(resolving, return_exceptions=True)
+
+
+async def test_an_outbox_not_published_goes_out_before_another_cause_moves_the_job(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    """A supervisor writes a decision's transition and fails to publish it; before that
+    report comes back, a person's cancel moves the job on another replica. The decision's
+    events are published first, so the journal has no hole (sequences 1, 2, 3, ... with
+    the decision among them) and ends `cancelled`."""
+    a, b = pair
+    await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-3"))
+    await a.on_message(
+        StartJob(job_id="job-3", agent="refund", input=INPUT, budget=Budget()),
+        delivered(a.names.supervisor_for("job-3")),
+    )
+    decision = Decision(job_id="job-3", step=1, edge="lookup", args={"order_id": "A-1001"})
+    await broken(a, a.on_message(decision, delivered(a.names.report("agent", "refund", "job-3"))))
+    cancel = CancelJob(job_id="job-3", command_id="c-1", request=CancelRequest(job_id="job-3"))
+    await b.on_message(cancel, delivered(b.names.supervisor_for("job-3")))
+    events = await journal_until(rig, "job-3", "cancelled", timeout=10)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert any(e.type == "decision" and e.data.get("edge") == "lookup" for e in events)
