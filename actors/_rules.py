@@ -392,6 +392,8 @@ class Rules:
                 job_id=job.job_id,
                 edge=request.edge,
             )
+        if edge.args is not None:
+            check_args(edge.name, edge.args, request.args)
         if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
             raise JobStateError(
                 f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
@@ -983,6 +985,20 @@ def check_input(info: AgentInfo, value: dict[str, Any]) -> None:
         raise SchemaError(
             f"the input does not fit agent {info.name!r}'s input schema: {message}",
             field=where,
+        ) from None
+
+
+def check_args(edge: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
+    """Refuse (`SchemaError`) a person's arguments that do not fit the edge's schema:
+    before a step is spent, not when the tool refuses them."""
+    check = _validator(json.dumps(schema, sort_keys=True))
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaException as exc:
+        where = str(getattr(exc, "name", "") or "data").replace("data", "args", 1)
+        message = str(getattr(exc, "message", exc)).replace("data", "args", 1)
+        raise SchemaError(
+            f"the arguments do not fit edge {edge!r}: {message}", field=where, edge=edge
         ) from None
 
 

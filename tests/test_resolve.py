@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from actors.testing import Deployment
-from protocols import Event, JobMovedError
+from protocols import Event, JobMovedError, SchemaError
 from tests.test_cli import rig_cli
 from tests.test_gateway import start_gateway
 
@@ -92,3 +92,30 @@ async def test_over_http_and_the_cli_a_stale_resolve_is_refused(
     assert code == 0, err
     assert json.loads(out)["status"] == "succeeded"
     assert len(resolved(await rig.client.journal(job.job_id))) == 2
+
+
+async def test_a_person_s_arguments_that_do_not_fit_the_edge_are_refused(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    """A person's arguments are checked against the edge's model when they resolve, over
+    NATS, HTTP and the CLI (`schema_error`, naming the field), before a step is spent;
+    arguments that fit are taken."""
+    await rig.spawn(*TWICE)
+    base, _ = await start_gateway(rig)
+    job = await rig.client.submit("twice", {})
+    review = await parked(rig, job.job_id, "review")
+    with pytest.raises(SchemaError, match="do not fit edge 'adjust'"):
+        await rig.client.resolve(job.job_id, "adjust", args={"amount": "five"})
+    with pytest.raises(SchemaError, match="amount"):
+        await rig.client.resolve(job.job_id, "adjust")  # none given: it is required
+    url = f"{base}/v1/jobs/{job.job_id}/resolve"
+    async with http.post(url, json={"edge": "adjust", "args": {"amount": []}}) as response:
+        assert response.status == 400
+        assert (await response.json())["code"] == "schema_error"
+    code, _, err = await rig_cli(
+        rig, "resolve", job.job_id, "--edge", "adjust", "--args", '{"amount": "x"}'
+    )
+    assert code == 2 and "schema_error" in err and "adjust" in err
+    assert await parked(rig, job.job_id, "review") == review  # no step spent
+    taken = await rig.client.resolve(job.job_id, "adjust", args={"amount": 12.5}, step=review)
+    assert taken.state == "sign_off"

@@ -3,8 +3,16 @@ sign-off, each a state for a person; what the model decides never matters."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from actors import Agent, RuleLLM
 from protocols import Edge, Graph, State
+
+
+class Adjustment(BaseModel):
+    """What a person gives when approving with a changed amount."""
+
+    amount: float
 
 
 class TwiceAgent(Agent):
@@ -16,6 +24,12 @@ class TwiceAgent(Agent):
                 human=True,
                 edges=(
                     Edge(name="approve", to="sign_off", description="The first review."),
+                    Edge(
+                        name="adjust",
+                        to="sign_off",
+                        args=Adjustment,
+                        description="Approved with another amount.",
+                    ),
                     Edge(name="reject", to="rejected", description="Refused at review."),
                 ),
             ),
