@@ -455,6 +455,10 @@ class ToolExecutor(Actor):
         if refused is not None:
             self.log.info("tool.not_started", job_id=call.job_id, tool=call.tool, why=refused)
             return _result(call, key, error=refused)
+        # The job's context (results stored by reference read back) before the claim: a
+        # read that fails (an election's timeout, a result gone) is a call not started,
+        # retried or dead-lettered as such, never the tool's outcome in the ledger.
+        job = await resolved_context(self, call.context) if call.context is not None else None
         pause = _BUSY_POLL_S
         dead: str | None = None
         while True:
@@ -490,7 +494,7 @@ class ToolExecutor(Actor):
             # Paused past half its lease (GC, SIGSTOP, a VM): another executor may have
             # settled the call meanwhile, so this one must not act on an old claim.
             raise _Fenced(key, claim.epoch)
-        return await self._run(call, key, tool, kwargs, claim.epoch)
+        return await self._run(call, key, tool, kwargs, claim.epoch, job)
 
     def _not_to_start(self, call: ToolCall) -> dict[str, Any] | None:
         """The `cancelled` error of a call that must not start: it was told to stop, or
@@ -558,7 +562,13 @@ class ToolExecutor(Actor):
         )
 
     async def _run(
-        self, call: ToolCall, key: str, tool: _Tool, kwargs: dict[str, Any], epoch: int
+        self,
+        call: ToolCall,
+        key: str,
+        tool: _Tool,
+        kwargs: dict[str, Any],
+        epoch: int,
+        job: JobContext | None,
     ) -> ToolResult:
         spec = tool.spec
         started = time.perf_counter()
@@ -566,7 +576,7 @@ class ToolExecutor(Actor):
         if call.deadline is not None and call.deadline - time.time() < limit:
             limit, by_deadline = max(call.deadline - time.time(), 0.0), True
         try:
-            value = await self._invoke(call, key, epoch, tool, kwargs, limit)
+            value = await self._invoke(call, key, epoch, tool, kwargs, limit, job)
             crash_point("after_effect", call.tool)
         except _Stopped as stopped:
             error = _cancelled(stopped.reason, started=True)
@@ -644,10 +654,10 @@ class ToolExecutor(Actor):
         tool: _Tool,
         kwargs: dict[str, Any],
         limit: float,
+        job: JobContext | None,
     ) -> Any:
         """Run the tool (for at most `limit` seconds) as a task `stop_call` can cancel; raise
         `_Stopped` if it did."""
-        job = await resolved_context(self, call.context) if call.context is not None else None
         token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch, job))
         ident = (call.job_id, call.step, call.tool)
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from actors import Ledger, RigConfig, ToolExecutor, tool
-from protocols import ToolCall
+from actors.testing import Deployment
+from protocols import JobContext, NonRetryableError, ToolCall, result_ref
 
 
 class Bank(ToolExecutor):
@@ -91,3 +92,20 @@ async def test_a_call_past_its_jobs_deadline_is_not_started(bank: Bank) -> None:
     assert refused.error is not None and refused.error["deadline"] == 1.0
     assert refused.error["code"] == "cancelled" and refused.error["started"] is False
     assert bank.runs == [] and await bank.ledger.get(refused.key) is None
+
+
+async def test_a_context_that_cannot_be_read_is_a_call_not_started(
+    bank: Bank, rig: Deployment
+) -> None:
+    """The job's context is read before the claim: a result it holds by reference that
+    is gone makes the call a dead letter (not started), with no ledger record and no
+    effect, so that once the context can be read the same call runs, and pays once."""
+    bank._js, bank.names = rig.nc.jetstream(), rig.names
+    gone = JobContext(input={}, results={"lookup": result_ref("gone", 10, "0" * 64)})
+    call = charge(1, invoice="inv-3", amount=5.0).model_copy(update={"context": gone})
+    with pytest.raises(NonRetryableError, match="is gone"):
+        await bank.execute(call)
+    assert bank.runs == []
+    ran = await bank.execute(charge(1, invoice="inv-3", amount=5.0))
+    assert ran.ok and ran.ledger == "miss"  # nothing was claimed before
+    assert bank.runs == [{"invoice": "inv-3", "amount": 5.0}]
