@@ -22,6 +22,7 @@ next change on that (one round trip: a fresh claim is a `create`, a completion a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -46,7 +47,7 @@ from actors._ledger import (
     decide_settle,
 )
 from actors._nats import kv_latest, kv_read
-from protocols import Names
+from protocols import TERMINAL_STATUSES, JobSnapshot, Names, decode_as
 
 # Records this process remembers (key -> tool, last record and revision written).
 _REMEMBERED = 65_536
@@ -216,15 +217,21 @@ async def settle_claim(
 
 
 async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float) -> int:
-    """Delete finished records not updated for `older_than` seconds; return how many
-    (never an `in_progress` or `unknown` one: it may stand for an effect that happened).
+    """Delete finished records of ended jobs not updated for `older_than` seconds; return
+    how many (never an `in_progress` or `unknown` one: it may stand for an effect that
+    happened; never one of a job that may take the call again: `actors._ledger.prune`).
     Each delete is conditional on the revision read, so a record that changed is kept."""
     kv = await js.key_value(names.claims_bucket)
     cutoff = time.time() - older_than
-    deleted = 0
+    candidates: list[tuple[str, bytes, LedgerRecord]] = []
     async for subject_key, value in kv_latest(js, names.claims_bucket):
         record = LedgerRecord(**json.loads(value))
-        if record.state not in ("succeeded", "failed") or record.updated_at >= cutoff:
+        if record.state in ("succeeded", "failed") and record.updated_at < cutoff:
+            candidates.append((subject_key, value, record))
+    gone = await jobs_ended(js, names, {record.job_id for _, _, record in candidates})
+    deleted = 0
+    for subject_key, value, record in candidates:
+        if record.job_id not in gone:
             continue
         data, revision = await kv_read(kv, subject_key)
         if data != value:
@@ -233,6 +240,24 @@ async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float)
             await kv.delete(subject_key, last=revision)
             deleted += 1
     return deleted
+
+
+async def jobs_ended(js: JetStreamContext, names: Names, job_ids: set[str]) -> set[str]:
+    """Which of these jobs have ended (a terminal snapshot in `RIG_JOBS`). A job Rig does
+    not know (no snapshot: another deployment's, say) is not counted as ended."""
+    jobs = await js.key_value(names.jobs_bucket)
+    room = asyncio.Semaphore(32)
+
+    async def ended(job_id: str) -> bool:
+        async with room:
+            data, _revision = await kv_read(jobs, job_id)
+        if not data:
+            return False
+        return decode_as(JobSnapshot, data)[0].status in TERMINAL_STATUSES
+
+    ids = sorted(job_ids)
+    answers = await asyncio.gather(*(ended(job_id) for job_id in ids))
+    return {job_id for job_id, done in zip(ids, answers, strict=True) if done}
 
 
 async def _find(js: JetStreamContext, names: Names, key: str) -> tuple[str, LedgerRecord] | None:

@@ -832,9 +832,11 @@ def _parser() -> argparse.ArgumentParser:
     prune_cmd = ledger_verbs.add_parser(
         "prune",
         parents=[common, file_option],
-        help="delete finished records older than a duration",
+        help="delete finished records of ended jobs, older than a duration",
         description="Delete succeeded and failed records not updated for DURATION (e.g. 30d, "
-        "12h, 90m, 3600s). In-progress and unknown records are never deleted.",
+        "12h, 90m, 3600s) whose job has ended (the deployment is asked, as the admin: a "
+        "job still running or parked for a person may take the same call again). "
+        "In-progress and unknown records are never deleted.",
     )
     prune_cmd.add_argument("--older-than", required=True, metavar="DURATION")
     prune_cmd.set_defaults(run=_ledger_prune)
@@ -1833,7 +1835,7 @@ def _ledger_settle(args: argparse.Namespace) -> int:
 
 
 def _ledger_prune(args: argparse.Namespace) -> int:
-    from actors._claims import prune_claims
+    from actors._claims import jobs_ended, prune_claims
     from actors._ledger import prune
 
     seconds = parse_duration(args.older_than, zero=True)
@@ -1842,7 +1844,15 @@ def _ledger_prune(args: argparse.Namespace) -> int:
             lambda rig: prune_claims(rig.js, rig.names, older_than=seconds), role="admin"
         )
     else:
-        deleted = run_async(prune(_ledger_file(args), older_than=seconds), fast=False)
+        path = _ledger_file(args)  # the deployment says which jobs have ended
+        deleted = _with_client(
+            lambda rig: prune(
+                path,
+                older_than=seconds,
+                ended=lambda ids: jobs_ended(rig.js, rig.names, ids),
+            ),
+            role="admin",
+        )
     if args.json:
         _print_json({"deleted": deleted, "older_than_s": seconds})
     else:

@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -577,22 +577,44 @@ async def settle(
         return new
 
 
-async def prune(path: str | Path, *, older_than: float) -> int:
-    """Delete finished records not updated for `older_than` seconds; return how many.
+async def prune(
+    path: str | Path,
+    *,
+    older_than: float,
+    ended: Callable[[set[str]], Awaitable[set[str]]],
+) -> int:
+    """Delete finished records of ended jobs not updated for `older_than` seconds; return
+    how many. `ended(job_ids)` says which of those jobs have ended (`jobs_ended`).
 
-    Only `succeeded` and `failed` records go: an `in_progress` or `unknown` record may
-    stand for an effect that happened, and deleting it would let the call run again.
+    Only `succeeded` and `failed` records go, and only of a job that has ended: an
+    `in_progress` or `unknown` record may stand for an effect that happened, and a job
+    still running (or parked for a person, for however long) may take the same call
+    again, which must find its record rather than pay twice.
     """
+    cutoff = time.time() - older_than
     async with aiosqlite.connect(str(path), isolation_level=None) as db:
         await db.execute("PRAGMA busy_timeout=10000")
         await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("BEGIN IMMEDIATE")
         cursor = await db.execute(
-            "DELETE FROM ledger WHERE state IN ('succeeded', 'failed') AND updated_at < ?",
-            (time.time() - older_than,),
+            "SELECT DISTINCT job_id FROM ledger "
+            "WHERE state IN ('succeeded', 'failed') AND updated_at < ?",
+            (cutoff,),
         )
+        candidates = {str(row[0]) for row in await cursor.fetchall()}
+        gone = sorted(await ended(candidates)) if candidates else []
+        deleted = 0
+        await db.execute("BEGIN IMMEDIATE")
+        for start in range(0, len(gone), 500):  # SQLite's bound on parameters
+            batch = gone[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            cursor = await db.execute(
+                "DELETE FROM ledger WHERE state IN ('succeeded', 'failed') AND updated_at < ? "
+                f"AND job_id IN ({marks})",
+                (cutoff, *batch),
+            )
+            deleted += cursor.rowcount
         await db.execute("COMMIT")
-        return cursor.rowcount
+        return deleted
 
 
 def _create_private(path: Path) -> None:

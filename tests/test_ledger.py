@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 from actors import Ledger
+from actors.testing import Deployment
+from protocols import JobSnapshot, encode
+from tests.test_cli import rig_cli
 
 ARGS = dict(job_id="j1", tool="refund", args_hash="h1")
 
@@ -126,33 +129,46 @@ async def test_one_claim_wins_across_connections(tmp_path: Path) -> None:
         await led.close()
 
 
-async def test_rig_ledger_ls_show_and_prune(tmp_path: Path) -> None:
-    """`rig ledger` lists and shows records; prune never deletes in-progress or unknown ones."""
-    ledger = await Ledger.open(tmp_path / "ledger.sqlite3", owner="a")
-    await ledger.claim("done", **ARGS, lease=30)
-    await ledger.complete("done", 1, {"refund_id": "r1"})
-    await ledger.claim("running", **ARGS, lease=300)
-    await ledger.claim("doubt", **ARGS, lease=0)
-    assert (await ledger.claim("doubt", **ARGS, lease=30)).outcome == "unknown"
+async def test_rig_ledger_ls_show_and_prune(rig: Deployment) -> None:
+    """`rig ledger` lists and shows records; prune deletes only finished records of jobs
+    that have ended: never an in-progress or unknown one, nor one of a job parked for a
+    person (it may take the same call again, and must find its record), nor one of a
+    job the deployment does not know."""
+    jobs = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
+    for job_id, status in (("ended", "succeeded"), ("parked", "waiting_human")):
+        snapshot = JobSnapshot(job_id=job_id, agent="refund", status=status, input={})
+        await jobs.put(job_id, encode(snapshot))
+    ledger = await Ledger.open(rig.home / "ledger.sqlite3", owner="a")
+    for key, job_id in (("done", "ended"), ("waits", "parked"), ("stranger", "nowhere")):
+        await ledger.claim(key, job_id=job_id, tool="refund", args_hash="h1", lease=30)
+        await ledger.complete(key, 1, {"refund_id": key})
+    await ledger.claim("running", **ARGS | {"job_id": "ended"}, lease=300)
+    await ledger.claim("doubt", **ARGS | {"job_id": "ended"}, lease=0)
+    assert (await ledger.claim("doubt", **ARGS | {"job_id": "ended"}, lease=30)).outcome == (
+        "unknown"
+    )
     await ledger.close()
 
-    async def rig(*args: str) -> tuple[int, str]:
-        return await ledger_cli(tmp_path, *args)
+    async def run(*args: str) -> tuple[int, str]:
+        code, out, err = await rig_cli(rig, "ledger", *args)
+        return code, out + err
 
-    code, out = await rig("ls", "--json")
+    code, out = await run("ls", "--json")
     assert code == 0
     assert {r["key"]: r["state"] for r in json.loads(out)} == {
         "done": "succeeded",
+        "waits": "succeeded",
+        "stranger": "succeeded",
         "running": "in_progress",
         "doubt": "unknown",
     }
-    code, out = await rig("show", "done", "--json")
-    assert code == 0 and json.loads(out)["result"] == {"refund_id": "r1"}
-    code, out = await rig("prune", "--older-than", "0s", "--json")
+    code, out = await run("show", "done", "--json")
+    assert code == 0 and json.loads(out)["result"] == {"refund_id": "done"}
+    code, out = await run("prune", "--older-than", "0s", "--json")
     assert code == 0 and json.loads(out)["deleted"] == 1
-    code, out = await rig("ls", "--json")
-    assert sorted(r["key"] for r in json.loads(out)) == ["doubt", "running"]
-    code, out = await rig("prune", "--older-than", "soon")
+    code, out = await run("ls", "--json")
+    assert sorted(r["key"] for r in json.loads(out)) == ["doubt", "running", "stranger", "waits"]
+    code, out = await run("prune", "--older-than", "soon")
     assert code == 2 and "not a duration" in out
 
 
