@@ -448,15 +448,21 @@ class RigClient:
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobInfo:
         """Wait until the job is terminal or waiting for a human; return its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        async for _event in self.events(job_id, timeout=timeout, until_parked=True):
-            pass
-        info = await self.status(job_id)
-        # The journal can run ahead of the snapshot only within one transition.
-        while info.status not in SETTLED_STATUSES:
-            if deadline is not None and time.monotonic() > deadline:
+        pause = 0.02
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise TimeoutError(f"job {job_id} did not settle within {timeout} s")
+            async for _event in self.events(job_id, timeout=left, until_parked=True):
+                pass
             info = await self.status(job_id)
-        return info
+            if info.status in SETTLED_STATUSES:
+                return info
+            # A person resolved the wait the journal ended at just after (or the snapshot
+            # is a transition behind the journal): follow the journal again, to the job's
+            # next settling, rather than ask for its status in a loop.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def _request(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
         # No responders is what a request meets while the supervisors reconnect (a server

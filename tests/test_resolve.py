@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 
 from actors.testing import Deployment
-from protocols import Event, JobMovedError, SchemaError
+from protocols import Event, JobInfo, JobMovedError, SchemaError
+from tests.conftest import REFUND
 from tests.test_cli import rig_cli
-from tests.test_gateway import start_gateway
+from tests.test_gateway import OVER_LIMIT, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +120,33 @@ async def test_a_person_s_arguments_that_do_not_fit_the_edge_are_refused(
     assert await parked(rig, job.job_id, "review") == review  # no step spent
     taken = await rig.client.resolve(job.job_id, "adjust", args={"amount": 12.5}, step=review)
     assert taken.state == "sign_off"
+
+
+async def test_a_wait_that_meets_a_resolve_follows_the_journal_not_a_loop(
+    rig: Deployment,
+) -> None:
+    """`wait` stops at the job's wait for a person; when a person resolves it just then
+    (here: as `wait` asks for the status) and the job runs on (a refund being issued),
+    `wait` follows the journal to the job's end rather than asking for the status in a
+    loop (a handful of requests, not hundreds)."""
+    await rig.spawn(*REFUND)
+    job = await rig.client.submit("refund", OVER_LIMIT)
+    info = await rig.client.wait(job.job_id, timeout=rig.within(30))
+    assert info.status == "waiting_human"
+    asked = 0
+    status = rig.client.status
+
+    async def counted(job_id: str) -> JobInfo:
+        nonlocal asked
+        asked += 1
+        if asked == 1:  # the person is quicker than the caller
+            await rig.client.resolve(job_id, "approve", step=info.steps)
+        return await status(job_id)
+
+    rig.client.status = counted  # type: ignore[method-assign]
+    try:
+        ended = await rig.client.wait(job.job_id, timeout=rig.within(30))
+    finally:
+        del rig.client.status
+    assert ended.status == "succeeded"
+    assert asked <= 4, asked
