@@ -178,6 +178,19 @@ class UpConfig:
         return cls(tuple(specs))
 
 
+def _fatal_reason(line: str) -> str:
+    """The server's fatal line, said plainly when it is a port another process holds."""
+    taken = re.search(r"listen tcp \S*:(\d+): bind: address already in use", line)
+    if taken is None:
+        return line
+    what = "monitoring port" if "monitor" in line else "port"
+    return (
+        f"its {what} {taken.group(1)} is taken by another process (another `rig up`?): "
+        f"stop it, or pass {'--monitor-port' if what == 'monitoring port' else '--port'} "
+        "with a free one (0 picks one)"
+    )
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGTERM this child when `rig up` dies, so no process is left behind."""
     with contextlib.suppress(Exception):
@@ -262,14 +275,21 @@ class NatsServer:
         assert self.proc.stderr is not None
         out = self.log_path.open("ab")
         url = ""
+        fatal = ""  # the server's last [FTL] line: why it could not start
         while True:
             line = await self.proc.stderr.readline()
             if not line:
                 out.close()
-                raise RigError(f"nats-server exited while starting; see {self.log_path}")
+                raise RigError(
+                    "nats-server exited while starting"
+                    + (f": {fatal}" if fatal else "")
+                    + f"; see {self.log_path}"
+                )
             out.write(line)
             out.flush()
             text = line.decode(errors="replace")
+            if "[FTL]" in text:
+                fatal = _fatal_reason(text.split("[FTL]", 1)[1].strip())
             found = re.search(r"Listening for client connections on (\S+):(\d+)", text)
             if found:
                 url = f"nats://127.0.0.1:{found.group(2)}"

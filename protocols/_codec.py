@@ -169,6 +169,12 @@ def _check_text(text: str, where: str, limits: InputLimits) -> None:
 def decode(data: bytes, headers: Mapping[str, str] | None = None) -> tuple[Any, Encoding]:
     """Decode a body to plain Python values; raise `DecodeError` on bytes that are neither."""
     encoding = sniff(data, headers)
+    if not data:
+        raise DecodeError(
+            "the body is empty: a request is a JSON object or a msgpack map",
+            encoding=encoding.value,
+            size=0,
+        )
     try:
         if encoding is Encoding.JSON:
             value = loads(data)

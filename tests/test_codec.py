@@ -234,3 +234,11 @@ def test_lowered_limits_bind_outside_values_not_rigs_own_messages(
 def test_the_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="string limit must be at least 1"):
         InputLimits(string=0)
+
+
+def test_an_empty_body_is_said_to_be_empty() -> None:
+    """An empty body (what `nats request SUBJECT ''` sends) is a `DecodeError` saying it
+    is empty, not that it is "not valid msgpack"."""
+    for headers in (None, {"Content-Type": "application/json"}):
+        with pytest.raises(DecodeError, match="the body is empty"):
+            decode(b"", headers)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -228,3 +229,22 @@ async def test_a_class_not_in_the_config_is_admitted_to_a_running_deployment(
             up.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(up.proc.wait(), 60)
     assert code == 0
+
+
+async def test_a_taken_monitoring_port_is_named(tmp_path: Path) -> None:
+    """A second `rig up` whose monitoring port another process holds says which port,
+    and what to pass instead, rather than "nats-server exited while starting"."""
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        env = {**os.environ, "RIG_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+        env.pop("RIG_NATS_URL", None)
+        code, out, err = await run_rig(
+            env, "up", "--port", "0", "--monitor-port", str(port), "--no-gateway"
+        )
+    finally:
+        holder.close()
+    assert code == 2, (out, err)
+    assert f"monitoring port {port} is taken" in err and "--monitor-port" in err
