@@ -1584,6 +1584,16 @@ def _eval_run(args: argparse.Namespace) -> int:
             async with await RigClient.connect(config) as rig:
                 return await go(rig)
 
+    if not args.up:
+        # Trials are real jobs: against a running deployment, its tools act for real and
+        # its people are asked; said before the first one starts.
+        print(
+            f"rig eval: {total} trial(s) run as jobs of the running deployment "
+            f"(RIG_PREFIX {RigConfig.from_env().names.prefix!r}): their tools' side effects "
+            "are real and jobs that wait for a person fill its inbox; `--up` runs them "
+            "on a Rig of their own",
+            file=sys.stderr,
+        )
     done = run_async(go_up(), fast=False) if args.up else _with_client(go)
     result = report(suite, done, target, seed=seed)
     record = result.to_dict()

@@ -50,6 +50,7 @@ def suite_file(tmp_path: Path) -> Path:
 async def eval_run(rig: Deployment, suite: Path, *args: str) -> tuple[int, dict[str, Any]]:
     code, out, err = await rig_cli(rig, "eval", "run", str(suite), "--json", *args)
     assert code in (0, 1, 3), err
+    assert "side effects are real" in err  # the trials are jobs of a live deployment
     return code, json.loads(out)
 
 
@@ -400,6 +401,7 @@ async def test_eval_up_starts_a_rig_of_its_own_and_stops_it(rig: Deployment) -> 
         rig, "eval", "run", suite, "--up", "--trials", "3", "--target", "0.5", "--json"
     )
     assert code == 0, (err, out)
+    assert "side effects are real" not in err  # its own Rig: nothing to warn of
     result = json.loads(out)
     assert result["verdict"] == "pass" and (result["passed"], result["scored"]) == (6, 6)
     assert await rig.client.jobs() == []  # none of them ran on the environment's Rig
