@@ -270,6 +270,13 @@ async def ensure_topology(
     )
     await _ensure_bucket(
         js,
+        names.cancels_bucket,
+        "Rig tool calls their jobs stopped waiting for (<tool>.<job>.<step>)",
+        ttl=EVENTS_MAX_AGE_S,  # a call left queued longer than the journal is long gone
+        replicas=replicas,
+    )
+    await _ensure_bucket(
+        js,
         names.webhooks_bucket,
         "Rig webhooks: what became of each (<job>.<event seq>)",
         ttl=EVENTS_MAX_AGE_S,  # as long as the journal they tell of

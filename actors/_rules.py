@@ -110,6 +110,9 @@ class Rules:
         `sender`: who the report's subject names (`Names.sender_of`); a report for the
         current step from anyone but the actor it waits for raises `ForgedReportError`.
         """
+        relayed = message.tool_result if isinstance(message, Verdict) else message
+        if isinstance(relayed, ToolResult) and self._late(job, relayed):
+            return self.late_result(job, relayed)
         if job.terminal:
             return None
         expected = {
@@ -178,6 +181,46 @@ class Rules:
                 job_id=job.job_id,
                 sender=f"{kind}.{name}",
             )
+
+    @staticmethod
+    def _late(job: JobSnapshot, result: ToolResult) -> bool:
+        """Whether `result` is of the call the job stopped waiting for (`abandoned`: it
+        was cancelled, ran out of time, or a person moved it on) and says what the call
+        did: it ran, or failed after it started. Any other stale result is not: the job
+        recorded its step's own."""
+        gone = job.abandoned
+        if gone is None or (result.job_id, result.step, result.tool) != (
+            gone.job_id,
+            gone.step,
+            gone.tool,
+        ):
+            return False
+        if result.ledger == "hit":
+            return False  # the ledger's answer: nothing ran now
+        error = result.error or {}
+        return result.ok or error.get("started") is not False
+
+    def late_result(self, job: JobSnapshot, result: ToolResult) -> JobSnapshot:
+        """Journal a tool's result that came after its job stopped waiting for it:
+        the effect happened, or may have, and the journal says so; the job stays as it is
+        (once: a repeat of the result is stale)."""
+        job.outbox = []
+        job.abandoned = None
+        self.event(
+            job,
+            "tool_result",
+            tool=result.tool,
+            ok=result.ok,
+            result=result.result,
+            error=result.error,
+            ledger=result.ledger,
+            key=result.key,
+            tool_ms=round(result.tool_ms, 3),
+            late=True,
+            after=job.status,
+            **_handled(result),
+        )
+        return job
 
     @staticmethod
     def check_relayed(job: JobSnapshot, graph: Graph, result: ToolResult) -> None:
@@ -411,8 +454,18 @@ class Rules:
         state = graph.states.get(job.state) if graph is not None else None
         edge = state.edge(job.pending_edge) if state is not None else None
         if edge is not None and edge.tool is not None:
-            job.cancels.append(
-                ToolCancel(job_id=job.job_id, step=job.step, tool=edge.tool, reason=reason)
+            cancel = ToolCancel(job_id=job.job_id, step=job.step, tool=edge.tool, reason=reason)
+            job.cancels.append(cancel)
+            job.abandoned = cancel  # its result, if it comes, is journaled (`late_result`)
+            # Durably too, with the transition's outbox: an executor that was away when
+            # the notice went out reads it after its claim, before the tool starts.
+            key = self.names.cancel_key(edge.tool, job.job_id, job.step)
+            job.outbox.append(
+                Outgoing(
+                    subject=kv_subject(self.names.cancels_bucket, key),
+                    msg_id=msg_id(job.job_id, job.step, f"cancel-{edge.tool}"),
+                    data=encode(cancel),
+                )
             )
 
     def check_cancel(self, job: JobSnapshot) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast, overload
 
 import pydantic
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -29,7 +31,7 @@ from actors._config import RigConfig
 from actors._faults import crash_point
 from actors._ledger import Claim, Ledger
 from actors._metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS
-from actors._nats import keep_beating, live_keys
+from actors._nats import keep_beating, kv_read, live_keys
 from actors._results import MAX_RESULT_BYTES, by_reference, resolved_context
 from protocols import (
     Graph,
@@ -232,6 +234,7 @@ class ToolExecutor(Actor):
         # The calls running now: each one's task and the timeout it runs under.
         self._calls: dict[tuple[str, int, str], tuple[asyncio.Task[Any], asyncio.Timeout]] = {}
         self._stopped: OrderedDict[tuple[str, int, str], str] = OrderedDict()
+        self._cancels: KeyValue | None = None  # `on_start` opens the calls told to stop
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -264,6 +267,8 @@ class ToolExecutor(Actor):
             self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
         for name in self.tools:
             await self.nc.subscribe(self.names.tool_cancel(name), cb=self._on_cancel)
+        with contextlib.suppress(BucketNotFoundError, NotFoundError):  # an older topology
+            self._cancels = await self.js.key_value(self.names.cancels_bucket)
 
     async def _on_cancel(self, msg: Any) -> None:
         """A `ToolCancel`: stop the call if it runs here, and do not start it later."""
@@ -487,6 +492,14 @@ class ToolExecutor(Actor):
             pause = min(pause * 2, _BUSY_POLL_MAX_S)
         if claim.outcome != "claimed":
             return self._from_ledger(call, key, claim)
+        told = await self._told_to_stop(call)
+        if told is not None:
+            # Stopped while it was queued (perhaps while no executor listened): the claim
+            # is released as a call that never started, and the tool does not run.
+            error = _cancelled(told, started=False)
+            await self.ledger.fail(key, claim.epoch, error, retryable=True)
+            self.log.info("tool.not_started", job_id=call.job_id, tool=call.tool, why=error)
+            return _result(call, key, error=error)
         crash_point("after_claim", call.tool)
         if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
             key, claim.epoch
@@ -495,6 +508,21 @@ class ToolExecutor(Actor):
             # settled the call meanwhile, so this one must not act on an old claim.
             raise _Fenced(key, claim.epoch)
         return await self._run(call, key, tool, kwargs, claim.epoch, job)
+
+    async def _told_to_stop(self, call: ToolCall) -> str | None:
+        """Why the call must not start, if its job stopped waiting for it: the notice this
+        process heard, else the durable one (`Names.cancels_bucket`), read after the claim
+        so that a cancel written before it is always seen."""
+        heard = self._stopped.get((call.job_id, call.step, call.tool))
+        if heard is not None:
+            return heard
+        if self._cancels is None:
+            return None
+        key = self.names.cancel_key(call.tool, call.job_id, call.step)
+        data, _revision = await kv_read(self._cancels, key)
+        if not data:
+            return None
+        return decode_as(ToolCancel, data)[0].reason
 
     def _not_to_start(self, call: ToolCall) -> dict[str, Any] | None:
         """The `cancelled` error of a call that must not start: it was told to stop, or

@@ -782,6 +782,11 @@ class JobSnapshot(_Wire):
     deadline: float | None = None
     visits: dict[str, int] = Field(default_factory=dict)
     escalation: Escalation | None = None
+    abandoned: ToolCancel | None = Field(
+        default=None,
+        description="the tool call the job stopped waiting for (a cancel, its deadline, a "
+        "person's resolve): its result, if it comes, is journaled, not dropped",
+    )
     resolve_ids: list[str] = Field(
         default_factory=list,
         description="the ids of the latest resolves carried out (`ResolveRequest.resolve_id`"

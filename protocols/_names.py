@@ -191,6 +191,16 @@ class Names:
         return f"{job_id}/{step}/{tool}"
 
     @property
+    def cancels_bucket(self) -> str:
+        """Tool calls their jobs stopped waiting for (`<tool>.<job>.<step>`: a `ToolCancel`),
+        which an executor checks after its claim, right before the tool starts."""
+        return f"{self.prefix.upper()}_CANCELS"
+
+    @staticmethod
+    def cancel_key(tool: str, job_id: str, step: int) -> str:
+        return f"{tool}.{job_id}.{step}"
+
+    @property
     def webhooks_bucket(self) -> str:
         """What became of each webhook, by `<job_id>.<seq>` (a `WebhookRecord`)."""
         return f"{self.prefix.upper()}_WEBHOOKS"

@@ -261,6 +261,7 @@ def supervisor(names: Names) -> Role:
         | durable(n.dlq_stream, n.dlq_durable)
         | kv_write(n.jobs_bucket)
         | kv_write(n.inbox_bucket)
+        | kv_write(n.cancels_bucket)
         | kv_scan(n.inbox_bucket)
         | kv_read(n.agents_bucket)
         | kv_read(n.graphs_bucket)
@@ -317,6 +318,7 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
     tools = sorted(tools)
     grants = _worker(n, "tool", tools, n.tool_durable) | object_write(n.results_store)
     grants |= kv_write(n.presence_bucket, "ledger.>") | kv_scan(n.presence_bucket)
+    grants |= kv_read(n.cancels_bucket)  # calls told to stop, read before a tool starts
     for tool in tools:  # a cluster's ledger: its own tools' records only
         grants |= kv_write(n.claims_bucket, f"{tool}.*")
     grants |= Grants.of(

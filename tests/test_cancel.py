@@ -105,3 +105,27 @@ async def test_a_call_still_queued_when_its_deadline_passes_never_starts(
     assert result.error["started"] is False and "before the call started" in result.error["message"]
     assert holds(rig.home, reply.job_id) == set()  # the tool never ran for it
     assert ledger_state(rig.home, result.key) is None  # nor was it claimed
+
+
+async def test_a_call_queued_when_its_job_is_cancelled_never_starts(rig: Deployment) -> None:
+    """No executor runs while the job is cancelled with its call queued (so none hears
+    the notice); the executor that comes up later claims the call, finds the durable
+    notice, releases the claim as never started and does not run the tool; a late
+    result saying it never started leaves the journal as the cancel ended it."""
+    await rig.spawn(Supervisor, Holder)
+    reply = await rig.client.submit("holder", {"seconds": 0})
+    sub = await reports(rig, "hold", reply.job_id)
+
+    async def queued() -> bool:
+        events = await rig.client.journal(reply.job_id)
+        return any(e.type == "decision" for e in events)
+
+    await eventually(queued, timeout=rig.within(), message="the call is queued")
+    await rig.client.cancel(reply.job_id, reason="changed my mind")
+    await rig.spawn(HoldTools)
+    result = decode_as(ToolResult, (await sub.next_msg(timeout=rig.within())).data)[0]
+    assert result.error is not None and result.error["code"] == "cancelled"
+    assert result.error["started"] is False and "changed my mind" in result.error["message"]
+    assert holds(rig.home, reply.job_id) == set()  # the tool never ran for it
+    assert ledger_state(rig.home, result.key) == "failed (retryable)"  # released
+    assert (await rig.client.status(reply.job_id)).status == "cancelled"

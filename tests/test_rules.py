@@ -326,3 +326,26 @@ def test_a_message_must_come_from_whom_it_claims() -> None:
     assert "sent as tool 'lookup_order'" in (forged(result, ("tool", "lookup_order")) or "")
     verdict = Verdict(job_id="j", step=1, verifier="refund_matches", passed=True)
     assert "sent as verify 'other'" in (forged(verdict, ("verify", "other")) or "")
+
+
+def test_a_result_that_comes_after_a_cancel_is_journaled_not_dropped() -> None:
+    """A job cancelled while its call is out stays cancelled, but the call's result, when
+    it comes (the money moved), is journaled once, marked late; a result saying the call
+    never started is not (nothing happened), and neither is a repeat."""
+    rules = Rules(NAMES, 1000.0)
+    cancelled = rules.cancel(refunding_job(), CancelRequest(job_id="j1"), GRAPH)
+    assert cancelled.status == "cancelled" and cancelled.abandoned is not None
+    never = failed("cancelled", "told to stop first")
+    assert never.error is not None
+    never.error["started"] = False
+    assert rules.report(cancelled.model_copy(deep=True), never, GRAPH) is None
+    ran = ToolResult(job_id="j1", step=3, tool="issue_refund", key="k", ok=True, result={"id": 1})
+    later = rules.report(cancelled, ran, GRAPH, sender=("tool", "issue_refund"))
+    assert later is not None and later.status == "cancelled"
+    [event] = events(later)
+    assert (event.type, event.data["late"], event.data["result"]) == (
+        "tool_result",
+        True,
+        {"id": 1},
+    )
+    assert rules.report(later, ran, GRAPH) is None  # once
