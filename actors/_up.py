@@ -670,7 +670,10 @@ class Admission:
             if not msg.reply or not answerable(msg.reply):
                 return
             async with lock:
-                reply = await self._admit(msg.data)
+                try:
+                    reply = await self._admit(msg.data)
+                except Exception as exc:  # the config or the reload failed: say so
+                    reply = {"error": {"code": "admit_failed", "message": repr(exc)}}
             with contextlib.suppress(Exception):
                 await nc.publish(msg.reply, json.dumps(reply).encode())
 
