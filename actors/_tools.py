@@ -492,7 +492,16 @@ class ToolExecutor(Actor):
             pause = min(pause * 2, _BUSY_POLL_MAX_S)
         if claim.outcome != "claimed":
             return self._from_ledger(call, key, claim)
-        told = await self._told_to_stop(call)
+        try:
+            told = await self._told_to_stop(call)
+        except Exception as exc:  # the bucket did not answer: ask again later, unclaimed
+            error = {"code": "not_started", "message": repr(exc), "started": False}
+            await self.ledger.fail(key, claim.epoch, error, retryable=True)
+            raise RetryableError(
+                f"could not read whether the call was told to stop ({exc!r}); it did not "
+                "start and is asked again",
+                delay=0.5,
+            ) from exc
         if told is not None:
             # Stopped while it was queued (perhaps while no executor listened): the claim
             # is released as a call that never started, and the tool does not run.
