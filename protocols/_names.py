@@ -26,7 +26,7 @@ With the default prefix the names are the ones in the design:
     rig.admin.admit                      request/reply: `rig admit`, answered by `rig up`
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
-    RIG_CLAIMS (a cluster's tool ledger)
+    RIG_CLAIMS (a cluster's tool ledger), RIG_CANCELS (tool calls told to stop)
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
