@@ -200,12 +200,8 @@ class Rules:
         error = result.error or {}
         return result.ok or error.get("started") is not False
 
-    def late_result(self, job: JobSnapshot, result: ToolResult) -> JobSnapshot:
-        """Journal a tool's result that came after its job stopped waiting for it:
-        the effect happened, or may have, and the journal says so; the job stays as it is
-        (once: a repeat of the result is stale)."""
-        job.outbox = []
-        job.abandoned = None
+    def tool_result_event(self, job: JobSnapshot, result: ToolResult, **more: Any) -> None:
+        """Journal what a tool's call did (`more`: what else the event says)."""
         self.event(
             job,
             "tool_result",
@@ -216,10 +212,17 @@ class Rules:
             ledger=result.ledger,
             key=result.key,
             tool_ms=round(result.tool_ms, 3),
-            late=True,
-            after=job.status,
+            **more,
             **_handled(result),
         )
+
+    def late_result(self, job: JobSnapshot, result: ToolResult) -> JobSnapshot:
+        """Journal a tool's result that came after its job stopped waiting for it:
+        the effect happened, or may have, and the journal says so; the job stays as it is
+        (once: a repeat of the result is stale)."""
+        job.outbox = []
+        job.abandoned = None
+        self.tool_result_event(job, result, late=True, after=job.status)
         return job
 
     @staticmethod
@@ -579,18 +582,7 @@ class Rules:
         assert job.state is not None and job.pending_edge is not None
         edge = graph.state(job.state).edge(job.pending_edge)
         assert edge is not None
-        self.event(
-            job,
-            "tool_result",
-            tool=result.tool,
-            ok=result.ok,
-            result=result.result,
-            error=result.error,
-            ledger=result.ledger,
-            key=result.key,
-            tool_ms=round(result.tool_ms, 3),
-            **_handled(result),
-        )
+        self.tool_result_event(job, result)
         if (
             result.error is not None
             and result.error.get("code") == "cancelled"
