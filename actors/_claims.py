@@ -17,7 +17,14 @@ election) can only make the write fail and the decision be taken again.
 
 A process remembers the record and revision it last wrote for each key, and tries its
 next change on that (one round trip: a fresh claim is a `create`, a completion an
-`update`); only a lost race or a key it has not seen costs a read first.
+`update`); a lost race, or an answer that would change nothing (a claim finding another's
+`busy`), is decided again on a record read from the leader. The records of calls running
+here are never forgotten.
+
+Each write carries a nonce. A write whose answer is lost (a timeout, an election) may
+have been stored: the record read back says whether it was this one, so a claim whose
+acknowledgement was lost is still this process's claim, not a stranger's `busy` that
+would end `unknown` a lease later; and a completion is written until it is known stored.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
+import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from actors._ledger import (
@@ -49,8 +59,27 @@ from actors._ledger import (
 from actors._nats import kv_latest, kv_read
 from protocols import TERMINAL_STATUSES, JobSnapshot, Names, decode_as
 
-# Records this process remembers (key -> tool, last record and revision written).
+# Records this process remembers beside those of its running calls.
 _REMEMBERED = 65_536
+# How long a write whose answer was lost waits for the bucket to answer a read.
+_READ_BACK_S = 30.0
+# What a write or read may raise when the bucket does not answer (an election, a lost ack).
+_UNANSWERED = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    ServiceUnavailableError,
+)
+
+
+@dataclass(slots=True)
+class _Known:
+    """A record as this process last wrote or read it."""
+
+    tool: str
+    record: LedgerRecord | None
+    revision: int  # 0: never written (the next write creates it)
+    write: str = ""  # the nonce of the write that stored `record`
 
 
 class ClusterLedger:
@@ -58,11 +87,20 @@ class ClusterLedger:
     names, owner=...)`; the key of a call must be claimed (in this process) before its
     outcome is recorded, as the executor does."""
 
+    # A result stored in a record makes it larger than the bucket takes (the server's
+    # max_payload): the executor stores large results by reference before recording.
+    keeps_large_results = False
+
     def __init__(self, kv: KeyValue, *, owner: str) -> None:
         self._kv = kv
         self._owner = owner
-        # key -> (tool, record, revision) as this process last wrote or read it
-        self._known: OrderedDict[str, tuple[str, LedgerRecord | None, int]] = OrderedDict()
+        # Records of calls running here (their claim is this process's): never forgotten,
+        # and as many as the executor runs at once.
+        self._running: dict[str, _Known] = {}
+        # Every other record seen, the least recently used forgotten first.
+        self._seen: OrderedDict[str, _Known] = OrderedDict()
+        # key -> nonce of a write whose answer never came (it may be stored or not).
+        self._unanswered: OrderedDict[str, str] = OrderedDict()
         self.operations = 0
         self.races = 0  # writes refused because the record had moved: decided again
 
@@ -85,11 +123,25 @@ class ClusterLedger:
         dead_owner: str | None = None,
     ) -> Claim:
         op = _ClaimOp(key, job_id, tool, args_hash, lease, side_effects, dead_owner=dead_owner)
-        if key not in self._known:
-            self._remember(key, tool, None, 0)  # a fresh key: try to create it first
-        claim: Claim = await self._change(
-            key, lambda record, now: decide_claim(record, op, owner=self._owner, now=now)
-        )
+        if self._known(key) is None:
+            self._remember(key, _Known(tool, None, 0))  # a fresh key: try to create it first
+
+        def decide(known: _Known, now: float) -> tuple[Claim, LedgerRecord | None]:
+            record = known.record
+            if (
+                record is not None
+                and record.state == "in_progress"
+                and record.owner == self._owner
+                and known.write
+                and known.write == self._unanswered.get(key)
+            ):
+                # This process's own claim, stored though its answer was lost: the tool
+                # has not run under it, so it is taken up again with a fresh lease.
+                renewed = replace(record, lease_until=now + op.lease, updated_at=now)
+                return Claim("claimed", epoch=record.epoch), renewed
+            return decide_claim(record, op, owner=self._owner, now=now)
+
+        claim: Claim = await self._change(key, decide)
         return claim
 
     async def complete(self, key: str, epoch: int, result: Any) -> bool:
@@ -109,65 +161,118 @@ class ClusterLedger:
             json.dumps(result)
         op = _ResolveOp(key, epoch, happened, result, lease)
         claim: Claim = await self._change(
-            key, lambda record, now: decide_resolve(record, op, owner=self._owner, now=now)
+            key, lambda known, now: decide_resolve(known.record, op, owner=self._owner, now=now)
         )
         return claim
 
     async def get(self, key: str) -> LedgerRecord | None:
         """The record as the bucket's leader has it now."""
-        record, _ = await self._read(key)
-        return record
+        return (await self._read(key)).record
 
     async def _finish(self, op: _FinishOp) -> bool:
         done: bool = await self._change(
-            op.key, lambda record, now: decide_finish(record, op, now=now)
+            op.key, lambda known, now: decide_finish(known.record, op, now=now)
         )
         return done
 
     async def _change(
-        self,
-        key: str,
-        decide: Callable[[LedgerRecord | None, float], tuple[Any, LedgerRecord | None]],
+        self, key: str, decide: Callable[[_Known, float], tuple[Any, LedgerRecord | None]]
     ) -> Any:
         """Decide on the record as last known, write by compare-and-set; when the record
-        had moved, read it from the leader and decide again."""
-        tool, record, revision = self._entry(key)
+        had moved, read it from the leader and decide again.
+
+        An answer that changes nothing is given on a record read by this call, never on
+        a remembered one (a call that found another's claim `busy` must see it end). A
+        write whose answer is lost (a timeout, an election) may have been stored: each
+        write carries a nonce, and the record read back says whether it was this one."""
+        known = self._entry(key)
+        fresh = False
         while True:
             self.operations += 1
-            outcome, new = decide(record, time.time())
+            outcome, new = decide(known, time.time())
             if new is None:
-                return outcome
-            value = json.dumps(dataclasses.asdict(new)).encode()
+                if fresh:
+                    return outcome
+                known, fresh = await self._read(key), True
+                continue
+            nonce = secrets.token_hex(8)
+            value = json.dumps({**dataclasses.asdict(new), "write": nonce}).encode()
+            subject_key = _subject_key(known.tool, key)
             try:
-                if revision == 0:
-                    written = await self._kv.create(_subject_key(tool, key), value)
+                if known.revision == 0:
+                    written = await self._kv.create(subject_key, value)
                 else:
-                    written = await self._kv.update(_subject_key(tool, key), value, last=revision)
+                    written = await self._kv.update(subject_key, value, last=known.revision)
             except KeyWrongLastSequenceError:
                 self.races += 1
-                record, revision = await self._read(key)
+                known, fresh = await self._read(key), True
                 continue
-            self._remember(key, tool, new, written)
+            except _UNANSWERED:
+                self._note_unanswered(key, nonce)
+                known, fresh = await self._read_back(key), True
+                if known.write != nonce:
+                    continue  # not stored: decide again on what is there
+                written = known.revision
+            self._unanswered.pop(key, None)
+            self._remember(key, _Known(known.tool, new, written, nonce))
             return outcome
 
-    async def _read(self, key: str) -> tuple[LedgerRecord | None, int]:
-        tool, _, _ = self._entry(key)
+    async def _read(self, key: str) -> _Known:
+        tool = self._entry(key).tool
         data, revision = await kv_read(self._kv, _subject_key(tool, key))
-        record = LedgerRecord(**json.loads(data)) if data else None
-        self._remember(key, tool, record, revision)
-        return record, revision
+        record, write = _decoded(data) if data else (None, "")
+        known = _Known(tool, record, revision, write)
+        self._remember(key, known)
+        return known
 
-    def _entry(self, key: str) -> tuple[str, LedgerRecord | None, int]:
-        try:
-            return self._known[key]
-        except KeyError:
-            raise KeyError(f"ledger key {key} was not claimed in this process") from None
+    async def _read_back(self, key: str) -> _Known:
+        """The record after a write whose answer was lost, read once the bucket answers
+        again (an election takes seconds); the last error if it does not within
+        `_READ_BACK_S`."""
+        deadline = time.monotonic() + _READ_BACK_S
+        pause = 0.05
+        while True:
+            try:
+                return await self._read(key)
+            except _UNANSWERED:
+                if time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
-    def _remember(self, key: str, tool: str, record: LedgerRecord | None, revision: int) -> None:
-        self._known[key] = (tool, record, revision)
-        self._known.move_to_end(key)
-        while len(self._known) > _REMEMBERED:
-            self._known.popitem(last=False)
+    def _note_unanswered(self, key: str, nonce: str) -> None:
+        self._unanswered[key] = nonce
+        self._unanswered.move_to_end(key)
+        while len(self._unanswered) > _REMEMBERED:
+            self._unanswered.popitem(last=False)
+
+    def _known(self, key: str) -> _Known | None:
+        return self._running.get(key) or self._seen.get(key)
+
+    def _entry(self, key: str) -> _Known:
+        known = self._known(key)
+        if known is None:
+            raise KeyError(f"ledger key {key} was not claimed in this process")
+        return known
+
+    def _remember(self, key: str, known: _Known) -> None:
+        record = known.record
+        if record is not None and record.state == "in_progress" and record.owner == self._owner:
+            self._seen.pop(key, None)
+            self._running[key] = known
+            return
+        self._running.pop(key, None)
+        self._seen[key] = known
+        self._seen.move_to_end(key)
+        while len(self._seen) > _REMEMBERED:
+            self._seen.popitem(last=False)
+
+
+def _decoded(value: bytes) -> tuple[LedgerRecord, str]:
+    """A stored record and the nonce of the write that stored it ("" before nonces)."""
+    fields = json.loads(value)
+    write = fields.pop("write", "")
+    return LedgerRecord(**fields), write
 
 
 def _subject_key(tool: str, key: str) -> str:
@@ -183,9 +288,7 @@ async def list_claims(
     js: JetStreamContext, names: Names, *, limit: int = 100, state: str | None = None
 ) -> list[LedgerRecord]:
     """The newest records first (at most `limit`), optionally only those in `state`."""
-    records = [
-        LedgerRecord(**json.loads(value)) async for _, value in kv_latest(js, names.claims_bucket)
-    ]
+    records = [_decoded(value)[0] async for _, value in kv_latest(js, names.claims_bucket)]
     records = [r for r in records if state is None or r.state == state]
     return sorted(records, key=lambda r: r.updated_at, reverse=True)[:limit]
 
@@ -206,7 +309,7 @@ async def settle_claim(
         raise ValueError("no such record")
     while True:
         data, revision = await kv_read(kv, found[0])
-        record = LedgerRecord(**json.loads(data)) if data else None
+        record = _decoded(data)[0] if data else None
         new = decide_settle(record, happened=happened, result=result, by=by, now=time.time())
         value = json.dumps(dataclasses.asdict(new)).encode()
         try:
@@ -225,7 +328,7 @@ async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float)
     cutoff = time.time() - older_than
     candidates: list[tuple[str, bytes, LedgerRecord]] = []
     async for subject_key, value in kv_latest(js, names.claims_bucket):
-        record = LedgerRecord(**json.loads(value))
+        record = _decoded(value)[0]
         if record.state in ("succeeded", "failed") and record.updated_at < cutoff:
             candidates.append((subject_key, value, record))
     gone = await jobs_ended(js, names, {record.job_id for _, _, record in candidates})
@@ -265,5 +368,5 @@ async def _find(js: JetStreamContext, names: Names, key: str) -> tuple[str, Ledg
     if not key or any(c in key for c in ".*> "):
         return None
     async for subject_key, value in kv_latest(js, names.claims_bucket, f"*.{key}"):
-        return subject_key, LedgerRecord(**json.loads(value))
+        return subject_key, _decoded(value)[0]
     return None

@@ -658,12 +658,30 @@ class ToolExecutor(Actor):
                 }
                 await self.ledger.fail(key, epoch, error, retryable=False)
                 return _result(call, key, error=error, tool_ms=tool_ms)
+            if not self.ledger.keeps_large_results:
+                value = await self._stored(call, key, epoch, value)
             if not await self.ledger.complete(key, epoch, value):
                 self.log.warning("ledger.fenced", key=key, epoch=epoch)
             return _result(call, key, result=value, tool_ms=tool_ms)
         tool_ms = (time.perf_counter() - started) * 1000
         await self.ledger.fail(key, epoch, error, retryable=False)
         return _result(call, key, error=error, tool_ms=tool_ms)
+
+    async def _stored(self, call: ToolCall, key: str, epoch: int, value: Any) -> Any:
+        """`value`, or a reference to a stored copy if it is too large for the ledger's
+        record (the cluster's, a KV value). Storing it failed after the tool acted: the
+        record becomes `unknown` (a repeat reconciles, or a person settles it)."""
+        name = self.names.result_object(call.job_id, call.step, call.tool)
+        try:
+            return await by_reference(self, name, value, inline=self.config.inline_result_bytes)
+        except (RetryableError, NonRetryableError) as exc:
+            error = {
+                "code": "result_not_stored",
+                "message": f"{call.tool} acted, but its result could not be stored: {exc.message}",
+                "started": True,
+            }
+            await self.ledger.abandon(key, epoch, error)
+            raise
 
     async def _stopped_run(
         self,
