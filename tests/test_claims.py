@@ -11,8 +11,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from actors import RigConfig, ToolExecutor, tool
-from actors import _claims
+from actors import RigConfig, ToolExecutor, _claims, tool
 from actors._claims import ClusterLedger
 from actors._harness import harness
 from actors._results import resolved
