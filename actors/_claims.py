@@ -319,11 +319,16 @@ async def settle_claim(
         return new
 
 
-async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float) -> int:
+async def prune_claims(
+    js: JetStreamContext, names: Names, *, older_than: float, retention: float | None = None
+) -> int:
     """Delete finished records of ended jobs not updated for `older_than` seconds; return
     how many (never an `in_progress` or `unknown` one: it may stand for an effect that
     happened; never one of a job that may take the call again: `actors._ledger.prune`).
-    Each delete is conditional on the revision read, so a record that changed is kept."""
+    With `retention` (the deployment's `RIG_RETENTION`), a job whose snapshot is gone
+    counts as ended when its record is older than that: only an ended job's snapshot
+    expires, and the bucket is this deployment's alone. Each delete is conditional on the
+    revision read, so a record that changed is kept."""
     kv = await js.key_value(names.claims_bucket)
     cutoff = time.time() - older_than
     candidates: list[tuple[str, bytes, LedgerRecord]] = []
@@ -331,10 +336,12 @@ async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float)
         record = _decoded(value)[0]
         if record.state in ("succeeded", "failed") and record.updated_at < cutoff:
             candidates.append((subject_key, value, record))
-    gone = await jobs_ended(js, names, {record.job_id for _, _, record in candidates})
+    ended, kept = await jobs_ended(js, names, {record.job_id for _, _, record in candidates})
+    expired = time.time() - retention if retention is not None else None
     deleted = 0
     for subject_key, value, record in candidates:
-        if record.job_id not in gone:
+        gone = expired is not None and record.job_id not in kept and record.updated_at < expired
+        if record.job_id not in ended and not gone:
             continue
         data, revision = await kv_read(kv, subject_key)
         if data != value:
@@ -345,22 +352,24 @@ async def prune_claims(js: JetStreamContext, names: Names, *, older_than: float)
     return deleted
 
 
-async def jobs_ended(js: JetStreamContext, names: Names, job_ids: set[str]) -> set[str]:
-    """Which of these jobs have ended (a terminal snapshot in `RIG_JOBS`). A job Rig does
-    not know (no snapshot: another deployment's, say) is not counted as ended."""
+async def jobs_ended(
+    js: JetStreamContext, names: Names, job_ids: set[str]
+) -> tuple[set[str], set[str]]:
+    """Which of these jobs have ended (a terminal snapshot in `RIG_JOBS`), and which Rig
+    keeps a snapshot of. A job Rig does not know (no snapshot: another deployment's, or
+    one whose snapshot expired) is not counted as ended."""
     jobs = await js.key_value(names.jobs_bucket)
     room = asyncio.Semaphore(32)
 
-    async def ended(job_id: str) -> bool:
+    async def status(job_id: str) -> str | None:
         async with room:
             data, _revision = await kv_read(jobs, job_id)
-        if not data:
-            return False
-        return decode_as(JobSnapshot, data)[0].status in TERMINAL_STATUSES
+        return decode_as(JobSnapshot, data)[0].status if data else None
 
     ids = sorted(job_ids)
-    answers = await asyncio.gather(*(ended(job_id) for job_id in ids))
-    return {job_id for job_id, done in zip(ids, answers, strict=True) if done}
+    answers = dict(zip(ids, await asyncio.gather(*(status(job_id) for job_id in ids)), strict=True))
+    ended = {job_id for job_id, said in answers.items() if said in TERMINAL_STATUSES}
+    return ended, {job_id for job_id, said in answers.items() if said is not None}
 
 
 async def _find(js: JetStreamContext, names: Names, key: str) -> tuple[str, LedgerRecord] | None:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from actors._config import DEFAULT_NATS_URL, DIALECTS, RigConfig
+from actors._config import DEFAULT_NATS_URL, DIALECTS, RigConfig, seconds_of
 from actors._keys import add_key, keys_path, load_keys, revoke_key
 from actors._loop import run_async
 from protocols import (
@@ -1851,16 +1851,19 @@ def _ledger_prune(args: argparse.Namespace) -> int:
     seconds = parse_duration(args.older_than, zero=True)
     if _in_cluster(args):
         deleted = _with_client(
-            lambda rig: prune_claims(rig.js, rig.names, older_than=seconds), role="admin"
+            lambda rig: prune_claims(
+                rig.js, rig.names, older_than=seconds, retention=rig.config.retention
+            ),
+            role="admin",
         )
     else:
         path = _ledger_file(args)  # the deployment says which jobs have ended
+
+        async def ended(rig: RigClient, job_ids: set[str]) -> set[str]:
+            return (await jobs_ended(rig.js, rig.names, job_ids))[0]
+
         deleted = _with_client(
-            lambda rig: prune(
-                path,
-                older_than=seconds,
-                ended=lambda ids: jobs_ended(rig.js, rig.names, ids),
-            ),
+            lambda rig: prune(path, older_than=seconds, ended=lambda ids: ended(rig, ids)),
             role="admin",
         )
     if args.json:
@@ -1873,14 +1876,10 @@ def _ledger_prune(args: argparse.Namespace) -> int:
 def parse_duration(text: str, *, zero: bool = False) -> float:
     """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; finite, and positive
     unless `zero` allows 0."""
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     try:
-        seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
-    except ValueError:
-        seconds = -1.0
-    if not (0 <= seconds if zero else 0 < seconds) or seconds == float("inf"):
-        raise _usage(f"{text!r} is not a duration (e.g. 30d, 12h, 90m, 45s)")
-    return seconds
+        return seconds_of(text, zero=zero)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
 
 
 # --- helpers -------------------------------------------------------------------

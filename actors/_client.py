@@ -30,7 +30,15 @@ from actors import _tracing as tracing
 from actors._breaker import BreakerState, breaker_key, model_count_of
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
-from actors._nats import connect, ensure_topology, jetstream, kv_latest, live_agents, outlasting
+from actors._nats import (
+    connect,
+    ensure_topology,
+    jetstream,
+    kv_latest,
+    kv_read,
+    live_agents,
+    outlasting,
+)
 from actors._results import resolved
 from actors._security import CLIENT, makes_topology
 from actors._webhooks import webhook_records
@@ -44,6 +52,7 @@ from protocols import (
     Header,
     InboxReply,
     InboxRequest,
+    JobEntry,
     JobInfo,
     JobSnapshot,
     PayloadTooLargeError,
@@ -70,6 +79,8 @@ R = TypeVar("R", bound=BaseModel)
 # Statuses after which waiting longer is pointless for a caller: terminal, or parked
 # until a person acts.
 SETTLED_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
+# Snapshots a listing reads at once (a page's).
+_READS_AT_ONCE = 32
 
 
 # How long a request that finds no supervisor is asked again (while the supervisors
@@ -245,8 +256,9 @@ class RigClient:
         (`active`: not terminal), created before `before` (the `(created_at, job_id)` of
         the last job of the previous page) only.
 
-        Reads the latest snapshot of every job from `RIG_JOBS` in one pass, so its cost
-        grows with the number of jobs kept.
+        Reads the index (`RIG_JOB_INDEX`, a small entry per job kept: the server picks an
+        agent's), then the snapshots of the page's jobs only. Ended jobs are kept for
+        `RIG_RETENTION` (a week by default).
         """
         return (await self.job_page(agent=agent, status=status, limit=limit, before=before))[0]
 
@@ -262,24 +274,40 @@ class RigClient:
         if agent is not None:
             check_token(agent, what="agent name")
         await self._topology()
-        found: list[JobInfo] = []
+        found: list[JobEntry] = []
         counts: Counter[str] = Counter()
         async for _key, data in kv_latest(
-            self.js, self.names.jobs_bucket, timeout=self.request_timeout
+            self.js,
+            self.names.index_bucket,
+            self.names.index_key(agent, "*") if agent is not None else ">",
+            timeout=self.request_timeout,
         ):
-            job = decode_as(JobSnapshot, data)[0]
-            if agent is not None and job.agent != agent:
-                continue
-            counts[job.status] += 1
+            entry = decode_as(JobEntry, data)[0]
+            counts[entry.status] += 1
             wanted = (
-                status is None or job.status == status or (status == "active" and not job.terminal)
+                status is None
+                or entry.status == status
+                or (status == "active" and entry.status not in TERMINAL_STATUSES)
             )
-            if before is not None and (job.created_at, job.job_id) >= before:
+            if before is not None and (entry.created_at, entry.job_id) >= before:
                 continue
             if wanted:
-                found.append(job.info())
-        found.sort(key=lambda job: (job.created_at, job.job_id), reverse=True)
-        return found[:limit], counts
+                found.append(entry)
+        found.sort(key=lambda entry: (entry.created_at, entry.job_id), reverse=True)
+        jobs = await self._snapshots([entry.job_id for entry in found[:limit]])
+        return [job.info() for job in jobs], counts
+
+    async def _snapshots(self, job_ids: list[str]) -> list[JobSnapshot]:
+        """The snapshots of these jobs, in order; a job gone meanwhile (expired) left out."""
+        jobs = await self.js.key_value(self.names.jobs_bucket)
+        room = asyncio.Semaphore(_READS_AT_ONCE)
+
+        async def read(job_id: str) -> bytes:
+            async with room, asyncio.timeout(self.request_timeout):
+                return (await kv_read(jobs, job_id))[0]
+
+        found = await asyncio.gather(*(read(job_id) for job_id in job_ids))
+        return [decode_as(JobSnapshot, data)[0] for data in found if data]
 
     async def actors(self, *, listen: float = LISTEN_S) -> list[LiveActor]:
         """The deployment's live actor processes, as they answer `rig ps`'s ask."""

@@ -99,6 +99,8 @@ def rig_streams(names: Names) -> list[str]:
         names.claims_bucket,
         names.presence_bucket,
         names.webhooks_bucket,
+        names.cancels_bucket,
+        names.index_bucket,
     ]
     return [
         names.work_stream,

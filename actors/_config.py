@@ -28,6 +28,10 @@
 | `RIG_LEDGER`      | `local`                   | where tool calls are claimed: `local`, an SQLite |
 |                   |                           | file per host; `cluster`, a replicated bucket   |
 |                   |                           | that every host shares (docs/cluster.md)        |
+| `RIG_RETENTION`   | `7d`                      | how long an ended job is kept (its snapshot,    |
+|                   |                           | its index entry; `30d`, `12h`, `90m`, seconds)  |
+|                   |                           | and an LLM cache entry; with the cluster ledger |
+|                   |                           | `rig up` prunes ended jobs' records as old      |
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ def env_number(name: str, default: float, *, low: float, high: float) -> float:
     return value
 
 
+DEFAULT_RETENTION_S = 7 * 86400.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class RigConfig:
     """Where Rig connects and keeps its data; `RigConfig.from_env()` reads the variables above."""
@@ -99,6 +106,7 @@ class RigConfig:
     tls_ca: Path | None = None  # the CA to verify the server with (else $RIG_HOME/tls/ca.pem)
     replicas: int = 1  # copies of each stream and bucket Rig creates (3 in a cluster)
     ledger: Literal["local", "cluster"] = "local"  # where tool calls are claimed
+    retention: float = DEFAULT_RETENTION_S  # seconds an ended job is kept
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -126,11 +134,38 @@ class RigConfig:
             tls_ca=Path(os.environ["RIG_TLS_CA"]) if os.environ.get("RIG_TLS_CA") else None,
             replicas=int(env_number("RIG_REPLICAS", 1, low=1, high=5)),
             ledger=_ledger_from_env(),
+            retention=_retention_from_env(),
         )
 
     @property
     def servers(self) -> list[str]:
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+
+def seconds_of(text: str, *, zero: bool = False) -> float:
+    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; finite, and positive
+    unless `zero` allows 0. A `ValueError` saying so otherwise."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
+    except ValueError:
+        seconds = -1.0
+    if not (0 <= seconds if zero else 0 < seconds) or seconds == float("inf"):
+        raise ValueError(f"{text!r} is not a duration (e.g. 30d, 12h, 90m, 45s)")
+    return seconds
+
+
+def _retention_from_env() -> float:
+    raw = os.environ.get("RIG_RETENTION")
+    if not raw:
+        return DEFAULT_RETENTION_S
+    try:
+        seconds = seconds_of(raw)
+    except ValueError as exc:
+        raise ConfigError(f"RIG_RETENTION: {exc}") from None
+    if seconds < 1:
+        raise ConfigError(f"RIG_RETENTION must be at least a second, not {raw!r}")
+    return seconds
 
 
 def _ledger_from_env() -> Literal["local", "cluster"]:

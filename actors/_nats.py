@@ -40,7 +40,15 @@ from nats.js.kv import KeyValue
 from actors._config import RigConfig
 from actors._security import credentials
 from actors._tls import client_context
-from protocols import ConfigError, Names, RigConnectionError, UnavailableError
+from protocols import (
+    ConfigError,
+    JobSnapshot,
+    Names,
+    RigConnectionError,
+    UnavailableError,
+    decode_as,
+    encode,
+)
 from protocols._permissions import JS_API, api_prefix, inbox_prefix
 
 log = structlog.get_logger("rig.nats")
@@ -53,6 +61,11 @@ PARTITIONS_KEY = "rig.partitions"
 DUPLICATE_WINDOW_S = 120.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+# The most messages the work stream holds: past it a publish is refused (the sender is
+# told and retries, a submit answers an error), never a queued command dropped. A count,
+# not bytes: a stream's byte limit is reserved from the server's store up front.
+WORK_MAX_MSGS = 1_000_000
+SLOTS_MAX_MSGS = 100_000
 # A live agent refreshes its presence every PRESENCE_BEAT_S; a key not refreshed within
 # PRESENCE_TTL_S expires, so a killed process stops counting as live within that time.
 PRESENCE_BEAT_S = 5.0
@@ -192,6 +205,8 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
             subjects=[names.work_all],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            max_msgs=WORK_MAX_MSGS,
+            discard=DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_S,
             metadata={PARTITIONS_KEY: str(names.partitions)},
         ),
@@ -210,6 +225,8 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
             subjects=[names.slots_all],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            max_msgs=SLOTS_MAX_MSGS,  # slots are a few empty messages per provider
+            discard=DiscardPolicy.NEW,
         ),
         StreamConfig(
             name=names.dlq_stream,
@@ -245,22 +262,37 @@ async def ensure_topology(
         if config.name == names.work_stream and splits_work:
             _check_partitions(info, names)
         missing = set(config.subjects or ()) - set(info.config.subjects or ())
-        if missing:  # a stream made by an older Rig: add the subjects it lacks
+        unbounded = config.max_msgs is not None and info.config.max_msgs in (None, -1)
+        if missing or unbounded:  # a stream made by an older Rig: add what it lacks
             info.config.subjects = sorted(set(info.config.subjects or ()) | missing)
+            if unbounded:
+                info.config.max_msgs, info.config.discard = config.max_msgs, config.discard
             await js.update_stream(info.config)
             log.info("stream.updated", stream=config.name, added=sorted(missing))
         await _scale(js, info, replicas)
     await _retire_single_supervisor_consumer(js, names)
     for bucket, description in (
-        (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.agents_bucket, "Rig agent registry: graph and example input per agent"),
         (names.inbox_bucket, "Rig jobs waiting for a person (an Escalation per job id)"),
         (names.breakers_bucket, "Rig circuit breakers per LLM provider and model"),
-        (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
         (names.graphs_bucket, "Rig agent registrations by version (<agent>.<graph version>)"),
         (names.claims_bucket, "Rig tool ledger of a cluster (<tool>.<key>, compare-and-set)"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas)
+    try:
+        await js.key_value(names.index_bucket)
+        indexed = True
+    except BucketNotFoundError:
+        indexed = False  # a deployment from before the index: its jobs are entered below
+    # Buckets whose entries expire one by one (an ended job's, a cached answer).
+    for bucket, description in (
+        (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
+        (names.index_bucket, "Rig job index: a JobEntry per <agent>.<job_id>, for listing"),
+        (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
+    ):
+        await _ensure_bucket(js, bucket, description, replicas=replicas, expiring=True)
+    if not indexed:
+        await _enter_jobs(js, names)
     await _ensure_bucket(
         js,
         names.presence_bucket,
@@ -297,6 +329,18 @@ async def ensure_topology(
         log.info("bucket.created", bucket=names.results_store, replicas=replicas)
     else:
         await _scale(js, await js.stream_info(f"OBJ_{names.results_store}"), replicas)
+
+
+async def _enter_jobs(js: JetStreamContext, names: Names) -> None:
+    """Enter every job kept in `RIG_JOBS` in a new index (once, when it is made)."""
+    entered = 0
+    async for job_id, data in kv_latest(js, names.jobs_bucket):
+        job = decode_as(JobSnapshot, data)[0]
+        key = kv_subject(names.index_bucket, names.index_key(job.agent, job_id))
+        await js.publish(key, encode(job.entry()))
+        entered += 1
+    if entered:
+        log.info("index.filled", jobs=entered)
 
 
 def partitions_made(info: Any) -> int:
@@ -386,10 +430,12 @@ async def _ensure_bucket(
     *,
     ttl: float | None = None,
     replicas: int = 1,
+    expiring: bool = False,
 ) -> KeyValue:
     """A bucket, made if missing. Reads of Rig's buckets go to the leader of each (not
     `direct`, which lets a follower answer, possibly stale: nats-server #4710); a
-    compare-and-set is checked by the leader whatever a read said."""
+    compare-and-set is checked by the leader whatever a read said. An `expiring` one
+    takes per-message TTLs (`Header.TTL`), turned on in one made without them."""
     try:
         kv = await js.key_value(bucket)
     except BucketNotFoundError:
@@ -406,7 +452,12 @@ async def _ensure_bucket(
         )
         log.info("bucket.created", bucket=bucket, replicas=replicas)
         return kv
-    await _scale(js, await js.stream_info(f"KV_{bucket}"), replicas)
+    info = await js.stream_info(f"KV_{bucket}")
+    if expiring and not info.config.allow_msg_ttl:
+        info.config.allow_msg_ttl = True
+        info = await js.update_stream(info.config)
+        log.info("bucket.updated", bucket=bucket, allow_msg_ttl=True)
+    await _scale(js, info, replicas)
     return kv
 
 

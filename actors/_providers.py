@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -995,7 +996,15 @@ class ResponseCache:
             "model": model,
             "expires_at": time.time() + self.ttl,
         }
-        await self._kv.put(f"{self.scope}.{key}", json.dumps(value).encode())
+        # The server deletes it when it expires. One there already is another process's
+        # answer to the same question, or one from before entries expired: replaced.
+        name, data, ttl = f"{self.scope}.{key}", json.dumps(value).encode(), max(1.0, self.ttl)
+        try:
+            await self._kv.create(name, data, msg_ttl=ttl)
+        except KeyWrongLastSequenceError:
+            await self._kv.purge(name)
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await self._kv.create(name, data, msg_ttl=ttl)
 
 
 def cache_key(model: str, request: ChatRequest) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import fastjsonschema
 
+from actors._config import DEFAULT_RETENTION_S
 from actors._nats import kv_subject
 from protocols import (
     TERMINAL_STATUSES,
@@ -65,9 +66,10 @@ from protocols import (
 class Rules:
     """The rules of one transition: `names` to address what it publishes, `now` its time."""
 
-    def __init__(self, names: Names, now: float) -> None:
+    def __init__(self, names: Names, now: float, retention: float = DEFAULT_RETENTION_S) -> None:
         self.names = names
         self.now = now
+        self.retention = retention  # seconds an ended job's snapshot and index entry live
 
     # --- the transitions -------------------------------------------------------------
 
@@ -399,7 +401,26 @@ class Rules:
         job.updated_at = self.now
         if job.status == "running" and status_before != "running":
             self.arm_stall(job)
+        if job.status != status_before:
+            self.index(job)
         return job
+
+    def index(self, job: JobSnapshot) -> None:
+        """Write the job's entry in the index that listing reads (`Names.index_bucket`)."""
+        key = self.names.index_key(job.agent, job.job_id)
+        job.outbox.append(
+            Outgoing(
+                subject=kv_subject(self.names.index_bucket, key),
+                msg_id=msg_id(job.job_id, job.event_seq, "index"),
+                data=encode(job.entry()),
+                headers=self.expiry(job),
+            )
+        )
+
+    def expiry(self, job: JobSnapshot) -> dict[str, str]:
+        """The headers of a write about the job: an ended job's expires after `retention`
+        (the server deletes the message: a stream with per-message TTLs)."""
+        return {Header.TTL: str(int(self.retention))} if job.terminal else {}
 
     # --- the parts of a transition -------------------------------------------------------
 
@@ -920,7 +941,9 @@ class Rules:
         if len(encode(job.results)) * 4 > limit:  # the end event repeats them: keep it small
             job.results = {}
         error = {"code": "too_large", "message": message, "bytes": size, "limit": limit}
-        return self.finish(job, "failed", error=error), largest
+        ended = self.finish(job, "failed", error=error)
+        self.index(ended)
+        return ended, largest
 
     def command(self, job: JobSnapshot, subject: str, message: Any, kind: str) -> None:
         job.outbox.append(

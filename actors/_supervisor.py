@@ -720,7 +720,9 @@ class Supervisor(Actor):
                 after.cause, after.updated_at = cause, rules.now
                 data = encode(after)
             try:
-                revision = await self._write(job_id, data, last=revision)
+                revision = await self._write(
+                    job_id, data, last=revision, headers=rules.expiry(after)
+                )
             except _Conflict:
                 # Another supervisor moved the job first (or our copy was old): read the
                 # snapshot again and decide again.
@@ -779,15 +781,17 @@ class Supervisor(Actor):
     @property
     def rules(self) -> Rules:
         """The rules of a transition made now (`actors/_rules.py`: pure, no I/O)."""
-        return Rules(self.names, time.time())
+        return Rules(self.names, time.time(), self.config.retention)
 
-    async def _write(self, job_id: str, data: bytes, *, last: int) -> int:
+    async def _write(
+        self, job_id: str, data: bytes, *, last: int, headers: dict[str, str] | None = None
+    ) -> int:
         """Compare-and-set the snapshot (`last=0`: create); return the new revision."""
         try:
             return await self.publisher.stored(
                 kv_subject(self.names.jobs_bucket, job_id),
                 data,
-                {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
+                {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last), **(headers or {})},
                 timeout=_PUBLISH_TIMEOUT_S,
             )
         except PublishError as exc:

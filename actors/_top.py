@@ -18,7 +18,7 @@ from typing import Any
 from actors._client import RigClient
 from actors._discovery import LiveActor
 from actors._nats import kv_latest
-from protocols import JobSnapshot, decode_as
+from protocols import JobEntry, decode_as
 
 
 @dataclass
@@ -56,8 +56,8 @@ async def sample(rig: RigClient, *, listen: float, jobs: Sample | None = None) -
     now = Sample(time.time(), actors, queues)
     if jobs is None:
         started = time.perf_counter()
-        async for _key, data in kv_latest(rig.js, rig.names.jobs_bucket):
-            now.jobs[decode_as(JobSnapshot, data)[0].status] += 1
+        async for _key, data in kv_latest(rig.js, rig.names.index_bucket):
+            now.jobs[decode_as(JobEntry, data)[0].status] += 1
         now.jobs_at, now.jobs_ms = now.at, (time.perf_counter() - started) * 1000
     else:
         now.jobs, now.jobs_at, now.jobs_ms = jobs.jobs, jobs.jobs_at, jobs.jobs_ms
@@ -91,7 +91,7 @@ def render(now: Sample, before: Sample | None, prefix: str) -> str:
         "",
         "jobs        "
         + ("  ".join(f"{status} {count}" for status, count in sorted(now.jobs.items())) or "none")
-        + f"   (scanned {sum(now.jobs.values())} in {now.jobs_ms:.0f} ms, "
+        + f"   (counted {sum(now.jobs.values())} in {now.jobs_ms:.0f} ms, "
         f"{now.at - now.jobs_at:.0f} s ago)",
         "",
         f"{'queue (consumer)':<40} {'pending':>8} {'in work':>8} {'redelivered':>12}",

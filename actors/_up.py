@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.js.errors import NotFoundError
 
+from actors._claims import prune_claims
 from actors._config import RigConfig
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ SERVER_RESTARTS = 5
 READY_WARN_S = 30.0
 GATEWAY = "actors:Gateway"
 DEFAULT_GATEWAY_PORT = 8080
+# How often `rig up` prunes the cluster's ledger (`_keep_pruning`).
+_PRUNE_EVERY_S = 3600.0
 
 
 def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -614,6 +617,9 @@ async def run_up(
     helpers = [asyncio.create_task(_say_ready(announcements, pids, len(slots), env, emit))]
     failed = asyncio.Event()
     helpers += [asyncio.create_task(_keep_server(server, stop, failed, emit)) for server in servers]
+    if env.get("RIG_LEDGER") == "cluster":
+        retention = config_here.retention
+        helpers.append(asyncio.create_task(_keep_pruning(nc.jetstream(), names, retention, emit)))
     try:
         await stop.wait()
         emit("up.stopping")
@@ -630,6 +636,21 @@ async def run_up(
             emit("server.stopped", pid=server.proc.pid, **_named(server))
     emit("up.stopped")
     return 1 if failed.is_set() else 0
+
+
+async def _keep_pruning(js: Any, names: Names, retention: float, emit: _Emitter) -> None:
+    """With the cluster's ledger, delete the finished records of jobs ended longer than
+    `retention` ago, every `_PRUNE_EVERY_S` (the rule of `rig ledger prune`): the bucket
+    would otherwise grow for ever. A local ledger file is pruned by `rig ledger prune`."""
+    while True:
+        try:
+            async with asyncio.timeout(_PRUNE_EVERY_S / 2):
+                deleted = await prune_claims(js, names, older_than=retention, retention=retention)
+        except Exception as exc:  # the cluster is away: the next round tries again
+            emit("ledger.prune_failed", error=repr(exc))
+        else:
+            emit("ledger.pruned", records=deleted, older_than_s=retention)
+        await asyncio.sleep(_PRUNE_EVERY_S)
 
 
 # `$RIG_HOME/admitted.json`: the actor classes `rig admit` added to this deployment, which

@@ -295,6 +295,17 @@ class ErrorReply(_Wire):
     error: dict[str, Any]
 
 
+class JobEntry(_Wire):
+    """A job as the index lists it (`Names.index_bucket`): enough to filter, count and
+    page without reading its snapshot."""
+
+    job_id: str
+    agent: str
+    status: JobStatusName
+    created_at: float
+    updated_at: float
+
+
 class JobInfo(_Wire):
     """A job as `rig status` shows it."""
 
@@ -839,6 +850,15 @@ class JobSnapshot(_Wire):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def entry(self) -> JobEntry:
+        return JobEntry(
+            job_id=self.job_id,
+            agent=self.agent,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
 
     def info(self) -> JobInfo:
         return JobInfo(

@@ -96,6 +96,7 @@ class Header:
     # JetStream's compare-and-set: store only if the subject's last sequence is this.
     EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
     KV_OPERATION = "KV-Operation"  # "DEL" deletes a key of a KV bucket
+    TTL = "Nats-TTL"  # seconds the server keeps this message (a stream allowing it)
     JOB = "Rig-Job"
     STEP = "Rig-Step"
     TRACEPARENT = "traceparent"
@@ -210,6 +211,17 @@ class Names:
         """The tool ledger of a cluster: one record per idempotency key, `<tool>.<key>`,
         changed only by compare-and-set (`RIG_LEDGER=cluster`)."""
         return f"{self.prefix.upper()}_CLAIMS"
+
+    @property
+    def index_bucket(self) -> str:
+        """What listing a deployment's jobs reads: one small `JobEntry` per job, by
+        `<agent>.<job_id>`, written when its status changes; an ended job's expires with
+        its snapshot (`RIG_RETENTION`)."""
+        return f"{self.prefix.upper()}_JOB_INDEX"
+
+    @staticmethod
+    def index_key(agent: str, job_id: str) -> str:
+        return f"{agent}.{job_id}"
 
     @property
     def inbox_bucket(self) -> str:

@@ -129,6 +129,7 @@ def test_protocols_exports() -> None:
             "InvalidNameError",
             "JobContext",
             "JobConflictError",
+            "JobEntry",
             "JobInfo",
             "JobSnapshot",
             "JobStatusName",
