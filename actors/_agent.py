@@ -31,7 +31,7 @@ from actors._llm import (
 )
 from actors._metrics import STEP_SECONDS, observe_calls
 from actors._nats import keep_beating
-from actors._probe import check_at_start, probe_request
+from actors._probe import check_at_start, pattern_problems, probe_request, probe_schemas
 from actors._providers import (
     AgentLLMConfig,
     ModelRouter,
@@ -41,6 +41,7 @@ from actors._providers import (
     ResponseCache,
     RetryPolicy,
     load_llm_config,
+    route_schema,
 )
 from actors._results import resolved_context
 from protocols import (
@@ -54,6 +55,7 @@ from protocols import (
     Graph,
     GraphError,
     Header,
+    JobContext,
     Names,
     NonRetryableError,
     RetryableError,
@@ -311,10 +313,18 @@ class Agent(Actor):
             temperature=temperature,
         )
 
-    def _outage(self, delivery: Delivery, why: str) -> None:
-        """The model did not answer: try the step again later (raises `RetryableError`),
-        unless this is its last delivery, when the caller takes the safe edge instead of
-        letting the step be dead-lettered."""
+    def _outage(self, delivery: Delivery, why: str, *, state: str) -> None:
+        """The model did not answer: say so at error level (a provider is down; a person
+        should know before any job reaches one), and try the step again later (raises
+        `RetryableError`), unless this is its last delivery, when the caller takes the
+        safe edge instead of letting the step be dead-lettered."""
+        self.log.error(
+            "llm.provider_down",
+            state=state,
+            error=why,
+            attempt=delivery.attempt,
+            last=delivery.attempt >= self.config.max_deliver - 1,
+        )
         if delivery.attempt < self.config.max_deliver - 1:
             raise RetryableError(why, delay=_outage_delay(delivery.attempt))
 
@@ -407,7 +417,44 @@ class Agent(Actor):
                     f"{report.render()}",
                     provider=provider.name,
                 )
+            configured_shape = report.configured
+            if configured_shape is not None and configured_shape.outcome != "unreachable":
+                await self._check_schemas(provider, within, timeout=configured.policy.timeout)
             self.log.info("llm.probe", provider=provider.name, result=why)
+
+    async def _check_schemas(
+        self, provider: OpenAICompatible, within: Any, *, timeout: float
+    ) -> None:
+        """The agent's own routing schemas, as the provider will get them: refuse to start
+        on a pattern the dialect's grammar cannot take (named, before the server sees it:
+        it may crash on it), then on a schema the server refuses or dies of."""
+        problems = [
+            problem
+            for name, state in self.graph.states.items()
+            for edge in state.edges
+            if edge.args is not None
+            for problem in pattern_problems(
+                f"edge {edge.name!r} of state {name!r}", edge.args, provider.dialect
+            )
+        ]
+        schemas = {
+            name: route_schema(RoutePrompt(self.name, name, "", state.edges, JobContext(input={})))
+            for name, state in self.graph.states.items()
+            if state.decided_by_llm
+        }
+        ok, why = not problems, "; ".join(problems)
+        if ok and schemas:
+            async with within() if within is not None else contextlib.nullcontext():
+                ok, why = await probe_schemas(provider, schemas, timeout=timeout)
+        if ok and why:
+            self.log.info("llm.schemas", provider=provider.name, result=why)
+        if not ok:
+            self.log.error("llm.schema_refused", provider=provider.name, reason=why)
+            raise ConfigError(
+                f"agent {self.name!r} will not start: provider {provider.name!r} "
+                f"(dialect {provider.dialect}): {why}",
+                provider=provider.name,
+            )
 
     async def on_stop(self) -> None:
         self._heart.cancel()
@@ -555,8 +602,8 @@ class Agent(Actor):
                         edge="", reasks=attempt, config_error=config_error, reason=str(rejected)
                     )
                     break
-                self._outage(delivery, str(exc))
                 problem, outage = f"no provider answered: {exc.last}", True
+                self._outage(delivery, problem, state=name)
             except TimeoutError:
                 if timeout < patience:  # cut short by the job's deadline
                     why = f"the LLM did not answer within the {timeout:.2f} s the deadline left"
@@ -564,7 +611,7 @@ class Agent(Actor):
                     break
                 # No answer at all is an outage, not a wrong answer.
                 problem, outage = f"the LLM did not answer within {patience:g} s", True
-                self._outage(delivery, problem)
+                self._outage(delivery, problem, state=name)
             except InvalidAnswer as exc:
                 problem, outage = str(exc), False
                 if reply.finish == "length":

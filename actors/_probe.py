@@ -11,6 +11,7 @@ an HTTP error says the server refuses that shape.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -39,6 +40,19 @@ PROBE_MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": 'Reply with exactly this JSON object: {"answer": "red"}'},
 ]
 _TRIES = 3  # answers asked for before a shape is judged `ignored` (a model may slip)
+
+# The escapes llama-cpp-python's grammar (0.3.x) takes in a JSON schema's `pattern`: its
+# GBNF parser knows these and nothing else. Any other (`\d`, `\w`, `\s`, `\b`, `\.`,
+# `\-`, `\/`, a backreference), inside a class or out, makes its server crash (a
+# segfault) when it compiles the schema. The README's "Dialects" lists what each takes.
+LLAMA_CPP_ESCAPES = frozenset('\\"nrtxu[]')
+_INSTEAD = {
+    "d": "[0-9]",
+    "w": "[A-Za-z0-9_]",
+    "s": "[ \\t\\n]",
+    ".": "[.]",
+    "-": "a - first or last in a class",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +274,97 @@ async def check_at_start(
     if ok and report.stream is not None and not report.stream.usage:
         why += "; its streams report no usage, so Rig counts the tokens"
     return ok, report, why
+
+
+def pattern_problems(where: str, schema: Any, dialect: str) -> list[str]:
+    """What in `schema` (an edge's arguments, `where` names it) the dialect's grammar
+    cannot take, a sentence each; today only llama-cpp-python's escapes are known."""
+    if dialect != "llama_cpp":
+        return []
+    found: list[str] = []
+
+    def walk(node: Any, field: str) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, field)
+            return
+        if not isinstance(node, dict):
+            return
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            bad = sorted(set(_escapes(pattern)) - LLAMA_CPP_ESCAPES)
+            if bad:
+                said = ", ".join(f"\\{c}" for c in bad)
+                instead = "; ".join(f"\\{c}: {_INSTEAD[c]}" for c in bad if c in _INSTEAD)
+                found.append(
+                    f"{where}{field}: pattern {pattern!r} uses {said}, which llama-cpp-python's "
+                    "grammar cannot take (its server crashes compiling it)"
+                    + (f"; write instead {instead}" if instead else "")
+                )
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for name, sub in value.items():
+                    walk(sub, f"{field} field {name!r}" if not field else f"{field}.{name}")
+            elif key != "pattern":
+                walk(value, field)
+
+    walk(schema, "")
+    return found
+
+
+def _escapes(pattern: str) -> list[str]:
+    """The characters after each backslash of a regex (`\\\\` counts once)."""
+    found, i = [], 0
+    while i < len(pattern) - 1:
+        if pattern[i] == "\\":
+            found.append(pattern[i + 1])
+            i += 2
+        else:
+            i += 1
+    return found
+
+
+async def probe_schemas(
+    provider: OpenAICompatible,
+    schemas: dict[str, dict[str, Any]],
+    *,
+    timeout: float = 60.0,
+    tries: int = _TRIES,
+) -> tuple[bool, str]:
+    """Send each routing schema (by state) for one token: does the server take it? A
+    refusal says which state's schema it was; so does a server that stops answering at
+    it and stays away for `tries` asks (it crashed compiling the grammar). Other
+    failures (a 503, a timeout: a flaky provider) judge nothing: the agent starts."""
+    asking = replace(provider, stream=False)
+    try:
+        for state, schema in schemas.items():
+            request = ChatRequest(messages=PROBE_MESSAGES, schema=schema, max_tokens=1)
+            failures: list[ProviderError] = []
+            for attempt in range(tries):
+                try:
+                    await asking.chat(request, timeout=timeout)
+                    break
+                except ProviderError as exc:
+                    if exc.kind == "rejected":
+                        return False, (
+                            f"the server refuses the routing schema of state {state!r}: {exc}"
+                        )
+                    failures.append(exc)
+                    await asyncio.sleep(0.5 * (attempt + 1))  # a flaky server's pause
+            else:
+                if all(exc.kind == "connection" for exc in failures):
+                    return False, (
+                        f"the server stopped answering when asked with the routing schema "
+                        f"of state {state!r} ({failures[-1]}): it may have crashed compiling "
+                        "it into a grammar"
+                    )
+                return True, (
+                    f"could not check the routing schema of state {state!r} "
+                    f"({failures[-1]}); starting, the breaker will judge the provider"
+                )
+    finally:
+        await asking.close()
+    return True, f"the {len(schemas)} routing schema(s) compile"
 
 
 def _answer_of(text: str) -> Any:

@@ -594,7 +594,8 @@ class Rules:
             return job
         if edge.verifier is not None:
             return self.verify(job, edge)
-        return self.enter(job, graph, edge.to, edge=edge.name)
+        outage = reason if decision.outage and fallback else ""
+        return self.enter(job, graph, edge.to, edge=edge.name, outage=outage)
 
     def tool_done(
         self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None
@@ -684,9 +685,18 @@ class Rules:
         return job
 
     def enter(
-        self, job: JobSnapshot, graph: Graph, target: str, *, edge: str, reason: str = ""
+        self,
+        job: JobSnapshot,
+        graph: Graph,
+        target: str,
+        *,
+        edge: str,
+        reason: str = "",
+        outage: str = "",
     ) -> JobSnapshot:
-        """Move the job into `target` and decide what follows: finish, park, or next step."""
+        """Move the job into `target` and decide what follows: finish, park, or next step.
+        `outage`: the edge is the safe one because no model provider answered (their
+        words); a person it brings the job to is told so (`provider_down`)."""
         job.pending_edge, job.pending_args, job.pending_result = None, {}, None
         if reason and job.decisions and job.decisions[-1]["step"] == job.step:
             job.decisions[-1]["outcome"] = reason  # the edge did not go as asked: why
@@ -706,6 +716,12 @@ class Rules:
             return self.finish(job, state.terminal)
         if state.human:
             source = job.path[-2] if len(job.path) > 1 else None
+            if outage:
+                why = (
+                    f"no model provider answered ({outage}); the safe edge {edge!r} from "
+                    f"{source!r} brought the job to {target!r}, for a person"
+                )
+                return self.park(job, graph, why, kind="provider_down")
             why = (
                 reason or f"edge {edge!r} from {source!r} leads to {target!r}, a state for a person"
             )

@@ -261,6 +261,7 @@ EscalationKind = Literal[
     "dead_letter",
     "code_error",
     "config_error",
+    "provider_down",
 ]
 
 
@@ -270,8 +271,9 @@ class Escalation(_Wire):
     `kind` says why: the graph entered a state for a person (`human_state`), a tool's
     effect is unknown, a budget ran out into `on_exhausted`, the job made no progress
     for its `stall_s` (`stalled`), one of its messages was dead-lettered, the agent's
-    own code raised (`code_error`), or every model provider refused the agent's request
-    (`config_error`). `reason` is the sentence a person reads.
+    own code raised (`code_error`), every model provider refused the agent's request
+    (`config_error`), or none answered and the safe edge led to a person
+    (`provider_down`, with the providers' words). `reason` is the sentence a person reads.
     """
 
     job_id: str

@@ -23,6 +23,8 @@ from pydantic import BaseModel
 from actors._breaker import BreakerState
 from actors._llm import RoutePrompt
 from actors._providers import ModelRouter, OpenAICompatible, RetryPolicy
+from actors._up import free_port
+from actors.examples.refund import RefundAgent
 from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, Event, JobContext, decode_as
 from tests.chain import CHAIN, IMPATIENT, Chain
@@ -569,7 +571,10 @@ async def test_the_concurrency_cap_holds_across_agent_processes(rig: Deployment)
         server.proc.terminate()
         await server.proc.wait()
     assert {info.status for info in finals} == {"succeeded"}
-    assert probed == 3  # the checks, too, kept to the cap
+    # Each agent's checks as it started: its dialect, then each state's routing schema;
+    # they too kept to the cap.
+    routed = sum(1 for state in Chain.graph.states.values() if state.decided_by_llm)
+    assert probed == 3 * (1 + routed)
     assert stats["requests"] == 36 + probed and stats["max_in_flight"] == 2
 
 
@@ -644,3 +649,29 @@ def test_the_routing_schema_is_what_strict_structured_outputs_accept() -> None:
     branches = schema["properties"]["route"]["anyOf"]
     assert [b["properties"]["edge"]["enum"] for b in branches] == [["refund"], ["escalate"]]
     assert branches[0]["properties"]["args"]["required"] == ["order_id", "amount"]
+
+
+async def test_a_provider_that_stops_answering_parks_the_job_as_provider_down(
+    rig: Deployment,
+) -> None:
+    """Nothing listens where the model was (its server died): each failed step is an
+    error-level `llm.provider_down` line in the agent's log, and once the step's
+    deliveries are spent the safe edge brings the job to a person as `provider_down`,
+    with the provider's words, not as a routine hand-off."""
+    rig.extra_env["RIG_MAX_DELIVER"] = "2"  # the outage takes the safe edge at once
+    llm_config(rig, f"http://127.0.0.1:{free_port()}/v1", section="refund-llm", max_attempts=2)
+    await rig.spawn(
+        "actors:Supervisor",
+        "actors.examples.refund:RefundLLMAgent",
+        "actors.examples.refund:RefundTools",
+        "actors.examples.refund:RefundChecks",
+    )
+    job = await rig.client.submit("refund-llm", RefundAgent.example_input)
+    info = await rig.client.wait(job.job_id, timeout=rig.within(60))
+    assert info.status == "waiting_human" and info.waiting is not None
+    assert info.waiting.kind == "provider_down"
+    assert "no model provider answered" in info.waiting.reason
+    assert "chaos: " in info.waiting.reason  # the provider's own words follow its name
+    log = (rig.home / "actors.examples.refund.RefundLLMAgent.log").read_text()
+    down = [json.loads(line) for line in log.splitlines() if '"llm.provider_down"' in line]
+    assert down and all(line["level"] == "error" for line in down)

@@ -347,3 +347,24 @@ async def test_ten_refund_jobs_on_the_real_model() -> None:
     for job in ("real-3", "real-4", "real-5", "real-7", "real-9"):
         block = text.split(f"{job}  ")[1].split("\n\n")[0]
         assert "ended succeeded in 'done'" not in block, block
+
+
+async def test_an_agent_will_not_start_on_a_pattern_the_grammar_cannot_take(
+    rig: Deployment, llama: LlamaServer
+) -> None:
+    """An edge argument with `pattern=r"^C-\\d+$"` would crash llama-cpp-python's server
+    when it compiles the routing schema (a segfault, found by hand): the agent refuses
+    to start, naming the edge, the field and the pattern, and the server never sees it.
+    The same pattern written `[0-9]` is compiled by the server at start, and the agent
+    runs."""
+    llm_config(rig, llama.url, agent="tickets")
+    [agent] = await rig.spawn("tests.tickets:TicketAgent", ready=False)
+    assert await asyncio.wait_for(agent.wait(), 120) == 2
+    log = (rig.home / "tests.tickets.TicketAgent.log").read_text()
+    assert (
+        "edge 'open_ticket' of state 'triage' field 'ticket': pattern '^C-\\\\d+$' uses \\d"
+    ) in log
+    assert "write instead \\d: [0-9]" in log and "Traceback" not in log
+    assert llama.proc.poll() is None  # the server is alive: it was never asked
+    await rig.spawn("tests.tickets:PlainTicketAgent")  # ready: its schemas compiled
+    assert llama.proc.poll() is None

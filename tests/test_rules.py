@@ -349,3 +349,20 @@ def test_a_result_that_comes_after_a_cancel_is_journaled_not_dropped() -> None:
         {"id": 1},
     )
     assert rules.report(later, ran, GRAPH) is None  # once
+
+
+def test_a_safe_edge_taken_because_no_provider_answered_tells_the_person_so() -> None:
+    """An outage's safe edge that leads to a state for a person parks the job as
+    `provider_down`, with the providers' words, not as a routine hand-off; a wrong
+    answer's safe edge to the same state stays a `human_state` hand-off."""
+    words = "no provider answered: local: ClientConnectorError: Cannot connect to host"
+    down = Decision(job_id="j", step=1, edge="escalate", fallback=True, outage=True, reason=words)
+    parked = Rules(NAMES, 1001.0).report(new_job(Budget()), down, GRAPH)
+    assert parked is not None and parked.escalation is not None
+    assert (parked.status, parked.escalation.kind) == ("waiting_human", "provider_down")
+    assert words in parked.escalation.reason and "'escalate'" in parked.escalation.reason
+
+    wrong = down.model_copy(update={"outage": False, "reason": "not an edge: 'fly'"})
+    handed = Rules(NAMES, 1001.0).report(new_job(Budget()), wrong, GRAPH)
+    assert handed is not None and handed.escalation is not None
+    assert handed.escalation.kind == "human_state"
