@@ -258,7 +258,7 @@ class ToolExecutor(Actor):
         cls.tools = found
 
     async def on_start(self) -> None:
-        owner = f"{_host()}:{os.getpid()}"
+        owner = ledger_owner()
         await self._claim_ledger_scope()
         self.ledger: Ledger | ClusterLedger
         if self.config.ledger == "cluster":
@@ -511,7 +511,7 @@ class ToolExecutor(Actor):
             return _result(call, key, error=error)
         crash_point("after_claim", call.tool)
         if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
-            key, claim.epoch
+            key, claim.epoch, until=asked + spec.lease
         ):
             # Paused past half its lease (GC, SIGSTOP, a VM): another executor may have
             # settled the call meanwhile, so this one must not act on an old claim.
@@ -544,15 +544,15 @@ class ToolExecutor(Actor):
             return _cancelled(reason, started=False, deadline=call.deadline)
         return None
 
-    async def _still_ours(self, key: str, epoch: int) -> bool:
-        """Whether the claim of `epoch` still holds the key, with lease left."""
+    async def _still_ours(self, key: str, epoch: int, *, until: float) -> bool:
+        """Whether the claim of `epoch` still holds the key, with lease left: `until` is
+        the end of its lease on this process's monotonic clock (measured from before the
+        claim, so never later than the record's), not the record's wall-clock time, which
+        a clock stepped back would stretch."""
+        if time.monotonic() >= until:
+            return False
         record = await self.ledger.get(key)
-        return (
-            record is not None
-            and record.state == "in_progress"
-            and record.epoch == epoch
-            and record.lease_until > time.time()
-        )
+        return record is not None and record.state == "in_progress" and record.epoch == epoch
 
     def _from_ledger(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
         """What a call that must not run answers, from its ledger record."""
@@ -827,11 +827,34 @@ def _host() -> str:
     return os.environ.get("RIG_HOSTNAME") or socket.gethostname()
 
 
+def ledger_owner() -> str:
+    """This process as a ledger record's owner: `host:pid namespace:pid`. Containers may
+    share a host name and not their process ids; only an owner of this host and this
+    PID namespace can be judged gone (`_gone`)."""
+    return f"{_host()}:{_pid_namespace()}:{os.getpid()}"
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace (the inode of `/proc/self/ns/pid`), or "-" where
+    there is none to read."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return "-"
+    return link.removeprefix("pid:[").removesuffix("]") or "-"
+
+
 def _gone(owner: str) -> bool:
-    """Whether ledger owner `host:pid` was a process of this host that is now gone (or a
-    zombie). Unsure (another host, a pid that exists) means no: the lease is waited out."""
-    host, _, pid_text = owner.rpartition(":")
-    if host != _host() or not pid_text.isdigit():
+    """Whether ledger owner `host:namespace:pid` was a process of this host and PID
+    namespace that is now gone (or a zombie). Unsure (another host, another namespace, an
+    owner without one, a pid that exists) means no: the lease is waited out."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3:
+        return False
+    host, namespace, pid_text = parts
+    if host != _host() or namespace in ("-", "") or namespace != _pid_namespace():
+        return False
+    if not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

@@ -33,7 +33,6 @@ actors/_harness.py and docs/extending.md). They need the `testing` extra.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -51,7 +50,7 @@ from actors._harness import Deployment, NatsServer, eventually
 from actors._ledger import Ledger
 from actors._llm import LLM, RuleLLM, ScriptedLLM, ScriptExhausted, Text
 from actors._rules import Rules, check_input
-from actors._tools import ToolExecutor, _host
+from actors._tools import ToolExecutor, ledger_owner
 from actors._verifier import Verifier
 from protocols import (
     AgentInfo,
@@ -523,7 +522,7 @@ def _config(home: Path) -> RigConfig:
 
 async def _open_ledger(home: Path) -> Ledger:
     """The run's ledger, in `home`: a throwaway file, so commits are not synced."""
-    owner = f"{_host()}:{os.getpid()}"
+    owner = ledger_owner()
     return await Ledger.open(home / "ledger.sqlite3", owner=owner, durable=False)
 
 

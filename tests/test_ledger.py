@@ -71,17 +71,51 @@ async def test_a_dead_holder_ends_its_lease_at_once(tmp_path: Path) -> None:
 
 def test_a_holder_is_gone_only_when_this_host_says_so() -> None:
     import os
-    import socket
     import subprocess
+
+    from actors._tools import _gone, ledger_owner
+
+    me = ledger_owner()
+    here, namespace, _ = me.rsplit(":", 2)
+    assert not _gone(me)  # ourselves
+    assert not _gone(f"another-host:{namespace}:{os.getpid() + 1}")  # cannot tell
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert _gone(f"{here}:{namespace}:{child.pid}")  # exited and reaped
+    assert not _gone(f"{here}:{child.pid}")  # an owner written without its namespace
+
+
+async def test_a_holder_in_another_pid_namespace_is_never_judged_gone() -> None:
+    """Two containers may share a host name but not their process ids: an executor in
+    another PID namespace, alive, whose pid does not exist here, is not taken for dead
+    (its claim is waited out, not ended early). A real process in a namespace of its own
+    (`unshare`), given a pid no process of ours has."""
+    import asyncio
+    import sys
 
     from actors._tools import _gone
 
-    here = socket.gethostname()
-    assert not _gone(f"{here}:{os.getpid()}")  # ourselves
-    assert not _gone(f"another-host:{os.getpid() + 1}")  # cannot tell: wait the lease out
-    child = subprocess.Popen(["true"])
-    child.wait()
-    assert _gone(f"{here}:{child.pid}")  # exited and reaped
+    holder = (
+        "import subprocess, sys\n"
+        "open('/proc/sys/kernel/ns_last_pid', 'w').write('4189999')\n"
+        "subprocess.run([sys.executable, '-c', 'from actors._tools import ledger_owner;"
+        " print(ledger_owner(), flush=True); import sys; sys.stdin.read()'])\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *("unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"),
+        *(sys.executable, "-c", holder),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        owner = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        assert owner.endswith(":4190000"), owner  # a pid this namespace has not got
+        assert not _gone(owner)
+    finally:
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_expired_side_effect_becomes_unknown_and_never_reruns(tmp_path: Path) -> None:

@@ -109,3 +109,33 @@ async def test_a_context_that_cannot_be_read_is_a_call_not_started(
     ran = await bank.execute(charge(1, invoice="inv-3", amount=5.0))
     assert ran.ok and ran.ledger == "miss"  # nothing was claimed before
     assert bank.runs == [{"invoice": "inv-3", "amount": 5.0}]
+
+
+async def test_a_claim_paused_past_its_lease_is_not_acted_on_whatever_the_wall_clock_says(
+    bank: Bank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor measures its own claim's lease on its monotonic clock: paused past
+    the lease between the claim and the tool (the monotonic clock moves an hour) while
+    the wall clock was stepped back an hour (the record's lease looks live by it), it
+    does not act on the old claim."""
+    import time as real
+
+    from actors._tools import _Fenced
+
+    class Paused:
+        """`time` for the executor: an hour passes after the claim's first reading."""
+
+        readings = 0
+
+        @classmethod
+        def monotonic(cls) -> float:
+            cls.readings += 1
+            return real.monotonic() + (3600.0 if cls.readings > 1 else 0.0)
+
+        time = staticmethod(lambda: real.time() - 3600.0)
+        perf_counter = staticmethod(real.perf_counter)
+
+    monkeypatch.setattr("actors._tools.time", Paused)
+    with pytest.raises(_Fenced):
+        await bank.execute(charge(1, invoice="inv-9", amount=5.0))
+    assert bank.runs == []
