@@ -1926,14 +1926,19 @@ def _admit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _notice(text: str) -> None:
+    """A word to the person at the terminal, beside the command's output."""
+    print(f"rig: {text}", file=sys.stderr, flush=True)
+
+
 def _with_client(work: Callable[[RigClient], Awaitable[Any]], *, role: str = "client") -> Any:
     """Run `work` with a client connected as `role` (`client`, or `admin` for the
     operator's commands: dead letters, `rig top`)."""
     from actors._client import RigClient
 
     async def go() -> Any:
-        config = dataclasses.replace(RigConfig.from_env(), connect_timeout=5.0)
-        async with await RigClient.connect(config, role=role) as rig:
+        config = dataclasses.replace(RigConfig.from_env(), connect_timeout=5.0, refused_wait=1.0)
+        async with await RigClient.connect(config, role=role, notices=_notice) as rig:
             return await work(rig)
 
     return run_async(go(), fast=False)

@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from actors._breaker import BreakerState, breaker_key, model_count_of
 from actors._config import RigConfig
 from actors._discovery import LISTEN_S, LiveActor, discover
 from actors._nats import (
+    closing,
     connect,
     ensure_topology,
     jetstream,
@@ -120,13 +121,19 @@ class RigClient:
 
     @classmethod
     async def connect(
-        cls, config: RigConfig | None = None, *, role: str = CLIENT, **kwargs: Any
+        cls,
+        config: RigConfig | None = None,
+        *,
+        role: str = CLIENT,
+        notices: Callable[[str], None] | None = None,
+        **kwargs: Any,
     ) -> RigClient:
         """Connect as `role` (`client`; `admin` for dead letters and the ledger's tools):
-        with its credentials under `$RIG_HOME/creds` if there are any, or `RIG_CREDS`."""
+        with its credentials under `$RIG_HOME/creds` if there are any, or `RIG_CREDS`.
+        `notices` is told when the connection is lost and when it is back."""
         config = config or RigConfig.from_env()
         set_input_limits(config.limits)  # checked here first, as the server will
-        nc = await connect(config, name="rig-client", log_events=False, role=role)
+        nc = await connect(config, name="rig-client", log_events=False, role=role, notices=notices)
         kwargs.setdefault("makes_topology", makes_topology(config, role))
         return cls(nc, config, **kwargs)
 
@@ -155,10 +162,14 @@ class RigClient:
     async def close(self) -> None:
         """Flush what was sent, then close. (Not a drain: a drain waits on subscriptions
         whose messages nobody will read, such as a journal left half-read.)"""
-        with contextlib.suppress(Exception):
-            await self.nc.flush(timeout=5)
-        with contextlib.suppress(Exception):
-            await self.nc.close()
+        token = closing.set(True)  # its "disconnected" is no news
+        try:
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=5)
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        finally:
+            closing.reset(token)
 
     async def submit(
         self,

@@ -96,6 +96,10 @@ class RigConfig:
     nak_delay: float = 1.0
     drain_timeout: float = 10.0
     connect_timeout: float = 30.0
+    # Give up sooner when every server refuses the connection for this long (nothing
+    # listens: the CLI says so at once); None waits out `connect_timeout` (an actor
+    # outlives a server's restart).
+    refused_wait: float | None = None
     inline_result_bytes: int = 16 * 1024
     llm_config: Path | None = None
     metrics_port: int | None = None  # serve /metrics on it (None: do not serve)

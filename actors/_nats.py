@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import ssl
@@ -73,7 +74,12 @@ PRESENCE_TTL_S = 15.0
 
 
 async def connect(
-    config: RigConfig, *, name: str, log_events: bool = True, role: str | None = None
+    config: RigConfig,
+    *,
+    name: str,
+    log_events: bool = True,
+    role: str | None = None,
+    notices: Callable[[str], None] | None = None,
 ) -> Client:
     """Connect, retrying until `config.connect_timeout`; once connected, reconnect forever.
 
@@ -82,18 +88,28 @@ async def connect(
     to the role's own inbox prefix, the only one its user may subscribe to.
 
     nats-py's defaults give up after 60 reconnect attempts and ping every two minutes;
-    an actor must outlive a server restart, so both are changed here.
+    an actor must outlive a server restart, so both are changed here. `notices` is told,
+    in a sentence, when the connection is lost and when it is back (a person waiting on
+    the CLI should not wait in silence).
     """
     seed = credentials(config, role)
     refused: list[str] = []
     untrusted: list[str] = []
     tls = client_context(config)
+    nobody = asyncio.Event()  # every attempt for `refused_wait` was refused: none listens
+    first_refusal: list[float] = []
 
     async def on_error(exc: Exception) -> None:
         if isinstance(exc, nats.errors.AuthorizationError) or "uthorization" in str(exc):
             refused.append(str(exc) or type(exc).__name__)
         if isinstance(exc, ssl.SSLError):
             untrusted.append(str(exc))
+        if isinstance(exc, ConnectionRefusedError) and config.refused_wait is not None:
+            first_refusal[:] = first_refusal or [time.monotonic()]
+            if time.monotonic() - first_refusal[0] >= config.refused_wait:
+                nobody.set()
+        else:
+            first_refusal.clear()
         if log_events:
             await _on_error(exc)
 
@@ -101,10 +117,15 @@ async def connect(
     if seed is not None:
         auth = {"nkeys_seed": str(seed), "inbox_prefix": inbox_prefix(config.names, seed.stem)}
     api = JS_API if seed is None else api_prefix(config.names, seed.stem)
+    lost = (
+        f"lost the connection to NATS at {config.nats_url}; trying again until it is back "
+        "(Ctrl-C stops)"
+    )
+    back = f"connected to NATS at {config.nats_url} again"
     # With unlimited reconnects nats-py retries the first connect forever too; the
     # deadline is what turns "no server" into an error.
     try:
-        nc = await asyncio.wait_for(
+        nc = await _first_of(
             nats.connect(
                 servers=config.servers,
                 # In the order given: `rig up` spreads its processes over a cluster's
@@ -118,15 +139,22 @@ async def connect(
                 max_outstanding_pings=3,
                 connect_timeout=2,
                 error_cb=on_error,
-                disconnected_cb=_on_disconnected if log_events else None,
-                reconnected_cb=_on_reconnected if log_events else None,
+                disconnected_cb=_told(notices, lost, _on_disconnected if log_events else None),
+                reconnected_cb=_told(notices, back, _on_reconnected if log_events else None),
                 tls=tls,
                 **auth,
             ),
+            nobody,
             timeout=config.connect_timeout,
         )
         _API_PREFIX[nc] = api
         return nc
+    except _NobodyListens as exc:
+        raise RigConnectionError(
+            f"nothing listens at {config.nats_url} (the connection was refused); is "
+            "nats-server running? (`rig up` starts one; RIG_NATS_URL points elsewhere)",
+            url=config.nats_url,
+        ) from exc
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         if untrusted or isinstance(exc, ssl.SSLError):
             raise RigConnectionError(
@@ -156,6 +184,57 @@ async def connect(
             "is nats-server running? (`rig up` starts one; RIG_NATS_URL points elsewhere)",
             url=config.nats_url,
         ) from exc
+
+
+def _told(
+    notices: Callable[[str], None] | None,
+    text: str,
+    then: Callable[[], Awaitable[None]] | None,
+) -> Callable[[], Awaitable[None]] | None:
+    """A connection callback that tells `notices` `text` (unless the connection is being
+    closed on purpose), then runs `then`."""
+    if notices is None:
+        return then
+    say = notices  # narrowed for the closure
+
+    async def told() -> None:
+        if not closing.get():
+            say(text)
+        if then is not None:
+            await then()
+
+    return told
+
+
+# Set while a connection closes on purpose: its "disconnected" is no news.
+closing: contextvars.ContextVar[bool] = contextvars.ContextVar("closing", default=False)
+
+
+class _NobodyListens(Exception):
+    """Every server refused the connection for the client's `refused_wait`."""
+
+
+async def _first_of(
+    connecting: Awaitable[Client], nobody: asyncio.Event, *, timeout: float
+) -> Client:
+    """The connection, unless `nobody` is set first (`_NobodyListens`) or `timeout` passes."""
+    attempt = asyncio.ensure_future(connecting)
+    given_up = asyncio.ensure_future(nobody.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {attempt, given_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if attempt in done:
+            return attempt.result()
+        if given_up in done:
+            raise _NobodyListens
+        raise TimeoutError
+    finally:
+        given_up.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(BaseException):
+                await attempt
 
 
 # Where each connection reaches JetStream's API (`protocols._permissions.api_prefix`):

@@ -10,11 +10,12 @@ import re
 import pytest
 
 from actors import RigClient
+from actors._up import free_port
 from actors.examples.refund import RefundAgent
-from actors.testing import Deployment
+from actors.testing import Deployment, eventually
 from protocols import InvalidNameError, SchemaError, decode, encode
 from tests.conftest import REFUND, ROOT
-from tests.test_cli import RIG, rig_cli
+from tests.test_cli import RIG, rig_cli, run_rig
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +181,50 @@ async def test_rig_client_is_public_and_raises_typed_errors(rig: Deployment) -> 
             pass
     with pytest.raises(SchemaError, match="max_steps"):
         await rig.client.submit("refund", {}, max_steps=0)
+
+
+async def test_submit_wait_says_when_it_loses_the_server_and_when_it_is_back(
+    private_rig: Deployment,
+) -> None:
+    """`rig submit --wait` without a timeout does not wait in silence when the server
+    goes away: it says it lost the connection and is trying again, then that it is back,
+    and goes on waiting for the job."""
+    rig = private_rig
+    await rig.spawn("actors:Supervisor", "tests.holding:Holder", "tests.holding:HoldTools")
+    proc = await asyncio.create_subprocess_exec(
+        RIG,
+        *("submit", "holder", "--input", json.dumps({"seconds": 300}), "--wait"),
+        env=rig.env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        holds = rig.home / "holds"
+
+        async def holding() -> bool:
+            return await asyncio.to_thread(lambda: holds.is_dir() and any(holds.iterdir()))
+
+        await eventually(holding, timeout=30, message="the tool holds the job")
+        rig.server.kill()
+        said = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert said.startswith("rig: lost the connection to NATS at ") and "Ctrl-C" in said
+        rig.server.start()
+        said = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert said.startswith("rig: connected to NATS at ") and said.rstrip().endswith("again")
+        assert proc.returncode is None  # still waiting for the job
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_a_verb_says_at_once_that_nothing_listens(rig: Deployment) -> None:
+    """Where every connection is refused (no server on that port) the CLI says so once
+    the refusals have lasted a second, rather than waiting out its whole connect timeout
+    as for a server that does not answer."""
+    env = rig.env | {"RIG_NATS_URL": f"nats://127.0.0.1:{free_port()}"}
+    code, out, err = await run_rig(env, "status", "some-job")
+    assert (code, out) == (2, "")
+    assert "nothing listens at nats://127.0.0.1:" in err
+    assert "(the connection was refused)" in err and "Traceback" not in err
