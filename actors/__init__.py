@@ -12,62 +12,63 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from actors._lazy import import_nats_lazily
+from actors.runtime.lazy import import_nats_lazily
 
-import_nats_lazily()  # nats-py without aiohttp, which few processes use (actors._lazy)
+import_nats_lazily()  # nats-py without aiohttp, which few processes use (actors.runtime.lazy)
 
 if TYPE_CHECKING:  # `X as X`: re-exported, for type checkers
-    from actors._actor import (
-        Actor as Actor,
-        Delivery as Delivery,
-        Endpoint as Endpoint,
-        Inbox as Inbox,
-    )
-    from actors._agent import Agent as Agent
-    from actors._client import RigClient as RigClient
-    from actors._config import RigConfig as RigConfig
-    from actors._gateway import Gateway as Gateway
-    from actors._ledger import Claim as Claim, Ledger as Ledger, LedgerRecord as LedgerRecord
-    from actors._llm import (
+    from actors.gateway.app import Gateway as Gateway
+    from actors.jobs.supervisor import Supervisor as Supervisor
+    from actors.models.agent import Agent as Agent
+    from actors.models.llm import (
         LLM as LLM,
         LLMReply as LLMReply,
         Price as Price,
         RoutePrompt as RoutePrompt,
         RuleLLM as RuleLLM,
     )
-    from actors._supervisor import Supervisor as Supervisor
-    from actors._tools import (
+    from actors.runtime.actor import (
+        Actor as Actor,
+        Delivery as Delivery,
+        Endpoint as Endpoint,
+        Inbox as Inbox,
+    )
+    from actors.runtime.client import RigClient as RigClient
+    from actors.runtime.settings import RigConfig as RigConfig
+    from actors.tools.decisions import Claim as Claim, LedgerRecord as LedgerRecord
+    from actors.tools.executor import (
         ToolContext as ToolContext,
         ToolExecutor as ToolExecutor,
         tool as tool,
         tool_context as tool_context,
     )
-    from actors._verifier import Verifier as Verifier, verifier as verifier
+    from actors.tools.ledger import Ledger as Ledger
+    from actors.tools.verifier import Verifier as Verifier, verifier as verifier
 
 _WHERE = {
-    "Actor": "_actor",
-    "Delivery": "_actor",
-    "Endpoint": "_actor",
-    "Inbox": "_actor",
-    "Agent": "_agent",
-    "RigClient": "_client",
-    "RigConfig": "_config",
-    "Gateway": "_gateway",
-    "Claim": "_ledger",
-    "Ledger": "_ledger",
-    "LedgerRecord": "_ledger",
-    "LLM": "_llm",
-    "LLMReply": "_llm",
-    "Price": "_llm",
-    "RoutePrompt": "_llm",
-    "RuleLLM": "_llm",
-    "Supervisor": "_supervisor",
-    "ToolContext": "_tools",
-    "ToolExecutor": "_tools",
-    "tool": "_tools",
-    "tool_context": "_tools",
-    "Verifier": "_verifier",
-    "verifier": "_verifier",
+    "Actor": "runtime.actor",
+    "Delivery": "runtime.actor",
+    "Endpoint": "runtime.actor",
+    "Inbox": "runtime.actor",
+    "Agent": "models.agent",
+    "RigClient": "runtime.client",
+    "RigConfig": "runtime.settings",
+    "Gateway": "gateway.app",
+    "Claim": "tools.decisions",
+    "Ledger": "tools.ledger",
+    "LedgerRecord": "tools.decisions",
+    "LLM": "models.llm",
+    "LLMReply": "models.llm",
+    "Price": "models.llm",
+    "RoutePrompt": "models.llm",
+    "RuleLLM": "models.llm",
+    "Supervisor": "jobs.supervisor",
+    "ToolContext": "tools.executor",
+    "ToolExecutor": "tools.executor",
+    "tool": "tools.executor",
+    "tool_context": "tools.executor",
+    "Verifier": "tools.verifier",
+    "verifier": "tools.verifier",
 }
 
 __all__ = sorted(_WHERE, key=str.casefold)

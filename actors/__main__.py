@@ -2,7 +2,7 @@
 
 import sys
 
-from actors._cli import main
+from actors.cli.main import main
 
 if __name__ == "__main__":
     args = sys.argv[1:]

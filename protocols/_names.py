@@ -165,7 +165,7 @@ class Names:
     @property
     def slots_stream(self) -> str:
         """Concurrency slots of LLM providers: one subject per provider holding one message
-        per slot, handed out in the order asked (see `actors._limits`)."""
+        per slot, handed out in the order asked (see `actors.models.limits`)."""
         return f"{self.prefix.upper()}_SLOTS"
 
     @property
@@ -408,6 +408,11 @@ class Names:
 def presence_key(agent: str, instance: str) -> str:
     """The key one live process of `agent` refreshes in the presence bucket."""
     return f"{check_token(agent, what='agent name')}.{check_token(instance, what='instance')}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores `key` under (what nats-py's KeyValue publishes to)."""
+    return f"$KV.{bucket}.{key}"
 
 
 def msg_id(job_id: str, step: int, kind: str) -> str:

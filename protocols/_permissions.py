@@ -11,7 +11,7 @@ on `_INBOX.>`), and each role receives JetStream's answers on an inbox prefix of
 (`Role.inbox`), so no role can read another's replies. The admin role (topology, dead
 letters) may do everything. Each role outside the state account (`STATE_ROLES`) has an
 account of its own, reaching the state only through what it is granted here (see the
-accounts section below and `actors._security.accounts_of`).
+accounts section below and `actors.deploy.roles.accounts_of`).
 
 JetStream's API is reached by subjects too (nats-server #3548 is the long thread of users
 finding them by hand); the helpers below name the ones nats-py uses:
@@ -23,7 +23,7 @@ finding them by hand); the helpers below name the ones nats-py uses:
     read a KV key         $JS.API.STREAM.MSG.GET.KV_<bucket> (the bucket, not a key)
     write a KV key        $KV.<bucket>.<key> (a JetStream publish)
 
-Pure: no I/O. `actors._security` turns these into a server's accounts.
+Pure: no I/O. `actors.deploy.roles` turns these into a server's accounts.
 """
 
 from __future__ import annotations

@@ -40,26 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors import Ledger  # noqa: E402
-from actors._claims import ClusterLedger  # noqa: E402
-from actors._client import RigClient  # noqa: E402
-from actors._config import RigConfig  # noqa: E402
-from actors._discovery import discover  # noqa: E402
-from actors._evals import (  # noqa: E402
-    Suite,
-    report as eval_report,
-    run_trials,
-)
-from actors._evalstats import wilson  # noqa: E402
-from actors._keys import add_key  # noqa: E402
-from actors._nats import ensure_topology, jetstream_ready  # noqa: E402
-from actors._security import (  # noqa: E402
-    accounts_of,
-    ensure_seed,
-    roles_for,
-    seed_path,
-    server_config,
-)
-from actors._up import (  # noqa: E402
+from actors.deploy.roles import accounts_of, roles_for, server_config  # noqa: E402
+from actors.deploy.up import (  # noqa: E402
     NatsServer,
     cluster_nodes,
     find_conf,
@@ -70,6 +52,19 @@ from actors._up import (  # noqa: E402
     spread,
     wait_ready,
 )
+from actors.evals.run import (  # noqa: E402
+    Suite,
+    report as eval_report,
+    run_trials,
+)
+from actors.evals.stats import wilson  # noqa: E402
+from actors.gateway.keys import add_key  # noqa: E402
+from actors.runtime.client import RigClient  # noqa: E402
+from actors.runtime.credentials import ensure_seed, seed_path  # noqa: E402
+from actors.runtime.discovery import discover  # noqa: E402
+from actors.runtime.nats import ensure_topology, jetstream_ready  # noqa: E402
+from actors.runtime.settings import RigConfig  # noqa: E402
+from actors.tools.cluster import ClusterLedger  # noqa: E402
 from protocols import Event, Names, decode_as, encode  # noqa: E402
 
 

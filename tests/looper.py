@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from actors import Agent, ToolExecutor, tool
-from actors._llm import LLMReply, RoutePrompt
+from actors.models.llm import LLMReply, RoutePrompt
 from protocols import Edge, Graph, State, Usage
 
 CALL = Usage(input_tokens=100, output_tokens=10, cost=0.25)

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from actors._up import free_port
+from actors.deploy.up import free_port
 from actors.testing import eventually
 from tests.conftest import outside_tool
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, verifier
-from actors._llm import Text
+from actors.models.llm import Text
 from protocols import Edge, Graph, State, VerifyRequest
 
 SEEDS = range(12)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from actors import LLMReply, RoutePrompt
-from actors._actor import Delivery
 from actors.examples.refund import RefundAgent
+from actors.runtime.actor import Delivery
 from protocols import Decision, Encoding, JobContext, StepRequest, Usage
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors._results import by_reference, resolved
+from actors.runtime.results import by_reference, resolved
 from actors.testing import Deployment
 from protocols import JobSnapshot, NonRetryableError, decode_as, ref_name
 from tests.test_cli import rig_cli

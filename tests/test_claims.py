@@ -12,10 +12,10 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from actors import RigConfig, ToolExecutor, _claims, tool
-from actors._claims import ClusterLedger
-from actors._harness import harness
-from actors._results import resolved
+from actors.runtime.results import resolved
 from actors.testing import Deployment
+from actors.testing.harness import harness
+from actors.tools.cluster import ClusterLedger
 from protocols import ToolCall, ref_name
 
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from actors import RigClient
-from actors._up import free_port
+from actors.deploy.up import free_port
 from actors.examples.refund import RefundAgent
 from actors.testing import Deployment, eventually
 from protocols import InvalidNameError, SchemaError, decode, encode

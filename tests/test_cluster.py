@@ -17,9 +17,9 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from actors import RigConfig
-from actors._client import RigClient
-from actors._nats import connect, ensure_topology, jetstream_ready
-from actors._up import spawn_actor, wait_ready
+from actors.deploy.up import spawn_actor, wait_ready
+from actors.runtime.client import RigClient
+from actors.runtime.nats import connect, ensure_topology, jetstream_ready
 from actors.testing import eventually
 from protocols import (
     TERMINAL_STATUSES,

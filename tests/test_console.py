@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Dialog, Page, Request, expect
 
-from actors._keys import add_key
-from actors._up import free_port
+from actors.deploy.up import free_port
+from actors.gateway.keys import add_key
 from actors.testing import Deployment
 from tests.browser import browser_page
 from tests.conftest import ROOT, bank_attempts, refund_rows

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actors._providers import (
+from actors.models.providers import (
     ChatRequest,
     ModelRouter,
     OpenAICompatible,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors._evalreport import html_report
-from actors._evals import Report, Suite, Trial, render, report
-from actors._evalstats import pass_hat_curve, wilson
+from actors.evals.report import html_report
+from actors.evals.run import Report, Suite, Trial, render, report
+from actors.evals.stats import pass_hat_curve, wilson
 from tests.browser import browser_page
 
 HOSTILE = 'refund <b>&amp;</b> "quotes" <script>alert(1)</script>'

@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from actors._evals import Expect, Trial, load_suite, report, run_trials, score
+from actors.evals.run import Expect, Trial, load_suite, report, run_trials, score
 from actors.testing import Deployment
 from protocols import Event, JobInfo, SchemaError
 from tests.chain import CHAIN

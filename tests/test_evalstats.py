@@ -8,7 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actors._evalstats import (
+from actors.evals.stats import (
     fisher_exact,
     gate,
     pass_hat_curve,

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from actors._gateway import WRITE_TIMEOUT_S
-from actors._keys import add_key, revoke_key
-from actors._up import free_port
+from actors.deploy.up import free_port
+from actors.gateway.app import WRITE_TIMEOUT_S
+from actors.gateway.keys import add_key, revoke_key
 from actors.testing import Deployment, eventually
 from protocols import Event
 from tests.chain import CHAIN

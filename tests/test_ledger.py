@@ -73,7 +73,7 @@ def test_a_holder_is_gone_only_when_this_host_says_so() -> None:
     import os
     import subprocess
 
-    from actors._tools import _gone, ledger_owner
+    from actors.tools.executor import _gone, ledger_owner
 
     me = ledger_owner()
     here, namespace, _ = me.rsplit(":", 2)
@@ -93,12 +93,12 @@ async def test_a_holder_in_another_pid_namespace_is_never_judged_gone() -> None:
     import asyncio
     import sys
 
-    from actors._tools import _gone
+    from actors.tools.executor import _gone
 
     holder = (
         "import subprocess, sys\n"
         "open('/proc/sys/kernel/ns_last_pid', 'w').write('4189999')\n"
-        "subprocess.run([sys.executable, '-c', 'from actors._tools import ledger_owner;"
+        "subprocess.run([sys.executable, '-c', 'from actors.tools.executor import ledger_owner;"
         " print(ledger_owner(), flush=True); import sys; sys.stdin.read()'])\n"
     )
     proc = await asyncio.create_subprocess_exec(

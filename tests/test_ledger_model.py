@@ -7,7 +7,7 @@ failure reported before or after the effect, retryable or not; a completion arri
 after its record turned `unknown`. Whatever the interleaving, the effect happens at most
 once, records only move along legal transitions, and epochs only grow.
 
-What the model assumes of the executor, as `actors._tools` does it: right before the
+What the model assumes of the executor, as `actors.tools.executor` does it: right before the
 effect a run checks that its claim still holds (state, epoch, lease), and the check and
 the effect are not separated by a pause longer than the lease (docs/ledger.md: a tool
 whose downstream honours the idempotency key does not need even that); a side-effecting
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors._ledger import (
+from actors.tools.decisions import (
+    ClaimOp,
+    FinishOp,
     LedgerRecord,
-    _ClaimOp,
-    _FinishOp,
-    _ResolveOp,
+    ResolveOp,
     decide_claim,
     decide_finish,
     decide_resolve,
@@ -73,7 +73,7 @@ class LedgerModel(RuleBasedStateMachine):
 
     @rule(lease=st.sampled_from([0.5, 5.0, 60.0]))
     def claim(self, lease: float) -> None:
-        op = _ClaimOp(KEY, "job", "refund", "h", lease, side_effects=True)
+        op = ClaimOp(KEY, "job", "refund", "h", lease, side_effects=True)
         claim, new = decide_claim(self.record, op, owner="x", now=self.now)
         self._apply(new)
         if claim.outcome == "claimed":
@@ -108,7 +108,7 @@ class LedgerModel(RuleBasedStateMachine):
         """
         run = data.draw(st.sampled_from(self.runs))
         state = {"succeeded": "succeeded", "final": "failed", "retryable": "unknown"}[outcome]
-        op = _FinishOp(
+        op = FinishOp(
             KEY,
             run.epoch,
             state,
@@ -126,7 +126,7 @@ class LedgerModel(RuleBasedStateMachine):
         """The outside world says what happened, so far: holders may still be alive
         (paused), and may wake up after it."""
         assert self.record is not None
-        op = _ResolveOp(KEY, self.record.epoch, self.effects > 0, {"ok": 1}, 5.0)
+        op = ResolveOp(KEY, self.record.epoch, self.effects > 0, {"ok": 1}, 5.0)
         claim, new = decide_resolve(self.record, op, owner="y", now=self.now)
         self._apply(new)
         if claim.outcome == "claimed":

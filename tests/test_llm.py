@@ -20,11 +20,11 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from actors._breaker import BreakerState
-from actors._llm import RoutePrompt
-from actors._providers import ModelRouter, OpenAICompatible, RetryPolicy
-from actors._up import free_port
+from actors.deploy.up import free_port
 from actors.examples.refund import RefundAgent
+from actors.models.breaker import BreakerState
+from actors.models.llm import RoutePrompt
+from actors.models.providers import ModelRouter, OpenAICompatible, RetryPolicy
 from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, Event, JobContext, decode_as
 from tests.chain import CHAIN, IMPATIENT, Chain
@@ -617,8 +617,8 @@ async def test_rig_watch_tokens_shows_the_stream(rig: Deployment) -> None:
 
 def test_the_routing_schema_is_what_strict_structured_outputs_accept() -> None:
     """OpenAI's strict mode: an object at the root, every object closed, all required."""
-    from actors._providers import route_schema
     from actors.examples.refund import RefundAgent
+    from actors.models.providers import route_schema
 
     state = RefundAgent.graph.states["refunding"]
     prompt = RoutePrompt(

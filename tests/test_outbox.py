@@ -47,7 +47,7 @@ async def broken(supervisor: Supervisor, handle: object, *, behind: float = 200.
         raise RetryableError("publishing the outbox failed (simulated)")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("actors._supervisor.time", skewed)
+        patch.setattr("actors.jobs.supervisor.time", skewed)
         patch.setattr(supervisor, "_send", no_send)
         with pytest.raises(RetryableError):
             await handle  # type: ignore[misc]

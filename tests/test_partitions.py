@@ -10,9 +10,9 @@ import signal
 import pytest
 from nats.js.api import ConsumerConfig
 
-from actors._discovery import discover
-from actors._nats import PARTITIONS_KEY, ensure_topology
 from actors.examples.refund import RefundAgent
+from actors.runtime.discovery import discover
+from actors.runtime.nats import PARTITIONS_KEY, ensure_topology
 from actors.testing import Deployment, eventually
 from protocols import MAX_PARTITIONS
 from tests.conftest import REFUND

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actors._cli import _parser
+from actors.cli.main import _parser
 from protocols import (
     CancelRequest,
     InboxRequest,

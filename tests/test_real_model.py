@@ -22,20 +22,20 @@ from typing import Any
 import pytest
 from nats.js.errors import NoKeysError
 
-from actors._llm import RoutePrompt
-from actors._local_llm import MODEL_NAME, server_command
-from actors._providers import (
+from actors.deploy.up import free_port
+from actors.examples.refund import (
+    RefundAgent,
+    RefundLLMAgent,
+)
+from actors.models.llm import RoutePrompt
+from actors.models.local import MODEL_NAME, server_command
+from actors.models.providers import (
     ChatRequest,
     ModelRouter,
     OpenAICompatible,
     ProviderError,
     RetryPolicy,
     load_llm_config,
-)
-from actors._up import free_port
-from actors.examples.refund import (
-    RefundAgent,
-    RefundLLMAgent,
 )
 from actors.testing import Deployment
 from protocols import Event, JobContext

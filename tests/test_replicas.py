@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from nats.js.errors import BadRequestError
 
-import actors._supervisor as supervisor_module
+import actors.jobs.supervisor as supervisor_module
 from actors import Supervisor
-from actors._nats import live_agents
+from actors.runtime.nats import live_agents
 from protocols import (
     Budget,
     CancelJob,

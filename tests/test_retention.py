@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from nats.js.api import DiscardPolicy
 
-from actors._claims import ClusterLedger, prune_claims
-from actors._harness import harness
-from actors._nats import ensure_topology, kv_read, stream_configs
-from actors._providers import ResponseCache
+from actors.models.providers import ResponseCache
+from actors.runtime.nats import ensure_topology, kv_read, stream_configs
 from actors.testing import Deployment, eventually
+from actors.testing.harness import harness
+from actors.tools.cluster import ClusterLedger, prune_claims
 from protocols import UnknownJobError
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actors._rules import Rules, forged
 from actors.examples.refund import RefundAgent
+from actors.jobs.rules import Rules, forged
 from protocols import (
     Budget,
     CancelRequest,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actors._up import UpConfig
+from actors.deploy.up import UpConfig
 from tests.conftest import ROOT
 from tests.test_cli import run_rig
 

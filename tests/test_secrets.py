@@ -9,8 +9,8 @@ import uuid
 import aiohttp
 from nats.js.errors import NotFoundError
 
-from actors._nats import kv_latest
 from actors.examples.refund import RefundAgent
+from actors.runtime.nats import kv_latest
 from actors.testing import Deployment
 from tests.test_llm import llm_config, start_chaos
 

@@ -21,8 +21,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from actors._security import roles_for, seed_path
+from actors.deploy.roles import roles_for
 from actors.examples.refund import RefundAgent
+from actors.runtime.credentials import seed_path
 from actors.testing import Deployment, eventually
 from protocols import DeadLetter, Decision, RigError, encode
 from protocols._permissions import STATE_ROLES, Role, inbox_prefix, local_subject

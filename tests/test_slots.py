@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client
 
-from actors._harness import harness
-from actors._limits import SharedLimits
-from actors._nats import ensure_topology
+from actors.models.limits import SharedLimits
+from actors.runtime.nats import ensure_topology
 from actors.testing import Deployment
+from actors.testing.harness import harness
 from tests.chain import CHAIN
 from tests.test_llm import journal, limited_config, start_chaos
 

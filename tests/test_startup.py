@@ -9,8 +9,8 @@ from tests.conftest import ROOT
 
 PROBE = """
 import sys
-import actors._cli, actors._supervisor, actors._agent, actors._tools, actors._verifier
-import actors._up, actors.examples.refund
+import actors.cli.main, actors.jobs.supervisor, actors.models.agent
+import actors.tools.executor, actors.tools.verifier, actors.deploy.up, actors.examples.refund
 print("aiohttp" in sys.modules)
 import nats.aio.transport as transport
 print(transport.aiohttp.ClientSession.__module__, transport.multidict.CIMultiDict.__name__)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from actors._harness import SPAWN_S
-from actors._up import STOP_GRACE_S
+from actors.deploy.up import STOP_GRACE_S
 from actors.testing import Deployment, eventually
+from actors.testing.harness import SPAWN_S
 from protocols import Event
 from tests.crash_tools import payments
 from tests.stuck import SlowPay

@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from actors import RigConfig
-from actors._client import RigClient
+from actors.runtime.client import RigClient
 from protocols import RigConnectionError
 from tests.test_up import EXAMPLE, start_up
 

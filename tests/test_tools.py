@@ -120,7 +120,7 @@ async def test_a_claim_paused_past_its_lease_is_not_acted_on_whatever_the_wall_c
     does not act on the old claim."""
     import time as real
 
-    from actors._tools import _Fenced
+    from actors.tools.executor import _Fenced
 
     class Paused:
         """`time` for the executor: an hour passes after the claim's first reading."""
@@ -135,7 +135,7 @@ async def test_a_claim_paused_past_its_lease_is_not_acted_on_whatever_the_wall_c
         time = staticmethod(lambda: real.time() - 3600.0)
         perf_counter = staticmethod(real.perf_counter)
 
-    monkeypatch.setattr("actors._tools.time", Paused)
+    monkeypatch.setattr("actors.tools.executor.time", Paused)
     with pytest.raises(_Fenced):
         await bank.execute(charge(1, invoice="inv-9", amount=5.0))
     assert bank.runs == []

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from actors._up import free_port
+from actors.deploy.up import free_port
 from actors.examples.refund import RefundAgent
 from actors.testing import Deployment, eventually
 from tests.phoenix import phoenix, spans

@@ -17,8 +17,8 @@ import aiohttp
 import nats
 import pytest
 
-from actors._discovery import discover
 from actors.examples.refund import RefundAgent
+from actors.runtime.discovery import discover
 from actors.testing import eventually
 from protocols import Names
 from protocols._permissions import inbox_prefix

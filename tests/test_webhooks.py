@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from actors._up import free_port
-from actors._webhooks import WebhookSettings, new_secret
+from actors.deploy.up import free_port
+from actors.gateway.webhooks import WebhookSettings, new_secret
 from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, ConfigError
 from tests.conftest import REFUND

@@ -36,7 +36,7 @@ import aiosqlite
 from pydantic import BaseModel, Field
 
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, tool_context, verifier
-from actors._ledger import prepare_sqlite
+from actors.tools.ledger import prepare_sqlite
 from protocols import Edge, Graph, JobContext, NonRetryableError, State, VerifyRequest
 
 # Refunds above this go to a person, whatever the order says.

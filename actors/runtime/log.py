@@ -1,0 +1,65 @@
+"""structlog set up once per process: console on a terminal, JSON lines otherwise.
+
+Handlers bind `actor`, `job_id`, `step`, `subject` and `attempt` with
+`structlog.contextvars`, so every line a handler logs carries them; with traces on, a
+line logged within a span also carries its `trace_id` and `span_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import structlog
+
+from actors.runtime import tracing as tracing
+
+_configured = False
+
+
+def configure_logging(*, level: str | None = None, fmt: str | None = None) -> None:
+    """Configure structlog for this process (idempotent). `RIG_LOG_LEVEL`, `RIG_LOG_FORMAT`,
+    and `RIG_LOG_FILE`: a file that also gets every line, as JSON (for `rig logs`)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    level_name = (level or os.environ.get("RIG_LOG_LEVEL", "info")).upper()
+    fmt = fmt or os.environ.get("RIG_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
+    )
+    to_file: list[structlog.typing.Processor] = []
+    if os.environ.get("RIG_LOG_FILE"):
+        from actors.runtime.logfiles import JsonFileWriter
+
+        to_file.append(JsonFileWriter(Path(os.environ["RIG_LOG_FILE"])))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _trace_ids,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            *to_file,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level_name, logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _trace_ids(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """The current span's trace and span id, so a line joins its trace."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
