@@ -886,3 +886,13 @@ class JobSnapshot(_Wire):
             created_at=self.created_at,
             updated_at=self.updated_at,
         )
+
+
+class BreakerState(_Wire):
+    """A provider's circuit breaker, as `RIG_BREAKERS` keeps it (`breaker_key`)."""
+
+    state: Literal["closed", "open", "half_open"] = "closed"
+    failures: int = 0  # how many times it opened since it last closed
+    until: float = 0.0  # open: when a probe may go; half_open: when the probe is given up
+    owner: str = ""  # the process that made the last change
+    changed_at: float = 0.0

@@ -418,3 +418,25 @@ def kv_subject(bucket: str, key: str) -> str:
 def msg_id(job_id: str, step: int, kind: str) -> str:
     """The `Nats-Msg-Id` of a message: one id per job, step and kind of message."""
     return f"{job_id}:{step}:{kind}"
+
+
+# Agents' counters of model calls (in `rig ps`'s answers), and the breakers' keys.
+_MODEL_COUNTS = "llm"
+
+
+def model_count(provider: str, model: str, what: str) -> str:
+    """The name of an agent's counter `what` of calls to `provider` and `model`."""
+    return f"{_MODEL_COUNTS}|{provider}|{model}|{what}"
+
+
+def model_count_of(name: str) -> tuple[str, str, str] | None:
+    """(provider, model, what) of a counter `model_count` named; None for any other."""
+    first, _, rest = name.partition("|")
+    provider, _, rest = rest.partition("|")
+    model, _, what = rest.rpartition("|")
+    return (provider, model, what) if first == _MODEL_COUNTS and provider and what else None
+
+
+def breaker_key(provider: str, model: str) -> str:
+    """A KV key for a provider and model (`.` separates tokens; other odd characters go)."""
+    return re.sub(r"[^A-Za-z0-9_=.-]", "_", f"{provider}.{model}")

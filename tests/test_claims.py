@@ -11,10 +11,11 @@ import pytest
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from actors import RigConfig, ToolExecutor, _claims, tool
+from actors import RigConfig, ToolExecutor, tool
 from actors.runtime.results import resolved
 from actors.testing import Deployment
 from actors.testing.harness import harness
+from actors.tools import cluster as _claims
 from actors.tools.cluster import ClusterLedger
 from protocols import ToolCall, ref_name
 

@@ -22,11 +22,10 @@ from pydantic import BaseModel
 
 from actors.deploy.up import free_port
 from actors.examples.refund import RefundAgent
-from actors.models.breaker import BreakerState
 from actors.models.llm import RoutePrompt
 from actors.models.providers import ModelRouter, OpenAICompatible, RetryPolicy
 from actors.testing import Deployment, eventually
-from protocols import TERMINAL_STATUSES, Event, JobContext, decode_as
+from protocols import TERMINAL_STATUSES, BreakerState, Event, JobContext, decode_as
 from tests.chain import CHAIN, IMPATIENT, Chain
 from tests.conftest import ROOT
 

@@ -6,6 +6,9 @@ for a person (`submit --wait`, `watch`). A closed pipe (`rig watch JOB | head`) 
 the command quietly. No user mistake prints a traceback; `--debug` shows one.
 """
 
+# Long: every verb's parser and handler in one file; issue 31 splits it into one module
+# per family of commands (the parser beside its handlers), next.
+
 from __future__ import annotations
 
 import argparse

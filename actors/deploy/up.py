@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.js.errors import NotFoundError
 
+from actors.runtime.net import free_port
 from actors.runtime.settings import RigConfig
 from actors.tools.cluster import prune_claims
 
@@ -111,13 +112,6 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
 def console_url(gateway: str) -> str:
     """The web console of the gateway at `gateway` (it asks for a key once)."""
     return f"{gateway}/console/"
-
-
-def free_port() -> int:
-    """A port free on loopback now (for a server that binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class UpConfigError(RigError):

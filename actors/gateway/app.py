@@ -37,6 +37,9 @@ whatever it asked. Without a keys file it binds loopback only. With
 `RIG_WEBHOOK_SECRET` it also delivers the jobs' webhooks (`actors.gateway.webhooks`).
 """
 
+# Long: one ROUTES table drives the app and its OpenAPI document; its handlers, the SSE
+# stream and the webhook consumer share the app's state and are read together.
+
 from __future__ import annotations
 
 import asyncio

@@ -45,23 +45,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from actors.runtime.lazy import lazy
-from actors.runtime.nats import kv_latest
 from actors.runtime.settings import env_number
 from protocols import (
     ConfigError,
     Event,
-    Names,
     NonRetryableError,
     RetryableError,
     WebhookDelivery,
     WebhookRecord,
-    check_token,
-    decode_as,
     encode,
 )
 
@@ -275,15 +270,3 @@ class WebhookSender:
             ts=time.time(),
         )
         await self._records.put(delivery.webhook_id, encode(record))
-
-
-async def webhook_records(
-    js: JetStreamContext, names: Names, *, job_id: str | None = None, timeout: float = 5.0
-) -> list[WebhookRecord]:
-    """What became of every webhook (of `job_id`), newest first."""
-    pattern = f"{check_token(job_id, what='job id')}.*" if job_id is not None else ">"
-    found = [
-        decode_as(WebhookRecord, data)[0]
-        async for _key, data in kv_latest(js, names.webhooks_bucket, pattern, timeout=timeout)
-    ]
-    return sorted(found, key=lambda record: record.ts, reverse=True)

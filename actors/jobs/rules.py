@@ -12,6 +12,9 @@ A method returns the job it was given, changed, or None when the message does no
 it just decoded.
 """
 
+# Long: every transition of a job, as one pure class: read top to bottom it is the
+# table of what each message does in each phase; split, a rule would be far from its kin.
+
 from __future__ import annotations
 
 import functools

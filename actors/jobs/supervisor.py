@@ -9,6 +9,9 @@ writes it with compare-and-set, then publishes what the transition produced (eve
 next command).
 """
 
+# Long: the shell around the rules: the API, the compare-and-set loop, the outbox, the
+# timers and the partitions, each a few methods on one object that holds their state.
+
 from __future__ import annotations
 
 import asyncio

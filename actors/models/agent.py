@@ -17,7 +17,7 @@ import nats.errors
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
-from actors.models.breaker import BreakerPolicy, Breakers, model_count
+from actors.models.breaker import BreakerPolicy, Breakers
 from actors.models.limits import SharedLimits
 from actors.models.llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -64,6 +64,7 @@ from protocols import (
     _permissions as permissions,
     encode,
     explain,
+    model_count,
     msg_id,
     presence_key,
 )

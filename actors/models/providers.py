@@ -42,6 +42,9 @@ open breakers and fallbacks.
     queue_timeout = 60.0               # longest wait for a slot; `timeout` starts after
 """
 
+# Long: the providers, their dialects, the router (retries, hedging, the cache) and the
+# LLM config file; issue 31 splits them into dialects / router / config.
+
 from __future__ import annotations
 
 import asyncio
@@ -63,14 +66,14 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from actors.models.breaker import BreakerPolicy, Breakers, breaker_key
+from actors.models.breaker import BreakerPolicy, Breakers
 from actors.models.limits import LimitTimeout, ProviderLimits, SharedLimits, Slot
 from actors.models.llm import DEFAULT_MAX_OUTPUT_TOKENS, LLMReply, Price, RoutePrompt
 from actors.runtime import tracing as tracing
 from actors.runtime.lazy import lazy
 from actors.runtime.nats import kv_read
 from actors.runtime.settings import DIALECTS
-from protocols import ConfigError, Usage, canonical
+from protocols import ConfigError, Usage, breaker_key, canonical
 
 TokenSink = Callable[[str], Awaitable[None]]
 

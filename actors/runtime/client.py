@@ -22,12 +22,11 @@ from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from pydantic import BaseModel
 
-from actors.gateway.webhooks import webhook_records
-from actors.models.breaker import BreakerState, breaker_key, model_count_of
 from actors.runtime import tracing as tracing
 from actors.runtime.credentials import CLIENT, makes_topology
 from actors.runtime.discovery import LISTEN_S, LiveActor, discover
@@ -46,6 +45,7 @@ from actors.runtime.settings import RigConfig
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
+    BreakerState,
     CancelRequest,
     DeadLetter,
     Escalation,
@@ -56,6 +56,7 @@ from protocols import (
     JobEntry,
     JobInfo,
     JobSnapshot,
+    Names,
     PayloadTooLargeError,
     ResolveRequest,
     RigConnectionError,
@@ -65,11 +66,13 @@ from protocols import (
     SubmitRequest,
     UnavailableError,
     WebhookRecord,
+    breaker_key,
     check_token,
     decode,
     decode_as,
     encode,
     error_from_dict,
+    model_count_of,
     set_input_limits,
     validate,
 )
@@ -543,3 +546,15 @@ class RigClient:
             return reply_type.model_validate(body)
         except Exception as exc:
             raise RigError(f"unexpected reply on {subject}: {body!r}") from exc
+
+
+async def webhook_records(
+    js: JetStreamContext, names: Names, *, job_id: str | None = None, timeout: float = 5.0
+) -> list[WebhookRecord]:
+    """What became of every webhook (of `job_id`), newest first."""
+    pattern = f"{check_token(job_id, what='job id')}.*" if job_id is not None else ">"
+    found = [
+        decode_as(WebhookRecord, data)[0]
+        async for _key, data in kv_latest(js, names.webhooks_bucket, pattern, timeout=timeout)
+    ]
+    return sorted(found, key=lambda record: record.ts, reverse=True)
