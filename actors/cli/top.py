@@ -2,8 +2,8 @@
 
 From what the deployment already answers, no metrics server needed: every process's
 counters (as `rig ps` reads them), the work stream's consumers (their
-pending, unacknowledged and redelivered messages: the queues), and the jobs' snapshots
-(by status; a scan of every job, so it runs every `jobs_every` seconds, not every frame).
+pending, unacknowledged and redelivered messages: the queues), and the jobs
+(by status, counted from the job index: every `jobs_every` seconds, not every frame).
 """
 
 from __future__ import annotations

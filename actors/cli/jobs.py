@@ -1,0 +1,585 @@
+"""`rig agents`, `submit`, `status`, `watch`, `inbox`, `resolve`, `cancel`, `jobs`, `logs`,
+`trace`, `graph`: jobs and the agents that run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from actors.cli.common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    ago,
+    describe,
+    exit_for,
+    json_object,
+    limits_of,
+    load_actor_class,
+    print_json,
+    show_status,
+    usage_error,
+    with_client,
+)
+from actors.runtime.settings import RigConfig
+from protocols import (
+    JobInfo,
+    JobStatusName,
+    UnknownAgentError,
+)
+
+if TYPE_CHECKING:  # each command imports what it needs: `rig --help` starts at once
+    from actors.runtime.client import RigClient
+    from protocols import Graph
+
+
+def add(verbs: Any, common: argparse.ArgumentParser) -> None:
+    """Add this family's verbs to `rig`'s parser (`common`: the options every verb takes)."""
+    agents = verbs.add_parser(
+        "agents",
+        parents=[common],
+        help="list the registered agents, live or offline",
+        description="The agents that ever registered, with how many processes of each "
+        "are live now (0: OFFLINE; jobs for it wait until one starts).",
+    )
+    agents.set_defaults(run=_agents)
+    budget = argparse.ArgumentParser(add_help=False)
+    limits = budget.add_argument_group("budget (overrides the agent's defaults)")
+    limits.add_argument("--max-steps", type=int, metavar="N", help="steps (LLM decisions)")
+    limits.add_argument("--max-tokens", type=int, metavar="N", help="LLM tokens, in + out")
+    limits.add_argument("--max-cost", type=float, metavar="X", help="money, by the price table")
+    limits.add_argument(
+        "--deadline",
+        metavar="DURATION",
+        help="wall clock from now until the job must be terminal (45s, 10m, 2h)",
+    )
+    limits.add_argument(
+        "--max-visits", type=int, metavar="N", help="times the job may enter any one state"
+    )
+    limits.add_argument("--max-reasks", type=int, metavar="N", help="LLM re-asks per step")
+    limits.add_argument(
+        "--stall",
+        metavar="DURATION",
+        help="tell a person when the job makes no progress for this long (default: the "
+        "agent's stall_s, 15m)",
+    )
+    submit = verbs.add_parser(
+        "submit",
+        parents=[common, budget],
+        help="start a job",
+        description="Start a job of AGENT; answers once the job is stored. A job for an "
+        "agent with no live instance is accepted with a warning: it runs when one starts.",
+    )
+    submit.add_argument("agent", help="agent name (see `rig agents`)")
+    submit.add_argument(
+        "--input",
+        required=True,
+        metavar="JSON|@FILE|-",
+        help="the job's input, a JSON object: inline, @FILE to read a file, - for stdin",
+    )
+    submit.add_argument(
+        "--job-id",
+        help="choose the job id (letters, digits, _ and -): the same request again is the "
+        "same job; another request under the same id is a job_conflict error",
+    )
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the job is terminal or waiting for a human, then print "
+        "its status (exit 0 succeeded, 1 another ending, 3 waiting for a person)",
+    )
+    submit.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS")
+    submit.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="POST the job's end (and each wait for a person) to URL, signed per Standard "
+        "Webhooks by a `rig gateway` that has RIG_WEBHOOK_SECRET",
+    )
+    submit.add_argument(
+        "--seed",
+        type=int,
+        help="send this seed with every model call of the job (an agent configured with a "
+        "temperature above 0 then samples reproducibly: replay an eval's trial)",
+    )
+    submit.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="keep the response cache out of this job's model calls",
+    )
+    submit.set_defaults(run=_submit)
+    status = verbs.add_parser("status", parents=[common], help="show a job's status")
+    status.add_argument("job_id", metavar="JOB")
+    status.add_argument(
+        "--full",
+        action="store_true",
+        help="show tool results stored by reference (over RIG_INLINE_RESULT_BYTES) in full",
+    )
+    status.set_defaults(run=_status)
+    watch = verbs.add_parser(
+        "watch",
+        parents=[common],
+        help="print a job's events until it ends",
+        description="Print the job's journal from the start, then its events as they "
+        "happen; exit when the job is terminal (0 if it succeeded, 1 otherwise) or when it "
+        "waits for a person (3, with what to do), unless --follow.",
+    )
+    watch.add_argument("job_id", metavar="JOB")
+    watch.add_argument("--timeout", type=float, help="give up after SECONDS (exit 2)")
+    watch.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep watching while the job waits for a person, until it is terminal",
+    )
+    watch.add_argument(
+        "--tokens",
+        action="store_true",
+        help="also print the model's answers: live as they stream (agents with stream = "
+        "true), and from the journal for steps that ended before rig watch started",
+    )
+    watch.set_defaults(run=_watch)
+    inbox = verbs.add_parser(
+        "inbox",
+        parents=[common],
+        help="list the jobs waiting for a person",
+        description="The jobs parked for a human, oldest first, with the reason and the "
+        "edges a person may take (`rig resolve JOB --edge EDGE`).",
+    )
+    inbox.add_argument("--agent", help="only this agent's jobs")
+    inbox.set_defaults(run=_inbox)
+    resolve = verbs.add_parser(
+        "resolve",
+        parents=[common, budget],
+        help="take an edge for a job waiting for a person",
+        description="Resume a job that waits for a human from EDGE (one of its state's "
+        "edges, see `rig inbox`); budget options extend its limits (--deadline counts "
+        "from now).",
+    )
+    resolve.add_argument("job_id", metavar="JOB")
+    resolve.add_argument("--edge", required=True, help="the edge to take")
+    resolve.add_argument(
+        "--args",
+        default="{}",
+        metavar="JSON|@FILE|-",
+        help="the edge's arguments, a JSON object (inline, @FILE or - for stdin)",
+    )
+    resolve.add_argument(
+        "--step",
+        type=int,
+        help="the step of the wait you are resolving (`rig inbox` shows it); by default the "
+        "job's step when the command starts. Once the job has left it, the resolve is "
+        "refused (job_moved), never applied to a later wait",
+    )
+    resolve.add_argument("--note", default="", help="why, for the journal")
+    resolve.add_argument("--by", default=os.environ.get("USER", ""), help="who (default $USER)")
+    resolve.set_defaults(run=_resolve)
+    cancel = verbs.add_parser(
+        "cancel",
+        parents=[common],
+        help="end a running or parked job as cancelled",
+        description="End any job that is not terminal: status `cancelled`; reports still "
+        "under way for it are dropped when they arrive.",
+    )
+    cancel.add_argument("job_id", metavar="JOB")
+    cancel.add_argument("--reason", default="", help="why, for the journal")
+    cancel.set_defaults(run=_cancel)
+    jobs = verbs.add_parser(
+        "jobs",
+        parents=[common],
+        help="list jobs, newest first",
+        description="The jobs of this deployment, newest first, from their snapshots.",
+    )
+    jobs.add_argument("--agent", help="only this agent's jobs")
+    jobs.add_argument(
+        "--status",
+        choices=[*get_args(JobStatusName), "active"],
+        help="only jobs in this status (active: not terminal)",
+    )
+    jobs.add_argument("--limit", type=int, default=20, help="at most N jobs (default 20)")
+    jobs.set_defaults(run=_jobs)
+    logs = verbs.add_parser(
+        "logs",
+        parents=[common],
+        help="the actors' log lines about one job",
+        description="Every line of the actors' logs that concerns JOB, in time order, from "
+        "the log files `rig up` writes under $RIG_HOME/logs (or --dir). Actors started "
+        "by hand log to their own stderr; set RIG_LOG_FILE for them to write a file too.",
+    )
+    logs.add_argument("job_id", metavar="JOB")
+    logs.add_argument("--dir", type=Path, help="the log folder (default: $RIG_HOME/logs)")
+    logs.set_defaults(run=_logs)
+    trace = verbs.add_parser(
+        "trace",
+        parents=[common],
+        help="a job's waterfall: who did what, when, for how long",
+        description="From the job's journal alone (no trace collector needed): per step, "
+        "the wait in a queue, the work (the model's share of a decision, the tool's run, "
+        "the verifier's check) with the process that did it, the supervisor's "
+        "transitions, and a person's wait; the times are from when the job was accepted.",
+    )
+    trace.add_argument("job_id", metavar="JOB")
+    trace.set_defaults(run=_trace)
+    graph = verbs.add_parser(
+        "graph",
+        parents=[common],
+        help="print an agent's state machine (Mermaid or DOT)",
+        description="Print the FSM of a registered agent (AGENT) or of an agent class "
+        "(MODULE:CLASS, no server needed). Edges show [tool] and {verifier}; (safe) marks "
+        "safe edges; human states are highlighted.",
+    )
+    graph.add_argument("agent", metavar="AGENT|MODULE:CLASS")
+    graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    graph.add_argument(
+        "--lint",
+        action="store_true",
+        help="instead of drawing it, report every path from an untrusted tool's output to "
+        "a consequential edge with no verifier and no person on the way; exit 1 if any",
+    )
+    graph.add_argument(
+        "--config",
+        type=Path,
+        help="with --lint: rig up's TOML file, whose tool executors say which tools are "
+        "untrusted_output (default: the refund example)",
+    )
+    graph.add_argument(
+        "--untrusted",
+        action="append",
+        default=[],
+        metavar="TOOL",
+        help="with --lint: count TOOL's output as untrusted too (repeatable)",
+    )
+    graph.set_defaults(run=_graph)
+
+
+def _agents(args: argparse.Namespace) -> int:
+    async def go(rig: RigClient) -> Any:
+        return await rig.agents(), await rig.live_agents()
+
+    infos, live = with_client(go)
+    if args.json:
+        print_json(
+            [
+                {"name": i.name, "example_input": i.example_input, "live": live.get(i.name, 0)}
+                for i in infos
+            ]
+        )
+    elif not infos:
+        print("no agents registered (start one: rig up, or rig actor run MODULE:CLASS)")
+    else:
+        for info in infos:
+            count = live.get(info.name, 0)
+            state = f"{count} live" if count else "OFFLINE: no live process; jobs wait for one"
+            print(f"{info.name}  ({state})  {info.description}")
+            if info.example_input is not None:
+                print(f"    example input: {json.dumps(info.example_input)}")
+    return EXIT_OK
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from opentelemetry.trace import SpanKind
+
+    from actors.runtime import tracing as tracing
+
+    job_input = json_object(args.input, "--input")
+
+    async def go(rig: RigClient) -> Any:
+        # With OTEL_* set, the job's trace starts here: its root's parent is this span.
+        with tracing.span(
+            f"submit {args.agent}",
+            kind=SpanKind.CLIENT,
+            attributes={"gen_ai.agent.name": args.agent, "rig.client": "cli"},
+        ) as span:
+            reply = await rig.submit(
+                args.agent,
+                job_input,
+                job_id=args.job_id,
+                webhook=args.webhook,
+                seed=args.seed,
+                cache=not args.no_cache,
+                **limits_of(args),
+            )
+            if span is not None:
+                span.set_attribute("rig.job.id", reply.job_id)
+        if reply.warning and not args.json:
+            print(f"rig: warning: {reply.warning}", file=sys.stderr, flush=True)
+        if not args.wait:
+            return reply
+        return await rig.wait(reply.job_id, timeout=args.timeout)
+
+    tracing.start("cli")
+    try:
+        result = with_client(go)
+    finally:
+        tracing.stop()
+    if isinstance(result, JobInfo):
+        show_status(result, args.json)
+        return exit_for(result.status)
+    if args.json:
+        print_json(result.model_dump(mode="json"))
+    else:
+        print(f"accepted job {result.job_id}  (rig watch {result.job_id})")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def go(rig: RigClient) -> JobInfo:
+        info = await rig.status(args.job_id)
+        if args.full and info.result is not None:
+            results = info.result.get("results") or {}
+            for tool, value in results.items():
+                results[tool] = await rig.fetch_result(value)
+        return info
+
+    info = with_client(go)
+    show_status(info, args.json)
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    async def go(rig: RigClient) -> str:
+        await rig.status(args.job_id)  # raises UnknownJobError for a job that does not exist
+        final = ""
+        streaming = False
+        live = False  # tokens arrived live since the last event
+
+        def show_tokens(text: str, *, replay: bool = False) -> None:
+            nonlocal streaming
+            if args.json:
+                token = {"type": "token", "job_id": args.job_id, "text": text}
+                print_json(token | ({"replay": True} if replay else {}))
+                return
+            if not streaming:
+                print("     tokens: ", end="")
+                streaming = True
+            print(text, end="", flush=True)
+
+        async def on_token(msg: Any) -> None:
+            nonlocal live
+            live = True
+            show_tokens(msg.data.decode())
+
+        if args.tokens:
+            await rig.nc.subscribe(rig.names.tokens(args.job_id), cb=on_token)
+        parked = not args.follow
+        async for event in rig.events(args.job_id, timeout=args.timeout, until_parked=parked):
+            if args.tokens and event.type == "decision" and event.data.get("answer") and not live:
+                # A step that ended before we listened: its answer, from the journal.
+                show_tokens(str(event.data["answer"]), replay=True)
+            live = False
+            if streaming:
+                print()
+                streaming = False
+            if args.json:
+                print_json(event.model_dump(mode="json"))
+            else:
+                print(describe(event), flush=True)
+            if event.type == "status":
+                final = str(event.data.get("status"))
+        if final == "waiting_human" and not args.json:
+            edges = event.data.get("edges") or []
+            print(
+                f"rig: job {args.job_id} waits for a person: `rig inbox` shows why; "
+                f"`rig resolve {args.job_id} --edge {'|'.join(edges) or 'EDGE'}` or "
+                f"`rig cancel {args.job_id}` moves it (`rig watch --follow` keeps watching)",
+                file=sys.stderr,
+            )
+        return final
+
+    final = with_client(go)
+    return exit_for(final)
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    jobs = with_client(lambda rig: rig.inbox(args.agent))
+    if args.json:
+        print_json([job.model_dump(mode="json") for job in jobs])
+    elif not jobs:
+        print("no jobs are waiting for a person")
+    for job in [] if args.json else jobs:
+        waited = ago(job.since)
+        print(f"{job.job_id}  {job.agent}  state {job.state}  step {job.step}  waiting {waited}")
+        print(f"    reason: {job.reason}")
+        print(f"    input:  {json.dumps(job.input)}")
+        print(f"    edges:  {', '.join(job.edges) or '(none: rig cancel it)'}")
+    return EXIT_OK
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    edge_args = json_object(args.args, "--args")
+    if args.step is not None and args.step < 0:
+        raise usage_error("--step must be 0 or more")
+
+    async def go(rig: RigClient) -> JobInfo:
+        # What the person resolves is the wait the job is in now, never a later one.
+        step = args.step if args.step is not None else (await rig.status(args.job_id)).steps
+        return await rig.resolve(
+            args.job_id,
+            args.edge,
+            args=edge_args,
+            note=args.note,
+            by=args.by,
+            step=step,
+            **limits_of(args),
+        )
+
+    info = with_client(go)
+    show_status(info, args.json)
+    return EXIT_OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    info = with_client(lambda rig: rig.cancel(args.job_id, reason=args.reason))
+    show_status(info, args.json)
+    return EXIT_OK
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise usage_error("--limit must be at least 1")
+    infos = with_client(
+        lambda rig: rig.jobs(agent=args.agent, status=args.status, limit=args.limit)
+    )
+    if args.json:
+        print_json([info.model_dump(mode="json") for info in infos])
+        return EXIT_OK
+    if not infos:
+        print("no jobs" + (" match" if args.agent or args.status else " yet"))
+    for info in infos:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at))
+        print(
+            f"{info.job_id:<32}  {info.agent:<12}  {info.status:<17}  "
+            f"{info.state or '-':<12}  steps {info.steps:<3}  {created}"
+        )
+    return EXIT_OK
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from actors.runtime.logfiles import job_lines
+
+    folder = args.dir or RigConfig.from_env().home / "logs"
+    files = sorted(folder.glob("*.log")) if folder.is_dir() else []
+    if not files:
+        print(
+            f"rig: no log files under {folder}: actors started by `rig up` write them there; "
+            "actors started by hand log to their own stderr (set RIG_LOG_FILE=PATH for a file)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    lines = job_lines(files, args.job_id)
+    if not lines:
+        print(
+            f"rig: no line of {len(files)} log file(s) under {folder} mentions job {args.job_id}",
+            file=sys.stderr,
+        )
+    for source, entry in lines:
+        if args.json:
+            print_json({"file": source, **entry})
+            continue
+        extra = {
+            k: v
+            for k, v in entry.items()
+            if k not in ("timestamp", "level", "event", "job", "job_id", "actor") and v is not None
+        }
+        fields = " ".join(
+            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items()
+        )
+        when, level, event = entry.get("timestamp", ""), entry.get("level", ""), entry.get("event")
+        print(f"{when}  {source:<28} {level:<7} {event}  {fields}".rstrip())
+    return EXIT_OK
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from actors.cli.trace import render, waterfall
+
+    async def go(rig: RigClient) -> Any:
+        return waterfall(await rig.journal(args.job_id))
+
+    fall = with_client(go)
+    if args.json:
+        print_json(fall.to_dict())
+    else:
+        print(render(fall))
+    return EXIT_OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    if ":" in args.agent:
+        from actors.models.agent import Agent
+
+        cls = load_actor_class(args.agent)  # a broken graph raises GraphError here
+        if not issubclass(cls, Agent):
+            raise usage_error(f"{args.agent!r} is not an Agent subclass")
+        name, graph = cls.name, cls.graph
+    else:
+        infos = {info.name: info for info in with_client(lambda rig: rig.agents())}
+        if args.agent not in infos:
+            known = ", ".join(sorted(infos)) or "none"
+            raise UnknownAgentError(
+                f"no agent named {args.agent!r} has registered (registered: {known})",
+                agent=args.agent,
+            )
+        name, graph = args.agent, infos[args.agent].graph
+    if args.lint:
+        return _lint(args, name, graph)
+    if args.config is not None or args.untrusted:
+        raise usage_error("--config and --untrusted go with --lint")
+    text = graph.to_dot(name) if args.format == "dot" else graph.to_mermaid(name)
+    if args.json:
+        print_json({"agent": name, "format": args.format, "graph": text})
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
+    """`rig graph --lint`: where untrusted tool output can steer a consequential edge."""
+    from actors.deploy.up import UpConfig
+    from actors.tools.executor import ToolExecutor
+
+    untrusted = set(args.untrusted)
+    for spec in UpConfig.load(args.config).actors:
+        cls = load_actor_class(spec.target)
+        if issubclass(cls, ToolExecutor):
+            untrusted |= {t for t, tool in cls.tools.items() if tool.spec.untrusted_output}
+    consequential = sorted(
+        f"{state}.{edge.name}"
+        for state, s in graph.states.items()
+        for edge in s.edges
+        if edge.consequential
+    )
+    paths = graph.injection_paths(untrusted)
+    if args.json:
+        print_json(
+            {
+                "agent": name,
+                "untrusted": sorted(untrusted),
+                "consequential": consequential,
+                "paths": [dataclasses.asdict(path) for path in paths],
+            }
+        )
+        return EXIT_FOUND if paths else EXIT_OK
+    print(
+        f"agent {name}: untrusted tools {', '.join(sorted(untrusted)) or 'none'}; "
+        f"consequential edges {', '.join(consequential) or 'none'}"
+    )
+    for path in paths:
+        print(f"  UNGUARDED  {path}")
+    if paths:
+        print(
+            f"{len(paths)} unguarded path(s): put a verifier on the edge, or a human state "
+            "on the way"
+        )
+        return EXIT_FOUND
+    if not untrusted or not consequential:
+        print(
+            "nothing to check: mark tools @tool(untrusted_output=True) and edges "
+            "Edge(consequential=True)"
+        )
+    else:
+        print("ok: no untrusted output reaches a consequential edge unchecked")
+    return EXIT_OK
