@@ -159,7 +159,7 @@ PIPELINE = (
 )
 STEPS_PER_JOB = 5
 # The three-step agent of the eval coverage study, and its tool (from the tests).
-CHAIN_AGENT = ["tests.chain:Chain", "tests.looper:LooperTools"]
+CHAIN_AGENT = ["tests.support.chain:Chain", "tests.support.looper:LooperTools"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -1024,7 +1024,7 @@ async def _in_flight(call: Callable[[int], Awaitable[None]], total: int, width: 
 
 
 async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
-    """`rig eval`'s Wilson interval on the real system: the chain agent (tests/chain.py)
+    """`rig eval`'s Wilson interval on the real system: the chain agent (tests/support/chain.py)
     through `rig chaos-llm --main-path p` succeeds with probability p^3 exactly; run the
     same eval of `trials` jobs many times and count how often the interval holds p^3."""
     main_path, trials, runs = (0.9, 20, 2) if quick else (0.9, 200, 100)
@@ -1057,7 +1057,8 @@ async def bench_evals(server: NatsServer, report: Report, quick: bool, work: Pat
     started = time.perf_counter()
     try:
         await deployment.start(
-            nc, ["actors:Supervisor", "tests.chain:Chain", "tests.looper:LooperTools"]
+            nc,
+            ["actors:Supervisor", "tests.support.chain:Chain", "tests.support.looper:LooperTools"],
         )
         rig = await RigClient.connect(
             RigConfig(nats_url=server.url, names=deployment.names, home=deployment.home)

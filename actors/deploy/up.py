@@ -326,7 +326,7 @@ class NatsServer:
 # nats-server 2.15.1 wires an account's imports when it loads the account, against the
 # exports its source account has at that moment: a reload that adds both an export and a
 # new account importing it leaves that import out (its requests find no responders)
-# until the next reload. Two reloads load both; tests/test_security.py shows a role
+# until the next reload. Two reloads load both; tests/integration/test_security.py shows a role
 # added to a running server working at once.
 RELOADS_FOR_ACCOUNTS = 2
 

@@ -5,7 +5,7 @@ events, the next command, escalations, timers), from the snapshot, the message t
 it, the graph the job runs on, and the time. It reads nothing and writes nothing: the
 supervisor loads the snapshot and the graph, calls it, compare-and-sets the result and
 publishes the outbox (`actors/jobs/supervisor.py`). So every rule here can be tested without
-NATS, with examples or hypothesis (`tests/test_rules.py`).
+NATS, with examples or hypothesis (`tests/unit/test_rules.py`).
 
 A method returns the job it was given, changed, or None when the message does not apply
 (a stale report). Methods change the snapshot in place; the supervisor hands them a copy

@@ -1,0 +1,221 @@
+"""The web console in a real browser (Debian's chromium, driven by Playwright), against a
+real `rig up` of the refund example with its gateway, an API key and `rig chaos-llm`.
+
+The screenshots go to `$RIG_SCREENSHOTS` (the README's come from
+`RIG_SCREENSHOTS=docs/console scripts/test tests/integration/test_console.py`), else to a temporary
+folder: they are taken either way."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Dialog, Page, Request, expect
+
+from actors.deploy.up import free_port
+from actors.gateway.keys import add_key
+from actors.testing import Deployment
+from tests.conftest import ROOT, bank_attempts, refund_rows
+from tests.integration.test_cli import run_rig
+from tests.integration.test_llm import llm_config, start_chaos
+from tests.support.browser import browser_page
+
+pytestmark = pytest.mark.integration
+
+ACTORS = {
+    "actors:Supervisor": 1,
+    "actors.examples.refund:RefundAgent": 1,  # rule-routed: parks a refund over 500
+    "actors.examples.refund:RefundLLMAgent": 1,  # routed by `rig chaos-llm`, streaming
+    "actors.examples.refund:RefundTools": 1,
+    "actors.examples.refund:RefundChecks": 1,
+    "actors:Gateway": 1,
+}
+SMALL = {"order_id": "A-1001", "amount": 25, "reason": "arrived damaged"}
+LARGE = {"order_id": "A-1002", "amount": 650, "reason": "never arrived"}
+WAIT_MS = 60_000
+
+
+async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbox(
+    rig: Deployment, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("RIG_SCREENSHOTS") or tmp_path)
+    if not shots.is_absolute():
+        shots = ROOT / shots
+    shots.mkdir(parents=True, exist_ok=True)
+    chaos = await start_chaos("--main-path", "1.0", "--latency-p50", "0.8", "--seed", "5")
+    llm_config(rig, chaos.url, section="refund-llm", stream=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    key = add_key(rig.home / "gateway-keys", "console")  # security on: the console asks
+    rig.extra_env["RIG_GATEWAY_PORT"] = str(port)
+    ready = await rig.nc.subscribe(rig.names.actor_ready)
+    up = await rig.rig_up(ACTORS)
+    requests: list[Request] = []
+    try:
+        for _ in ACTORS:
+            await ready.next_msg(timeout=60)
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http,
+            browser_page() as page,
+        ):
+            page.on("request", lambda request: requests.append(request))
+            await page.set_viewport_size({"width": 1366, "height": 860})
+            await page.goto(f"{base}/")  # leads to /console/, which asks for the key
+            await page.fill("#key", key)
+            await page.click("#login button[type=submit]")
+            await expect(page.locator("#jobs")).to_be_visible()
+
+            # A job submitted over the API appears and ends without a reload.
+            job_id = await submit(http, base, "refund", SMALL)
+            row = page.locator(f'#jobs tr[data-job="{job_id}"]')
+            await expect(row).to_be_visible(timeout=WAIT_MS)
+            await expect(row.locator(".status")).to_have_text("succeeded", timeout=WAIT_MS)
+            # Three more: an order that does not exist, one in transit, a small one.
+            for order_id, amount in (("Z-77", 40), ("A-1003", 30), ("A-1006", 12.5)):
+                more = await submit(http, base, "refund", {"order_id": order_id, "amount": amount})
+                await expect(page.locator(f'#jobs tr[data-job="{more}"] .status')).to_have_text(
+                    "succeeded", timeout=WAIT_MS
+                )
+            await expect(page.locator('.counts [data-status="succeeded"]')).to_have_text(
+                "succeeded 4"
+            )
+            assert await page.locator("#jobs tbody tr").count() == 4
+            await page.screenshot(path=shots / "jobs.png")
+
+            # Its page: the path on the graph, and the journal as `rig watch` prints it.
+            await row.locator("a").click()
+            await expect(page.locator('#timeline li[data-type="status"]').last).to_contain_text(
+                "succeeded", timeout=WAIT_MS
+            )
+            await expect(page.locator('#graph .node.current[data-state="done"]')).to_be_visible()
+            for state in ("triage", "review", "refunding", "done"):
+                visited = page.locator(f'#graph .node.visited[data-state="{state}"]')
+                await expect(visited).to_be_visible()
+            for edge in ("triage/lookup", "review/approve", "refunding/refund"):
+                taken = page.locator(f'#graph .edge.taken[data-edge="{edge}"]')
+                await expect(taken).to_be_visible()
+            assert await page.locator("#graph .edge.taken").count() == 3
+            code, out, err = await run_rig(rig.env, "watch", job_id, "--json")
+            assert code == 0, err
+            watched = [json.loads(line) for line in out.splitlines()]
+            shown = await timeline(page)
+            assert shown == [(e["seq"], e["type"]) for e in watched]
+            result = json.loads(await page.locator("#result").text_content() or "")
+            assert result["results"]["issue_refund"]["status"] == "issued"
+            await page.screenshot(path=shots / "job.png", full_page=True)
+
+            # A refund over 500 parks; the inbox shows why; approving it resolves it.
+            parked = await submit(http, base, "refund", LARGE)
+            await page.click('nav a[data-page="inbox"]')
+            card = page.locator(f'#inbox article[data-job="{parked}"]')
+            await expect(card).to_be_visible(timeout=WAIT_MS)
+            await expect(card.locator(".reason")).to_contain_text("human")
+            await expect(page.locator("#inbox-count")).to_have_text("1", timeout=WAIT_MS)
+            await card.locator('input[name="by"]').fill("support lead")
+            await card.locator('input[name="note"]').fill("a loyal customer")
+            await page.screenshot(path=shots / "inbox.png")
+            # From the keyboard: the edge's button takes the focus and Enter presses it.
+            await card.locator('button[data-edge="approve"]').focus()
+            await page.keyboard.press("Enter")
+            await expect(card.locator(".outcome")).to_contain_text("Took approve", timeout=WAIT_MS)
+            await card.locator(".outcome a").click()
+            await expect(page.locator(".facts .status")).to_have_text("succeeded", timeout=WAIT_MS)
+            await expect(page.locator('#timeline li[data-type="resolved"]')).to_contain_text(
+                "support lead took approve: a loyal customer"
+            )
+            [refund] = [row for row in refund_rows(rig.home) if row[0] == parked]
+            assert refund[1:] == ("A-1002", 650.0)
+            assert set(bank_attempts(rig.home).values()) == {1}  # each refund asked once
+
+            # Cancel, from a parked job's page (after the browser's confirm).
+            doomed = await submit(http, base, "refund", {"order_id": "A-1004", "amount": 600})
+            await page.goto(f"{base}/console/#/jobs/{doomed}")
+            await expect(page.locator(".facts .status")).to_have_text(
+                "waiting_human", timeout=WAIT_MS
+            )
+            page.once("dialog", accept)
+            await page.click("#cancel")
+            await expect(page.locator(".facts .status")).to_have_text("cancelled", timeout=WAIT_MS)
+            assert not [row for row in refund_rows(rig.home) if row[0] == doomed]
+
+            # A model's answers stream onto the page, in order.
+            streamed = await submit(http, base, "refund-llm", SMALL)
+            await page.goto(f"{base}/console/#/jobs/{streamed}")
+            await expect(page.locator(".facts .status")).to_have_text("succeeded", timeout=WAIT_MS)
+            said = await page.locator("#tokens .answer .text").all_text_contents()
+            steps = [int(s or 0) for s in await answer_steps(page)]
+            decided = dict(await decisions(http, base, streamed))
+            # The page may have opened during the first answer: each step's that it saw
+            # whole is the answer the agent decided by, in order.
+            assert steps == sorted(steps) and steps[-1] == max(decided)
+            for step, text in zip(steps[1:], said[1:], strict=True):
+                assert json.loads(text)["route"]["edge"] == decided[step]
+            assert decided[steps[-1]] == "refund"
+
+            # Agents: each graph, its live processes, and the model provider's health.
+            await page.click('nav a[data-page="agents"]')
+            provider = page.locator('#providers [data-provider="chaos"]')
+            await expect(provider).to_contain_text("up", timeout=WAIT_MS)
+            await expect(provider).to_contain_text("3 calls")
+            await expect(page.locator('#agents [data-agent="refund"] .live')).to_have_text(
+                "1 live process"
+            )
+            # The graph comes by a request of its own, after the card.
+            await expect(page.locator('#agents [data-agent="refund"] svg.graph')).to_have_count(1)
+
+            # Dark or light, as the system says.
+            light = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+            await page.emulate_media(color_scheme="dark")
+            dark = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert (light, dark) == ("rgb(255, 255, 255)", "rgb(13, 17, 23)")
+    finally:
+        up.terminate()
+        await up.wait()
+        chaos.proc.terminate()
+        await chaos.proc.wait()
+
+    # Nothing the page asked for left the machine: every request went to the gateway.
+    assert requests and all(r.url.startswith(f"{base}/") for r in requests), [
+        r.url for r in requests if not r.url.startswith(f"{base}/")
+    ]
+    documents = [r.url for r in requests if r.resource_type == "document"]
+    assert documents == [f"{base}/", f"{base}/console/"]  # one page load: the rest is live
+
+
+async def accept(dialog: Dialog) -> None:
+    await dialog.accept()
+
+
+async def submit(http: aiohttp.ClientSession, base: str, agent: str, job: dict[str, Any]) -> str:
+    async with http.post(f"{base}/v1/jobs", json={"agent": agent, "input": job}) as response:
+        assert response.status == 202, await response.text()
+        return str((await response.json())["job_id"])
+
+
+async def decisions(http: aiohttp.ClientSession, base: str, job_id: str) -> list[tuple[int, str]]:
+    """The job's decisions, (step, edge), from its journal over SSE."""
+    found = []
+    async with http.get(f"{base}/v1/jobs/{job_id}/events") as response:
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if event["type"] == "decision":
+                    found.append((event["step"], event["data"].get("edge")))
+    return found
+
+
+async def answer_steps(page: Page) -> list[str | None]:
+    return [await a.get_attribute("data-step") for a in await page.locator("#tokens .answer").all()]
+
+
+async def timeline(page: Page) -> list[tuple[int, str]]:
+    """The job page's timeline: (seq, type) of each event shown."""
+    shown = []
+    for item in await page.locator("#timeline > li").all():
+        seq, kind = await item.get_attribute("data-seq"), await item.get_attribute("data-type")
+        shown.append((int(seq or 0), kind or ""))
+    return shown

@@ -1,0 +1,50 @@
+"""Limits on what comes in: every one a typed error at every door, and the door stays open."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from actors.examples.refund import RefundAgent
+from actors.testing import Deployment
+from protocols import decode, encode
+from tests.conftest import REFUND
+from tests.integration.test_cli import rig_cli
+from tests.integration.test_cli_user import one_clean_line
+from tests.integration.test_gateway import start_gateway
+
+LIMITS = {"RIG_LIMIT_STRING": "64", "RIG_LIMIT_ITEMS": "8", "RIG_LIMIT_KEYS": "12"}
+
+
+async def test_each_limit_is_refused_at_every_door_and_work_goes_on(rig: Deployment) -> None:
+    """With the limits lowered by their variables, a job input past any of them is refused
+    over NATS (JSON and msgpack), HTTP and the CLI, naming the variable to raise; none of
+    it is stored, and a job within them then runs."""
+    rig.extra_env.update(LIMITS)
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    example = RefundAgent.example_input
+    cases = {
+        "RIG_LIMIT_STRING": example | {"reason": "x" * 65},
+        "RIG_LIMIT_ITEMS": example | {"photos": list(range(9))},
+        "RIG_LIMIT_KEYS": example | {f"k{n}": n for n in range(13 - len(example))},
+    }
+    async with aiohttp.ClientSession() as http:
+        for variable, job_input in cases.items():
+            body = {"agent": "refund", "input": job_input}
+            for data in (json.dumps(body).encode(), encode(body)):
+                reply = await rig.nc.request(rig.names.api_submit, data, timeout=10)
+                error = decode(reply.data)[0]["error"]
+                assert error["code"] == "schema_error" and variable in error["message"], error
+            async with http.post(f"{base}/v1/jobs", json=body) as response:
+                problem = await response.json()
+                assert response.status == 400 and response.content_type == (
+                    "application/problem+json"
+                )
+                assert problem["code"] == "schema_error" and variable in problem["detail"]
+            code, _, err = await rig_cli(rig, "submit", "refund", "--input", json.dumps(job_input))
+            one_clean_line(code, err, contains=variable)
+    assert await rig.client.jobs() == []
+    reply = await rig.client.submit("refund", example | {"reason": "x" * 64})
+    assert (await rig.client.wait(reply.job_id, timeout=60)).status == "succeeded"

@@ -1,0 +1,148 @@
+"""Agents with random graphs and scripted answers, made the same way in every process
+that imports this module (each from its seed): for the test that runs each both with
+`actors.testing.run_job` and under real processes, and compares where they end.
+
+A graph has 2 to 4 states a model decides, a chain between them so that each is
+reached, random edges among them and to two ends (`ok`, `bad`) and perhaps a state for
+a person; some edges call a tool (`echo`), some of those a verifier that passes even
+numbers (`even`). Every state's safe edge goes to `bad`. The model's answers are a
+table of (state, visit, attempt): an edge with arguments, an edge with arguments that do
+not fit, an edge that does not exist, or prose.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from pydantic import BaseModel
+
+from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, verifier
+from actors.models.llm import Text
+from protocols import Edge, Graph, State, VerifyRequest
+
+SEEDS = range(12)
+
+
+class EchoArgs(BaseModel):
+    n: int
+
+
+def spec(seed: int) -> dict[str, Any]:
+    """A random graph and the model's answers in it, as plain data."""
+    rng = random.Random(seed)
+    deciders = [f"s{i}" for i in range(rng.randint(2, 4))]
+    person = rng.random() < 0.4
+    targets = [*deciders, "ok", "bad", *(["person"] if person else [])]
+    states: dict[str, list[dict[str, Any]]] = {}
+    for i, name in enumerate(deciders):
+        nxt = deciders[i + 1] if i + 1 < len(deciders) else "ok"
+        edges = [{"name": "next", "to": nxt}]
+        for j in range(rng.randint(0, 2)):
+            edges.append({"name": f"e{j}", "to": rng.choice(targets)})
+        if person and i == 0:
+            edges.append({"name": "ask", "to": "person"})
+        for edge in edges:
+            if rng.random() < 0.4:
+                edge["tool"] = "echo"
+                if rng.random() < 0.5:
+                    edge["verifier"] = "even"
+                    edge["on_fail"] = rng.choice(targets)
+        edges.append({"name": "out", "to": "bad"})
+        states[name] = edges
+    script: dict[str, list[list[Any]]] = {}
+    for name, edges in states.items():
+        script[name] = [[_answer(rng, edges) for _attempt in range(2)] for _visit in range(4)]
+    return {"deciders": deciders, "person": person, "states": states, "script": script}
+
+
+def _answer(rng: random.Random, edges: list[dict[str, Any]]) -> Any:
+    roll = rng.random()
+    edge = rng.choice([e for e in edges if e["name"] != "out"])  # the model's own choice
+    if roll < 0.75:
+        return [edge["name"], {"n": rng.randint(0, 9)} if "tool" in edge else {}]
+    if roll < 0.85:
+        return [edge["name"], {"n": "many"}] if "tool" in edge else ["nowhere", {}]
+    if roll < 0.92:
+        return ["nowhere", {}]
+    return {"text": "I would rather explain myself at length."}
+
+
+def graph_of(data: dict[str, Any]) -> Graph:
+    states: dict[str, State] = {}
+    for name, edges in data["states"].items():
+        states[name] = State(
+            description=f"state {name}",
+            edges=tuple(
+                Edge(
+                    name=e["name"],
+                    to=e["to"],
+                    tool=e.get("tool"),
+                    verifier=e.get("verifier"),
+                    on_fail=e.get("on_fail"),
+                    args=EchoArgs if "tool" in e else None,
+                )
+                for e in edges
+            ),
+            safe_edge="out",
+        )
+    states["ok"] = State(terminal="succeeded")
+    states["bad"] = State(terminal="failed")
+    if data["person"]:
+        states["person"] = State(
+            human=True, edges=(Edge(name="fine", to="ok"), Edge(name="no", to="bad"))
+        )
+    return Graph(initial=data["deciders"][0], states=states)
+
+
+def _route(data: dict[str, Any]) -> Any:
+    def route(prompt: RoutePrompt) -> Any:
+        visit = prompt.context.path.count(prompt.state) - 1
+        answers = data["script"][prompt.state]
+        if visit >= len(answers):
+            return "out"
+        answer = answers[visit][min(len(prompt.feedback), 1)]
+        if isinstance(answer, dict):
+            return Text(answer["text"])
+        return answer[0], answer[1]
+
+    return route
+
+
+def _agent(seed: int) -> type[Agent]:
+    data = spec(seed)
+    return type(
+        f"Random{seed}",
+        (Agent,),
+        {
+            "__module__": __name__,
+            "__doc__": f"A random graph (seed {seed}): {json.dumps(data['states'])[:80]}",
+            "name": f"random-{seed}",
+            "graph": graph_of(data),
+            "llm": RuleLLM(_route(data)),
+            "max_steps": 8,
+        },
+    )
+
+
+AGENTS: dict[int, type[Agent]] = {seed: _agent(seed) for seed in SEEDS}
+for _seed, _cls in AGENTS.items():
+    globals()[_cls.__name__] = _cls  # `rig actor run tests.support.randomgraphs:Random3`
+
+
+class EchoTools(ToolExecutor):
+    name = "echo-tools"
+
+    @tool(side_effects=False)
+    async def echo(self, n: int) -> dict[str, int]:
+        return {"n": n}
+
+
+class EvenChecks(Verifier):
+    name = "even-checks"
+
+    @verifier
+    async def even(self, request: VerifyRequest) -> tuple[bool, str]:
+        n = request.result["n"]
+        return n % 2 == 0, f"{n} is {'even' if n % 2 == 0 else 'odd'}"
