@@ -5,6 +5,7 @@ keys`, `rig cluster`: starting a deployment and what it runs with.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -251,21 +252,16 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from actors.deploy.up import UpConfig, run_up
+    from actors.deploy.up import UpConfig, check_cluster_size, run_up
 
     config = UpConfig.load(args.config)
     gateway_port = args.gateway_port
     if gateway_port is None:
-        raw = os.environ.get("RIG_GATEWAY_PORT") or "8080"
-        if not raw.isdigit():
-            raise usage_error(f"RIG_GATEWAY_PORT must be a port number, not {raw!r}")
-        gateway_port = int(raw)
+        gateway_port = RigConfig.from_env().gateway_port
     if not 0 <= gateway_port < 65536:
         raise usage_error(f"--gateway-port must be a port number, not {gateway_port}")
-    if args.cluster is not None and args.cluster not in (3, 5):
-        raise usage_error(
-            f"--cluster takes 3 or 5 servers (a majority survives), not {args.cluster}"
-        )
+    if args.cluster is not None:
+        check_cluster_size(args.cluster)
     if args.cluster_port is not None and args.cluster is None:
         raise usage_error("--cluster-port goes with --cluster")
     join: list[str] | None = None
@@ -395,13 +391,14 @@ def _roles(args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     from actors.gateway.app import Gateway
 
+    config = RigConfig.from_env()
     if args.host is not None:
-        os.environ["RIG_GATEWAY_HOST"] = args.host
+        config = dataclasses.replace(config, gateway_host=args.host)
     if args.port is not None:
         if not 0 < args.port < 65536:
             raise usage_error("--port must be between 1 and 65535")
-        os.environ["RIG_GATEWAY_PORT"] = str(args.port)
-    run_async(Gateway().run())
+        config = dataclasses.replace(config, gateway_port=args.port)
+    run_async(Gateway(config=config).run())
     return EXIT_OK
 
 

@@ -47,7 +47,7 @@ import structlog
 from nats.js.errors import NotFoundError
 
 from actors.runtime.net import free_port
-from actors.runtime.settings import RigConfig
+from actors.runtime.settings import DEFAULT_GATEWAY_PORT, RigConfig
 from actors.tools.cluster import prune_claims
 
 if TYPE_CHECKING:
@@ -80,7 +80,6 @@ SERVER_RESTARTS = 5
 # How long `rig up` waits for every actor's announcement before saying which are late.
 READY_WARN_S = 30.0
 GATEWAY = "actors:Gateway"
-DEFAULT_GATEWAY_PORT = 8080
 # How often `rig up` prunes the cluster's ledger (`_keep_pruning`).
 _PRUNE_EVERY_S = 3600.0
 
@@ -477,6 +476,14 @@ async def _keep_running(
         backoff = min(backoff * 2, 10.0)
 
 
+def check_cluster_size(servers: int) -> int:
+    """How many servers a cluster `rig up` starts may have: 3 or 5 (a majority survives
+    one or two lost); an `UpConfigError` otherwise."""
+    if servers not in (3, 5):
+        raise UpConfigError(f"--cluster takes 3 or 5 servers (a majority survives), not {servers}")
+    return servers
+
+
 async def run_up(
     config: UpConfig,
     *,
@@ -506,6 +513,8 @@ async def run_up(
     seed under `$RIG_HOME/creds`, unless `insecure`: then anyone who reaches the port may
     do anything. `tls` (True: a local CA and certificate made in `$RIG_HOME/tls`; or
     given files) makes the server require TLS, which every Rig client verifies."""
+    if cluster:
+        check_cluster_size(cluster)
     configure_logging()
     emit = _Emitter(json_output)
     stop = asyncio.Event()

@@ -51,7 +51,6 @@ import importlib.metadata
 import ipaddress
 import json
 import math
-import os
 import resource
 import socket
 import time
@@ -539,11 +538,7 @@ class Gateway(Actor):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.host = os.environ.get("RIG_GATEWAY_HOST", "127.0.0.1")
-        port = os.environ.get("RIG_GATEWAY_PORT", "8080")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"RIG_GATEWAY_PORT must be a port number, not {port!r}")
-        self.port = int(port)
+        self.host, self.port = self.config.gateway_host, self.config.gateway_port
         self.idle_s = env_number("RIG_GATEWAY_IDLE_S", IDLE_S, low=0.1, high=3600)
         self._runner: web.AppRunner | None = None
         self._sender: WebhookSender | None = None

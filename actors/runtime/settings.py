@@ -28,6 +28,8 @@
 | `RIG_LEDGER`      | `local`                   | where tool calls are claimed: `local`, an SQLite |
 |                   |                           | file per host; `cluster`, a replicated bucket   |
 |                   |                           | that every host shares (docs/cluster.md)        |
+| `RIG_GATEWAY_HOST` | `127.0.0.1`              | where `rig gateway` listens                     |
+| `RIG_GATEWAY_PORT` | `8080`                   | ... its port (0: a free one; `rig up`'s too)    |
 | `RIG_RETENTION`   | `7d`                      | how long an ended job is kept (its snapshot,    |
 |                   |                           | its index entry; `30d`, `12h`, `90m`, seconds)  |
 |                   |                           | and an LLM cache entry; with the cluster ledger |
@@ -79,6 +81,7 @@ def env_number(name: str, default: float, *, low: float, high: float) -> float:
 
 
 DEFAULT_RETENTION_S = 7 * 86400.0
+DEFAULT_GATEWAY_PORT = 8080
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +114,8 @@ class RigConfig:
     replicas: int = 1  # copies of each stream and bucket Rig creates (3 in a cluster)
     ledger: Literal["local", "cluster"] = "local"  # where tool calls are claimed
     retention: float = DEFAULT_RETENTION_S  # seconds an ended job is kept
+    gateway_host: str = "127.0.0.1"  # where `rig gateway` listens
+    gateway_port: int = DEFAULT_GATEWAY_PORT  # ... and on which port (0: a free one)
 
     @classmethod
     def from_env(cls) -> RigConfig:
@@ -139,6 +144,10 @@ class RigConfig:
             replicas=int(env_number("RIG_REPLICAS", 1, low=1, high=5)),
             ledger=_ledger_from_env(),
             retention=_retention_from_env(),
+            gateway_host=os.environ.get("RIG_GATEWAY_HOST") or "127.0.0.1",
+            gateway_port=int(
+                env_number("RIG_GATEWAY_PORT", DEFAULT_GATEWAY_PORT, low=0, high=65535)
+            ),
         )
 
     @property
