@@ -53,6 +53,7 @@ from actors.tools.cluster import prune_claims
 if TYPE_CHECKING:
     from actors.runtime.actor import Actor
 from actors.deploy.ca import ensure_tls
+from actors.deploy.context import write_context
 from actors.deploy.roles import deployment_config, write_private
 from actors.gateway.keys import add_key, keys_path
 from actors.gateway.webhooks import new_secret
@@ -595,6 +596,9 @@ async def run_up(
         tls_ca=Path(env["RIG_TLS_CA"]) if env.get("RIG_TLS_CA") else rig.tls_ca,
         replicas=int(env.get("RIG_REPLICAS") or rig.replicas),
     )
+    written = await asyncio.to_thread(write_context, config_here)
+    if written is not None:
+        emit("nats.context", file=str(written), use=f"nats --context {rig.names.prefix}")
     nc = await connect(config_here, name="rig-up", log_events=False, role=ADMIN)
     await jetstream_ready(nc.jetstream())  # a new cluster elects its leader first
     names = await _partitioned(nc, rig.names, config, several=bool(cluster or join))

@@ -261,6 +261,8 @@ class Deployment:
             "RIG_ACK_WAIT": "2",
             "RIG_LOG_FORMAT": "json",
             "PYTHONPATH": import_path(self.cwd),
+            # `rig up` writes a nats CLI context: into the test's home, not the user's.
+            "XDG_CONFIG_HOME": str(self.home / "xdg"),
             **self.extra_env,
         }
 

@@ -59,6 +59,7 @@ async def start_up(tmp_path: Path, *flags: str) -> Up:
         "RIG_PREFIX": "u" + uuid.uuid4().hex[:8],
         "RIG_LOG_FORMAT": "json",
         "PYTHONPATH": str(ROOT),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),  # where `rig up` writes its nats context
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -111,6 +112,52 @@ async def every_kind_answers_ping(up: Up, gateway: str) -> None:
             assert response.status == 200 and "Rig console" in await response.text()
 
 
+# The keys of a nats CLI context file (NATS ADR-21, "Context content").
+NATS_CONTEXT_KEYS = {
+    "description",
+    "url",
+    "token",
+    "user",
+    "password",
+    "creds",
+    "nkey",
+    "cert",
+    "key",
+    "ca",
+    "nsc",
+    "jetstream_domain",
+    "jetstream_api_prefix",
+    "jetstream_event_prefix",
+    "inbox_prefix",
+    "user_jwt",
+    "tls_first",
+    "windows_cert_store",
+    "windows_cert_match_by",
+    "windows_cert_match",
+    "windows_ca_certs_match",
+}
+
+
+async def the_nats_context_connects_as_the_client(up: Up, tmp_path: Path, url: str) -> None:
+    """`rig up` wrote a nats CLI context named as the deployment: only keys of the CLI's
+    format, and connecting as it says (what `nats --context` does) a request to the API
+    is answered."""
+    prefix = up.env["RIG_PREFIX"]
+    path = tmp_path / "xdg" / "nats" / "context" / f"{prefix}.json"
+    context = json.loads(await asyncio.to_thread(path.read_text))
+    assert set(context) <= NATS_CONTEXT_KEYS and context["url"] == url
+    assert context["nkey"].endswith("/creds/client.nk")
+    nc = await nats.connect(
+        context["url"], nkeys_seed=context["nkey"], inbox_prefix=context["inbox_prefix"]
+    )
+    try:
+        request = json.dumps({"job_id": "no-such-job"}).encode()
+        reply = await nc.request(f"{prefix}.api.status", request, timeout=10)
+    finally:
+        await nc.close()
+    assert b"unknown_job" in reply.data
+
+
 async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
     tmp_path: Path,
 ) -> None:
@@ -127,6 +174,7 @@ async def test_up_is_ready_when_every_actor_is_and_restarts_a_killed_server(
         await every_kind_answers_ping(up, ready["gateway"])
         code, out, _ = await up.rig("agents", "--json")
         assert code == 0 and json.loads(out)[0]["live"] == 1
+        await the_nats_context_connects_as_the_client(up, tmp_path, server["url"])
         code, out, err = await up.rig("submit", "refund", "--input", EXAMPLE, "--wait", "--json")
         assert code == 0 and json.loads(out)["status"] == "succeeded", err
         big = json.dumps({"order_id": "A-1001", "amount": 650, "reason": "never arrived"})

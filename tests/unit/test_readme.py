@@ -23,7 +23,6 @@ from protocols import (
     loads,
     validate,
 )
-from protocols._permissions import inbox_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = str(Path(sys.executable).parent / "rig")
@@ -77,9 +76,10 @@ def test_every_nats_example_is_a_valid_request() -> None:
     assert examples
     for command, _output in examples:
         words = shlex.split(command)
-        # With the client's seed and inbox prefix, as `rig up` secures the server.
-        prefix = inbox_prefix(Names(), "client")
-        assert words[1:5] == ["--nkey", ".rig/creds/client.nk", "--inbox-prefix", prefix]
+        # With the context `rig up` writes, named as the deployment (the client's seed and
+        # inbox prefix, as `rig up` secures the server: tests/chaos/test_up.py connects
+        # with it).
+        assert words[1:3] == ["--context", Names().prefix]
         subject, body = words[words.index("req") + 1 :]
         value = loads(body.replace('"..."', '"job-1"'))
         validate(REQUESTS[subject], value)
