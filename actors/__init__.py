@@ -9,10 +9,9 @@ The names below are imported when first used, so that a command that needs few o
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from actors.runtime.lazy import import_nats_lazily
+from actors.runtime.lazy import import_nats_lazily, lazy_exports
 
 import_nats_lazily()  # nats-py without aiohttp, which few processes use (actors.runtime.lazy)
 
@@ -71,17 +70,4 @@ _WHERE = {
     "verifier": "tools.verifier",
 }
 
-__all__ = sorted(_WHERE, key=str.casefold)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'actors' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"actors.{module}"), name)
-    globals()[name] = value  # the next lookup is a plain one
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

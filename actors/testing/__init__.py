@@ -36,21 +36,16 @@ fails on purpose).
 
 from __future__ import annotations
 
+from actors.models.llm import RuleLLM, ScriptedLLM, ScriptExhausted, Text
+from actors.testing.harness import Deployment, NatsServer, eventually
 from actors.testing.local import (
-    Deployment,
     JobRun,
     LocalRig,
-    NatsServer,
-    RuleLLM,
-    ScriptedLLM,
-    ScriptExhausted,
-    Text,
     assert_edges,
     assert_path,
     assert_status,
     call_tool,
     edges_of,
-    eventually,
     path_of,
     run_check,
     run_job,

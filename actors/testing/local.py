@@ -15,10 +15,9 @@ from typing import Any
 
 from actors.jobs.rules import Rules, check_input
 from actors.models.agent import Agent
-from actors.models.llm import LLM, RuleLLM, ScriptedLLM, ScriptExhausted, Text
+from actors.models.llm import LLM, ScriptExhausted
 from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.settings import RigConfig
-from actors.testing.harness import Deployment, NatsServer, eventually
 from actors.tools.executor import ToolExecutor, ledger_owner
 from actors.tools.ledger import Ledger
 from actors.tools.verifier import Verifier
@@ -47,26 +46,6 @@ from protocols import (
     encode,
     validate,
 )
-
-__all__ = [
-    "Deployment",
-    "JobRun",
-    "LocalRig",
-    "NatsServer",
-    "RuleLLM",
-    "ScriptExhausted",
-    "ScriptedLLM",
-    "Text",
-    "assert_edges",
-    "assert_path",
-    "assert_status",
-    "call_tool",
-    "edges_of",
-    "eventually",
-    "path_of",
-    "run_check",
-    "run_job",
-]
 
 # Every result inline: there is no object store in one process.
 _INLINE_ALL = 1 << 40
