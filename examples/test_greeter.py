@@ -4,8 +4,12 @@ processes on a real nats-server (the `rig` fixture of Rig's pytest plugin)."""
 
 from __future__ import annotations
 
+import pytest
+
 from actors.testing import Deployment, ScriptedLLM, Text, assert_path, run_job
 from examples.greeter import GreeterAgent, GreeterChecks, GreeterTools
+
+pytestmark = pytest.mark.asyncio  # with pytest-asyncio's default (strict) mode
 
 ACTORS = {"tools": [GreeterTools], "verifiers": [GreeterChecks]}
 

@@ -18,7 +18,7 @@
    `succeeded`.
 
 Exit 0 when there was no crash and everything still served; the figures (and the JSON
-with --json) go in docs/security.md.
+with --json) go in docs/design/security.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The house's plan, checked: no import cycle among Rig's modules, no module importing one
-of a higher layer, no module over 1,000 lines without a reason at its top.
+of a higher layer, no module over 1,000 lines without a reason at its top, and no module
+but actors/runtime/settings.py reading a `RIG_*` variable from the environment (the
+examples, users' code, may read their own).
 
-The layers, lowest first (docs/architecture.md says why):
+The layers, lowest first (docs/design/architecture.md says why):
 
     0  protocols                               the wire contract: pure, no I/O
     1  actors.runtime                          one process's machinery
@@ -39,6 +41,7 @@ LAYERS = {
     "actors": 5,
     "actors.examples": 6,
 }
+SETTINGS = "actors.runtime.settings"  # the one reader of RIG_* variables
 MAX_LINES = 1000
 REASON = "# Long:"  # a module over MAX_LINES says why in a comment starting so
 
@@ -82,6 +85,31 @@ def imports(path: Path, known: dict[str, Path]) -> set[str]:
                 name = name.rpartition(".")[0]
             if name:
                 found.add(name)
+    return found
+
+
+def reads_settings(path: Path) -> list[str]:
+    """The `RIG_*` names `path` reads from `os.environ` or `os.getenv` itself."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        key: ast.expr | None = None
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+            "os.environ.get",
+            "os.getenv",
+            "environ.get",
+        ):
+            key = node.args[0] if node.args else None
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in (
+            "os.environ",
+            "environ",
+        ):
+            key = node.slice if isinstance(node.ctx, ast.Load) else None
+        elif isinstance(node, ast.Compare) and any(
+            ast.unparse(c) in ("os.environ", "environ") for c in node.comparators
+        ):
+            key = node.left
+        if isinstance(key, ast.Constant) and str(key.value).startswith("RIG_"):
+            found.append(f"{key.value} (line {node.lineno})")
     return found
 
 
@@ -135,6 +163,9 @@ def problems(root: Path = ROOT) -> list[str]:
                 said.append(
                     f"{module} (layer {layer(module)}) imports {target} (layer {layer(target)})"
                 )
+        if module != SETTINGS and layer(module) < LAYERS["actors.examples"]:
+            for read in reads_settings(path):
+                said.append(f"{module} reads {read}: settings come from {SETTINGS}")
         lines = path.read_text().count("\n")
         if lines > MAX_LINES and REASON not in path.read_text()[:4000]:
             said.append(f"{path.relative_to(root)} has {lines} lines and no `{REASON}` reason")

@@ -73,7 +73,7 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="start N nats-servers (3 or 5) as one cluster on this machine, with "
         "nats-cluster.conf: every stream and bucket has N copies, the tool ledger lives in "
         "the cluster, and the actors are spread over the servers (client ports --port and "
-        "up, default 4222; routes --cluster-port and up; docs/cluster.md)",
+        "up, default 4222; routes --cluster-port and up; docs/design/cluster.md)",
     )
     up.add_argument(
         "--cluster-port",
@@ -147,7 +147,7 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         "agent with a graph, a tool executor whose tool has a ledger-friendly key and a "
         "reconcile, a verifier, their test, and a rig up config (NAME.toml). NAME is the "
         "agent's (or executor's, verifier's) name; its module is NAME with - as _. "
-        "See docs/extending.md.",
+        "See docs/guide/first-agent.md.",
     )
     new.add_argument("kind", choices=["agent", "tool", "verifier"], help="what to write")
     new.add_argument("name", metavar="NAME", help="e.g. support-triage")
@@ -194,10 +194,10 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         description="Run the HTTP gateway (actors:Gateway) on loopback: POST /v1/jobs "
         "answers 202 with the job id; GET /v1/jobs/{id}/events streams the journal as "
         "Server-Sent Events that resume by Last-Event-ID on any replica. Stateless: start "
-        "as many as you like. The routes are in the README. With a keys file "
+        "as many as you like. The routes are in docs/reference/http-api.md. With a keys file "
         "(RIG_GATEWAY_KEYS, default $RIG_HOME/gateway-keys) every /v1 route needs "
         "Authorization: Bearer <key>. With RIG_WEBHOOK_SECRET it delivers webhooks. The "
-        "web console is at /console/ (it asks for a key once; docs/console.md).",
+        "web console is at /console/ (it asks for a key once; docs/guide/console.md).",
     )
     gateway.add_argument(
         "--host",
@@ -321,15 +321,16 @@ def _tls_files(args: argparse.Namespace) -> Any:
 
 def _actor_run(args: argparse.Namespace) -> int:
     cls = load_actor_class(args.target)
+    config = RigConfig.from_env()
     if args.metrics_port is not None:
         if not 0 <= args.metrics_port < 65536:
             raise usage_error(f"--metrics-port must be a port number, not {args.metrics_port}")
-        os.environ["RIG_METRICS_PORT"] = str(args.metrics_port)
-    if args.json:
-        os.environ.setdefault("RIG_LOG_FORMAT", "json")
-    profile = args.profile or os.environ.get("RIG_PROFILE_DIR")
+        config = dataclasses.replace(config, metrics_port=args.metrics_port)
+    if args.json and config.log_format is None:
+        config = dataclasses.replace(config, log_format="json")
+    profile = args.profile or config.profile_dir
     if not profile:
-        run_async(cls().run())
+        run_async(cls(config=config).run())
         return EXIT_OK
     try:
         from pyinstrument import Profiler
@@ -338,7 +339,7 @@ def _actor_run(args: argparse.Namespace) -> int:
     profiler = Profiler(interval=0.0005)
     profiler.start()
     try:
-        run_async(cls().run())
+        run_async(cls(config=config).run())
     finally:
         profiler.stop()
         folder = Path(profile)

@@ -28,7 +28,8 @@ environment:
   RIG_LLM_CONFIG the LLM config file: providers, and which agents route with them
   RIG_MAX_DELIVER deliveries of a failing message before it is dead-lettered (default 10)
   RIG_LIMIT_DEPTH, _STRING, _ITEMS, _KEYS  what an input may hold (64 levels, 1000000
-                 characters, 100000 elements, 10000 keys); the README lists the rest
+                 characters, 100000 elements, 10000 keys)
+  docs/reference/configuration.md has every one
 
 exit codes:
   0 success; 1 the job ended other than succeeded; 2 a mistake (usage, unknown job or

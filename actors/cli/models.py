@@ -179,8 +179,9 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _models_probe(args: argparse.Namespace) -> int:
+    from actors.models.config import load_providers
+    from actors.models.dialects import OpenAICompatible
     from actors.models.probe import probe
-    from actors.models.providers import OpenAICompatible, load_providers
 
     if args.url:
         if not args.model:

@@ -45,8 +45,9 @@ def context_path(name: str) -> Path:
 
 def write_context(config: RigConfig) -> Path | None:
     """Write the deployment's context, named as its prefix; None when `RIG_NATS_CONTEXT`
-    is `0`. Another deployment's context of the same name is replaced."""
-    if os.environ.get("RIG_NATS_CONTEXT") == "0":
+    is `0` (`config.nats_context`). Another deployment's context of the same name is
+    replaced."""
+    if not config.nats_context:
         return None
     path = context_path(config.names.prefix)
     path.parent.mkdir(parents=True, exist_ok=True)

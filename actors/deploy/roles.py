@@ -219,7 +219,7 @@ def deployment_config(
 
 
 def role_table(names: Names, roles: Iterable[Role]) -> str:
-    """Every role's grants as Markdown: what `rig roles` prints, and docs/security.md
+    """Every role's grants as Markdown: what `rig roles` prints, and docs/design/security.md
     shows for the default deployment (a test keeps the two equal)."""
     rows = [
         "| role | account | for | may publish to | may subscribe to |",

@@ -11,7 +11,7 @@ The config is TOML, one `[[actor]]` table per actor class:
     count = 2
 
 With `--cluster N` it starts N nats-servers as one cluster (`nats-cluster.conf`), and
-with `--join` none (the actors join a cluster that runs elsewhere): docs/cluster.md.
+with `--join` none (the actors join a cluster that runs elsewhere): docs/design/cluster.md.
 
 An actor process that exits is started again (after 0.5 s, doubling to 10 s while it
 keeps dying), and so is a nats-server `rig up` started, on the same port and store;
@@ -100,7 +100,7 @@ def _gateway_secrets(rig: RigConfig, port: int) -> tuple[dict[str, str], dict[st
     elif (rig.home / "gateway.key").exists():
         said["key_file"] = str(rig.home / "gateway.key")
     said["keys"] = str(keys)
-    if not os.environ.get("RIG_WEBHOOK_SECRET"):
+    if rig.webhook_secret is None:
         secret_file = rig.home / "webhook-secret"
         if not secret_file.exists():
             write_private(secret_file, new_secret() + "\n")
@@ -516,14 +516,14 @@ async def run_up(
     given files) makes the server require TLS, which every Rig client verifies."""
     if cluster:
         check_cluster_size(cluster)
-    configure_logging()
+    rig = RigConfig.from_env()
+    configure_logging(rig)
     emit = _Emitter(json_output)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    rig = RigConfig.from_env()
     await asyncio.to_thread(ensure_home, rig.home)
     env = {**os.environ, "RIG_HOME": str(rig.home)}
     gateway = None
@@ -538,7 +538,7 @@ async def run_up(
         env |= {"RIG_NATS_URL": ",".join(join), "RIG_LEDGER": "cluster"}
         env.setdefault("RIG_REPLICAS", "3")
         emit("cluster.joined", servers=join)
-    elif not os.environ.get("RIG_NATS_URL"):
+    elif "RIG_NATS_URL" not in rig.given:
         files = None
         if tls is True:
             files = await asyncio.to_thread(ensure_tls, rig.home)
@@ -601,10 +601,11 @@ async def run_up(
         emit("nats.context", file=str(written), use=f"nats --context {rig.names.prefix}")
     nc = await connect(config_here, name="rig-up", log_events=False, role=ADMIN)
     await jetstream_ready(nc.jetstream())  # a new cluster elects its leader first
-    names = await _partitioned(nc, rig.names, config, several=bool(cluster or join))
+    told = "RIG_SUPERVISOR_PARTITIONS" in rig.given
+    names = await _partitioned(nc, rig.names, config, several=bool(cluster or join), told=told)
     env["RIG_SUPERVISOR_PARTITIONS"] = str(names.partitions)
     if makes_topology(config_here, ADMIN):  # before any actor, which may not
-        await ensure_topology(nc.jetstream(), names, config_here.replicas)
+        await ensure_topology(nc.jetstream(), names, config_here.replicas, checks_split=told)
     announcements = await nc.subscribe(rig.names.actor_ready)
     if admission is not None:
         await admission.serve(nc)
@@ -729,12 +730,14 @@ class Admission:
         return {"admitted": targets, "roles": roles}
 
 
-async def _partitioned(nc: Any, names: Names, config: UpConfig, *, several: bool) -> Names:
+async def _partitioned(
+    nc: Any, names: Names, config: UpConfig, *, several: bool, told: bool
+) -> Names:
     """`names` with the deployment's split of the supervisor's work: what
     RIG_SUPERVISOR_PARTITIONS says, else what the existing work stream was made with,
     else 16 for several supervisors or a cluster (each replica then takes the same jobs'
     reports) and 1 for one supervisor on one host (where a split only costs)."""
-    if os.environ.get("RIG_SUPERVISOR_PARTITIONS"):
+    if told:
         return names
     try:
         info = await nc.jetstream().stream_info(names.work_stream)
@@ -755,7 +758,7 @@ async def _partitioned(nc: Any, names: Names, config: UpConfig, *, several: bool
 def write_targets(rig: RigConfig, slots: list[tuple[ActorSpec, int, int]]) -> Path:
     """`$RIG_HOME/prometheus-targets.json`: every process's /metrics, in the file_sd form
     a Prometheus reads (`file_sd_configs: [{files: [that file]}]`)."""
-    host = os.environ.get("RIG_METRICS_HOST") or "127.0.0.1"
+    host = rig.metrics_host
     groups = [
         {
             "targets": [f"{host}:{port}"],
@@ -842,7 +845,7 @@ def _named(server: NatsServer) -> dict[str, str]:
 def check_durability(conf: Path) -> None:
     """Refuse a cluster config whose JetStream does not sync every write to disk: in a
     cluster the tool ledger's records live in a replicated bucket, and the ledger
-    promises that a recorded effect survives power loss (docs/cluster.md)."""
+    promises that a recorded effect survives power loss (docs/design/cluster.md)."""
     text = re.sub(r"#.*", "", conf.read_text())
     found = re.findall(r"\bsync_interval\s*[:=]?\s*\"?([^\"\s,}]+)", text)
     if found[-1:] != ["always"]:
@@ -850,7 +853,7 @@ def check_durability(conf: Path) -> None:
         raise UpConfigError(
             f"{conf} {said}; a cluster's tool ledger promises that a recorded effect "
             "survives a power cut, which needs `sync_interval: always` in its jetstream "
-            "block (docs/cluster.md has its cost)",
+            "block (docs/design/cluster.md has its cost)",
             path=str(conf),
         )
 

@@ -71,14 +71,9 @@ from pydantic import (
 )
 
 from actors.evals.stats import Gate, fisher_exact, gate, pass_hat_curve, sign_test, wilson
+from actors.models.dialects import Dialect, OpenAICompatible
 from actors.models.llm import InvalidAnswer, RoutePrompt, parse_answer
-from actors.models.providers import (
-    Dialect,
-    ModelRouter,
-    OpenAICompatible,
-    ProvidersFailed,
-    RetryPolicy,
-)
+from actors.models.router import ModelRouter, ProvidersFailed, RetryPolicy
 from actors.runtime.client import RigClient
 from actors.runtime.settings import DIALECTS
 from protocols import BudgetOverride, ConfigError, Edge, Event, JobContext, JobInfo, SchemaError

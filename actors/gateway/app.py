@@ -14,7 +14,7 @@
     GET  /v1/agents/{name}         one agent: its graph as JSON and Mermaid
     GET  /v1/providers             model providers: breakers, calls by the live agents
     GET  /healthz, /readyz
-    GET  /console/                 the web console (docs/console.md); `/` leads there
+    GET  /console/                 the web console (docs/guide/console.md); `/` leads there
 
 Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
 the error code the NATS API replies with. A POST with an `Idempotency-Key` header and no
@@ -74,7 +74,6 @@ from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.client import SETTLED_STATUSES, RigClient
 from actors.runtime.credentials import makes_topology
-from actors.runtime.settings import env_number
 from protocols import (
     TERMINAL_STATUSES,
     ConfigError,
@@ -116,7 +115,6 @@ from protocols._permissions import Role
 MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
 WRITE_TIMEOUT_S = 10.0  # an SSE client whose buffer stays full this long is cut off
 SSE_BUFFER_BYTES = 32 * 1024  # per SSE client, in the gateway and in the kernel each
-IDLE_S = 60.0  # a connection that sends no request for this long is closed
 KEEP_ALIVE_S = 15.0  # an SSE comment when nothing else was sent for this long
 RETRY_MS = 2000  # what an SSE client waits before it reconnects
 _TOKEN_TICK_S = 0.05  # how soon a token reaches an SSE client that asked for tokens
@@ -539,7 +537,7 @@ class Gateway(Actor):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host, self.port = self.config.gateway_host, self.config.gateway_port
-        self.idle_s = env_number("RIG_GATEWAY_IDLE_S", IDLE_S, low=0.1, high=3600)
+        self.idle_s = self.config.gateway_idle_s
         self._runner: web.AppRunner | None = None
         self._sender: WebhookSender | None = None
         self._keys: KeyRing | None = None
@@ -562,7 +560,7 @@ class Gateway(Actor):
                 f"binding {self.host} needs API keys, and {path} does not exist: make one "
                 "with `rig keys add NAME` (or bind 127.0.0.1)"
             )
-        self.webhooks = WebhookSettings.from_env()
+        self.webhooks = WebhookSettings.of(self.config)
         if self.webhooks.secret is not None:
             records = await self.js.key_value(self.names.webhooks_bucket)
             self._sender = WebhookSender(self.webhooks, records)

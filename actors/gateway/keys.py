@@ -31,10 +31,8 @@ _LINE = re.compile(r"^([A-Za-z0-9_-]{1,64})\s+([0-9a-f]{64})$")
 
 
 def keys_path(config: RigConfig | None = None) -> Path:
-    path = os.environ.get("RIG_GATEWAY_KEYS")
-    if path:
-        return Path(path)
-    return (config or RigConfig.from_env()).home / "gateway-keys"
+    """The API keys file: `RIG_GATEWAY_KEYS`, else `$RIG_HOME/gateway-keys`."""
+    return (config or RigConfig.from_env()).keys_file
 
 
 def new_key() -> str:

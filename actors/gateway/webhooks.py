@@ -36,7 +36,6 @@ import binascii
 import errno
 import ipaddress
 import json
-import os
 import secrets
 import socket
 import time
@@ -49,7 +48,7 @@ from nats.js.kv import KeyValue
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from actors.runtime.lazy import lazy
-from actors.runtime.settings import env_number
+from actors.runtime.settings import RigConfig
 from protocols import (
     ConfigError,
     Event,
@@ -148,13 +147,13 @@ class WebhookSettings:
     allow: tuple[Network, ...] = ()
 
     @classmethod
-    def from_env(cls) -> WebhookSettings:
+    def of(cls, config: RigConfig) -> WebhookSettings:
         settings = cls(
-            secret=os.environ.get("RIG_WEBHOOK_SECRET") or None,
-            attempts=int(env_number("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100)),
-            backoff_s=env_number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=MAX_BACKOFF_S),
-            timeout_s=env_number("RIG_WEBHOOK_TIMEOUT_S", 10.0, low=0.1, high=300),
-            allow=allowed_networks(os.environ.get("RIG_WEBHOOK_ALLOW", "")),
+            secret=config.webhook_secret,
+            attempts=config.webhook_attempts,
+            backoff_s=min(config.webhook_backoff_s, MAX_BACKOFF_S),
+            timeout_s=config.webhook_timeout_s,
+            allow=allowed_networks(config.webhook_allow),
         )
         settings.signer()  # a secret that is not one fails the start, not the first POST
         return settings

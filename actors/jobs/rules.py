@@ -367,7 +367,7 @@ class Rules:
     def migrate(self, job: JobSnapshot, latest: AgentInfo) -> JobSnapshot:
         """Move a job about to ask its agent for a step to the agent's newest graph, if it can.
 
-        The rule (docs/architecture.md, Graph versions): at a step boundary, a job moves
+        The rule (docs/design/architecture.md, Graph versions): at a step boundary, a job moves
         to the newest registered version of its agent's graph when that version has the
         job's state, under the same name or the new name its `renamed` gives; otherwise
         it stays on the version it runs on. (An agent of another version that gets the

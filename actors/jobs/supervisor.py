@@ -47,6 +47,7 @@ from actors.runtime.nats import (
     kv_times,
     live_agents,
 )
+from actors.runtime.settings import RigConfig
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -177,7 +178,7 @@ class Supervisor(Actor):
         self.cache_hits = self.cache_misses = 0
         # The partitions this replica pulls: its share among the live replicas; none
         # until it has seen who is live. (One partition: every replica pulls it.)
-        self._instance = _instance_id()
+        self._instance = _instance_id(self.config)
         self._owned: frozenset[int] = frozenset()
         self._peers: tuple[str, ...] = ()
         if self.names.partitions == 1:
@@ -1062,9 +1063,9 @@ def partitions_of(instance: str, live: list[str], partitions: int) -> frozenset[
     )
 
 
-def _instance_id() -> str:
+def _instance_id(config: RigConfig) -> str:
     """This replica's name among the supervisors: `RIG_INSTANCE` (`rig up` gives each
     process slot one, so a restarted replica takes its partitions back at once), else
     host and pid."""
-    raw = os.environ.get("RIG_INSTANCE") or f"{socket.gethostname()}-{os.getpid()}"
+    raw = config.instance or f"{socket.gethostname()}-{os.getpid()}"
     return re.sub(r"[^A-Za-z0-9_-]", "_", raw)

@@ -1,5 +1,6 @@
 """The agent and everything between it and a model: the agent (`agent`), the LLM
-interface (`llm`), providers and their dialects, retries and cache (`providers`), circuit
+interface (`llm`), what a model is sent in each dialect (`dialects`), the router's retries,
+hedging and cache (`router`), the LLM config file (`config`), circuit
 breakers (`breaker`), shared limits (`limits`), the probe (`probe`) and the local model
 server (`local`).
 """

@@ -18,6 +18,8 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from actors.models.breaker import BreakerPolicy, Breakers
+from actors.models.config import AgentLLMConfig, load_llm_config
+from actors.models.dialects import OpenAICompatible, Provider, route_schema
 from actors.models.limits import SharedLimits
 from actors.models.llm import (
     DEFAULT_MAX_OUTPUT_TOKENS,
@@ -28,17 +30,7 @@ from actors.models.llm import (
     parse_answer,
 )
 from actors.models.probe import check_at_start, pattern_problems, probe_request, probe_schemas
-from actors.models.providers import (
-    AgentLLMConfig,
-    ModelRouter,
-    OpenAICompatible,
-    Provider,
-    ProvidersFailed,
-    ResponseCache,
-    RetryPolicy,
-    load_llm_config,
-    route_schema,
-)
+from actors.models.router import ModelRouter, ProvidersFailed, ResponseCache, RetryPolicy
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.metrics import STEP_SECONDS, observe_calls
@@ -164,7 +156,7 @@ class Agent(Actor):
     max_output_tokens: ClassVar[int] = DEFAULT_MAX_OUTPUT_TOKENS
     llm_timeout: ClassVar[float] = 60.0
     # States renamed since an earlier version of the graph, old name -> new name, so that
-    # jobs running in them move to this version (see docs/architecture.md, Graph versions).
+    # jobs running in them move to this version (see docs/design/architecture.md, Graph versions).
     renamed: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -20,11 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from actors.models.providers import (
-    ChatRequest,
-    OpenAICompatible,
-    ProviderError,
-)
+from actors.models.dialects import ChatRequest, OpenAICompatible, ProviderError
 from actors.runtime.settings import DIALECTS
 
 Outcome = Literal["enforced", "ignored", "rejected", "accepted", "unreachable"]
@@ -44,7 +40,7 @@ _TRIES = 3  # answers asked for before a shape is judged `ignored` (a model may 
 # The escapes llama-cpp-python's grammar (0.3.x) takes in a JSON schema's `pattern`: its
 # GBNF parser knows these and nothing else. Any other (`\d`, `\w`, `\s`, `\b`, `\.`,
 # `\-`, `\/`, a backreference), inside a class or out, makes its server crash (a
-# segfault) when it compiles the schema. The README's "Dialects" lists what each takes.
+# segfault) when it compiles the schema. docs/guide/models.md's "Dialects" lists what each takes.
 LLAMA_CPP_ESCAPES = frozenset('\\"nrtxu[]')
 _INSTEAD = {
     "d": "[0-9]",

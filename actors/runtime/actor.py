@@ -244,8 +244,8 @@ class Actor:
     splits_work: ClassVar[bool] = True
 
     def __init__(self, *, config: RigConfig | None = None) -> None:
-        configure_logging()  # before binding a logger, which fixes its configuration
         self.config = config or RigConfig.from_env()
+        configure_logging(self.config)  # before binding a logger, which fixes its configuration
         set_input_limits(self.config.limits)  # what every message from outside may hold
         self.names = self.config.names
         self.log = structlog.get_logger(f"rig.{self.name}").bind(actor=self.name)
@@ -368,7 +368,7 @@ class Actor:
 
     async def run(self) -> None:
         """Connect, consume until `stop()` or SIGTERM/SIGINT, then drain and return."""
-        configure_logging()
+        configure_logging(self.config)
         tracing.start(self.kind)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -386,12 +386,12 @@ class Actor:
         await self._publisher.start()
         metrics = None
         try:
+            # Told a split (not taking the deployment's): it must be the deployment's.
+            told = self.splits_work and "RIG_SUPERVISOR_PARTITIONS" in self.config.given
             if makes_topology(self.config, self.role_name()):
-                await ensure_topology(
-                    self._js, self.names, self.config.replicas, splits_work=self.splits_work
-                )
+                await ensure_topology(self._js, self.names, self.config.replicas, checks_split=told)
             else:
-                await check_topology(self._js, self.names, splits_work=self.splits_work)
+                await check_topology(self._js, self.names, checks_split=told)
             made = partitions_made(await self._js.stream_info(self.names.work_stream))
             if made != self.names.partitions:  # the deployment's split, not asked for here
                 self.names = dataclasses.replace(self.names, partitions=made)

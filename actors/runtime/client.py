@@ -144,9 +144,7 @@ class RigClient:
         """Make missing streams and buckets, where this connection may (`makes_topology`)."""
         if self._makes_topology:
             await outlasting(
-                lambda: ensure_topology(
-                    self.js, self.names, self.config.replicas, splits_work=False
-                ),
+                lambda: ensure_topology(self.js, self.names, self.config.replicas),
                 within=self.outage_patience,
                 doing="checking Rig's streams and buckets",
             )

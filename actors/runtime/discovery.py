@@ -6,7 +6,7 @@ it serves: the agent, tools or verifiers, its class, host and pid) and its count
 (handled, retried, errors, dead letters, stale reports). Both are broadcasts, never a
 request and its reply: an answer goes to a subject the actor may publish to, so no
 asker can point it at a key or a stream of its choosing (a reply subject could; see
-docs/security.md). The askers (the client, the gateway, the admin) receive every
+docs/design/security.md). The askers (the client, the gateway, the admin) receive every
 actor's answers through their accounts' imports; answers to another ask are skipped.
 """
 

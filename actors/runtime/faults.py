@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
+from actors.runtime.settings import Faults
 
-def _points(variable: str) -> frozenset[str]:
-    return frozenset(p.strip() for p in os.environ.get(variable, "").split(",") if p.strip())
-
-
-_POINTS = _points("RIG_CRASH_AT")
-_PAUSES = _points("RIG_PAUSE_AT")
+_FAULTS = Faults.from_env()
+_POINTS, _PAUSES = _FAULTS.crash_at, _FAULTS.pause_at
 
 
 def armed(name: str) -> bool:
@@ -46,10 +42,9 @@ def crash_point(name: str, where: str = "") -> None:
 
 
 def _first_time(name: str) -> bool:
-    marker = os.environ.get("RIG_CRASH_MARKER")
-    if not marker:
+    path = _FAULTS.marker
+    if path is None:
         return True
-    path = Path(marker)
     if path.exists():
         return False
     path.write_text(name)  # a few bytes, just before the process stops

@@ -8,34 +8,35 @@ line logged within a span also carries its `trace_id` and `span_id`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from pathlib import Path
 
 import structlog
 
 from actors.runtime import tracing as tracing
+from actors.runtime.settings import RigConfig
 
 _configured = False
 
 
-def configure_logging(*, level: str | None = None, fmt: str | None = None) -> None:
-    """Configure structlog for this process (idempotent). `RIG_LOG_LEVEL`, `RIG_LOG_FORMAT`,
-    and `RIG_LOG_FILE`: a file that also gets every line, as JSON (for `rig logs`)."""
+def configure_logging(config: RigConfig | None = None, *, fmt: str | None = None) -> None:
+    """Configure structlog for this process (idempotent) as `config` says (its
+    `log_level`, `log_format` and `log_file`: a file that also gets every line, as JSON,
+    for `rig logs`); `fmt` overrides the format."""
     global _configured
     if _configured:
         return
     _configured = True
-    level_name = (level or os.environ.get("RIG_LOG_LEVEL", "info")).upper()
-    fmt = fmt or os.environ.get("RIG_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    config = config or RigConfig.from_env()
+    level_name = config.log_level.upper()
+    fmt = fmt or config.log_format or ("console" if sys.stderr.isatty() else "json")
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
     to_file: list[structlog.typing.Processor] = []
-    if os.environ.get("RIG_LOG_FILE"):
+    if config.log_file is not None:
         from actors.runtime.logfiles import JsonFileWriter
 
-        to_file.append(JsonFileWriter(Path(os.environ["RIG_LOG_FILE"])))
+        to_file.append(JsonFileWriter(config.log_file))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

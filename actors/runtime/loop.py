@@ -8,9 +8,10 @@ own loop, for debugging or where uvloop does not build.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from actors.runtime.settings import RigConfig
 
 T = TypeVar("T")
 
@@ -23,7 +24,7 @@ def run_async(main: Coroutine[Any, Any, T], *, fast: bool = True) -> T:
     with no error (a signal interrupts the write; measured: 1 in 5 `print`s of 1.5 MB
     lost their tail), and a user's `rig status --json | jq` must get every byte.
     """
-    if fast and os.environ.get("RIG_UVLOOP", "1") != "0":
+    if fast and RigConfig.from_env().uvloop:
         try:
             import uvloop
         except ImportError:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import os
 import ssl
 import time
 import weakref
@@ -325,12 +324,12 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
 
 
 async def ensure_topology(
-    js: JetStreamContext, names: Names, replicas: int = 1, *, splits_work: bool = True
+    js: JetStreamContext, names: Names, replicas: int = 1, *, checks_split: bool = False
 ) -> None:
     """Create Rig's streams and KV buckets if they are missing, each with `replicas`
-    copies (a stream made with fewer is scaled up; JetStream moves its data). A process
-    that `splits_work` (every actor) must split the supervisor's work as the deployment
-    does (`names.partitions`); a client, which sends no reports, need not."""
+    copies (a stream made with fewer is scaled up; JetStream moves its data). With
+    `checks_split` (a process told its split, `RIG_SUPERVISOR_PARTITIONS`), the
+    supervisor's work must be split as the deployment's is (`_check_partitions`)."""
     for config in stream_configs(names, replicas):
         assert config.name is not None
         try:
@@ -339,7 +338,7 @@ async def ensure_topology(
             await js.add_stream(config)
             log.info("stream.created", stream=config.name, replicas=replicas)
             continue
-        if config.name == names.work_stream and splits_work:
+        if config.name == names.work_stream and checks_split:
             _check_partitions(info, names)
         missing = set(config.subjects or ()) - set(info.config.subjects or ())
         unbounded = config.max_msgs is not None and info.config.max_msgs in (None, -1)
@@ -431,11 +430,11 @@ def partitions_made(info: Any) -> int:
 
 def _check_partitions(info: Any, names: Names) -> None:
     """Refuse to run with another split of the supervisor's work than the deployment's
-    (the work stream's metadata) when one was asked for (`RIG_SUPERVISOR_PARTITIONS`):
+    (the work stream's metadata) when this process was told one (`checks_split`):
     reports sent to a partition no consumer reads would wait there for good. A process
     that asked for none takes the deployment's (`Actor.run`)."""
     made = partitions_made(info)
-    if made != names.partitions and os.environ.get("RIG_SUPERVISOR_PARTITIONS"):
+    if made != names.partitions:
         raise ConfigError(
             f"this deployment's supervisor work is split in {made} partition(s) (its stream "
             f"{names.work_stream} says so), but this process would split it in "
@@ -488,12 +487,12 @@ async def jetstream_ready(js: JetStreamContext, *, timeout: float = 30.0) -> Non
             await asyncio.sleep(0.2)
 
 
-async def check_topology(js: JetStreamContext, names: Names, *, splits_work: bool = True) -> None:
+async def check_topology(js: JetStreamContext, names: Names, *, checks_split: bool = False) -> None:
     """Raise a `ConfigError` saying what to do if Rig's streams are not on the server (a
     role other than the admin may not create them)."""
     try:
         info = await js.stream_info(names.work_stream)
-        if splits_work:
+        if checks_split:
             _check_partitions(info, names)
     except NotFoundError:
         raise ConfigError(

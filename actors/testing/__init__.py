@@ -27,7 +27,7 @@ A job that waits for a person comes back with `status == "waiting_human"`;
 For tests against real processes, Rig's pytest plugin has fixtures: `rig` is a
 `Deployment` of the test's own on a real `nats-server` (`nats_server`, one per session),
 and `await rig.up(MyAgent, MyTools)` runs `rig up` with your classes (see
-actors/testing/harness.py and docs/extending.md). They need the `testing` extra.
+actors/testing/harness.py and docs/guide/first-agent.md). They need the `testing` extra.
 
 The package: `local` (run_job, LocalRig), `harness` (real servers and deployments for
 tests), `plugin` (the pytest fixtures), `chaos_llm` (an OpenAI-compatible server that

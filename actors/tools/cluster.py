@@ -9,7 +9,7 @@ written by compare-and-set on its revision: the bucket's stream leader accepts a
 only if the key is still at the revision the decision was made on, and acknowledges it
 once a majority of the servers has it. Two executors that race on one key cannot both
 win; the loser reads the record again and decides again, exactly as if the two had run
-one after the other. So the crash-point table of docs/ledger.md holds unchanged.
+one after the other. So the crash-point table of docs/design/ledger.md holds unchanged.
 
 Reads go to the leader (the bucket is not `direct`), and a write is checked by the leader
 whatever a read said: a read that was stale (a deposed leader answering during an

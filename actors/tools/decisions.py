@@ -2,7 +2,7 @@
 outcome is recorded under the epoch that claimed, how a reconcile or a person settles an
 `unknown` record. Both stores apply them to the record as stored: the SQLite file
 (`actors.tools.ledger`, in a transaction) and the cluster's bucket
-(`actors.tools.cluster`, by compare-and-set), so docs/ledger.md's table holds for each.
+(`actors.tools.cluster`, by compare-and-set), so docs/design/ledger.md's table holds for each.
 `LedgerStore` is what the executor asks of either.
 
     (no record) --claim--> in_progress --complete--> succeeded   (result returned to repeats)

@@ -259,7 +259,7 @@ class ToolExecutor(Actor):
         cls.tools = found
 
     async def on_start(self) -> None:
-        owner = ledger_owner()
+        owner = ledger_owner(self.config.hostname)
         await self._claim_ledger_scope()
         self.ledger: Ledger | ClusterLedger
         if self.config.ledger == "cluster":
@@ -318,7 +318,11 @@ class ToolExecutor(Actor):
         the reason, unless `RIG_ALLOW_SECOND_LEDGER=1` says to run without the guarantee.
         """
         presence = await self.js.key_value(self.names.presence_bucket)
-        host = "cluster" if self.config.ledger == "cluster" else _token(_host())
+        host = (
+            "cluster"
+            if self.config.ledger == "cluster"
+            else _token(self.config.hostname or socket.gethostname())
+        )
         tools = [name for name, t in self.tools.items() if t.spec.side_effects]
         for name in tools:
             others = {
@@ -334,7 +338,7 @@ class ToolExecutor(Actor):
                 "so this executor will not serve it (RIG_LEDGER=cluster gives every host "
                 "one; RIG_ALLOW_SECOND_LEDGER=1 runs it anyway, without that guarantee)"
             )
-            if os.environ.get("RIG_ALLOW_SECOND_LEDGER") != "1":
+            if not self.config.allow_second_ledger:
                 raise SecondLedgerError(message, tool=name, hosts=", ".join(sorted(others)))
             self.log.warning("ledger.second_host", tool=name, hosts=sorted(others))
         keys = [f"ledger.{name}.{host}" for name in tools]
@@ -484,7 +488,7 @@ class ToolExecutor(Actor):
             if claim.outcome != "busy":
                 break
             holder = claim.record.owner if claim.record is not None else ""
-            if holder != dead and await asyncio.to_thread(_gone, holder):
+            if holder != dead and await asyncio.to_thread(_gone, holder, self.config.hostname):
                 # Its holder was a process of this host that no longer exists: it will
                 # never finish, so its lease ends now rather than run out.
                 dead = holder
@@ -823,16 +827,12 @@ def _token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
 
 
-def _host() -> str:
-    """This host's name in ledger owners: `RIG_HOSTNAME`, else the system's."""
-    return os.environ.get("RIG_HOSTNAME") or socket.gethostname()
-
-
-def ledger_owner() -> str:
-    """This process as a ledger record's owner: `host:pid namespace:pid`. Containers may
-    share a host name and not their process ids; only an owner of this host and this
+def ledger_owner(host: str | None = None) -> str:
+    """This process as a ledger record's owner: `host:pid namespace:pid`, `host` being
+    this host's name in the ledger (`RigConfig.hostname`, else the system's). Containers
+    may share a host name and not their process ids; only an owner of this host and this
     PID namespace can be judged gone (`_gone`)."""
-    return f"{_host()}:{_pid_namespace()}:{os.getpid()}"
+    return f"{host or socket.gethostname()}:{_pid_namespace()}:{os.getpid()}"
 
 
 def _pid_namespace() -> str:
@@ -845,15 +845,19 @@ def _pid_namespace() -> str:
     return link.removeprefix("pid:[").removesuffix("]") or "-"
 
 
-def _gone(owner: str) -> bool:
-    """Whether ledger owner `host:namespace:pid` was a process of this host and PID
+def _gone(owner: str, here: str | None = None) -> bool:
+    """Whether ledger owner `host:namespace:pid` was a process of this host (`here`) and PID
     namespace that is now gone (or a zombie). Unsure (another host, another namespace, an
     owner without one, a pid that exists) means no: the lease is waited out."""
     parts = owner.rsplit(":", 2)
     if len(parts) != 3:
         return False
     host, namespace, pid_text = parts
-    if host != _host() or namespace in ("-", "") or namespace != _pid_namespace():
+    if (
+        host != (here or socket.gethostname())
+        or namespace in ("-", "")
+        or namespace != _pid_namespace()
+    ):
         return False
     if not pid_text.isdigit():
         return False

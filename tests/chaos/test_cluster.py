@@ -1,5 +1,5 @@
 """A three-node cluster (`rig up --cluster 3`): servers killed under load, executors on two
-"hosts" sharing one ledger, and the cluster's own answers (docs/cluster.md)."""
+"hosts" sharing one ledger, and the cluster's own answers (docs/design/cluster.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Supervisor replicas as processes: the 16 partitions of the supervisor's work shared
 among them, each job's reports coming back to the replica that has its snapshot, and
-the share handed over when a replica stops or dies (docs/architecture.md, Supervision)."""
+the share handed over when a replica stops or dies (docs/design/architecture.md, Supervision)."""
 
 from __future__ import annotations
 

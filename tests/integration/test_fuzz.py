@@ -1,5 +1,5 @@
 """Hostile input: a sample of scripts/fuzz (the full study, 120,000 inputs, is in
-docs/security.md): every decoder and every subject of a live, secured deployment, with
+docs/design/security.md): every decoder and every subject of a live, secured deployment, with
 no crash, every request answered, and every process still serving afterwards."""
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from pydantic import BaseModel
 
 from actors.deploy.up import free_port
 from actors.examples.refund import RefundAgent
+from actors.models.dialects import OpenAICompatible
 from actors.models.llm import RoutePrompt
-from actors.models.providers import ModelRouter, OpenAICompatible, RetryPolicy
+from actors.models.router import ModelRouter, RetryPolicy
 from actors.testing import Deployment, eventually
 from protocols import TERMINAL_STATUSES, BreakerState, Event, JobContext, decode_as
 from tests.conftest import ROOT
@@ -625,7 +626,7 @@ async def test_rig_watch_tokens_shows_the_stream(rig: Deployment) -> None:
 def test_the_routing_schema_is_what_strict_structured_outputs_accept() -> None:
     """OpenAI's strict mode: an object at the root, every object closed, all required."""
     from actors.examples.refund import RefundAgent
-    from actors.models.providers import route_schema
+    from actors.models.dialects import route_schema
 
     state = RefundAgent.graph.states["refunding"]
     prompt = RoutePrompt(

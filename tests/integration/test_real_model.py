@@ -27,16 +27,11 @@ from actors.examples.refund import (
     RefundAgent,
     RefundLLMAgent,
 )
+from actors.models.config import load_llm_config
+from actors.models.dialects import ChatRequest, OpenAICompatible, ProviderError
 from actors.models.llm import RoutePrompt
 from actors.models.local import MODEL_NAME, server_command
-from actors.models.providers import (
-    ChatRequest,
-    ModelRouter,
-    OpenAICompatible,
-    ProviderError,
-    RetryPolicy,
-    load_llm_config,
-)
+from actors.models.router import ModelRouter, RetryPolicy
 from actors.testing import Deployment
 from protocols import Event, JobContext
 from tests.conftest import ROOT

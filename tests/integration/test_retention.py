@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from nats.js.api import DiscardPolicy
 
-from actors.models.providers import ResponseCache
+from actors.models.router import ResponseCache
 from actors.runtime.nats import ensure_topology, kv_read, stream_configs
 from actors.testing import Deployment, eventually
 from actors.testing.harness import harness

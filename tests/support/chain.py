@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from actors import LLM, Agent, RuleLLM
 from actors.models.breaker import BreakerPolicy
-from actors.models.providers import OpenAICompatible, RetryPolicy
+from actors.models.dialects import OpenAICompatible
+from actors.models.router import RetryPolicy
 from protocols import Edge, Graph, State
 
 

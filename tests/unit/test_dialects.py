@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from actors.models.providers import (
+from actors.models.config import load_llm_config
+from actors.models.dialects import (
     ChatRequest,
-    ModelRouter,
     OpenAICompatible,
-    RetryPolicy,
     _http_error,
     estimate_input_tokens,
-    load_llm_config,
     server_message,
 )
+from actors.models.router import ModelRouter, RetryPolicy
 from protocols import ConfigError
 from tests.integration.test_real_model import triage_prompt
 

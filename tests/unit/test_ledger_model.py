@@ -9,7 +9,7 @@ once, records only move along legal transitions, and epochs only grow.
 
 What the model assumes of the executor, as `actors.tools.executor` does it: right before the
 effect a run checks that its claim still holds (state, epoch, lease), and the check and
-the effect are not separated by a pause longer than the lease (docs/ledger.md: a tool
+the effect are not separated by a pause longer than the lease (docs/design/ledger.md: a tool
 whose downstream honours the idempotency key does not need even that); a side-effecting
 tool's retryable failure makes the record `unknown`, never claimable again blindly.
 """

@@ -8,7 +8,9 @@ import pytest
 
 from actors import RigConfig
 from actors.deploy.up import UpConfigError, check_cluster_size
+from actors.runtime.settings import SETTINGS, reference
 from protocols import ConfigError
+from tests.conftest import ROOT
 
 
 def test_the_gateway_s_address_and_the_retention_are_read_once_with_their_types(
@@ -39,3 +41,43 @@ def test_a_cluster_has_three_or_five_servers() -> None:
     for servers in (1, 2, 4, 7):
         with pytest.raises(UpConfigError, match=f"3 or 5 servers .*not {servers}"):
             check_cluster_size(servers)
+
+
+def test_every_variable_is_typed_and_a_bad_one_is_named() -> None:
+    """Read from a mapping, not the process's environment: each kind of value, and the
+    sentence a user gets for each kind of mistake."""
+    config = RigConfig.from_env(
+        {
+            "RIG_LOG_LEVEL": "DEBUG",
+            "RIG_LOG_FORMAT": "json",
+            "RIG_UVLOOP": "0",
+            "RIG_ALLOW_SECOND_LEDGER": "yes",
+            "RIG_WEBHOOK_ATTEMPTS": "3",
+            "RIG_GATEWAY_KEYS": "/etc/rig/keys",
+            "RIG_METRICS_PORT": "0",
+            "RIG_HOME": "/var/rig",
+        }
+    )
+    assert (config.log_level, config.log_format, config.uvloop) == ("debug", "json", False)
+    assert (config.allow_second_ledger, config.webhook_attempts) == (True, 3)
+    assert (str(config.keys_file), config.metrics_port) == ("/etc/rig/keys", 0)
+    assert "RIG_GATEWAY_KEYS" in config.given and "RIG_PREFIX" not in config.given
+    assert str(RigConfig.from_env({"RIG_HOME": "/var/rig"}).keys_file) == "/var/rig/gateway-keys"
+    for name, value, says in (
+        ("RIG_LOG_LEVEL", "loud", "RIG_LOG_LEVEL must be one of debug, info"),
+        ("RIG_UVLOOP", "maybe", "RIG_UVLOOP must be 1 or 0, not 'maybe'"),
+        ("RIG_CONCURRENCY", "2.5", "RIG_CONCURRENCY must be a whole number, not 2.5"),
+        ("RIG_MAX_DELIVER", "1", "RIG_MAX_DELIVER must be between 2 and 10000, not 1"),
+        ("RIG_LEDGER", "shared", "RIG_LEDGER must be one of local, cluster, not 'shared'"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            RigConfig.from_env({name: value})
+
+
+def test_the_configuration_reference_is_the_settings_table() -> None:
+    """docs/reference/configuration.md shows every variable `SETTINGS` declares, as
+    `python -m actors.runtime.settings` prints it (no table that drifts)."""
+    doc = (ROOT / "docs" / "reference" / "configuration.md").read_text()
+    shown = doc.split("<!-- rig settings -->\n", 1)[1].split("<!-- /rig settings -->", 1)[0]
+    assert shown == reference()
+    assert len(SETTINGS) == len({setting.name for setting in SETTINGS}) >= 40

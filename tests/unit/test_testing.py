@@ -194,7 +194,7 @@ class Polite(GreeterAgent):
 
 
 async def test_an_agent_says_what_it_is_and_renders_its_own_prompt() -> None:
-    from actors.models.providers import ModelRouter
+    from actors.models.router import ModelRouter
 
     model = ScriptedLLM([("greet", {"who": "Ada"})])
     run = await run_job(Polite, {"who": "Ada"}, llm=model, **GREETER)

@@ -1,4 +1,4 @@
-// Rig's console: plain JavaScript on the gateway's HTTP API (docs/api.md) and its
+// Rig's console: plain JavaScript on the gateway's HTTP API (docs/reference/http-api.md) and its
 // Server-Sent Events. Every page is a hash route: #/jobs, #/jobs/<id>, #/inbox, #/agents.
 // Text from jobs is always set as text, never parsed as markup.
 
