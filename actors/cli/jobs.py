@@ -208,7 +208,10 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="the actors' log lines about one job",
         description="Every line of the actors' logs that concerns JOB, in time order, from "
         "the log files `rig up` writes under $RIG_HOME/logs (or --dir). Actors started "
-        "by hand log to their own stderr; set RIG_LOG_FILE for them to write a file too.",
+        "by hand log to their own stderr; set RIG_LOG_FILE for them to write a file too. "
+        "At the default level (info) the supervisor logs a job's status changes and the "
+        "other actors only what went wrong (a line per message would cost every step); with "
+        "RIG_LOG_LEVEL=debug every actor logs each message it handles for the job.",
     )
     logs.add_argument("job_id", metavar="JOB")
     logs.add_argument("--dir", type=Path, help="the log folder (default: $RIG_HOME/logs)")
@@ -474,6 +477,14 @@ def _logs(args: argparse.Namespace) -> int:
     if not lines:
         print(
             f"rig: no line of {len(files)} log file(s) under {folder} mentions job {args.job_id}",
+            file=sys.stderr,
+        )
+    if lines and all(entry.get("level") != "debug" for _, entry in lines):
+        print(
+            f"rig: {len({source for source, _ in lines})} of {len(files)} log file(s) mention "
+            "the job: at level info the supervisor logs its status changes, the other "
+            "actors what went wrong; "
+            "RIG_LOG_LEVEL=debug has every actor log each message it handles",
             file=sys.stderr,
         )
     for source, entry in lines:

@@ -171,3 +171,38 @@ async def _other_than(letters: Any, letter_id: object) -> list[dict[str, object]
     found = await letters()
     assert all(item["id"] != letter_id for item in found)
     return list(found)
+
+
+async def test_rig_logs_shows_each_actor_s_lines_about_a_job(rig: Deployment) -> None:
+    """At the default level `rig logs JOB` has the supervisor's lines and says why the
+    others are quiet; with RIG_LOG_LEVEL=debug it has every actor's lines about the job
+    (each message it handled), from the files `rig up` writes, in time order."""
+    rig.extra_env["RIG_LOG_LEVEL"] = "debug"
+    await rig.up(*REFUND)
+    job = await rig.client.submit("refund", RefundAgent.example_input)
+    assert (await rig.client.wait(job.job_id, timeout=60)).status == "succeeded"
+    logs = str(rig.home / "logs")
+
+    async def every_kind_logged() -> list[dict[str, Any]]:
+        code, out, err = await run_rig(rig.env, "logs", job.job_id, "--json", "--dir", logs)
+        lines = [json.loads(line) for line in out.splitlines()]
+        kinds = {line["file"].split(".")[-1].split("-")[0] for line in lines}
+        assert code == 0 and kinds == {"Supervisor", "RefundAgent", "RefundTools", "RefundChecks"}
+        assert "RIG_LOG_LEVEL" not in err  # it was debug: nothing to explain
+        return lines
+
+    lines = await eventually(every_kind_logged, timeout=30)
+    assert all(line["job_id"] == job.job_id for line in lines)
+    assert [line["timestamp"] for line in lines] == sorted(line["timestamp"] for line in lines)
+    handled = {line["file"] for line in lines if line["event"] == "message.handled"}
+    assert len(handled) == 4
+
+    info = rig.home / "info"  # the same lines without the debug ones: a log at info
+    info.mkdir()
+    for path in (rig.home / "logs").glob("*.log"):
+        kept = [line for line in path.read_text().splitlines() if '"level": "debug"' not in line]
+        (info / path.name).write_text("".join(f"{line}\n" for line in kept))
+    code, out, err = await run_rig(rig.env, "logs", job.job_id, "--json", "--dir", str(info))
+    files = {json.loads(line)["file"].split(".")[-1] for line in out.splitlines()}
+    assert code == 0 and files == {"Supervisor-0"}, files
+    assert "RIG_LOG_LEVEL=debug has every actor log each message it handles" in err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import pytest
@@ -19,6 +19,7 @@ from playwright.async_api import Dialog, Page, Request, expect
 from actors.deploy.up import free_port
 from actors.gateway.keys import add_key
 from actors.testing import Deployment
+from protocols import JobStatusName
 from tests.conftest import ROOT, bank_attempts, refund_rows
 from tests.integration.test_cli import run_rig
 from tests.integration.test_llm import llm_config, start_chaos
@@ -99,6 +100,7 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
                 taken = page.locator(f'#graph .edge.taken[data-edge="{edge}"]')
                 await expect(taken).to_be_visible()
             assert await page.locator("#graph .edge.taken").count() == 3
+            assert await drawing_problems(page, "#graph svg") == []
             code, out, err = await run_rig(rig.env, "watch", job_id, "--json")
             assert code == 0, err
             watched = [json.loads(line) for line in out.splitlines()]
@@ -122,6 +124,12 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
             await card.locator('button[data-edge="approve"]').focus()
             await page.keyboard.press("Enter")
             await expect(card.locator(".outcome")).to_contain_text("Took approve", timeout=WAIT_MS)
+            # The notice follows the job past the resolve, to its end (never a status it
+            # left), and the inbox's count in the menu goes with it.
+            await expect(card.locator(".outcome")).to_contain_text(
+                "the job ended succeeded in done", timeout=WAIT_MS
+            )
+            await expect(page.locator("#inbox-count")).to_be_hidden(timeout=WAIT_MS)
             await card.locator(".outcome a").click()
             await expect(page.locator(".facts .status")).to_have_text("succeeded", timeout=WAIT_MS)
             await expect(page.locator('#timeline li[data-type="resolved"]')).to_contain_text(
@@ -166,6 +174,13 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
             )
             # The graph comes by a request of its own, after the card.
             await expect(page.locator('#agents [data-agent="refund"] svg.graph')).to_have_count(1)
+            assert await drawing_problems(page, '#agents [data-agent="refund"] svg.graph') == []
+            # The status filter offers every status a job can have, and no other.
+            await page.click('nav a[data-page="jobs"]')
+            offered = await page.locator("#status option").evaluate_all(
+                "options => options.map(o => o.value)"
+            )
+            assert offered == ["", "active", *get_args(JobStatusName)]
 
             # Dark or light, as the system says.
             light = await page.evaluate("getComputedStyle(document.body).backgroundColor")
@@ -184,6 +199,46 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
     ]
     documents = [r.url for r in requests if r.resource_type == "document"]
     assert documents == [f"{base}/", f"{base}/console/"]  # one page load: the rest is live
+
+
+# Each edge's path sampled every 2 px: no point inside a box but its own two states'; no
+# two labels overlapping, nor a label and a box.
+DRAWING_PROBLEMS = """svg => {
+  const inside = (p, r) => p.x > r.x + 1 && p.x < r.x + r.width - 1
+    && p.y > r.y + 1 && p.y < r.y + r.height - 1;
+  const overlap = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width
+    && a.y < b.y + b.height && b.y < a.y + a.height;
+  const boxes = [...svg.querySelectorAll(".node")].map(
+    g => ({ name: g.dataset.state, r: g.querySelector("rect").getBBox() }));
+  const problems = [];
+  for (const g of svg.querySelectorAll(".edge")) {
+    const from = g.dataset.edge.split("/")[0], to = g.dataset.to;
+    const path = g.querySelector("path");
+    for (let at = 0; at <= path.getTotalLength(); at += 2) {
+      const p = path.getPointAtLength(at);
+      for (const b of boxes) {
+        const own = b.name === from || b.name === to;
+        if (!own && inside(p, b.r)) problems.push(`${g.dataset.edge} crosses ${b.name}`);
+      }
+    }
+  }
+  const labels = [...svg.querySelectorAll(".edge text")].map(
+    t => ({ name: t.parentNode.dataset.edge, r: t.getBBox() }));
+  labels.forEach((a, i) => {
+    for (const b of labels.slice(i + 1)) {
+      if (overlap(a.r, b.r)) problems.push(`labels ${a.name} and ${b.name} overlap`);
+    }
+    for (const b of boxes) {
+      if (overlap(a.r, b.r)) problems.push(`label ${a.name} covers ${b.name}`);
+    }
+  });
+  return [...new Set(problems)];
+}"""
+
+
+async def drawing_problems(page: Page, selector: str) -> list[str]:
+    problems: list[str] = await page.locator(selector).evaluate(DRAWING_PROBLEMS)
+    return problems
 
 
 async def accept(dialog: Dialog) -> None:

@@ -7,8 +7,9 @@ import { drawGraph } from "./graph.js";
 const KEY = "rig.console.key";
 const WHO = "rig.console.who";
 const POLL_MS = 2000;
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-const STATUSES = ["pending", "running", "waiting_human", "succeeded", "failed", "cancelled"];
+// protocols.JobStatusName and TERMINAL_STATUSES (tests/integration/test_console.py checks).
+const TERMINAL = new Set(["succeeded", "failed", "step_limit", "budget_exceeded", "deadline_exceeded", "cancelled"]);
+const STATUSES = ["accepted", "running", "waiting_human", ...TERMINAL];
 const main = document.getElementById("main");
 
 // --- small helpers ----------------------------------------------------------------
@@ -490,8 +491,8 @@ function inboxPage(signal) {
           // The wait this card shows: once the job has left it, the resolve is refused.
           const body = { edge, step: item.step, by: who.value || undefined, note: note.value || undefined, args: parsed };
           const info = await api(`/v1/jobs/${encodeURIComponent(item.job_id)}/resolve`, { method: "POST", body, signal });
-          result.replaceChildren(`Took ${edge}: the job is `, badge(info.status), ` in ${info.state ?? "—"}. `,
-            jobLink(item.job_id));
+          countNow();
+          follow(item.job_id, edge, info, result, signal);
         } catch (error) {
           for (const b of buttons) b.disabled = false;
           result.replaceChildren(h("span", { class: "error", role: "alert" }, error.message));
@@ -509,6 +510,23 @@ function inboxPage(signal) {
         h("label", {}, "Arguments for the edge (JSON)", args)),
       h("div", { class: "edges", role: "group", "aria-label": "what the person does" }, buttons),
       result);
+  }
+
+  // The card's notice follows the job past the resolve: until it ends, or waits for a
+  // person again (then the inbox shows it anew), never a status it has left.
+  async function follow(id, edge, info, result, signal) {
+    for (;;) {
+      const again = info.status === "waiting_human" ? " again" : "";
+      result.replaceChildren(`Took ${edge}: the job ${TERMINAL.has(info.status) ? "ended" : "is"} `,
+        badge(info.status), ` in ${info.state ?? "—"}${again}. `, jobLink(id));
+      if (TERMINAL.has(info.status) || info.status === "waiting_human") return;
+      try {
+        info = await api(`/v1/jobs/${encodeURIComponent(id)}/wait?timeout=25`, { signal });
+      } catch (error) {
+        if (!signal.aborted) result.append(h("span", { class: "muted" }, ` (${error.message})`));
+        return;
+      }
+    }
   }
 
   async function refresh() {
@@ -534,15 +552,19 @@ function inboxPage(signal) {
   every(POLL_MS, refresh, signal);
 }
 
+let countNow = () => {}; // the nav's count, asked now (after a resolve), not in 5 s
+
 async function inboxCount(signal) {
   const count = document.getElementById("inbox-count");
-  await every(5000, async () => {
+  async function refresh() {
     if (!sessionStorage.getItem(KEY) && document.getElementById("login")) return;
     const { jobs } = await api("/v1/inbox", { signal });
     count.textContent = String(jobs.length);
     count.hidden = !jobs.length;
     count.setAttribute("aria-label", `${jobs.length} waiting`);
-  }, signal);
+  }
+  countNow = () => refresh().catch(() => {});
+  await every(5000, refresh, signal);
 }
 
 // --- agents -----------------------------------------------------------------------

@@ -1,8 +1,13 @@
 // An agent's state machine as SVG: states in columns by their distance from the initial
-// state, edges as curves with their names. No layout library: Rig's graphs are small.
+// state, edges with their names. No layout library: Rig's graphs are small. No edge
+// crosses a state's box: an edge to the next column is a curve within the gap between
+// the two; any other runs in the gaps beside the columns and in lanes below every box.
+// No two labels overlap, nor a label and a box (tests/integration/test_console.py).
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 132, H = 40, GAP_X = 84, GAP_Y = 34, PAD = 20;
+const LANE = 14; // between two lines routed side by side
+const CHAR_W = 7, LABEL_H = 13; // a label's box, in the console's 11px font (at most)
 
 function el(tag, attrs = {}, text) {
   const node = document.createElementNS(SVG, tag);
@@ -46,10 +51,9 @@ export function drawGraph(graph, marks = {}) {
     });
   }
   const width = PAD * 2 + (Math.max(...byColumn.keys()) + 1) * (W + GAP_X) - GAP_X;
-  const height = PAD * 2 + tallest * (H + GAP_Y) - GAP_Y + 40;
+  const bottom = PAD + tallest * (H + GAP_Y) - GAP_Y; // the lowest box's lower side
   const svg = el("svg", {
     class: "graph",
-    viewBox: `0 0 ${width} ${height}`,
     role: "img",
     "aria-label": `state machine: ${Object.keys(graph.states).length} states, `
       + `in ${marks.current ?? graph.initial} now`,
@@ -67,40 +71,32 @@ export function drawGraph(graph, marks = {}) {
   const edges = el("g");
   const nodes = el("g");
   svg.append(edges, nodes);
-  const seen = new Map(); // how many edges already join two states: spread their curves
+  const drawn = [];
+  const lanes = { below: 0, gap: new Map(), pairs: new Map() }; // the next goes beside
   for (const [name, state] of Object.entries(graph.states)) {
     for (const edge of state.edges ?? []) {
       const from = place.get(name), to = place.get(edge.to);
       if (!from || !to) continue;
-      const pair = [name, edge.to].sort().join("\u0000");
-      const nth = seen.get(pair) ?? 0;
-      seen.set(pair, nth + 1);
       const taken = marks.taken?.has(`${name}/${edge.name}`);
-      const group = el("g", { class: `edge${taken ? " taken" : ""}`, "data-edge": `${name}/${edge.name}` });
-      let d, lx, ly;
-      if (name === edge.to) { // a loop over the state's top
-        const x = from.x + W / 2, y = from.y;
-        d = `M${x - 18},${y} C${x - 30},${y - 44} ${x + 30},${y - 44} ${x + 18},${y}`;
-        lx = x; ly = y - 38;
-      } else if (to.x > from.x) { // forward: right side to left side
-        const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2;
-        const bend = nth * 16;
-        d = `M${x1},${y1} C${x1 + GAP_X / 2},${y1 + bend} ${x2 - GAP_X / 2},${y2 + bend} ${x2},${y2}`;
-        lx = (x1 + x2) / 2; ly = (y1 + y2) / 2 + bend - 4;
-      } else { // back or sideways: under both states
-        const x1 = from.x + W / 2, y1 = from.y + H, x2 = to.x + W / 2, y2 = to.y + H;
-        const low = Math.max(y1, y2) + 34 + nth * 14;
-        d = `M${x1},${y1} C${x1},${low} ${x2},${low} ${x2},${y2}`;
-        lx = (x1 + x2) / 2; ly = low - 6;
-      }
+      const group = el("g", {
+        class: `edge${taken ? " taken" : ""}`, "data-edge": `${name}/${edge.name}`, "data-to": edge.to,
+      });
+      const pair = `${name}\u0000${edge.to}`;
+      const nth = lanes.pairs.get(pair) ?? 0; // edges between the same two: spread apart
+      lanes.pairs.set(pair, nth + 1);
+      const columns = rank.get(edge.to) - rank.get(name);
+      const { d, label } = route(name === edge.to, from, to, columns, nth, lanes, bottom);
       group.append(el("path", { d, "marker-end": `url(#arrow-${taken ? "taken" : "plain"})` }));
-      const label = el("text", { x: lx, y: ly, "text-anchor": "middle" }, edge.name);
       group.append(el("title", {}, `${name} --${edge.name}--> ${edge.to}`
         + (edge.tool ? ` (tool ${edge.tool})` : "") + (edge.verifier ? ` (verifier ${edge.verifier})` : "")));
-      group.append(label);
+      drawn.push({ group, text: edge.name, ...label });
       edges.append(group);
     }
   }
+  placeLabels(drawn, [...place.values()]);
+  const loops = Object.entries(graph.states).some(([name, s]) => s.edges?.some((e) => e.to === name));
+  const top = loops ? 40 : 0; // room for loops over the first row
+  svg.setAttribute("viewBox", `0 ${-top} ${width} ${top + bottom + (lanes.below + 1) * LANE + PAD}`);
   for (const [name, state] of Object.entries(graph.states)) {
     const { x, y } = place.get(name);
     const classes = ["node"];
@@ -117,4 +113,66 @@ export function drawGraph(graph, marks = {}) {
     nodes.append(group);
   }
   return svg;
+}
+
+// The path of one edge, and where its label goes (x, y: the label's centre).
+function route(loop, from, to, columns, nth, lanes, bottom) {
+  if (loop) { // over the state's top
+    const x = from.x + W / 2, y = from.y, up = 44 + nth * 12;
+    return {
+      d: `M${x - 18},${y} C${x - 30},${y - up} ${x + 30},${y - up} ${x + 18},${y}`,
+      label: { x, y: y - up + 6 },
+    };
+  }
+  if (columns === 1) { // to the next column: a curve within the gap between them
+    const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2;
+    const bend = nth * 14;
+    return {
+      d: `M${x1},${y1} C${x1 + GAP_X / 2},${y1 + bend} ${x2 - GAP_X / 2},${y2 + bend} ${x2},${y2}`,
+      label: { x: (x1 + x2) / 2, y: (y1 + y2) / 2 + bend * 0.75 - 5 },
+    };
+  }
+  // Anything else: out of a side into the gap beside the column, down that gap to a lane
+  // below every box, along it to the gap beside the target's column, up, and in.
+  const forward = columns > 1;
+  const x1 = forward ? from.x + W : from.x, y1 = from.y + H / 2;
+  const x2 = forward ? to.x : to.x + W, y2 = to.y + H / 2;
+  const out = x1 + (forward ? 1 : -1) * gapLane(lanes, x1, forward);
+  const into = x2 + (forward ? -1 : 1) * gapLane(lanes, x2, !forward);
+  const low = bottom + (++lanes.below) * LANE;
+  const r = 6; // rounded corners
+  const down = (a, b) => Math.sign(b - a);
+  const d = [
+    `M${x1},${y1}`, `L${out - down(x1, out) * r},${y1}`, `Q${out},${y1} ${out},${y1 + r}`,
+    `L${out},${low - r}`, `Q${out},${low} ${out + down(out, into) * r},${low}`,
+    `L${into - down(out, into) * r},${low}`, `Q${into},${low} ${into},${low - r}`,
+    `L${into},${y2 + r}`, `Q${into},${y2} ${into + down(into, x2) * r},${y2}`, `L${x2},${y2}`,
+  ].join(" ");
+  return { d, label: { x: (out + into) / 2, y: low - 5 } };
+}
+
+// How far into the gap beside a column side (at x) the next vertical line runs.
+function gapLane(lanes, x, right) {
+  const key = `${Math.round(x)}/${right}`;
+  const n = lanes.gap.get(key) ?? 0;
+  lanes.gap.set(key, n + 1);
+  return Math.min(12 + n * 10, GAP_X / 2 - 4);
+}
+
+// Put each label at its spot, moved down (then up) by a line until it overlaps no box
+// and no label placed before it.
+function placeLabels(drawn, boxes) {
+  const taken = boxes.map(({ x, y }) => ({ x1: x - 2, y1: y - 2, x2: x + W + 2, y2: y + H + 2 }));
+  const hits = (a) => taken.some((b) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2);
+  for (const label of drawn) {
+    const half = (label.text.length * CHAR_W) / 2 + 2;
+    let box;
+    for (const shift of [0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6]) {
+      const y = label.y + shift * LABEL_H;
+      box = { x1: label.x - half, y1: y - LABEL_H + 3, x2: label.x + half, y2: y + 3, y };
+      if (!hits(box)) break;
+    }
+    taken.push(box);
+    label.group.append(el("text", { x: label.x, y: box.y, "text-anchor": "middle" }, label.text));
+  }
 }
