@@ -8,7 +8,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -250,6 +250,25 @@ def describe(event: Event) -> str:
         case "status":
             return f"{head} {data.get('status')} in {data.get('state')}"
     return f"{head} {json.dumps(data)}"
+
+
+def table(
+    rows: Sequence[Sequence[str]], *, header: Sequence[str] = (), right: Collection[int] = ()
+) -> list[str]:
+    """Rows as aligned lines: columns two spaces apart, each as wide as its widest cell,
+    the columns numbered in `right` aligned right; no line ends in spaces. Every list the
+    CLI prints for a person is one."""
+    lines = [list(header), *map(list, rows)] if header else [list(row) for row in rows]
+    if not lines:
+        return []
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return [
+        "  ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    ]
 
 
 def print_json(value: Any) -> None:

@@ -24,6 +24,7 @@ from actors.cli.common import (
     load_actor_class,
     print_json,
     show_status,
+    table,
     usage_error,
     with_client,
 )
@@ -452,12 +453,19 @@ def _jobs(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not infos:
         print("no jobs" + (" match" if args.agent or args.status else " yet"))
-    for info in infos:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at))
-        print(
-            f"{info.job_id:<32}  {info.agent:<12}  {info.status:<17}  "
-            f"{info.state or '-':<12}  steps {info.steps:<3}  {created}"
+    rows = [
+        (
+            info.job_id,
+            info.agent,
+            info.status,
+            info.state or "-",
+            f"steps {info.steps}",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at)),
         )
+        for info in infos
+    ]
+    for line in table(rows):
+        print(line)
     return EXIT_OK
 
 

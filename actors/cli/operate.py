@@ -18,6 +18,7 @@ from actors.cli.common import (
     json_value,
     parse_duration,
     print_json,
+    table,
     usage_error,
     with_client,
 )
@@ -237,11 +238,8 @@ def _ps(args: argparse.Namespace) -> int:
         for actor in found
     ]
     header = ("KIND", "SERVES", "HOST:PID", "HANDLED", "RETRIED", "ERRORS", "DEAD")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        left = [cell.ljust(width) for cell, width in zip(row[:3], widths[:3], strict=True)]
-        right = [cell.rjust(width) for cell, width in zip(row[3:], widths[3:], strict=True)]
-        print("  ".join(left + right))
+    for line in table(rows, header=header, right=range(3, 7)):
+        print(line)
     return EXIT_OK
 
 
@@ -307,8 +305,9 @@ def _ledger_ls(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_record_json(r) for r in records])
         return EXIT_OK
-    for r in records:
-        print(f"{r.key[:16]}  {r.state:<11} epoch {r.epoch}  {r.tool:<16} job {r.job_id}")
+    rows = [(r.key[:16], r.state, f"epoch {r.epoch}", r.tool, f"job {r.job_id}") for r in records]
+    for line in table(rows):
+        print(line)
     return EXIT_OK
 
 

@@ -133,7 +133,7 @@ async def test_every_stream_is_bounded(rig: Deployment) -> None:
         # A work stream an older Rig made, without a limit, is given one.
         work.config.max_msgs, work.config.discard = -1, DiscardPolicy.OLD
         await js.update_stream(work.config)
-        await ensure_topology(js, rig.names, splits_work=False)
+        await ensure_topology(js, rig.names)
         work = await js.stream_info(rig.names.work_stream)
         assert (work.config.max_msgs or 0) > 0 and work.config.discard == DiscardPolicy.NEW
     finally:
