@@ -395,12 +395,7 @@ class ToolExecutor(Actor):
             await self._call(call, delivery)
 
     async def _call(self, call: ToolCall, delivery: Delivery) -> None:
-        try:
-            result = await self.execute(call)
-        except _Fenced as fenced:
-            # Another executor took the call over while this one was paused: it reports.
-            self.log.warning("ledger.fenced_before_effect", key=fenced.key, epoch=fenced.epoch)
-            return
+        result = await self.execute(call)
         crash_point("after_record", call.tool)
         if result.ok:  # a large result travels by reference; the ledger keeps the value
             name = self.names.result_object(call.job_id, call.step, call.tool)
@@ -518,8 +513,18 @@ class ToolExecutor(Actor):
         if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
             key, claim.epoch, until=asked + spec.lease
         ):
-            # Paused past half its lease (GC, SIGSTOP, a VM): another executor may have
-            # settled the call meanwhile, so this one must not act on an old claim.
+            # Paused past half its lease (GC, SIGSTOP, a VM, an election that took its
+            # time): another executor may have settled the call meanwhile, so this one must
+            # not act on an old claim. Nor may it drop the call, which is its job's only
+            # way on: the claim is released if still its own (the tool never started) and
+            # the call asked again; its redelivery finds what the ledger says by then.
+            self.log.warning("ledger.fenced_before_effect", key=key, epoch=claim.epoch)
+            error = {
+                "code": "not_started",
+                "message": "paused past half its lease",
+                "started": False,
+            }
+            await self.ledger.fail(key, claim.epoch, error, retryable=True)
             raise _Fenced(key, claim.epoch)
         return await self._run(call, key, tool, kwargs, claim.epoch, job)
 
@@ -768,11 +773,17 @@ def _cancelled(reason: str, *, started: bool, deadline: float | None = None) -> 
     return error
 
 
-class _Fenced(Exception):
-    """This executor's claim was taken over (its lease ran out while it was paused)."""
+class _Fenced(RetryableError):
+    """This executor's claim may have been taken over (half its lease or more passed
+    while it was paused) before the tool started: the call is asked again, not dropped."""
 
     def __init__(self, key: str, epoch: int) -> None:
-        super().__init__(key, epoch)
+        super().__init__(
+            "paused past half its lease before the tool started: the call is asked again",
+            delay=0.2,
+            key=key,
+            epoch=epoch,
+        )
         self.key, self.epoch = key, epoch
 
 

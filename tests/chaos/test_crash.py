@@ -225,6 +225,24 @@ async def test_an_executor_frozen_before_the_effect_does_not_act_on_its_old_clai
     assert await ledger_state(rig, result.key) == "succeeded"
 
 
+async def test_a_claim_answered_after_its_lease_is_asked_again_not_dropped(
+    rig: Deployment,
+) -> None:
+    """A claim that comes back after its lease (a slow election; the process alive, its
+    in-progress acks holding the message, so no redelivery will come): the executor does
+    not act on it, nor drop the call with it. It releases the claim and asks again; the
+    call is paid once and reported."""
+    tools = "tests.support.crash_tools:SlowClaimTools"
+    await rig.spawn(tools)
+    await probe(rig)
+    await call(rig, tool="pay_reconciled")
+    [result] = await reports(rig, 1)
+    assert result.ok and len(payments(rig.home)) == 1
+    assert await ledger_state(rig, result.key) == "succeeded"
+    log = rig.home / f"{tools.replace(':', '.')}.log"
+    assert "ledger.fenced_before_effect" in await asyncio.to_thread(log.read_text)
+
+
 async def test_a_stopping_executor_starts_no_new_call(rig: Deployment) -> None:
     """SIGTERM while two 1-s calls run and four more wait: the two finish, no other starts
     in this process (it stops pulling before it drains), and the four are left for

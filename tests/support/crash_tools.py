@@ -71,6 +71,27 @@ def payments(home: Path) -> list[tuple[Any, ...]]:
         db.close()
 
 
+class SlowClaimTools(CrashTools):
+    """The crash tools behind a ledger whose first claim is answered only once the tool's
+    lease has passed, as when the bucket's leader is being elected: the process stays
+    alive (its in-progress acks hold the message, so nothing redelivers it), and the claim
+    it gets is no longer good to act on."""
+
+    name = "slow-claim-tools"
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        claim, first = self.ledger.claim, [True]
+
+        async def late(*args: Any, **kwargs: Any) -> Any:
+            answer = await claim(*args, **kwargs)
+            if first and first.pop():
+                await asyncio.sleep(self.tools["pay_reconciled"].spec.lease * 1.2)
+            return answer
+
+        self.ledger.claim = late  # type: ignore[method-assign]
+
+
 class FastRefundTools(RefundTools):
     """The refund example's tools with a short lease, so a killed call settles in seconds."""
 
