@@ -158,6 +158,7 @@ PIPELINE = (
     "actors.examples.pipeline:PipelineChecks",
 )
 STEPS_PER_JOB = 5
+KINDS = dict(zip(PIPELINE, ("supervisor", "agent", "tools", "verifier"), strict=True))
 # The three-step agent of the eval coverage study, and its tool (from the tests).
 CHAIN_AGENT = ["tests.support.chain:Chain", "tests.support.looper:LooperTools"]
 
@@ -342,6 +343,7 @@ class Deployment:
             **(env or {}),
         }
         self.procs: list[asyncio.subprocess.Process] = []
+        self.kinds: dict[int, str] = {}  # pid: the actor kind it runs
 
     async def start(self, nc: Any, targets: list[str]) -> None:
         await self.users.grant(self.server, self.names, self.home, targets)
@@ -354,6 +356,10 @@ class Deployment:
                 for i, target in enumerate(targets)
             ]
         self.procs += started
+        self.kinds |= {
+            proc.pid: KINDS.get(target, target)
+            for proc, target in zip(started, targets, strict=True)
+        }
         await wait_ready(sub, {proc.pid for proc in started}, timeout=60)
         await sub.unsubscribe()
 
@@ -368,6 +374,22 @@ class Deployment:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each actor kind and the nats-server have used so far,
+        from the processes' own clocks: steadier than wall time on a shared machine. The
+        server is shared by whatever else runs on it during the bench: nothing does."""
+        import psutil
+
+        used: dict[str, float] = {}
+        for proc in self.procs:
+            if proc.returncode is None:
+                times = psutil.Process(proc.pid).cpu_times()
+                kind = self.kinds.get(proc.pid, "other")
+                used[kind] = used.get(kind, 0.0) + times.user + times.system
+        times = psutil.Process(self.server.proc.pid).cpu_times()
+        used["nats_server"] = times.user + times.system
+        return used
 
     def rss_bytes(self) -> tuple[int, int]:
         """Resident memory of the actor processes, and of the nats-server they share."""
@@ -499,11 +521,14 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
             async with Driver(nc, deployment.names) as driver:
                 await driver.run(min(jobs, 2 * concurrency), concurrency)  # warm up
                 driver.traces.clear()
+                before = deployment.cpu_seconds()
                 elapsed = await driver.run(jobs, concurrency)
+                after = deployment.cpu_seconds()
                 overheads, end_to_end = driver.overheads(), driver.end_to_end()
         finally:
             await deployment.stop()
         rate = jobs * STEPS_PER_JOB / elapsed
+        cpu = cpu_per_step(before, after, jobs * STEPS_PER_JOB)
         p50, p99 = percentile(overheads, 50), percentile(overheads, 99)
         e2e50, e2e99 = percentile(end_to_end, 50), percentile(end_to_end, 99)
         label = f"{procs} agent/tool/verifier process(es), {concurrency} jobs in flight"
@@ -516,6 +541,7 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
                 "overhead_p99_ms": round(p99, 3),
                 "end_to_end_overhead_p50_ms": round(e2e50, 3),
                 "end_to_end_overhead_p99_ms": round(e2e99, 3),
+                "cpu_ms_per_step": cpu,
                 "jobs": jobs,
             },
         )
@@ -524,7 +550,10 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
             label,
             f"{rate:,.0f} steps/s",
             f"overhead per step p50 {p50:.2f} ms, p99 {p99:.2f} ms (journal); "
-            f"end to end p50 {e2e50:.2f} ms, p99 {e2e99:.2f} ms",
+            f"end to end p50 {e2e50:.2f} ms, p99 {e2e99:.2f} ms; CPU per step "
+            f"{cpu['total']:.2f} ms ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "total")
+            + ")",
         )
         if concurrency == 1:
             report.put("steps", "overhead_p50_ms", round(p50, 3))
@@ -532,8 +561,40 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
             report.put("steps", "end_to_end_overhead_p50_ms", round(e2e50, 3))
             report.put("steps", "end_to_end_overhead_p99_ms", round(e2e99, 3))
         best = max(best, rate)
+        if (procs, concurrency) == (1, 64) or quick:
+            report.put("steps", "cpu_ms_per_step", cpu)
     report.put("steps", "steps_per_s", round(best))
     await nc.close()
+
+
+async def bench_profile(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """Where each actor kind's CPU goes at 64 jobs in flight (scripts/bench_profile.py)."""
+    from scripts.bench_profile import lines, sampled
+
+    concurrency, jobs = (16, 100) if quick else (64, 1500)
+    nc = await harness(server)
+    home = work / "profile"
+    home.mkdir()
+    deployment = Deployment(server, home, {"RIG_CONCURRENCY": "64"})
+    await deployment.start(nc, list(PIPELINE))
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            await driver.run(2 * concurrency, concurrency)  # warm up
+            pids = {deployment.kinds[p.pid]: p.pid for p in deployment.procs}
+            profiles = await sampled(pids, home / "samples", lambda: driver.run(jobs, concurrency))
+    finally:
+        await deployment.stop()
+    for kind, profile in profiles.items():
+        print("\n".join(lines(kind, profile)), flush=True)
+        report.put("profile", kind, profile.shares())
+    await nc.close()
+
+
+def cpu_per_step(before: dict[str, float], after: dict[str, float], steps: int) -> dict[str, float]:
+    """CPU milliseconds per step of each process kind between two readings, and in total."""
+    used = {kind: (after[kind] - before.get(kind, 0.0)) * 1000 / steps for kind in after}
+    used["total"] = sum(used.values())
+    return {kind: round(ms, 3) for kind, ms in used.items()}
 
 
 # --- peers ---------------------------------------------------------------------------
@@ -1423,7 +1484,9 @@ SCENARIOS = (
     "tracing",
     "cluster",
     "testing",
+    "profile",
 )
+ON_REQUEST = ("profile",)  # run only when named: a study, not a measure
 
 
 async def main() -> int:
@@ -1447,7 +1510,7 @@ async def main() -> int:
         help="keep the work folder (actor logs, server store) and print its path",
     )
     args = parser.parse_args()
-    chosen = args.scenarios or list(SCENARIOS)
+    chosen = args.scenarios or [s for s in SCENARIOS if s not in ON_REQUEST]
     report = Report()
     report.results["machine"] = machine()
     m = report.results["machine"]
@@ -1471,6 +1534,7 @@ async def main() -> int:
             "tracing": lambda: bench_tracing(server, report, args.quick, work),
             "cluster": lambda: bench_cluster(server, report, args.quick, work),
             "testing": lambda: bench_testing(report, args.quick),
+            "profile": lambda: bench_profile(server, report, args.quick, work),
         }
         for name in chosen:
             if name in runners:

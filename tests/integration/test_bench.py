@@ -23,6 +23,7 @@ KEYS = [
     ("steps", "overhead_p99_ms"),
     ("steps", "end_to_end_overhead_p50_ms"),
     ("steps", "end_to_end_overhead_p99_ms"),
+    ("steps", "cpu_ms_per_step"),
     ("peers", "langgraph_sqlite_steps_per_s"),
     ("peers", "langgraph_memory_steps_per_s"),
     ("peers", "dbos_sqlite_steps_per_s"),
