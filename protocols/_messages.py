@@ -841,13 +841,15 @@ class JobSnapshot(_Wire):
     # written (not stored: a notice is best effort, see `ToolCancel`).
     _cancels: list[ToolCancel] = PrivateAttr(default_factory=list)
 
+    # Read from pydantic's store of private attributes directly: `self._new_events` goes
+    # through `BaseModel.__getattr__`, a dozen times a step (scripts/bench profile).
     @property
     def new_events(self) -> list[Event]:
-        return self._new_events
+        return self.__pydantic_private__["_new_events"]  # type: ignore[index, no-any-return]
 
     @property
     def cancels(self) -> list[ToolCancel]:
-        return self._cancels
+        return self.__pydantic_private__["_cancels"]  # type: ignore[index, no-any-return]
 
     @property
     def terminal(self) -> bool:

@@ -37,7 +37,7 @@ from actors.jobs.rules import Rules, check_input, forged
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors.runtime.faults import crash_point
-from actors.runtime.metrics import BUSY, FORGED_REPORTS, SNAPSHOTS_UNREADABLE, observe_events
+from actors.runtime.metrics import BUSY, FORGED_REPORTS, SNAPSHOTS_UNREADABLE, child, observe_events
 from actors.runtime.nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
@@ -370,7 +370,7 @@ class Supervisor(Actor):
                 waiting = 0  # no process of it ever started: the reply warns of that
             seen = self._backlogs[agent] = (now, waiting)
         if seen[1] >= self.config.max_backlog:
-            BUSY.labels(agent).inc()
+            child(BUSY, agent).inc()
             raise BusyError(
                 f"agent {agent!r} has {seen[1]} steps waiting for a process, past the bound "
                 f"of {self.config.max_backlog} (RIG_MAX_BACKLOG): nothing was accepted; "
@@ -576,7 +576,7 @@ class Supervisor(Actor):
         """Count a forged report and raise it: dead-lettered with the reason, never applied
         (and its letter moves no job: `on_dead_letter`)."""
         self.counts["forged_reports"] = self.counts.get("forged_reports", 0) + 1
-        FORGED_REPORTS.labels(str(exc.details.get("sender", "api"))).inc()
+        child(FORGED_REPORTS, str(exc.details.get("sender", "api"))).inc()
         self.log.warning("report.forged", reason=exc.message, job_id=exc.details.get("job_id"))
         raise exc
 

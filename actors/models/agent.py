@@ -33,7 +33,7 @@ from actors.models.probe import check_at_start, pattern_problems, probe_request,
 from actors.models.router import ModelRouter, ProvidersFailed, ResponseCache, RetryPolicy
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
-from actors.runtime.metrics import STEP_SECONDS, observe_calls
+from actors.runtime.metrics import STEP_SECONDS, child, observe_calls
 from actors.runtime.nats import keep_beating
 from actors.runtime.results import resolved_context
 from protocols import (
@@ -650,7 +650,7 @@ class Agent(Actor):
             span.set_attribute("rig.fallback", decision.fallback)
             span.set_attribute("gen_ai.usage.input_tokens", decision.usage.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", decision.usage.output_tokens)
-        STEP_SECONDS.labels(self.name, name).observe(decision.handled.ms / 1000)
+        child(STEP_SECONDS, self.name, name).observe(decision.handled.ms / 1000)
         await self.publish(
             self.names.report("agent", self.name, request.job_id),
             decision,

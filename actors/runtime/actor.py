@@ -32,7 +32,7 @@ from actors.runtime import tracing as tracing
 from actors.runtime.credentials import makes_topology
 from actors.runtime.discovery import start_service
 from actors.runtime.faults import armed, crash_point
-from actors.runtime.log import configure_logging
+from actors.runtime.log import MESSAGE_FIELDS, configure_logging
 from actors.runtime.metrics import (
     HANDLER_SECONDS,
     MESSAGES,
@@ -40,6 +40,7 @@ from actors.runtime.metrics import (
     REDELIVERIES,
     REPLIES_REFUSED,
     SCHEDULE_TO_START,
+    child,
     serve_metrics,
 )
 from actors.runtime.nats import (
@@ -585,10 +586,11 @@ class Actor:
     async def _process(self, inbox: Inbox, msg: Msg) -> None:
         received = time.time()
         headers = headers_of(msg)
-        attempt = msg.metadata.num_delivered or 1
-        structlog.contextvars.bind_contextvars(
-            actor=self.name, subject=msg.subject, attempt=attempt
-        )
+        metadata = msg.metadata
+        attempt = metadata.num_delivered or 1
+        # This task's own (it runs one message): gone with the task, nothing to clear.
+        fields: dict[str, Any] = {"actor": self.name, "subject": msg.subject, "attempt": attempt}
+        MESSAGE_FIELDS.set(fields)
         try:
             if attempt > (inbox.max_deliver or self.config.max_deliver):
                 await self._dead_letter(
@@ -606,19 +608,17 @@ class Actor:
             except ProtocolError as exc:
                 await self._dead_letter(inbox, msg, headers, exc, attempt)
                 return
-            structlog.contextvars.bind_contextvars(
-                job_id=getattr(message, "job_id", None), step=getattr(message, "step", None)
-            )
-            _observe_arrival(inbox.durable, msg, received, attempt)
+            fields["job_id"] = getattr(message, "job_id", None)
+            fields["step"] = getattr(message, "step", None)
+            _observe_arrival(inbox.durable, metadata, received, attempt)
             delivery = Delivery(
-                msg.subject, headers, encoding, attempt, msg.metadata.sequence.stream, received
+                msg.subject, headers, encoding, attempt, metadata.sequence.stream, received
             )
             with _process_span(inbox, delivery, self.process):
                 await self._run_handler(inbox, msg, message, delivery, headers, attempt)
         except Exception as exc:  # the message stays unacked and is redelivered
             self.log.exception("handler.crashed", error=repr(exc))
         finally:
-            structlog.contextvars.clear_contextvars()
             await self._slots.give_back()
 
     async def _run_handler(
@@ -643,7 +643,7 @@ class Actor:
             say("handler.retry", reason=exc.message, delay=exc.delay)
             if not exc.details.get("routine"):
                 self.counts["retried"] += 1
-                MESSAGES.labels(inbox.durable, "retried").inc()
+                child(MESSAGES, inbox.durable, "retried").inc()
             await msg.nak(delay=exc.delay)
             return
         except NonRetryableError as exc:
@@ -655,15 +655,15 @@ class Actor:
                 return
             self.log.exception("handler.failed", error=repr(exc))
             self.counts["errors"] += 1
-            MESSAGES.labels(inbox.durable, "failed").inc()
+            child(MESSAGES, inbox.durable, "failed").inc()
             await msg.nak(delay=self.config.nak_delay)
             return
         finally:
             del self._holding[id(msg)]
-            HANDLER_SECONDS.labels(inbox.durable).observe(time.monotonic() - started)
+            child(HANDLER_SECONDS, inbox.durable).observe(time.monotonic() - started)
         await msg.ack()
         self.counts["handled"] += 1
-        MESSAGES.labels(inbox.durable, "ok").inc()
+        child(MESSAGES, inbox.durable, "ok").inc()
         self.log.debug("message.handled", ms=round((time.monotonic() - started) * 1000, 3))
         if armed("after_ack"):  # fault injection: die once the server has the ack
             await self.nc.flush(timeout=5)
@@ -686,7 +686,7 @@ class Actor:
                 if late or self._stopping.is_set() or not is_outage(exc):
                     raise
                 self.log.info("handler.outage", error=repr(exc), retry_in=pause)
-                MESSAGES.labels(inbox.durable, "outage").inc()
+                child(MESSAGES, inbox.durable, "outage").inc()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 4.0)
 
@@ -727,7 +727,7 @@ class Actor:
         )
         self.log.warning("message.dead_lettered", reason=letter.reason, code=error["code"])
         self.counts["dead_letters"] += 1
-        MESSAGES.labels(inbox.durable, "dead_lettered").inc()
+        child(MESSAGES, inbox.durable, "dead_lettered").inc()
         try:
             # One dead letter per stored message, even if this actor dies before `term`
             # and the message comes back.
@@ -775,7 +775,7 @@ class Actor:
             # process's rights, wherever the requester pointed it.
             self.log.warning("endpoint.reply_refused", subject=endpoint.subject, reply=msg.reply)
             self.counts["replies_refused"] = self.counts.get("replies_refused", 0) + 1
-            REPLIES_REFUSED.labels(endpoint.subject).inc()
+            child(REPLIES_REFUSED, endpoint.subject).inc()
             return
         headers = headers_of(msg)
         encoding = _reply_encoding(msg.data, headers)
@@ -827,18 +827,17 @@ def _reply_encoding(data: bytes, headers: dict[str, str]) -> Encoding:
     return Encoding.JSON
 
 
-def _observe_arrival(consumer: str, msg: Msg, received: float, attempt: int) -> None:
-    """The metrics of a message's arrival: its wait in the inbox, the inbox's size, and
-    whether it came again."""
-    metadata = msg.metadata
+def _observe_arrival(consumer: str, metadata: Any, received: float, attempt: int) -> None:
+    """The metrics of a message's arrival (its JetStream metadata): its wait in the
+    inbox, the inbox's size, and whether it came again."""
     if metadata.timestamp is not None:
-        SCHEDULE_TO_START.labels(consumer).observe(
+        child(SCHEDULE_TO_START, consumer).observe(
             max(0.0, received - metadata.timestamp.timestamp())
         )
     if metadata.num_pending is not None:
-        PENDING.labels(consumer).set(metadata.num_pending)
+        child(PENDING, consumer).set(metadata.num_pending)
     if attempt > 1:
-        REDELIVERIES.labels(consumer).inc()
+        child(REDELIVERIES, consumer).inc()
 
 
 def _send_span(subject: str) -> contextlib.AbstractContextManager[Any]:

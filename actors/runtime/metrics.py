@@ -29,6 +29,23 @@ from protocols import TERMINAL_STATUSES, Event
 if TYPE_CHECKING:
     from aiohttp import web
 
+# A metric's child per label values, made once: `labels()` takes a lock and builds its
+# key on every call, several times a message (scripts/bench profile).
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+_MAX_CHILDREN = 10_000  # label values are kinds of things; past this, no more are kept
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, kept for the next message."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = metric.labels(*values)
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = found
+    return found
+
+
 # Latencies from a millisecond (a local hop) to ten minutes (a slow model, a person).
 _SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
 
@@ -212,9 +229,9 @@ def observe_events(agent: str, events: list[Event], *, created_at: float) -> Non
         data = event.data
         match event.type:
             case "started":
-                JOBS_STARTED.labels(agent).inc()
+                child(JOBS_STARTED, agent).inc()
             case "transition":
-                TRANSITIONS.labels(agent, str(data.get("target"))).inc()
+                child(TRANSITIONS, agent, str(data.get("target"))).inc()
             case "decision":
                 how = (
                     "human"
@@ -223,22 +240,22 @@ def observe_events(agent: str, events: list[Event], *, created_at: float) -> Non
                     if data.get("fallback")
                     else "llm"
                 )
-                DECISIONS.labels(agent, str(data.get("state")), how).inc()
+                child(DECISIONS, agent, str(data.get("state")), how).inc()
             case "budget":
-                EXHAUSTED.labels(agent, str(data.get("kind"))).inc()
+                child(EXHAUSTED, agent, str(data.get("kind"))).inc()
             case "verdict":
                 outcome = "passed" if data.get("passed") else "failed"
-                VERDICTS.labels(str(data.get("verifier")), outcome).inc()
+                child(VERDICTS, str(data.get("verifier")), outcome).inc()
             case "tool_result":
                 outcome = "ok" if data.get("ok") else "failed"
-                TOOL_RESULTS.labels(str(data.get("tool")), outcome, str(data.get("ledger"))).inc()
+                child(TOOL_RESULTS, str(data.get("tool")), outcome, str(data.get("ledger"))).inc()
             case "status":
                 status = str(data.get("status"))
                 if status in TERMINAL_STATUSES:
-                    JOBS_FINISHED.labels(agent, status).inc()
-                    JOB_SECONDS.labels(agent, status).observe(max(0.0, event.ts - created_at))
+                    child(JOBS_FINISHED, agent, status).inc()
+                    child(JOB_SECONDS, agent, status).observe(max(0.0, event.ts - created_at))
                 elif status == "waiting_human":
-                    JOBS_PARKED.labels(agent, str(data.get("kind") or "human_state")).inc()
+                    child(JOBS_PARKED, agent, str(data.get("kind") or "human_state")).inc()
 
 
 def observe_calls(agent: str, calls: list[dict[str, Any]], usage: Any) -> None:
@@ -247,30 +264,30 @@ def observe_calls(agent: str, calls: list[dict[str, Any]], usage: Any) -> None:
     failed: set[tuple[str, str]] = set()
     for call in calls:
         if call.get("cache") == "hit":
-            LLM_CACHE_HITS.labels(agent).inc()
+            child(LLM_CACHE_HITS, agent).inc()
             continue
         if "hedge" in call:
-            LLM_HEDGES.labels(str(call.get("provider"))).inc()
+            child(LLM_HEDGES, str(call.get("provider"))).inc()
             continue
         if "provider" not in call:
             continue
         key = (str(call["provider"]), str(call.get("model")))
         if key in failed:
-            LLM_RETRIES.labels(*key).inc()
+            child(LLM_RETRIES, *key).inc()
         if call.get("error") == "breaker_open":
-            BREAKER_OPEN.labels(key[0]).set(1)
+            child(BREAKER_OPEN, key[0]).set(1)
             continue
-        BREAKER_OPEN.labels(key[0]).set(0)
+        child(BREAKER_OPEN, key[0]).set(0)
         outcome = "ok" if call.get("ok") else str(call.get("error") or "error")
-        LLM_REQUESTS.labels(*key, outcome).inc()
-        LLM_SECONDS.labels(*key).observe(float(call.get("ms") or 0) / 1000)
+        child(LLM_REQUESTS, *key, outcome).inc()
+        child(LLM_SECONDS, *key).observe(float(call.get("ms") or 0) / 1000)
         if call.get("ok"):
             model = key
         else:
             failed.add(key)
     if model != ("", "") and usage is not None:
-        LLM_TOKENS.labels(*model, "input").inc(usage.input_tokens)
-        LLM_TOKENS.labels(*model, "output").inc(usage.output_tokens)
+        child(LLM_TOKENS, *model, "input").inc(usage.input_tokens)
+        child(LLM_TOKENS, *model, "output").inc(usage.output_tokens)
 
 
 async def serve_metrics(host: str, port: int) -> web.AppRunner:

@@ -27,7 +27,7 @@ from opentelemetry.trace import Status, StatusCode
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.faults import crash_point
-from actors.runtime.metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS
+from actors.runtime.metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS, child
 from actors.runtime.nats import keep_beating, kv_read, live_keys
 from actors.runtime.results import MAX_RESULT_BYTES, by_reference, resolved_context
 from actors.runtime.settings import RigConfig
@@ -919,8 +919,8 @@ def _failed(
 
 def _observe(result: ToolResult) -> None:
     """The metrics of a call's outcome: the call, the tool's run, the ledger's answer."""
-    TOOL_CALLS.labels(result.tool, "ok" if result.ok else "failed").inc()
+    child(TOOL_CALLS, result.tool, "ok" if result.ok else "failed").inc()
     unknown = (result.error or {}).get("code") == "effect_unknown"
-    LEDGER.labels(result.tool, "unknown" if unknown else result.ledger).inc()
+    child(LEDGER, result.tool, "unknown" if unknown else result.ledger).inc()
     if result.ledger == "miss" and not unknown:
-        TOOL_SECONDS.labels(result.tool).observe(result.tool_ms / 1000)
+        child(TOOL_SECONDS, result.tool).observe(result.tool_ms / 1000)

@@ -11,7 +11,7 @@ from opentelemetry import trace
 
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
-from actors.runtime.metrics import CHECKS
+from actors.runtime.metrics import CHECKS, child
 from actors.runtime.results import resolved, resolved_context
 from protocols import (
     Graph,
@@ -142,7 +142,7 @@ class Verifier(Actor):
             tool_result=request.tool_result,
         )
         verdict.handled = self.handled(delivery)
-        CHECKS.labels(request.verifier, "passed" if verdict.passed else "failed").inc()
+        child(CHECKS, request.verifier, "passed" if verdict.passed else "failed").inc()
         if tracing.enabled():
             trace.get_current_span().add_event(
                 "gen_ai.evaluation.result",
