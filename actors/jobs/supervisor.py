@@ -167,7 +167,7 @@ class Supervisor(Actor):
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
         self._live_cache: dict[str, tuple[float, bool]] = {}
         self._live_lookups: dict[str, asyncio.Future[bool]] = {}
-        self._snapshots: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._snapshots: OrderedDict[str, tuple[JobSnapshot, bytes, int]] = OrderedDict()
         # The revision of each job whose outbox this process has published.
         self._sent: OrderedDict[str, int] = OrderedDict()
         # A snapshot is one KV message: room for the headers the write adds.
@@ -674,17 +674,23 @@ class Supervisor(Actor):
         process's copy: a refusal must be about the job as it is.
         """
         for attempt in range(_CAS_ATTEMPTS):
-            cached = not fresh and attempt == 0 and job_id in self._snapshots
+            # This process's copy, taken out of the cache: this transition may change it,
+            # and it goes back only once written and sent (`_remember`).
+            held = self._snapshots.pop(job_id, None) if not fresh and attempt == 0 else None
+            cached = held is not None
             if not fresh and attempt == 0:
                 if cached:
                     self.cache_hits += 1
                 else:
                     self.cache_misses += 1
-            stored, revision = await self._read(job_id, cached=cached)
-            snapshot = self._snapshot_of(job_id, stored, start)
+            stored: bytes | None
+            if held is not None:
+                snapshot, stored, revision = held
+            else:
+                stored, revision = await self._read(job_id)
+                snapshot = self._snapshot_of(job_id, stored, start)
             if snapshot.cause == cause:
                 if cached:  # only the stored snapshot can say what is published
-                    self._snapshots.pop(job_id, None)
                     continue
                 self.log.info("outbox.resent", cause=cause, messages=len(snapshot.outbox))
                 await self._send(snapshot)
@@ -701,11 +707,11 @@ class Supervisor(Actor):
                 await self._carry_over(snapshot, revision)
             status_before, waited = snapshot.status, snapshot.escalation  # apply may change both
             snapshot.new_events.clear()
+            snapshot.cancels.clear()  # the kept copy still holds the last transition's
             after = await apply(snapshot)
             if after is None and cached:
                 # Our copy may be old (another replica moved the job): only the stored
                 # snapshot can say that a report is stale.
-                self._snapshots.pop(job_id, None)
                 continue
             if after is None:
                 self.stale_reports += 1
@@ -730,9 +736,7 @@ class Supervisor(Actor):
             except _Conflict:
                 # Another supervisor moved the job first (or our copy was old): read the
                 # snapshot again and decide again.
-                self._snapshots.pop(job_id, None)
                 continue
-            self._remember(after, data, revision)
             observe_events(after.agent, after.new_events, created_at=after.created_at)
             if after.terminal and status_before not in TERMINAL_STATUSES:
                 self.counts["jobs_finished"] = self.counts.get("jobs_finished", 0) + 1
@@ -752,6 +756,7 @@ class Supervisor(Actor):
             await self._send(after)
             self._mark_sent(job_id, revision)
             await self._stop_calls(after)
+            self._remember(after, data, revision)
             return after
         raise RetryableError("the job's snapshot kept changing under us", delay=0.05)
 
@@ -871,9 +876,9 @@ class Supervisor(Actor):
 
     # --- storage -----------------------------------------------------------------
 
-    async def _load(self, job_id: str, *, cached: bool = False) -> tuple[JobSnapshot | None, int]:
-        """The job's snapshot and revision: from this process's cache if `cached` and known."""
-        data, revision = await self._read(job_id, cached=cached)
+    async def _load(self, job_id: str) -> tuple[JobSnapshot | None, int]:
+        """The job's stored snapshot and its revision."""
+        data, revision = await self._read(job_id)
         return (self._decoded(job_id, data) if data else None), revision
 
     def _decoded(self, job_id: str, data: bytes) -> JobSnapshot:
@@ -902,10 +907,8 @@ class Supervisor(Actor):
             raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
         return self.rules.new_snapshot(start)
 
-    async def _read(self, job_id: str, *, cached: bool = False) -> tuple[bytes | None, int]:
+    async def _read(self, job_id: str) -> tuple[bytes | None, int]:
         """The job's encoded snapshot (None if there is no job) and its revision."""
-        if cached and job_id in self._snapshots:
-            return self._snapshots[job_id]
         try:
             entry = await self._jobs.get(job_id)
         except (KeyNotFoundError, NotFoundError):
@@ -915,7 +918,9 @@ class Supervisor(Actor):
         return entry.value, entry.revision or 0
 
     def _remember(self, job: JobSnapshot, data: bytes, revision: int) -> None:
-        """Keep the snapshot just written, so the next report of this job skips a KV read.
+        """Keep the snapshot just written and sent, decoded, so the next report of this job
+        skips a KV read and the decoding and validating of what this process wrote (its
+        encoded form stays beside it, for a change too large to store).
 
         Another supervisor may move the job meanwhile; the compare-and-set then fails
         and the snapshot is read again, so the cache only ever saves work.
@@ -923,7 +928,7 @@ class Supervisor(Actor):
         if job.terminal:
             self._snapshots.pop(job.job_id, None)
             return
-        self._snapshots[job.job_id] = (data, revision)
+        self._snapshots[job.job_id] = (job, data, revision)
         self._snapshots.move_to_end(job.job_id)
         while len(self._snapshots) > _SNAPSHOT_CACHE_SIZE:
             self._snapshots.popitem(last=False)
