@@ -1034,6 +1034,9 @@ async def bench_gateway(server: NatsServer, report: Report, quick: bool, work: P
                 "RIG_GATEWAY_KEYS": str(work / "gateway-keys"),
                 "RIG_PIPELINE_LATENCY": "0.05,0.2" if quick else "1.0,4.0",
                 "RIG_CONCURRENCY": str(4 * clients),
+                # Submissions are measured with the agent stopped: past the default bound
+                # (1,000 steps waiting) a submit is `busy`, which is not what is measured.
+                "RIG_MAX_BACKLOG": str(10 * submits),
             },
         )
         deployments.append(deployment)

@@ -62,6 +62,10 @@ PARTITIONS_KEY = "rig.partitions"
 # and redelivery; the supervisor's step check catches anything later.
 DUPLICATE_WINDOW_S = 120.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+# Each `rig watch`, SSE client and `RigClient.wait` follows a job with a consumer of its
+# own on the journal's stream, kept a few seconds after it ends; nats-server 2.15 allows
+# a stream 1,000 consumers unless the stream says otherwise (0 or -1 mean its default).
+EVENTS_MAX_CONSUMERS = 100_000
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
 # The most messages the work stream holds: past it a publish is refused (the sender is
 # told and retries, a submit answers an error), never a queued command dropped. A count,
@@ -298,6 +302,7 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=EVENTS_MAX_AGE_S,
             duplicate_window=DUPLICATE_WINDOW_S,
+            max_consumers=EVENTS_MAX_CONSUMERS,
         ),
         StreamConfig(
             name=names.slots_stream,
@@ -343,10 +348,13 @@ async def ensure_topology(
             _check_partitions(info, names)
         missing = set(config.subjects or ()) - set(info.config.subjects or ())
         unbounded = config.max_msgs is not None and info.config.max_msgs in (None, -1)
-        if missing or unbounded:  # a stream made by an older Rig: add what it lacks
+        few = (config.max_consumers or 0) > (info.config.max_consumers or 0)
+        if missing or unbounded or few:  # a stream made by an older Rig: add what it lacks
             info.config.subjects = sorted(set(info.config.subjects or ()) | missing)
             if unbounded:
                 info.config.max_msgs, info.config.discard = config.max_msgs, config.discard
+            if few:
+                info.config.max_consumers = config.max_consumers
             await js.update_stream(info.config)
             log.info("stream.updated", stream=config.name, added=sorted(missing))
         await _scale(js, info, replicas)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import aiohttp
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from actors.examples.refund import RefundAgent
+from actors.runtime.nats import EVENTS_MAX_CONSUMERS
 from actors.testing import Deployment
 from protocols import decode, encode
 from tests.conftest import REFUND
@@ -48,3 +50,30 @@ async def test_each_limit_is_refused_at_every_door_and_work_goes_on(rig: Deploym
     assert await rig.client.jobs() == []
     reply = await rig.client.submit("refund", example | {"reason": "x" * 64})
     assert (await rig.client.wait(reply.job_id, timeout=60)).status == "succeeded"
+
+
+async def test_more_than_a_thousand_followers_may_watch_the_journal_at_once(
+    rig: Deployment,
+) -> None:
+    """Every `rig watch`, SSE client and `RigClient.wait` follows its job with a consumer
+    of its own on the journal's stream (kept a few seconds after it ends). nats-server
+    2.15 allows a stream 1,000 consumers unless the stream sets more: the journal's does,
+    so the 1,001st follower is not refused."""
+    js = rig.nc.jetstream()
+    stream = rig.names.events_stream
+    assert (await js.stream_info(stream)).config.max_consumers == EVENTS_MAX_CONSUMERS
+    made = []
+    for n in range(1_050):
+        info = await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                filter_subject=rig.names.events(f"job-{n}"),
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=60.0,
+                mem_storage=True,
+            ),
+        )
+        made.append(info.name)
+    assert len(set(made)) == 1_050
+    for name in made:
+        await js.delete_consumer(stream, name)
