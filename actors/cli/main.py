@@ -15,6 +15,8 @@ import os
 import sys
 import traceback
 
+import structlog
+
 from actors.cli import deploy, jobs, models, operate
 from actors.cli.common import EXIT_BROKEN_PIPE, EXIT_ERROR, say_error
 from actors.runtime.settings import DEFAULT_NATS_URL
@@ -38,6 +40,9 @@ exit codes:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Until a command configures logging itself (rig up, rig actor run), a line logged on
+    # the way (a stream made or updated) goes to stderr, never into the command's output.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

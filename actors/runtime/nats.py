@@ -348,7 +348,10 @@ async def ensure_topology(
             _check_partitions(info, names)
         missing = set(config.subjects or ()) - set(info.config.subjects or ())
         unbounded = config.max_msgs is not None and info.config.max_msgs in (None, -1)
-        few = (config.max_consumers or 0) > (info.config.max_consumers or 0)
+        # A limit of 0 or -1 is the server's default (1,000 since nats-server 2.15).
+        few = config.max_consumers is not None and config.max_consumers > max(
+            info.config.max_consumers or 0, 0
+        )
         if missing or unbounded or few:  # a stream made by an older Rig: add what it lacks
             info.config.subjects = sorted(set(info.config.subjects or ()) | missing)
             if unbounded:

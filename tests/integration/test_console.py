@@ -177,10 +177,12 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
             assert await drawing_problems(page, '#agents [data-agent="refund"] svg.graph') == []
             # The status filter offers every status a job can have, and no other.
             await page.click('nav a[data-page="jobs"]')
+            statuses = ["", "active", *get_args(JobStatusName)]
+            await expect(page.locator("#status option")).to_have_count(len(statuses))
             offered = await page.locator("#status option").evaluate_all(
                 "options => options.map(o => o.value)"
             )
-            assert offered == ["", "active", *get_args(JobStatusName)]
+            assert offered == statuses
 
             # Dark or light, as the system says.
             light = await page.evaluate("getComputedStyle(document.body).backgroundColor")

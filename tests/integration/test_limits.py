@@ -8,7 +8,7 @@ import aiohttp
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from actors.examples.refund import RefundAgent
-from actors.runtime.nats import EVENTS_MAX_CONSUMERS
+from actors.runtime.nats import EVENTS_MAX_CONSUMERS, ensure_topology
 from actors.testing import Deployment
 from protocols import decode, encode
 from tests.conftest import REFUND
@@ -61,7 +61,15 @@ async def test_more_than_a_thousand_followers_may_watch_the_journal_at_once(
     so the 1,001st follower is not refused."""
     js = rig.nc.jetstream()
     stream = rig.names.events_stream
+    # A deployment made before the limit (the server's default) has it raised, and no
+    # other stream is touched.
+    info = await js.stream_info(stream)
+    info.config.max_consumers = -1
+    await js.update_stream(info.config)
+    work = (await js.stream_info(rig.names.work_stream)).config
+    await ensure_topology(js, rig.names)
     assert (await js.stream_info(stream)).config.max_consumers == EVENTS_MAX_CONSUMERS
+    assert (await js.stream_info(rig.names.work_stream)).config == work
     made = []
     for n in range(1_050):
         info = await js.add_consumer(
