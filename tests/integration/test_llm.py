@@ -222,9 +222,13 @@ async def test_two_hundred_jobs_through_a_faulty_provider(rig: Deployment) -> No
     assert errors["server_error"] > 0 and errors["rate_limited"] > 0 and reasks > 0
     # A 20% error rate is no outage: the breaker stayed closed.
     assert errors["breaker_open"] == 0
-    # The server saw every call the journal says was made (and perhaps a few more: a step
-    # whose every attempt failed is retried later, and only its last try is journaled).
-    assert len(calls) <= stats["requests"] <= len(calls) * 1.02
+    # The server saw every call the journal says was made, and a few more: the agent's
+    # probe when it starts (5 requests), a step whose every attempt failed (retried later,
+    # only its last try journaled), and, on a loaded machine, a step that can be handled
+    # twice, its message delivered again (the tests' ack wait is 2 s) before the first
+    # answer was stored (the supervisor keeps one decision). Alone: 5 more in 1,062-1,075;
+    # in a full CI run once 23 more in 1,042.
+    assert len(calls) <= stats["requests"] <= len(calls) * 1.05
     # Retries make the outages invisible; a job gives up only when one step's answer was
     # bad three times (first try and max_reasks=2): about 1% of steps at these rates.
     for events in stories:
