@@ -37,12 +37,23 @@ BLOCKS = {
 }
 
 
+def parts(text: str, marker: str) -> tuple[str, str, str]:
+    """`text` around its generated block `marker`: what is before, the block, what is after."""
+    head, rest = text.split(f"<!-- {marker} -->\n", 1)
+    block, tail = rest.split(f"<!-- /{marker} -->", 1)
+    return head, block, tail
+
+
+def shown(page: str, marker: str) -> str:
+    """What page `page` (from the project's root) shows in its generated block `marker`."""
+    return parts((ROOT / page).read_text(), marker)[1]
+
+
 def main() -> None:
     for (page, marker), make in BLOCKS.items():
         path = ROOT / page
         text = path.read_text()
-        head, rest = text.split(f"<!-- {marker} -->\n", 1)
-        _, tail = rest.split(f"<!-- /{marker} -->", 1)
+        head, _, tail = parts(text, marker)
         new = f"{head}<!-- {marker} -->\n{make()}<!-- /{marker} -->{tail}"
         if new != text:
             path.write_text(new)

@@ -151,7 +151,7 @@ class WebhookSettings:
         settings = cls(
             secret=config.webhook_secret,
             attempts=config.webhook_attempts,
-            backoff_s=min(config.webhook_backoff_s, MAX_BACKOFF_S),
+            backoff_s=config.webhook_backoff_s,  # at most MAX_BACKOFF_S (settings)
             timeout_s=config.webhook_timeout_s,
             allow=allowed_networks(config.webhook_allow),
         )

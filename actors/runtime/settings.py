@@ -322,7 +322,7 @@ class RigConfig:
             gateway_idle_s=env.number("RIG_GATEWAY_IDLE_S", 60.0, low=0.1, high=3600),
             webhook_secret=env.text("RIG_WEBHOOK_SECRET") or None,
             webhook_attempts=env.whole("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100),
-            webhook_backoff_s=env.number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=3600),
+            webhook_backoff_s=env.number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=600),
             webhook_timeout_s=env.number("RIG_WEBHOOK_TIMEOUT_S", 10.0, low=0.1, high=300),
             webhook_allow=env.text("RIG_WEBHOOK_ALLOW"),
             log_level=env.choice(

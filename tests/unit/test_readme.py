@@ -6,7 +6,6 @@ offline prints what the page shows."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -29,6 +28,7 @@ from protocols import (
     loads,
     validate,
 )
+from scripts.docs import roles, shown
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = str(Path(sys.executable).parent / "rig")
@@ -168,7 +168,7 @@ def test_every_path_the_pages_and_the_code_name_exists() -> None:
 
 def test_the_graph_example_is_what_rig_graph_prints() -> None:
     """`rig graph refund` needs a server; the class form prints the same, offline."""
-    [(_command, shown)] = [(c, o) for c, o in commands("rig") if c == "rig graph refund"]
+    [(_command, output)] = [(c, o) for c, o in commands("rig") if c == "rig graph refund"]
     printed = subprocess.run(
         [RIG, "graph", "actors.examples.refund:RefundAgent"],
         capture_output=True,
@@ -177,7 +177,7 @@ def test_the_graph_example_is_what_rig_graph_prints() -> None:
         cwd=ROOT,
         timeout=60,
     ).stdout
-    assert printed.splitlines() == shown
+    assert printed.splitlines() == output
 
 
 def test_the_api_document_covers_every_subject_and_field() -> None:
@@ -188,33 +188,22 @@ def test_the_api_document_covers_every_subject_and_field() -> None:
             assert f"`{field}`" in text, (subject, field)
 
 
-def _between(path: Path, marker: str) -> str:
-    text = path.read_text()
-    return text.split(f"<!-- {marker} -->\n", 1)[1].split(f"<!-- /{marker} -->", 1)[0]
-
-
 def test_the_security_doc_shows_the_roles_the_code_makes() -> None:
     """docs/design/security.md's role table is `rig roles`' output, not a copy that drifts."""
-    shown = _between(ROOT / "docs" / "design" / "security.md", "rig roles")
-    env = {k: v for k, v in os.environ.items() if k != "RIG_PREFIX"}
-    printed = subprocess.run(
-        [RIG, "roles"], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60, env=env
-    ).stdout
-    assert shown == printed
+    assert shown("docs/design/security.md", "rig roles") == roles()
 
 
 def test_the_cli_reference_is_the_parser() -> None:
     """docs/reference/cli.md has every command and option, as the parser has them."""
-    shown = _between(ROOT / "docs" / "reference" / "cli.md", "rig cli")
-    assert shown == cli_reference()
+    table = shown("docs/reference/cli.md", "rig cli")
+    assert table == cli_reference()
     verbs = {c.split()[1] for c, _ in commands("rig")}
     for verb in verbs:
-        assert f"### `rig {verb}" in shown, verb
+        assert f"### `rig {verb}" in table, verb
 
 
 def test_the_http_reference_is_the_route_table() -> None:
-    shown = _between(ROOT / "docs" / "reference" / "http-api.md", "rig routes")
-    assert shown == routes_reference()
+    assert shown("docs/reference/http-api.md", "rig routes") == routes_reference()
 
 
 def test_the_readme_shows_the_example_code_the_tests_run() -> None:

@@ -10,7 +10,7 @@ from actors import RigConfig
 from actors.deploy.up import UpConfigError, check_cluster_size
 from actors.runtime.settings import SETTINGS, reference
 from protocols import ConfigError
-from tests.conftest import ROOT
+from scripts.docs import shown
 
 
 def test_the_gateway_s_address_and_the_retention_are_read_once_with_their_types(
@@ -77,7 +77,5 @@ def test_every_variable_is_typed_and_a_bad_one_is_named() -> None:
 def test_the_configuration_reference_is_the_settings_table() -> None:
     """docs/reference/configuration.md shows every variable `SETTINGS` declares, as
     `python -m actors.runtime.settings` prints it (no table that drifts)."""
-    doc = (ROOT / "docs" / "reference" / "configuration.md").read_text()
-    shown = doc.split("<!-- rig settings -->\n", 1)[1].split("<!-- /rig settings -->", 1)[0]
-    assert shown == reference()
+    assert shown("docs/reference/configuration.md", "rig settings") == reference()
     assert len(SETTINGS) == len({setting.name for setting in SETTINGS}) >= 40
