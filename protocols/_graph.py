@@ -2,9 +2,11 @@
 
 The LLM routes, the runtime acts: in each state the LLM picks one of the state's
 edges and nothing else. An edge may name a tool to call (with the arguments the LLM
-gives) and a verifier that checks the tool's result. The runtime then moves the job
-to the edge's target, or, when the tool fails or the verifier rejects the result, to
-the edge's `on_fail` state (by default where the state's safe edge goes).
+gives), or another agent to start a child job of (the arguments are its input), and a
+verifier that checks the result. The runtime then moves the job to the edge's target,
+or, when the tool or the child fails or the verifier rejects the result, to the edge's
+`on_fail` state (by default where the state's safe edge goes). An edge may also be the
+agent's answer (`output=`): the arguments the LLM gives are the job's output.
 
     Graph(
         initial="triage",
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from protocols._errors import GraphError, InvalidNameError
-from protocols._names import check_token
+from protocols._names import check_agent_name, check_token
 
 TerminalStatus = Literal["succeeded", "failed"]
 
@@ -50,11 +52,16 @@ class Edge(BaseModel):
     to: str
     description: str = ""
     tool: str | None = None
+    agent: str | None = Field(
+        default=None,
+        description="another agent: taking the edge starts a child job of it, with the "
+        "edge's arguments as its input, and the child's result is the edge's result",
+    )
     verifier: str | None = None
     on_fail: str | None = Field(
         default=None,
-        description="state to go to when the tool fails or the verifier rejects "
-        "(default: where the state's safe edge goes)",
+        description="state to go to when the tool or the child fails or the verifier "
+        "rejects (default: where the state's safe edge goes)",
     )
     args: dict[str, Any] | None = Field(
         default=None,
@@ -67,6 +74,11 @@ class Edge(BaseModel):
         "`rig graph --lint` wants a verifier on it, or a person, between it and any "
         "untrusted tool output",
     )
+    output: bool = Field(
+        default=False,
+        description="the arguments the LLM gives are the agent's answer: the job's result "
+        "carries them as `output` (a verifier on the edge checks them first)",
+    )
     _args_model: type[BaseModel] | None = PrivateAttr(default=None)
 
     if TYPE_CHECKING:  # what a user writes: every keyword typed, `args` a model class
@@ -78,16 +90,27 @@ class Edge(BaseModel):
             to: str,
             description: str = "",
             tool: str | None = None,
+            agent: str | None = None,
             verifier: str | None = None,
             on_fail: str | None = None,
             args: type[BaseModel] | None = None,
             consequential: bool = False,
+            output: type[BaseModel] | None = None,
         ) -> None: ...
 
     else:
 
         def __init__(self, **data: Any) -> None:
-            # Also how pydantic builds an edge it decodes: `args` is then the schema alone.
+            # Also how pydantic builds an edge it decodes: `args` is then the schema alone,
+            # and `output` a flag. A user's `output=Model` is the arguments' model, flagged.
+            output = data.get("output")
+            if output is not None and not isinstance(output, bool):
+                if data.get("args") is not None:
+                    raise TypeError(
+                        f"edge {data.get('name')!r}: give output= or args=, not both (the "
+                        "output is the arguments the LLM fills)"
+                    )
+                data["args"], data["output"] = output, True
             model = data.get("args")
             if isinstance(model, BaseModel) or (
                 isinstance(model, type) and not issubclass(model, BaseModel)
@@ -106,6 +129,12 @@ class Edge(BaseModel):
     def args_model(self) -> type[BaseModel] | None:
         """The pydantic model the edge was declared with, in the process that declared it."""
         return self._args_model
+
+    @property
+    def acts(self) -> bool:
+        """Whether taking the edge can fail on the way (a tool, a child job, a verifier),
+        and so has a failure path (`Graph.fail_target`)."""
+        return bool(self.tool or self.agent or self.verifier)
 
 
 @dataclass(frozen=True)
@@ -172,9 +201,11 @@ class Graph(BaseModel):
     def version(self) -> str:
         """The graph's identity: 12 hex digits of the hash of its canonical JSON.
 
-        A job keeps the version it started with (see `migration_target`).
+        A job keeps the version it started with (see `migration_target`). What is left
+        at its default is not hashed, so a field Rig adds later changes no version.
         """
-        plain = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        graph = self.model_dump(mode="json", exclude_defaults=True)
+        plain = json.dumps(graph, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(plain.encode()).hexdigest()[:12]
 
     def migration_target(self, state: str, renamed: dict[str, str]) -> str | None:
@@ -233,6 +264,10 @@ class Graph(BaseModel):
                         queue.append(edge.to)
         return found
 
+    def sub_agents(self) -> set[str]:
+        """The agents this graph's edges start child jobs of."""
+        return {edge.agent for _, edge in self._edges() if edge.agent is not None}
+
     def _edges(self) -> list[tuple[str, Edge]]:
         return [(name, edge) for name, state in self.states.items() for edge in state.edges]
 
@@ -274,6 +309,8 @@ class Graph(BaseModel):
                 check_token(edge.name, what="edge name")
                 if edge.tool is not None:
                     check_token(edge.tool, what="tool name")
+                if edge.agent is not None:
+                    check_agent_name(edge.agent, what="sub-agent name")
                 if edge.verifier is not None:
                     check_token(edge.verifier, what="verifier name")
             except InvalidNameError as exc:
@@ -281,6 +318,25 @@ class Graph(BaseModel):
             if edge.to not in self.states:
                 raise GraphError(
                     f"edge {edge.name!r} goes to unknown state {edge.to!r}", state=name
+                )
+            if edge.tool is not None and edge.agent is not None:
+                raise GraphError(
+                    f"edge {edge.name!r} names tool {edge.tool!r} and agent {edge.agent!r}: "
+                    "an edge calls a tool or starts a child job, not both",
+                    state=name,
+                )
+            if edge.output and (edge.tool is not None or edge.agent is not None):
+                raise GraphError(
+                    f"edge {edge.name!r} is an output edge and also calls "
+                    f"{'tool ' + repr(edge.tool) if edge.tool else 'agent ' + repr(edge.agent)}"
+                    ": the output is the arguments the LLM fills, which a call would consume",
+                    state=name,
+                )
+            if edge.output and edge.args is None:
+                raise GraphError(
+                    f"edge {edge.name!r} is an output edge without a model: give output= "
+                    "a pydantic model class (what the LLM fills)",
+                    state=name,
                 )
             if edge.on_fail is not None and edge.on_fail not in self.states:
                 raise GraphError(
@@ -315,7 +371,7 @@ class Graph(BaseModel):
             for edge in state.edges:
                 lines.append(f"    {name} --> {edge.to} : {_edge_label(state, edge)}")
             for edge in state.edges:
-                if edge.tool or edge.verifier:
+                if edge.acts:
                     lines.append(
                         f"    {name} --> {self.fail_target(name, edge)} : {edge.name} fails"
                     )
@@ -349,7 +405,7 @@ class Graph(BaseModel):
                 style = ", style=bold" if edge.name == state.safe_edge else ""
                 label = _edge_label(state, edge).replace('"', "'")
                 lines.append(f'    {_dot_id(name)} -> {_dot_id(edge.to)} [label="{label}"{style}];')
-                if edge.tool or edge.verifier:
+                if edge.acts:
                     target = _dot_id(self.fail_target(name, edge))
                     label = f"{edge.name} fails"
                     lines.append(
@@ -361,7 +417,7 @@ class Graph(BaseModel):
     def _successors(self, name: str) -> set[str]:
         state = self.states[name]
         targets = {edge.to for edge in state.edges}
-        targets |= {self.fail_target(name, e) for e in state.edges if e.tool or e.verifier}
+        targets |= {self.fail_target(name, e) for e in state.edges if e.acts}
         return targets
 
     def _reachable_from(self, start: str) -> set[str]:
@@ -384,6 +440,8 @@ def _edge_label(state: State, edge: Edge) -> str:
     label = edge.name
     if edge.tool:
         label += f" [{edge.tool}]"
+    if edge.agent:
+        label += f" <{edge.agent}>"
     if edge.verifier:
         label += f" {{{edge.verifier}}}"
     if edge.name == state.safe_edge:

@@ -297,6 +297,17 @@ class ErrorReply(_Wire):
     error: dict[str, Any]
 
 
+class ParentLink(_Wire):
+    """Where a child job came from: the parent job, the step and edge that started it,
+    and how deep in the tree it is (a job submitted from outside is depth 0)."""
+
+    job_id: str
+    agent: str
+    step: int
+    edge: str
+    depth: int = Field(default=1, ge=1)
+
+
 class JobEntry(_Wire):
     """A job as the index lists it (`Names.index_bucket`): enough to filter, count and
     page without reading its snapshot."""
@@ -306,6 +317,7 @@ class JobEntry(_Wire):
     status: JobStatusName
     created_at: float
     updated_at: float
+    parent: str | None = Field(default=None, description="the job that started it, if any")
 
 
 class JobInfo(_Wire):
@@ -333,6 +345,16 @@ class JobInfo(_Wire):
     sampling: Sampling | None = Field(default=None, description="as submitted")
     trace_id: str | None = Field(
         default=None, description="the job's trace in the tracing backend, when traces are on"
+    )
+    parent: ParentLink | None = Field(default=None, description="the job that started it")
+    child_steps: int = Field(
+        default=0, description="steps its ended children took, charged to its max_steps"
+    )
+    children: list[str] = Field(
+        default_factory=list, description="the child jobs it started, oldest first"
+    )
+    waiting_for: str | None = Field(
+        default=None, description="the child job it waits for, while it waits for one"
     )
     created_at: float
     updated_at: float
@@ -398,7 +420,9 @@ class Usage(_Wire):
 
 
 class StartJob(_Wire):
-    """Supervisor to itself: a job was accepted; start it."""
+    """Supervisor to itself: a job was accepted; start it. A child job's (`parent` set)
+    is sent by its parent's transition: its `budget` is what the parent has left, which
+    caps the child agent's own."""
 
     kind: Literal["start"] = "start"
     job_id: str
@@ -415,6 +439,23 @@ class StartJob(_Wire):
     sampling: Sampling | None = None
     trace: str | None = None
     trace_parent: str | None = None
+    parent: ParentLink | None = None
+
+
+class ChildEnded(_Wire):
+    """Supervisor to itself, on the parent's partition: child job `child` of `job_id`'s
+    step `step` ended. Sent by the child's last transition (`Rules.finish`)."""
+
+    kind: Literal["child_ended"] = "child_ended"
+    job_id: str
+    step: int
+    child: str
+    agent: str
+    status: JobStatusName
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: Usage = Field(default_factory=lambda: Usage())
+    steps: int = Field(default=0, description="the steps the child took, its children's too")
 
 
 class DeadlineCheck(_Wire):
@@ -626,17 +667,20 @@ class ResolveJob(_Wire):
 
 
 class CancelJob(_Wire):
-    """Like `ResolveJob`, for `rig.api.cancel`."""
+    """Like `ResolveJob`, for `rig.api.cancel`; or sent by a parent job's transition to
+    the child it stops waiting for (`by_parent`: the child may not be stored yet, its
+    start being on the way, so the cancel waits for it)."""
 
     kind: Literal["cancel"] = "cancel"
     job_id: str
     command_id: str
     request: CancelRequest
     reply_to: str = ""
+    by_parent: bool = False
 
 
 SupervisorMessage = Annotated[
-    StartJob | Decision | ToolResult | Verdict | ResolveJob | CancelJob,
+    StartJob | Decision | ToolResult | Verdict | ResolveJob | CancelJob | ChildEnded,
     Field(discriminator="kind"),
 ]
 
@@ -652,6 +696,8 @@ EventType = Literal[
     "resolved",
     "resumed",
     "migrated",
+    "child_started",
+    "child_ended",
     "status",
 ]
 
@@ -784,7 +830,7 @@ class JobSnapshot(_Wire):
     )
     state: str | None = None
     step: int = 0
-    phase: Literal["decide", "tool", "verify"] | None = None
+    phase: Literal["decide", "tool", "child", "verify"] | None = None
     input: dict[str, Any]
     results: dict[str, Any] = Field(default_factory=dict)
     path: list[str] = Field(default_factory=list)
@@ -822,6 +868,14 @@ class JobSnapshot(_Wire):
         default=None, description="the caller's traceparent the job's trace continues"
     )
     usage: Usage = Field(default_factory=Usage)
+    output: dict[str, Any] | None = Field(
+        default=None, description="what the LLM gave on an output edge (`Edge.output`)"
+    )
+    parent: ParentLink | None = None
+    children: list[str] = Field(default_factory=list, description="child jobs started")
+    child_steps: int = Field(
+        default=0, description="steps its ended children took, charged to its max_steps"
+    )
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     created_at: float = Field(default_factory=now)
@@ -862,6 +916,7 @@ class JobSnapshot(_Wire):
             status=self.status,
             created_at=self.created_at,
             updated_at=self.updated_at,
+            parent=self.parent.job_id if self.parent is not None else None,
         )
 
     def info(self) -> JobInfo:
@@ -885,6 +940,10 @@ class JobSnapshot(_Wire):
             trace_id=self.trace.split("-")[1]
             if self.trace and self.trace.endswith("-01")
             else None,
+            parent=self.parent,
+            child_steps=self.child_steps,
+            children=self.children,
+            waiting_for=self.children[-1] if self.phase == "child" and self.children else None,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

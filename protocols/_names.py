@@ -32,6 +32,7 @@ With the default prefix the names are the ones in the design:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from dataclasses import dataclass
@@ -418,6 +419,21 @@ def kv_subject(bucket: str, key: str) -> str:
 def msg_id(job_id: str, step: int, kind: str) -> str:
     """The `Nats-Msg-Id` of a message: one id per job, step and kind of message."""
     return f"{job_id}:{step}:{kind}"
+
+
+def child_job_id(parent: str, step: int, index: int = 0) -> str:
+    """The id of the `index`-th child job a parent's step starts: made from the parent's
+    id and step alone, so a decision handled twice (redelivered, replayed after a crash)
+    names the same child, which starts once. Within the 64 characters of a job id: a
+    long parent id gives its first 36 and a digest of the whole."""
+    made = f"{parent}-s{step}c{index}"
+    if len(made) <= _JOB_ID_MAX:
+        return made
+    digest = hashlib.sha256(made.encode()).hexdigest()[:12]
+    return f"{parent[:36]}-{digest}-s{step}c{index}"[:_JOB_ID_MAX]
+
+
+_JOB_ID_MAX = 64
 
 
 # Agents' counters of model calls (in `rig ps`'s answers), and the breakers' keys.

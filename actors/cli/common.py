@@ -154,8 +154,16 @@ def show_status(info: JobInfo, as_json: bool) -> None:
         f"agent   {info.agent}" + (f"   graph {info.graph_version}" if info.graph_version else "")
     )
     print(f"status  {info.status}")
-    print(f"state   {info.state}   steps {info.steps}/{info.max_steps}")
+    children = f" (+{info.child_steps} by its children)" if info.child_steps else ""
+    print(f"state   {info.state}   steps {info.steps}/{info.max_steps}{children}")
     print(f"path    {' -> '.join(info.path)}")
+    if info.parent is not None:
+        link = info.parent
+        print(f"parent  {link.job_id} (agent {link.agent}, step {link.step}, edge {link.edge})")
+    if info.children:
+        print(f"children {', '.join(info.children)}")
+    if info.waiting_for is not None:
+        print(f"waits   for child job {info.waiting_for} (rig status {info.waiting_for})")
     print(f"spent   {spent(info)}")
     if info.trace_id is not None:
         print(f"trace   {info.trace_id}")
@@ -245,11 +253,25 @@ def describe(event: Event) -> str:
                 f"{head} moved from graph {data.get('source')} to {data.get('version')} "
                 f"in {data.get('state')}{renamed}"
             )
+        case "child_started":
+            return f"{head} started child job {data.get('child')} of agent {data.get('agent')}"
+        case "child_ended":
+            error = data.get("error") or {}
+            why = f": {error.get('message')}" if error.get("message") else ""
+            return (
+                f"{head} child job {data.get('child')} ended {data.get('status')}{why} "
+                f"({data.get('steps')} steps, {_tokens(data.get('usage'))} tokens)"
+            )
         case "status" if data.get("status") == "waiting_human":
             return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":
             return f"{head} {data.get('status')} in {data.get('state')}"
     return f"{head} {json.dumps(data)}"
+
+
+def _tokens(usage: Any) -> int:
+    usage = usage if isinstance(usage, dict) else {}
+    return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
 
 
 def table(

@@ -201,6 +201,7 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         choices=[*get_args(JobStatusName), "active"],
         help="only jobs in this status (active: not terminal)",
     )
+    jobs.add_argument("--parent", metavar="JOB", help="only the child jobs JOB started")
     jobs.add_argument("--limit", type=int, default=20, help="at most N jobs (default 20)")
     jobs.set_defaults(run=_jobs)
     logs = verbs.add_parser(
@@ -446,13 +447,15 @@ def _jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise usage_error("--limit must be at least 1")
     infos = with_client(
-        lambda rig: rig.jobs(agent=args.agent, status=args.status, limit=args.limit)
+        lambda rig: rig.jobs(
+            agent=args.agent, status=args.status, limit=args.limit, parent=args.parent
+        )
     )
     if args.json:
         print_json([info.model_dump(mode="json") for info in infos])
         return EXIT_OK
     if not infos:
-        print("no jobs" + (" match" if args.agent or args.status else " yet"))
+        print("no jobs" + (" match" if args.agent or args.status or args.parent else " yet"))
     rows = [
         (
             info.job_id,

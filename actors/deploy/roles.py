@@ -31,7 +31,7 @@ from actors.runtime.credentials import (
     ensure_home,
     ensure_seed,
 )
-from protocols import Graph, Names, _permissions as perms
+from protocols import ConfigError, Graph, Names, _permissions as perms
 from protocols._permissions import Role
 
 if TYPE_CHECKING:
@@ -39,6 +39,24 @@ if TYPE_CHECKING:
     from actors.runtime.tls import TlsFiles
 
 # --- roles from actor classes ----------------------------------------------------------
+
+
+def check_sub_agents(classes: Iterable[type[Actor]]) -> None:
+    """Refuse a deployment whose agents start child jobs of an agent it does not list
+    (its child jobs would fail at once); a class listed with `count = 0` counts, for
+    one run elsewhere."""
+    from actors.models.agent import Agent
+
+    agents = [cls for cls in classes if issubclass(cls, Agent)]
+    known = {cls.name for cls in agents}
+    for cls in agents:
+        missing = sorted(cls.graph.sub_agents() - known)
+        if missing:
+            raise ConfigError(
+                f"agent {cls.name!r} starts child jobs of {', '.join(map(repr, missing))}, "
+                "which this deployment does not list: add its class as an [[actor]] "
+                "(count = 0 if it runs elsewhere)"
+            )
 
 
 def graphs_of(classes: Iterable[type[Actor]]) -> list[Graph]:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from actors.runtime.actor import Actor
 from actors.deploy.ca import ensure_tls
 from actors.deploy.context import write_context
-from actors.deploy.roles import deployment_config, write_private
+from actors.deploy.roles import check_sub_agents, deployment_config, write_private
 from actors.gateway.keys import add_key, keys_path
 from actors.gateway.webhooks import new_secret
 from actors.runtime.credentials import ADMIN, creds_dir, ensure_home, makes_topology
@@ -558,6 +558,7 @@ async def run_up(
         else:
             listed = [*(spec.target for spec in config.actors), *admitted(rig.home)]
             classes = [load_actor_class(target) for target in dict.fromkeys(listed)]
+            check_sub_agents(classes)
         base = find_conf("nats-cluster.conf" if cluster else "nats.conf")
         if cluster:
             await asyncio.to_thread(check_durability, base)

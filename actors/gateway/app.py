@@ -8,7 +8,7 @@
                                    terminal status; `?tokens=true` adds the model's tokens
     POST /v1/jobs/{id}/cancel      {reason?}
     POST /v1/jobs/{id}/resolve     {edge, args?, note?, by?, limits?}
-    GET  /v1/jobs                  ?agent=&status=&limit=&cursor= (newest first, paged)
+    GET  /v1/jobs                  ?agent=&status=&parent=&limit=&cursor= (newest first, paged)
     GET  /v1/inbox                 ?agent=
     GET  /v1/agents                registered agents and their live processes
     GET  /v1/agents/{name}         one agent: its graph as JSON and Mermaid
@@ -325,6 +325,7 @@ ROUTES = (
         params=(
             Param("agent", "query", {"type": "string"}),
             Param("status", "query", {"type": "string"}, "a status, or `active`"),
+            Param("parent", "query", {"type": "string"}, "only the child jobs it started"),
             Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
             Param("cursor", "query", {"type": "string"}, "from the previous page's `next`"),
         ),
@@ -746,8 +747,11 @@ class Gateway(Actor):
         status = request.query.get("status")
         limit = max(1, int(_number(request, "limit", 50, high=1000)))
         before = _cursor(request.query.get("cursor"))
+        parent = request.query.get("parent")
+        if parent is not None:
+            check_token(parent, what="parent job id")
         found, counts = await self.rig.job_page(
-            agent=agent, status=status, limit=limit, before=before
+            agent=agent, status=status, limit=limit, before=before, parent=parent
         )
         following = None
         if len(found) == limit:

@@ -28,8 +28,10 @@ from actors.runtime.settings import DEFAULT_RETENTION_S
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
+    Budget,
     CancelJob,
     CancelRequest,
+    ChildEnded,
     DeadlineCheck,
     Decision,
     Edge,
@@ -47,6 +49,7 @@ from protocols import (
     JobStatusName,
     Names,
     Outgoing,
+    ParentLink,
     ResolveJob,
     ResolveRequest,
     SchemaError,
@@ -60,6 +63,7 @@ from protocols import (
     Verdict,
     VerifyRequest,
     WebhookDelivery,
+    child_job_id,
     encode,
     kv_subject,
     msg_id,
@@ -92,12 +96,45 @@ class Rules:
             budget=job.budget.model_dump(exclude_none=True),
             deadline=job.deadline,
         )
-        if job.deadline is not None:
+        if job.deadline is not None and job.parent is None:  # a child's is set already
             self.set_deadline(job, job.deadline)
         job.state = graph.initial
         job.path = [graph.initial]
         job.visits = {graph.initial: 1}
         return self.next_step(job, graph)
+
+    def start_child(
+        self, job: JobSnapshot, info: AgentInfo, parent: JobSnapshot | None
+    ) -> JobSnapshot | None:
+        """A child job's `StartJob`: its budget is the smaller of its agent's and what its
+        parent had left (`job.budget` and deadline, as the parent sent them); it starts
+        unless it cannot: its parent no longer waits for it (ended, or moved on: the
+        child ends `cancelled`), its input does not fit its agent's, or the tree is too
+        deep (it ends `failed`, and its parent takes the edge's failure path)."""
+        if job.status != "accepted":
+            return None
+        link = job.parent
+        assert link is not None
+        job.on_exhausted = info.on_exhausted
+        job.budget, job.deadline = _carved(info.budget, job.budget, job.deadline, self.now)
+        if parent is None or parent.terminal or parent.phase != "child" or parent.step != link.step:
+            where = f"it is {parent.status} at step {parent.step}" if parent else "it is gone"
+            message = f"its parent job {link.job_id} no longer waits for it: {where}"
+            return self.finish(job, "cancelled", error={"code": "cancelled", "message": message})
+        if link.depth > MAX_DEPTH:
+            message = (
+                f"a child job {link.depth} deep (agent {job.agent!r}, started by "
+                f"{link.agent!r}): agents start one another in a loop; at most {MAX_DEPTH}"
+            )
+            return self.finish(job, "failed", error={"code": "too_deep", "message": message})
+        try:
+            check_input(info, job.input)
+        except SchemaError as exc:
+            error = {"code": exc.code, "message": exc.message, **exc.details}
+            return self.finish(job, "failed", error=error)
+        if job.deadline is not None:
+            self.set_deadline(job, job.deadline)
+        return self.start(job, info.graph)
 
     def report(
         self,
@@ -132,18 +169,8 @@ class Rules:
             self.check_sender(job, graph, message, sender)
         if isinstance(message, Verdict) and message.tool_result is not None:
             self.check_relayed(job, graph, message.tool_result)
-        if job.status == "waiting_human":
-            if job.escalation is None or job.escalation.kind not in RESUMABLE:
-                return None
-            # Parked because this report was late or lost; here it is after all.
-            job.outbox = []
-            self.unpark(job)
-            job.status, job.error = "running", None
-            self.event(job, "resumed", state=job.state, phase=job.phase, by=message.kind)
-        elif job.status != "running":
+        if not self.takes_report(job, message.kind):
             return None
-        else:
-            job.outbox = []  # a report for the current step: its transition writes a fresh outbox
         match message:
             case Decision():
                 if decided_on is not None:
@@ -159,6 +186,76 @@ class Rules:
             case Verdict():
                 return self.verified(job, graph, message)
         raise AssertionError(f"unexpected report {message.kind}")  # `expected` covers each
+
+    def child_ended(
+        self, job: JobSnapshot, graph: Graph, message: ChildEnded
+    ) -> JobSnapshot | None:
+        """The child job the parent's step waits for ended: what it spent is charged to
+        the parent; its result is the edge's (checked by the edge's verifier, if any); a
+        child that did not succeed moves the parent along the edge's failure path. A
+        parent its child brought over budget is stopped at its own limit."""
+        if (
+            job.terminal
+            or job.phase != "child"
+            or message.step != job.step
+            or message.child != child_job_id(job.job_id, job.step)
+        ):
+            return None  # the parent moved on (a cancel, its deadline): the child's end is old
+        if not self.takes_report(job, message.kind):
+            return None
+        assert job.state is not None and job.pending_edge is not None
+        edge = graph.state(job.state).edge(job.pending_edge)
+        assert edge is not None and edge.agent is not None
+        job.usage.add(message.usage)
+        job.child_steps += message.steps
+        self.event(
+            job,
+            "child_ended",
+            child=message.child,
+            agent=message.agent,
+            status=message.status,
+            result=message.result,
+            error=message.error,
+            usage=message.usage.model_dump(),
+            steps=message.steps,
+            spent=self.spent(job),
+        )
+        over = self.over_budget(job)
+        if over is not None:
+            return self.exhaust(job, graph, *over)
+        if message.status != "succeeded":
+            error = message.error or {}
+            why = f"{error.get('code', message.status)}: {error.get('message', '')}"
+            return self.enter(
+                job,
+                graph,
+                graph.fail_target(job.state, edge),
+                edge=edge.name,
+                reason=f"child job {message.child} of agent {message.agent!r} ended "
+                f"{message.status}: {why}",
+            )
+        job.results[edge.agent] = message.result
+        job.pending_result = message.result
+        if edge.verifier is not None:
+            return self.verify(job, edge)
+        return self.passed(job, graph, edge)
+
+    def takes_report(self, job: JobSnapshot, kind: str) -> bool:
+        """Whether a report (of `kind`) on the job's current step moves it now: it runs,
+        or it was parked because this very report was late or lost (it resumes). Its
+        transition then writes a fresh outbox."""
+        if job.status == "waiting_human":
+            if job.escalation is None or job.escalation.kind not in RESUMABLE:
+                return False
+            job.outbox = []
+            self.unpark(job)
+            job.status, job.error = "running", None
+            self.event(job, "resumed", state=job.state, phase=job.phase, by=kind)
+            return True
+        if job.status != "running":
+            return False
+        job.outbox = []
+        return True
 
     @staticmethod
     def check_sender(
@@ -331,7 +428,8 @@ class Rules:
         stall_s = job.budget.stall_s
         if job.status != "running" or job.stall_arm != check.arm or stall_s is None:
             return None, None  # ended, parked (a person's time), or watched by a newer arm
-        if job.event_seq != check.seq:
+        if job.event_seq != check.seq or job.phase == "child":
+            # It moved; or it waits for a child job, which has a watchdog of its own.
             at = max(job.updated_at + stall_s, self.now + 1.0)
             return None, StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm)
         job.outbox = []
@@ -475,7 +573,27 @@ class Rules:
 
     def stop_call(self, job: JobSnapshot, graph: Graph | None, reason: str) -> None:
         """The job stops waiting for the tool call of its step, if it waits for one: its
-        executors are told to stop it (`ToolCancel`, sent once the transition is written)."""
+        executors are told to stop it (`ToolCancel`, sent once the transition is written).
+        A child job it waits for is cancelled (a durable `CancelJob`, which its own
+        cancel carries down to its calls and children)."""
+        if job.phase == "child" and job.children:
+            child = job.children[-1]
+            command = CancelJob(
+                job_id=child,
+                command_id=f"parent-{job.step}",
+                request=CancelRequest(
+                    job_id=child, reason=f"its parent {job.job_id}: {reason}"[:4000]
+                ),
+                by_parent=True,
+            )
+            job.outbox.append(
+                Outgoing(
+                    subject=self.names.supervisor_for(child),
+                    msg_id=msg_id(child, 0, f"cancel-parent-{job.step}"),
+                    data=encode(command),
+                )
+            )
+            return
         if job.phase != "tool" or job.state is None or job.pending_edge is None:
             return
         state = graph.states.get(job.state) if graph is not None else None
@@ -515,6 +633,8 @@ class Rules:
                 what = f"agent {job.agent!r} to decide step {job.step} in state {job.state!r}"
             case "tool" if edge is not None:
                 what = f"tool {edge.tool!r} (step {job.step}, edge {edge.name!r})"
+            case "child" if edge is not None:
+                what = f"child job {job.children[-1]} of agent {edge.agent!r} (step {job.step})"
             case "verify" if edge is not None:
                 what = f"verifier {edge.verifier!r} (step {job.step}, edge {edge.name!r})"
             case _:
@@ -582,6 +702,10 @@ class Rules:
         if over is not None:  # the call spent more than the agent reserved for it
             return self.exhaust(job, graph, *over)
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
+        if edge.agent is not None:
+            return self.begin_child(job, graph, edge, decision.args)
+        if edge.output:
+            job.pending_result = decision.args  # what a verifier checks
         if edge.tool is not None:
             job.phase = "tool"
             call = ToolCall(
@@ -598,7 +722,69 @@ class Rules:
         if edge.verifier is not None:
             return self.verify(job, edge)
         outage = reason if decision.outage and fallback else ""
+        return self.passed(job, graph, edge, outage=outage)
+
+    def passed(
+        self, job: JobSnapshot, graph: Graph, edge: Edge, *, outage: str = ""
+    ) -> JobSnapshot:
+        """The edge went as asked (its call done, its check passed): an output edge's
+        arguments become the job's output, and the job enters the edge's target."""
+        if edge.output:
+            job.output = job.pending_args
         return self.enter(job, graph, edge.to, edge=edge.name, outage=outage)
+
+    def begin_child(
+        self, job: JobSnapshot, graph: Graph, edge: Edge, args: dict[str, Any]
+    ) -> JobSnapshot:
+        """Start a child job of `edge.agent` with `args` as its input; the parent waits
+        for its end (`child_ended`). The child's id is the parent's id and step
+        (`child_job_id`), so a decision handled twice starts one child; its budget is
+        what the parent has left (the child's agent may allow less)."""
+        assert edge.agent is not None
+        over = self.over_budget(job)  # a person's choice is not checked on the way here
+        if over is not None:
+            return self.exhaust(job, graph, *over)
+        steps = job.budget.max_steps - job.step - job.child_steps
+        if steps < 1:
+            return self.exhaust(
+                job,
+                graph,
+                "steps",
+                f"no step left for a child job (max_steps {job.budget.max_steps})",
+            )
+        budget, usage = job.budget, job.usage
+        cap = Budget(
+            max_steps=steps,
+            max_tokens=None if budget.max_tokens is None else budget.max_tokens - usage.tokens,
+            max_cost=None if budget.max_cost is None else budget.max_cost - usage.cost,
+        )
+        child = child_job_id(job.job_id, job.step)
+        depth = job.parent.depth + 1 if job.parent is not None else 1
+        start = StartJob(
+            job_id=child,
+            agent=edge.agent,
+            input=args,
+            budget=cap,
+            deadline=job.deadline,
+            accepted_at=self.now,
+            sampling=job.sampling,
+            trace_parent=job.trace,
+            parent=ParentLink(
+                job_id=job.job_id, agent=job.agent, step=job.step, edge=edge.name, depth=depth
+            ),
+        )
+        job.phase = "child"
+        if child not in job.children:
+            job.children.append(child)
+        self.event(job, "child_started", child=child, agent=edge.agent, input=args, depth=depth)
+        job.outbox.append(
+            Outgoing(
+                subject=self.names.supervisor_for(child),
+                msg_id=msg_id(child, 0, "start"),
+                data=encode(start),
+            )
+        )
+        return job
 
     def tool_done(
         self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None
@@ -648,7 +834,7 @@ class Rules:
             return self.verified(job, graph, verdict)
         if edge.verifier is not None:
             return self.verify(job, edge)
-        return self.enter(job, graph, edge.to, edge=edge.name)
+        return self.passed(job, graph, edge)
 
     def verified(self, job: JobSnapshot, graph: Graph, verdict: Verdict) -> JobSnapshot:
         assert job.state is not None and job.pending_edge is not None
@@ -663,7 +849,7 @@ class Rules:
             **_handled(verdict),
         )
         if verdict.passed:
-            return self.enter(job, graph, edge.to, edge=edge.name)
+            return self.passed(job, graph, edge)
         return self.enter(
             job,
             graph,
@@ -729,12 +915,13 @@ class Rules:
                 reason or f"edge {edge!r} from {source!r} leads to {target!r}, a state for a person"
             )
             return self.park(job, graph, why)
-        if job.step >= job.budget.max_steps:
+        if job.step + job.child_steps >= job.budget.max_steps:
+            children = f" and its children {job.child_steps}" if job.child_steps else ""
             return self.exhaust(
                 job,
                 graph,
                 "steps",
-                f"the job took {job.step} steps without finishing "
+                f"the job took {job.step} steps{children} without finishing "
                 f"(max_steps {job.budget.max_steps})",
             )
         job.step += 1
@@ -910,7 +1097,7 @@ class Rules:
 
     def spent(self, job: JobSnapshot) -> dict[str, Any]:
         return {
-            "steps": job.step,
+            "steps": job.step + job.child_steps,
             "tokens": job.usage.tokens,
             "cost": job.usage.cost,
             "seconds": round(self.now - job.created_at, 3),
@@ -921,6 +1108,8 @@ class Rules:
     ) -> JobSnapshot:
         job.status, job.phase, job.error = status, None, error
         job.result = {"state": job.state, "results": job.results}
+        if job.output is not None:
+            job.result["output"] = job.output
         self.event(
             job,
             "status",
@@ -932,6 +1121,26 @@ class Rules:
             usage=job.usage.model_dump(),
             visits=job.visits,
         )
+        if job.parent is not None:  # its parent waits for this
+            link = job.parent
+            ended = ChildEnded(
+                job_id=link.job_id,
+                step=link.step,
+                child=job.job_id,
+                agent=job.agent,
+                status=status,
+                result=job.result,
+                error=error,
+                usage=job.usage,
+                steps=job.step + job.child_steps,
+            )
+            job.outbox.append(
+                Outgoing(
+                    subject=self.names.supervisor_for(link.job_id),
+                    msg_id=msg_id(link.job_id, link.step, f"child-{job.job_id}"),
+                    data=encode(ended),
+                )
+            )
         return job
 
     def too_large(
@@ -1005,8 +1214,10 @@ class Rules:
             sampling=start.sampling,
             trace=start.trace,
             trace_parent=start.trace_parent,
+            parent=start.parent,
         )
-        self.event(job, "accepted", agent=start.agent, input=start.input)
+        parent = {"parent": start.parent.job_id} if start.parent is not None else {}
+        self.event(job, "accepted", agent=start.agent, input=start.input, **parent)
         return job
 
     def event(self, job: JobSnapshot, type_: Any, **data: Any) -> None:
@@ -1059,6 +1270,9 @@ _WEBHOOK_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
 # after its first try, never sixteen resolves later.
 _RESOLVE_IDS_KEPT = 16
 
+# How deep a tree of jobs may grow (agents that start one another in a loop stop here).
+MAX_DEPTH = 8
+
 # Parked because a report was late or lost: that report, if it comes, resumes the job.
 RESUMABLE = frozenset({"stalled", "dead_letter"})
 
@@ -1100,6 +1314,28 @@ def _validator(schema: str) -> Callable[[Any], Any]:
     return check
 
 
+def _carved(
+    own: Budget, cap: Budget, deadline: float | None, now: float
+) -> tuple[Budget, float | None]:
+    """A child's budget and deadline: its agent's own, each limit no more than what its
+    parent had left (`cap`, `deadline`)."""
+
+    def least(mine: Any, left: Any) -> Any:
+        return left if mine is None else mine if left is None else min(mine, left)
+
+    if own.deadline_s is not None:
+        deadline = least(now + own.deadline_s, deadline)
+    budget = own.model_copy(
+        update={
+            "max_steps": min(own.max_steps, cap.max_steps),
+            "max_tokens": least(own.max_tokens, cap.max_tokens),
+            "max_cost": least(own.max_cost, cap.max_cost),
+            "deadline_s": None if deadline is None else max(deadline - now, 0.001),
+        }
+    )
+    return budget, deadline
+
+
 def _context(job: JobSnapshot) -> JobContext:
     return JobContext(input=job.input, results=job.results, path=job.path, decisions=job.decisions)
 
@@ -1120,7 +1356,7 @@ def forged(message: Any, sender: tuple[str, str] | None) -> str | None:
     A person's command and a job's start are the supervisor's own (the API subject, which
     only supervisors may publish to); a report names its sender, who must be the one the
     report says made it."""
-    if isinstance(message, StartJob | ResolveJob | CancelJob):
+    if isinstance(message, StartJob | ResolveJob | CancelJob | ChildEnded):
         if sender is None:
             return None
         kind, name = sender

@@ -54,6 +54,7 @@ from protocols import (
     BusyError,
     CancelJob,
     CancelRequest,
+    ChildEnded,
     DeadLetter,
     DeadlineCheck,
     Decision,
@@ -506,7 +507,15 @@ class Supervisor(Actor):
                 command.job_id, apply, cause=f"{command.kind}:{command.command_id}", fresh=True
             )
             reply = _CommandReply(job=job.info())
-        except (JobStateError, UnknownJobError) as exc:  # changed since the API checked
+        except UnknownJobError as exc:
+            if (
+                isinstance(command, CancelJob) and command.by_parent
+            ):  # the child's start is on its way: cancel it once stored
+                raise RetryableError(
+                    f"child job {command.job_id} is not stored yet", delay=0.2
+                ) from exc
+            reply = _CommandReply(error=exc.to_dict())
+        except JobStateError as exc:  # changed since the API checked
             reply = _CommandReply(error=exc.to_dict())
         if command.reply_to and answerable(command.reply_to):
             with contextlib.suppress(Exception):  # the caller may have given up: fine
@@ -557,7 +566,12 @@ class Supervisor(Actor):
             await self._on_command(message)
             return
         start = message if isinstance(message, StartJob) else None
-        cause = "start" if start is not None else f"{message.kind}:{message.step}"
+        if start is not None:
+            cause = "start"
+        elif isinstance(message, ChildEnded):
+            cause = f"child_ended:{message.child}"
+        else:
+            cause = f"{message.kind}:{message.step}"
         try:
             await self._transition(
                 message.job_id,
@@ -649,8 +663,11 @@ class Supervisor(Actor):
             on_stuck = (await self._agent(job.agent)).on_stuck
             return self.rules.dead_letter(job, await self._graph_of(job), step, reason, on_stuck)
 
+        # A job whose start was dead-lettered before it was stored (a child job: its
+        # parent's transition sent the start) is stored from the letter, and fails.
+        start = _letter_start(letter) if kind == "start" else None
         try:
-            await self._transition(job_id, apply, cause=f"dlq:{delivery.stream_seq}")
+            await self._transition(job_id, apply, cause=f"dlq:{delivery.stream_seq}", start=start)
         except UnknownJobError:
             self.log.info("dlq.unknown_job", job_id=job_id)
 
@@ -743,7 +760,7 @@ class Supervisor(Actor):
             if after.trace is not None:
                 _trace_transition(after, status_before, waited, rules.now)
             after.new_events.clear()
-            crash_point(f"after_write_{cause.split(':', 1)[0]}")
+            crash_point(f"after_write_{cause.split(':', 1)[0]}", after.agent)
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`
                 self.log.info(
                     "job.status",
@@ -776,9 +793,13 @@ class Supervisor(Actor):
     ) -> JobSnapshot | None:
         """The next snapshot after `message`, or None if `message` is not for this step."""
         if isinstance(message, StartJob):
+            if job.parent is not None:
+                return await self._start_child(job)
             return self.rules.start(job, (await self._agent(job.agent)).graph)
         if job.terminal:
             return None
+        if isinstance(message, ChildEnded):
+            return self.rules.child_ended(job, await self._graph_of(job), message)
         decided_on = None
         if isinstance(message, Decision) and message.graph_version not in (
             None,
@@ -786,6 +807,24 @@ class Supervisor(Actor):
         ):
             decided_on = await self._version(job, message.graph_version)
         return self.rules.report(job, message, await self._graph_of(job), decided_on, sender=sender)
+
+    async def _start_child(self, job: JobSnapshot) -> JobSnapshot | None:
+        """A child job's first transition: it starts if its parent still waits for it
+        (read now: a cancel of the parent may have come first) and its agent is known;
+        otherwise it ends at once, and its end moves the parent."""
+        if job.status != "accepted":
+            return None
+        assert job.parent is not None
+        try:
+            info = await self._agent(job.agent)
+        except UnknownAgentError as exc:
+            return self.rules.finish(job, "failed", error=exc.to_dict())
+        parent, _revision = await self._load(job.parent.job_id)
+        if job.trace is None and job.trace_parent is not None and tracing.enabled():
+            made = tracing.new_job_context({"traceparent": job.trace_parent})  # under the parent's
+            if made is not None:
+                job.trace, job.trace_parent = made
+        return self.rules.start_child(job, info, parent)
 
     @property
     def rules(self) -> Rules:
@@ -1008,6 +1047,15 @@ def _letter_job(letter: DeadLetter) -> tuple[str | None, int | None, str]:
     if len(parts) >= 3 and parts[1].isdigit():
         return parts[0], int(parts[1]), parts[2]
     return None, None, "?"
+
+
+def _letter_start(letter: DeadLetter) -> StartJob | None:
+    """The `StartJob` a dead letter holds, if it decodes as one."""
+    try:
+        body, _ = decode(letter.data, letter.headers)
+        return StartJob.model_validate(body)
+    except (DecodeError, ValueError):
+        return None
 
 
 def _trace_transition(

@@ -263,16 +263,20 @@ class RigClient:
         status: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        parent: str | None = None,
     ) -> list[JobInfo]:
         """Jobs, newest first (by creation, then id): of `agent` only, in `status` only
         (`active`: not terminal), created before `before` (the `(created_at, job_id)` of
-        the last job of the previous page) only.
+        the last job of the previous page) only, started by job `parent` only.
 
         Reads the index (`RIG_JOB_INDEX`, a small entry per job kept: the server picks an
         agent's), then the snapshots of the page's jobs only. Ended jobs are kept for
         `RIG_RETENTION` (a week by default).
         """
-        return (await self.job_page(agent=agent, status=status, limit=limit, before=before))[0]
+        page = await self.job_page(
+            agent=agent, status=status, limit=limit, before=before, parent=parent
+        )
+        return page[0]
 
     async def job_page(
         self,
@@ -281,8 +285,10 @@ class RigClient:
         status: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        parent: str | None = None,
     ) -> tuple[list[JobInfo], Counter[str]]:
-        """`jobs`, and every job kept (of `agent`) counted by status, from the same pass."""
+        """`jobs`, and every job kept (of `agent`, of `parent`) counted by status, from the
+        same pass."""
         if agent is not None:
             check_token(agent, what="agent name")
         await self._topology()
@@ -295,6 +301,8 @@ class RigClient:
             timeout=self.request_timeout,
         ):
             entry = decode_as(JobEntry, data)[0]
+            if parent is not None and entry.parent != parent:
+                continue
             counts[entry.status] += 1
             wanted = (
                 status is None
