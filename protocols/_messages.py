@@ -456,6 +456,7 @@ class ChildEnded(_Wire):
     error: dict[str, Any] | None = None
     usage: Usage = Field(default_factory=lambda: Usage())
     steps: int = Field(default=0, description="the steps the child took, its children's too")
+    budget: Budget | None = Field(default=None, description="the child's, as carved")
 
 
 class DeadlineCheck(_Wire):

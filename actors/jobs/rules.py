@@ -220,7 +220,7 @@ class Rules:
             steps=message.steps,
             spent=self.spent(job),
         )
-        over = self.over_budget(job)
+        over = self.over_budget(job) or self.handed_down(job, message)
         if over is not None:
             return self.exhaust(job, graph, *over)
         if message.status != "succeeded":
@@ -239,6 +239,32 @@ class Rules:
         if edge.verifier is not None:
             return self.verify(job, edge)
         return self.passed(job, graph, edge)
+
+    @staticmethod
+    def handed_down(job: JobSnapshot, message: ChildEnded) -> tuple[ExhaustedKind, str] | None:
+        """The parent's own limit, when its child (charged already) ran out of a limit
+        that was all the parent had left of it: the parent cannot go on either."""
+        kind = (message.error or {}).get("exhausted")
+        given, budget = message.budget, job.budget
+        if given is None or kind not in ("tokens", "cost", "steps"):
+            return None
+        if kind == "tokens" and budget.max_tokens is not None and given.max_tokens is not None:
+            left = budget.max_tokens - (job.usage.tokens - message.usage.tokens)
+            had = given.max_tokens
+        elif kind == "cost" and budget.max_cost is not None and given.max_cost is not None:
+            left = budget.max_cost - (job.usage.cost - message.usage.cost)
+            had = given.max_cost
+        elif kind == "steps":
+            left = budget.max_steps - job.step - (job.child_steps - message.steps)
+            had = given.max_steps
+        else:
+            return None
+        if had < left:
+            return None  # the child's own limit was lower: the parent has more
+        return kind, (
+            f"its child job {message.child} ran out of the {kind} it was given, all the "
+            f"job had left ({had:g})"
+        )
 
     def takes_report(self, job: JobSnapshot, kind: str) -> bool:
         """Whether a report (of `kind`) on the job's current step moves it now: it runs,
@@ -1133,6 +1159,7 @@ class Rules:
                 error=error,
                 usage=job.usage,
                 steps=job.step + job.child_steps,
+                budget=job.budget,
             )
             job.outbox.append(
                 Outgoing(

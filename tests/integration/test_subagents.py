@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from actors.models.llm import DEFAULT_MAX_OUTPUT_TOKENS
 from actors.testing import Deployment, eventually
 from protocols import Event, JobInfo, ToolResult, UnknownJobError, child_job_id, decode_as
 from tests.conftest import submit_surely
@@ -154,3 +155,34 @@ async def test_cancelling_a_parent_cancels_its_child_and_its_tool_call(rig: Depl
     result = decode_as(ToolResult, (await reports.next_msg(timeout=rig.within())).data)[0]
     assert not result.ok and result.error is not None and result.error["code"] == "cancelled"
     assert payments(rig.home) == []
+
+
+async def test_a_child_is_held_to_what_its_parent_has_left(rig: Deployment) -> None:
+    """Tokens: a parent allowed its first call and a token more is left less than its
+    child's first call may spend; the child stops before calling, and the parent ends by
+    its own limit. Deadline: a parent's deadline is its child's; when it passes both
+    end, the child's slow call stopped unpaid."""
+    await rig.spawn(*FAMILY)
+    free = await rig.client.submit("asker", QUESTION, job_id="free")
+    _info, events = await ended(rig, free.job_id)
+    first = next(e for e in events if e.type == "decision").data["usage"]
+    asked = first["input_tokens"] + first["output_tokens"]
+    limit = first["input_tokens"] + 1 + DEFAULT_MAX_OUTPUT_TOKENS + 1  # its call's reserve
+
+    held = await rig.client.submit("asker", QUESTION, job_id="held", max_tokens=limit)
+    parent, _events = await ended(rig, held.job_id)
+    child = await rig.client.status(child_job_id("held", 1))
+    assert child.budget.max_tokens == limit - asked
+    assert child.status == "budget_exceeded", child.error
+    assert parent.status == "budget_exceeded" and (parent.error or {})["exhausted"] == "tokens"
+    assert "ran out of the tokens it was given" in (parent.error or {})["message"]
+    assert parent.usage.tokens == asked + child.usage.tokens <= limit
+
+    timed = await rig.client.submit(
+        "asker", {"question": "slow one"}, job_id="timed", deadline_s=3.0
+    )
+    parent, _events = await ended(rig, timed.job_id)
+    child = await rig.client.wait(child_job_id("timed", 1), timeout=30)
+    assert parent.status == "deadline_exceeded" and child.status == "deadline_exceeded"
+    assert child.deadline == parent.deadline
+    assert [job for job, *_ in payments(rig.home)] == [child_job_id("free", 1)]
