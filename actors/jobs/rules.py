@@ -248,6 +248,8 @@ class Rules:
         given, budget = message.budget, job.budget
         if given is None or kind not in ("tokens", "cost", "steps"):
             return None
+        left: float
+        had: float
         if kind == "tokens" and budget.max_tokens is not None and given.max_tokens is not None:
             left = budget.max_tokens - (job.usage.tokens - message.usage.tokens)
             had = given.max_tokens
