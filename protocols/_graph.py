@@ -57,6 +57,24 @@ class Edge(BaseModel):
         description="another agent: taking the edge starts a child job of it, with the "
         "edge's arguments as its input, and the child's result is the edge's result",
     )
+    agents: tuple[str, ...] = Field(
+        default=(),
+        description="several agents: a child job of each, every one with the edge's "
+        "arguments as its input (fan-out); the edge's result lists their ends in order",
+    )
+    map: str | None = Field(
+        default=None,
+        description="with `agent`: the argument holding a list, one child job per item "
+        "(each item, an object, is that child's input)",
+    )
+    at_once: int | None = Field(
+        default=None, ge=1, description="how many of a fan-out's children run at once"
+    )
+    join: Literal["all", "first"] = Field(
+        default="all",
+        description="when a fan-out's edge is done: `all` children ended (it succeeds if "
+        "every one did), or the `first` to succeed (the rest are cancelled)",
+    )
     verifier: str | None = None
     on_fail: str | None = Field(
         default=None,
@@ -91,6 +109,10 @@ class Edge(BaseModel):
             description: str = "",
             tool: str | None = None,
             agent: str | None = None,
+            agents: tuple[str, ...] | list[str] = (),
+            map: str | None = None,
+            at_once: int | None = None,
+            join: Literal["all", "first"] = "all",
             verifier: str | None = None,
             on_fail: str | None = None,
             args: type[BaseModel] | None = None,
@@ -134,7 +156,19 @@ class Edge(BaseModel):
     def acts(self) -> bool:
         """Whether taking the edge can fail on the way (a tool, a child job, a verifier),
         and so has a failure path (`Graph.fail_target`)."""
-        return bool(self.tool or self.agent or self.verifier)
+        return bool(self.tool or self.starts or self.verifier)
+
+    @property
+    def starts(self) -> tuple[str, ...]:
+        """The agents whose child jobs taking the edge starts (one each; `map`: one
+        child per item, all of `agent`)."""
+        return (self.agent,) if self.agent is not None else self.agents
+
+    @property
+    def fans_out(self) -> bool:
+        """Whether its result is a list of children's ends (`agents` or `map`), not one
+        child's result."""
+        return bool(self.agents) or self.map is not None
 
 
 @dataclass(frozen=True)
@@ -266,7 +300,7 @@ class Graph(BaseModel):
 
     def sub_agents(self) -> set[str]:
         """The agents this graph's edges start child jobs of."""
-        return {edge.agent for _, edge in self._edges() if edge.agent is not None}
+        return {agent for _, edge in self._edges() for agent in edge.starts}
 
     def _edges(self) -> list[tuple[str, Edge]]:
         return [(name, edge) for name, state in self.states.items() for edge in state.edges]
@@ -309,8 +343,8 @@ class Graph(BaseModel):
                 check_token(edge.name, what="edge name")
                 if edge.tool is not None:
                     check_token(edge.tool, what="tool name")
-                if edge.agent is not None:
-                    check_agent_name(edge.agent, what="sub-agent name")
+                for agent in edge.starts:
+                    check_agent_name(agent, what="sub-agent name")
                 if edge.verifier is not None:
                     check_token(edge.verifier, what="verifier name")
             except InvalidNameError as exc:
@@ -319,16 +353,11 @@ class Graph(BaseModel):
                 raise GraphError(
                     f"edge {edge.name!r} goes to unknown state {edge.to!r}", state=name
                 )
-            if edge.tool is not None and edge.agent is not None:
-                raise GraphError(
-                    f"edge {edge.name!r} names tool {edge.tool!r} and agent {edge.agent!r}: "
-                    "an edge calls a tool or starts a child job, not both",
-                    state=name,
-                )
-            if edge.output and (edge.tool is not None or edge.agent is not None):
+            self._check_children(name, edge)
+            if edge.output and (edge.tool is not None or edge.starts):
                 raise GraphError(
                     f"edge {edge.name!r} is an output edge and also calls "
-                    f"{'tool ' + repr(edge.tool) if edge.tool else 'agent ' + repr(edge.agent)}"
+                    f"{'tool ' + repr(edge.tool) if edge.tool else 'agents ' + repr(edge.starts)}"
                     ": the output is the arguments the LLM fills, which a call would consume",
                     state=name,
                 )
@@ -353,6 +382,24 @@ class Graph(BaseModel):
                 )
         if state.safe_edge is not None and state.edge(state.safe_edge) is None:
             raise GraphError(f"safe_edge {state.safe_edge!r} is not one of its edges", state=name)
+
+    @staticmethod
+    def _check_children(name: str, edge: Edge) -> None:
+        """An edge starts child jobs of one agent (`agent`, perhaps `map`ped over a list)
+        or of several (`agents`), and calls no tool besides."""
+        problem = ""
+        if edge.agent is not None and edge.agents:
+            problem = "names agent= and agents=: give one agent, or a list"
+        elif edge.tool is not None and edge.starts:
+            problem = f"names tool {edge.tool!r} and agents: it calls a tool or starts children"
+        elif edge.map is not None and edge.agent is None:
+            problem = "has map= without agent=: map names the list whose items one agent takes"
+        elif not edge.fans_out and (edge.at_once is not None or edge.join != "all"):
+            problem = "has at_once= or join= but starts no fan-out (agents=, or agent= with map=)"
+        elif len(set(edge.agents)) != len(edge.agents):
+            problem = "lists an agent twice in agents="
+        if problem:
+            raise GraphError(f"edge {edge.name!r} {problem}", state=name)
 
     def to_mermaid(self, title: str = "") -> str:
         """The graph as a Mermaid state diagram.
@@ -440,8 +487,8 @@ def _edge_label(state: State, edge: Edge) -> str:
     label = edge.name
     if edge.tool:
         label += f" [{edge.tool}]"
-    if edge.agent:
-        label += f" <{edge.agent}>"
+    if edge.starts:
+        label += f" <{','.join(edge.starts)}{'*' if edge.map else ''}>"
     if edge.verifier:
         label += f" {{{edge.verifier}}}"
     if edge.name == state.safe_edge:

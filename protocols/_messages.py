@@ -353,8 +353,8 @@ class JobInfo(_Wire):
     children: list[str] = Field(
         default_factory=list, description="the child jobs it started, oldest first"
     )
-    waiting_for: str | None = Field(
-        default=None, description="the child job it waits for, while it waits for one"
+    waiting_for: list[str] = Field(
+        default_factory=list, description="the child jobs it waits for, while it waits"
     )
     created_at: float
     updated_at: float
@@ -440,6 +440,41 @@ class StartJob(_Wire):
     trace: str | None = None
     trace_parent: str | None = None
     parent: ParentLink | None = None
+
+
+class ChildSlot(_Wire):
+    """One child job of a parent's step: `waiting` to start (a fan-out's `at_once` cap),
+    `running` (its start is sent), or `ended` with its status, result and error."""
+
+    job_id: str
+    agent: str
+    state: Literal["waiting", "running", "ended"] = "waiting"
+    input: dict[str, Any] | None = Field(default=None, description="kept until it starts")
+    status: JobStatusName | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def outcome(self) -> dict[str, Any]:
+        """The child as the edge's result lists it."""
+        return {
+            "job_id": self.job_id,
+            "agent": self.agent,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class Children(_Wire):
+    """The child jobs a parent's step waits for, and how: each child's `share` of what
+    the parent had left, how many run `at_once`, and the `join`."""
+
+    step: int
+    edge: str
+    share: Budget
+    at_once: int
+    join: Literal["all", "first"] = "all"
+    slots: list[ChildSlot]
 
 
 class ChildEnded(_Wire):
@@ -874,6 +909,9 @@ class JobSnapshot(_Wire):
     )
     parent: ParentLink | None = None
     children: list[str] = Field(default_factory=list, description="child jobs started")
+    waiting: Children | None = Field(
+        default=None, description="the child jobs of the current step, while it waits"
+    )
     child_steps: int = Field(
         default=0, description="steps its ended children took, charged to its max_steps"
     )
@@ -944,7 +982,9 @@ class JobSnapshot(_Wire):
             parent=self.parent,
             child_steps=self.child_steps,
             children=self.children,
-            waiting_for=self.children[-1] if self.phase == "child" and self.children else None,
+            waiting_for=[s.job_id for s in self.waiting.slots if s.state == "running"]
+            if self.phase == "child" and self.waiting is not None
+            else [],
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

@@ -162,8 +162,8 @@ def show_status(info: JobInfo, as_json: bool) -> None:
         print(f"parent  {link.job_id} (agent {link.agent}, step {link.step}, edge {link.edge})")
     if info.children:
         print(f"children {', '.join(info.children)}")
-    if info.waiting_for is not None:
-        print(f"waits   for child job {info.waiting_for} (rig status {info.waiting_for})")
+    if info.waiting_for:
+        print(f"waits   for child job(s) {', '.join(info.waiting_for)} (rig status CHILD)")
     print(f"spent   {spent(info)}")
     if info.trace_id is not None:
         print(f"trace   {info.trace_id}")

@@ -24,6 +24,7 @@ from typing import Any
 
 import fastjsonschema
 
+from actors.jobs import children
 from actors.runtime.settings import DEFAULT_RETENTION_S
 from protocols import (
     TERMINAL_STATUSES,
@@ -49,7 +50,6 @@ from protocols import (
     JobStatusName,
     Names,
     Outgoing,
-    ParentLink,
     ResolveJob,
     ResolveRequest,
     SchemaError,
@@ -63,7 +63,6 @@ from protocols import (
     Verdict,
     VerifyRequest,
     WebhookDelivery,
-    child_job_id,
     encode,
     kv_subject,
     msg_id,
@@ -190,83 +189,8 @@ class Rules:
     def child_ended(
         self, job: JobSnapshot, graph: Graph, message: ChildEnded
     ) -> JobSnapshot | None:
-        """The child job the parent's step waits for ended: what it spent is charged to
-        the parent; its result is the edge's (checked by the edge's verifier, if any); a
-        child that did not succeed moves the parent along the edge's failure path. A
-        parent its child brought over budget is stopped at its own limit."""
-        if (
-            job.terminal
-            or job.phase != "child"
-            or message.step != job.step
-            or message.child != child_job_id(job.job_id, job.step)
-        ):
-            return None  # the parent moved on (a cancel, its deadline): the child's end is old
-        if not self.takes_report(job, message.kind):
-            return None
-        assert job.state is not None and job.pending_edge is not None
-        edge = graph.state(job.state).edge(job.pending_edge)
-        assert edge is not None and edge.agent is not None
-        job.usage.add(message.usage)
-        job.child_steps += message.steps
-        self.event(
-            job,
-            "child_ended",
-            child=message.child,
-            agent=message.agent,
-            status=message.status,
-            result=message.result,
-            error=message.error,
-            usage=message.usage.model_dump(),
-            steps=message.steps,
-            spent=self.spent(job),
-        )
-        over = self.over_budget(job) or self.handed_down(job, message)
-        if over is not None:
-            return self.exhaust(job, graph, *over)
-        if message.status != "succeeded":
-            error = message.error or {}
-            why = f"{error.get('code', message.status)}: {error.get('message', '')}"
-            return self.enter(
-                job,
-                graph,
-                graph.fail_target(job.state, edge),
-                edge=edge.name,
-                reason=f"child job {message.child} of agent {message.agent!r} ended "
-                f"{message.status}: {why}",
-            )
-        job.results[edge.agent] = message.result
-        job.pending_result = message.result
-        if edge.verifier is not None:
-            return self.verify(job, edge)
-        return self.passed(job, graph, edge)
-
-    @staticmethod
-    def handed_down(job: JobSnapshot, message: ChildEnded) -> tuple[ExhaustedKind, str] | None:
-        """The parent's own limit, when its child (charged already) ran out of a limit
-        that was all the parent had left of it: the parent cannot go on either."""
-        kind = (message.error or {}).get("exhausted")
-        given, budget = message.budget, job.budget
-        if given is None or kind not in ("tokens", "cost", "steps"):
-            return None
-        left: float
-        had: float
-        if kind == "tokens" and budget.max_tokens is not None and given.max_tokens is not None:
-            left = budget.max_tokens - (job.usage.tokens - message.usage.tokens)
-            had = given.max_tokens
-        elif kind == "cost" and budget.max_cost is not None and given.max_cost is not None:
-            left = budget.max_cost - (job.usage.cost - message.usage.cost)
-            had = given.max_cost
-        elif kind == "steps":
-            left = budget.max_steps - job.step - (job.child_steps - message.steps)
-            had = given.max_steps
-        else:
-            return None
-        if had < left:
-            return None  # the child's own limit was lower: the parent has more
-        return kind, (
-            f"its child job {message.child} ran out of the {kind} it was given, all the "
-            f"job had left ({had:g})"
-        )
+        """A child job of the step the parent waits in ended (`actors/jobs/children.py`)."""
+        return children.ended(self, job, graph, message)
 
     def takes_report(self, job: JobSnapshot, kind: str) -> bool:
         """Whether a report (of `kind`) on the job's current step moves it now: it runs,
@@ -604,23 +528,9 @@ class Rules:
         executors are told to stop it (`ToolCancel`, sent once the transition is written).
         A child job it waits for is cancelled (a durable `CancelJob`, which its own
         cancel carries down to its calls and children)."""
-        if job.phase == "child" and job.children:
-            child = job.children[-1]
-            command = CancelJob(
-                job_id=child,
-                command_id=f"parent-{job.step}",
-                request=CancelRequest(
-                    job_id=child, reason=f"its parent {job.job_id}: {reason}"[:4000]
-                ),
-                by_parent=True,
-            )
-            job.outbox.append(
-                Outgoing(
-                    subject=self.names.supervisor_for(child),
-                    msg_id=msg_id(child, 0, f"cancel-parent-{job.step}"),
-                    data=encode(command),
-                )
-            )
+        if job.phase == "child":
+            children.stop(self, job, reason)
+            job.waiting = None
             return
         if job.phase != "tool" or job.state is None or job.pending_edge is None:
             return
@@ -661,8 +571,9 @@ class Rules:
                 what = f"agent {job.agent!r} to decide step {job.step} in state {job.state!r}"
             case "tool" if edge is not None:
                 what = f"tool {edge.tool!r} (step {job.step}, edge {edge.name!r})"
-            case "child" if edge is not None:
-                what = f"child job {job.children[-1]} of agent {edge.agent!r} (step {job.step})"
+            case "child" if job.waiting is not None:
+                running = [s.job_id for s in job.waiting.slots if s.state == "running"]
+                what = f"child job(s) {', '.join(running)} (step {job.step})"
             case "verify" if edge is not None:
                 what = f"verifier {edge.verifier!r} (step {job.step}, edge {edge.name!r})"
             case _:
@@ -730,8 +641,8 @@ class Rules:
         if over is not None:  # the call spent more than the agent reserved for it
             return self.exhaust(job, graph, *over)
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
-        if edge.agent is not None:
-            return self.begin_child(job, graph, edge, decision.args)
+        if edge.starts:
+            return children.begin(self, job, graph, edge, decision.args)
         if edge.output:
             job.pending_result = decision.args  # what a verifier checks
         if edge.tool is not None:
@@ -760,59 +671,6 @@ class Rules:
         if edge.output:
             job.output = job.pending_args
         return self.enter(job, graph, edge.to, edge=edge.name, outage=outage)
-
-    def begin_child(
-        self, job: JobSnapshot, graph: Graph, edge: Edge, args: dict[str, Any]
-    ) -> JobSnapshot:
-        """Start a child job of `edge.agent` with `args` as its input; the parent waits
-        for its end (`child_ended`). The child's id is the parent's id and step
-        (`child_job_id`), so a decision handled twice starts one child; its budget is
-        what the parent has left (the child's agent may allow less)."""
-        assert edge.agent is not None
-        over = self.over_budget(job)  # a person's choice is not checked on the way here
-        if over is not None:
-            return self.exhaust(job, graph, *over)
-        steps = job.budget.max_steps - job.step - job.child_steps
-        if steps < 1:
-            return self.exhaust(
-                job,
-                graph,
-                "steps",
-                f"no step left for a child job (max_steps {job.budget.max_steps})",
-            )
-        budget, usage = job.budget, job.usage
-        cap = Budget(
-            max_steps=steps,
-            max_tokens=None if budget.max_tokens is None else budget.max_tokens - usage.tokens,
-            max_cost=None if budget.max_cost is None else budget.max_cost - usage.cost,
-        )
-        child = child_job_id(job.job_id, job.step)
-        depth = job.parent.depth + 1 if job.parent is not None else 1
-        start = StartJob(
-            job_id=child,
-            agent=edge.agent,
-            input=args,
-            budget=cap,
-            deadline=job.deadline,
-            accepted_at=self.now,
-            sampling=job.sampling,
-            trace_parent=job.trace,
-            parent=ParentLink(
-                job_id=job.job_id, agent=job.agent, step=job.step, edge=edge.name, depth=depth
-            ),
-        )
-        job.phase = "child"
-        if child not in job.children:
-            job.children.append(child)
-        self.event(job, "child_started", child=child, agent=edge.agent, input=args, depth=depth)
-        job.outbox.append(
-            Outgoing(
-                subject=self.names.supervisor_for(child),
-                msg_id=msg_id(child, 0, "start"),
-                data=encode(start),
-            )
-        )
-        return job
 
     def tool_done(
         self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None

@@ -31,6 +31,7 @@ from protocols import (
     decode_as,
 )
 from tests.conftest import bank_attempts, submit_surely
+from tests.support.killer import Killer, first_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -165,41 +166,22 @@ async def test_random_kill_9_under_rig_up(rig: Deployment, timings: Timings) -> 
     ready = await rig.nc.subscribe(rig.names.actor_ready)
     actors = {cls: n for cls, n in timings.actors.items() if n}
     up = await rig.rig_up(actors)
-    live: dict[int, str] = {}
-    kills: list[str] = []
     try:
-        for announced in await _first(ready, sum(actors.values())):
-            live[announced.pid] = announced.cls
-        finished = asyncio.Event()
-
-        async def track_restarts() -> None:
-            while True:
-                announced = decode_as(ActorReady, (await ready.next_msg(timeout=3600)).data)[0]
-                live[announced.pid] = announced.cls
-
-        async def killer() -> None:
-            kinds = sorted(cls.rsplit(":", 1)[1] for cls in actors)  # as announced: by class
-            while not finished.is_set() and len(kills) < timings.kills[1]:
-                try:  # a random pause, cut short when the jobs are done
-                    await asyncio.wait_for(finished.wait(), rng.uniform(*timings.pause))
-                except TimeoutError:
-                    pass
-                if live and not finished.is_set():
-                    turn = kinds[len(kills) % len(kinds)] if timings.every_kind else None
-                    pids = [p for p, cls in live.items() if cls.endswith(f":{turn}")]
-                    pid = rng.choice(sorted(pids) or sorted(live))
-                    kills.append(live.pop(pid))
-                    os.kill(pid, signal.SIGKILL)
-
-        tracker = asyncio.create_task(track_restarts())
-        chaos = asyncio.create_task(killer())
-        await submit_all(rig, jobs, pace=timings.pace)
-        # Each kill may hold some jobs back by an ack wait, and a call by its lease.
-        bound = rig.within(timings.kills[1] * (rig.ack_wait + 2), lease, 120)
-        final = await wait_terminal(rig, jobs, timeout=bound)
-        finished.set()
-        await chaos
-        tracker.cancel()
+        live = await first_ready(ready, sum(actors.values()))
+        killing = Killer(
+            ready,
+            live,
+            rng,
+            most=timings.kills[1],
+            pause=timings.pause,
+            every_kind=timings.every_kind,
+        )
+        async with killing:
+            await submit_all(rig, jobs, pace=timings.pace)
+            # Each kill may hold some jobs back by an ack wait, and a call by its lease.
+            bound = rig.within(timings.kills[1] * (rig.ack_wait + 2), lease, 120)
+            final = await wait_terminal(rig, jobs, timeout=bound)
+        kills = killing.kills
         assert len(final) == jobs
         assert len(kills) >= timings.kills[0], kills
         assert any(k.endswith(":Supervisor") for k in kills), kills  # the supervisor died too
@@ -225,7 +207,7 @@ async def test_three_supervisors_one_killed_every_few_seconds(rig: Deployment) -
     supervisors: set[int] = set()
     kills = 0
     try:
-        for announced in await _first(ready, sum(ACTORS.values()) + 2):
+        for announced in await first_ready(ready, sum(ACTORS.values()) + 2):
             if announced.cls.endswith(":Supervisor"):
                 supervisors.add(announced.pid)
         finished = asyncio.Event()
@@ -269,13 +251,6 @@ async def test_three_supervisors_one_killed_every_few_seconds(rig: Deployment) -
     finally:
         up.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(up.wait(), 60) == 0
-
-
-async def _first(sub: Any, count: int) -> list[ActorReady]:
-    seen: list[ActorReady] = []
-    while len(seen) < count:
-        seen.append(decode_as(ActorReady, (await sub.next_msg(timeout=60)).data)[0])
-    return seen
 
 
 async def test_nats_server_kill_9_mid_run(private_rig: Deployment) -> None:

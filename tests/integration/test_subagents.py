@@ -51,7 +51,7 @@ async def test_a_parent_hands_its_question_to_a_child_and_answers_with_its_answe
     assert parent.result["results"]["researcher"]["output"] == {
         "text": "researched: why is the sky blue"
     }
-    assert parent.children == [child_id] and parent.waiting_for is None
+    assert parent.children == [child_id] and parent.waiting_for == []
     assert child.status == "succeeded"
     assert child.parent is not None
     assert (child.parent.job_id, child.parent.step, child.parent.edge) == ("ask-1", 1, "research")

@@ -33,12 +33,32 @@ class Payment(BaseModel):
     amount: float
 
 
+def _two_steps(first: str, edges: tuple[Edge, ...], answer: str) -> Graph:
+    """A graph of two decisions: in `first` take one of `edges` (each leads to `answer`),
+    then answer there (an output edge); or give up in either."""
+    give_up = Edge(name="give_up", to="gave_up")
+    return Graph(
+        initial=first,
+        states={
+            first: State(edges=(*edges, give_up), safe_edge="give_up"),
+            answer: State(
+                edges=(Edge(name=answer, to="done", output=Answer), give_up),
+                safe_edge="give_up",
+            ),
+            "done": State(terminal="succeeded"),
+            "gave_up": State(terminal="failed"),
+        },
+    )
+
+
 def research(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
     question = str(prompt.context.input.get("question", ""))
     if "refuse" in question:
         return "give_up"
     if prompt.state == "look":
         tool_name = "pay_slowly" if "slow" in question else "pay"
+        if "reconciled" in question:
+            tool_name = "pay_reconciled"
         return tool_name, {"account": question[:40], "amount": 1.0}
     return "answer", {"text": f"researched: {question}"}
 
@@ -57,27 +77,14 @@ class Researcher(Agent):
     name = "researcher"
     input_model = Question
     example_input = {"question": "why is the sky blue"}
-    graph = Graph(
-        initial="look",
-        states={
-            "look": State(
-                edges=(
-                    Edge(name="pay", to="answer", tool="pay", args=Payment),
-                    Edge(name="pay_slowly", to="answer", tool="pay_slowly", args=Payment),
-                    Edge(name="give_up", to="gave_up"),
-                ),
-                safe_edge="give_up",
-            ),
-            "answer": State(
-                edges=(
-                    Edge(name="answer", to="done", output=Answer),
-                    Edge(name="give_up", to="gave_up"),
-                ),
-                safe_edge="give_up",
-            ),
-            "done": State(terminal="succeeded"),
-            "gave_up": State(terminal="failed"),
-        },
+    graph = _two_steps(
+        "look",
+        (
+            Edge(name="pay", to="answer", tool="pay", args=Payment),
+            Edge(name="pay_slowly", to="answer", tool="pay_slowly", args=Payment),
+            Edge(name="pay_reconciled", to="answer", tool="pay_reconciled", args=Payment),
+        ),
+        "answer",
     )
     llm = RuleLLM(research)
 
@@ -88,28 +95,47 @@ class Asker(Agent):
     name = "asker"
     input_model = Question
     example_input = {"question": "why is the sky blue"}
-    graph = Graph(
-        initial="ask",
-        states={
-            "ask": State(
-                edges=(
-                    Edge(name="research", to="reply", agent="researcher", args=Question),
-                    Edge(name="give_up", to="gave_up"),
-                ),
-                safe_edge="give_up",
-            ),
-            "reply": State(
-                edges=(
-                    Edge(name="reply", to="done", output=Answer),
-                    Edge(name="give_up", to="gave_up"),
-                ),
-                safe_edge="give_up",
-            ),
-            "done": State(terminal="succeeded"),
-            "gave_up": State(terminal="failed"),
-        },
+    graph = _two_steps(
+        "ask", (Edge(name="research", to="reply", agent="researcher", args=Question),), "reply"
     )
     llm = RuleLLM(ask)
+
+
+class Questions(BaseModel):
+    questions: list[Question]
+
+
+def fan(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
+    topic = str(prompt.context.input.get("question", ""))
+    if prompt.state == "fan":
+        asked = [{"question": f"reconciled {i}: {topic}"} for i in range(5)]
+        return "each", {"questions": asked}
+    ends = prompt.context.results.get("each") or []
+    done = sum(end["status"] == "succeeded" for end in ends)
+    return "reply", {"text": f"{done} of {len(ends)} answered"}
+
+
+class Fanner(Agent):
+    """A parent that asks five researchers at once (three at a time), then replies."""
+
+    name = "fanner"
+    input_model = Question
+    example_input = {"question": "tides"}
+    graph = _two_steps(
+        "fan",
+        (
+            Edge(
+                name="each",
+                to="reply",
+                agent="researcher",
+                map="questions",
+                args=Questions,
+                at_once=3,
+            ),
+        ),
+        "reply",
+    )
+    llm = RuleLLM(fan)
 
 
 class ResearchTools(CrashTools):

@@ -101,6 +101,8 @@ def test_protocols_exports() -> None:
             "CancelJob",
             "CancelRequest",
             "ChildEnded",
+            "ChildSlot",
+            "Children",
             "DeadlineCheck",
             "Escalation",
             "InboxReply",

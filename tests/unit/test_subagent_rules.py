@@ -102,7 +102,7 @@ def test_a_sub_agent_edge_starts_one_child_named_by_the_parent_and_step() -> Non
     again = asking()
     assert [o.msg_id for o in again.outbox] == [o.msg_id for o in parent.outbox]
     assert "p-s1c0:0:start" in [o.msg_id for o in parent.outbox]
-    assert parent.info().waiting_for == "p-s1c0"
+    assert parent.info().waiting_for == ["p-s1c0"]
 
 
 def child_of(parent: JobSnapshot, now: float = NOW + 2) -> JobSnapshot:
@@ -267,7 +267,11 @@ def test_the_graph_refuses_what_an_edge_cannot_be() -> None:
     assert one(Edge(name="ask", to="b", agent="researcher")).sub_agents() == {"researcher"}
     assert one(Edge(name="say", to="b", output=Answer)).state("a").edges[0].output
     refused = {
-        "calls a tool or starts a child job, not both": Edge(name="e", to="b", tool="t", agent="x"),
+        "it calls a tool or starts children": Edge(name="e", to="b", tool="t", agent="x"),
+        "give one agent, or a list": Edge(name="e", to="b", agent="x", agents=["y"]),
+        "map= without agent=": Edge(name="e", to="b", agents=["x"], map="items"),
+        "starts no fan-out": Edge(name="e", to="b", agent="x", join="first"),
+        "lists an agent twice": Edge(name="e", to="b", agents=["x", "x"]),
         "an output edge and also calls tool": Edge(name="e", to="b", tool="t", output=True),
         "an output edge without a model": Edge(name="e", to="b", output=True),
         "must be letters": Edge(name="e", to="b", agent="no.dots"),
@@ -284,3 +288,113 @@ def test_a_deployment_must_list_every_agent_its_agents_start() -> None:
     check_sub_agents([Asker, Researcher])
     with pytest.raises(ConfigError, match="starts child jobs of 'researcher'"):
         check_sub_agents([Asker])
+
+
+class Many(BaseModel):
+    questions: list[Question]
+
+
+FAN = Graph(
+    initial="ask",
+    states={
+        "ask": State(
+            edges=(
+                Edge(
+                    name="each",
+                    to="done",
+                    agent="researcher",
+                    map="questions",
+                    args=Many,
+                    at_once=2,
+                ),
+                Edge(
+                    name="race",
+                    to="done",
+                    agents=["researcher", "writer"],
+                    args=Question,
+                    join="first",
+                ),
+                Edge(name="give_up", to="failed"),
+            ),
+            safe_edge="give_up",
+        ),
+        "done": State(terminal="succeeded"),
+        "failed": State(terminal="failed"),
+    },
+)
+
+
+def fanning(edge: str, args: dict[str, Any], budget: Budget | None = None) -> JobSnapshot:
+    rules = Rules(NAMES, NOW)
+    start = StartJob(
+        job_id="f", agent="fan", input={}, budget=budget or Budget(max_steps=21), accepted_at=NOW
+    )
+    job = rules.start(rules.new_snapshot(start), FAN)
+    assert job is not None
+    moved = rules.report(job, Decision(job_id="f", step=1, edge=edge, args=args), FAN)
+    assert moved is not None
+    return moved
+
+
+def starts(job: JobSnapshot) -> list[StartJob]:
+    prefix = f"{NAMES.prefix}.work.supervisor.api."
+    return [
+        decode_as(StartJob, o.data)[0]
+        for o in job.outbox
+        if o.subject.startswith(prefix) and o.msg_id.endswith(":0:start")
+    ]
+
+
+def end_of(job: JobSnapshot, child: str, status: Any, **more: Any) -> JobSnapshot:
+    notice = ChildEnded(job_id="f", step=1, child=child, agent="researcher", status=status, **more)
+    moved = Rules(NAMES, NOW + 1).child_ended(job, FAN, notice)
+    assert moved is not None
+    return moved
+
+
+def test_a_map_starts_one_child_per_item_at_most_at_once_and_joins_them_in_order() -> None:
+    questions = [{"question": "a"}, {"question": "b"}, {"question": "c"}]
+    job = fanning("each", {"questions": questions}, Budget(max_steps=22, max_tokens=3001))
+    first = starts(job)
+    assert [s.job_id for s in first] == ["f-s1c0", "f-s1c1"]  # two at once
+    assert [s.input for s in first] == questions[:2]
+    # Each child's share: (22 - 1) // 3 steps, 3001 // 3 tokens.
+    assert {(s.budget.max_steps, s.budget.max_tokens) for s in first} == {(7, 1000)}
+    job = end_of(job, "f-s1c1", "failed", error={"code": "x", "message": "no"})
+    assert [s.job_id for s in starts(job)] == ["f-s1c2"]  # the room it left
+    job = end_of(job, "f-s1c0", "succeeded", result={"output": 1})
+    assert job.phase == "child" and starts(job) == []
+    again = ChildEnded(job_id="f", step=1, child="f-s1c0", agent="researcher", status="succeeded")
+    assert Rules(NAMES, NOW + 1).child_ended(job.model_copy(deep=True), FAN, again) is None
+    job = end_of(job, "f-s1c2", "succeeded", result={"output": 3})
+    # Done: one of three failed, so the edge fails; the ends are kept, in order.
+    assert (job.status, job.state) == ("failed", "failed")
+    listed = job.results["each"]
+    assert [(e["job_id"], e["status"]) for e in listed] == [
+        ("f-s1c0", "succeeded"),
+        ("f-s1c1", "failed"),
+        ("f-s1c2", "succeeded"),
+    ]
+    [moved] = [e for e in events(job, "transition") if e.data["edge"] == "each"]
+    assert "child job f-s1c1 of agent 'researcher' ended failed: x: no" in moved.data["reason"]
+
+
+def test_join_first_takes_the_first_success_and_cancels_the_rest() -> None:
+    job = fanning("race", {"question": "q"})
+    assert [(s.job_id, s.agent) for s in starts(job)] == [
+        ("f-s1c0", "researcher"),
+        ("f-s1c1", "writer"),
+    ]
+    job = end_of(job, "f-s1c1", "succeeded", result={"output": "w"})
+    assert (job.status, job.state) == ("succeeded", "done")
+    [cancel] = sent(job, CancelJob, NAMES.supervisor_for("f-s1c0"))
+    assert cancel.by_parent and "f-s1c1 succeeded first" in cancel.request.reason
+    assert [e["status"] for e in job.results["race"]] == [None, "succeeded"]
+
+
+def test_an_item_that_is_no_object_fails_its_child_which_never_starts() -> None:
+    job = fanning("each", {"questions": [{"question": "a"}, "b"]})
+    assert [s.job_id for s in starts(job)] == ["f-s1c0"]
+    job = end_of(job, "f-s1c0", "succeeded")
+    assert job.state == "failed"
+    assert job.results["each"][1]["error"]["code"] == "schema_error"
