@@ -192,7 +192,8 @@ class InjectionPath:
 
 
 class State(BaseModel):
-    """A state of the job: terminal (ends it), human (parks it) or decided by the LLM."""
+    """A state of the job: terminal (ends it), human (parks it), waiting for a signal (a
+    named message from outside), or decided by the LLM."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -203,6 +204,47 @@ class State(BaseModel):
     )
     terminal: TerminalStatus | None = None
     human: bool = False
+    wait_for: str | None = Field(
+        default=None,
+        description="the name of a signal the job waits for here instead of a decision; "
+        "when it comes, the job takes `on_signal` with the signal's data as the arguments",
+    )
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON schema the signal's data must fit; pass a pydantic model class",
+    )
+    on_signal: str | None = Field(default=None, description="edge taken when the signal comes")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="seconds to wait for the signal before `on_timeout`"
+    )
+    on_timeout: str | None = Field(
+        default=None, description="edge taken when no signal came within `timeout_s`"
+    )
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            description: str = "",
+            edges: tuple[Edge, ...] | list[Edge] = (),
+            safe_edge: str | None = None,
+            terminal: TerminalStatus | None = None,
+            human: bool = False,
+            wait_for: str | None = None,
+            payload: type[BaseModel] | None = None,
+            on_signal: str | None = None,
+            timeout_s: float | None = None,
+            on_timeout: str | None = None,
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, **data: Any) -> None:
+            model = data.get("payload")  # a model class, or (decoded) its schema
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                data["payload"] = model.model_json_schema()
+            super().__init__(**data)
 
     def edge(self, name: str) -> Edge | None:
         for edge in self.edges:
@@ -212,7 +254,7 @@ class State(BaseModel):
 
     @property
     def decided_by_llm(self) -> bool:
-        return self.terminal is None and not self.human
+        return self.terminal is None and not self.human and self.wait_for is None
 
 
 class Graph(BaseModel):
@@ -382,6 +424,35 @@ class Graph(BaseModel):
                 )
         if state.safe_edge is not None and state.edge(state.safe_edge) is None:
             raise GraphError(f"safe_edge {state.safe_edge!r} is not one of its edges", state=name)
+        self._check_wait(name, state)
+
+    @staticmethod
+    def _check_wait(name: str, state: State) -> None:
+        """A state that waits for a signal names it, the edge the signal takes, and, with
+        a timeout, the edge its passing takes; only such a state has those."""
+        if state.wait_for is None:
+            if any(v is not None for v in (state.on_signal, state.timeout_s, state.on_timeout)):
+                raise GraphError("on_signal, timeout_s and on_timeout need wait_for=", state=name)
+            if state.payload is not None:
+                raise GraphError("payload= needs wait_for=", state=name)
+            return
+        try:
+            check_token(state.wait_for, what="signal name")
+        except InvalidNameError as exc:
+            raise GraphError(exc.message, state=name) from None
+        if state.terminal or state.human:
+            raise GraphError(
+                "a state that waits for a signal is neither terminal nor human", state=name
+            )
+        for what, edge in (("on_signal", state.on_signal), ("on_timeout", state.on_timeout)):
+            if edge is not None and state.edge(edge) is None:
+                raise GraphError(f"{what} {edge!r} is not one of its edges", state=name)
+        if state.on_signal is None:
+            raise GraphError(
+                f"waits for {state.wait_for!r} but names no on_signal edge", state=name
+            )
+        if (state.timeout_s is None) != (state.on_timeout is None):
+            raise GraphError("timeout_s and on_timeout go together", state=name)
 
     @staticmethod
     def _check_children(name: str, edge: Edge) -> None:

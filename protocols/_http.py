@@ -45,6 +45,13 @@ class HttpSubmit(_Api):
     )
 
 
+class HttpSignal(_Api):
+    """`POST /v1/jobs/{id}/signals/{name}`: deliver a signal (a `SignalRequest`)."""
+
+    data: PlainObject = Field(default_factory=dict)
+    by: str = Field(default="", max_length=200)
+
+
 class HttpResolve(_Api):
     """`POST /v1/jobs/{id}/resolve`: a person takes `edge` (a `ResolveRequest`)."""
 

@@ -6,6 +6,9 @@ fields, so a typo gets a clear error; models passed between actors ignore them, 
 older actor keeps working beside a newer one.
 """
 
+# Long: the whole wire contract between Rig's processes, one model per message, in the
+# order a job meets them; split, a reader would chase a message's parts across files.
+
 from __future__ import annotations
 
 import time
@@ -240,6 +243,22 @@ class ResolveRequest(BudgetOverride):
     )
 
 
+class SignalRequest(_Api):
+    """`rig.api.signal`: deliver signal `name` (with `data`) to a job waiting for it."""
+
+    job_id: JobId
+    name: Name
+    data: PlainObject = Field(default_factory=dict)
+    by: str = Field(default="", max_length=200, description="who sent it (a person, a job)")
+    signal_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="names this signal: one delivered already is answered again, not "
+        "delivered twice (a client's retry, a redelivery)",
+    )
+
+
 class CancelRequest(_Api):
     """`rig.api.cancel`: end a job that is not terminal yet, as `cancelled`."""
 
@@ -355,6 +374,9 @@ class JobInfo(_Wire):
     )
     waiting_for: list[str] = Field(
         default_factory=list, description="the child jobs it waits for, while it waits"
+    )
+    waiting_signal: str | None = Field(
+        default=None, description="the signal it waits for, while it waits for one"
     )
     created_at: float
     updated_at: float
@@ -494,6 +516,16 @@ class ChildEnded(_Wire):
     budget: Budget | None = Field(default=None, description="the child's, as carved")
 
 
+class SignalTimeout(_Wire):
+    """Supervisor to itself, on `rig.work.timer`: the job waiting at `step` for a signal
+    takes its state's `on_timeout` edge if none came by `at`."""
+
+    kind: Literal["signal_timeout"] = "signal_timeout"
+    job_id: str
+    step: int
+    at: float
+
+
 class DeadlineCheck(_Wire):
     """Supervisor to itself, on `rig.work.timer`: end the job if it is still running at `at`."""
 
@@ -517,7 +549,7 @@ class StallCheck(_Wire):
     arm: int
 
 
-TimerMessage = Annotated[DeadlineCheck | StallCheck, Field(discriminator="kind")]
+TimerMessage = Annotated[DeadlineCheck | StallCheck | SignalTimeout, Field(discriminator="kind")]
 
 
 class StepRequest(_Wire):
@@ -702,6 +734,16 @@ class ResolveJob(_Wire):
     reply_to: str = ""
 
 
+class SignalJob(_Wire):
+    """Like `ResolveJob`, for `rig.api.signal`."""
+
+    kind: Literal["signal"] = "signal"
+    job_id: str
+    command_id: str
+    request: SignalRequest
+    reply_to: str = ""
+
+
 class CancelJob(_Wire):
     """Like `ResolveJob`, for `rig.api.cancel`; or sent by a parent job's transition to
     the child it stops waiting for (`by_parent`: the child may not be stored yet, its
@@ -716,7 +758,7 @@ class CancelJob(_Wire):
 
 
 SupervisorMessage = Annotated[
-    StartJob | Decision | ToolResult | Verdict | ResolveJob | CancelJob | ChildEnded,
+    StartJob | Decision | ToolResult | Verdict | ResolveJob | CancelJob | SignalJob | ChildEnded,
     Field(discriminator="kind"),
 ]
 
@@ -734,6 +776,7 @@ EventType = Literal[
     "migrated",
     "child_started",
     "child_ended",
+    "signal",
     "status",
 ]
 
@@ -866,7 +909,7 @@ class JobSnapshot(_Wire):
     )
     state: str | None = None
     step: int = 0
-    phase: Literal["decide", "tool", "child", "verify"] | None = None
+    phase: Literal["decide", "tool", "child", "signal", "verify"] | None = None
     input: dict[str, Any]
     results: dict[str, Any] = Field(default_factory=dict)
     path: list[str] = Field(default_factory=list)
@@ -881,6 +924,12 @@ class JobSnapshot(_Wire):
         default=None,
         description="the tool call the job stopped waiting for (a cancel, its deadline, a "
         "person's resolve): its result, if it comes, is journaled, not dropped",
+    )
+    signal: str | None = Field(default=None, description="the signal it waits for (phase `signal`)")
+    signal_ids: list[str] = Field(
+        default_factory=list,
+        description="the ids of the latest signals delivered: one sent again is answered, "
+        "not delivered again",
     )
     resolve_ids: list[str] = Field(
         default_factory=list,
@@ -985,6 +1034,7 @@ class JobSnapshot(_Wire):
             waiting_for=[s.job_id for s in self.waiting.slots if s.state == "running"]
             if self.phase == "child" and self.waiting is not None
             else [],
+            waiting_signal=self.signal if self.phase == "signal" else None,
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

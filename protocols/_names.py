@@ -247,6 +247,10 @@ class Names:
         return f"{self.prefix}.api.cancel"
 
     @property
+    def api_signal(self) -> str:
+        return f"{self.prefix}.api.signal"
+
+    @property
     def api_inbox(self) -> str:
         return f"{self.prefix}.api.inbox"
 

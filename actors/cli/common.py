@@ -162,6 +162,8 @@ def show_status(info: JobInfo, as_json: bool) -> None:
         print(f"parent  {link.job_id} (agent {link.agent}, step {link.step}, edge {link.edge})")
     if info.children:
         print(f"children {', '.join(info.children)}")
+    if info.waiting_signal is not None:
+        print(f"waits   for signal {info.waiting_signal} (rig signal {info.job_id} NAME)")
     if info.waiting_for:
         print(f"waits   for child job(s) {', '.join(info.waiting_for)} (rig status CHILD)")
     print(f"spent   {spent(info)}")
@@ -262,6 +264,18 @@ def describe(event: Event) -> str:
                 f"{head} child job {data.get('child')} ended {data.get('status')}{why} "
                 f"({data.get('steps')} steps, {_tokens(data.get('usage'))} tokens)"
             )
+        case "signal" if data.get("waiting"):
+            until = (
+                f" until {time.strftime('%H:%M:%S', time.localtime(data['until']))}"
+                if data.get("until")
+                else ""
+            )
+            return f"{head} waits for signal {data.get('name')}{until}"
+        case "signal" if data.get("timed_out"):
+            return f"{head} no signal {data.get('name')} within {data.get('waited_s')} s"
+        case "signal":
+            by = f" from {data['by']}" if data.get("by") else ""
+            return f"{head} signal {data.get('name')}{by}: {json.dumps(data.get('data'))}"
         case "status" if data.get("status") == "waiting_human":
             return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":

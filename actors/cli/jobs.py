@@ -179,6 +179,29 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
     resolve.add_argument("--note", default="", help="why, for the journal")
     resolve.add_argument("--by", default=os.environ.get("USER", ""), help="who (default $USER)")
     resolve.set_defaults(run=_resolve)
+    signal = verbs.add_parser(
+        "signal",
+        parents=[common],
+        help="deliver a signal to a job waiting for one",
+        description="Send signal NAME to JOB, which waits for it in a state with "
+        "wait_for=NAME; the job takes that state's on_signal edge with DATA as its "
+        "arguments. A job not waiting for it is refused (job_state_error).",
+    )
+    signal.add_argument("job_id", metavar="JOB")
+    signal.add_argument("name", metavar="NAME", help="the signal's name")
+    signal.add_argument(
+        "--data",
+        default="{}",
+        metavar="JSON|@FILE|-",
+        help="the signal's data, a JSON object (inline, @FILE or - for stdin)",
+    )
+    signal.add_argument(
+        "--id",
+        dest="signal_id",
+        help="names this signal: sent again with the same id, it is delivered once",
+    )
+    signal.add_argument("--by", default=os.environ.get("USER", ""), help="who (default $USER)")
+    signal.set_defaults(run=_signal)
     cancel = verbs.add_parser(
         "cancel",
         parents=[common],
@@ -433,6 +456,15 @@ def _resolve(args: argparse.Namespace) -> int:
         )
 
     info = with_client(go)
+    show_status(info, args.json)
+    return EXIT_OK
+
+
+def _signal(args: argparse.Namespace) -> int:
+    data = json_object(args.data, "--data")
+    info = with_client(
+        lambda rig: rig.signal(args.job_id, args.name, data, by=args.by, signal_id=args.signal_id)
+    )
     show_status(info, args.json)
     return EXIT_OK
 

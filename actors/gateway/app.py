@@ -8,6 +8,7 @@
                                    terminal status; `?tokens=true` adds the model's tokens
     POST /v1/jobs/{id}/cancel      {reason?}
     POST /v1/jobs/{id}/resolve     {edge, args?, note?, by?, limits?}
+    POST /v1/jobs/{id}/signals/{name}  {data?, by?}
     GET  /v1/jobs                  ?agent=&status=&parent=&limit=&cursor= (newest first, paged)
     GET  /v1/inbox                 ?agent=
     GET  /v1/agents                registered agents and their live processes
@@ -107,6 +108,7 @@ from protocols._http import (
     HttpProblem,
     HttpProviders,
     HttpResolve,
+    HttpSignal,
     HttpSubmit,
     limits_of,
 )
@@ -395,6 +397,25 @@ ROUTES = (
                 "header",
                 {"type": "string", "minLength": 1, "maxLength": 255},
                 "a resolve carried out under the key is answered again, not applied again",
+            ),
+        ),
+        errors=(*_ROUTES_OF_A_JOB, 409, 415),
+    ),
+    Route(
+        "POST",
+        "/v1/jobs/{job_id}/signals/{name}",
+        "signal",
+        "Deliver a signal to a job waiting for it (a state with `wait_for`)",
+        answer=JobInfo,
+        body=HttpSignal,
+        params=(
+            _JOB_ID,
+            Param("name", "path", {"type": "string"}, "the signal's name"),
+            Param(
+                "Idempotency-Key",
+                "header",
+                {"type": "string", "minLength": 1, "maxLength": 255},
+                "a signal delivered under the key is answered again, not delivered again",
             ),
         ),
         errors=(*_ROUTES_OF_A_JOB, 409, 415),
@@ -739,6 +760,19 @@ class Gateway(Actor):
             # Retried with the same key, a resolve carried out already is answered again.
             resolve_id=hashlib.sha256(key.encode()).hexdigest() if key is not None else None,
             **limits_of(body),
+        )
+        return _json(info)
+
+    async def signal(self, request: web.Request) -> web.Response:
+        body = validate(HttpSignal, await _body(request, empty_ok=True))
+        key = request.headers.get("Idempotency-Key")
+        info = await self.rig.signal(
+            _job_id(request),
+            check_token(request.match_info["name"], what="signal name"),
+            body.data,
+            by=body.by,
+            # Sent again with the same key, a signal delivered already is answered again.
+            signal_id=hashlib.sha256(key.encode()).hexdigest() if key is not None else None,
         )
         return _json(info)
 

@@ -53,8 +53,12 @@ from protocols import (
     ResolveJob,
     ResolveRequest,
     SchemaError,
+    SignalJob,
+    SignalRequest,
+    SignalTimeout,
     StallCheck,
     StartJob,
+    State,
     StepRequest,
     SubmitRequest,
     ToolCall,
@@ -357,6 +361,98 @@ class Rules:
         self.stop_call(job, graph, f"the job was cancelled: {reason}")
         return self.finish(job, "cancelled", error={"code": "cancelled", "message": reason})
 
+    def await_signal(self, job: JobSnapshot, state: State) -> JobSnapshot:
+        """The job waits in `state` for its signal (not a decision): journaled, and timed
+        by a `SignalTimeout` if the state has a timeout."""
+        job.phase, job.signal = "signal", state.wait_for
+        until = self.now + state.timeout_s if state.timeout_s is not None else None
+        self.event(job, "signal", name=state.wait_for, state=job.state, waiting=True, until=until)
+        if until is not None:
+            check = SignalTimeout(job_id=job.job_id, step=job.step, at=until)
+            job.outbox.append(
+                Outgoing(
+                    subject=self.names.timer,
+                    msg_id=msg_id(job.job_id, job.step, "signal-timeout"),
+                    data=encode(check),
+                )
+            )
+        return job
+
+    @staticmethod
+    def signalled_already(job: JobSnapshot, request: SignalRequest) -> bool:
+        """Whether this very signal (its `signal_id`) was delivered already."""
+        return request.signal_id is not None and request.signal_id in job.signal_ids
+
+    def check_signal(self, job: JobSnapshot, graph: Graph, request: SignalRequest) -> State:
+        """The state waiting for `request`'s signal, or `JobStateError` saying what the
+        job does instead; its data checked against the state's `payload` (or the
+        `on_signal` edge's arguments): `SchemaError`."""
+        if job.phase != "signal" or job.signal != request.name or job.state is None:
+            doing = (
+                f"waits for signal {job.signal!r}"
+                if job.phase == "signal"
+                else f"is {job.status}" + (f" in {job.state!r}" if job.state else "")
+            )
+            raise JobStateError(
+                f"job {job.job_id} is not waiting for signal {request.name!r}: it {doing}",
+                job_id=job.job_id,
+                status=job.status,
+                signal=request.name,
+            )
+        state = graph.state(job.state)
+        edge = state.edge(state.on_signal or "")
+        schema = state.payload or (edge.args if edge is not None else None)
+        if schema is not None:
+            check_data(request.name, schema, request.data)
+        return state
+
+    def signal(self, job: JobSnapshot, graph: Graph, request: SignalRequest) -> JobSnapshot:
+        """A signal the job waits for: its data is kept in the job's results (under the
+        signal's name) and is the arguments of the state's `on_signal` edge."""
+        state = self.check_signal(job, graph, request)
+        job.outbox = []
+        if request.signal_id is not None:
+            job.signal_ids = [*job.signal_ids[-(_RESOLVE_IDS_KEPT - 1) :], request.signal_id]
+        self.event(
+            job,
+            "signal",
+            name=request.name,
+            data=request.data,
+            by=request.by,
+            signal_id=request.signal_id,
+        )
+        job.results[request.name] = request.data
+        job.signal = None
+        assert state.on_signal is not None
+        decision = Decision(
+            job_id=job.job_id,
+            step=job.step,
+            edge=state.on_signal,
+            args=request.data,
+            reason=f"signal {request.name!r}" + (f" from {request.by}" if request.by else ""),
+        )
+        return self.decided(job, graph, decision, by="signal")
+
+    def signal_timeout(
+        self, job: JobSnapshot, graph: Graph, check: SignalTimeout
+    ) -> JobSnapshot | None:
+        """No signal came in time: the state's `on_timeout` edge."""
+        if job.terminal or job.phase != "signal" or job.step != check.step or job.state is None:
+            return None  # it came, or the job moved on
+        state = graph.state(job.state)
+        if state.on_timeout is None:
+            return None
+        job.outbox = []
+        self.event(job, "signal", name=job.signal, timed_out=True, waited_s=state.timeout_s)
+        job.signal = None
+        decision = Decision(
+            job_id=job.job_id,
+            step=job.step,
+            edge=state.on_timeout,
+            reason=f"no signal {state.wait_for!r} within {state.timeout_s:g} s",
+        )
+        return self.decided(job, graph, decision, by="timeout")
+
     def deadline(self, job: JobSnapshot, graph: Graph, check: DeadlineCheck) -> JobSnapshot | None:
         """The job's deadline timer fired."""
         # A newer deadline (set by a person's resolve) has its own timer; a job waiting
@@ -380,8 +476,9 @@ class Rules:
         stall_s = job.budget.stall_s
         if job.status != "running" or job.stall_arm != check.arm or stall_s is None:
             return None, None  # ended, parked (a person's time), or watched by a newer arm
-        if job.event_seq != check.seq or job.phase == "child":
-            # It moved; or it waits for a child job, which has a watchdog of its own.
+        if job.event_seq != check.seq or job.phase in ("child", "signal"):
+            # It moved; or it waits for a child job (which has a watchdog of its own) or a
+            # signal (as long as its state says).
             at = max(job.updated_at + stall_s, self.now + 1.0)
             return None, StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm)
         job.outbox = []
@@ -574,6 +671,8 @@ class Rules:
             case "child" if job.waiting is not None:
                 running = [s.job_id for s in job.waiting.slots if s.state == "running"]
                 what = f"child job(s) {', '.join(running)} (step {job.step})"
+            case "signal":
+                what = f"signal {job.signal!r} in state {job.state!r} (rig signal)"
             case "verify" if edge is not None:
                 what = f"verifier {edge.verifier!r} (step {job.step}, edge {edge.name!r})"
             case _:
@@ -826,8 +925,11 @@ class Rules:
             return self.exhaust(job, graph, *over)
         if job.step == 0:
             job.step = 1
-        job.phase = "decide"
         assert job.state is not None
+        state = graph.state(job.state)
+        if state.wait_for is not None:
+            return self.await_signal(job, state)
+        job.phase = "decide"
         budget = job.budget
         request = StepRequest(
             job_id=job.job_id,
@@ -840,7 +942,7 @@ class Rules:
             cost_left=None if budget.max_cost is None else budget.max_cost - job.usage.cost,
             deadline=job.deadline,
             graph_version=job.graph_version,
-            edges=[edge.name for edge in graph.state(job.state).edges],
+            edges=[edge.name for edge in state.edges],
             sampling=job.sampling,
         )
         self.command(job, self.names.agent(job.agent), request, "step")
@@ -1194,6 +1296,19 @@ def check_args(edge: str, schema: dict[str, Any], value: dict[str, Any]) -> None
         ) from None
 
 
+def check_data(signal: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
+    """Refuse (`SchemaError`) a signal's data that does not fit what its state takes."""
+    check = _validator(json.dumps(schema, sort_keys=True))
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaException as exc:
+        where = str(getattr(exc, "name", "") or "data")
+        message = str(getattr(exc, "message", exc))
+        raise SchemaError(
+            f"the data does not fit signal {signal!r}: {message}", field=where, signal=signal
+        ) from None
+
+
 @functools.lru_cache(maxsize=256)
 def _validator(schema: str) -> Callable[[Any], Any]:
     """A compiled check of one schema (compiled once per schema, kept for the next)."""
@@ -1243,7 +1358,7 @@ def forged(message: Any, sender: tuple[str, str] | None) -> str | None:
     A person's command and a job's start are the supervisor's own (the API subject, which
     only supervisors may publish to); a report names its sender, who must be the one the
     report says made it."""
-    if isinstance(message, StartJob | ResolveJob | CancelJob | ChildEnded):
+    if isinstance(message, StartJob | ResolveJob | CancelJob | SignalJob | ChildEnded):
         if sender is None:
             return None
         kind, name = sender

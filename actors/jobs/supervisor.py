@@ -77,6 +77,9 @@ from protocols import (
     ResolveRequest,
     RetryableError,
     RigError,
+    SignalJob,
+    SignalRequest,
+    SignalTimeout,
     StallCheck,
     StartJob,
     StatusRequest,
@@ -195,6 +198,7 @@ class Supervisor(Actor):
             Endpoint(self.names.api_status, StatusRequest, self.status),
             Endpoint(self.names.api_resolve, ResolveRequest, self.resolve),
             Endpoint(self.names.api_cancel, CancelRequest, self.cancel),
+            Endpoint(self.names.api_signal, SignalRequest, self.signal),
             Endpoint(self.names.api_inbox, InboxRequest, self.inbox),
         ]
 
@@ -461,13 +465,23 @@ class Supervisor(Actor):
         command = CancelJob(job_id=request.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
 
+    async def signal(self, request: SignalRequest) -> JobInfo:
+        """Deliver a signal to a job waiting for it (checked here, carried out durably,
+        like `resolve`); one whose `signal_id` was delivered already is answered again."""
+        job = await self._stored(request.job_id)
+        if self.rules.signalled_already(job, request):
+            return job.info()
+        self.rules.check_signal(job, await self._graph_of(job), request)
+        command = SignalJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
+        return await self._carry_out(command)
+
     async def _stored(self, job_id: str) -> JobSnapshot:
         snapshot, _revision = await self._load(job_id)
         if snapshot is None:
             raise UnknownJobError(f"no job {job_id!r}", job_id=job_id)
         return snapshot
 
-    async def _carry_out(self, command: ResolveJob | CancelJob) -> JobInfo:
+    async def _carry_out(self, command: ResolveJob | CancelJob | SignalJob) -> JobInfo:
         """Publish a person's command to the work stream; answer with its outcome."""
         reply_to = self.nc.new_inbox()
         sub = await self.nc.subscribe(reply_to, max_msgs=1)
@@ -496,10 +510,13 @@ class Supervisor(Actor):
         assert body.job is not None
         return body.job
 
-    async def _on_command(self, command: ResolveJob | CancelJob) -> None:
-        """Carry out a person's resolve or cancel; tell the waiting API call how it went."""
+    async def _on_command(self, command: ResolveJob | CancelJob | SignalJob) -> None:
+        """Carry out a person's resolve or cancel, or a signal; tell the waiting API call
+        how it went."""
         if isinstance(command, ResolveJob):
             apply = self._resolving(command.request)
+        elif isinstance(command, SignalJob):
+            apply = self._signalling(command.request)
         else:
             apply = self._cancelling(command.request)
         try:
@@ -528,6 +545,16 @@ class Supervisor(Actor):
             if self.rules.resolved_already(job, request):
                 return None  # carried out already (this command came back): nothing to do
             return self.rules.resolve(job, await self._graph_of(job), request)
+
+        return apply
+
+    def _signalling(
+        self, request: SignalRequest
+    ) -> Callable[[JobSnapshot], Awaitable[JobSnapshot | None]]:
+        async def apply(job: JobSnapshot) -> JobSnapshot | None:
+            if self.rules.signalled_already(job, request):
+                return None  # delivered already (this command came back): nothing to do
+            return self.rules.signal(job, await self._graph_of(job), request)
 
         return apply
 
@@ -562,7 +589,7 @@ class Supervisor(Actor):
         why = forged(message, sender)
         if why is not None:
             self._refuse(ForgedReportError(why, job_id=message.job_id, subject=delivery.subject))
-        if isinstance(message, ResolveJob | CancelJob):
+        if isinstance(message, ResolveJob | CancelJob | SignalJob):
             await self._on_command(message)
             return
         start = message if isinstance(message, StartJob) else None
@@ -594,14 +621,19 @@ class Supervisor(Actor):
         self.log.warning("report.forged", reason=exc.message, job_id=exc.details.get("job_id"))
         raise exc
 
-    async def on_timer(self, check: DeadlineCheck | StallCheck, delivery: Delivery) -> None:
-        """A job's deadline or stall check: wait for it on the server, then act if due."""
+    async def on_timer(
+        self, check: DeadlineCheck | StallCheck | SignalTimeout, delivery: Delivery
+    ) -> None:
+        """A job's deadline, stall check or signal timeout: wait for it on the server,
+        then act if due."""
         left = check.at - time.time()
         if left > 0:
             raise RetryableError("not due yet", delay=left, routine=True)
         try:
             if isinstance(check, StallCheck):
                 await self._on_stall(check)
+            elif isinstance(check, SignalTimeout):
+                await self._on_signal_timeout(check)
             else:
                 await self._on_deadline(check)
         except UnknownJobError:
@@ -612,6 +644,12 @@ class Supervisor(Actor):
             return self.rules.deadline(job, await self._graph_of(job), check)
 
         await self._transition(check.job_id, apply, cause=f"deadline:{check.at!r}")
+
+    async def _on_signal_timeout(self, check: SignalTimeout) -> None:
+        async def apply(job: JobSnapshot) -> JobSnapshot | None:
+            return self.rules.signal_timeout(job, await self._graph_of(job), check)
+
+        await self._transition(check.job_id, apply, cause=f"signal_timeout:{check.step}")
 
     async def _on_stall(self, check: StallCheck) -> None:
         """The stall watchdog (`Rules.stall`); a job that moved gets its next check."""

@@ -61,6 +61,7 @@ from protocols import (
     ResolveRequest,
     RigConnectionError,
     RigError,
+    SignalRequest,
     StatusRequest,
     SubmitReply,
     SubmitRequest,
@@ -244,6 +245,30 @@ class RigClient:
         }
         request = validate(ResolveRequest, {**fields, **limits})
         return await self._request(self.names.api_resolve, request, JobInfo)
+
+    async def signal(
+        self,
+        job_id: str,
+        name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        by: str = "",
+        signal_id: str | None = None,
+    ) -> JobInfo:
+        """Deliver signal `name` with `data` to a job waiting for it (a state with
+        `wait_for=name`); a job not waiting for it is a `JobStateError`, data that does
+        not fit the state's `payload` a `SchemaError`. `signal_id` names this signal (a
+        new one by default): sent again, one delivered already is answered, not
+        delivered twice."""
+        fields = {
+            "job_id": job_id,
+            "name": name,
+            "data": data or {},
+            "by": by,
+            "signal_id": signal_id or uuid.uuid4().hex,
+        }
+        request = validate(SignalRequest, fields)
+        return await self._request(self.names.api_signal, request, JobInfo)
 
     async def cancel(self, job_id: str, *, reason: str = "") -> JobInfo:
         """End a job that is not terminal as `cancelled`."""
