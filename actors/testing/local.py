@@ -8,10 +8,12 @@ import tempfile
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from actors.jobs.rules import Rules, check_input
 from actors.models.agent import Agent
@@ -23,7 +25,9 @@ from actors.tools.ledger import Ledger
 from actors.tools.verifier import Verifier
 from protocols import (
     AgentInfo,
+    CancelJob,
     CancelRequest,
+    ChildEnded,
     DeadlineCheck,
     Decision,
     Encoding,
@@ -35,7 +39,11 @@ from protocols import (
     NonRetryableError,
     ResolveRequest,
     RetryableError,
+    SignalRequest,
+    SignalTimeout,
+    StartJob,
     SubmitRequest,
+    SupervisorMessage,
     ToolCall,
     ToolResult,
     Usage,
@@ -46,6 +54,8 @@ from protocols import (
     encode,
     validate,
 )
+
+_SUPERVISOR_MESSAGE: TypeAdapter[Any] = TypeAdapter(SupervisorMessage)
 
 # Every result inline: there is no object store in one process.
 _INLINE_ALL = 1 << 40
@@ -59,7 +69,7 @@ class JobRun:
     snapshot: JobSnapshot
     journal: list[Event]
     _rig: LocalRig = field(repr=False)
-    _timers: list[DeadlineCheck] = field(default_factory=list, repr=False)
+    _timers: list[DeadlineCheck | SignalTimeout] = field(default_factory=list, repr=False)
 
     @property
     def job_id(self) -> str:
@@ -105,9 +115,33 @@ class JobRun:
     def usage(self) -> Usage:
         return self.snapshot.usage
 
+    @property
+    def children(self) -> list[JobRun]:
+        """The child jobs it started (sub-agent and fan-out edges), oldest first."""
+        return [
+            self._rig.runs[child] for child in self.snapshot.children if child in self._rig.runs
+        ]
+
+    @property
+    def waiting_signal(self) -> str | None:
+        """The signal it waits for, while it waits for one (`signal` delivers it)."""
+        return self.snapshot.signal if self.snapshot.phase == "signal" else None
+
     def events(self, type_: str) -> list[Event]:
         """The journal's events of one type (`decision`, `tool_result`, `verdict`, ...)."""
         return [event for event in self.journal if event.type == type_]
+
+    async def signal(
+        self, name: str, data: dict[str, Any] | None = None, by: str = "test"
+    ) -> JobRun:
+        """Deliver signal `name` to the job waiting for it, and run it on: what `rig
+        signal` does (a job not waiting for it raises `JobStateError`)."""
+        request = validate(
+            SignalRequest, {"job_id": self.job_id, "name": name, "data": data or {}, "by": by}
+        )
+        graph = self._rig.graph_of(self)
+        await self._rig.go_on(self, lambda rules, job: rules.signal(job, graph, request), "signal")
+        return self
 
     async def resolve(
         self,
@@ -126,7 +160,7 @@ class JobRun:
             {"job_id": self.job_id, "edge": edge, "args": args or {}, "note": note, "by": by}
             | limits,
         )
-        graph = self._rig.info.graph
+        graph = self._rig.graph_of(self)
         await self._rig.go_on(
             self, lambda rules, job: rules.resolve(job, graph, request), "resolve"
         )
@@ -135,7 +169,8 @@ class JobRun:
     async def cancel(self, reason: str = "") -> JobRun:
         """End the job `cancelled`, as `rig cancel` does."""
         request = validate(CancelRequest, {"job_id": self.job_id, "reason": reason})
-        await self._rig.go_on(self, lambda rules, job: rules.cancel(job, request), "cancel")
+        graph = self._rig.graph_of(self)
+        await self._rig.go_on(self, lambda rules, job: rules.cancel(job, request, graph), "cancel")
         return self
 
 
@@ -145,7 +180,8 @@ async def run_job(
     *,
     tools: Iterable[type[ToolExecutor]] = (),
     verifiers: Iterable[type[Verifier]] = (),
-    llm: LLM | None = None,
+    agents: Iterable[type[Agent]] = (),
+    llm: LLM | Mapping[str, LLM] | None = None,
     limits: dict[str, Any] | None = None,
     job_id: str = "job-1",
     home: Path | None = None,
@@ -154,15 +190,17 @@ async def run_job(
     until it waits for a person, in this process; return it with its journal.
 
     `tools` and `verifiers` are the classes that serve the graph's tools and checks
-    (each is made once, as a process would be). `llm` routes instead of the agent's
-    own (`ScriptedLLM`, `RuleLLM`, or any object with `async complete(prompt)`).
+    (each is made once, as a process would be), `agents` the agents its edges start
+    child jobs of (their children run here too, `run.children`). `llm` routes instead
+    of the agent's own (`ScriptedLLM`, `RuleLLM`, or any object with `async
+    complete(prompt)`); a mapping gives one per agent name.
     `limits` override the agent's budget as a submission may (`max_steps`,
     `max_tokens`, `max_cost`, `deadline_s`, `max_visits`, `max_reasks`). `home` holds
     the ledger and is what the tools see as `self.config.home` (default: a temporary
     directory, removed with the run).
 
     For many jobs, `LocalRig` makes the actors and opens the ledger once."""
-    rig = LocalRig(agent, tools=tools, verifiers=verifiers, llm=llm, home=home)
+    rig = LocalRig(agent, tools=tools, verifiers=verifiers, agents=agents, llm=llm, home=home)
     return await rig.run(input, limits=limits, job_id=job_id)
 
 
@@ -248,7 +286,8 @@ class LocalRig:
         *,
         tools: Iterable[type[ToolExecutor]] = (),
         verifiers: Iterable[type[Verifier]] = (),
-        llm: LLM | None = None,
+        agents: Iterable[type[Agent]] = (),
+        llm: LLM | Mapping[str, LLM] | None = None,
         home: Path | None = None,
     ) -> None:
         self._made_home = home is None
@@ -257,11 +296,18 @@ class LocalRig:
             weakref.finalize(self, shutil.rmtree, self.home, ignore_errors=True)
         self.config = _config(self.home)
         self.names: Names = self.config.names
-        self.agent = agent(config=self.config)
-        self.agent._llm = llm if llm is not None else self.agent.create_llm()
+        made = [cls(config=self.config) for cls in dict.fromkeys([agent, *agents])]
+        for each in made:
+            own = llm.get(each.name) if isinstance(llm, Mapping) else None
+            if llm is not None and not isinstance(llm, Mapping) and each is made[0]:
+                own = llm
+            each._llm = own if own is not None else each.create_llm()
+        self.agent = made[0]
         self.info: AgentInfo = self.agent.info()
+        self.infos: dict[str, AgentInfo] = {each.name: each.info() for each in made}
+        self.runs: dict[str, JobRun] = {}  # every job run here, children too
         self.executors = [cls(config=self.config) for cls in tools]
-        self.actors: list[Actor] = [self.agent, *self.executors]
+        self.actors: list[Actor] = [*made, *self.executors]
         self.actors += [cls(config=self.config) for cls in verifiers]
         self.inboxes: dict[str, Inbox] = {}
         for actor in self.actors:
@@ -318,14 +364,21 @@ class LocalRig:
         check_input(info, request.input)  # as the supervisor does at submission
         rules = Rules(self.names, time.time())
         run = JobRun(rules.new_snapshot(rules.accept(job_id, info, request)), [], self)
+        self.runs[job_id] = run
         await self.go_on(run, lambda rules, job: rules.start(job, info.graph), "start")
         return run
+
+    def graph_of(self, run: JobRun) -> Any:
+        """The graph the job runs on: its agent's."""
+        return self.infos[run.snapshot.agent].graph
 
     def _check_served(self) -> None:
         """Every tool and verifier the graph names must have a class here to serve it."""
         missing = []
-        for state in self.info.graph.states.values():
+        every = [state for info in self.infos.values() for state in info.graph.states.values()]
+        for state in every:
             for edge in state.edges:
+                missing += [f"agent {a!r}" for a in edge.starts if a not in self.infos]
                 if edge.tool is not None and self.names.tool(edge.tool) not in self.inboxes:
                     missing.append(f"tool {edge.tool!r}")
                 if edge.verifier is not None and (
@@ -336,7 +389,7 @@ class LocalRig:
             raise TypeError(
                 f"agent {self.info.name!r}'s graph names {', '.join(sorted(set(missing)))}, "
                 "which no class given to run_job serves (pass them as tools=[...], "
-                "verifiers=[...])"
+                "verifiers=[...], agents=[...])"
             )
 
     async def _publish(
@@ -354,22 +407,74 @@ class LocalRig:
             try:
                 self._transition(run, apply, cause)
                 while self._queue:
-                    self._fire_due_timers(run)
+                    self._fire_due_timers()
                     subject, data = self._queue.popleft()
                     sender = self.names.sender_of(subject)
-                    if sender is not None:
-                        self._report(run, subject, data, sender)
+                    if subject.startswith(self._own):
+                        self._supervise(data)
+                    elif sender is not None:
+                        self._report(subject, data, sender)
                     else:
-                        await self._deliver(run, subject, data)
+                        await self._deliver(subject, data)
             finally:
                 self._queue.clear()
                 if not self._entered:
                     await self._close()
-        if run.status == "running":
+        if run.status == "running" and not self._waits(run):
             raise AssertionError(
                 f"job {run.job_id} is running in state {run.state!r} (phase "
                 f"{run.snapshot.phase}) but no message is under way: a bug of Rig's "
                 "in-process runner"
+            )
+
+    def _waits(self, run: JobRun) -> bool:
+        """Whether a running job waits for something outside: a signal, or a child
+        that waits for a person or a signal."""
+        if run.snapshot.phase == "signal":
+            return True
+        return run.snapshot.phase == "child" and any(
+            child.status == "waiting_human" or self._waits(child)
+            for child in run.children
+            if child.status in ("running", "waiting_human")
+        )
+
+    @property
+    def _own(self) -> str:
+        """The subjects of the supervisor's own messages (a child's start, end, cancel)."""
+        return f"{self.names.prefix}.work.supervisor.api."
+
+    def _supervise(self, data: bytes) -> None:
+        """A message a transition sent the supervisor itself: a child job's start, a
+        child's end for its parent, a parent's cancel of its child."""
+        message = decode_as(_SUPERVISOR_MESSAGE, data)[0]
+        if isinstance(message, StartJob):
+            if message.job_id in self.runs:
+                return  # started already: its id names it
+            info = self.infos[message.agent]
+            rules = Rules(self.names, time.time())
+            child = JobRun(rules.new_snapshot(message), [], self)
+            self.runs[message.job_id] = child
+            parent = self.runs[message.parent.job_id].snapshot if message.parent else None
+            self._transition(
+                child, lambda rules, job: rules.start_child(job, info, parent), "start"
+            )
+        elif isinstance(message, ChildEnded):
+            parent_run = self.runs[message.job_id]
+            graph = self.graph_of(parent_run)
+            self._transition(
+                parent_run,
+                lambda rules, job: rules.child_ended(job, graph, message),
+                f"child_ended:{message.child}",
+            )
+        elif isinstance(message, CancelJob):
+            child_run = self.runs.get(message.job_id)
+            if child_run is None or child_run.snapshot.terminal:
+                return  # ended already: nothing to stop
+            graph = self.graph_of(child_run)
+            self._transition(
+                child_run,
+                lambda rules, job: rules.cancel(job, message.request, graph),
+                f"cancel:{message.command_id}",
             )
 
     def _transition(self, run: JobRun, apply: Any, cause: str) -> None:
@@ -381,7 +486,8 @@ class LocalRig:
         after = apply(rules, job)
         if after is None:
             return  # a stale report: nothing to do
-        after = rules.settle(after, cause=cause, status_before=status_before, latest=self.info)
+        latest = self.infos[after.agent]
+        after = rules.settle(after, cause=cause, status_before=status_before, latest=latest)
         run.snapshot = after
         events = self.names.events(after.job_id)
         for out in after.outbox:
@@ -391,23 +497,35 @@ class LocalRig:
                 body, _ = decode(out.data)
                 if isinstance(body, dict) and body.get("kind") == "deadline":
                     run._timers.append(DeadlineCheck.model_validate(body))
+                elif isinstance(body, dict) and body.get("kind") == "signal_timeout":
+                    run._timers.append(SignalTimeout.model_validate(body))
             elif out.subject.startswith(f"{self.names.prefix}.work."):
                 self._queue.append((out.subject, out.data))
             # else: the inbox's bucket and webhooks, which no one reads here
 
-    def _fire_due_timers(self, run: JobRun) -> None:
+    def _fire_due_timers(self) -> None:
         now = time.time()
-        due = [check for check in run._timers if check.at <= now]
-        run._timers = [check for check in run._timers if check.at > now]
-        graph = self.info.graph
-        for check in due:
-            self._transition(
-                run,
-                lambda rules, job, check=check: rules.deadline(job, graph, check),
-                f"deadline:{check.at!r}",
-            )
+        for run in list(self.runs.values()):
+            due = [check for check in run._timers if check.at <= now]
+            run._timers = [check for check in run._timers if check.at > now]
+            graph = self.graph_of(run)
+            for check in due:
+                if isinstance(check, SignalTimeout):
+                    self._transition(
+                        run,
+                        lambda rules, job, check=check, graph=graph: rules.signal_timeout(
+                            job, graph, check
+                        ),
+                        f"signal_timeout:{check.step}",
+                    )
+                    continue
+                self._transition(
+                    run,
+                    lambda rules, job, check=check, graph=graph: rules.deadline(job, graph, check),
+                    f"deadline:{check.at!r}",
+                )
 
-    def _report(self, run: JobRun, subject: str, data: bytes, sender: tuple[str, str]) -> None:
+    def _report(self, subject: str, data: bytes, sender: tuple[str, str]) -> None:
         message: Decision | ToolResult | Verdict
         if sender[0] == "agent":
             message = decode_as(Decision, data)[0]
@@ -417,14 +535,15 @@ class LocalRig:
             message = decode_as(Verdict, data)[0]
         if isinstance(message, Decision):
             _raise_script_exhausted(message)
-        graph = self.info.graph
+        run = self.runs[message.job_id]
+        graph = self.graph_of(run)
         self._transition(
             run,
             lambda rules, job: rules.report(job, message, graph, sender=sender),
             f"{message.kind}:{message.step}",
         )
 
-    async def _deliver(self, run: JobRun, subject: str, data: bytes) -> None:
+    async def _deliver(self, subject: str, data: bytes) -> None:
         """Hand a work message to the actor that reads its subject, as a consumer would:
         again on a retryable failure, dead-lettered after the last delivery or on a
         final one."""
@@ -445,7 +564,7 @@ class LocalRig:
                 problem = exc.message
             except Exception as exc:  # retried, as a consumer naks it
                 problem = repr(exc)
-        self._dead_letter(run, message, inbox, attempt, problem)
+        self._dead_letter(self.runs[message.job_id], message, inbox, attempt, problem)
 
     def _dead_letter(
         self, run: JobRun, message: Any, inbox: Inbox, deliveries: int, problem: str
@@ -455,7 +574,8 @@ class LocalRig:
             f"a {message.kind} message of step {step} was dead-lettered by {inbox.durable} "
             f"after {deliveries} deliveries: {problem}"
         )
-        graph, on_stuck = self.info.graph, self.info.on_stuck
+        info = self.infos[run.snapshot.agent]
+        graph, on_stuck = info.graph, info.on_stuck
         self._transition(
             run,
             lambda rules, job: rules.dead_letter(job, graph, step, reason, on_stuck),

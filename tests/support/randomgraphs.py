@@ -8,6 +8,11 @@ a person; some edges call a tool (`echo`), some of those a verifier that passes 
 numbers (`even`). Every state's safe edge goes to `bad`. The model's answers are a
 table of (state, visit, attempt): an edge with arguments, an edge with arguments that do
 not fit, an edge that does not exist, or prose.
+
+Some edges of the graphs (drawn from a generator of their own, so the graphs above stay
+as they were) start child jobs instead: of one of two leaf agents (`random-leaf-0`,
+`-1`, random graphs of the same kind without a person or children of their own), or of
+both at once (a fan-out).
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ class EchoArgs(BaseModel):
     n: int
 
 
-def spec(seed: int) -> dict[str, Any]:
-    """A random graph and the model's answers in it, as plain data."""
+def spec(seed: int, *, leaf: bool = False) -> dict[str, Any]:
+    """A random graph and the model's answers in it, as plain data (`leaf`: no person,
+    no children)."""
     rng = random.Random(seed)
     deciders = [f"s{i}" for i in range(rng.randint(2, 4))]
-    person = rng.random() < 0.4
+    person = rng.random() < 0.4 and not leaf
     targets = [*deciders, "ok", "bad", *(["person"] if person else [])]
     states: dict[str, list[dict[str, Any]]] = {}
     for i, name in enumerate(deciders):
@@ -54,7 +60,25 @@ def spec(seed: int) -> dict[str, Any]:
     script: dict[str, list[list[Any]]] = {}
     for name, edges in states.items():
         script[name] = [[_answer(rng, edges) for _attempt in range(2)] for _visit in range(4)]
+    if not leaf:
+        _add_children(random.Random(seed + 1000), states)
     return {"deciders": deciders, "person": person, "states": states, "script": script}
+
+
+LEAVES = ("random-leaf-0", "random-leaf-1")
+
+
+def _add_children(rng: random.Random, states: dict[str, list[dict[str, Any]]]) -> None:
+    """Make some edges start child jobs: of one leaf agent, or of both (a fan-out)."""
+    for edges in states.values():
+        for edge in edges:
+            if edge["name"] == "out" or rng.random() > 0.3:
+                continue
+            edge.pop("tool", None)
+            if rng.random() < 0.5:
+                edge["agent"] = rng.choice(LEAVES)
+            else:
+                edge["agents"] = list(LEAVES)
 
 
 def _answer(rng: random.Random, edges: list[dict[str, Any]]) -> Any:
@@ -79,6 +103,8 @@ def graph_of(data: dict[str, Any]) -> Graph:
                     name=e["name"],
                     to=e["to"],
                     tool=e.get("tool"),
+                    agent=e.get("agent"),
+                    agents=tuple(e.get("agents", ())),
                     verifier=e.get("verifier"),
                     on_fail=e.get("on_fail"),
                     args=EchoArgs if "tool" in e else None,
@@ -110,15 +136,15 @@ def _route(data: dict[str, Any]) -> Any:
     return route
 
 
-def _agent(seed: int) -> type[Agent]:
-    data = spec(seed)
+def _agent(seed: int, *, leaf: int | None = None) -> type[Agent]:
+    data = spec(seed, leaf=leaf is not None)
     return type(
-        f"Random{seed}",
+        f"Random{seed}" if leaf is None else f"RandomLeaf{leaf}",
         (Agent,),
         {
             "__module__": __name__,
             "__doc__": f"A random graph (seed {seed}): {json.dumps(data['states'])[:80]}",
-            "name": f"random-{seed}",
+            "name": f"random-{seed}" if leaf is None else LEAVES[leaf],
             "graph": graph_of(data),
             "llm": RuleLLM(_route(data)),
             "max_steps": 8,
@@ -127,7 +153,8 @@ def _agent(seed: int) -> type[Agent]:
 
 
 AGENTS: dict[int, type[Agent]] = {seed: _agent(seed) for seed in SEEDS}
-for _seed, _cls in AGENTS.items():
+LEAF_AGENTS = [_agent(100 + i, leaf=i) for i in range(len(LEAVES))]
+for _cls in [*AGENTS.values(), *LEAF_AGENTS]:
     globals()[_cls.__name__] = _cls  # `rig actor run tests.support.randomgraphs:Random3`
 
 
