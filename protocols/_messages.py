@@ -304,6 +304,7 @@ class Escalation(_Wire):
     kind: EscalationKind = "human_state"
     input: dict[str, Any] = Field(default_factory=dict)
     since: float = Field(default_factory=now)
+    parent: str | None = Field(default=None, description="the job waiting for this one")
 
 
 class InboxReply(_Wire):

@@ -138,6 +138,12 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="keep watching while the job waits for a person, until it is terminal",
     )
     watch.add_argument(
+        "--children",
+        action="store_true",
+        help="also print the events of the child jobs it starts (and theirs), each line "
+        "after the child's id; exit when all have ended, or when any waits for a person",
+    )
+    watch.add_argument(
         "--tokens",
         action="store_true",
         help="also print the model's answers: live as they stream (agents with stream = "
@@ -355,23 +361,28 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    async def go(rig: RigClient) -> JobInfo:
+    async def go(rig: RigClient) -> tuple[JobInfo, list[JobInfo]]:
         info = await rig.status(args.job_id)
         if args.full and info.result is not None:
             results = info.result.get("results") or {}
             for tool, value in results.items():
                 results[tool] = await rig.fetch_result(value)
-        return info
+        # The children it waits for that wait themselves: for a person, or a signal.
+        children = [await rig.status(child) for child in info.waiting_for]
+        return info, [c for c in children if c.status == "waiting_human" or c.waiting_signal]
 
-    info = with_client(go)
+    info, waiting = with_client(go)
     show_status(info, args.json)
+    for child in [] if args.json else waiting:
+        why = child.waiting.reason if child.waiting else child.waiting_signal or ""
+        print(f"child   {child.job_id} ({child.agent}) {child.status}: {why}")
     return EXIT_OK
 
 
 def _watch(args: argparse.Namespace) -> int:
     async def go(rig: RigClient) -> str:
         await rig.status(args.job_id)  # raises UnknownJobError for a job that does not exist
-        final = ""
+        final, parked_job = "", args.job_id
         streaming = False
         live = False  # tokens arrived live since the last event
 
@@ -394,7 +405,8 @@ def _watch(args: argparse.Namespace) -> int:
         if args.tokens:
             await rig.nc.subscribe(rig.names.tokens(args.job_id), cb=on_token)
         parked = not args.follow
-        async for event in rig.events(args.job_id, timeout=args.timeout, until_parked=parked):
+        follow = rig.tree_events if args.children else rig.events
+        async for event in follow(args.job_id, timeout=args.timeout, until_parked=parked):
             if args.tokens and event.type == "decision" and event.data.get("answer") and not live:
                 # A step that ended before we listened: its answer, from the journal.
                 show_tokens(str(event.data["answer"]), replay=True)
@@ -402,18 +414,21 @@ def _watch(args: argparse.Namespace) -> int:
             if streaming:
                 print()
                 streaming = False
+            child = event.job_id != args.job_id
             if args.json:
                 print_json(event.model_dump(mode="json"))
             else:
-                print(describe(event), flush=True)
-            if event.type == "status":
-                final = str(event.data.get("status"))
+                print((f"[{event.job_id}] " if child else "") + describe(event), flush=True)
+            if event.type == "status" and (
+                not child or event.data.get("status") == "waiting_human"
+            ):
+                final, parked_job = str(event.data.get("status")), event.job_id
         if final == "waiting_human" and not args.json:
             edges = event.data.get("edges") or []
             print(
-                f"rig: job {args.job_id} waits for a person: `rig inbox` shows why; "
-                f"`rig resolve {args.job_id} --edge {'|'.join(edges) or 'EDGE'}` or "
-                f"`rig cancel {args.job_id}` moves it (`rig watch --follow` keeps watching)",
+                f"rig: job {parked_job} waits for a person: `rig inbox` shows why; "
+                f"`rig resolve {parked_job} --edge {'|'.join(edges) or 'EDGE'}` or "
+                f"`rig cancel {parked_job}` moves it (`rig watch --follow` keeps watching)",
                 file=sys.stderr,
             )
         return final
@@ -432,6 +447,8 @@ def _inbox(args: argparse.Namespace) -> int:
         waited = ago(job.since)
         print(f"{job.job_id}  {job.agent}  state {job.state}  step {job.step}  waiting {waited}")
         print(f"    reason: {job.reason}")
+        if job.parent is not None:
+            print(f"    parent: {job.parent} waits for it (resolving it resumes both)")
         print(f"    input:  {json.dumps(job.input)}")
         print(f"    edges:  {', '.join(job.edges) or '(none: rig cancel it)'}")
     return EXIT_OK

@@ -1012,6 +1012,7 @@ class Rules:
             reason=reason,
             kind=kind,
             edges=[edge.name for edge in state.edges] if state is not None else [],
+            parent=job.parent.job_id if job.parent is not None else None,
         )
         job.escalation = escalation
         # What a person reads carries the job's input; the snapshot keeps it once. The

@@ -86,6 +86,8 @@ R = TypeVar("R", bound=BaseModel)
 SETTLED_STATUSES = TERMINAL_STATUSES | {"waiting_human"}
 # Snapshots a listing reads at once (a page's).
 _READS_AT_ONCE = 32
+# Events of a job tree waiting to be read (`tree_events`): its journals pause beyond it.
+_TREE_QUEUE = 1000
 
 
 # How long a request that finds no supervisor is asked again (while the supervisors
@@ -493,6 +495,52 @@ class RigClient:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def tree_events(
+        self, job_id: str, *, timeout: float | None = None, until_parked: bool = False
+    ) -> AsyncIterator[Event]:
+        """The journals of the job and of every child job it starts (and theirs), merged
+        as they happen, each job's in order (`events`). Stops once every one of them
+        ended; with `until_parked`, as soon as any of them waits for a person."""
+        found: asyncio.Queue[Event | tuple[str, BaseException | None]]
+        found = asyncio.Queue(maxsize=_TREE_QUEUE)
+        pumps: dict[str, asyncio.Task[None]] = {}
+
+        def follow(job: str) -> None:
+            async def pump() -> None:
+                failed: BaseException | None = None
+                try:
+                    async for event in self.events(job, timeout=timeout, until_parked=until_parked):
+                        await found.put(event)
+                except Exception as exc:  # its timeout, a lost server: the caller's to see
+                    failed = exc
+                await found.put((job, failed))  # this journal ended
+
+            pumps[job] = asyncio.create_task(pump())
+
+        follow(job_id)
+        open_jobs = {job_id}
+        try:
+            while open_jobs:
+                item = await found.get()
+                if isinstance(item, tuple):
+                    job, failed = item
+                    if failed is not None:
+                        raise failed
+                    open_jobs.discard(job)
+                    continue
+                child = item.data.get("child") if item.type == "child_started" else None
+                if isinstance(child, str) and child not in pumps:
+                    follow(child)
+                    open_jobs.add(child)
+                yield item
+                parked = item.type == "status" and item.data.get("status") == "waiting_human"
+                if until_parked and parked:
+                    return
+        finally:
+            for task in pumps.values():
+                task.cancel()
+            await asyncio.gather(*pumps.values(), return_exceptions=True)
 
     async def journal(self, job_id: str, *, timeout: float = 10.0) -> list[Event]:
         """The job's journal as it stands now, each event once (a running job's too)."""

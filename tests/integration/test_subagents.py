@@ -15,6 +15,7 @@ from actors.models.llm import DEFAULT_MAX_OUTPUT_TOKENS
 from actors.testing import Deployment, eventually
 from protocols import Event, JobInfo, ToolResult, UnknownJobError, child_job_id, decode_as
 from tests.conftest import submit_surely
+from tests.integration.test_cli import rig_cli
 from tests.integration.test_supervision import check_contiguous
 from tests.support.crash_tools import payments
 from tests.support.family import FAMILY
@@ -186,3 +187,27 @@ async def test_a_child_is_held_to_what_its_parent_has_left(rig: Deployment) -> N
     assert parent.status == "deadline_exceeded" and child.status == "deadline_exceeded"
     assert child.deadline == parent.deadline
     assert [job for job, *_ in payments(rig.home)] == [child_job_id("free", 1)]
+
+
+async def test_a_child_waiting_for_a_person_shows_in_its_parent_and_resolving_it_resumes_both(
+    rig: Deployment,
+) -> None:
+    """`rig watch --children` follows the tree until the child parks; `rig status` of
+    the parent names the child and why it waits; `rig inbox` says whose child it is;
+    `rig resolve` of the child moves the child, then the parent, to their ends."""
+    await rig.spawn(*FAMILY)
+    await rig.client.submit("asker", {"question": "ask a person"}, job_id="ask-5")
+    child = child_job_id("ask-5", 1)
+    code, out, err = await rig_cli(rig, "watch", "ask-5", "--children", "--timeout", "60")
+    assert code == 3, (out, err)
+    assert f"[{child}]" in out and "started child job" in out
+    assert f"rig resolve {child} --edge go_on" in err
+    code, out, _ = await rig_cli(rig, "status", "ask-5")
+    assert f"waits   for child job(s) {child}" in out
+    assert f"child   {child} (researcher) waiting_human: edge 'ask_person'" in out
+    code, out, _ = await rig_cli(rig, "inbox")
+    assert "parent: ask-5 waits for it" in out
+    await rig.client.resolve(child, "go_on", note="fine")
+    parent = await rig.client.wait("ask-5", timeout=rig.within(30))
+    assert parent.status == "succeeded"
+    assert (await rig.client.status(child)).status == "succeeded"

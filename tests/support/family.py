@@ -5,7 +5,7 @@ what the child answered. The researcher pays for its research through the crash 
 `pay` (tests/support/crash_tools.py), whose sink counts each payment that really
 happened, then writes its answer on an output edge. The question's words steer the
 rule-routed models (whose tokens are counted at four characters each): `slow` makes
-the researcher wait in its tool, `refuse` makes it give up.
+the researcher wait in its tool, `refuse` makes it give up, `person` makes it ask one.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ class Payment(BaseModel):
     amount: float
 
 
-def _two_steps(first: str, edges: tuple[Edge, ...], answer: str) -> Graph:
-    """A graph of two decisions: in `first` take one of `edges` (each leads to `answer`),
-    then answer there (an output edge); or give up in either."""
+def _two_steps(
+    first: str, edges: tuple[Edge, ...], answer: str, more: dict[str, State] | None = None
+) -> Graph:
+    """A graph of two decisions: in `first` take one of `edges` (each leads to `answer`,
+    or to a state of `more`), then answer there (an output edge); or give up in either."""
     give_up = Edge(name="give_up", to="gave_up")
     return Graph(
         initial=first,
@@ -47,6 +49,7 @@ def _two_steps(first: str, edges: tuple[Edge, ...], answer: str) -> Graph:
             ),
             "done": State(terminal="succeeded"),
             "gave_up": State(terminal="failed"),
+            **(more or {}),
         },
     )
 
@@ -55,6 +58,8 @@ def research(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
     question = str(prompt.context.input.get("question", ""))
     if "refuse" in question:
         return "give_up"
+    if "person" in question and prompt.state == "look":
+        return "ask_person"
     if prompt.state == "look":
         tool_name = "pay_slowly" if "slow" in question else "pay"
         if "reconciled" in question:
@@ -83,8 +88,10 @@ class Researcher(Agent):
             Edge(name="pay", to="answer", tool="pay", args=Payment),
             Edge(name="pay_slowly", to="answer", tool="pay_slowly", args=Payment),
             Edge(name="pay_reconciled", to="answer", tool="pay_reconciled", args=Payment),
+            Edge(name="ask_person", to="person"),
         ),
         "answer",
+        {"person": State(human=True, edges=(Edge(name="go_on", to="answer"),))},
     )
     llm = RuleLLM(research)
 
