@@ -31,6 +31,7 @@ from actors.examples.refund import (
     find_order,
     refund_problem,
 )
+from actors.examples.research import RESEARCH_ACTORS
 from actors.runtime.client import RigClient
 from protocols import TERMINAL_STATUSES, ActorReady, JobContext, JobInfo, Names, decode_as
 
@@ -90,7 +91,13 @@ UP_ACTORS = (
     "actors.examples.refund:RefundLLMAgent",
     "actors.examples.refund:RefundTools",
     "actors.examples.refund:RefundChecks",
+    *RESEARCH_ACTORS,
 )
+# Part 3: agents working together (actors/examples/research.py).
+BRIEF = {
+    "topic": "the sky and the sea",
+    "questions": ["why is the sky blue", "what causes tides", "what makes a rainbow"],
+}
 
 # --real-model: the refund agent on SmolLM2-135M-Instruct, served by llama-cpp-python on
 # this machine (the local-llm extra), in its own dialect, streaming.
@@ -258,7 +265,29 @@ async def run_jobs(rig: RigClient, started: float) -> int:
     print(f"  all terminal  {'yes' if all_terminal else 'NO'}")
     print(f"  refunds match the jobs that reached 'done': {'yes' if refunds_match else 'NO'}")
     part2 = await through_a_faulty_model(rig)
-    return 0 if all_terminal and refunds_match and part2 else 1
+    part3 = await agents_together(rig)
+    return 0 if all_terminal and refunds_match and part2 and part3 else 1
+
+
+async def agents_together(rig: RigClient) -> bool:
+    """A triage job fans out to a research job per question, then a writer job."""
+    print("\npart 3: agents working together (a job tree: actors/examples/research.py)")
+    t0 = time.monotonic()
+    reply = await rig.submit("triage", BRIEF)
+    info = await rig.wait(reply.job_id, timeout=60)
+    children = [await rig.status(child) for child in info.children]
+    print(f"  job {info.job_id}: {info.status} in {info.state!r} ({time.monotonic() - t0:.2f} s)")
+    for child in children:
+        output = (child.result or {}).get("output") or {}
+        said = output.get("answer") or output.get("title") or ""
+        print(f"    child {child.job_id} ({child.agent}) {child.status}: {said}")
+    report = ((info.result or {}).get("results", {}).get("writer") or {}).get("output") or {}
+    print("  report: " + report.get("text", "(none)").replace("\n", "\n          "))
+    print(f"  tokens {info.usage.tokens} for the tree (its children's charged to it)")
+    ok = info.status == "succeeded" and all(c.status == "succeeded" for c in children)
+    print(f"  the tree ended, every child succeeded: {'yes' if ok else 'NO'}")
+    print(f"  (rig watch {info.job_id} --children replays it)")
+    return ok
 
 
 async def through_a_faulty_model(rig: RigClient) -> bool:

@@ -9,8 +9,11 @@ parent's move: one child, one payment, each job ending once, journals without ga
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from actors.examples.research import RESEARCH_ACTORS
 from actors.models.llm import DEFAULT_MAX_OUTPUT_TOKENS
 from actors.testing import Deployment, eventually
 from protocols import Event, JobInfo, ToolResult, UnknownJobError, child_job_id, decode_as
@@ -211,3 +214,23 @@ async def test_a_child_waiting_for_a_person_shows_in_its_parent_and_resolving_it
     parent = await rig.client.wait("ask-5", timeout=rig.within(30))
     assert parent.status == "succeeded"
     assert (await rig.client.status(child)).status == "succeeded"
+
+
+async def test_the_research_example_s_eval_suite_passes_on_real_processes(
+    rig: Deployment,
+) -> None:
+    """The shipped example of agents working together (actors/examples/research.py)
+    under `rig up`, and its eval suite (examples/evals/research.toml) run on it: every
+    trial a job tree of a triage job, a research job per question and a writer job."""
+    await rig.up(*RESEARCH_ACTORS)
+    suite = "examples/evals/research.toml"
+    # 8 of 8 has a 95% lower bound of 0.68: a target of 0.6 passes on that.
+    code, out, err = await rig_cli(
+        rig, "eval", "run", suite, "--trials", "4", "--target", "0.6", "--json"
+    )
+    assert code == 0, (out, err)
+    report = json.loads(out)
+    assert (report["passed"], report["scored"], report["infra"]) == (8, 8, 0), report
+    trees = await rig.client.jobs(agent="triage", limit=100)
+    children = [c for tree in trees for c in tree.children]
+    assert len(trees) == 8 and len(children) == 4 * (2 + 1) + 4 * (1 + 1)
