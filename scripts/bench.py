@@ -3,7 +3,8 @@
     scripts/bench [--quick] [--json FILE] [SCENARIO ...]
 
 Scenarios (all by default): floor, steps, peers, latency, ledger, gateway, evals,
-tracing. Each prints rows of a markdown table; `--json` also writes every number, with
+tracing, cluster, testing, tree; `profile` only when named. Each prints rows of a
+markdown table; `--json` also writes every number, with
 the machine it ran on. Speeds are meant to be read as ratios to the floor measured in the same run:
 these machines are shared and noisy.
 """
@@ -470,6 +471,8 @@ class Driver:
         self.names = names
         self.traces: dict[str, JobTrace] = {}
         self.done: dict[str, asyncio.Future[str]] = {}
+        # What the n-th job is: an agent and its input (the pipeline's, by default).
+        self.job: Callable[[int], tuple[str, dict[str, Any]]] = lambda n: ("pipeline", {"n": n})
 
     async def __aenter__(self) -> Driver:
         self.sub = await self.nc.subscribe(
@@ -508,7 +511,8 @@ class Driver:
         job_id = uuid.uuid4().hex
         self.done[job_id] = asyncio.get_running_loop().create_future()
         self.traces.setdefault(job_id, JobTrace()).submitted = time.time()
-        body = encode({"agent": "pipeline", "input": {"n": n}, "job_id": job_id})
+        agent, job_input = self.job(n)
+        body = encode({"agent": agent, "input": job_input, "job_id": job_id})
         reply = await self.nc.request(self.names.api_submit, body, timeout=30)
         if b"error" in reply.data[:16]:
             raise RuntimeError(f"submit failed: {reply.data!r}")
@@ -618,6 +622,65 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
             report.put("steps", "floor_cpu_us_per_message", round(floor_us, 2))
     report.put("steps", "steps_per_s", round(best))
     await nc.close()
+
+
+# --- job trees ---------------------------------------------------------------------
+
+
+async def bench_tree(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """What a child job costs against a lone job of the same agent, in the same run: the
+    pipeline's jobs submitted one by one, then the same number started as the children
+    of fan-out jobs (`PipelineFan`, N children each), the same number in flight."""
+    children, jobs, in_flight = (4, 64, 16) if quick else (16, 1024, 64)
+    nc = await harness(server)
+    home = work / "tree"
+    home.mkdir()
+    deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(in_flight)})
+    await deployment.start(nc, [*PIPELINE, "actors.examples.pipeline:PipelineFan"])
+    runs: dict[str, tuple[float, float]] = {}
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            await driver.run(2 * in_flight // children, in_flight // children)  # warm up
+            for shape in ("lone", "tree", "lone", "tree"):  # alternated: the machine drifts
+                if shape == "lone":
+                    driver.job = lambda n: ("pipeline", {"n": n})
+                    count, width = jobs, in_flight
+                else:
+                    driver.job = lambda n: ("pipeline-fan", {"children": children})
+                    count, width = jobs // children, max(1, in_flight // children)
+                before = deployment.cpu_seconds()
+                elapsed = await driver.run(count, width)
+                after = deployment.cpu_seconds()
+                cpu = sum(after.values()) - sum(before.values())
+                wall, spent = runs.get(shape, (0.0, 0.0))
+                runs[shape] = (wall + elapsed, spent + cpu)
+    finally:
+        await deployment.stop()
+        await nc.close()
+    lone_wall, lone_cpu = (value * 1000 / (2 * jobs) for value in runs["lone"])
+    tree_wall, tree_cpu = (value * 1000 / (2 * jobs) for value in runs["tree"])
+    extra = tree_cpu - lone_cpu
+    report.put(
+        "tree",
+        f"children_{children}",
+        {
+            "children_per_parent": children,
+            "jobs": 2 * jobs,
+            "lone_cpu_ms_per_job": round(lone_cpu, 3),
+            "child_cpu_ms_per_job": round(tree_cpu, 3),
+            "cpu_overhead_ms_per_child": round(extra, 3),
+            "lone_wall_ms_per_job": round(lone_wall, 3),
+            "child_wall_ms_per_job": round(tree_wall, 3),
+        },
+    )
+    report.row(
+        "tree",
+        f"{children} pipeline children per fan-out job, {in_flight} pipelines in flight",
+        f"{extra:+.2f} CPU-ms per child",
+        f"a child {tree_cpu:.2f} CPU-ms and {tree_wall:.2f} ms of wall per job, a lone job "
+        f"{lone_cpu:.2f} and {lone_wall:.2f} ({100 * extra / lone_cpu:+.0f}% CPU, the "
+        f"parent's share included); {2 * jobs} jobs each way, alternated",
+    )
 
 
 async def bench_profile(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
@@ -1564,6 +1627,7 @@ SCENARIOS = (
     "tracing",
     "cluster",
     "testing",
+    "tree",
     "profile",
 )
 ON_REQUEST = ("profile",)  # run only when named: a study, not a measure
@@ -1622,6 +1686,7 @@ async def main() -> int:
             "tracing": lambda: bench_tracing(server, report, args.quick, work),
             "cluster": lambda: bench_cluster(server, report, args.quick, work),
             "testing": lambda: bench_testing(report, args.quick),
+            "tree": lambda: bench_tree(server, report, args.quick, work),
             "profile": lambda: bench_profile(server, report, args.quick, work),
         }
         for name in chosen:

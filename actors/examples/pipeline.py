@@ -5,7 +5,8 @@
 
 The model is a zero-latency `RuleLLM` unless `RIG_PIPELINE_LATENCY="P50,P99"` (seconds)
 asks for a lognormal latency with that median and 99th percentile, which is how
-`scripts/bench latency` imitates a slow, jittery model.
+`scripts/bench latency` imitates a slow, jittery model. `PipelineFan` starts one
+pipeline child job per item (`scripts/bench tree`: what a child costs against a lone job).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 import os
 import random
 from typing import Any
+
+from pydantic import BaseModel
 
 from actors import (
     LLM,
@@ -104,3 +107,44 @@ class PipelineChecks(Verifier):
     @verifier
     async def check(self, request: VerifyRequest) -> tuple[bool, str]:
         return bool(request.result and request.result.get("done")), "work done"
+
+
+# The most children a fan's job may start: its step budget is one step and theirs.
+MAX_CHILDREN = 64
+
+
+class Item(BaseModel):
+    n: int
+
+
+class Items(BaseModel):
+    items: list[Item]
+
+
+def fan_route(prompt: RoutePrompt) -> tuple[str, dict[str, Any]]:
+    count = int(prompt.context.input.get("children", 1))
+    return "each", {"items": [{"n": i} for i in range(count)]}
+
+
+class PipelineFan(Agent):
+    """One step: a pipeline child job per item of its input's `children` count, all at
+    once, joined when every one ended."""
+
+    name = "pipeline-fan"
+    graph = Graph(
+        initial="fan",
+        states={
+            "fan": State(
+                edges=(
+                    Edge(name="each", to="done", agent="pipeline", map="items", args=Items),
+                    Edge(name="stop", to="stopped"),
+                ),
+                safe_edge="stop",
+            ),
+            "done": State(terminal="succeeded"),
+            "stopped": State(terminal="failed"),
+        },
+    )
+    example_input = {"children": 3}
+    max_steps = 1 + MAX_CHILDREN * (STEPS + 1)
+    llm = RuleLLM(fan_route)

@@ -174,6 +174,9 @@ class Supervisor(Actor):
         self._snapshots: OrderedDict[str, tuple[JobSnapshot, bytes, int]] = OrderedDict()
         # The revision of each job whose outbox this process has published.
         self._sent: OrderedDict[str, int] = OrderedDict()
+        # The transitions under way here, one at a time per job (a parent whose children
+        # end together would otherwise lose compare-and-sets to itself): job -> (lock, users).
+        self._moving: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # A snapshot is one KV message: room for the headers the write adds.
         self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
@@ -717,6 +720,27 @@ class Supervisor(Actor):
         cause: str,
         start: StartJob | None = None,
         fresh: bool = False,
+    ) -> JobSnapshot:
+        """`_move`, one at a time per job in this process (another replica's are kept
+        apart by the compare-and-set)."""
+        lock, users = self._moving.setdefault(job_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._move(job_id, apply, cause=cause, start=start, fresh=fresh)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._moving[job_id]
+
+    async def _move(
+        self,
+        job_id: str,
+        apply: Callable[[JobSnapshot], Awaitable[JobSnapshot | None]],
+        *,
+        cause: str,
+        start: StartJob | None,
+        fresh: bool,
     ) -> JobSnapshot:
         """Read the job, let `apply` change it, write it back by compare-and-set, publish.
 

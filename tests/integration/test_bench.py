@@ -51,6 +51,7 @@ KEYS = [
     ("testing", "run_job_per_s"),
     ("testing", "local_rig_per_s"),
     ("testing", "local_rig_to_run_job"),
+    ("tree", "children_4"),
 ]
 
 
