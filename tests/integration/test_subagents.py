@@ -12,11 +12,21 @@ from __future__ import annotations
 import json
 
 import pytest
+from aiohttp import web
 
+from actors.deploy.up import free_port
 from actors.examples.research import RESEARCH_ACTORS
 from actors.models.llm import DEFAULT_MAX_OUTPUT_TOKENS
 from actors.testing import Deployment, eventually
-from protocols import Event, JobInfo, ToolResult, UnknownJobError, child_job_id, decode_as
+from protocols import (
+    Event,
+    JobInfo,
+    JobSnapshot,
+    ToolResult,
+    UnknownJobError,
+    child_job_id,
+    decode_as,
+)
 from tests.conftest import submit_surely
 from tests.integration.test_cli import rig_cli
 from tests.integration.test_supervision import check_contiguous
@@ -234,3 +244,38 @@ async def test_the_research_example_s_eval_suite_passes_on_real_processes(
     trees = await rig.client.jobs(agent="triage", limit=100)
     children = [c for tree in trees for c in tree.children]
     assert len(trees) == 8 and len(children) == 4 * (2 + 1) + 4 * (1 + 1)
+
+
+async def test_a_child_s_trace_continues_its_parent_s(rig: Deployment) -> None:
+    """With traces on, a child job is in its parent's trace, its root span a child of
+    the parent's root span (the spans go to an OTLP endpoint that accepts them)."""
+    received: list[int] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        rig.extra_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+        await rig.spawn(*FAMILY)
+        await rig.client.submit("asker", QUESTION, job_id="ask-t")
+        assert (await rig.client.wait("ask-t", timeout=rig.within(30))).status == "succeeded"
+        kv = await rig.nc.jetstream().key_value(rig.names.jobs_bucket)
+        snapshots = {}
+        for job in ("ask-t", child_job_id("ask-t", 1)):
+            entry = await kv.get(job)
+            assert entry.value is not None
+            snapshots[job] = decode_as(JobSnapshot, entry.value)[0]
+        parent, child = snapshots["ask-t"], snapshots[child_job_id("ask-t", 1)]
+        assert parent.trace is not None and child.trace is not None
+        assert child.trace_parent == parent.trace  # under the parent's root span
+        assert child.trace.split("-")[1] == parent.trace.split("-")[1]  # one trace
+        assert child.trace != parent.trace  # a root of its own
+    finally:
+        await runner.cleanup()
