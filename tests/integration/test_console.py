@@ -17,6 +17,7 @@ import pytest
 from playwright.async_api import Dialog, Page, Request, expect
 
 from actors.deploy.up import free_port
+from actors.examples.research import RESEARCH_ACTORS
 from actors.gateway.keys import add_key
 from actors.testing import Deployment
 from protocols import JobStatusName
@@ -201,6 +202,52 @@ async def test_the_console_follows_jobs_live_and_a_person_approves_from_the_inbo
     ]
     documents = [r.url for r in requests if r.resource_type == "document"]
     assert documents == [f"{base}/", f"{base}/console/"]  # one page load: the rest is live
+
+
+RESEARCH = {
+    "actors:Supervisor": 1,
+    **{target: 1 for target in RESEARCH_ACTORS},
+    "actors:Gateway": 1,
+}
+
+
+async def test_the_console_draws_a_job_tree(rig: Deployment, tmp_path: Path) -> None:
+    """A triage job's page lists the child jobs it started, each with its status, as
+    they end; a child's page names the job that started it."""
+    shots = Path(os.environ.get("RIG_SCREENSHOTS") or tmp_path)
+    if not shots.is_absolute():
+        shots = ROOT / shots
+    shots.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    key = add_key(rig.home / "gateway-keys", "console")
+    rig.extra_env["RIG_GATEWAY_PORT"] = str(port)
+    up = await rig.up(*RESEARCH)
+    assert up.returncode is None
+    brief = {"topic": "the sky", "questions": ["why is the sky blue", "what makes a rainbow"]}
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http,
+        browser_page() as page,
+    ):
+        job_id = await submit(http, base, "triage", brief)
+        await page.set_viewport_size({"width": 1366, "height": 860})
+        await page.goto(f"{base}/")
+        await page.fill("#key", key)
+        await page.click("#login button[type=submit]")
+        await expect(page.locator("#jobs")).to_be_visible()
+        await page.goto(f"{base}/console/#/jobs/{job_id}")
+        await expect(page.locator(".facts .status")).to_have_text("succeeded", timeout=WAIT_MS)
+        children = page.locator("#tree li[data-child]")
+        await expect(children).to_have_count(3, timeout=WAIT_MS)
+        for n, agent in enumerate(("research", "research", "writer")):
+            child = children.nth(n)
+            await expect(child.locator(".status")).to_have_text("succeeded", timeout=WAIT_MS)
+            await expect(child).to_contain_text(agent)
+        await expect(page.locator('#timeline li[data-type="child_started"]')).to_have_count(3)
+        await page.screenshot(path=shots / "tree.png", full_page=True)
+        await children.nth(2).locator("a").click()
+        await expect(page.locator("#tree")).to_contain_text(f"Started by {job_id}")
+        await expect(page.locator("#tree")).to_contain_text("edge write")
 
 
 # Each edge's path sampled every 2 px: no point inside a box but its own two states'; no

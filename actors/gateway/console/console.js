@@ -311,6 +311,14 @@ function describe(event) {
       return `${d.by || "a person"} took ${d.edge}${d.note ? `: ${d.note}` : ""}`;
     case "resumed":
       return `resumed in ${d.state}: the late ${d.by} arrived`;
+    case "child_started":
+      return `started child job ${d.child} of agent ${d.agent}`;
+    case "child_ended":
+      return `child job ${d.child} ended ${d.status}${d.error?.message ? `: ${d.error.message}` : ""}`;
+    case "signal":
+      if (d.waiting) return `waits for signal ${d.name}`;
+      if (d.timed_out) return `no signal ${d.name} within ${d.waited_s} s`;
+      return `signal ${d.name}${d.by ? ` from ${d.by}` : ""}: ${JSON.stringify(d.data ?? {})}`;
     case "status":
       return d.status === "waiting_human"
         ? `waiting for a person in ${d.state}: ${d.reason}`
@@ -353,7 +361,9 @@ function budgetBars(info) {
   };
   const b = info.budget ?? {};
   const tokens = (info.usage?.input_tokens ?? 0) + (info.usage?.output_tokens ?? 0);
-  bar("steps", info.steps, info.max_steps, `${info.steps} of ${info.max_steps}`);
+  const steps = info.steps + (info.child_steps ?? 0);  // its children's are charged to it
+  const children = info.child_steps ? ` (${info.child_steps} by children)` : "";
+  bar("steps", steps, info.max_steps, `${steps} of ${info.max_steps}${children}`);
   bar("tokens", tokens, b.max_tokens, b.max_tokens ? `${tokens} of ${b.max_tokens}` : `${tokens} (no limit)`);
   const cost = info.usage?.cost ?? 0;
   bar("cost", cost, b.max_cost, b.max_cost ? `${cost.toFixed(4)} of ${b.max_cost}` : `${cost.toFixed(4)} (no limit)`);
@@ -413,10 +423,44 @@ async function jobPage(signal, id) {
       parts.push(h("h2", {}, "Waiting for a person"), h("p", {}, info.waiting.reason),
         h("p", {}, h("a", { href: "#/inbox" }, `Decide in the inbox (${info.waiting.edges.join(", ")})`)));
     }
+    if (info.waiting_signal) {
+      parts.push(h("h2", {}, "Waiting for a signal"),
+        h("p", {}, `Signal `, h("b", {}, info.waiting_signal), ` moves it (rig signal ${id} ${info.waiting_signal})`));
+    }
+    if (info.parent || info.children?.length) parts.push(tree);
     if (info.result) parts.push(h("h2", {}, "Result"), h("pre", { id: "result" }, json(info.result)));
     if (info.error) parts.push(h("h2", {}, "Error"), h("pre", { id: "error", class: "error" }, json(info.error)));
     outcome.replaceChildren(...parts);
     if (graph) graphBox.replaceChildren(drawGraph(graph, marks));
+    if (info.parent || info.children?.length) drawTree();
+  }
+
+  // The job's place in its tree: the job that started it, and the children it started
+  // (read again whenever the job changes), each with its status.
+  const tree = h("div", { id: "tree" });
+  async function drawTree() {
+    const rows = [];
+    if (info.parent) {
+      const p = info.parent;
+      rows.push(h("p", {}, "Started by ", jobLink(p.job_id), ` (agent ${p.agent}, step ${p.step}, edge ${p.edge})`));
+    }
+    if (info.children?.length) {
+      let found = [];
+      try {
+        found = (await api(`/v1/jobs?parent=${encodeURIComponent(id)}&limit=1000`, { signal })).jobs;
+      } catch (error) { if (signal.aborted) return; }
+      const byId = new Map(found.map((job) => [job.job_id, job]));
+      const waits = new Set(info.waiting_for ?? []);
+      rows.push(h("ol", { class: "children" }, ...info.children.map((child) => {
+        const job = byId.get(child);
+        return h("li", { "data-child": child },
+          jobLink(child), " ", job ? badge(job.status) : h("span", { class: "muted" }, "starting"),
+          job ? h("span", { class: "muted" }, ` ${job.agent}`) : null,
+          waits.has(child) ? h("span", { class: "muted" }, " · waited for") : null,
+          job?.waiting ? h("span", {}, ` · waits for a person: ${job.waiting.reason}`) : null);
+      })));
+    }
+    tree.replaceChildren(h("h2", {}, "The tree"), ...rows);
   }
 
   main.replaceChildren(
