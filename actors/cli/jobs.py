@@ -191,7 +191,7 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="deliver a signal to a job waiting for one",
         description="Send signal NAME to JOB, which waits for it in a state with "
         "wait_for=NAME; the job takes that state's on_signal edge with DATA as its "
-        "arguments. A job not waiting for it is refused (job_state_error).",
+        "arguments. A job not waiting for it is refused (job_state).",
     )
     signal.add_argument("job_id", metavar="JOB")
     signal.add_argument("name", metavar="NAME", help="the signal's name")

@@ -8,12 +8,15 @@ whatever the retries, or its `on_timeout` edge when none comes in time.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import aiohttp
 import pytest
 
 from actors.testing import Deployment, eventually
 from protocols import JobInfo, JobStateError, RigConnectionError, SchemaError, UnknownJobError
 from tests.conftest import submit_surely
+from tests.integration.test_gateway import start_gateway
 from tests.integration.test_supervision import check_contiguous
 from tests.support.waiter import WAITERS
 
@@ -96,3 +99,30 @@ async def test_a_signal_whose_supervisor_dies_after_writing_is_delivered_once(
     events = await rig.client.journal(job_id)
     check_contiguous(events)
     assert len([e for e in events if e.type == "signal" and e.data.get("signal_id")]) == 1
+
+
+async def test_a_signal_over_http_is_delivered_once_per_idempotency_key(
+    rig: Deployment, http: aiohttp.ClientSession
+) -> None:
+    """`POST /v1/jobs/{id}/signals/{name}`: the same key twice is one signal; a signal
+    the job does not wait for is a 409 problem document, data that does not fit a 400."""
+    await rig.spawn(*WAITERS)
+    base, _ = await start_gateway(rig)
+    await rig.client.submit("waiter", {"ticket": "T-4"}, job_id="w-4")
+    await waiting(rig, "w-4")
+
+    async def post(name: str, body: dict[str, object], key: str) -> tuple[int, dict[str, Any]]:
+        headers = {"Idempotency-Key": key}
+        async with http.post(f"{base}/v1/jobs/w-4/signals/{name}", json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+    assert (await post("customer_reply", {"data": {"text": 5}}, "k-0"))[0] == 400
+    status, problem = await post("other", {"data": {}}, "k-1")
+    assert (status, problem["code"]) == (409, "job_state")
+    for _ in range(2):  # a retry with the same key
+        status, info = await post("customer_reply", {"data": {"text": "hi"}, "by": "web"}, "k-2")
+        assert status == 200 and info["job_id"] == "w-4"
+    done = await rig.client.wait("w-4", timeout=rig.within())
+    assert done.result is not None and done.result["output"] == {"text": "the customer said: hi"}
+    events = await rig.client.journal("w-4")
+    assert len([e for e in events if e.type == "signal" and e.data.get("by") == "web"]) == 1
