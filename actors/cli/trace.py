@@ -4,7 +4,8 @@ Each report in the journal says which process handled its command, when it began
 how long it took (`Handled`); each event says when the supervisor wrote it. Between them
 they give, per step: the wait in the queue (command sent -> a process began), the work
 (the model's share of a decision, a tool's own run, a verifier's check), the way back
-(report sent -> the supervisor's transition), and a person's wait.
+(report sent -> the supervisor's transition), a person's wait, and each child job's
+life as its parent saw it (started -> ended; `rig trace CHILD` shows its inside).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from protocols import Event
 
-SpanKind = Literal["queue", "decide", "tool", "verify", "supervisor", "human"]
+SpanKind = Literal["queue", "decide", "tool", "verify", "supervisor", "human", "child"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def waterfall(events: list[Event]) -> Waterfall:
     agent, status = "", "accepted"
 
     def add(step: int, kind: SpanKind, what: str, begin: float, end: float, by: str = "") -> None:
-        if end > begin:
+        if end > begin or kind == "child":  # a child's life is shown, however short
             spans.append(Span(step, kind, what, begin - origin, (end - begin) * 1000, by))
 
     def work(event: Event, kind: SpanKind, what: str, after: float) -> float:
@@ -78,6 +79,7 @@ def waterfall(events: list[Event]) -> Waterfall:
         return done
 
     parked_at: float | None = None
+    children: dict[str, float] = {}  # a child job's id: when its parent started it
     tool: tuple[int, float, float] | None = None  # a tool's step, end, and its event's time
     for event in events:
         data = event.data
@@ -92,6 +94,13 @@ def waterfall(events: list[Event]) -> Waterfall:
                 add(event.step, "supervisor", "start", sent, event.ts)
                 sent = event.ts
             case "transition" | "resumed" | "migrated":
+                sent = event.ts
+            case "child_started":
+                children[str(data.get("child"))] = event.ts
+            case "child_ended":
+                child = str(data.get("child"))
+                what = f"child {child} ({data.get('agent')}): {data.get('status')}"
+                add(event.step, "child", what, children.pop(child, sent), event.ts)
                 sent = event.ts
             case "decision" if data.get("by") == "human":
                 sent = event.ts

@@ -50,3 +50,14 @@ async def test_a_job_waiting_for_a_signal_comes_back_and_goes_on_when_it_comes()
     await run.signal("customer_reply", {"text": "yes"})
     assert run.status == "succeeded"
     assert run.result is not None and run.result["output"] == {"text": "the customer said: yes"}
+
+
+async def test_rig_trace_shows_each_child_job_s_life_in_its_parent() -> None:
+    from actors.cli.trace import waterfall
+
+    run = await run_job(Fanner, agents=[Researcher], tools=[ResearchTools])
+    spans = [span for span in waterfall(run.journal).spans if span.kind == "child"]
+    assert [span.what for span in spans] == [
+        f"child {child.job_id} (researcher): succeeded" for child in run.children
+    ]
+    assert all(span.ms >= 0 and span.step == 1 for span in spans)
