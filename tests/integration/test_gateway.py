@@ -395,6 +395,13 @@ async def test_jobs_page_newest_first_and_an_agent_shows_its_graph(
             f"{base}/v1/jobs", json={"agent": "refund", "input": {"order_id": f"A-{n}"}}
         ) as response:
             submitted.append((await response.json())["job_id"])
+
+    async def indexed() -> bool:
+        # A job enters the listing's index when it starts (its first status change),
+        # a moment after its submit is answered.
+        return len(await rig.client.jobs(agent="refund", limit=100)) == len(submitted)
+
+    await eventually(indexed, timeout=rig.within(), message="all 7 jobs listed")
     pages, url = [], f"{base}/v1/jobs?agent=refund&limit=3"
     while url:
         async with http.get(url) as response:
