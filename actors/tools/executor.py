@@ -456,6 +456,7 @@ class ToolExecutor(Actor):
         except (TypeError, ValueError) as exc:  # not JSON: NaN, infinity
             return _failed(call, "", "invalid_args", f"arguments are not JSON: {exc}")
         kwargs = {name: getattr(values, name) for name in type(values).model_fields}
+        kwargs |= values.model_extra or {}  # a tool taking **kwargs, an MCP tool's schema
         refused = self._not_to_start(call)
         if refused is not None:
             self.log.info("tool.not_started", job_id=call.job_id, tool=call.tool, why=refused)

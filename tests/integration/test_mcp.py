@@ -1,0 +1,126 @@
+"""MCP servers' tools behind Rig's ledger, with real servers nobody here wrote:
+`mcp-server-time` (PyPI) and `@modelcontextprotocol/server-filesystem` (npm), each run
+by an `McpTools` executor process (tests/support/mcp_agents.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actors.testing import Deployment
+from protocols import ToolCall, ToolResult, decode_as, encode
+from tests.integration.test_cli import rig_cli
+from tests.support.mcp_agents import NPM_BIN, TOOLS_BIN
+
+pytestmark = pytest.mark.integration
+
+TIME = (
+    "actors:Supervisor",
+    "tests.support.mcp_agents:TimeAgent",
+    "tests.support.mcp_agents:TimeTools",
+)
+FILES = (
+    "actors:Supervisor",
+    "tests.support.mcp_agents:FileAgent",
+    "tests.support.mcp_agents:FileTools",
+)
+
+
+@pytest.fixture
+def files(rig: Deployment, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the filesystem server may touch (`$RIG_TEST_FILES`, for the server the
+    deployment's grants list and for the executor's)."""
+    folder = rig.home / "files"
+    folder.mkdir()
+    monkeypatch.setenv("RIG_TEST_FILES", str(folder))
+    rig.extra_env["RIG_TEST_FILES"] = str(folder)
+    return folder
+
+
+async def call(
+    rig: Deployment, tool: str, args: dict[str, object], *, job: str, step: int = 1
+) -> ToolResult:
+    """Send one `ToolCall` as the supervisor would, and read the executor's report."""
+    reports = await rig.nc.subscribe(rig.names.report("tool", tool, job))
+    await rig.nc.jetstream().publish(
+        rig.names.tool(tool),
+        encode(ToolCall(job_id=job, step=step, tool=tool, args=args)),
+        headers={"Nats-Msg-Id": f"probe-{job}-{step}"},
+    )
+    try:
+        return decode_as(ToolResult, (await reports.next_msg(timeout=rig.within())).data)[0]
+    finally:
+        await reports.unsubscribe()
+
+
+async def test_an_agent_routes_through_a_read_only_mcp_tool(rig: Deployment) -> None:
+    await rig.spawn(*TIME)
+    job = await rig.client.submit("clock", {"timezone": "Europe/Paris"})
+    info = await rig.client.wait(job.job_id, timeout=rig.within())
+    assert info.status == "succeeded", info.error
+    assert info.result is not None
+    found = info.result["results"]["get_current_time"]
+    assert found["timezone"] == "Europe/Paris" and "datetime" in found  # structured content
+    assert info.result["output"]["text"].startswith("it is ")
+    [done] = [e for e in await rig.client.journal(job.job_id) if e.type == "tool_result"]
+    assert done.data["ok"] and done.data["tool"] == "get_current_time"
+
+
+async def test_an_mcp_tool_with_side_effects_runs_once_and_bad_input_never_reaches_it(
+    rig: Deployment, files: Path
+) -> None:
+    """write_file is not read-only: through the ledger, at most once (a repeat of the
+    call is answered from the ledger); arguments that do not fit its schema are refused
+    before the server sees them; a call the server refuses is the tool's failure; a tool
+    not allowed is not served."""
+    await rig.spawn(*FILES)
+    target = files / "note.txt"
+    job = await rig.client.submit(
+        "filer", {"path": str(target), "content": "first"}, job_id="file-1"
+    )
+    info = await rig.client.wait(job.job_id, timeout=rig.within())
+    assert info.status == "succeeded", info.error
+    assert info.result is not None and info.result["output"] == {"text": "first"}
+    assert target.read_text() == "first"
+
+    args = {"path": str(target), "content": "first"}
+    # The same call again (as a redelivery would bring it; another step, so that its
+    # report is not a duplicate the stream drops): the ledger's answer, nothing runs.
+    again = await call(rig, "write_file", args, job="file-1", step=7)
+    assert again.ok and again.ledger == "hit"
+    target.write_text("changed by hand")
+    assert (await call(rig, "write_file", args, job="file-1", step=8)).ledger == "hit"
+    assert target.read_text() == "changed by hand"  # nothing ran again
+
+    bad = await call(rig, "write_file", {"path": str(target)}, job="file-2")
+    assert not bad.ok and bad.error is not None and bad.error["code"] == "invalid_args"
+    assert "content" in bad.error["message"]
+    outside = await call(rig, "read_text_file", {"path": "/etc/hostname"}, job="file-3")
+    assert not outside.ok and outside.error is not None
+    assert "outside allowed directories" in outside.error["message"] or "denied" in (
+        outside.error["message"].lower()
+    ), outside.error
+
+
+async def test_rig_mcp_ls_says_how_each_tool_is_served(rig: Deployment, files: Path) -> None:
+    code, out, err = await rig_cli(
+        rig, "mcp", "ls", "--json", "--", str(TOOLS_BIN / "mcp-server-time")
+    )
+    assert code == 0, err
+    assert {t["tool"]: t["ledger"] for t in json.loads(out)} == {
+        "get_current_time": "may run again",
+        "convert_time": "may run again",
+    }
+    code, out, err = await rig_cli(
+        rig, "mcp", "ls", "--class", "tests.support.mcp_agents:FileTools", "--json"
+    )
+    assert code == 0, err
+    assert {t["tool"]: t["side_effects"] for t in json.loads(out)} == {
+        "write_file": True,
+        "read_text_file": False,
+        "list_directory": False,
+    }
+    code, out, err = await rig_cli(rig, "mcp", "ls", "--", str(NPM_BIN / "no-such-server"))
+    assert code == 2 and "could not list the tools" in err and "Traceback" not in err

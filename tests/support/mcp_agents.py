@@ -1,0 +1,99 @@
+"""Agents whose tools are real MCP servers' (installed by scripts/test: mcp-server-time
+from PyPI into .venv/tools, @modelcontextprotocol/server-filesystem from npm into
+.venv/npm), for tests/integration/test_mcp.py. The filesystem server may touch only
+`$RIG_TEST_FILES`, a folder the test makes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from actors import Agent, RoutePrompt, RuleLLM
+from actors.tools.mcp import McpTool, McpTools, stdio
+from protocols import Edge, Graph, State
+from tests.conftest import ROOT
+
+TOOLS_BIN = ROOT / ".venv" / "tools" / "bin"
+NPM_BIN = ROOT / ".venv" / "npm" / "node_modules" / ".bin"
+
+
+class TimeTools(McpTools):
+    name = "time-tools"
+    server = stdio(str(TOOLS_BIN / "mcp-server-time"))
+
+
+class FileTools(McpTools):
+    name = "file-tools"
+    server = stdio(str(NPM_BIN / "mcp-server-filesystem"), "${RIG_TEST_FILES}")
+    allow = ("write_file", "read_text_file", "list_directory")
+    overrides = {"write_file": McpTool(timeout=20.0)}
+
+
+class Zone(BaseModel):
+    timezone: str
+
+
+class Write(BaseModel):
+    path: str
+    content: str
+
+
+class Read(BaseModel):
+    path: str
+
+
+class Said(BaseModel):
+    text: str
+
+
+def tell_time(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
+    if prompt.state == "ask":
+        return "now", {"timezone": str(prompt.context.input.get("timezone", "Etc/UTC"))}
+    found = prompt.context.results.get("get_current_time") or {}
+    return "say", {"text": f"it is {found.get('datetime')} in {found.get('timezone')}"}
+
+
+def file_it(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
+    job = prompt.context.input
+    if prompt.state == "write":
+        return "write", {"path": job["path"], "content": job["content"]}
+    if prompt.state == "check":
+        return "read", {"path": job["path"]}
+    found = prompt.context.results.get("read_text_file") or {}
+    return "say", {"text": str(found.get("content", found.get("text", "")))}
+
+
+def _graph(first: str, edge: Edge, *more: tuple[str, Edge]) -> Graph:
+    """`first` takes `edge`; each of `more` is a state and its edge, in order; the last
+    state says what was found (an output edge)."""
+    states = {first: edge, **dict(more)}
+    built = {
+        name: State(edges=(step, Edge(name="give_up", to="failed")), safe_edge="give_up")
+        for name, step in states.items()
+    }
+    built["answer"] = State(
+        edges=(Edge(name="say", to="done", output=Said), Edge(name="give_up", to="failed")),
+        safe_edge="give_up",
+    )
+    return Graph(
+        initial=first,
+        states={**built, "done": State(terminal="succeeded"), "failed": State(terminal="failed")},
+    )
+
+
+class TimeAgent(Agent):
+    name = "clock"
+    graph = _graph("ask", Edge(name="now", to="answer", tool="get_current_time", args=Zone))
+    example_input = {"timezone": "Europe/Paris"}
+    llm = RuleLLM(tell_time)
+
+
+class FileAgent(Agent):
+    name = "filer"
+    graph = _graph(
+        "write",
+        Edge(name="write", to="check", tool="write_file", args=Write),
+        ("check", Edge(name="read", to="answer", tool="read_text_file", args=Read)),
+    )
+    llm = RuleLLM(file_it)
