@@ -4,12 +4,17 @@ by an `McpTools` executor process (tests/support/mcp_agents.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
-from actors.testing import Deployment
+from actors.testing import Deployment, eventually
 from protocols import ToolCall, ToolResult, decode_as, encode
 from tests.integration.test_cli import rig_cli
 from tests.support.mcp_agents import NPM_BIN, TOOLS_BIN
@@ -124,3 +129,59 @@ async def test_rig_mcp_ls_says_how_each_tool_is_served(rig: Deployment, files: P
     }
     code, out, err = await rig_cli(rig, "mcp", "ls", "--", str(NPM_BIN / "no-such-server"))
     assert code == 2 and "could not list the tools" in err and "Traceback" not in err
+
+
+def ledger_states(home: Path, job_id: str) -> list[str]:
+    """The states of the job's records in the executor's ledger."""
+    with contextlib.closing(sqlite3.connect(home / "ledger.sqlite3")) as db:
+        rows = db.execute("SELECT state FROM ledger WHERE job_id = ?", (job_id,)).fetchall()
+    return [row[0] for row in rows]
+
+
+async def kill_server_mid_call(rig: Deployment, executor: Any, job_id: str) -> int:
+    """Once the job's call is claimed (the executor is about to ask the server, or
+    asking it), SIGKILL the executor's MCP server; return how many it killed."""
+
+    async def claimed() -> bool:
+        return await asyncio.to_thread(ledger_states, rig.home, job_id) == ["in_progress"]
+
+    await eventually(claimed, timeout=rig.within(), message="the call is claimed")
+    servers = [
+        child
+        for child in psutil.Process(executor.pid).children(recursive=True)
+        if "mcp-server-everything" in " ".join(child.cmdline())
+    ]
+    for server in servers:
+        server.kill()
+    return len(servers)
+
+
+@pytest.mark.parametrize(
+    ("executor", "ends"),
+    [
+        # Read-only as the server says: asked again of a new server, and done.
+        ("EverythingTools", "succeeded"),
+        # Declared to have side effects: it may have acted, so a person decides.
+        ("EverythingEffects", "waiting_human"),
+    ],
+)
+async def test_the_server_killed_mid_call(rig: Deployment, executor: str, ends: str) -> None:
+    rig.extra_env["RIG_ACK_WAIT"] = "5"
+    [_, _, proc] = await rig.spawn(
+        "actors:Supervisor",
+        "tests.support.mcp_agents:LongAgent",
+        f"tests.support.mcp_agents:{executor}",
+    )
+    job = await rig.client.submit("long", {"seconds": 20}, job_id="long-1")
+    assert await kill_server_mid_call(rig, proc, job.job_id) >= 1
+    info = await rig.client.wait(job.job_id, timeout=rig.within(60))
+    assert info.status == ends, info
+    if ends == "waiting_human":
+        assert info.waiting is not None and info.waiting.kind == "effect_unknown"
+        assert "may or may not have run" in info.waiting.reason
+        assert ledger_states(rig.home, job.job_id) == ["unknown"]
+    else:
+        assert ledger_states(rig.home, job.job_id) == ["succeeded"]
+    # The executor started a new server, and goes on serving.
+    quick = await rig.client.submit("long", {"seconds": 0.1}, job_id="long-2")
+    assert (await rig.client.wait(quick.job_id, timeout=rig.within(30))).status == "succeeded"

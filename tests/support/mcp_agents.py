@@ -97,3 +97,40 @@ class FileAgent(Agent):
         ("check", Edge(name="read", to="answer", tool="read_text_file", args=Read)),
     )
     llm = RuleLLM(file_it)
+
+
+class Long(BaseModel):
+    duration: float
+    steps: int
+
+
+class EverythingTools(McpTools):
+    """The reference server's long-running operation, read-only as the server says."""
+
+    name = "everything-tools"
+    server = stdio(str(NPM_BIN / "mcp-server-everything"))
+    allow = ("trigger-long-running-operation", "get-sum")
+
+
+class EverythingEffects(EverythingTools):
+    """The same, declared to have side effects (as a payment would)."""
+
+    name = "everything-effects"
+    overrides = {"trigger-long-running-operation": McpTool(side_effects=True, timeout=90.0)}
+
+
+def run_long(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
+    if prompt.state == "run":
+        seconds = float(prompt.context.input.get("seconds", 1))
+        return "run", {"duration": seconds, "steps": 2}
+    found = prompt.context.results.get("trigger-long-running-operation") or {}
+    return "say", {"text": str(found.get("text", ""))[:200]}
+
+
+class LongAgent(Agent):
+    name = "long"
+    graph = _graph(
+        "run",
+        Edge(name="run", to="answer", tool="trigger-long-running-operation", args=Long),
+    )
+    llm = RuleLLM(run_long)
