@@ -5,6 +5,7 @@ from PyPI into .venv/tools, @modelcontextprotocol/server-filesystem from npm int
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -134,3 +135,17 @@ class LongAgent(Agent):
         Edge(name="run", to="answer", tool="trigger-long-running-operation", args=Long),
     )
     llm = RuleLLM(run_long)
+
+
+class TappedFileTools(FileTools):
+    """FileTools whose server's calls are noted in `$RIG_TEST_TAP` as they reach it."""
+
+    name = "tapped-file-tools"
+    server = stdio(
+        sys.executable,
+        "-m",
+        "tests.support.mcp_tap",
+        "${RIG_TEST_TAP}",
+        str(NPM_BIN / "mcp-server-filesystem"),
+        "${RIG_TEST_FILES}",
+    )
