@@ -3,7 +3,7 @@
     scripts/bench [--quick] [--json FILE] [SCENARIO ...]
 
 Scenarios (all by default): floor, steps, peers, latency, ledger, gateway, evals,
-tracing, cluster, testing, tree; `profile` only when named. Each prints rows of a
+tracing, cluster, testing, tree, mcp; `profile` only when named. Each prints rows of a
 markdown table; `--json` also writes every number, with
 the machine it ran on. Speeds are meant to be read as ratios to the floor measured in the same run:
 these machines are shared and noisy.
@@ -425,9 +425,13 @@ class Deployment:
         used: dict[str, float] = {}
         for proc in self.procs:
             if proc.returncode is None:
-                times = psutil.Process(proc.pid).cpu_times()
+                actor = psutil.Process(proc.pid)
                 kind = self.kinds.get(proc.pid, "other")
-                used[kind] = used.get(kind, 0.0) + times.user + times.system
+                # Its children too: an MCP executor's server is part of its cost.
+                for each in [actor, *actor.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = each.cpu_times()
+                        used[kind] = used.get(kind, 0.0) + times.user + times.system
         times = psutil.Process(self.server.proc.pid).cpu_times()
         used["nats_server"] = times.user + times.system
         return used
@@ -680,6 +684,70 @@ async def bench_tree(server: NatsServer, report: Report, quick: bool, work: Path
         f"a child {tree_cpu:.2f} CPU-ms and {tree_wall:.2f} ms of wall per job, a lone job "
         f"{lone_cpu:.2f} and {lone_wall:.2f} ({100 * extra / lone_cpu:+.0f}% CPU, the "
         f"parent's share included); {2 * jobs} jobs each way, alternated",
+    )
+
+
+# --- MCP -------------------------------------------------------------------------------
+
+
+async def bench_mcp(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """A step whose tool is an MCP server's (the reference server's `get-sum`, over
+    stdio) against the same step with a native tool, same graph, same run
+    (scripts/bench_mcp.py): the MCP hop's cost."""
+    jobs, in_flight = (40, 8) if quick else (600, 32)
+    nc = await harness(server)
+    home = work / "mcp"
+    home.mkdir()
+    deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(in_flight)})
+    targets = [
+        "actors:Supervisor",
+        "scripts.bench_mcp:NativeSum",
+        "scripts.bench_mcp:McpSum",
+        "scripts.bench_mcp:SumTools",
+        "scripts.bench_mcp:EverythingSum",
+    ]
+    await deployment.start(nc, targets)
+    runs: dict[str, tuple[float, float]] = {}
+    steps = jobs * 5
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            for shape in ("native", "mcp") * 3:  # the first pair warms up; alternated
+                agent = f"sum-{shape}"
+                driver.job = lambda n, agent=agent: (agent, {"n": n})
+                before = deployment.cpu_seconds()
+                elapsed = await driver.run(jobs, in_flight)
+                after = deployment.cpu_seconds()
+                if shape not in runs:
+                    runs[shape] = (0.0, 0.0)
+                    continue  # the warm-up
+                cpu = sum(after.values()) - sum(before.values())
+                wall, spent = runs[shape]
+                runs[shape] = (wall + elapsed, spent + cpu)
+    finally:
+        await deployment.stop()
+        await nc.close()
+    native_wall, native_cpu = (v * 1000 / (2 * steps) for v in runs["native"])
+    mcp_wall, mcp_cpu = (v * 1000 / (2 * steps) for v in runs["mcp"])
+    report.put(
+        "mcp",
+        "step",
+        {
+            "native_cpu_ms_per_step": round(native_cpu, 3),
+            "mcp_cpu_ms_per_step": round(mcp_cpu, 3),
+            "cpu_overhead_ms_per_step": round(mcp_cpu - native_cpu, 3),
+            "native_steps_per_s": round(1000 / native_wall),
+            "mcp_steps_per_s": round(1000 / mcp_wall),
+            "steps": 2 * steps,
+        },
+    )
+    report.row(
+        "mcp",
+        f"a read-only tool step, {in_flight} jobs in flight: MCP (stdio) against native",
+        f"{mcp_cpu - native_cpu:+.2f} CPU-ms per step",
+        f"MCP {mcp_cpu:.2f} CPU-ms and {1000 / mcp_wall:,.0f} steps/s, native "
+        f"{native_cpu:.2f} and {1000 / native_wall:,.0f} (the MCP server's own CPU "
+        f"included: {100 * (mcp_cpu - native_cpu) / native_cpu:+.0f}%); {2 * steps} steps "
+        "each way, alternated",
     )
 
 
@@ -1628,6 +1696,7 @@ SCENARIOS = (
     "cluster",
     "testing",
     "tree",
+    "mcp",
     "profile",
 )
 ON_REQUEST = ("profile",)  # run only when named: a study, not a measure
@@ -1687,6 +1756,7 @@ async def main() -> int:
             "cluster": lambda: bench_cluster(server, report, args.quick, work),
             "testing": lambda: bench_testing(report, args.quick),
             "tree": lambda: bench_tree(server, report, args.quick, work),
+            "mcp": lambda: bench_mcp(server, report, args.quick, work),
             "profile": lambda: bench_profile(server, report, args.quick, work),
         }
         for name in chosen:
