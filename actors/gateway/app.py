@@ -16,6 +16,7 @@
     GET  /v1/providers             model providers: breakers, calls by the live agents
     GET  /healthz, /readyz
     GET  /console/                 the web console (docs/guide/console.md); `/` leads there
+    POST /mcp                      Rig's agents as MCP tools (Streamable HTTP: gateway/mcp.py)
 
 Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
 the error code the NATS API replies with. A POST with an `Idempotency-Key` header and no
@@ -70,6 +71,7 @@ from pydantic.json_schema import models_json_schema
 
 from actors.deploy.health import stream_health
 from actors.gateway.keys import RELOAD_S, KeyRing, keys_path, load_keys
+from actors.gateway.mcp import McpEndpoint
 from actors.gateway.webhooks import WebhookSender, WebhookSettings, refused
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
@@ -680,6 +682,8 @@ class Gateway(Actor):
         )
         for route in ROUTES:
             app.router.add_route(route.method, route.path, getattr(self, route.handler))
+        mcp = McpEndpoint(self.rig, _version(), idempotent_job_id)
+        app.router.add_route("*", "/mcp", mcp.handle)  # Rig's agents as MCP tools
         app.router.add_get("/openapi.json", self.openapi_json)
         app.router.add_get("/", self.to_console)
         app.router.add_get("/console/", self.console)

@@ -33,7 +33,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -286,7 +286,7 @@ class McpTools(ToolExecutor):
         """Keep one session open (its context lives in this task) until the executor
         stops or the session breaks; the next call opens another (a new server)."""
         try:
-            async with _sdk().Client(_target(self.server), read_timeout_seconds=None) as client:
+            async with _session(self.server) as client:
                 ready.set_result(client)
                 self.log.info("mcp.connected", server=str(self.server))
                 await self._closing.wait()
@@ -336,8 +336,34 @@ def _args_of(listed: Listed) -> type[pydantic.BaseModel]:
 
 
 async def _listed_once(server: McpServer) -> list[Any]:
-    async with asyncio.timeout(_CONNECT_S), _sdk().Client(_target(server)) as client:
+    async with asyncio.timeout(_CONNECT_S), _session(server) as client:
         return list((await client.list_tools()).tools)
+
+
+@contextlib.asynccontextmanager
+async def _session(server: McpServer) -> AsyncIterator[Client]:
+    """An open MCP session with `server` (and the HTTP client it needs, closed after)."""
+    sdk = _sdk()
+    async with contextlib.AsyncExitStack() as stack:
+        target: Any
+        if server.url is not None and server.headers:
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+
+            http_client = create_mcp_http_client(headers=server.headers)
+            await stack.enter_async_context(http_client)
+            target = streamable_http_client(server.url, http_client=http_client)
+        elif server.url is not None:
+            target = server.url
+        else:
+            assert server.command is not None
+            target = sdk.StdioServerParameters(
+                command=os.path.expandvars(server.command),
+                args=[os.path.expandvars(arg) for arg in server.args],
+                env=server.env,
+            )
+        client = await stack.enter_async_context(sdk.Client(target, read_timeout_seconds=None))
+        yield client
 
 
 def _sdk() -> Any:
@@ -349,22 +375,6 @@ def _sdk() -> Any:
             "MCP servers need the MCP SDK, which is not installed: pip install 'rig[mcp]'"
         ) from None
     return mcp
-
-
-def _target(server: McpServer) -> Any:
-    """What `mcp.Client` connects to."""
-    if server.url is not None:
-        if server.headers:
-            from mcp.client.streamable_http import streamable_http_client
-            from mcp.shared._httpx_utils import create_mcp_http_client
-
-            client = create_mcp_http_client(headers=server.headers)
-            return streamable_http_client(server.url, http_client=client)
-        return server.url
-    assert server.command is not None
-    command = os.path.expandvars(server.command)
-    args = [os.path.expandvars(arg) for arg in server.args]
-    return _sdk().StdioServerParameters(command=command, args=args, env=server.env)
 
 
 def _text(result: Any) -> str:
