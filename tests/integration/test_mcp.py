@@ -185,3 +185,17 @@ async def test_the_server_killed_mid_call(rig: Deployment, executor: str, ends: 
     # The executor started a new server, and goes on serving.
     quick = await rig.client.submit("long", {"seconds": 0.1}, job_id="long-2")
     assert (await rig.client.wait(quick.job_id, timeout=rig.within(30))).status == "succeeded"
+
+
+async def test_a_server_that_hangs_or_answers_garbage_is_cut_off_and_the_rest_served(
+    rig: Deployment,
+) -> None:
+    """A call the server never answers, and one answered with a line that is not JSON,
+    end in typed failures within the tool's timeout (3 s); the executor keeps serving."""
+    await rig.spawn("tests.support.mcp_agents:BadTools")
+    for n, tool in enumerate(("hang", "garble")):
+        result = await call(rig, tool, {}, job=f"bad-{n}")
+        assert not result.ok and result.error is not None
+        assert result.error["code"] == "timeout", result.error
+    fine = await call(rig, "ok", {}, job="bad-2")
+    assert fine.ok and fine.result == {"text": "fine"}

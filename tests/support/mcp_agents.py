@@ -149,3 +149,11 @@ class TappedFileTools(FileTools):
         str(NPM_BIN / "mcp-server-filesystem"),
         "${RIG_TEST_FILES}",
     )
+
+
+class BadTools(McpTools):
+    """A server that hangs or answers garbage on some calls (tests/support/bad_mcp_server.py)."""
+
+    name = "bad-tools"
+    server = stdio(sys.executable, "-m", "tests.support.bad_mcp_server")
+    timeout = 3.0
