@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,39 @@ async def test_a_server_that_hangs_or_answers_garbage_is_cut_off_and_the_rest_se
         assert result.error["code"] == "timeout", result.error
     fine = await call(rig, "ok", {}, job="bad-2")
     assert fine.ok and fine.result == {"text": "fine"}
+
+
+async def test_a_git_commit_through_mcp_happens_once_however_often_it_is_asked(
+    rig: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mcp-server-git's git_commit is not idempotent (asked twice, it would commit
+    twice): through the ledger, the same call asked again is answered, not run."""
+    repo = rig.home / "repo"
+    for command in (
+        ["git", "init", "-q", str(repo)],
+        ["git", "-C", str(repo), "config", "user.email", "rig@example.com"],
+        ["git", "-C", str(repo), "config", "user.name", "Rig"],
+    ):
+        await asyncio.to_thread(subprocess.run, command, check=True)
+    (repo / "a.txt").write_text("hello\n")
+    monkeypatch.setenv("RIG_TEST_REPO", str(repo))
+    rig.extra_env["RIG_TEST_REPO"] = str(repo)
+    await rig.spawn("tests.support.mcp_agents:GitTools")
+    added = await call(rig, "git_add", {"repo_path": str(repo), "files": ["a.txt"]}, job="git-1")
+    assert added.ok, added.error
+    commit = {"repo_path": str(repo), "message": "the first"}
+    first = await call(rig, "git_commit", commit, job="git-1", step=2)
+    assert first.ok and first.ledger == "miss", first.error
+    for step in (3, 4):  # the same call again, as a redelivery or a replay would ask it
+        again = await call(rig, "git_commit", commit, job="git-1", step=step)
+        assert again.ok and again.ledger == "hit" and again.result == first.result
+    count = await asyncio.to_thread(
+        subprocess.run,
+        ["git", "-C", str(repo), "rev-list", "--count", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert count.stdout.strip() == "1"
+    status = await call(rig, "git_status", {"repo_path": str(repo)}, job="git-2")
+    assert status.ok and "nothing to commit" in str(status.result)

@@ -157,3 +157,11 @@ class BadTools(McpTools):
     name = "bad-tools"
     server = stdio(sys.executable, "-m", "tests.support.bad_mcp_server")
     timeout = 3.0
+
+
+class GitTools(McpTools):
+    """mcp-server-git (PyPI) on the repository `$RIG_TEST_REPO`."""
+
+    name = "git-tools"
+    server = stdio(str(TOOLS_BIN / "mcp-server-git"), "--repository", "${RIG_TEST_REPO}")
+    allow = ("git_add", "git_commit", "git_log", "git_status")
