@@ -58,10 +58,12 @@ async def test_mcp_writes_happen_at_most_once_while_processes_are_killed(
         killing = Killer(ready, live, random.Random(7), most=10, pause=(0.2, 0.8), every_kind=True)
         jobs = [f"write-{n}" for n in range(JOBS)]
         async with killing:
-            for job in jobs:
+            for n, job in enumerate(jobs):
                 body = {"path": str(files / f"{job}.txt"), "content": job}
                 await submit_surely(rig, "filer", body, job)
-            stories = await settled(rig, jobs, timeout=rig.within(10 * (rig.ack_wait + 2), 120))
+                if n % 5 == 4:  # a kill mid-run, however fast the machine
+                    killing.kill_one()
+            stories = await settled(rig, jobs, timeout=rig.within(16 * (rig.ack_wait + 2), 120))
         assert len(killing.kills) >= 5, killing.kills
         writes = Counter(
             Path(call["arguments"]["path"]).stem

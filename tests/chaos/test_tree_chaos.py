@@ -70,11 +70,15 @@ async def test_fanned_out_trees_end_and_pay_once_while_processes_are_killed(
     try:
         live = await first_ready(ready, sum(ACTORS.values()))
         rng = random.Random(20261207)
+        # Random kills as the run goes, and one after every tenth parent submitted, so
+        # that a fast machine's run is killed mid-way as often as a slow one's.
         killing = Killer(ready, live, rng, most=16, pause=(0.3, 1.0), every_kind=True)
         async with killing:
             for n in range(PARENTS):
                 await submit_surely(rig, "fanner", {"question": f"topic {n}"}, f"tree-{n}")
-            stories = await follow_trees(rig, timeout=rig.within(16 * (rig.ack_wait + 2), 240))
+                if n % 10 == 9:
+                    killing.kill_one()
+            stories = await follow_trees(rig, timeout=rig.within(26 * (rig.ack_wait + 2), 240))
         kills = killing.kills
         assert len(kills) >= 8 and any(k.endswith(":Supervisor") for k in kills), kills
         paid = Counter(job for job, *_ in payments(rig.home))

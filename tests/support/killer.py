@@ -72,10 +72,18 @@ class Killer:
                 await asyncio.wait_for(self._finished.wait(), self._rng.uniform(*self._pause))
             except TimeoutError:
                 pass
-            if self.live and not self._finished.is_set():
-                turn = self._kinds[len(self.kills) % len(self._kinds)]
-                wanted = [p for p, cls in self.live.items() if cls.endswith(f":{turn}")]
-                pids = wanted if self._every_kind and wanted else list(self.live)
-                pid = self._rng.choice(sorted(pids))
-                self.kills.append(self.live.pop(pid))
-                os.kill(pid, signal.SIGKILL)
+            if not self._finished.is_set():
+                self.kill_one()
+
+    def kill_one(self) -> None:
+        """SIGKILL one live process now (the next kind in turn, with `every_kind`): a
+        test that must kill during its run, however fast the machine, calls it between
+        the run's parts."""
+        if not self.live:
+            return
+        turn = self._kinds[len(self.kills) % len(self._kinds)]
+        wanted = [p for p, cls in self.live.items() if cls.endswith(f":{turn}")]
+        pids = wanted if self._every_kind and wanted else list(self.live)
+        pid = self._rng.choice(sorted(pids))
+        self.kills.append(self.live.pop(pid))
+        os.kill(pid, signal.SIGKILL)
