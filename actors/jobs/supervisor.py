@@ -823,6 +823,8 @@ class Supervisor(Actor):
                 _trace_transition(after, status_before, waited, rules.now)
             after.new_events.clear()
             crash_point(f"after_write_{cause.split(':', 1)[0]}", after.agent)
+            if after.terminal:  # a job's end is written, what it tells (a parent) not sent
+                crash_point("after_write_end", after.agent)
             if after.status != status_before:  # a few lines per job, for `rig logs JOB`
                 self.log.info(
                     "job.status",

@@ -11,7 +11,9 @@ there until someone sends SIGCONT, like a VM paused past its lease.
 Points: `before_claim`, `after_claim`, `after_effect` (the tool returned, its result not
 yet recorded), `after_record` (recorded, not yet reported), `after_ack`; the tool points
 also as `POINT:TOOL` (one tool's calls only); the supervisor's `after_write_KIND` (a
-transition caused by a message of that kind is written, its outbox not yet published).
+transition caused by a message of that kind is written, its outbox not yet published)
+and `after_write_end` (a job's last transition is written: its end, and what it tells
+its parent), each also as `POINT:AGENT` (one agent's jobs only).
 """
 
 from __future__ import annotations

@@ -116,6 +116,8 @@ async def test_a_child_that_fails_moves_its_parent_along_the_failure_path(
         "after_write_start:researcher",
         # the child's decision to pay is stored, its call not sent
         "after_write_decision:researcher",
+        # the child's end is stored, the notice to its parent not sent
+        "after_write_end:researcher",
         # the parent moved on the child's end, nothing of it sent
         "after_write_child_ended:asker",
     ],
