@@ -278,7 +278,8 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         help="with --lint: rig up's TOML file, whose tool executors say which tools are "
-        "untrusted_output (default: the refund example)",
+        "untrusted_output (an MCP executor's server is asked), and which the graph's "
+        "edges call that none serves (default: the refund example)",
     )
     graph.add_argument(
         "--untrusted",
@@ -608,15 +609,30 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
-    """`rig graph --lint`: where untrusted tool output can steer a consequential edge."""
+    """`rig graph --lint`: where untrusted tool output can steer a consequential edge;
+    with --config, also the tools the graph's edges call that no executor of it serves."""
     from actors.deploy.up import UpConfig
     from actors.tools.executor import ToolExecutor
+    from actors.tools.mcp import McpTools
 
     untrusted = set(args.untrusted)
+    served: set[str] = set()
     for spec in UpConfig.load(args.config).actors:
         cls = load_actor_class(spec.target)
-        if issubclass(cls, ToolExecutor):
-            untrusted |= {t for t, tool in cls.tools.items() if tool.spec.untrusted_output}
+        if issubclass(cls, McpTools):  # its tools are its server's: asked now
+            specs = {tool: listed.spec for tool, listed in cls.list_tools().items()}
+        elif issubclass(cls, ToolExecutor):
+            specs = {tool: found.spec for tool, found in cls.tools.items()}
+        else:
+            continue
+        served |= set(specs)
+        untrusted |= {tool for tool, spec in specs.items() if spec.untrusted_output}
+    unserved = sorted(
+        (edge.tool, edge.name, state)
+        for state, s in graph.states.items()
+        for edge in s.edges
+        if args.config is not None and edge.tool is not None and edge.tool not in served
+    )
     consequential = sorted(
         f"{state}.{edge.name}"
         for state, s in graph.states.items()
@@ -631,15 +647,26 @@ def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
                 "untrusted": sorted(untrusted),
                 "consequential": consequential,
                 "paths": [dataclasses.asdict(path) for path in paths],
+                "unserved": [
+                    {"tool": tool, "edge": edge, "state": state} for tool, edge, state in unserved
+                ],
             }
         )
-        return EXIT_FOUND if paths else EXIT_OK
+        return EXIT_FOUND if paths or unserved else EXIT_OK
     print(
         f"agent {name}: untrusted tools {', '.join(sorted(untrusted)) or 'none'}; "
         f"consequential edges {', '.join(consequential) or 'none'}"
     )
+    for tool, edge, state in unserved:
+        print(
+            f"  UNSERVED   tool {tool!r} (edge {edge!r} of {state!r}): no executor in "
+            f"{args.config} serves it"
+        )
     for path in paths:
         print(f"  UNGUARDED  {path}")
+    if unserved and not paths:
+        print(f"{len(unserved)} tool(s) no executor serves: add its executor to the config")
+        return EXIT_FOUND
     if paths:
         print(
             f"{len(paths)} unguarded path(s): put a verifier on the edge, or a human state "

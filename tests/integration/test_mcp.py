@@ -236,3 +236,22 @@ async def test_a_git_commit_through_mcp_happens_once_however_often_it_is_asked(
     assert count.stdout.strip() == "1"
     status = await call(rig, "git_status", {"repo_path": str(repo)}, job="git-2")
     assert status.ok and "nothing to commit" in str(status.result)
+
+
+async def test_rig_graph_lint_names_the_tools_no_executor_of_the_config_serves(
+    rig: Deployment,
+) -> None:
+    """An MCP executor's tools are its server's, asked when the graph is linted."""
+    served, unserved = rig.home / "served.toml", rig.home / "unserved.toml"
+    served.write_text('[[actor]]\nclass = "tests.support.mcp_agents:TimeTools"\n')
+    unserved.write_text('[[actor]]\nclass = "tests.support.family:ResearchTools"\n')
+    agent = "tests.support.mcp_agents:TimeAgent"
+    code, out, err = await rig_cli(rig, "graph", agent, "--lint", "--config", str(served))
+    assert code == 0, (out, err)
+    code, out, err = await rig_cli(
+        rig, "graph", agent, "--lint", "--config", str(unserved), "--json"
+    )
+    assert code == 1, (out, err)
+    assert json.loads(out)["unserved"] == [
+        {"tool": "get_current_time", "edge": "now", "state": "ask"}
+    ]
