@@ -85,6 +85,9 @@ timeout = 10.0
 max_attempts = 5
 backoff = 0.05
 """
+# Part 4: an agent whose tools are an MCP server's (scripts/demo_mcp.py; rig up imports
+# it from the repository's root).
+MCP_ACTORS = ("scripts.demo_mcp:NoteAgent", "scripts.demo_mcp:FileTools")
 UP_ACTORS = (
     "actors:Supervisor",
     "actors.examples.refund:RefundAgent",
@@ -92,6 +95,7 @@ UP_ACTORS = (
     "actors.examples.refund:RefundTools",
     "actors.examples.refund:RefundChecks",
     *RESEARCH_ACTORS,
+    *MCP_ACTORS,
 )
 # Part 3: agents working together (actors/examples/research.py).
 BRIEF = {
@@ -134,6 +138,7 @@ async def main(argv: list[str]) -> int:
         return 2
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir(parents=True)
+    (HOME / "reports").mkdir()  # what part 4's MCP filesystem server may touch
     if argv == ["--real-model"]:
         return await on_a_real_model()
     chaos_port = free_port()
@@ -266,7 +271,33 @@ async def run_jobs(rig: RigClient, started: float) -> int:
     print(f"  refunds match the jobs that reached 'done': {'yes' if refunds_match else 'NO'}")
     part2 = await through_a_faulty_model(rig)
     part3 = await agents_together(rig)
-    return 0 if all_terminal and refunds_match and part2 and part3 else 1
+    part4 = await mcp_tools(rig)
+    return 0 if all_terminal and refunds_match and part2 and part3 and part4 else 1
+
+
+async def mcp_tools(rig: RigClient) -> bool:
+    """An agent whose tools are an MCP server's (scripts/demo_mcp.py)."""
+    print("\npart 4: an MCP server's tools behind the ledger (scripts/demo_mcp.py)")
+    reports = HOME / "reports"
+    notes = {"groceries": "milk, eggs", "todo": "call the bank", "poem": "roses are red"}
+    jobs = {
+        name: (await rig.submit("notes", {"path": str(reports / f"{name}.txt"), "text": text}))
+        for name, text in notes.items()
+    }
+    infos = await asyncio.gather(*(rig.wait(reply.job_id, timeout=60) for reply in jobs.values()))
+    for name, info in zip(notes, infos, strict=True):
+        said = ((info.result or {}).get("output") or {}).get("text")
+        print(f"  job {info.job_id}: {info.status}, read back {said!r} from {name}.txt")
+    with sqlite3.connect(HOME / "ledger.sqlite3") as ledger:
+        rows = ledger.execute(
+            "SELECT tool, state, COUNT(*) FROM ledger WHERE tool IN ('write_file', "
+            "'read_text_file') GROUP BY tool, state"
+        ).fetchall()
+    print("  ledger        " + ", ".join(f"{tool} {state} x{n}" for tool, state, n in rows))
+    files_match = all((reports / f"{name}.txt").read_text() == text for name, text in notes.items())
+    ok = all(info.status == "succeeded" for info in infos) and files_match
+    print(f"  every note written once and read back: {'yes' if ok else 'NO'}")
+    return ok
 
 
 async def agents_together(rig: RigClient) -> bool:
