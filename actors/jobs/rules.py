@@ -1269,45 +1269,36 @@ RESUMABLE = frozenset({"stalled", "dead_letter"})
 
 def check_input(info: AgentInfo, value: dict[str, Any]) -> None:
     """Refuse (`SchemaError`) an input that does not fit the agent's input schema."""
-    if info.input_schema is None:
-        return
-    check = _validator(json.dumps(info.input_schema, sort_keys=True))
-    try:
-        check(value)
-    except fastjsonschema.JsonSchemaException as exc:
-        where = str(getattr(exc, "name", "") or "data").replace("data", "input", 1)
-        message = str(getattr(exc, "message", exc)).replace("data", "input", 1)
-        raise SchemaError(
-            f"the input does not fit agent {info.name!r}'s input schema: {message}",
-            field=where,
-        ) from None
+    if info.input_schema is not None:
+        _fits(
+            info.input_schema,
+            value,
+            "input",
+            f"the input does not fit agent {info.name!r}'s input schema",
+        )
 
 
 def check_args(edge: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
     """Refuse (`SchemaError`) a person's arguments that do not fit the edge's schema:
     before a step is spent, not when the tool refuses them."""
-    check = _validator(json.dumps(schema, sort_keys=True))
-    try:
-        check(value)
-    except fastjsonschema.JsonSchemaException as exc:
-        where = str(getattr(exc, "name", "") or "data").replace("data", "args", 1)
-        message = str(getattr(exc, "message", exc)).replace("data", "args", 1)
-        raise SchemaError(
-            f"the arguments do not fit edge {edge!r}: {message}", field=where, edge=edge
-        ) from None
+    _fits(schema, value, "args", f"the arguments do not fit edge {edge!r}", edge=edge)
 
 
 def check_data(signal: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
     """Refuse (`SchemaError`) a signal's data that does not fit what its state takes."""
+    _fits(schema, value, "data", f"the data does not fit signal {signal!r}", signal=signal)
+
+
+def _fits(schema: dict[str, Any], value: Any, name: str, refusal: str, **details: Any) -> None:
+    """Raise `SchemaError` (`refusal: what is wrong`, the field named as `name...`) when
+    `value` does not fit `schema`."""
     check = _validator(json.dumps(schema, sort_keys=True))
     try:
         check(value)
     except fastjsonschema.JsonSchemaException as exc:
-        where = str(getattr(exc, "name", "") or "data")
-        message = str(getattr(exc, "message", exc))
-        raise SchemaError(
-            f"the data does not fit signal {signal!r}: {message}", field=where, signal=signal
-        ) from None
+        where = str(getattr(exc, "name", "") or "data").replace("data", name, 1)
+        message = str(getattr(exc, "message", exc)).replace("data", name, 1)
+        raise SchemaError(f"{refusal}: {message}", field=where, **details) from None
 
 
 @functools.lru_cache(maxsize=256)

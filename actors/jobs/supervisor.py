@@ -723,7 +723,10 @@ class Supervisor(Actor):
     ) -> JobSnapshot:
         """`_move`, one at a time per job in this process (another replica's are kept
         apart by the compare-and-set)."""
-        lock, users = self._moving.setdefault(job_id, (asyncio.Lock(), [0]))
+        moving = self._moving.get(job_id)
+        if moving is None:
+            moving = self._moving[job_id] = (asyncio.Lock(), [0])
+        lock, users = moving
         users[0] += 1
         try:
             async with lock:
