@@ -38,7 +38,7 @@ from protocols._errors import (
     UnknownJobError,
     error_from_dict,
 )
-from protocols._graph import Edge, Graph, InjectionPath, State
+from protocols._graph import LOOKUP, Edge, Graph, InjectionPath, State
 from protocols._messages import (
     ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
@@ -88,6 +88,7 @@ from protocols._messages import (
     TimerMessage,
     ToolCall,
     ToolCancel,
+    ToolEntry,
     ToolResult,
     Usage,
     Verdict,
@@ -117,6 +118,7 @@ from protocols._names import (
 __all__ = [
     "ANSWER_MAX_CHARS",
     "DEFAULT_MAX_STEPS",
+    "LOOKUP",
     "MAX_PARTITIONS",
     "RESULT_REF",
     "TERMINAL_STATUSES",
@@ -189,6 +191,7 @@ __all__ = [
     "TimerMessage",
     "ToolCall",
     "ToolCancel",
+    "ToolEntry",
     "ToolResult",
     "UnavailableError",
     "UnknownAgentError",

@@ -42,6 +42,18 @@ from protocols._names import check_agent_name, check_token
 
 TerminalStatus = Literal["succeeded", "failed"]
 
+LOOKUP = "_lookup"
+"""What a decision names as its edge to make a lookup (`State.lookup`): a read-only tool
+call, after which the job is back in the same state."""
+
+
+def check_tool_set(entries: tuple[str, ...]) -> None:
+    """Each entry of a set of tools is a tool's name or `<executor>.*`."""
+    for entry in entries:
+        check_token(entry.removesuffix(".*"), what="tool (or `<executor>.*`)")
+    if len(set(entries)) != len(entries):
+        raise InvalidNameError(f"a set of tools names one twice: {list(entries)}")
+
 
 class Edge(BaseModel):
     """One choice the LLM may make in a state."""
@@ -74,6 +86,12 @@ class Edge(BaseModel):
         default="all",
         description="when a fan-out's edge is done: `all` children ended (it succeeds if "
         "every one did), or the `first` to succeed (the rest are cancelled)",
+    )
+    tools: tuple[str, ...] = Field(
+        default=(),
+        description="a set of tools: the LLM picks one of them and its arguments, and the "
+        "edge calls it; an entry is a tool's name or `<executor>.*`, every tool that "
+        "executor serves (`ToolExecutor.all`)",
     )
     verifier: str | None = None
     on_fail: str | None = Field(
@@ -108,6 +126,7 @@ class Edge(BaseModel):
             to: str,
             description: str = "",
             tool: str | None = None,
+            tools: tuple[str, ...] | list[str] = (),
             agent: str | None = None,
             agents: tuple[str, ...] | list[str] = (),
             map: str | None = None,
@@ -156,7 +175,18 @@ class Edge(BaseModel):
     def acts(self) -> bool:
         """Whether taking the edge can fail on the way (a tool, a child job, a verifier),
         and so has a failure path (`Graph.fail_target`)."""
-        return bool(self.tool or self.starts or self.verifier)
+        return bool(self.tool or self.tools or self.starts or self.verifier)
+
+    @property
+    def calls(self) -> bool:
+        """Whether taking the edge calls a tool: its own, or one the LLM picks of `tools`."""
+        return self.tool is not None or bool(self.tools)
+
+    def offers(self, tool: str, executor: str | None) -> bool:
+        """Whether `tool` (served by `executor`, if known) is one this edge may call."""
+        if self.tool is not None:
+            return tool == self.tool
+        return tool in self.tools or (executor is not None and f"{executor}.*" in self.tools)
 
     @property
     def starts(self) -> tuple[str, ...]:
@@ -220,6 +250,14 @@ class State(BaseModel):
     on_timeout: str | None = Field(
         default=None, description="edge taken when no signal came within `timeout_s`"
     )
+    lookup: tuple[str, ...] = Field(
+        default=(),
+        description="read-only tools the LLM may call to look around before it picks an "
+        "edge (entries as in `Edge.tools`); each call is a step of its own, journaled",
+    )
+    max_lookups: int = Field(
+        default=3, ge=1, description="lookups allowed per visit of the state, at most"
+    )
 
     if TYPE_CHECKING:
 
@@ -236,6 +274,8 @@ class State(BaseModel):
             on_signal: str | None = None,
             timeout_s: float | None = None,
             on_timeout: str | None = None,
+            lookup: tuple[str, ...] | list[str] = (),
+            max_lookups: int = 3,
         ) -> None: ...
 
     else:
@@ -251,6 +291,13 @@ class State(BaseModel):
             if edge.name == name:
                 return edge
         return None
+
+    def lookup_edge(self, name: str) -> Edge | None:
+        """The edge a lookup in this state (named `name`) takes: its tool is one of
+        `lookup`, and it comes back here whether the call works or fails."""
+        if not self.lookup:
+            return None
+        return Edge(name=LOOKUP, to=name, tools=self.lookup, on_fail=name)
 
     @property
     def decided_by_llm(self) -> bool:
@@ -272,6 +319,15 @@ class Graph(BaseModel):
 
     def state(self, name: str) -> State:
         return self.states[name]
+
+    def edge(self, state: str | None, name: str | None) -> Edge | None:
+        """Edge `name` of `state`, or the state's lookup (`LOOKUP`); None if neither is."""
+        found = self.states.get(state or "")
+        if found is None or name is None:
+            return None
+        if name == LOOKUP:
+            return found.lookup_edge(state or "")
+        return found.edge(name)
 
     @cached_property
     def version(self) -> str:
@@ -305,7 +361,8 @@ class Graph(BaseModel):
     def injection_paths(self, untrusted: set[str] | frozenset[str]) -> list[InjectionPath]:
         """Where untrusted text can steer a consequential edge unchecked.
 
-        A result of a tool in `untrusted` lands in every later prompt, so text in it can
+        A result of a tool in `untrusted` (called by an edge, one of its `tools`, or a
+        lookup) lands in every later prompt, so text in it can
         pick among the allowed edges and fill their arguments (prompt injection). For
         each edge that calls such a tool, every state the job can reach from its target
         without passing a person (a human state) is searched; a `consequential` edge
@@ -315,8 +372,14 @@ class Graph(BaseModel):
         untrusted data must not decide a consequential action unchecked).
         """
         found: list[InjectionPath] = []
-        for source_state, source in self._edges():
-            if source.tool is None or source.tool not in untrusted:
+        lookups = [
+            (name, lookup)
+            for name, state in self.states.items()
+            if (lookup := state.lookup_edge(name)) is not None
+        ]
+        for source_state, source in [*self._edges(), *lookups]:
+            tainted = [t for t in (source.tool, *source.tools) if t is not None and t in untrusted]
+            if not tainted:
                 continue
             paths: dict[str, list[str]] = {source.to: [source_state, source.to]}
             queue = deque([source.to])
@@ -329,7 +392,7 @@ class Graph(BaseModel):
                     if edge.consequential and edge.verifier is None:
                         found.append(
                             InjectionPath(
-                                tool=source.tool,
+                                tool=tainted[0],
                                 source_edge=source.name,
                                 states=tuple(paths[name]),
                                 edge=edge.name,
@@ -380,11 +443,14 @@ class Graph(BaseModel):
         for edge in state.edges:
             if edge.name in seen:
                 raise GraphError(f"edge {edge.name!r} appears twice", state=name)
+            if edge.name == LOOKUP:
+                raise GraphError(f"{LOOKUP!r} is the name of a lookup, not of an edge", state=name)
             seen.add(edge.name)
             try:
                 check_token(edge.name, what="edge name")
                 if edge.tool is not None:
                     check_token(edge.tool, what="tool name")
+                check_tool_set(edge.tools)
                 for agent in edge.starts:
                     check_agent_name(agent, what="sub-agent name")
                 if edge.verifier is not None:
@@ -424,6 +490,20 @@ class Graph(BaseModel):
                 )
         if state.safe_edge is not None and state.edge(state.safe_edge) is None:
             raise GraphError(f"safe_edge {state.safe_edge!r} is not one of its edges", state=name)
+        safe = state.edge(state.safe_edge or "")
+        if safe is not None and safe.tools:
+            raise GraphError(
+                f"safe_edge {safe.name!r} offers a set of tools: taken when the LLM's "
+                "answer is invalid, it would name none",
+                state=name,
+            )
+        if state.lookup:
+            try:
+                check_tool_set(state.lookup)
+            except InvalidNameError as exc:
+                raise GraphError(exc.message, state=name) from None
+            if not state.decided_by_llm:
+                raise GraphError("lookup= needs a state the LLM decides", state=name)
         self._check_wait(name, state)
 
     @staticmethod
@@ -459,7 +539,11 @@ class Graph(BaseModel):
         """An edge starts child jobs of one agent (`agent`, perhaps `map`ped over a list)
         or of several (`agents`), and calls no tool besides."""
         problem = ""
-        if edge.agent is not None and edge.agents:
+        if edge.tools and (edge.tool is not None or edge.starts or edge.output):
+            problem = "offers tools= and also calls a tool, starts agents or is an output edge"
+        elif edge.tools and edge.args is not None:
+            problem = "offers tools= and args=: each tool's arguments are its own schema"
+        elif edge.agent is not None and edge.agents:
             problem = "names agent= and agents=: give one agent, or a list"
         elif edge.tool is not None and edge.starts:
             problem = f"names tool {edge.tool!r} and agents: it calls a tool or starts children"
@@ -558,6 +642,8 @@ def _edge_label(state: State, edge: Edge) -> str:
     label = edge.name
     if edge.tool:
         label += f" [{edge.tool}]"
+    if edge.tools:
+        label += f" [{' | '.join(edge.tools)}]"
     if edge.starts:
         label += f" <{','.join(edge.starts)}{'*' if edge.map else ''}>"
     if edge.verifier:

@@ -573,6 +573,9 @@ class StepRequest(_Wire):
     cost_left: float | None = Field(default=None, description="the job's money budget left")
     deadline: float | None = Field(default=None, description="wall-clock end of the job")
     sampling: Sampling | None = Field(default=None, description="the job's, as submitted")
+    lookups_left: int = Field(
+        default=0, description="lookups the state still allows in this visit (`State.lookup`)"
+    )
 
 
 # The most of a model's answer a decision (and so the journal) keeps.
@@ -597,6 +600,11 @@ class Decision(_Wire):
     job_id: str
     step: int
     edge: str
+    tool: str | None = Field(
+        default=None,
+        description="the tool the LLM picked, on an edge that offers a set (`Edge.tools`) "
+        "or a lookup (`State.lookup`); `args` are then that tool's arguments",
+    )
     args: dict[str, Any] = Field(default_factory=dict)
     reasks: int = 0
     fallback: bool = False
@@ -657,6 +665,11 @@ class ToolCall(_Wire):
     args: dict[str, Any] = Field(default_factory=dict)
     verifier: str | None = None
     context: JobContext | None = None
+    lookup: bool = Field(
+        default=False,
+        description="a lookup (`State.lookup`): the executor refuses it for a tool with "
+        "side effects",
+    )
     deadline: float | None = Field(
         default=None,
         description="the job's deadline (epoch seconds): a call is not started after it, "
@@ -871,6 +884,22 @@ class AgentInfo(_Wire):
     )
 
 
+class ToolEntry(_Wire):
+    """What a tool executor publishes of each tool it serves, in `RIG_TOOLS` under
+    `<executor>.<tool>`: what agents offer the LLM for an edge's set of tools or a lookup,
+    and what `rig graph` checks a graph's tools against."""
+
+    executor: str
+    tool: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON schema of the tool's arguments",
+    )
+    side_effects: bool = Field(description="calls go through the ledger (at most once)")
+    untrusted_output: bool = False
+
+
 class ActorReady(_Wire):
     """Published on `rig.actors.ready` (core NATS) once an actor consumes."""
 
@@ -939,6 +968,9 @@ class JobSnapshot(_Wire):
     )
     on_exhausted: str | None = None
     pending_edge: str | None = None
+    pending_tool: str | None = Field(
+        default=None, description="the tool the current step calls (phase `tool`/`verify`)"
+    )
     pending_args: dict[str, Any] = Field(default_factory=dict)
     pending_result: Any = None
     stall_arm: int = Field(default=0, description="the current stall watchdog (0: none)")
@@ -965,6 +997,7 @@ class JobSnapshot(_Wire):
     child_steps: int = Field(
         default=0, description="steps its ended children took, charged to its max_steps"
     )
+    lookups: int = Field(default=0, description="lookups made in this visit of its state")
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     created_at: float = Field(default_factory=now)

@@ -26,7 +26,8 @@ With the default prefix the names are the ones in the design:
     rig.admin.admit                      request/reply: `rig admit`, answered by `rig up`
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
-    RIG_CLAIMS (a cluster's tool ledger), RIG_CANCELS (tool calls told to stop)
+    RIG_CLAIMS (a cluster's tool ledger), RIG_CANCELS (tool calls told to stop),
+    RIG_TOOLS (what each executor serves)
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
@@ -197,6 +198,16 @@ class Names:
         """Tool calls their jobs stopped waiting for (`<tool>.<job>.<step>`: a `ToolCancel`),
         which an executor checks after its claim, right before the tool starts."""
         return f"{self.prefix.upper()}_CANCELS"
+
+    @property
+    def tools_bucket(self) -> str:
+        """The tools each executor serves, by `<executor>.<tool>` (a `ToolEntry`): written
+        by the executor at start, read by agents and `rig graph`."""
+        return f"{self.prefix.upper()}_TOOLS"
+
+    @staticmethod
+    def catalog_key(executor: str, tool: str) -> str:
+        return f"{executor}.{tool}"
 
     @staticmethod
     def cancel_key(tool: str, job_id: str, step: int) -> str:

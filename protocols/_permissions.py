@@ -266,6 +266,7 @@ def supervisor(names: Names) -> Role:
         | kv_scan(n.inbox_bucket)
         | kv_read(n.agents_bucket)
         | kv_read(n.graphs_bucket)
+        | kv_read(n.tools_bucket)  # who serves a tool a decision picked of `<executor>.*`
         | kv_scan(n.presence_bucket)
         | kv_write(n.presence_bucket, "supervisor.*")  # each replica's beat (its partitions)
         | object_read(n.results_store)
@@ -299,6 +300,7 @@ def agent(names: Names, name: str) -> Role:
         | kv_write(n.presence_bucket, f"{name}.>")
         | kv_write(n.breakers_bucket)
         | kv_write(n.llm_cache_bucket, f"{name}.>")  # its own answers only
+        | kv_scan(n.tools_bucket)  # the tools it offers for a set of tools or a lookup
         | object_read(n.results_store)
         | durable(n.slots_stream, "*")
         | Grants.of(
@@ -312,9 +314,12 @@ def agent(names: Names, name: str) -> Role:
     return Role(f"agent-{name}", f"decides the steps of agent {name}", grants)
 
 
-def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str]) -> Role:
-    """A tool executor: its tools' calls, and the verifiers `verifiers` (those the
-    deployment's graphs put after its tools' edges) to hand successful results to."""
+def tools(
+    names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str], *, executor: str
+) -> Role:
+    """A tool executor (named `executor`): its tools' calls, their entries in the tool
+    catalog, and the verifiers `verifiers` (those the deployment's graphs put after its
+    tools' edges) to hand successful results to."""
     n = names
     tools = sorted(tools)
     grants = _worker(n, "tool", tools, n.tool_durable) | object_write(n.results_store)
@@ -322,6 +327,9 @@ def tools(names: Names, role: str, tools: Iterable[str], verifiers: Iterable[str
     grants |= kv_read(n.cancels_bucket)  # calls told to stop, read before a tool starts
     for tool in tools:  # a cluster's ledger: its own tools' records only
         grants |= kv_write(n.claims_bucket, f"{tool}.*")
+        # What it serves, under its own name only: a set of tools `<executor>.*` in a
+        # graph is exactly what this role may write.
+        grants |= kv_write(n.tools_bucket, n.catalog_key(executor, tool))
     grants |= Grants.of(
         publish=[n.verifier(v) for v in sorted(verifiers)],
         subscribe=[n.tool_cancel(tool) for tool in tools],  # calls to stop
@@ -351,6 +359,7 @@ def _reader(names: Names) -> Grants:
         | kv_scan(n.inbox_bucket)
         | kv_scan(n.webhooks_bucket)
         | kv_scan(n.breakers_bucket)
+        | kv_scan(n.tools_bucket)
         | object_read(n.results_store)
         | Grants.of(
             publish=[f"{n.prefix}.api.*", n.actors_ask],

@@ -30,8 +30,10 @@ from actors.cli.common import (
 )
 from actors.runtime.settings import RigConfig
 from protocols import (
+    LOOKUP,
     JobInfo,
     JobStatusName,
+    ToolEntry,
     UnknownAgentError,
 )
 
@@ -280,6 +282,12 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="with --lint: rig up's TOML file, whose tool executors say which tools are "
         "untrusted_output (an MCP executor's server is asked), and which the graph's "
         "edges call that none serves (default: the refund example)",
+    )
+    graph.add_argument(
+        "--deployed",
+        action="store_true",
+        help="with --lint: check the graph's tools (sets of tools and lookups too) against "
+        "what the running deployment's executors serve (their catalog, RIG_TOOLS)",
     )
     graph.add_argument(
         "--untrusted",
@@ -565,6 +573,36 @@ def _logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_catalog(path: Path | None) -> list[ToolEntry]:
+    """What the tool executors of `rig up`'s config (None: the default) serve (an MCP
+    executor's server is asked now), as their catalog entries would say."""
+    from actors.deploy.up import UpConfig
+    from actors.tools.executor import ToolExecutor
+    from actors.tools.mcp import McpTools
+
+    entries: list[ToolEntry] = []
+    for spec in UpConfig.load(path).actors:
+        cls = load_actor_class(spec.target)
+        if issubclass(cls, McpTools):  # its tools are its server's: asked now
+            listed = cls.list_tools()
+            specs = {tool: (found.spec, found.input_schema) for tool, found in listed.items()}
+        elif issubclass(cls, ToolExecutor):
+            specs = {t: (f.spec, f.args.model_json_schema()) for t, f in cls.tools.items()}
+        else:
+            continue
+        entries += [
+            ToolEntry(
+                executor=cls.name,
+                tool=tool,
+                input_schema=schema,
+                side_effects=spec.side_effects,
+                untrusted_output=spec.untrusted_output,
+            )
+            for tool, (spec, schema) in specs.items()
+        ]
+    return entries
+
+
 def _trace(args: argparse.Namespace) -> int:
     from actors.cli.trace import render, waterfall
 
@@ -598,8 +636,8 @@ def _graph(args: argparse.Namespace) -> int:
         name, graph = args.agent, infos[args.agent].graph
     if args.lint:
         return _lint(args, name, graph)
-    if args.config is not None or args.untrusted:
-        raise usage_error("--config and --untrusted go with --lint")
+    if args.config is not None or args.untrusted or args.deployed:
+        raise usage_error("--config, --deployed and --untrusted go with --lint")
     text = graph.to_dot(name) if args.format == "dot" else graph.to_mermaid(name)
     if args.json:
         print_json({"agent": name, "format": args.format, "graph": text})
@@ -610,36 +648,35 @@ def _graph(args: argparse.Namespace) -> int:
 
 def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
     """`rig graph --lint`: where untrusted tool output can steer a consequential edge;
-    with --config, also the tools the graph's edges call that no executor of it serves."""
-    from actors.deploy.up import UpConfig
-    from actors.tools.executor import ToolExecutor
-    from actors.tools.mcp import McpTools
+    with --config (or --deployed), also the tools the graph calls that no executor of
+    it (of the deployment) serves, and lookups that no read-only tool serves."""
+    from actors.tools.catalog import offered
 
-    untrusted = set(args.untrusted)
-    served: set[str] = set()
-    for spec in UpConfig.load(args.config).actors:
-        cls = load_actor_class(spec.target)
-        if issubclass(cls, McpTools):  # its tools are its server's: asked now
-            specs = {tool: listed.spec for tool, listed in cls.list_tools().items()}
-        elif issubclass(cls, ToolExecutor):
-            specs = {tool: found.spec for tool, found in cls.tools.items()}
-        else:
-            continue
-        served |= set(specs)
-        untrusted |= {tool for tool, spec in specs.items() if spec.untrusted_output}
-    unserved = sorted(
-        (edge.tool, edge.name, state)
-        for state, s in graph.states.items()
-        for edge in s.edges
-        if args.config is not None and edge.tool is not None and edge.tool not in served
-    )
+    if args.config is not None and args.deployed:
+        raise usage_error("give --config or --deployed, not both")
+    entries = with_client(lambda rig: rig.catalog()) if args.deployed else None
+    if entries is None:
+        entries = _config_catalog(args.config)
+    table = {entry.tool: entry for entry in entries}
+    tainted = [entry for entry in entries if entry.untrusted_output]
+    untrusted = set(args.untrusted) | {e.tool for e in tainted}
+    unserved: list[tuple[str, str, str]] = []
+    for state, s in graph.states.items() if args.config is not None or args.deployed else ():
+        for edge in s.edges:
+            sets = (edge.tool,) if edge.tool is not None else edge.tools
+            unserved += [(t, edge.name, state) for t in sets if not offered((t,), table)]
+        for entry in s.lookup:
+            if all(e.side_effects for e in offered((entry,), table).values()):
+                unserved.append((entry, LOOKUP, state))
+    unserved.sort()
     consequential = sorted(
         f"{state}.{edge.name}"
         for state, s in graph.states.items()
         for edge in s.edges
         if edge.consequential
     )
-    paths = graph.injection_paths(untrusted)
+    # A set of all of an executor's tools is untrusted if one of them is.
+    paths = graph.injection_paths(untrusted | {f"{e.executor}.*" for e in tainted})
     if args.json:
         print_json(
             {
@@ -657,11 +694,18 @@ def _lint(args: argparse.Namespace, name: str, graph: Graph) -> int:
         f"agent {name}: untrusted tools {', '.join(sorted(untrusted)) or 'none'}; "
         f"consequential edges {', '.join(consequential) or 'none'}"
     )
-    for tool, edge, state in unserved:
-        print(
-            f"  UNSERVED   tool {tool!r} (edge {edge!r} of {state!r}): no executor in "
-            f"{args.config} serves it"
-        )
+    among = f"in {args.config}" if args.config is not None else "of the deployment"
+    for tool, where, state in unserved:
+        if where == LOOKUP:
+            print(
+                f"  UNSERVED   lookup {tool!r} of {state!r}: no executor {among} serves a "
+                "read-only tool of it"
+            )
+        else:
+            print(
+                f"  UNSERVED   tool {tool!r} (edge {where!r} of {state!r}): no executor "
+                f"{among} serves it"
+            )
     for path in paths:
         print(f"  UNGUARDED  {path}")
     if unserved and not paths:

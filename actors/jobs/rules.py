@@ -17,16 +17,14 @@ it just decoded.
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
-import fastjsonschema
-
 from actors.jobs import children
+from actors.runtime.schemas import fits
 from actors.runtime.settings import DEFAULT_RETENTION_S
 from protocols import (
+    LOOKUP,
     TERMINAL_STATUSES,
     AgentInfo,
     Budget,
@@ -76,10 +74,19 @@ from protocols import (
 class Rules:
     """The rules of one transition: `names` to address what it publishes, `now` its time."""
 
-    def __init__(self, names: Names, now: float, retention: float = DEFAULT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        names: Names,
+        now: float,
+        retention: float = DEFAULT_RETENTION_S,
+        owners: Mapping[str, str] | None = None,
+    ) -> None:
         self.names = names
         self.now = now
         self.retention = retention  # seconds an ended job's snapshot and index entry live
+        # Who serves the tool a decision picked (tool -> executor, from the catalog), when
+        # its edge offers it only as one of an executor's tools (`<executor>.*`).
+        self.owners = owners or {}
 
     # --- the transitions -------------------------------------------------------------
 
@@ -227,10 +234,11 @@ class Rules:
         if job.phase == "decide":
             waited = {("agent", job.agent)}
         else:
-            edge = graph.state(job.state or "").edge(job.pending_edge or "")
+            edge = graph.edge(job.state, job.pending_edge)
             waited = {("verify", edge.verifier)} if edge and edge.verifier else set()
-            if job.phase == "tool" and edge is not None and edge.tool is not None:
-                waited.add(("tool", edge.tool))
+            tool = pending_tool(job, graph)
+            if job.phase == "tool" and tool is not None:
+                waited.add(("tool", tool))
         if (kind, name) not in waited:
             raise ForgedReportError(
                 f"a {message.kind} for step {job.step} of job {job.job_id} from {kind} "
@@ -287,9 +295,8 @@ class Rules:
     def check_relayed(job: JobSnapshot, graph: Graph, result: ToolResult) -> None:
         """Refuse a verdict that carries a tool's result for anything but this step's
         call: a verifier checks whatever an executor hands it, so the result it relays
-        must be of this job, this step and the tool this step's edge calls."""
-        edge = graph.state(job.state or "").edge(job.pending_edge or "")
-        tool = edge.tool if edge is not None else None
+        must be of this job, this step and the tool this step calls."""
+        tool = pending_tool(job, graph)
         if (result.job_id, result.step, result.tool) != (job.job_id, job.step, tool):
             raise ForgedReportError(
                 f"a verdict for step {job.step} of job {job.job_id} relays a result of tool "
@@ -340,11 +347,13 @@ class Rules:
             budget=limits.model_dump(exclude_none=True),
         )
         job.step += 1
+        tool, args = picked(graph.edge(job.state, request.edge), request.args)
         decision = Decision(
             job_id=job.job_id,
             step=job.step,
             edge=request.edge,
-            args=request.args,
+            tool=tool,
+            args=args,
             reason=request.note,
         )
         return self.decided(job, graph, decision, by="human")
@@ -611,6 +620,15 @@ class Rules:
             )
         if edge.args is not None:
             check_args(edge.name, edge.args, request.args)
+        if edge.tools:
+            tool, _args = picked(edge, request.args)
+            refused = self.refused_tool(job, state, edge, tool)
+            if refused is not None:
+                raise SchemaError(
+                    f'{refused}: a person gives {{"tool": <its name>, "args": {{...}}}}',
+                    field="args.tool",
+                    edge=edge.name,
+                )
         if edge.to == job.state and state.human and edge.tool is None and not edge.verifier:
             raise JobStateError(
                 f"edge {edge.name!r} leads straight back to {job.state!r}, where the job "
@@ -629,21 +647,18 @@ class Rules:
             children.stop(self, job, reason)
             job.waiting = None
             return
-        if job.phase != "tool" or job.state is None or job.pending_edge is None:
-            return
-        state = graph.states.get(job.state) if graph is not None else None
-        edge = state.edge(job.pending_edge) if state is not None else None
-        if edge is not None and edge.tool is not None:
-            cancel = ToolCancel(job_id=job.job_id, step=job.step, tool=edge.tool, reason=reason)
+        tool = pending_tool(job, graph)
+        if job.phase == "tool" and tool is not None:
+            cancel = ToolCancel(job_id=job.job_id, step=job.step, tool=tool, reason=reason)
             job.cancels.append(cancel)
             job.abandoned = cancel  # its result, if it comes, is journaled (`late_result`)
             # Durably too, with the transition's outbox: an executor that was away when
             # the notice went out reads it after its claim, before the tool starts.
-            key = self.names.cancel_key(edge.tool, job.job_id, job.step)
+            key = self.names.cancel_key(tool, job.job_id, job.step)
             job.outbox.append(
                 Outgoing(
                     subject=kv_subject(self.names.cancels_bucket, key),
-                    msg_id=msg_id(job.job_id, job.step, f"cancel-{edge.tool}"),
+                    msg_id=msg_id(job.job_id, job.step, f"cancel-{tool}"),
                     data=encode(cancel),
                 )
             )
@@ -658,16 +673,13 @@ class Rules:
 
     def awaited(self, job: JobSnapshot, graph: Graph) -> str:
         """What a running job waits for, in words."""
-        edge = (
-            graph.state(job.state).edge(job.pending_edge)
-            if job.pending_edge and job.state in graph.states
-            else None
-        )
+        edge = graph.edge(job.state, job.pending_edge)
         match job.phase:
             case "decide":
                 what = f"agent {job.agent!r} to decide step {job.step} in state {job.state!r}"
             case "tool" if edge is not None:
-                what = f"tool {edge.tool!r} (step {job.step}, edge {edge.name!r})"
+                tool = pending_tool(job, graph)
+                what = f"tool {tool!r} (step {job.step}, edge {edge.name!r})"
             case "child" if job.waiting is not None:
                 running = [s.job_id for s in job.waiting.slots if s.state == "running"]
                 what = f"child job(s) {', '.join(running)} (step {job.step})"
@@ -708,20 +720,26 @@ class Rules:
                 "LLM config, `rig models probe` shows what the server accepts)"
             )
             return self.park(job, graph, reason, kind="config_error")
-        edge = state.edge(decision.edge)
+        edge = graph.edge(job.state, decision.edge)
         fallback, reason = decision.fallback, decision.reason
-        if edge is None:  # an agent from another version of the graph; take the safe edge
-            fallback, reason = True, f"edge {decision.edge!r} is not an edge of {job.state!r}"
+        tool = (edge.tool or decision.tool) if edge is not None and edge.calls else None
+        refused = self.refused_tool(job, state, edge, tool) if edge is not None else None
+        if edge is None or refused is not None:
+            # An agent of another version of the graph, or one that picked what the edge
+            # does not offer (a forged or confused decision): take the safe edge.
+            fallback = True
+            reason = refused or f"edge {decision.edge!r} is not an edge of {job.state!r}"
             edge = state.edge(state.safe_edge or "")
             if edge is None:
                 return self.finish(job, "failed", error={"code": "no_safe_edge", "message": reason})
+            tool = edge.tool  # a safe edge offers no set of tools (`Graph.check`)
         self.event(
             job,
             "decision",
             state=job.state,
             edge=edge.name,
             by=by,
-            tool=edge.tool,  # the call it makes, if any: one event, not two
+            tool=tool,  # the call it makes, if any: one event, not two
             args=decision.args,
             reasks=decision.reasks,
             fallback=fallback,
@@ -734,33 +752,58 @@ class Rules:
             **({"outage": True} if decision.outage else {}),
             **_handled(decision),
         )
-        note = {"step": job.step, "state": job.state, "edge": edge.name, "by": by}
+        note: dict[str, Any] = {"step": job.step, "state": job.state, "edge": edge.name, "by": by}
+        if edge.tools:  # which of its tools, and (a lookup) what was asked
+            note |= {"tool": tool, "args": decision.args} if edge.name == LOOKUP else {"tool": tool}
         job.decisions.append(note | ({"reason": reason} if reason else {}))
         over = self.over_budget(job) if by == "llm" else None  # a person's choice costs nothing
         if over is not None:  # the call spent more than the agent reserved for it
             return self.exhaust(job, graph, *over)
         job.pending_edge, job.pending_args, job.pending_result = edge.name, decision.args, None
+        job.pending_tool = tool
         if edge.starts:
             return children.begin(self, job, graph, edge, decision.args)
         if edge.output:
             job.pending_result = decision.args  # what a verifier checks
-        if edge.tool is not None:
+        if tool is not None:
             job.phase = "tool"
+            if edge.name == LOOKUP:
+                job.lookups += 1
             call = ToolCall(
                 job_id=job.job_id,
                 step=job.step,
-                tool=edge.tool,
+                tool=tool,
                 args=decision.args,
                 verifier=edge.verifier,
                 context=_context(job) if edge.verifier is not None else None,
+                lookup=edge.name == LOOKUP,
                 deadline=job.deadline,
             )
-            self.command(job, self.names.tool(edge.tool), call, "tool_call")
+            self.command(job, self.names.tool(tool), call, "tool_call")
             return job
         if edge.verifier is not None:
             return self.verify(job, edge)
         outage = reason if decision.outage and fallback else ""
         return self.passed(job, graph, edge, outage=outage)
+
+    def refused_tool(
+        self, job: JobSnapshot, state: State, edge: Edge, tool: str | None
+    ) -> str | None:
+        """Why a decision's edge cannot call `tool` (None: it can): a lookup with none
+        left, or a tool the edge's set does not offer (`self.owners` says who serves one
+        picked of an executor's tools)."""
+        if edge.name == LOOKUP and job.lookups >= state.max_lookups:
+            return f"no lookup is left in state {job.state!r} (max_lookups {state.max_lookups})"
+        if not edge.tools:
+            return None
+        if tool is None:
+            return f"edge {edge.name!r} calls one of a set of tools, and the decision names none"
+        if not edge.offers(tool, self.owners.get(tool)):
+            offered = "a lookup" if edge.name == LOOKUP else f"edge {edge.name!r}"
+            return (
+                f"tool {tool!r} is not one of the tools {offered} offers ({', '.join(edge.tools)})"
+            )
+        return None
 
     def passed(
         self, job: JobSnapshot, graph: Graph, edge: Edge, *, outage: str = ""
@@ -775,9 +818,8 @@ class Rules:
         self, job: JobSnapshot, graph: Graph, result: ToolResult, verdict: Verdict | None = None
     ) -> JobSnapshot:
         """Record the tool's result; `verdict` is the verifier's, if the result came through it."""
-        assert job.state is not None and job.pending_edge is not None
-        edge = graph.state(job.state).edge(job.pending_edge)
-        assert edge is not None
+        edge = graph.edge(job.state, job.pending_edge)
+        assert job.state is not None and edge is not None
         self.tool_result_event(job, result)
         if (
             result.error is not None
@@ -813,7 +855,10 @@ class Rules:
                 edge=edge.name,
                 reason=f"tool {result.tool} failed: {error.get('code')}: {error.get('message')}",
             )
-        job.results[result.tool] = result.result
+        if edge.name == LOOKUP:  # what the LLM looked at: with its question, not the results
+            job.decisions[-1]["result"] = result.result
+        else:
+            job.results[result.tool] = result.result
         job.pending_result = result.result
         if verdict is not None:
             return self.verified(job, graph, verdict)
@@ -822,9 +867,8 @@ class Rules:
         return self.passed(job, graph, edge)
 
     def verified(self, job: JobSnapshot, graph: Graph, verdict: Verdict) -> JobSnapshot:
-        assert job.state is not None and job.pending_edge is not None
-        edge = graph.state(job.state).edge(job.pending_edge)
-        assert edge is not None
+        edge = graph.edge(job.state, job.pending_edge)
+        assert job.state is not None and edge is not None
         self.event(
             job,
             "verdict",
@@ -850,7 +894,7 @@ class Rules:
             job_id=job.job_id,
             step=job.step,
             verifier=edge.verifier,
-            tool=edge.tool,
+            tool=job.pending_tool or edge.tool,
             args=job.pending_args,
             result=job.pending_result,
             context=_context(job),
@@ -872,8 +916,11 @@ class Rules:
         `outage`: the edge is the safe one because no model provider answered (their
         words); a person it brings the job to is told so (`provider_down`)."""
         job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        job.pending_tool = None
         if reason and job.decisions and job.decisions[-1]["step"] == job.step:
             job.decisions[-1]["outcome"] = reason  # the edge did not go as asked: why
+        if edge == LOOKUP:  # still in its state, which decides again: a step, not a visit
+            return self.next_step_after(job, graph)
         visits = job.visits.get(target, 0) + 1
         limit = job.budget.max_visits
         if limit is not None and visits > limit and graph.state(target).decided_by_llm:
@@ -900,6 +947,10 @@ class Rules:
                 reason or f"edge {edge!r} from {source!r} leads to {target!r}, a state for a person"
             )
             return self.park(job, graph, why)
+        return self.next_step_after(job, graph)
+
+    def next_step_after(self, job: JobSnapshot, graph: Graph) -> JobSnapshot:
+        """The step after this one, if the job's steps allow one more."""
         if job.step + job.child_steps >= job.budget.max_steps:
             children = f" and its children {job.child_steps}" if job.child_steps else ""
             return self.exhaust(
@@ -918,6 +969,7 @@ class Rules:
         job.state = target
         job.path.append(target)
         job.visits[target] = job.visits.get(target, 0) + 1
+        job.lookups = 0
 
     def next_step(self, job: JobSnapshot, graph: Graph) -> JobSnapshot:
         over = self.over_budget(job)
@@ -944,6 +996,7 @@ class Rules:
             graph_version=job.graph_version,
             edges=[edge.name for edge in state.edges],
             sampling=job.sampling,
+            lookups_left=state.max_lookups - job.lookups if state.lookup else 0,
         )
         self.command(job, self.names.agent(job.agent), request, "step")
         return job
@@ -974,6 +1027,7 @@ class Rules:
             action=f"enter {fallback}" if fallback else status,
         )
         job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        job.pending_tool = None
         error = {"code": status, "exhausted": kind, "message": message}
         if fallback is None:
             return self.finish(job, status, error=error)
@@ -1156,6 +1210,7 @@ class Rules:
         job.outbox = []
         self.unpark(job)
         job.pending_edge, job.pending_args, job.pending_result = None, {}, None
+        job.pending_tool = None
         if len(encode(job.results)) * 4 > limit:  # the end event repeats them: keep it small
             job.results = {}
         error = {"code": "too_large", "message": message, "bytes": size, "limit": limit}
@@ -1270,7 +1325,7 @@ RESUMABLE = frozenset({"stalled", "dead_letter"})
 def check_input(info: AgentInfo, value: dict[str, Any]) -> None:
     """Refuse (`SchemaError`) an input that does not fit the agent's input schema."""
     if info.input_schema is not None:
-        _fits(
+        fits(
             info.input_schema,
             value,
             "input",
@@ -1281,31 +1336,12 @@ def check_input(info: AgentInfo, value: dict[str, Any]) -> None:
 def check_args(edge: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
     """Refuse (`SchemaError`) a person's arguments that do not fit the edge's schema:
     before a step is spent, not when the tool refuses them."""
-    _fits(schema, value, "args", f"the arguments do not fit edge {edge!r}", edge=edge)
+    fits(schema, value, "args", f"the arguments do not fit edge {edge!r}", edge=edge)
 
 
 def check_data(signal: str, schema: dict[str, Any], value: dict[str, Any]) -> None:
     """Refuse (`SchemaError`) a signal's data that does not fit what its state takes."""
-    _fits(schema, value, "data", f"the data does not fit signal {signal!r}", signal=signal)
-
-
-def _fits(schema: dict[str, Any], value: Any, name: str, refusal: str, **details: Any) -> None:
-    """Raise `SchemaError` (`refusal: what is wrong`, the field named as `name...`) when
-    `value` does not fit `schema`."""
-    check = _validator(json.dumps(schema, sort_keys=True))
-    try:
-        check(value)
-    except fastjsonschema.JsonSchemaException as exc:
-        where = str(getattr(exc, "name", "") or "data").replace("data", name, 1)
-        message = str(getattr(exc, "message", exc)).replace("data", name, 1)
-        raise SchemaError(f"{refusal}: {message}", field=where, **details) from None
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema: str) -> Callable[[Any], Any]:
-    """A compiled check of one schema (compiled once per schema, kept for the next)."""
-    check: Callable[[Any], Any] = fastjsonschema.compile(json.loads(schema))
-    return check
+    fits(schema, value, "data", f"the data does not fit signal {signal!r}", signal=signal)
 
 
 def _carved(
@@ -1328,6 +1364,24 @@ def _carved(
         }
     )
     return budget, deadline
+
+
+def picked(edge: Edge | None, args: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The tool a person picked, and its arguments, on an edge that offers a set of tools
+    (`{"tool": ..., "args": {...}}`); on any other edge, no tool and `args` as given."""
+    if edge is None or not edge.tools:
+        return None, args
+    tool, inner = args.get("tool"), args.get("args", {})
+    return (tool if isinstance(tool, str) else None), (inner if isinstance(inner, dict) else {})
+
+
+def pending_tool(job: JobSnapshot, graph: Graph | None) -> str | None:
+    """The tool the job's current step calls (a snapshot written before `pending_tool`
+    existed has it from its edge)."""
+    if job.pending_tool is not None or graph is None:
+        return job.pending_tool
+    edge = graph.edge(job.state, job.pending_edge)
+    return edge.tool if edge is not None else None
 
 
 def _context(job: JobSnapshot) -> JobContext:

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -44,10 +44,12 @@ from actors.runtime.nats import (
     PublishError,
     is_outage,
     kv_latest,
+    kv_read,
     kv_times,
     live_agents,
 )
 from actors.runtime.settings import RigConfig
+from actors.tools.catalog import owners_to_ask
 from protocols import (
     TERMINAL_STATUSES,
     AgentInfo,
@@ -177,6 +179,7 @@ class Supervisor(Actor):
         # The transitions under way here, one at a time per job (a parent whose children
         # end together would otherwise lose compare-and-sets to itself): job -> (lock, users).
         self._moving: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._catalog: KeyValue | None = None  # RIG_TOOLS, opened when a decision needs it
         # A snapshot is one KV message: room for the headers the write adds.
         self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
@@ -457,7 +460,9 @@ class Supervisor(Actor):
         job = await self._stored(request.job_id)
         if self.rules.resolved_already(job, request):
             return job.info()  # a retry whose first try was carried out: its answer again
-        self.rules.check_resolve(job, await self._graph_of(job), request)
+        graph = await self._graph_of(job)
+        rules = await self._rules_for(graph, job.state, request.edge, request.args.get("tool"))
+        rules.check_resolve(job, graph, request)
         command = ResolveJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
 
@@ -547,7 +552,9 @@ class Supervisor(Actor):
         async def apply(job: JobSnapshot) -> JobSnapshot | None:
             if self.rules.resolved_already(job, request):
                 return None  # carried out already (this command came back): nothing to do
-            return self.rules.resolve(job, await self._graph_of(job), request)
+            graph = await self._graph_of(job)
+            rules = await self._rules_for(graph, job.state, request.edge, request.args.get("tool"))
+            return rules.resolve(job, graph, request)
 
         return apply
 
@@ -873,7 +880,30 @@ class Supervisor(Actor):
             job.graph_version,
         ):
             decided_on = await self._version(job, message.graph_version)
-        return self.rules.report(job, message, await self._graph_of(job), decided_on, sender=sender)
+        graph = await self._graph_of(job)
+        rules = self.rules
+        if isinstance(message, Decision) and message.tool is not None:
+            rules = await self._rules_for(graph, job.state, message.edge, message.tool)
+        return rules.report(job, message, graph, decided_on, sender=sender)
+
+    async def _rules_for(self, graph: Graph, state: str | None, edge: str, tool: Any) -> Rules:
+        """The rules of a transition whose decision picked `tool` on `edge`: with who
+        serves it (one catalog read), when the edge offers it only as one of an
+        executor's tools (`<executor>.*`)."""
+        found = graph.edge(state, edge)
+        if not isinstance(tool, str) or found is None:
+            return self.rules
+        for key in owners_to_ask(found, tool):
+            if self._catalog is None:
+                try:
+                    self._catalog = await self.js.key_value(self.names.tools_bucket)
+                except (BucketNotFoundError, NotFoundError):
+                    return self.rules  # a topology from before the catalog: no executor's set
+            if (await kv_read(self._catalog, key))[0]:
+                return Rules(
+                    self.names, time.time(), self.config.retention, {tool: key[: -len(tool) - 1]}
+                )
+        return self.rules
 
     async def _start_child(self, job: JobSnapshot) -> JobSnapshot | None:
         """A child job's first transition: it starts if its parent still waits for it

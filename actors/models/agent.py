@@ -31,14 +31,17 @@ from actors.models.llm import (
 )
 from actors.models.probe import check_at_start, pattern_problems, probe_request, probe_schemas
 from actors.models.router import ModelRouter, ProvidersFailed, ResponseCache, RetryPolicy
+from actors.models.toolsets import Offered, offer, pick
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.metrics import STEP_SECONDS, child, observe_calls
 from actors.runtime.nats import keep_beating
 from actors.runtime.results import resolved_context
+from actors.tools.catalog import Catalog
 from protocols import (
     ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
+    LOOKUP,
     AgentInfo,
     Budget,
     ConfigError,
@@ -51,6 +54,7 @@ from protocols import (
     Names,
     NonRetryableError,
     RetryableError,
+    State,
     StepRequest,
     Usage,
     _permissions as permissions,
@@ -349,11 +353,15 @@ class Agent(Actor):
         agents = await self.js.key_value(self.names.agents_bucket)
         await agents.put(self.name, info)
         self._presence = await self.js.key_value(self.names.presence_bucket)
+        self.catalog = Catalog(self.js, self.names)
         self._instance = uuid.uuid4().hex[:12]
         await self._beat()
         self._heart = asyncio.create_task(keep_beating(self._beat, self.log))
 
     _configured: AgentLLMConfig | None = None
+    # The tools sets of tools and lookups offer (`on_start` opens it; one process's
+    # `LocalRig` gives its own).
+    catalog: Catalog | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -475,6 +483,26 @@ class Agent(Actor):
         target = self.graph.migration_target(request.state, self.renamed)
         return (target, self.graph.version) if target is not None else (None, None)
 
+    async def _tool_tables(self, state: State, lookups_left: int) -> Offered:
+        """The tools the state's sets of tools offer now (by edge; `LOOKUP`: the read-only
+        tools of its lookups, while any is left), from the catalog."""
+        sets = [(edge.name, edge.tools) for edge in state.edges if edge.tools]
+        if lookups_left > 0 and state.lookup:
+            sets.append((LOOKUP, state.lookup))
+        if not sets:
+            return {}
+        if self.catalog is None:
+            raise RetryableError("the tool catalog is not open yet", delay=self.config.nak_delay)
+        tables = {}
+        for edge, entries in sets:
+            tools = await self.catalog.tools(entries)
+            if edge == LOOKUP:
+                tools = {name: entry for name, entry in tools.items() if not entry.side_effects}
+            tables[edge] = tools
+            if not tools:
+                self.log.warning("catalog.none_served", edge=edge, tools=list(entries))
+        return tables
+
     @classmethod
     def role(cls, names: Names, graphs: list[Graph]) -> Role:
         return permissions.agent(names, cls.name)
@@ -519,11 +547,12 @@ class Agent(Actor):
                 delay=self.config.nak_delay,
             )
         state = self.graph.state(name)
+        tables = await self._tool_tables(state, request.lookups_left)
         prompt = RoutePrompt(
             agent=self.name,
             state=name,
             description=state.description,
-            edges=state.edges,
+            edges=offer(state, name, tables, request.lookups_left) if tables else state.edges,
             context=await resolved_context(self, request.context),
             max_output_tokens=self.max_output_tokens,
             deadline=request.deadline,
@@ -578,7 +607,8 @@ class Agent(Actor):
                 usage.add(reply.usage)
                 calls.extend(reply.calls)
                 said = reply.text
-                edge, args = parse_answer(reply.text, state.edges)
+                edge, args = parse_answer(reply.text, prompt.edges)
+                tool, args = pick(edge, args, tables) if tables else (None, args)
             except RetryableError:
                 raise
             except ProvidersFailed as exc:
@@ -628,7 +658,7 @@ class Agent(Actor):
                 decision = report(edge="", reasks=attempt, code_error=code_error)
                 break
             else:
-                decision = report(edge=edge, args=args, reasks=attempt)
+                decision = report(edge=edge, tool=tool, args=args, reasks=attempt)
                 break
             self.log.info("llm.invalid_answer", problem=problem, attempt=attempt)
             prompt = prompt.retry_with(problem)

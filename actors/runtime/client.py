@@ -65,6 +65,7 @@ from protocols import (
     StatusRequest,
     SubmitReply,
     SubmitRequest,
+    ToolEntry,
     UnavailableError,
     WebhookRecord,
     breaker_key,
@@ -448,6 +449,15 @@ class RigClient:
             return []
         infos = [decode_as(AgentInfo, data)[0] for data in found]
         return sorted(infos, key=lambda info: info.name)
+
+    async def catalog(self) -> list[ToolEntry]:
+        """The tools the deployment's executors serve (`RIG_TOOLS`), by executor and tool."""
+        try:
+            found = [data async for _key, data in kv_latest(self.js, self.names.tools_bucket)]
+        except (BucketNotFoundError, NotFoundError):
+            return []
+        entries = [decode_as(ToolEntry, data)[0] for data in found]
+        return sorted(entries, key=lambda entry: (entry.executor, entry.tool))
 
     async def live_agents(self) -> dict[str, int]:
         """How many live processes each agent has (agents with none are left out)."""

@@ -368,6 +368,7 @@ async def ensure_topology(
         (names.breakers_bucket, "Rig circuit breakers per LLM provider and model"),
         (names.graphs_bucket, "Rig agent registrations by version (<agent>.<graph version>)"),
         (names.claims_bucket, "Rig tool ledger of a cluster (<tool>.<key>, compare-and-set)"),
+        (names.tools_bucket, "Rig tools each executor serves (<executor>.<tool>: a ToolEntry)"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas)
     try:

@@ -104,8 +104,14 @@ async def resolved(where: _Stores, value: Any) -> Any:
 
 
 async def resolved_context(where: _Stores, context: JobContext) -> JobContext:
-    """`context` with every result stored by reference read back."""
-    if not any(ref_name(value) is not None for value in context.results.values()):
+    """`context` with every result stored by reference read back (a lookup's too, kept
+    with its decision)."""
+    looked = [d for d in context.decisions if ref_name(d.get("result")) is not None]
+    if not looked and not any(ref_name(value) is not None for value in context.results.values()):
         return context
     results = {tool: await resolved(where, value) for tool, value in context.results.items()}
-    return context.model_copy(update={"results": results})
+    decisions = [
+        d | {"result": await resolved(where, d["result"])} if ref_name(d.get("result")) else d
+        for d in context.decisions
+    ]
+    return context.model_copy(update={"results": results, "decisions": decisions})

@@ -20,6 +20,7 @@ from actors.models.agent import Agent
 from actors.models.llm import LLM, ScriptExhausted
 from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.settings import RigConfig
+from actors.tools.catalog import Catalog, offered
 from actors.tools.executor import ToolExecutor, ledger_owner
 from actors.tools.ledger import Ledger
 from actors.tools.verifier import Verifier
@@ -307,6 +308,11 @@ class LocalRig:
         self.infos: dict[str, AgentInfo] = {each.name: each.info() for each in made}
         self.runs: dict[str, JobRun] = {}  # every job run here, children too
         self.executors = [cls(config=self.config) for cls in tools]
+        served = [entry for executor in self.executors for entry in executor.catalog()]
+        self._owners = {entry.tool: entry.executor for entry in served}
+        self._served = {entry.tool: entry for entry in served}
+        for each in made:  # what sets of tools and lookups offer: the executors given
+            each.catalog = Catalog.of(served, self.names)
         self.actors: list[Actor] = [*made, *self.executors]
         self.actors += [cls(config=self.config) for cls in verifiers]
         self.inboxes: dict[str, Inbox] = {}
@@ -362,7 +368,7 @@ class LocalRig:
             | (limits or {}),
         )
         check_input(info, request.input)  # as the supervisor does at submission
-        rules = Rules(self.names, time.time())
+        rules = Rules(self.names, time.time(), owners=self._owners)
         run = JobRun(rules.new_snapshot(rules.accept(job_id, info, request)), [], self)
         self.runs[job_id] = run
         await self.go_on(run, lambda rules, job: rules.start(job, info.graph), "start")
@@ -377,6 +383,8 @@ class LocalRig:
         missing = []
         every = [state for info in self.infos.values() for state in info.graph.states.values()]
         for state in every:
+            sets = [*(edge.tools for edge in state.edges), state.lookup]
+            missing += [f"tool {s!r}" for e in sets for s in e if not offered((s,), self._served)]
             for edge in state.edges:
                 missing += [f"agent {a!r}" for a in edge.starts if a not in self.infos]
                 if edge.tool is not None and self.names.tool(edge.tool) not in self.inboxes:
@@ -451,7 +459,7 @@ class LocalRig:
             if message.job_id in self.runs:
                 return  # started already: its id names it
             info = self.infos[message.agent]
-            rules = Rules(self.names, time.time())
+            rules = Rules(self.names, time.time(), owners=self._owners)
             child = JobRun(rules.new_snapshot(message), [], self)
             self.runs[message.job_id] = child
             parent = self.runs[message.parent.job_id].snapshot if message.parent else None
@@ -480,7 +488,7 @@ class LocalRig:
     def _transition(self, run: JobRun, apply: Any, cause: str) -> None:
         """What the supervisor does with a message, without the store: the same rules,
         on a copy of the snapshot decoded from its bytes."""
-        rules = Rules(self.names, time.time())
+        rules = Rules(self.names, time.time(), owners=self._owners)
         job = decode_as(JobSnapshot, encode(run.snapshot))[0]
         status_before = job.status
         after = apply(rules, job)

@@ -31,6 +31,7 @@ from actors.runtime.metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS, child
 from actors.runtime.nats import keep_beating, kv_read, live_keys
 from actors.runtime.results import MAX_RESULT_BYTES, by_reference, resolved_context
 from actors.runtime.settings import RigConfig
+from actors.tools.catalog import publish_catalog
 from actors.tools.cluster import ClusterLedger
 from actors.tools.decisions import Claim
 from actors.tools.ledger import Ledger
@@ -43,6 +44,7 @@ from protocols import (
     RigError,
     ToolCall,
     ToolCancel,
+    ToolEntry,
     ToolResult,
     VerifyRequest,
     _permissions as permissions,
@@ -229,6 +231,7 @@ class ToolExecutor(Actor):
     kind = "tools"
 
     tools: ClassVar[dict[str, _Tool]] = {}
+    all: ClassVar[tuple[str, ...]]  # every tool it serves, as a set: `Edge(tools=Cls.all)`
 
     def __init__(self, *, config: RigConfig | None = None) -> None:
         super().__init__(config=config)
@@ -239,6 +242,8 @@ class ToolExecutor(Actor):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if isinstance(getattr(cls, "name", None), str):
+            cls.all = (f"{cls.name}.*",)
         found = dict(cls.tools)
         for attr in dir(cls):
             fn = getattr(cls, attr, None)
@@ -270,6 +275,21 @@ class ToolExecutor(Actor):
             await self.nc.subscribe(self.names.tool_cancel(name), cb=self._on_cancel)
         with contextlib.suppress(BucketNotFoundError, NotFoundError):  # an older topology
             self._cancels = await self.js.key_value(self.names.cancels_bucket)
+        await publish_catalog(self, self.catalog())
+
+    def catalog(self) -> list[ToolEntry]:
+        """What this executor serves, as agents and `rig graph` read it (`RIG_TOOLS`)."""
+        return [
+            ToolEntry(
+                executor=self.name,
+                tool=name,
+                description=inspect.getdoc(tool.fn) or "",
+                input_schema=tool.args.model_json_schema(),
+                side_effects=tool.spec.side_effects,
+                untrusted_output=tool.spec.untrusted_output,
+            )
+            for name, tool in self.tools.items()
+        ]
 
     async def _on_cancel(self, msg: Any) -> None:
         """A `ToolCancel`: stop the call if it runs here, and do not start it later."""
@@ -368,7 +388,7 @@ class ToolExecutor(Actor):
             for edge in state.edges
             if edge.tool in cls.tools and edge.verifier is not None
         }
-        return permissions.tools(names, cls.role_name(), cls.tools, verifiers)
+        return permissions.tools(names, cls.role_name(), cls.tools, verifiers, executor=cls.name)
 
     def inboxes(self) -> list[Inbox]:
         return [
@@ -443,6 +463,12 @@ class ToolExecutor(Actor):
             raise NonRetryableError(f"{self.name} has no tool {call.tool!r}", tool=call.tool)
         tool = self.tools[call.tool]
         spec = tool.spec
+        if call.lookup and spec.side_effects:
+            message = (
+                f"tool {call.tool!r} has side effects: a lookup may only call a read-only "
+                "tool (every call with side effects is an edge of its own)"
+            )
+            return _failed(call, "", "not_read_only", message)
         crash_point("before_claim", call.tool)
         try:
             # The key is over the arguments as the tool will see them: `25` and `25.0`

@@ -41,7 +41,15 @@ import fastjsonschema
 import pydantic
 
 from actors.tools.executor import ToolExecutor, ToolSpec, _Tool
-from protocols import ConfigError, Graph, Names, NonRetryableError, RetryableError, _permissions
+from protocols import (
+    ConfigError,
+    Graph,
+    Names,
+    NonRetryableError,
+    RetryableError,
+    ToolEntry,
+    _permissions,
+)
 from protocols._permissions import Role
 
 if TYPE_CHECKING:
@@ -213,9 +221,23 @@ class McpTools(ToolExecutor):
             for edge in state.edges
             if edge.tool in listed and edge.verifier is not None
         }
-        return _permissions.tools(names, cls.role_name(), listed, verifiers)
+        return _permissions.tools(names, cls.role_name(), listed, verifiers, executor=cls.name)
 
     # --- the process ----------------------------------------------------------------
+
+    def catalog(self) -> list[ToolEntry]:
+        """What the server lists, as it describes it (`RIG_TOOLS`)."""
+        return [
+            ToolEntry(
+                executor=self.name,
+                tool=name,
+                description=listed.description,
+                input_schema=listed.input_schema,
+                side_effects=listed.spec.side_effects,
+                untrusted_output=listed.spec.untrusted_output,
+            )
+            for name, listed in self.listed.items()
+        ]
 
     async def on_start(self) -> None:
         await self._connect()

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from actors import Agent, RoutePrompt, RuleLLM
 from actors.tools.mcp import McpTool, McpTools, stdio
-from protocols import Edge, Graph, State
+from protocols import LOOKUP, Edge, Graph, State
 from tests.conftest import ROOT
 
 TOOLS_BIN = ROOT / ".venv" / "tools" / "bin"
@@ -165,3 +165,49 @@ class GitTools(McpTools):
     name = "git-tools"
     server = stdio(str(TOOLS_BIN / "mcp-server-git"), "--repository", "${RIG_TEST_REPO}")
     allow = ("git_add", "git_commit", "git_log", "git_status")
+
+
+def archive(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
+    """Look at the folder, read its notes, then write a summary of them (the filesystem
+    server's tools: two lookups, then one of the set the `save` edge offers)."""
+    root = prompt.context.input["root"]
+    looked = [d for d in prompt.context.decisions if d["edge"] == LOOKUP]
+    if prompt.state == "answer":
+        return "say", {"text": f"saved after {len(looked)} lookups"}
+    if not looked:
+        return LOOKUP, {"tool": "list_directory", "args": {"path": root}}
+    if len(looked) == 1:
+        return LOOKUP, {"tool": "read_text_file", "args": {"path": f"{root}/notes.md"}}
+    listing, notes = (str(d.get("result")) for d in looked)
+    content = f"files: {'notes.md' in listing}; notes: {'buy milk' in notes}\n"
+    return "save", {
+        "tool": "write_file",
+        "args": {"path": f"{root}/summary.md", "content": content},
+    }
+
+
+class Archivist(Agent):
+    """Looks around with the server's read-only tools, then writes with its set."""
+
+    name = "archivist"
+    graph = Graph(
+        initial="look",
+        states={
+            "look": State(
+                lookup=FileTools.all,
+                max_lookups=3,
+                edges=(
+                    Edge(name="save", to="answer", tools=FileTools.all),
+                    Edge(name="give_up", to="failed"),
+                ),
+                safe_edge="give_up",
+            ),
+            "answer": State(
+                edges=(Edge(name="say", to="done", output=Said), Edge(name="give_up", to="failed")),
+                safe_edge="give_up",
+            ),
+            "done": State(terminal="succeeded"),
+            "failed": State(terminal="failed"),
+        },
+    )
+    llm = RuleLLM(archive)

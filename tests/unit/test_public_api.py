@@ -90,6 +90,7 @@ def test_protocols_exports() -> None:
         [
             "ANSWER_MAX_CHARS",
             "DEFAULT_MAX_STEPS",
+            "LOOKUP",
             "RESULT_REF",
             "TERMINAL_STATUSES",
             "ActorReady",
@@ -164,6 +165,7 @@ def test_protocols_exports() -> None:
             "TimerMessage",
             "ToolCall",
             "ToolCancel",
+            "ToolEntry",
             "ToolResult",
             "UnavailableError",
             "UnknownAgentError",
