@@ -559,7 +559,8 @@ class Graph(BaseModel):
     def to_mermaid(self, title: str = "") -> str:
         """The graph as a Mermaid state diagram.
 
-        Edges read `name [tool] {verifier}`; `(safe)` marks a state's safe edge;
+        Edges read `name [tool] {verifier}`; `(safe)` marks a state's safe edge; a
+        state's lookups are a loop back to it (`_lookup [tools] xN`);
         `<edge> fails` arrows show where a failed tool or a rejected result goes; human
         states are highlighted with the `human` class.
         """
@@ -572,6 +573,8 @@ class Graph(BaseModel):
                 lines.append(f"    {name} : {name} - {_one_line(state.description)}")
             for edge in state.edges:
                 lines.append(f"    {name} --> {edge.to} : {_edge_label(state, edge)}")
+            if state.lookup:
+                lines.append(f"    {name} --> {name} : {_lookup_label(state)}")
             for edge in state.edges:
                 if edge.acts:
                     lines.append(
@@ -603,6 +606,11 @@ class Graph(BaseModel):
                 attrs = f'shape=ellipse, label="{name}"'
             lines.append(f"    {_dot_id(name)} [{attrs}];")
         for name, state in self.states.items():
+            if state.lookup:
+                label = _lookup_label(state)
+                lines.append(
+                    f'    {_dot_id(name)} -> {_dot_id(name)} [label="{label}", style=dotted];'
+                )
             for edge in state.edges:
                 style = ", style=bold" if edge.name == state.safe_edge else ""
                 label = _edge_label(state, edge).replace('"', "'")
@@ -643,7 +651,7 @@ def _edge_label(state: State, edge: Edge) -> str:
     if edge.tool:
         label += f" [{edge.tool}]"
     if edge.tools:
-        label += f" [{' | '.join(edge.tools)}]"
+        label += f" [{', '.join(edge.tools)}]"
     if edge.starts:
         label += f" <{','.join(edge.starts)}{'*' if edge.map else ''}>"
     if edge.verifier:
@@ -651,6 +659,10 @@ def _edge_label(state: State, edge: Edge) -> str:
     if edge.name == state.safe_edge:
         label += " (safe)"
     return label
+
+
+def _lookup_label(state: State) -> str:
+    return f"{LOOKUP} [{', '.join(state.lookup)}] x{state.max_lookups}"
 
 
 def _one_line(text: str) -> str:

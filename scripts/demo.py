@@ -296,7 +296,10 @@ async def mcp_tools(rig: RigClient) -> bool:
     print("  ledger        " + ", ".join(f"{tool} {state} x{n}" for tool, state, n in rows))
     files_match = all((reports / f"{name}.txt").read_text() == text for name, text in notes.items())
     ok = all(info.status == "succeeded" for info in infos) and files_match
-    print(f"  every note written once and read back: {'yes' if ok else 'NO'}")
+    print(
+        f"  every note written once (a pick of the edge's set of tools) and looked up: "
+        f"{'yes' if ok else 'NO'}"
+    )
     return ok
 
 

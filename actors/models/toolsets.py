@@ -2,8 +2,10 @@
 
 An edge that offers a set of tools (`Edge.tools`), and a state's lookups
 (`State.lookup`), are offered to the LLM as one edge whose arguments are a choice
-among the tools: `{"tool": <name>, "args": <that tool's arguments>}`, the schema a
-`oneOf` over the tools' input schemas (from the catalog, `actors.tools.catalog`).
+among the tools: `{"tool": <name>, "args": <that tool's arguments>}`, the schema one
+branch per tool with its input schema (from the catalog, `actors.tools.catalog`). The
+branches are an `anyOf`, which strict structured outputs accept (OpenAI's refuse
+`oneOf`); each names its own tool, so exactly one fits: a `oneOf` in effect.
 
     {"edge": "files", "args": {"tool": "read_file", "args": {"path": "notes.md"}}}
 
@@ -45,7 +47,7 @@ def as_edge(edge: Edge, tools: Mapping[str, ToolEntry]) -> Edge:
     listing = listing if listing.endswith(".") else f"{listing}."
     description = " ".join(part for part in (edge.description, f"Tools: {listing}") if part)
     return edge.model_copy(
-        update={"args": {"oneOf": branches}, "description": description, "tools": ()}
+        update={"args": {"anyOf": branches}, "description": description, "tools": ()}
     )
 
 

@@ -386,7 +386,7 @@ class ToolExecutor(Actor):
             for graph in graphs
             for state in graph.states.values()
             for edge in state.edges
-            if edge.tool in cls.tools and edge.verifier is not None
+            if edge.verifier is not None and any(edge.offers(t, cls.name) for t in cls.tools)
         }
         return permissions.tools(names, cls.role_name(), cls.tools, verifiers, executor=cls.name)
 

@@ -219,7 +219,7 @@ class McpTools(ToolExecutor):
             for graph in graphs
             for state in graph.states.values()
             for edge in state.edges
-            if edge.tool in listed and edge.verifier is not None
+            if edge.verifier is not None and any(edge.offers(t, cls.name) for t in listed)
         }
         return _permissions.tools(names, cls.role_name(), listed, verifiers, executor=cls.name)
 

@@ -363,3 +363,34 @@ async def test_an_agent_will_not_start_on_a_pattern_the_grammar_cannot_take(
     assert llama.proc.poll() is None  # the server is alive: it was never asked
     await rig.spawn("tests.support.tickets:PlainTicketAgent")  # ready: its schemas compiled
     assert llama.proc.poll() is None
+
+
+async def test_a_real_model_picks_among_a_set_of_tools_and_looks_up_within_bounds(
+    rig: Deployment, llama: LlamaServer
+) -> None:
+    """The routing schema with one branch per tool (each with its input schema) is a
+    grammar the server takes, and whatever the small model picks is a tool the edge
+    offers with arguments that fit it: lookups only of read-only tools, at most
+    max_lookups of them, and every job ends."""
+    llm_config(rig, llama.url, agent="librarian-llm")
+    await rig.spawn(
+        "actors:Supervisor",
+        "tests.support.library:LibrarianLLM",
+        "tests.support.library:Shelf",
+    )
+    titles = ["dune", "emma", "ulysses"]
+    jobs = [
+        await rig.client.submit("librarian-llm", {"title": title, "reader": "ada"}, seed=n)
+        for n, title in enumerate(titles)
+    ]
+    for job in jobs:
+        info = await rig.client.wait(job.job_id, timeout=300)
+        assert info.status in ("succeeded", "failed"), info
+        decisions = [e for e in await journal(rig, job.job_id) if e.type == "decision"]
+        picks = [(d.data["edge"], d.data["tool"]) for d in decisions]
+        lookups = [tool for edge, tool in picks if edge == "_lookup"]
+        assert set(lookups) <= {"find_book", "count_books"} and len(lookups) <= 2, picks
+        edge, tool = picks[-1]
+        assert (edge, tool) in {("act", "lend_book"), ("act", "return_book"), ("give_up", None)}
+        # The grammar holds the model to the schema: no answer needed the safe edge.
+        assert not any(d.data["fallback"] for d in decisions), picks

@@ -81,3 +81,10 @@ class Librarian(Agent):
     )
     example_input = {"title": "dune", "reader": "ada"}
     llm = RuleLLM(librarian)
+
+
+class LibrarianLLM(Librarian):
+    """The librarian, routed by a configured model (RIG_LLM_CONFIG's `librarian-llm`)."""
+
+    name = "librarian-llm"
+    max_reasks = 2

@@ -67,12 +67,12 @@ async def test_the_model_is_offered_each_tool_with_its_schema_and_no_lookup_past
     assert set(offered) == {"act", "give_up", LOOKUP}
     lookup = offered[LOOKUP].args or {}
     # Only the read-only tools are looked up with; the set's are its two, each with its schema.
-    assert [b["properties"]["tool"]["enum"] for b in lookup["oneOf"]] == [
+    assert [b["properties"]["tool"]["enum"] for b in lookup["anyOf"]] == [
         ["count_books"],
         ["find_book"],
     ]
     act = offered["act"].args or {}
-    [lend, _return] = act["oneOf"]
+    [lend, _return] = act["anyOf"]
     assert lend["properties"]["args"]["required"] == ["title", "reader"]
     assert "lend_book: Lend a copy of a title to a reader." in offered["act"].description
     # Two lookups were allowed: the third answer is not an edge it is offered.
@@ -256,3 +256,24 @@ def _calls(job: JobSnapshot) -> list[ToolCall]:
         for out in job.outbox
         if out.subject.startswith("t.work.tool.")
     ]
+
+
+def test_an_executor_may_hand_a_result_to_the_verifier_of_a_set_it_is_in() -> None:
+    def graph(tools: tuple[str, ...]) -> Graph:
+        act = Edge(name="act", to="end", tools=tools, verifier="check_loan")
+        desk = State(edges=(act, Edge(name="no", to="end")), safe_edge="no")
+        return Graph(initial="desk", states={"desk": desk, "end": State(terminal="failed")})
+
+    verifier = NAMES.verifier("check_loan")
+    for tools, granted in [(Shelf.all, True), (("lend_book",), True), (("other",), False)]:
+        role = Shelf.role(NAMES, [graph(tools)])
+        assert (verifier in role.grants.publish) is granted, tools
+
+
+def test_a_drawing_shows_each_set_of_tools_and_the_lookups() -> None:
+    drawn = Librarian.graph.to_mermaid("librarian")
+    assert "desk --> done : act [lend_book, return_book]" in drawn
+    assert "desk --> desk : _lookup [shelf.*] x2" in drawn
+    assert (
+        '"desk" -> "desk" [label="_lookup [shelf.*] x2", style=dotted];' in Librarian.graph.to_dot()
+    )
