@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.integration]
 def decisions(journal: list[Event]) -> list[tuple[Any, ...]]:
     """What each decision was: its state, edge, whether the safe one, and its re-asks."""
     return [
-        tuple(e.data.get(k) for k in ("state", "edge", "fallback", "reasks", "args"))
+        tuple(e.data.get(k) for k in ("state", "edge", "tool", "fallback", "reasks", "args"))
         for e in journal
         if e.type == "decision"
     ]

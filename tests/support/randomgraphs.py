@@ -13,6 +13,11 @@ Some edges of the graphs (drawn from a generator of their own, so the graphs abo
 as they were) start child jobs instead: of one of two leaf agents (`random-leaf-0`,
 `-1`, random graphs of the same kind without a person or children of their own), or of
 both at once (a fan-out).
+
+Some tool edges (a third generator) offer a set of tools instead, the model picking
+one (`echo-tools.*`, or `echo` and `mark`), and some states let the model look up
+first (`twice`, `echo`; `mark` has side effects, which no lookup may call): the script
+says which lookups each visit makes, some more than the state allows.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pydantic import BaseModel
 
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, Verifier, tool, verifier
 from actors.models.llm import Text
-from protocols import Edge, Graph, State, VerifyRequest
+from protocols import LOOKUP, Edge, Graph, State, VerifyRequest
 
 SEEDS = range(12)
 
@@ -62,7 +67,39 @@ def spec(seed: int, *, leaf: bool = False) -> dict[str, Any]:
         script[name] = [[_answer(rng, edges) for _attempt in range(2)] for _visit in range(4)]
     if not leaf:
         _add_children(random.Random(seed + 1000), states)
-    return {"deciders": deciders, "person": person, "states": states, "script": script}
+    looks = _add_tool_sets(random.Random(seed + 2000), states, script)
+    return {
+        "deciders": deciders,
+        "person": person,
+        "states": states,
+        "script": script,
+        "looks": looks,
+    }
+
+
+def _add_tool_sets(
+    rng: random.Random, states: dict[str, list[dict[str, Any]]], script: dict[str, Any]
+) -> dict[str, Any]:
+    """Make some tool edges offer a set of tools (and the script's answers on them pick
+    one, not always one the set has), and give some states lookups (how many each visit
+    asks for, and of which tool); return the lookups."""
+    looks: dict[str, Any] = {}
+    for name, edges in states.items():
+        sets = {}
+        for edge in edges:
+            if edge.get("tool") == "echo" and rng.random() < 0.4:
+                del edge["tool"]
+                edge["tools"] = ["echo-tools.*"] if rng.random() < 0.5 else ["echo", "mark"]
+                sets[edge["name"]] = edge["tools"]
+        for visit in script[name]:
+            for i, answer in enumerate(visit):
+                if isinstance(answer, list) and answer[0] in sets:
+                    pick = rng.choice(["echo", "mark", "twice"])
+                    visit[i] = [answer[0], {"tool": pick, "args": answer[1]}]
+        if rng.random() < 0.5:
+            plan = [[rng.choice(["echo", "twice", "mark"]) for _ in range(rng.randint(0, 3))]]
+            looks[name] = {"max": rng.randint(1, 2), "plan": plan * 4}
+    return looks
 
 
 LEAVES = ("random-leaf-0", "random-leaf-1")
@@ -103,6 +140,7 @@ def graph_of(data: dict[str, Any]) -> Graph:
                     name=e["name"],
                     to=e["to"],
                     tool=e.get("tool"),
+                    tools=tuple(e.get("tools", ())),
                     agent=e.get("agent"),
                     agents=tuple(e.get("agents", ())),
                     verifier=e.get("verifier"),
@@ -112,6 +150,8 @@ def graph_of(data: dict[str, Any]) -> Graph:
                 for e in edges
             ),
             safe_edge="out",
+            lookup=("echo-tools.*",) if name in data["looks"] else (),
+            max_lookups=data["looks"].get(name, {}).get("max", 3),
         )
     states["ok"] = State(terminal="succeeded")
     states["bad"] = State(terminal="failed")
@@ -125,6 +165,15 @@ def graph_of(data: dict[str, Any]) -> Graph:
 def _route(data: dict[str, Any]) -> Any:
     def route(prompt: RoutePrompt) -> Any:
         visit = prompt.context.path.count(prompt.state) - 1
+        look = data["looks"].get(prompt.state)
+        if look is not None and not prompt.feedback and visit < len(look["plan"]):
+            made = 0  # the lookups of this visit so far: the latest decisions, here
+            for note in reversed(prompt.context.decisions):
+                if note["edge"] != LOOKUP or note["state"] != prompt.state:
+                    break
+                made += 1
+            if made < len(look["plan"][visit]):
+                return LOOKUP, {"tool": look["plan"][visit][made], "args": {"n": made}}
         answers = data["script"][prompt.state]
         if visit >= len(answers):
             return "out"
@@ -164,6 +213,14 @@ class EchoTools(ToolExecutor):
     @tool(side_effects=False)
     async def echo(self, n: int) -> dict[str, int]:
         return {"n": n}
+
+    @tool(side_effects=False)
+    async def twice(self, n: int) -> dict[str, int]:
+        return {"n": 2 * n}
+
+    @tool
+    async def mark(self, n: int) -> dict[str, int]:
+        return {"n": n, "marked": 1}
 
 
 class EvenChecks(Verifier):
