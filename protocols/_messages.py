@@ -61,6 +61,8 @@ def _plain(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
 # A JSON object from outside (a job's input, an edge's arguments): finite numbers only,
 # nesting bounded (`protocols.check_plain`).
 PlainObject = Annotated[dict[str, Any], AfterValidator(_plain)]
+LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Labels = Annotated[dict[LabelKey, Annotated[str, Field(max_length=256)]], Field(max_length=16)]
 
 
 def now() -> float:
@@ -192,6 +194,11 @@ class SubmitRequest(BudgetOverride):
     )
     sampling: Sampling | None = Field(
         default=None, description="the job's model sampling: a seed, the response cache"
+    )
+    labels: Labels | None = Field(
+        default=None,
+        description="up to 16 short strings kept with the job and shown with its status "
+        "(what a caller needs to find it again: an A2A context, a conversation)",
     )
 
 
@@ -363,6 +370,7 @@ class JobInfo(_Wire):
         default=None, description="why the job waits for a person, and what they may do"
     )
     sampling: Sampling | None = Field(default=None, description="as submitted")
+    labels: dict[str, str] | None = Field(default=None, description="as submitted")
     trace_id: str | None = Field(
         default=None, description="the job's trace in the tracing backend, when traces are on"
     )
@@ -460,6 +468,7 @@ class StartJob(_Wire):
     )
     webhook: str | None = Field(default=None, description="the url of the job's webhooks")
     sampling: Sampling | None = None
+    labels: dict[str, str] | None = None
     trace: str | None = None
     trace_parent: str | None = None
     parent: ParentLink | None = None
@@ -977,6 +986,7 @@ class JobSnapshot(_Wire):
     request_hash: str = ""
     webhook: str | None = None
     sampling: Sampling | None = None
+    labels: dict[str, str] | None = None
     trace: str | None = Field(
         default=None,
         description="the job's W3C traceparent: its trace, and the span id of its root span "
@@ -1059,6 +1069,7 @@ class JobSnapshot(_Wire):
             deadline=self.deadline,
             waiting=self.escalation,
             sampling=self.sampling,
+            labels=self.labels,
             trace_id=self.trace.split("-")[1]
             if self.trace and self.trace.endswith("-01")
             else None,

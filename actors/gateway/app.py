@@ -17,6 +17,8 @@
     GET  /healthz, /readyz
     GET  /console/                 the web console (docs/guide/console.md); `/` leads there
     POST /mcp                      Rig's agents as MCP tools (Streamable HTTP: gateway/mcp.py)
+    POST /a2a/{agent}              Rig's agents over A2A 1.0 (JSON-RPC; gateway/a2a.py), their
+                                   cards at /a2a/{agent}/.well-known/agent-card.json
 
 Every error is an RFC 9457 problem document (`application/problem+json`) whose `code` is
 the error code the NATS API replies with. A POST with an `Idempotency-Key` header and no
@@ -70,6 +72,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from actors.deploy.health import stream_health
+from actors.gateway.a2a import CARD, A2aEndpoint
 from actors.gateway.keys import RELOAD_S, KeyRing, keys_path, load_keys
 from actors.gateway.mcp import McpEndpoint
 from actors.gateway.webhooks import WebhookSender, WebhookSettings, refused
@@ -455,7 +458,10 @@ ROUTES = (
 
 
 def _is_open(path: str) -> bool:
-    """Whether `path` needs no API key: the probes, the document, the console's files."""
+    """Whether `path` needs no API key: the probes, the document, the console's files, the
+    agents' A2A cards (which say what key their endpoints want)."""
+    if path == "/a2a" or (path.startswith("/a2a/") and path.endswith(CARD)):
+        return True
     return path in _OPEN_PATHS or path == "/" or path.startswith("/console/")
 
 
@@ -684,6 +690,7 @@ class Gateway(Actor):
             app.router.add_route(route.method, route.path, getattr(self, route.handler))
         mcp = McpEndpoint(self.rig, _version(), idempotent_job_id)
         app.router.add_route("*", "/mcp", mcp.handle)  # Rig's agents as MCP tools
+        A2aEndpoint(self.rig, _version(), idempotent_job_id).routes(app)  # and over A2A
         app.router.add_get("/openapi.json", self.openapi_json)
         app.router.add_get("/", self.to_console)
         app.router.add_get("/console/", self.console)

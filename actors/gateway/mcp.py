@@ -167,7 +167,7 @@ class McpEndpoint:
                 note = {
                     "jsonrpc": "2.0",
                     "method": "notifications/progress",
-                    "params": {"progressToken": token, "progress": count, "message": _said(event)},
+                    "params": {"progressToken": token, "progress": count, "message": said(event)},
                 }
                 await response.write(_sse(note))
         except TimeoutError:
@@ -212,7 +212,7 @@ def _failed(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
-def _said(event: Event) -> str:
+def said(event: Event) -> str:
     """A journal event in a few words, for a progress notification."""
     data = event.data
     what = data.get("edge") or data.get("tool") or data.get("status") or data.get("target") or ""

@@ -1242,6 +1242,7 @@ class Rules:
             request_hash=request_hash,
             webhook=request.webhook.url if request.webhook else None,
             sampling=request.sampling,
+            labels=request.labels,
         )
 
     def new_snapshot(self, start: StartJob) -> JobSnapshot:
@@ -1257,6 +1258,7 @@ class Rules:
             request_hash=start.request_hash,
             webhook=start.webhook,
             sampling=start.sampling,
+            labels=start.labels,
             trace=start.trace,
             trace_parent=start.trace_parent,
             parent=start.parent,

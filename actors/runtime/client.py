@@ -185,6 +185,7 @@ class RigClient:
         webhook: str | None = None,
         seed: int | None = None,
         cache: bool = True,
+        labels: dict[str, str] | None = None,
         **limits: Any,
     ) -> SubmitReply:
         """Start a job; returns once the job is durably stored.
@@ -193,9 +194,11 @@ class RigClient:
         `deadline_s`, `max_visits`, `max_reasks`. `webhook`: a url that gets a signed
         POST when the job ends or waits for a person (delivered by `rig gateway`).
         `seed` goes with every model call of the job; `cache=False` keeps the response
-        cache out of them (`Sampling`).
+        cache out of them (`Sampling`). `labels`: short strings kept with the job.
         """
         fields = {"agent": agent, "input": input, "job_id": job_id, **limits}
+        if labels is not None:
+            fields["labels"] = labels
         if webhook is not None:
             fields["webhook"] = {"url": webhook}
         if seed is not None or not cache:

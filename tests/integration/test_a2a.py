@@ -1,0 +1,297 @@
+"""Rig's agents over A2A 1.0 at the gateway's `/a2a/{agent}`, driven by the official A2A
+Python client (`a2a-sdk`), and by plain HTTP where a client would misbehave."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from a2a.client import Client, ClientConfig, ClientFactory
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    TaskState,
+)
+from a2a.utils.errors import (
+    InvalidParamsError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Value
+
+from actors.testing import Deployment
+from tests.conftest import REFUND
+from tests.integration.test_gateway import start_gateway
+from tests.support.family import FAMILY
+
+pytestmark = pytest.mark.integration
+
+QUESTION = {"question": "why is the sky blue"}
+ANSWER = {"text": "the researcher says researched: why is the sky blue"}
+
+
+@contextlib.asynccontextmanager
+async def a2a_client(base: str, agent: str, key: str, *, streaming: bool) -> AsyncIterator[Client]:
+    """The official client for one agent, from its card, with the gateway's API key."""
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    config = ClientConfig(streaming=streaming, httpx_client=http)
+    client = await ClientFactory(config).create_from_url(f"{base}/a2a/{agent}")
+    try:
+        yield client
+    finally:
+        await client.close()
+        await http.aclose()
+
+
+def message(data: dict[str, Any] | None = None, *, text: str = "", **ids: str) -> Message:
+    found = Message(message_id=ids.pop("message_id", uuid.uuid4().hex), role=Role.ROLE_USER, **ids)
+    if data is not None:
+        part = Part()
+        part.data.CopyFrom(_value(data))
+        found.parts.append(part)
+    if text:
+        found.parts.append(Part(text=text))
+    return found
+
+
+def _value(data: dict[str, Any]) -> Value:
+    value = Value()
+    value.struct_value.update(data)
+    return value
+
+
+async def events(client: Client, request: SendMessageRequest) -> list[StreamResponse]:
+    return [event async for event in client.send_message(request)]
+
+
+async def test_the_card_says_what_an_agent_takes_and_a_message_gets_a_completed_task(
+    rig: Deployment, api_key: str, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn(*FAMILY)
+    base, _ = await start_gateway(rig)
+    async with http.get(f"{base}/a2a") as listing:  # no key needed: the cards are public
+        assert listing.status == 200
+        cards = {a["name"]: a["card"] for a in (await listing.json())["agents"]}
+    assert cards["asker"] == f"{base}/a2a/asker/.well-known/agent-card.json"
+    async with http.get(cards["asker"]) as found:
+        card = await found.json()
+    [interface] = card["supportedInterfaces"]
+    assert interface == {
+        "url": f"{base}/a2a/asker",
+        "protocolBinding": "JSONRPC",
+        "protocolVersion": "1.0",
+    }
+    [schema] = card["capabilities"]["extensions"]
+    assert schema["params"]["inputSchema"]["required"] == ["question"]
+    assert "rig" in card["securitySchemes"]
+
+    async with a2a_client(base, "asker", api_key, streaming=False) as client:
+        [reply] = await events(client, SendMessageRequest(message=message(QUESTION)))
+        task = reply.task
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        output = next(a for a in task.artifacts if a.artifact_id == "output")
+        assert MessageToDict(output.parts[0].data) == ANSWER
+        assert output.parts[1].text == ANSWER["text"]
+        info = await rig.client.status(task.id)
+        assert info.status == "succeeded" and task.context_id == info.labels["a2a.context"]
+        again = await client.get_task(GetTaskRequest(id=task.id))
+        assert again.status.state == TaskState.TASK_STATE_COMPLETED
+        assert again.context_id == task.context_id
+        # Text, for an agent whose input is one string; the context is kept.
+        [reply] = await events(
+            client,
+            SendMessageRequest(message=message(text="why is the sky blue", context_id="ctx-1")),
+        )
+        assert reply.task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert reply.task.context_id == "ctx-1"
+        # An input that does not fit the agent: the task is rejected, saying why.
+        [reply] = await events(client, SendMessageRequest(message=message({"words": 3})))
+        assert reply.task.status.state == TaskState.TASK_STATE_REJECTED
+        assert "input schema" in reply.task.status.message.parts[0].text
+        with pytest.raises(TaskNotFoundError, match="no task"):
+            await client.get_task(GetTaskRequest(id=reply.task.id))
+
+
+async def test_a_task_streams_to_its_end_and_a_message_sent_again_is_the_same_task(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn(*FAMILY)
+    base, _ = await start_gateway(rig)
+    async with a2a_client(base, "asker", api_key, streaming=True) as client:
+        sent = message(QUESTION, message_id="m-stream-1")
+        stream = await events(client, SendMessageRequest(message=sent))
+        first, *rest = stream
+        task_id = first.task.id
+        journal = await rig.client.journal(task_id)
+        # The task, then a status update per journal event after it, in order.
+        updates = [e.status_update for e in rest if e.HasField("status_update")]
+        assert len(updates) >= 1 and all(u.task_id == task_id for u in updates)
+        assert updates[-1].status.state == TaskState.TASK_STATE_COMPLETED
+        said = f"step {journal[-1].step}: status succeeded"  # the journal's last event
+        assert len(updates) <= len(journal) and updates[-1].status.message.parts[0].text == said
+        [artifact] = [e.artifact_update.artifact for e in rest if e.HasField("artifact_update")][:1]
+        assert MessageToDict(artifact.parts[0].data) == ANSWER
+        # The same message again (a retry): the same task, not a second job.
+        [again, *_] = await events(client, SendMessageRequest(message=sent))
+        assert again.task.id == task_id
+    jobs = await rig.client.jobs(agent="asker")
+    assert [job.job_id for job in jobs] == [task_id]
+
+
+async def test_a_task_waiting_for_a_person_is_input_required_and_a_message_continues_it(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    big = {"order_id": "A-1000", "amount": 600.0, "reason": "arrived damaged"}  # a person's
+    async with a2a_client(base, "refund", api_key, streaming=False) as client:
+        [reply] = await events(client, SendMessageRequest(message=message(big)))
+        task = reply.task
+        assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        assert "approve, close" in task.status.message.parts[0].text
+        # Not an edge of the wait: a typed error, the task as it was.
+        follow = message(text="maybe", task_id=task.id, context_id=task.context_id)
+        with pytest.raises(InvalidParamsError, match="waits for a person to pick one of"):
+            await events(client, SendMessageRequest(message=follow))
+        follow = message(text="approve", task_id=task.id, context_id=task.context_id)
+        [reply] = await events(client, SendMessageRequest(message=follow))
+        assert reply.task.id == task.id
+        assert reply.task.status.state == TaskState.TASK_STATE_COMPLETED
+        # The follow-up sent again is not a second resolve, and a done task takes none.
+        with pytest.raises(UnsupportedOperationError, match="TASK_STATE_COMPLETED"):
+            await events(client, SendMessageRequest(message=follow))
+    info = await rig.client.status(task.id)
+    assert info.status == "succeeded" and info.path[-1] == "done"
+
+
+async def test_a_task_waiting_for_a_signal_takes_its_data_from_a_message(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn("actors:Supervisor", "tests.support.waiter:Waiter")
+    base, _ = await start_gateway(rig)
+    async with a2a_client(base, "waiter", api_key, streaming=True) as client:
+        stream = await events(client, SendMessageRequest(message=message({"ticket": "T-9"})))
+        task_id = stream[0].task.id
+        last = _last_status(stream)
+        assert last.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        assert "customer_reply" in last.message.parts[0].text
+        follow = message({"text": "yes please"}, task_id=task_id)
+        stream = await events(client, SendMessageRequest(message=follow))
+        assert _last_status(stream).state == TaskState.TASK_STATE_COMPLETED
+    info = await rig.client.status(task_id)
+    assert info.result is not None and info.result["output"] == {
+        "text": "the customer said: yes please"
+    }
+
+
+async def test_a_task_is_canceled_and_a_stream_resumes_after_the_last_event_it_got(
+    rig: Deployment, api_key: str, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn("actors:Supervisor", "tests.support.waiter:Waiter")
+    base, _ = await start_gateway(rig)
+    headers = {"Authorization": f"Bearer {api_key}", "A2A-Version": "1.0"}
+    async with a2a_client(base, "waiter", api_key, streaming=True) as client:
+        stream = await events(client, SendMessageRequest(message=message({"ticket": "T-1"})))
+        task_id = stream[0].task.id
+        # Resumed by raw SSE after the first event: every later event once, in order.
+        body = {"jsonrpc": "2.0", "id": 1, "method": "SubscribeToTask", "params": {"id": task_id}}
+        seen = await _sse(http, f"{base}/a2a/waiter", body, {**headers, "Last-Event-ID": "1"})
+        journal = await rig.client.journal(task_id)
+        assert [seq for seq, _ in seen] == [e.seq for e in journal if e.seq > 1]
+        canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        with pytest.raises(TaskNotCancelableError, match="already ended"):
+            await client.cancel_task(CancelTaskRequest(id=task_id))
+        with pytest.raises(UnsupportedOperationError, match="already ended"):
+            async for _ in client.subscribe(SubscribeToTaskRequest(id=task_id)):
+                pass
+
+
+async def test_bad_requests_get_the_protocol_s_typed_errors_and_the_gateway_serves_on(
+    rig: Deployment, api_key: str, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn(*FAMILY)
+    base, _ = await start_gateway(rig)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    url = f"{base}/a2a/asker"
+
+    async def post(body: Any, more: dict[str, str] | None = None) -> dict[str, Any]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with http.post(url, data=data, headers={**headers, **(more or {})}) as r:
+            assert r.status == 200
+            answer: dict[str, Any] = await r.json()
+            return answer
+
+    def rpc(method: str, params: Any) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": "r1", "method": method, "params": params}
+
+    send = rpc(
+        "SendMessage",
+        {"message": {"messageId": "x", "role": "ROLE_USER", "parts": [{"text": "hi"}]}},
+    )
+    for body, code in [
+        (b"{not json", -32700),
+        ({"jsonrpc": "1.0", "id": 1, "method": "GetTask"}, -32600),
+        (rpc("message/send", {}), -32601),
+        (rpc("GetTask", {"id": "nope"}), -32001),
+        (rpc("GetTask", []), -32602),
+        (rpc("SendMessage", {"message": {"messageId": "x"}}), -32602),
+        (rpc("CancelTask", {}), -32602),
+        (rpc("CreateTaskPushNotificationConfig", {"taskId": "t", "url": "https://x"}), -32003),
+        (rpc("ListTasks", {}), -32004),
+        (rpc("GetExtendedAgentCard", {}), -32007),
+    ]:
+        answer = await post(body)
+        assert answer["error"]["code"] == code, (body, answer)
+    answer = await post(send, {"A2A-Version": "0.3"})
+    assert answer["error"]["code"] == -32009
+    async with http.post(url, data=io.BytesIO(b"x" * (2 * 1024 * 1024)), headers=headers) as r:
+        assert r.status == 413  # over the gateway's body limit: its problem document
+    async with (
+        aiohttp.ClientSession() as stranger,
+        stranger.post(f"{base}/a2a/asker", data=json.dumps(send)) as r,
+    ):
+        assert r.status == 401  # the endpoint wants the key the card names
+    answer = await post(send)  # the gateway serves on
+    assert answer["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+def _last_status(stream: list[StreamResponse]) -> Any:
+    """The task's status as the stream last said it (a task, or a status update)."""
+    last = stream[-1]
+    return last.status_update.status if last.HasField("status_update") else last.task.status
+
+
+async def _sse(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The `(id, result)` of each SSE event of a streamed JSON-RPC answer."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    async with http.post(url, data=json.dumps(body), headers=headers) as response:
+        assert response.status == 200
+        seq, data = 0, ""
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("id: "):
+                seq = int(line[4:])
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif not line and data:
+                found.append((seq, json.loads(data)["result"]))
+                data = ""
+    return found
