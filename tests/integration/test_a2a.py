@@ -3,6 +3,7 @@ Python client (`a2a-sdk`), and by plain HTTP where a client would misbehave."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -35,7 +36,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Value
 
 from actors.testing import Deployment
-from tests.conftest import REFUND
+from tests.conftest import REFUND, ROOT
 from tests.integration.test_gateway import start_gateway
 from tests.support.family import FAMILY
 
@@ -295,3 +296,40 @@ async def _sse(
                 found.append((seq, json.loads(data)["result"]))
                 data = ""
     return found
+
+
+async def test_the_official_javascript_client_sends_streams_cancels_and_continues(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn(
+        *FAMILY,
+        "tests.support.waiter:Waiter",
+        *(target for target in REFUND if target != "actors:Supervisor"),
+    )
+    base, _ = await start_gateway(rig)
+    sdk = ROOT / ".venv" / "npm" / "node_modules" / "@a2a-js" / "sdk"
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests" / "support" / "a2a_client.mjs"),
+        str(sdk),
+        base,
+        api_key,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(node.communicate(), rig.within(120))
+    assert node.returncode == 0, err.decode()
+    seen = json.loads(out)
+    assert seen["card"] == "asker"
+    assert seen["send"]["state"] == "COMPLETED" and seen["send"]["artifacts"] == [
+        "output",
+        "results",
+    ]
+    assert (await rig.client.status(seen["send"]["id"])).status == "succeeded"
+    stream = seen["stream"]
+    assert stream[0].startswith("task:") and stream[-1] == "status:COMPLETED"
+    assert "artifact:output" in stream
+    assert seen["cancel"]["state"] == "CANCELED"
+    assert (await rig.client.status(seen["cancel"]["id"])).status == "cancelled"
+    assert seen["continue"] == {"asked": "INPUT_REQUIRED", "approved": "COMPLETED", "same": True}
+    assert seen["missing"] == "JsonRpcTaskNotFoundError"  # A2A's -32001, typed
