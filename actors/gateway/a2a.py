@@ -352,6 +352,13 @@ class A2aEndpoint:
             if _ends(job):
                 await response.write_eof()
                 return response
+        else:  # a client resuming: nothing more to say if the task said its last already
+            journal = await self.rig.journal(job.job_id)
+            if (not journal or journal[-1].seq <= after) and _ends(
+                await self.rig.status(job.job_id)
+            ):
+                await response.write_eof()
+                return response
         async for event in _events_after(self.rig, job.job_id, after):
             for update in updates(event, job.job_id, context):
                 await response.write(_sse(ident, update, seq=event.seq))

@@ -281,8 +281,14 @@ def _last_status(stream: list[StreamResponse]) -> Any:
 async def _sse(
     http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> list[tuple[int, dict[str, Any]]]:
-    """The `(id, result)` of each SSE event of a streamed JSON-RPC answer."""
-    found: list[tuple[int, dict[str, Any]]] = []
+    """The `(id, result)` of each SSE event of a streamed JSON-RPC answer, to its end."""
+    return [event async for event in _sse_events(http, url, body, headers)]
+
+
+async def _sse_events(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """Each SSE event's `(id, result)` as it comes."""
     async with http.post(url, data=json.dumps(body), headers=headers) as response:
         assert response.status == 200
         seq, data = 0, ""
@@ -293,9 +299,8 @@ async def _sse(
             elif line.startswith("data: "):
                 data = line[6:]
             elif not line and data:
-                found.append((seq, json.loads(data)["result"]))
+                yield seq, json.loads(data)["result"]
                 data = ""
-    return found
 
 
 async def test_the_official_javascript_client_sends_streams_cancels_and_continues(
@@ -333,3 +338,79 @@ async def test_the_official_javascript_client_sends_streams_cancels_and_continue
     assert (await rig.client.status(seen["cancel"]["id"])).status == "cancelled"
     assert seen["continue"] == {"asked": "INPUT_REQUIRED", "approved": "COMPLETED", "same": True}
     assert seen["missing"] == "JsonRpcTaskNotFoundError"  # A2A's -32001, typed
+
+
+async def test_ten_concurrent_sends_of_one_message_are_one_task(
+    rig: Deployment, api_key: str, http: aiohttp.ClientSession
+) -> None:
+    await rig.spawn(*FAMILY)
+    base, _ = await start_gateway(rig)
+    send = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "SendMessage",
+        "params": {
+            "message": {"messageId": "m-ten", "role": "ROLE_USER", "parts": [{"data": QUESTION}]},
+            "configuration": {"returnImmediately": True},
+        },
+    }
+
+    async def post() -> str:
+        async with http.post(f"{base}/a2a/asker", data=json.dumps(send)) as r:
+            task_id: str = (await r.json())["result"]["task"]["id"]
+            return task_id
+
+    ids = await asyncio.gather(*(post() for _ in range(10)))
+    assert len(set(ids)) == 1
+    assert [job.job_id for job in await rig.client.jobs(agent="asker")] == [ids[0]]
+    assert (await rig.client.wait(ids[0], timeout=rig.within())).status == "succeeded"
+
+
+async def test_a_stream_cut_by_a_killed_gateway_resumes_on_another_with_every_event_once(
+    rig: Deployment, api_key: str, http: aiohttp.ClientSession
+) -> None:
+    """A task streamed through gateway one, which is SIGKILLed mid-task; the client
+    resumes through gateway two from the last event it got: every event once, in order."""
+    await rig.spawn("actors:Supervisor", "tests.support.gated:GatedAgent", *REFUND[2:])
+    one, first = await start_gateway(rig)
+    two, _ = await start_gateway(rig)
+    thinking = await rig.nc.subscribe(f"{rig.names.prefix}.test.thinking")
+    order = {"order_id": "A-1001", "amount": 25.0, "reason": "damaged"}
+    send = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
+        "params": {
+            "message": {"messageId": "m-gated", "role": "ROLE_USER", "parts": [{"data": order}]},
+            "configuration": {"returnImmediately": True},
+        },
+    }
+    async with http.post(f"{one}/a2a/gated", data=json.dumps(send)) as r:
+        task_id = (await r.json())["result"]["task"]["id"]
+    subscribe = {"jsonrpc": "2.0", "id": 2, "method": "SubscribeToTask", "params": {"id": task_id}}
+    got: list[int] = []
+    streaming = asyncio.Event()
+
+    async def read(base: str, after: int | None) -> None:
+        headers = {"Last-Event-ID": str(after)} if after is not None else {}
+        async for seq, _ in _sse_events(http, f"{base}/a2a/gated", subscribe, headers):
+            got.append(seq)
+            streaming.set()
+
+    reader = asyncio.create_task(read(one, None))
+    await thinking.next_msg(timeout=rig.within(30))  # the job is mid-step, held at the gate
+    await asyncio.wait_for(streaming.wait(), rig.within(30))  # and its stream is open
+    first.kill()  # SIGKILL: no goodbye on the stream
+    await first.wait()
+    with contextlib.suppress(aiohttp.ClientError):
+        await asyncio.wait_for(reader, rig.within(30))
+    assert got, "gateway one sent the task before it died"
+    await rig.nc.publish(f"{rig.names.prefix}.test.gate", b"go")
+    await read(two, got[-1])
+    journal = await rig.client.journal(task_id)
+    assert journal[-1].data["status"] == "succeeded"
+    snapshot, *updates = got
+    # Each journal event once, in order; the last also carries the result's artifacts,
+    # which share its id (a client resuming after it has them all).
+    assert list(dict.fromkeys(updates)) == [e.seq for e in journal if e.seq > snapshot]
+    assert [seq for seq in updates if updates.count(seq) > 1] in ([], [journal[-1].seq] * 2)
