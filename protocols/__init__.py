@@ -42,6 +42,7 @@ from protocols._graph import LOOKUP, Edge, Graph, InjectionPath, State
 from protocols._messages import (
     ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
+    PUSH_LABEL,
     RESULT_REF,
     TERMINAL_STATUSES,
     ActorReady,
@@ -120,6 +121,7 @@ __all__ = [
     "DEFAULT_MAX_STEPS",
     "LOOKUP",
     "MAX_PARTITIONS",
+    "PUSH_LABEL",
     "RESULT_REF",
     "TERMINAL_STATUSES",
     "ActorReady",

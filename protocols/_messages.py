@@ -394,6 +394,10 @@ class JobInfo(_Wire):
 # --- between actors -------------------------------------------------------------
 
 
+PUSH_LABEL = "rig.push"
+"""The label of a job that takes push targets registered after it started (an A2A task's
+push notification configs): its status webhooks also go to each (`WebhookDelivery.push`)."""
+
 RESULT_REF = "$rig_result"
 """The key that marks a tool result stored by reference (see `result_ref`)."""
 
@@ -821,8 +825,13 @@ class WebhookDelivery(_Wire):
 
     kind: Literal["webhook"] = "webhook"
     job_id: str
-    url: str
+    url: str = Field(description="the job's own webhook url; empty for a push-only job")
     event: Event
+    push: bool = Field(
+        default=False,
+        description="the job takes push targets (`PUSH_LABEL`): POST the event to each the "
+        "gateway keeps for it in `RIG_PUSH` too",
+    )
 
     @property
     def webhook_id(self) -> str:

@@ -27,7 +27,7 @@ With the default prefix the names are the ones in the design:
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
     RIG_CLAIMS (a cluster's tool ledger), RIG_CANCELS (tool calls told to stop),
-    RIG_TOOLS (what each executor serves)
+    RIG_TOOLS (what each executor serves), RIG_PUSH (push targets of jobs)
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
@@ -234,6 +234,12 @@ class Names:
     @staticmethod
     def index_key(agent: str, job_id: str) -> str:
         return f"{agent}.{job_id}"
+
+    @property
+    def push_bucket(self) -> str:
+        """Push targets of jobs that take them (`PUSH_LABEL`), by `<job_id>.<target id>`:
+        kept and read by the gateways, which POST the jobs' status webhooks to each."""
+        return f"{self.prefix.upper()}_PUSH"
 
     @property
     def inbox_bucket(self) -> str:

@@ -384,6 +384,8 @@ def gateway(names: Names) -> Role:
         | durable(n.work_stream, n.webhook_durable)
         | kv_write(n.webhooks_bucket)
         | kv_scan(n.webhooks_bucket)
+        | kv_write(n.push_bucket)  # A2A tasks' push notification configs
+        | kv_scan(n.push_bucket)
     )
     return Role("gateway", "HTTP and SSE in front of the API; delivers webhooks", grants)
 

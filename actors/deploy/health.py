@@ -102,6 +102,7 @@ def rig_streams(names: Names) -> list[str]:
         names.cancels_bucket,
         names.index_bucket,
         names.tools_bucket,
+        names.push_bucket,
     ]
     return [
         names.work_stream,

@@ -17,35 +17,55 @@ Each registered agent has an Agent Card at `/a2a/{agent}/.well-known/agent-card.
   the job's result (`output`, what the model answered, and `results`, the tools'); its
   `contextId` is kept with the job (its `a2a.context` label).
 
+Push notifications (a gateway with `RIG_WEBHOOK_SECRET`): a task's push configs are kept
+in `RIG_PUSH`; each status the job's webhooks would tell of (its end, a wait for a
+person or a signal) is POSTed to each config's url by the webhook machinery (at least
+once, retried, recorded, signed per Standard Webhooks, with the config's token in
+`X-A2A-Notification-Token` and its `authentication` as `Authorization`).
+
 Every method answers with A2A's typed JSON-RPC errors (`TaskNotFound` -32001 and so on);
-what it does not do yet says so (`PushNotificationNotSupported`, `UnsupportedOperation`).
+what it does not do says so (`UnsupportedOperation`, `ExtendedAgentCardNotConfigured`).
 Behind the same API keys as the rest of the gateway (the cards are public, and say so).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ValidationError
 
 from actors.gateway.mcp import said as in_words
+from actors.gateway.webhooks import WebhookSender, refused
 from actors.runtime.client import SETTLED_STATUSES, RigClient
+from actors.runtime.nats import kv_latest
 from protocols import (
+    PUSH_LABEL,
     TERMINAL_STATUSES,
     AgentInfo,
     Event,
     JobConflictError,
     JobInfo,
     JobStateError,
+    RetryableError,
     RigError,
     SchemaError,
     UnknownAgentError,
     UnknownJobError,
+    WebhookDelivery,
+    WebhookTarget,
     check_token,
+    decode_as,
+    encode,
+    explain,
 )
 
 PROTOCOL = "1.0"
@@ -82,13 +102,43 @@ class A2aError(Exception):
 Handler = Callable[[web.Request, AgentInfo, Any, dict[str, Any]], Awaitable[web.StreamResponse]]
 
 
-class A2aEndpoint:
-    """`/a2a` of one gateway: the cards, and each agent's JSON-RPC endpoint."""
+class PushConfig(BaseModel):
+    """A task's push notification config, as `RIG_PUSH` keeps it (`<task>.<id>`)."""
 
-    def __init__(self, rig: RigClient, version: str, job_id: Callable[[str], str]) -> None:
+    id: str
+    task_id: str
+    context_id: str
+    url: str
+    token: str = ""
+    scheme: str = ""
+    credentials: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"taskId": self.task_id, "id": self.id, "url": self.url}
+        if self.token:
+            found["token"] = self.token
+        if self.scheme:
+            found["authentication"] = {"scheme": self.scheme, "credentials": self.credentials}
+        return found
+
+
+class A2aEndpoint:
+    """`/a2a` of one gateway: the cards, and each agent's JSON-RPC endpoint. `sender`:
+    the gateway's webhook sender, when it can sign (push notifications need one)."""
+
+    def __init__(
+        self,
+        rig: RigClient,
+        version: str,
+        job_id: Callable[[str], str],
+        *,
+        sender: WebhookSender | None = None,
+    ) -> None:
         self.rig = rig
         self.version = version
         self.job_id = job_id  # an idempotency key's job id (the gateway's rule)
+        self.sender = sender
+        self._pushes: KeyValue | None = None
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/a2a", self.listing)
@@ -109,7 +159,8 @@ class A2aEndpoint:
         info = await self._agent(request.match_info["agent"])
         if info is None:
             return web.json_response({"error": "no such agent"}, status=404)
-        return web.json_response(agent_card(info, _base(request), self.version))
+        card = agent_card(info, _base(request), self.version, push=self.sender is not None)
+        return web.json_response(card)
 
     # --- JSON-RPC ----------------------------------------------------------------------
 
@@ -139,10 +190,10 @@ class A2aEndpoint:
             "SubscribeToTask": self.subscribe,
             "ListTasks": self.unsupported,
             "GetExtendedAgentCard": self.no_extended_card,
-            "CreateTaskPushNotificationConfig": self.no_push,
-            "GetTaskPushNotificationConfig": self.no_push,
-            "ListTaskPushNotificationConfigs": self.no_push,
-            "DeleteTaskPushNotificationConfig": self.no_push,
+            "CreateTaskPushNotificationConfig": self.create_push,
+            "GetTaskPushNotificationConfig": self.get_push,
+            "ListTaskPushNotificationConfigs": self.list_push,
+            "DeleteTaskPushNotificationConfig": self.delete_push,
         }
         handler = handlers.get(method)
         if handler is None:
@@ -165,6 +216,7 @@ class A2aEndpoint:
         job, context = await self._start(info, params)
         if isinstance(job, dict):  # refused before it became a job
             return _result(ident, {"task": job})
+        await self._pushed(job, params)
         if not _config(params).get("returnImmediately"):
             job = await self._settled(job.job_id)
         return _result(ident, {"task": task(job, context)})
@@ -175,6 +227,7 @@ class A2aEndpoint:
         job, context = await self._start(info, params)
         if isinstance(job, dict):
             return _result(ident, {"task": job})
+        await self._pushed(job, params)
         return await self._stream(request, ident, job, context, after=_last_event_id(request))
 
     async def get_task(
@@ -214,14 +267,135 @@ class A2aEndpoint:
     ) -> web.Response:
         raise A2aError(NO_EXTENDED_CARD, "the card is the same for every caller")
 
-    async def no_push(
+    async def create_push(
         self, request: web.Request, info: AgentInfo, ident: Any, params: dict[str, Any]
     ) -> web.Response:
-        raise A2aError(
-            PUSH_NOT_SUPPORTED, "push notifications are not served yet: stream, or GetTask"
+        job = await self._task(info, params.get("taskId"))
+        config = await self._add_push(job, params)
+        return _result(ident, config.wire())
+
+    async def get_push(
+        self, request: web.Request, info: AgentInfo, ident: Any, params: dict[str, Any]
+    ) -> web.Response:
+        job = await self._task(info, params.get("taskId"))
+        name = params.get("id")
+        found = [c for c in await self._configs(job.job_id) if c.id == name]
+        if not found:
+            raise A2aError(TASK_NOT_FOUND, f"task {job.job_id} has no push config {name!r}")
+        return _result(ident, found[0].wire())
+
+    async def list_push(
+        self, request: web.Request, info: AgentInfo, ident: Any, params: dict[str, Any]
+    ) -> web.Response:
+        job = await self._task(info, params.get("taskId"))
+        configs = [config.wire() for config in await self._configs(job.job_id)]
+        return _result(ident, {"configs": configs})
+
+    async def delete_push(
+        self, request: web.Request, info: AgentInfo, ident: Any, params: dict[str, Any]
+    ) -> web.Response:
+        job = await self._task(info, params.get("taskId"))
+        name = params.get("id")
+        if not any(c.id == name for c in await self._configs(job.job_id)):
+            raise A2aError(TASK_NOT_FOUND, f"task {job.job_id} has no push config {name!r}")
+        await (await self._push_bucket()).delete(f"{job.job_id}.{name}")
+        return _result(ident, {})
+
+    # --- push notifications ------------------------------------------------------------
+
+    async def _push_bucket(self) -> KeyValue:
+        if self._pushes is None:
+            self._pushes = await self.rig.js.key_value(self.rig.names.push_bucket)
+        return self._pushes
+
+    async def _configs(self, task_id: str) -> list[PushConfig]:
+        found = []
+        bucket = self.rig.names.push_bucket
+        async for _key, value in kv_latest(self.rig.js, bucket, f"{task_id}.*"):
+            with contextlib.suppress(RigError):
+                found.append(decode_as(PushConfig, value)[0])
+        return found
+
+    async def _add_push(self, job: JobInfo, params: dict[str, Any]) -> PushConfig:
+        """Keep a push config for the task (one of this id again replaces it)."""
+        if self.sender is None:
+            raise A2aError(
+                PUSH_NOT_SUPPORTED,
+                "this gateway cannot sign push notifications (no webhook secret)",
+            )
+        if PUSH_LABEL not in (job.labels or {}):
+            raise A2aError(
+                PUSH_NOT_SUPPORTED,
+                f"task {job.job_id} was not started over A2A by a gateway that pushes",
+            )
+        url = params.get("url")
+        try:
+            WebhookTarget(url=url)  # http(s), a host, no user or password
+        except ValidationError as exc:
+            raise A2aError(INVALID_PARAMS, f"the push url: {explain(exc)}") from None
+        host = (urlsplit(str(url)).hostname or "").strip("[]")
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)  # an address given as such is checked now
+            why = refused(host, self.sender.settings.allow)
+            if why is not None:
+                raise A2aError(INVALID_PARAMS, f"the push url's destination: {why}")
+        name = params.get("id") or uuid.uuid4().hex[:12]
+        auth = params.get("authentication") or {}
+        token = params.get("token") or ""
+        if not isinstance(name, str) or not isinstance(token, str) or not isinstance(auth, dict):
+            raise A2aError(INVALID_PARAMS, "id and token are strings, authentication an object")
+        try:
+            check_token(name, what="push config id")
+        except RigError as exc:
+            raise A2aError(INVALID_PARAMS, exc.message) from None
+        config = PushConfig(
+            id=name,
+            task_id=job.job_id,
+            context_id=_context(job),
+            url=str(url),
+            token=token[:1024],
+            scheme=str(auth.get("scheme") or "")[:64],
+            credentials=str(auth.get("credentials") or "")[:4096],
         )
+        await (await self._push_bucket()).put(f"{job.job_id}.{name}", encode(config))
+        return config
+
+    async def push(self, delivery: WebhookDelivery, attempt: int) -> None:
+        """POST a job's status to each of its task's push configs (a config that took it
+        on an earlier attempt is skipped); raise as the webhook machinery does, once each
+        was tried."""
+        assert self.sender is not None
+        failed: RigError | None = None
+        for config in await self._configs(delivery.job_id):
+            webhook_id = f"{delivery.webhook_id}.{config.id}"
+            if attempt > 1 and await self.sender.delivered(webhook_id):
+                continue
+            body, state = push_body(delivery.event, config)
+            headers = {"X-A2A-Notification-Token": config.token} if config.token else {}
+            if config.scheme and config.credentials:
+                headers["Authorization"] = f"{config.scheme} {config.credentials}"
+            try:
+                await self.sender.post(
+                    config.url,
+                    json.dumps(body, separators=(",", ":")).encode(),
+                    webhook_id=webhook_id,
+                    job_id=delivery.job_id,
+                    type_=f"a2a.{state}",
+                    attempt=attempt,
+                    headers=headers,
+                )
+            except RigError as exc:  # recorded; the others are tried all the same
+                failed = failed if isinstance(failed, RetryableError) else exc
+        if failed is not None:
+            raise failed
 
     # --- what the methods share --------------------------------------------------------
+
+    async def _pushed(self, job: JobInfo, params: dict[str, Any]) -> None:
+        """A push config sent with the message is kept for its task."""
+        config = _config(params).get("taskPushNotificationConfig")
+        if isinstance(config, dict):
+            await self._add_push(job, config)
 
     async def _agent(self, name: str) -> AgentInfo | None:
         try:
@@ -265,11 +439,12 @@ class A2aEndpoint:
         if not isinstance(context, str) or len(context) > 256:
             raise A2aError(INVALID_PARAMS, "message.contextId is a string of up to 256")
         job_id = self.job_id(f"a2a:{info.name}:{message_id}")
+        labels = {CONTEXT: context, MESSAGE: message_id}
+        if self.sender is not None:
+            labels[PUSH_LABEL] = "a2a"  # its push configs get its statuses
         try:
             value = job_input(info, parts)
-            reply = await self.rig.submit(
-                info.name, value, job_id=job_id, labels={CONTEXT: context, MESSAGE: message_id}
-            )
+            reply = await self.rig.submit(info.name, value, job_id=job_id, labels=labels)
         except SchemaError as exc:
             return rejected(job_id, context, exc.message), context
         except JobConflictError:
@@ -377,7 +552,7 @@ async def _events_after(rig: RigClient, job_id: str, after: int) -> AsyncIterato
 # --- the wire: A2A 1.0's JSON (protobuf's JSON mapping: camelCase, enums by name) ------
 
 
-def agent_card(info: AgentInfo, base: str, version: str) -> dict[str, Any]:
+def agent_card(info: AgentInfo, base: str, version: str, *, push: bool) -> dict[str, Any]:
     """The Agent Card of one agent: its endpoint, a skill from its graph, its input schema
     (an extension), and the gateway's bearer keys as its security scheme."""
     states = list(info.graph.states)
@@ -413,7 +588,7 @@ def agent_card(info: AgentInfo, base: str, version: str) -> dict[str, Any]:
             }
         ],
         "provider": {"organization": "Rig", "url": base},
-        "capabilities": {"streaming": True, "pushNotifications": False, "extensions": extensions},
+        "capabilities": {"streaming": True, "pushNotifications": push, "extensions": extensions},
         "securitySchemes": {
             "rig": {
                 "httpAuthSecurityScheme": {
@@ -499,6 +674,19 @@ def updates(event: Event, job_id: str, context: str) -> list[dict[str, Any]]:
     }
     found.append({"statusUpdate": base | {"status": status_}})
     return found
+
+
+def push_body(event: Event, config: PushConfig) -> tuple[dict[str, Any], str]:
+    """What a push notification says of a journal event, and the state it names: the task
+    with its artifacts when it ended, else its status update."""
+    *_, update = updates(event, config.task_id, config.context_id)
+    status_ = update["statusUpdate"]["status"]
+    if status_["state"] in FINAL:
+        found = {"id": config.task_id, "contextId": config.context_id, "status": status_}
+        if event.data.get("status") == "succeeded":
+            found["artifacts"] = artifacts(event.data.get("result") or {})
+        return {"task": found}, status_["state"]
+    return update, status_["state"]
 
 
 def rejected(job_id: str, context: str, why: str) -> dict[str, Any]:

@@ -570,6 +570,7 @@ class Gateway(Actor):
         self.idle_s = self.config.gateway_idle_s
         self._runner: web.AppRunner | None = None
         self._sender: WebhookSender | None = None
+        self._a2a: A2aEndpoint | None = None  # `app` makes it
         self._keys: KeyRing | None = None
         self._reload: asyncio.Task[None] | None = None
 
@@ -638,7 +639,10 @@ class Gateway(Actor):
 
     async def on_webhook(self, delivery: WebhookDelivery, how: Delivery) -> None:
         assert self._sender is not None
-        await self._sender.deliver(delivery, how.attempt)
+        if delivery.url:
+            await self._sender.deliver(delivery, how.attempt)
+        if delivery.push and self._a2a is not None:  # an A2A task's push configs
+            await self._a2a.push(delivery, how.attempt)
 
     async def _reload_keys(self, path: Path) -> None:
         """Read the keys file again when it changes: a revoked key stops working soon."""
@@ -690,7 +694,8 @@ class Gateway(Actor):
             app.router.add_route(route.method, route.path, getattr(self, route.handler))
         mcp = McpEndpoint(self.rig, _version(), idempotent_job_id)
         app.router.add_route("*", "/mcp", mcp.handle)  # Rig's agents as MCP tools
-        A2aEndpoint(self.rig, _version(), idempotent_job_id).routes(app)  # and over A2A
+        self._a2a = A2aEndpoint(self.rig, _version(), idempotent_job_id, sender=self._sender)
+        self._a2a.routes(app)  # and over A2A
         app.router.add_get("/openapi.json", self.openapi_json)
         app.router.add_get("/", self.to_console)
         app.router.add_get("/console/", self.console)

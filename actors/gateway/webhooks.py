@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import ipaddress
 import json
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
@@ -56,6 +58,7 @@ from protocols import (
     RetryableError,
     WebhookDelivery,
     WebhookRecord,
+    decode_as,
     encode,
 )
 
@@ -215,14 +218,45 @@ class WebhookSender:
 
     async def deliver(self, delivery: WebhookDelivery, attempt: int) -> None:
         """One attempt; raises `RetryableError` (with the backoff) unless it was taken."""
-        body = payload(delivery.event)
-        webhook_id = delivery.webhook_id
+        status = delivery.event.data.get("status", delivery.event.type)
+        await self.post(
+            delivery.url,
+            payload(delivery.event),
+            webhook_id=delivery.webhook_id,
+            job_id=delivery.job_id,
+            type_=f"job.{status}",
+            attempt=attempt,
+        )
+
+    async def delivered(self, webhook_id: str) -> bool:
+        """Whether the webhook of this id was taken already (a later attempt of a delivery
+        that went to several targets skips those that took it)."""
+        with contextlib.suppress(KeyNotFoundError, NotFoundError):
+            value = (await self._records.get(webhook_id)).value
+            if value:
+                return decode_as(WebhookRecord, value)[0].state == "delivered"
+        return False
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        webhook_id: str,
+        job_id: str,
+        type_: str,
+        attempt: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """One signed POST of `body` to `url`, recorded; raises `RetryableError` (with the
+        backoff) unless it was taken, `NonRetryableError` if it never can be."""
         status: int | None = None
+        record = {"webhook_id": webhook_id, "job_id": job_id, "url": url, "type": type_}
         try:
             async with self._session.post(
-                delivery.url,
+                url,
                 data=body,
-                headers=self.headers(webhook_id, body),
+                headers={**(headers or {}), **self.headers(webhook_id, body)},
                 allow_redirects=False,
             ) as response:
                 status = response.status
@@ -230,20 +264,20 @@ class WebhookSender:
         except aiohttp.ClientConnectorError as exc:
             if _all_refused(exc.os_error):  # no use asking again
                 why = f"destination refused: {exc.os_error}"
-                await self._record(delivery, "dead_letter", attempt, None, why)
+                await self._record(record, "dead_letter", attempt, None, why)
                 raise NonRetryableError(
-                    f"webhook {webhook_id} to {delivery.url}: {why}", webhook_id=webhook_id
+                    f"webhook {webhook_id} to {url}: {why}", webhook_id=webhook_id
                 ) from None
             error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
         if error is None:
-            await self._record(delivery, "delivered", attempt, status, None)
+            await self._record(record, "delivered", attempt, status, None)
             return
         last = attempt >= self.settings.attempts
-        await self._record(delivery, "dead_letter" if last else "retrying", attempt, status, error)
+        await self._record(record, "dead_letter" if last else "retrying", attempt, status, error)
         raise RetryableError(
-            f"webhook {webhook_id} to {delivery.url}: {error} (attempt {attempt} of "
+            f"webhook {webhook_id} to {url}: {error} (attempt {attempt} of "
             f"{self.settings.attempts})",
             delay=self.settings.delay(attempt),
             webhook_id=webhook_id,
@@ -251,21 +285,18 @@ class WebhookSender:
 
     async def _record(
         self,
-        delivery: WebhookDelivery,
+        what: dict[str, str],
         state: Any,
         attempt: int,
         status: int | None,
         error: str | None,
     ) -> None:
         record = WebhookRecord(
-            webhook_id=delivery.webhook_id,
-            job_id=delivery.job_id,
-            url=delivery.url,
-            type=f"job.{delivery.event.data.get('status', delivery.event.type)}",
+            **what,
             state=state,
             attempts=attempt,
             http_status=status,
             error=error,
             ts=time.time(),
         )
-        await self._records.put(delivery.webhook_id, encode(record))
+        await self._records.put(record.webhook_id, encode(record))

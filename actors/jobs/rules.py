@@ -25,6 +25,7 @@ from actors.runtime.schemas import fits
 from actors.runtime.settings import DEFAULT_RETENTION_S
 from protocols import (
     LOOKUP,
+    PUSH_LABEL,
     TERMINAL_STATUSES,
     AgentInfo,
     Budget,
@@ -1283,8 +1284,12 @@ class Rules:
                 data=encode(event),
             )
         )
-        if job.webhook is not None and type_ == "status" and data["status"] in _WEBHOOK_STATUSES:
-            hook = WebhookDelivery(job_id=job.job_id, url=job.webhook, event=event)
+        push = job.labels is not None and PUSH_LABEL in job.labels
+        if (job.webhook is not None or push) and (
+            (type_ == "status" and data["status"] in _WEBHOOK_STATUSES)
+            or (push and type_ == "signal" and data.get("waiting"))  # asks for input too
+        ):
+            hook = WebhookDelivery(job_id=job.job_id, url=job.webhook or "", event=event, push=push)
             job.outbox.append(
                 Outgoing(
                     subject=self.names.webhook,

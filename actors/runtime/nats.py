@@ -401,6 +401,13 @@ async def ensure_topology(
     )
     await _ensure_bucket(
         js,
+        names.push_bucket,
+        "Rig push targets of jobs (<job>.<target id>: an A2A task's push configs)",
+        ttl=EVENTS_MAX_AGE_S,  # as long as the journal of the job they follow
+        replicas=replicas,
+    )
+    await _ensure_bucket(
+        js,
         names.webhooks_bucket,
         "Rig webhooks: what became of each (<job>.<event seq>)",
         ttl=EVENTS_MAX_AGE_S,  # as long as the journal they tell of

@@ -16,14 +16,20 @@ import httpx
 import pytest
 from a2a.client import Client, ClientConfig, ClientFactory
 from a2a.types import (
+    AuthenticationInfo,
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
     Message,
     Part,
     Role,
+    SendMessageConfiguration,
     SendMessageRequest,
     StreamResponse,
     SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
     TaskState,
 )
 from a2a.utils.errors import (
@@ -32,12 +38,15 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
-from google.protobuf.json_format import MessageToDict
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict, Parse
 from google.protobuf.struct_pb2 import Value
 
+from actors.gateway.webhooks import new_secret
 from actors.testing import Deployment
 from tests.conftest import REFUND, ROOT
 from tests.integration.test_gateway import start_gateway
+from tests.integration.test_webhooks import Receiver, serve
 from tests.support.family import FAMILY
 
 pytestmark = pytest.mark.integration
@@ -253,7 +262,7 @@ async def test_bad_requests_get_the_protocol_s_typed_errors_and_the_gateway_serv
         (rpc("GetTask", []), -32602),
         (rpc("SendMessage", {"message": {"messageId": "x"}}), -32602),
         (rpc("CancelTask", {}), -32602),
-        (rpc("CreateTaskPushNotificationConfig", {"taskId": "t", "url": "https://x"}), -32003),
+        (rpc("CreateTaskPushNotificationConfig", {"taskId": "t", "url": "https://x"}), -32001),
         (rpc("ListTasks", {}), -32004),
         (rpc("GetExtendedAgentCard", {}), -32007),
     ]:
@@ -304,8 +313,10 @@ async def _sse_events(
 
 
 async def test_the_official_javascript_client_sends_streams_cancels_and_continues(
-    rig: Deployment, api_key: str
+    rig: Deployment, api_key: str, secret: str
 ) -> None:
+    receiver = PushReceiver(secret)
+    push_url, runner = await serve(receiver)
     await rig.spawn(
         *FAMILY,
         "tests.support.waiter:Waiter",
@@ -319,6 +330,7 @@ async def test_the_official_javascript_client_sends_streams_cancels_and_continue
         str(sdk),
         base,
         api_key,
+        push_url,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -338,6 +350,15 @@ async def test_the_official_javascript_client_sends_streams_cancels_and_continue
     assert (await rig.client.status(seen["cancel"]["id"])).status == "cancelled"
     assert seen["continue"] == {"asked": "INPUT_REQUIRED", "approved": "COMPLETED", "same": True}
     assert seen["missing"] == "JsonRpcTaskNotFoundError"  # A2A's -32001, typed
+    # The config it registered got the task's end, signed, with its token.
+    assert seen["push"]["id"] == "js"
+    await receiver.wait_for(1, rig.within(30))
+    await runner.cleanup()
+    [(webhook_id, body)] = receiver.bodies.items()
+    assert webhook_id.endswith(".js") and receiver.forged == 0
+    assert receiver.headers[webhook_id]["X-A2A-Notification-Token"] == "js-token"
+    assert body["task"]["id"] == seen["push"]["taskId"]
+    assert body["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
 
 
 async def test_ten_concurrent_sends_of_one_message_are_one_task(
@@ -414,3 +435,106 @@ async def test_a_stream_cut_by_a_killed_gateway_resumes_on_another_with_every_ev
     # which share its id (a client resuming after it has them all).
     assert list(dict.fromkeys(updates)) == [e.seq for e in journal if e.seq > snapshot]
     assert [seq for seq in updates if updates.count(seq) > 1] in ([], [journal[-1].seq] * 2)
+
+
+class PushReceiver(Receiver):
+    """A push endpoint: verifies each POST's signature, keeps its body and headers."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(secret)
+        self.headers: dict[str, dict[str, str]] = {}
+        self.arrived = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        answer = await super().handle(request)
+        async with self.arrived:
+            self.headers[request.headers["webhook-id"]] = dict(request.headers)
+            self.arrived.notify_all()
+        return answer
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(
+                self.arrived.wait_for(lambda: len(self.verified) >= count), timeout
+            )
+
+
+@pytest.fixture
+def secret(rig: Deployment) -> str:
+    """The gateway signs pushes with it; the receivers listen on loopback, which the
+    operator allows."""
+    value = new_secret()
+    rig.extra_env |= {"RIG_WEBHOOK_SECRET": value, "RIG_WEBHOOK_ALLOW": "127.0.0.1"}
+    return value
+
+
+async def test_push_configs_get_each_status_signed_with_their_token(
+    rig: Deployment, api_key: str, secret: str
+) -> None:
+    await rig.spawn(*REFUND)
+    base, _ = await start_gateway(rig)
+    receiver = PushReceiver(secret)
+    url, runner = await serve(receiver)
+    try:
+        async with a2a_client(base, "refund", api_key, streaming=False) as client:
+            big = {"order_id": "A-1000", "amount": 600.0, "reason": "arrived damaged"}
+            config = TaskPushNotificationConfig(id="first", url=url, token="tok-1")
+            request = SendMessageRequest(
+                message=message(big),
+                configuration=SendMessageConfiguration(task_push_notification_config=config),
+            )
+            [reply] = await events(client, request)
+            task = reply.task
+            assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+            second = TaskPushNotificationConfig(
+                task_id=task.id,
+                id="second",
+                url=url,
+                token="tok-2",
+                authentication=AuthenticationInfo(scheme="Bearer", credentials="s3cret"),
+            )
+            made = await client.create_task_push_notification_config(second)
+            assert (made.id, made.task_id) == ("second", task.id)
+            listed = await client.list_task_push_notification_configs(
+                ListTaskPushNotificationConfigsRequest(task_id=task.id)
+            )
+            assert sorted(c.id for c in listed.configs) == ["first", "second"]
+            got = await client.get_task_push_notification_config(
+                GetTaskPushNotificationConfigRequest(task_id=task.id, id="first")
+            )
+            assert got.token == "tok-1"
+            # The wait for a person went to the first (registered before it came).
+            await receiver.wait_for(1, rig.within(30))
+            follow = message(text="approve", task_id=task.id, context_id=task.context_id)
+            [reply] = await events(client, SendMessageRequest(message=follow))
+            assert reply.task.status.state == TaskState.TASK_STATE_COMPLETED
+            await receiver.wait_for(3, rig.within(30))  # the end, to both
+            await client.delete_task_push_notification_config(
+                DeleteTaskPushNotificationConfigRequest(task_id=task.id, id="second")
+            )
+            listed = await client.list_task_push_notification_configs(
+                ListTaskPushNotificationConfigsRequest(task_id=task.id)
+            )
+            assert [c.id for c in listed.configs] == ["first"]
+    finally:
+        await runner.cleanup()
+    assert receiver.forged == 0 and set(receiver.verified.values()) == {1}
+    pushed = []
+    for webhook_id, body in receiver.bodies.items():
+        found = Parse(json.dumps(body), StreamResponse())  # the protocol's own shape
+        headers = receiver.headers[webhook_id]
+        status = found.task.status if found.HasField("task") else found.status_update.status
+        pushed.append(
+            (
+                webhook_id.rsplit(".", 1)[1],
+                headers["X-A2A-Notification-Token"],
+                headers.get("Authorization"),
+                TaskState.Name(status.state),
+                [a.artifact_id for a in found.task.artifacts],
+            )
+        )
+    assert sorted(pushed) == [
+        ("first", "tok-1", None, "TASK_STATE_COMPLETED", ["results"]),
+        ("first", "tok-1", None, "TASK_STATE_INPUT_REQUIRED", []),
+        ("second", "tok-2", "Bearer s3cret", "TASK_STATE_COMPLETED", ["results"]),
+    ]

@@ -1,11 +1,11 @@
 // The official A2A JavaScript client (@a2a-js/sdk, npm) driving Rig's gateway, for
-// tests/integration/test_a2a.py: node a2a_client.mjs SDK_DIR BASE_URL API_KEY
-// It fetches cards, sends, streams, cancels and continues tasks, and prints what it saw
-// as one JSON object on stdout.
+// tests/integration/test_a2a.py: node a2a_client.mjs SDK_DIR BASE_URL API_KEY PUSH_URL
+// It fetches cards, sends, streams, cancels and continues tasks, registers a push
+// notification config, and prints what it saw as one JSON object on stdout.
 import { randomUUID } from "node:crypto";
 import { pathToFileURL } from "node:url";
 
-const [sdkDir, base, key] = process.argv.slice(2);
+const [sdkDir, base, key, pushUrl] = process.argv.slice(2);
 const sdk = await import(pathToFileURL(`${sdkDir}/dist/client/index.js`).href);
 const { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } = sdk;
 
@@ -78,6 +78,10 @@ seen.cancel = { id: waiting.id, state: state(canceled) };
 const refund = await clientOf("refund");
 const big = { order_id: "A-1000", amount: 600, reason: "arrived damaged" };
 const asked = taskOf(await refund.sendMessage({ message: message({ data: big }) }));
+const made = await refund.createTaskPushNotificationConfig({
+  tenant: "", taskId: asked.id, id: "js", url: pushUrl, token: "js-token", authentication: undefined,
+});
+seen.push = { id: made.id, taskId: made.taskId };
 const approved = taskOf(await refund.sendMessage({
   message: message({ text: "approve", taskId: asked.id, contextId: asked.contextId }),
 }));

@@ -91,6 +91,7 @@ def test_protocols_exports() -> None:
             "ANSWER_MAX_CHARS",
             "DEFAULT_MAX_STEPS",
             "LOOKUP",
+            "PUSH_LABEL",
             "RESULT_REF",
             "TERMINAL_STATUSES",
             "ActorReady",
