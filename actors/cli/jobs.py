@@ -51,6 +51,14 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         description="The agents that ever registered, with how many processes of each "
         "are live now (0: OFFLINE; jobs for it wait until one starts).",
     )
+    agents.add_argument(
+        "--a2a",
+        nargs="?",
+        const="",
+        metavar="GATEWAY",
+        help="print each agent's A2A Agent Card url at the gateway GATEWAY (default: "
+        "RIG_GATEWAY_URL)",
+    )
     agents.set_defaults(run=_agents)
     budget = argparse.ArgumentParser(add_help=False)
     limits = budget.add_argument_group("budget (overrides the agent's defaults)")
@@ -304,6 +312,15 @@ def _agents(args: argparse.Namespace) -> int:
         return await rig.agents(), await rig.live_agents()
 
     infos, live = with_client(go)
+    if args.a2a is not None:
+        gateway = (args.a2a or RigConfig.from_env().gateway_url).rstrip("/")
+        cards = {i.name: f"{gateway}/a2a/{i.name}/.well-known/agent-card.json" for i in infos}
+        if args.json:
+            print_json([{"name": name, "card": card} for name, card in cards.items()])
+        else:
+            for name, card in cards.items():
+                print(f"{name}  {card}")
+        return EXIT_OK
     if args.json:
         print_json(
             [

@@ -144,6 +144,11 @@ SETTINGS: tuple[Setting, ...] = (
         ("RIG_GATEWAY_PORT", str(DEFAULT_GATEWAY_PORT), "... its port (0: a free one)"),
         ("RIG_GATEWAY_KEYS", "`$RIG_HOME/gateway-keys`", "the API keys file (`rig keys`)"),
         (
+            "RIG_GATEWAY_URL",
+            "`http://127.0.0.1:8080`",
+            "where clients reach the gateway (`rig agents --a2a`; `rig up` sets it)",
+        ),
+        (
             "RIG_GATEWAY_IDLE_S",
             "60",
             "seconds a connection may send no request before it is closed",
@@ -273,6 +278,7 @@ class RigConfig:
     gateway_port: int = DEFAULT_GATEWAY_PORT  # ... and on which port (0: a free one)
     gateway_keys: Path | None = None  # the API keys file (else $RIG_HOME/gateway-keys)
     gateway_idle_s: float = 60.0
+    gateway_url: str = f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}"  # where clients reach it
     webhook_secret: str | None = None
     webhook_attempts: int = 8
     webhook_backoff_s: float = 2.0
@@ -320,6 +326,7 @@ class RigConfig:
             gateway_port=env.whole("RIG_GATEWAY_PORT", DEFAULT_GATEWAY_PORT, low=0, high=65535),
             gateway_keys=env.path("RIG_GATEWAY_KEYS"),
             gateway_idle_s=env.number("RIG_GATEWAY_IDLE_S", 60.0, low=0.1, high=3600),
+            gateway_url=env.text("RIG_GATEWAY_URL") or f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}",
             webhook_secret=env.text("RIG_WEBHOOK_SECRET") or None,
             webhook_attempts=env.whole("RIG_WEBHOOK_ATTEMPTS", 8, low=1, high=100),
             webhook_backoff_s=env.number("RIG_WEBHOOK_BACKOFF_S", 2.0, low=0.01, high=600),

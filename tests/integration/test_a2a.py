@@ -45,6 +45,7 @@ from google.protobuf.struct_pb2 import Value
 from actors.gateway.webhooks import new_secret
 from actors.testing import Deployment
 from tests.conftest import REFUND, ROOT
+from tests.integration.test_cli import rig_cli
 from tests.integration.test_gateway import start_gateway
 from tests.integration.test_webhooks import Receiver, serve
 from tests.support.family import FAMILY
@@ -98,6 +99,8 @@ async def test_the_card_says_what_an_agent_takes_and_a_message_gets_a_completed_
         assert listing.status == 200
         cards = {a["name"]: a["card"] for a in (await listing.json())["agents"]}
     assert cards["asker"] == f"{base}/a2a/asker/.well-known/agent-card.json"
+    code, out, err = await rig_cli(rig, "agents", "--a2a", base, "--json")  # the same urls
+    assert code == 0 and {a["name"]: a["card"] for a in json.loads(out)} == cards, err
     async with http.get(cards["asker"]) as found:
         card = await found.json()
     [interface] = card["supportedInterfaces"]
