@@ -387,6 +387,11 @@ class JobInfo(_Wire):
     waiting_signal: str | None = Field(
         default=None, description="the signal it waits for, while it waits for one"
     )
+    handled: list[str] = Field(
+        default_factory=list,
+        description="the ids of its latest signals delivered and resolves carried out: a "
+        "client that asks again sees its request was taken",
+    )
     created_at: float
     updated_at: float
 
@@ -1089,6 +1094,7 @@ class JobSnapshot(_Wire):
             if self.phase == "child" and self.waiting is not None
             else [],
             waiting_signal=self.signal if self.phase == "signal" else None,
+            handled=[*self.signal_ids, *self.resolve_ids],
             created_at=self.created_at,
             updated_at=self.updated_at,
         )

@@ -463,6 +463,8 @@ class A2aEndpoint:
         """A follow-up message: a signal's data for a job waiting for one, a person's
         edge for a job waiting for a person."""
         job = await self._task(info, task_id)
+        if _id(message_id) in job.handled:
+            return job  # this message continued it already: asked again, it is answered
         data = _data(parts)
         text = _text(parts)
         if job.waiting_signal is not None:

@@ -185,9 +185,13 @@ async def test_a_task_waiting_for_a_person_is_input_required_and_a_message_conti
         [reply] = await events(client, SendMessageRequest(message=follow))
         assert reply.task.id == task.id
         assert reply.task.status.state == TaskState.TASK_STATE_COMPLETED
-        # The follow-up sent again is not a second resolve, and a done task takes none.
+        # The follow-up sent again is answered, not a second resolve; a done task takes
+        # no new message.
+        [again] = await events(client, SendMessageRequest(message=follow))
+        assert again.task.status.state == TaskState.TASK_STATE_COMPLETED
+        late = message(text="approve", task_id=task.id, context_id=task.context_id)
         with pytest.raises(UnsupportedOperationError, match="TASK_STATE_COMPLETED"):
-            await events(client, SendMessageRequest(message=follow))
+            await events(client, SendMessageRequest(message=late))
     info = await rig.client.status(task.id)
     assert info.status == "succeeded" and info.path[-1] == "done"
 
