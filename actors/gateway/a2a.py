@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -71,8 +72,12 @@ from protocols import (
 PROTOCOL = "1.0"
 CARD = "/.well-known/agent-card.json"
 VERSION_HEADER = "A2A-Version"
-# How long a blocking SendMessage waits for its task to end or ask for input.
+# How long a blocking SendMessage waits for its task to end or ask for input, and how
+# long one stream lasts (then it ends; its client resumes with Last-Event-ID).
 CALL_WAIT_S = 60.0
+STREAM_S = 300.0
+# How long a gateway trusts its copy of the agents' registry (a new agent is read at once).
+AGENTS_S = 5.0
 # The job's labels that hold what A2A names and Rig does not.
 CONTEXT, MESSAGE = "a2a.context", "a2a.message"
 
@@ -117,8 +122,8 @@ class PushConfig(BaseModel):
         found: dict[str, Any] = {"taskId": self.task_id, "id": self.id, "url": self.url}
         if self.token:
             found["token"] = self.token
-        if self.scheme:
-            found["authentication"] = {"scheme": self.scheme, "credentials": self.credentials}
+        if self.scheme:  # its credentials are not read back: they were the client's to keep
+            found["authentication"] = {"scheme": self.scheme}
         return found
 
 
@@ -139,6 +144,7 @@ class A2aEndpoint:
         self.job_id = job_id  # an idempotency key's job id (the gateway's rule)
         self.sender = sender
         self._pushes: KeyValue | None = None
+        self._agents: tuple[float, dict[str, AgentInfo]] = (0.0, {})
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/a2a", self.listing)
@@ -398,11 +404,16 @@ class A2aEndpoint:
             await self._add_push(job, config)
 
     async def _agent(self, name: str) -> AgentInfo | None:
+        """The agent `name` as registered (the registry read at most every `AGENTS_S`)."""
         try:
             check_token(name, what="agent name")
         except RigError:
             return None
-        return next((info for info in await self.rig.agents() if info.name == name), None)
+        read_at, agents = self._agents
+        if name not in agents or time.monotonic() - read_at > AGENTS_S:
+            agents = {info.name: info for info in await self.rig.agents()}
+            self._agents = (time.monotonic(), agents)
+        return agents.get(name)
 
     async def _task(self, info: AgentInfo, task_id: Any) -> JobInfo:
         if not isinstance(task_id, str) or not task_id:
@@ -536,17 +547,19 @@ class A2aEndpoint:
             ):
                 await response.write_eof()
                 return response
-        async for event in _events_after(self.rig, job.job_id, after):
-            for update in updates(event, job.job_id, context):
-                await response.write(_sse(ident, update, seq=event.seq))
-            if _final(event):
-                break
+        with contextlib.suppress(TimeoutError):  # a long quiet: the client resumes by id
+            async for event in _events_after(self.rig, job.job_id, after):
+                for update in updates(event, job.job_id, context):
+                    await response.write(_sse(ident, update, seq=event.seq))
+                if _final(event):
+                    break
         await response.write_eof()
         return response
 
 
 async def _events_after(rig: RigClient, job_id: str, after: int) -> AsyncIterator[Event]:
-    async for event in rig.events(job_id, timeout=CALL_WAIT_S * 5):
+    """The job's journal after event `after`, for at most `STREAM_S`."""
+    async for event in rig.events(job_id, timeout=STREAM_S):
         if event.seq > after:
             yield event
 
