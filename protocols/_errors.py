@@ -9,6 +9,7 @@
     ├── GraphError                    an agent's FSM is invalid (raised when the class loads)
     ├── UnknownAgentError             no agent of that name is registered
     ├── UnknownJobError               no job with that id
+    ├── UnknownThreadError            no thread with that id
     ├── JobStateError                 the job's status does not allow that (resolve a running job)
     │   └── JobMovedError             a resolve for a step the job has left
     ├── JobConflictError              a job id reused for another request
@@ -101,6 +102,12 @@ class UnknownJobError(RigError):
     """No job with this id exists."""
 
     code = "unknown_job"
+
+
+class UnknownThreadError(RigError):
+    """No thread with this id exists (or it expired)."""
+
+    code = "unknown_thread"
 
 
 class JobStateError(RigError):

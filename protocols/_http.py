@@ -13,6 +13,7 @@ from protocols._messages import (
     Escalation,
     JobId,
     JobInfo,
+    Labels,
     Name,
     PlainObject,
     Sampling,
@@ -42,6 +43,17 @@ class HttpSubmit(_Api):
         default=None,
         description="the job's model sampling: a seed sent with every model call, and "
         "whether the response cache may answer them",
+    )
+    labels: Labels | None = Field(
+        default=None, description="up to 16 short strings kept with the job (its status shows them)"
+    )
+    thread: JobId | None = Field(
+        default=None,
+        description="the conversation the job is a turn of: one turn runs at a time, and its "
+        "context carries the earlier turns (`GET /v1/threads/{id}`)",
+    )
+    thread_busy: Literal["wait", "refuse"] | None = Field(
+        default=None, description="while another turn runs: `wait` (the default) or `refuse`"
     )
 
 

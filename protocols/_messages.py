@@ -200,6 +200,16 @@ class SubmitRequest(BudgetOverride):
         description="up to 16 short strings kept with the job and shown with its status "
         "(what a caller needs to find it again: an A2A context, a conversation)",
     )
+    thread: JobId | None = Field(
+        default=None,
+        description="the conversation the job is a turn of: one job of a thread runs at a "
+        "time, and its context carries the thread's earlier turns",
+    )
+    thread_busy: Literal["wait", "refuse"] | None = Field(
+        default=None,
+        description="while another turn of the thread runs: `wait` for it (the default), "
+        "or `refuse` (the job ends `failed` with `thread_busy`)",
+    )
 
 
 class SubmitReply(_Wire):
@@ -371,6 +381,7 @@ class JobInfo(_Wire):
     )
     sampling: Sampling | None = Field(default=None, description="as submitted")
     labels: dict[str, str] | None = Field(default=None, description="as submitted")
+    thread: str | None = Field(default=None, description="the thread it is a turn of")
     trace_id: str | None = Field(
         default=None, description="the job's trace in the tracing backend, when traces are on"
     )
@@ -440,6 +451,11 @@ class JobContext(_Wire):
         "(`llm` or `human`), why (a safe edge's reason, a person's note) and, when the edge "
         "did not go as asked, its outcome (a tool's failure, a verifier's reason)",
     )
+    thread: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the earlier turns of the job's thread, oldest first (`ThreadTurn`s, "
+        "as many of the newest as the agent's `thread_tokens` hold)",
+    )
 
 
 class Usage(_Wire):
@@ -478,6 +494,8 @@ class StartJob(_Wire):
     webhook: str | None = Field(default=None, description="the url of the job's webhooks")
     sampling: Sampling | None = None
     labels: dict[str, str] | None = None
+    thread: str | None = None
+    thread_busy: Literal["wait", "refuse"] = "wait"
     trace: str | None = None
     trace_parent: str | None = None
     parent: ParentLink | None = None
@@ -533,6 +551,54 @@ class ChildEnded(_Wire):
     usage: Usage = Field(default_factory=lambda: Usage())
     steps: int = Field(default=0, description="the steps the child took, its children's too")
     budget: Budget | None = Field(default=None, description="the child's, as carved")
+
+
+class ThreadTurn(_Wire):
+    """A turn of a thread that ended, as the thread keeps it for the turns after it."""
+
+    job_id: str
+    status: JobStatusName
+    input: dict[str, Any]
+    output: dict[str, Any] | None = None
+    results: dict[str, Any] = Field(default_factory=dict)
+    said: list[str] = Field(
+        default_factory=list, description="why its decisions went as they did, a person's notes"
+    )
+    ended_at: float = Field(default_factory=now)
+
+
+class ThreadRecord(_Wire):
+    """A thread, in `RIG_THREADS` under its id (written by supervisors, compare-and-set):
+    the turn that runs, the turns waiting for it, and the turns that ended."""
+
+    thread: str
+    agent: str
+    active: str | None = Field(default=None, description="the job of the turn that runs")
+    waiting: list[str] = Field(default_factory=list, description="jobs waiting, in order")
+    turns: list[ThreadTurn] = Field(default_factory=list, description="ended, oldest first")
+    dropped: int = Field(default=0, description="ended turns no longer kept (the oldest)")
+    updated_at: float = Field(default_factory=now)
+
+
+class ThreadEnded(_Wire):
+    """Supervisor to itself: job `job_id`, a turn of `thread`, ended (sent by its last
+    transition): the thread keeps the turn, and its next waiting job starts."""
+
+    kind: Literal["thread_ended"] = "thread_ended"
+    job_id: str
+    thread: str
+    turn: ThreadTurn | None = Field(
+        default=None, description="None: the job ended without running (cancelled, refused)"
+    )
+
+
+class ThreadNext(_Wire):
+    """Supervisor to itself, on the job's partition: job `job_id` is the thread's next
+    turn; it starts."""
+
+    kind: Literal["thread_next"] = "thread_next"
+    job_id: str
+    thread: str
 
 
 class SignalTimeout(_Wire):
@@ -790,7 +856,16 @@ class CancelJob(_Wire):
 
 
 SupervisorMessage = Annotated[
-    StartJob | Decision | ToolResult | Verdict | ResolveJob | CancelJob | SignalJob | ChildEnded,
+    StartJob
+    | Decision
+    | ToolResult
+    | Verdict
+    | ResolveJob
+    | CancelJob
+    | SignalJob
+    | ChildEnded
+    | ThreadEnded
+    | ThreadNext,
     Field(discriminator="kind"),
 ]
 
@@ -900,6 +975,12 @@ class AgentInfo(_Wire):
         description="what a stalled job, or one whose message was dead-lettered, does: "
         "wait for a person, or end `failed`",
     )
+    thread_tokens: int = Field(
+        default=2000,
+        ge=0,
+        description="how many tokens of a thread's earlier turns a job's context carries "
+        "(the newest turns that fit; four characters a token)",
+    )
     renamed: dict[str, str] = Field(
         default_factory=dict,
         description="states renamed since earlier versions of the graph (old -> new name), "
@@ -1001,6 +1082,12 @@ class JobSnapshot(_Wire):
     webhook: str | None = None
     sampling: Sampling | None = None
     labels: dict[str, str] | None = None
+    thread: str | None = Field(default=None, description="the thread it is a turn of")
+    thread_busy: Literal["wait", "refuse"] = "wait"
+    thread_context: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the thread's earlier turns its context carries (chosen when it starts)",
+    )
     trace: str | None = Field(
         default=None,
         description="the job's W3C traceparent: its trace, and the span id of its root span "
@@ -1084,6 +1171,7 @@ class JobSnapshot(_Wire):
             waiting=self.escalation,
             sampling=self.sampling,
             labels=self.labels,
+            thread=self.thread,
             trace_id=self.trace.split("-")[1]
             if self.trace and self.trace.endswith("-01")
             else None,

@@ -27,7 +27,8 @@ With the default prefix the names are the ones in the design:
     RIG_JOBS, RIG_AGENTS, RIG_INBOX,     KV buckets
     RIG_PRESENCE, RIG_BREAKERS, RIG_LLM_CACHE, RIG_GRAPHS, RIG_WEBHOOKS,
     RIG_CLAIMS (a cluster's tool ledger), RIG_CANCELS (tool calls told to stop),
-    RIG_TOOLS (what each executor serves), RIG_PUSH (push targets of jobs)
+    RIG_TOOLS (what each executor serves), RIG_PUSH (push targets of jobs),
+    RIG_THREADS (conversations: the turns of each)
     RIG_RESULTS                          object store: tool results too large to inline
 """
 
@@ -234,6 +235,11 @@ class Names:
     @staticmethod
     def index_key(agent: str, job_id: str) -> str:
         return f"{agent}.{job_id}"
+
+    @property
+    def threads_bucket(self) -> str:
+        """Threads (conversations), by id (a `ThreadRecord`), written by supervisors."""
+        return f"{self.prefix.upper()}_THREADS"
 
     @property
     def push_bucket(self) -> str:

@@ -263,6 +263,7 @@ def supervisor(names: Names) -> Role:
         | kv_write(n.index_bucket)
         | kv_write(n.inbox_bucket)
         | kv_write(n.cancels_bucket)
+        | kv_write(n.threads_bucket)
         | kv_scan(n.inbox_bucket)
         | kv_read(n.agents_bucket)
         | kv_read(n.graphs_bucket)
@@ -360,6 +361,7 @@ def _reader(names: Names) -> Grants:
         | kv_scan(n.webhooks_bucket)
         | kv_scan(n.breakers_bucket)
         | kv_scan(n.tools_bucket)
+        | kv_read(n.threads_bucket)
         | object_read(n.results_store)
         | Grants.of(
             publish=[f"{n.prefix}.api.*", n.actors_ask],

@@ -107,6 +107,17 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
     )
     submit.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS")
     submit.add_argument(
+        "--thread",
+        metavar="T",
+        help="the job is a turn of conversation T: one turn runs at a time, and its context "
+        "carries T's earlier turns (`rig thread T`)",
+    )
+    submit.add_argument(
+        "--thread-busy",
+        choices=["wait", "refuse"],
+        help="while another turn of T runs: wait for it (the default), or refuse this one",
+    )
+    submit.add_argument(
         "--webhook",
         metavar="URL",
         help="POST the job's end (and each wait for a person) to URL, signed per Standard "
@@ -124,6 +135,16 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="keep the response cache out of this job's model calls",
     )
     submit.set_defaults(run=_submit)
+    thread = verbs.add_parser(
+        "thread",
+        parents=[common],
+        help="show a thread: its running, waiting and ended turns",
+        description="A conversation (`rig submit --thread T`): the turn that runs, the turns "
+        "waiting for it, and the ended turns it keeps (what each later turn's context "
+        "carries, within its agent's thread_tokens).",
+    )
+    thread.add_argument("thread", metavar="T")
+    thread.set_defaults(run=_thread)
     status = verbs.add_parser("status", parents=[common], help="show a job's status")
     status.add_argument("job_id", metavar="JOB")
     status.add_argument(
@@ -361,6 +382,8 @@ def _submit(args: argparse.Namespace) -> int:
                 webhook=args.webhook,
                 seed=args.seed,
                 cache=not args.no_cache,
+                thread=args.thread,
+                thread_busy=args.thread_busy,
                 **limits_of(args),
             )
             if span is not None:
@@ -383,6 +406,23 @@ def _submit(args: argparse.Namespace) -> int:
         print_json(result.model_dump(mode="json"))
     else:
         print(f"accepted job {result.job_id}  (rig watch {result.job_id})")
+    return EXIT_OK
+
+
+def _thread(args: argparse.Namespace) -> int:
+    record = with_client(lambda rig: rig.thread(args.thread))
+    if args.json:
+        print_json(record.model_dump(mode="json"))
+        return EXIT_OK
+    waiting = ", ".join(record.waiting) or "none"
+    print(f"thread {record.thread} (agent {record.agent}): running {record.active or 'none'}")
+    print(f"  waiting: {waiting}")
+    dropped = f" ({record.dropped} older no longer kept)" if record.dropped else ""
+    print(f"  turns: {len(record.turns)}{dropped}")
+    for n, turn in enumerate(record.turns, start=record.dropped + 1):
+        said = turn.output if turn.output is not None else turn.results
+        print(f"  {n:>3}. {turn.job_id}  {turn.status}  {json.dumps(turn.input)[:60]}")
+        print(f"       -> {json.dumps(said)[:100]}")
     return EXIT_OK
 
 

@@ -103,6 +103,7 @@ def rig_streams(names: Names) -> list[str]:
         names.index_bucket,
         names.tools_bucket,
         names.push_bucket,
+        names.threads_bucket,
     ]
     return [
         names.work_stream,

@@ -11,6 +11,7 @@
     POST /v1/jobs/{id}/signals/{name}  {data?, by?}
     GET  /v1/jobs                  ?agent=&status=&parent=&limit=&cursor= (newest first, paged)
     GET  /v1/inbox                 ?agent=
+    GET  /v1/threads/{id}          a thread: its running, waiting and ended turns
     GET  /v1/agents                registered agents and their live processes
     GET  /v1/agents/{name}         one agent: its graph as JSON and Mermaid
     GET  /v1/providers             model providers: breakers, calls by the live agents
@@ -93,6 +94,7 @@ from protocols import (
     RigError,
     Sampling,
     SchemaError,
+    ThreadRecord,
     UnknownAgentError,
     WebhookDelivery,
     _permissions as permissions,
@@ -152,6 +154,7 @@ _STATUS = {
     "graph_error": 400,
     "unknown_agent": 404,
     "unknown_job": 404,
+    "unknown_thread": 404,
     "not_found": 404,
     "job_state": 409,
     "job_moved": 409,
@@ -433,6 +436,15 @@ ROUTES = (
         answer=HttpInbox,
         params=(Param("agent", "query", {"type": "string"}),),
         errors=(400, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/threads/{thread}",
+        "thread",
+        "A thread: the turn that runs, those waiting, the ended turns it keeps",
+        answer=ThreadRecord,
+        params=(Param("thread", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}),),
+        errors=(400, 404, 503),
     ),
     Route("GET", "/v1/agents", "agents", "Registered agents", answer=HttpAgents, errors=(503,)),
     Route(
@@ -738,6 +750,9 @@ class Gateway(Actor):
             webhook=webhook,
             seed=sampling.seed,
             cache=sampling.cache,
+            labels=body.labels,
+            thread=body.thread,
+            thread_busy=body.thread_busy,
             **limits_of(body),
         )
         location = f"/v1/jobs/{reply.job_id}"
@@ -809,6 +824,9 @@ class Gateway(Actor):
             query = {**request.query, "cursor": cursor_of(last.created_at, last.job_id)}
             following = str(request.rel_url.with_query(query))
         return _json(HttpJobs(jobs=found, next=following, counts=dict(counts)))
+
+    async def thread(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.thread(request.match_info["thread"]))
 
     async def inbox(self, request: web.Request) -> web.Response:
         return _json(HttpInbox(jobs=await self.rig.inbox(request.query.get("agent"))))

@@ -17,6 +17,7 @@ it just decoded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,10 @@ from protocols import (
     State,
     StepRequest,
     SubmitRequest,
+    ThreadEnded,
+    ThreadNext,
+    ThreadRecord,
+    ThreadTurn,
     ToolCall,
     ToolCancel,
     ToolResult,
@@ -1186,6 +1191,16 @@ class Rules:
                     data=encode(ended),
                 )
             )
+        if job.thread is not None:  # the thread keeps the turn; its next one starts
+            turn = turn_of(job) if job.state is not None else None  # None: it never ran
+            ended_turn = ThreadEnded(job_id=job.job_id, thread=job.thread, turn=turn)
+            job.outbox.append(
+                Outgoing(
+                    subject=self.names.supervisor_for(job.thread),
+                    msg_id=msg_id(job.job_id, job.event_seq, "thread-ended"),
+                    data=encode(ended_turn),
+                )
+            )
         return job
 
     def too_large(
@@ -1244,6 +1259,8 @@ class Rules:
             webhook=request.webhook.url if request.webhook else None,
             sampling=request.sampling,
             labels=request.labels,
+            thread=request.thread,
+            thread_busy=request.thread_busy or "wait",
         )
 
     def new_snapshot(self, start: StartJob) -> JobSnapshot:
@@ -1260,6 +1277,8 @@ class Rules:
             webhook=start.webhook,
             sampling=start.sampling,
             labels=start.labels,
+            thread=start.thread,
+            thread_busy=start.thread_busy,
             trace=start.trace,
             trace_parent=start.trace_parent,
             parent=start.parent,
@@ -1392,7 +1411,35 @@ def pending_tool(job: JobSnapshot, graph: Graph | None) -> str | None:
 
 
 def _context(job: JobSnapshot) -> JobContext:
-    return JobContext(input=job.input, results=job.results, path=job.path, decisions=job.decisions)
+    return JobContext(
+        input=job.input,
+        results=job.results,
+        path=job.path,
+        decisions=job.decisions,
+        thread=job.thread_context,
+    )
+
+
+# The most of one turn a thread keeps (its results beyond are left out, and said so).
+TURN_MAX_BYTES = 8192
+
+
+def turn_of(job: JobSnapshot) -> ThreadTurn:
+    """What a thread keeps of a turn that ended: its input, answer and results, and why
+    its decisions went as they did (the reasons given, a person's notes)."""
+    said = [str(d["reason"]) for d in job.decisions if d.get("reason")]
+    result = job.result or {}
+    turn = ThreadTurn(
+        job_id=job.job_id,
+        status=job.status,
+        input=job.input,
+        output=result.get("output"),
+        results=job.results,
+        said=said[-8:],
+    )
+    if len(encode(turn)) > TURN_MAX_BYTES:
+        turn.results = {"$left_out": f"{len(encode(job.results))} bytes of results"}
+    return turn
 
 
 def _nth(n: int) -> str:
@@ -1406,12 +1453,53 @@ def _handled(report: Decision | ToolResult | Verdict) -> dict[str, Any]:
     return {"handled": handled.model_dump()} if handled is not None else {}
 
 
+# The ended turns a thread keeps (the oldest are dropped, and counted).
+THREAD_TURNS_KEPT = 50
+
+
+def thread_ended(record: ThreadRecord, ended: ThreadEnded) -> bool:
+    """Keep the ended turn (once) and hand the thread to its next waiting job; whether the
+    record changed."""
+    changed = False
+    if ended.turn is not None and all(t.job_id != ended.job_id for t in record.turns):
+        record.turns.append(ended.turn)
+        over = len(record.turns) - THREAD_TURNS_KEPT
+        if over > 0:
+            record.turns, record.dropped = record.turns[over:], record.dropped + over
+        changed = True
+    if ended.job_id in record.waiting:
+        record.waiting.remove(ended.job_id)
+        changed = True
+    if record.active == ended.job_id:
+        record.active = record.waiting.pop(0) if record.waiting else None
+        changed = True
+    return changed
+
+
+def thread_context(record: ThreadRecord, tokens: int) -> list[dict[str, Any]]:
+    """The newest ended turns whose JSON fits `tokens` (four characters a token), oldest
+    first: what a turn's context carries of its thread."""
+    chosen: list[dict[str, Any]] = []
+    left = tokens * 4
+    for turn in reversed(record.turns):
+        plain = turn.model_dump(mode="json")
+        size = len(json.dumps(plain))
+        if size > left:
+            break
+        chosen.append(plain)
+        left -= size
+    return chosen[::-1]
+
+
 def forged(message: Any, sender: tuple[str, str] | None) -> str | None:
     """Why `message` cannot have come from the `sender` its subject names (None: it can).
     A person's command and a job's start are the supervisor's own (the API subject, which
     only supervisors may publish to); a report names its sender, who must be the one the
     report says made it."""
-    if isinstance(message, StartJob | ResolveJob | CancelJob | SignalJob | ChildEnded):
+    if isinstance(
+        message,
+        StartJob | ResolveJob | CancelJob | SignalJob | ChildEnded | ThreadEnded | ThreadNext,
+    ):
         if sender is None:
             return None
         kind, name = sender

@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from actors.jobs.rules import Rules, check_input, forged
+from actors.jobs.rules import Rules, check_input, forged, thread_context, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors.runtime.faults import crash_point
@@ -88,6 +88,9 @@ from protocols import (
     SubmitReply,
     SubmitRequest,
     SupervisorMessage,
+    ThreadEnded,
+    ThreadNext,
+    ThreadRecord,
     TimerMessage,
     UnavailableError,
     UnknownAgentError,
@@ -180,6 +183,7 @@ class Supervisor(Actor):
         # end together would otherwise lose compare-and-sets to itself): job -> (lock, users).
         self._moving: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._catalog: KeyValue | None = None  # RIG_TOOLS, opened when a decision needs it
+        self._threads: KeyValue | None = None  # RIG_THREADS, opened by a thread's first turn
         # A snapshot is one KV message: room for the headers the write adds.
         self._max_snapshot = self.nc.max_payload - _HEADROOM
         self.stale_reports = 0
@@ -602,11 +606,16 @@ class Supervisor(Actor):
         if isinstance(message, ResolveJob | CancelJob | SignalJob):
             await self._on_command(message)
             return
+        if isinstance(message, ThreadEnded):
+            await self._on_thread_ended(message)
+            return
         start = message if isinstance(message, StartJob) else None
         if start is not None:
             cause = "start"
         elif isinstance(message, ChildEnded):
             cause = f"child_ended:{message.child}"
+        elif isinstance(message, ThreadNext):
+            cause = f"thread_next:{message.thread}"
         else:
             cause = f"{message.kind}:{message.step}"
         try:
@@ -866,9 +875,11 @@ class Supervisor(Actor):
         self, job: JobSnapshot, message: Any, sender: tuple[str, str] | None = None
     ) -> JobSnapshot | None:
         """The next snapshot after `message`, or None if `message` is not for this step."""
-        if isinstance(message, StartJob):
+        if isinstance(message, StartJob | ThreadNext):
             if job.parent is not None:
                 return await self._start_child(job)
+            if job.thread is not None:
+                return await self._start_in_thread(job)
             return self.rules.start(job, (await self._agent(job.agent)).graph)
         if job.terminal:
             return None
@@ -904,6 +915,84 @@ class Supervisor(Actor):
                     self.names, time.time(), self.config.retention, {tool: key[: -len(tool) - 1]}
                 )
         return self.rules
+
+    # --- threads -----------------------------------------------------------------------
+
+    async def _start_in_thread(self, job: JobSnapshot) -> JobSnapshot | None:
+        """A turn of a thread starts if the thread runs no other (its record, compare-and-
+        set, names this job the active one) with the thread's earlier turns in its context;
+        otherwise it waits its turn (`ThreadNext` starts it), or is refused."""
+        if job.status != "accepted":
+            return None
+        assert job.thread is not None
+        info = await self._agent(job.agent)
+        while True:
+            record, revision = await self._thread_record(job.thread)
+            if record is None:
+                record = ThreadRecord(thread=job.thread, agent=job.agent)
+            if record.active in (None, job.job_id):
+                record.active = job.job_id
+                record.waiting = [w for w in record.waiting if w != job.job_id]
+                if await self._put_thread(record, revision):
+                    break
+                continue
+            if job.thread_busy == "refuse":
+                message = (
+                    f"thread {job.thread!r} runs job {record.active} now; this turn was "
+                    "refused (thread_busy=refuse): submit it again once that one ended"
+                )
+                return self.rules.finish(
+                    job, "failed", error={"code": "thread_busy", "message": message}
+                )
+            if job.job_id in record.waiting:
+                return None  # waits its turn already
+            record.waiting.append(job.job_id)
+            if await self._put_thread(record, revision):
+                self.log.info("thread.waiting", job_id=job.job_id, thread=job.thread)
+                return None
+        job.thread_context = thread_context(record, info.thread_tokens)
+        return self.rules.start(job, info.graph)
+
+    async def _on_thread_ended(self, ended: ThreadEnded) -> None:
+        """A turn ended: the thread keeps it, and its next waiting job starts."""
+        while True:
+            record, revision = await self._thread_record(ended.thread)
+            if record is None:
+                return  # the thread expired: nothing waits on it
+            if not thread_ended(record, ended) or await self._put_thread(record, revision):
+                break
+        if record.active is not None and record.active != ended.job_id:
+            await self.publish(
+                self.names.supervisor_for(record.active),
+                ThreadNext(job_id=record.active, thread=ended.thread),
+                msg_id=msg_id(record.active, 0, "thread-next"),
+            )
+
+    async def _thread_record(self, thread: str) -> tuple[ThreadRecord | None, int]:
+        if self._threads is None:
+            self._threads = await self.js.key_value(self.names.threads_bucket)
+        data, revision = await kv_read(self._threads, thread)
+        return (decode_as(ThreadRecord, data)[0] if data else None), revision
+
+    async def _put_thread(self, record: ThreadRecord, revision: int) -> bool:
+        """Compare-and-set the thread's record; False if another change came first. It
+        expires `RIG_RETENTION` after its last change."""
+        record.updated_at = time.time()
+        try:
+            await self.publisher.stored(
+                kv_subject(self.names.threads_bucket, record.thread),
+                encode(record),
+                {
+                    Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision),
+                    Header.TTL: str(int(self.config.retention)),
+                },
+                timeout=_PUBLISH_TIMEOUT_S,
+            )
+        except PublishError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        return True
 
     async def _start_child(self, job: JobSnapshot) -> JobSnapshot | None:
         """A child job's first transition: it starts if its parent still waits for it

@@ -162,6 +162,8 @@ class Agent(Actor):
     # States renamed since an earlier version of the graph, old name -> new name, so that
     # jobs running in them move to this version (see docs/design/architecture.md, Graph versions).
     renamed: ClassVar[dict[str, str]] = {}
+    # How many tokens of its thread's earlier turns a job's context carries (`--thread`).
+    thread_tokens: ClassVar[int] = 2000
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -228,6 +230,7 @@ class Agent(Actor):
             budget=self.budget(),
             on_exhausted=self.on_exhausted,
             on_stuck=self.on_stuck,
+            thread_tokens=self.thread_tokens,
             renamed=self.renamed,
         )
 

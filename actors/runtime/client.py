@@ -24,7 +24,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from pydantic import BaseModel
 
 from actors.runtime import tracing as tracing
@@ -65,8 +65,10 @@ from protocols import (
     StatusRequest,
     SubmitReply,
     SubmitRequest,
+    ThreadRecord,
     ToolEntry,
     UnavailableError,
+    UnknownThreadError,
     WebhookRecord,
     breaker_key,
     check_token,
@@ -186,6 +188,8 @@ class RigClient:
         seed: int | None = None,
         cache: bool = True,
         labels: dict[str, str] | None = None,
+        thread: str | None = None,
+        thread_busy: str | None = None,
         **limits: Any,
     ) -> SubmitReply:
         """Start a job; returns once the job is durably stored.
@@ -195,10 +199,16 @@ class RigClient:
         POST when the job ends or waits for a person (delivered by `rig gateway`).
         `seed` goes with every model call of the job; `cache=False` keeps the response
         cache out of them (`Sampling`). `labels`: short strings kept with the job.
+        `thread`: the conversation the job is a turn of (`thread_busy`: `wait`, the
+        default, or `refuse` while another turn runs).
         """
         fields = {"agent": agent, "input": input, "job_id": job_id, **limits}
         if labels is not None:
             fields["labels"] = labels
+        if thread is not None:
+            fields["thread"] = thread
+        if thread_busy is not None:
+            fields["thread_busy"] = thread_busy
         if webhook is not None:
             fields["webhook"] = {"url": webhook}
         if seed is not None or not cache:
@@ -452,6 +462,18 @@ class RigClient:
             return []
         infos = [decode_as(AgentInfo, data)[0] for data in found]
         return sorted(infos, key=lambda info: info.name)
+
+    async def thread(self, thread: str) -> ThreadRecord:
+        """A thread: the turn that runs, those waiting, and the ended turns it keeps."""
+        check_token(thread, what="thread id")
+        try:
+            kv = await self.js.key_value(self.names.threads_bucket)
+            entry = await kv.get(thread)
+        except (BucketNotFoundError, NotFoundError, KeyNotFoundError):
+            raise UnknownThreadError(f"no thread {thread!r}", thread=thread) from None
+        if not entry.value:
+            raise UnknownThreadError(f"no thread {thread!r}", thread=thread)
+        return decode_as(ThreadRecord, entry.value)[0]
 
     async def catalog(self) -> list[ToolEntry]:
         """The tools the deployment's executors serve (`RIG_TOOLS`), by executor and tool."""

@@ -381,6 +381,7 @@ async def ensure_topology(
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.index_bucket, "Rig job index: a JobEntry per <agent>.<job_id>, for listing"),
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
+        (names.threads_bucket, "Rig threads: the turns of each conversation, by id"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas, expiring=True)
     if not indexed:
