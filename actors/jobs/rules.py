@@ -1203,6 +1203,23 @@ class Rules:
             )
         return job
 
+    def start_turn(
+        self, job: JobSnapshot, info: AgentInfo, record: ThreadRecord, runs: bool
+    ) -> JobSnapshot | None:
+        """A turn of a thread whose record said whether it `runs` (`take_turn`): it starts
+        with the thread's earlier turns in its context, is refused (`thread_busy`), or
+        waits (None: it stays accepted until the turn before it ends)."""
+        if runs:
+            job.thread_context = thread_context(record, info.thread_tokens)
+            return self.start(job, info.graph)
+        if job.thread_busy == "refuse":
+            message = (
+                f"thread {job.thread!r} runs job {record.active} now; this turn was refused "
+                "(thread_busy=refuse): submit it again once that one ended"
+            )
+            return self.finish(job, "failed", error={"code": "thread_busy", "message": message})
+        return None
+
     def too_large(
         self, job: JobSnapshot, grown: JobSnapshot, size: int, limit: int
     ) -> tuple[JobSnapshot, str]:
@@ -1474,6 +1491,18 @@ def thread_ended(record: ThreadRecord, ended: ThreadEnded) -> bool:
         record.active = record.waiting.pop(0) if record.waiting else None
         changed = True
     return changed
+
+
+def take_turn(record: ThreadRecord, job: JobSnapshot) -> bool:
+    """Whether `job` runs now: the thread runs no other turn (the record now names it the
+    active one). Otherwise it is queued (once), unless it refuses to wait."""
+    if record.active in (None, job.job_id):
+        record.active = job.job_id
+        record.waiting = [w for w in record.waiting if w != job.job_id]
+        return True
+    if job.thread_busy != "refuse" and job.job_id not in record.waiting:
+        record.waiting.append(job.job_id)
+    return False
 
 
 def thread_context(record: ThreadRecord, tokens: int) -> list[dict[str, Any]]:

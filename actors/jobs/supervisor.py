@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from actors.jobs.rules import Rules, check_input, forged, thread_context, thread_ended
+from actors.jobs.rules import Rules, check_input, forged, take_turn, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors.runtime.faults import crash_point
@@ -920,8 +920,8 @@ class Supervisor(Actor):
 
     async def _start_in_thread(self, job: JobSnapshot) -> JobSnapshot | None:
         """A turn of a thread starts if the thread runs no other (its record, compare-and-
-        set, names this job the active one) with the thread's earlier turns in its context;
-        otherwise it waits its turn (`ThreadNext` starts it), or is refused."""
+        set, names this job the active one), with the thread's earlier turns in its
+        context; otherwise it waits its turn (`ThreadNext` starts it), or is refused."""
         if job.status != "accepted":
             return None
         assert job.thread is not None
@@ -930,28 +930,13 @@ class Supervisor(Actor):
             record, revision = await self._thread_record(job.thread)
             if record is None:
                 record = ThreadRecord(thread=job.thread, agent=job.agent)
-            if record.active in (None, job.job_id):
-                record.active = job.job_id
-                record.waiting = [w for w in record.waiting if w != job.job_id]
-                if await self._put_thread(record, revision):
-                    break
-                continue
-            if job.thread_busy == "refuse":
-                message = (
-                    f"thread {job.thread!r} runs job {record.active} now; this turn was "
-                    "refused (thread_busy=refuse): submit it again once that one ended"
-                )
-                return self.rules.finish(
-                    job, "failed", error={"code": "thread_busy", "message": message}
-                )
-            if job.job_id in record.waiting:
-                return None  # waits its turn already
-            record.waiting.append(job.job_id)
-            if await self._put_thread(record, revision):
-                self.log.info("thread.waiting", job_id=job.job_id, thread=job.thread)
-                return None
-        job.thread_context = thread_context(record, info.thread_tokens)
-        return self.rules.start(job, info.graph)
+            before = record.model_copy(deep=True)
+            runs = take_turn(record, job)
+            if record == before or await self._put_thread(record, revision):
+                break
+        if not runs:
+            self.log.info("thread.busy", job_id=job.job_id, thread=job.thread, runs=record.active)
+        return self.rules.start_turn(job, info, record, runs)
 
     async def _on_thread_ended(self, ended: ThreadEnded) -> None:
         """A turn ended: the thread keeps it, and its next waiting job starts."""

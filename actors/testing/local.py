@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from actors.jobs.rules import Rules, check_input
+from actors.jobs.rules import Rules, check_input, take_turn, thread_ended
 from actors.models.agent import Agent
 from actors.models.llm import LLM, ScriptExhausted
 from actors.runtime.actor import Actor, Delivery, Inbox
@@ -45,6 +45,8 @@ from protocols import (
     StartJob,
     SubmitRequest,
     SupervisorMessage,
+    ThreadEnded,
+    ThreadRecord,
     ToolCall,
     ToolResult,
     Usage,
@@ -307,6 +309,7 @@ class LocalRig:
         self.info: AgentInfo = self.agent.info()
         self.infos: dict[str, AgentInfo] = {each.name: each.info() for each in made}
         self.runs: dict[str, JobRun] = {}  # every job run here, children too
+        self.threads: dict[str, ThreadRecord] = {}  # the conversations of the jobs run here
         self.executors = [cls(config=self.config) for cls in tools]
         served = [entry for executor in self.executors for entry in executor.catalog()]
         self._owners = {entry.tool: entry.executor for entry in served}
@@ -354,25 +357,43 @@ class LocalRig:
         *,
         limits: dict[str, Any] | None = None,
         job_id: str = "job-1",
+        thread: str | None = None,
+        thread_busy: str | None = None,
     ) -> JobRun:
-        """Submit one job and run it until it ends or waits for a person (`run_job`)."""
+        """Submit one job and run it until it ends or waits for a person (`run_job`).
+
+        `thread`: the job is a turn of that conversation (its context carries the
+        thread's earlier turns run here); while another turn waits for a person, it
+        waits (its status `accepted`) until that one ends, or with `thread_busy="refuse"`
+        it is refused, as in a deployment."""
         info = self.info
         if input is None and info.example_input is None:
             raise TypeError(
                 f"{type(self.agent).__qualname__} declares no example_input: give the job's input"
             )
+        threading = {"thread": thread, "thread_busy": thread_busy} if thread else {}
         request = validate(
             SubmitRequest,
             {"agent": info.name, "input": info.example_input if input is None else input}
             | {"job_id": job_id}
+            | threading
             | (limits or {}),
         )
         check_input(info, request.input)  # as the supervisor does at submission
         rules = Rules(self.names, time.time(), owners=self._owners)
         run = JobRun(rules.new_snapshot(rules.accept(job_id, info, request)), [], self)
         self.runs[job_id] = run
-        await self.go_on(run, lambda rules, job: rules.start(job, info.graph), "start")
+        await self.go_on(run, lambda rules, job: self._start(rules, job, info), "start")
         return run
+
+    def _start(self, rules: Rules, job: JobSnapshot, info: AgentInfo) -> JobSnapshot | None:
+        """A job's start; a turn of a thread takes its turn as a supervisor's would."""
+        if job.thread is None:
+            return rules.start(job, info.graph)
+        record = self.threads.setdefault(
+            job.thread, ThreadRecord(thread=job.thread, agent=job.agent)
+        )
+        return rules.start_turn(job, info, record, take_turn(record, job))
 
     def graph_of(self, run: JobRun) -> Any:
         """The graph the job runs on: its agent's."""
@@ -474,6 +495,16 @@ class LocalRig:
                 lambda rules, job: rules.child_ended(job, graph, message),
                 f"child_ended:{message.child}",
             )
+        elif isinstance(message, ThreadEnded):
+            record = self.threads.get(message.thread)
+            if record is None or not thread_ended(record, message) or record.active is None:
+                return
+            following = self.runs.get(record.active)
+            if following is not None and following.snapshot.status == "accepted":
+                info = self.infos[following.snapshot.agent]
+                self._transition(
+                    following, lambda rules, job: self._start(rules, job, info), "thread_next"
+                )
         elif isinstance(message, CancelJob):
             child_run = self.runs.get(message.job_id)
             if child_run is None or child_run.snapshot.terminal:

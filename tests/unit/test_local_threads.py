@@ -1,0 +1,36 @@
+"""Threads in one process (`LocalRig`): turns in order, each with the turns before it in
+its context, one at a time, as a deployment runs them (tests/support/chat.py)."""
+
+from __future__ import annotations
+
+from actors.testing import LocalRig
+from tests.support.chat import Chatter
+
+
+async def test_turns_of_a_thread_see_the_turns_before_them() -> None:
+    async with LocalRig(Chatter) as rig:
+        runs = [
+            # Ids as long as a deployment's (uuid hex): the budget counts them too.
+            await rig.run({"text": f"t{n}"}, job_id=f"{n:032x}", thread="conv")
+            for n in range(4)
+        ]
+    assert [run.status for run in runs] == ["succeeded"] * 4
+    seen = [run.result["output"]["seen"] for run in runs if run.result]
+    assert seen == [[], ["t0"], ["t0", "t1"], ["t1", "t2"]]  # the budget holds two
+    assert [t.job_id for t in rig.threads["conv"].turns] == [r.job_id for r in runs]
+
+
+async def test_a_turn_waits_while_the_one_before_waits_for_a_person() -> None:
+    async with LocalRig(Chatter) as rig:
+        first = await rig.run({"text": "help", "ask": True}, job_id="a", thread="conv")
+        assert first.status == "waiting_human"
+        second = await rig.run({"text": "later"}, job_id="b", thread="conv")
+        assert second.status == "accepted"  # its turn has not come
+        refused = await rig.run({"text": "now"}, job_id="c", thread="conv", thread_busy="refuse")
+        assert refused.status == "failed" and refused.error is not None
+        assert refused.error["code"] == "thread_busy"
+        await first.resolve("go_on", note="fine")
+        assert first.status == "succeeded"
+        assert second.status == "succeeded" and second.result is not None
+        assert second.result["output"]["seen"] == ["help"]
+        assert rig.threads["conv"].active is None
