@@ -15,7 +15,9 @@ Each registered agent has an Agent Card at `/a2a/{agent}/.well-known/agent-card.
   `{"edge": ..., "args": ...}`, or the edge's name as text).
 - `GetTask` and `CancelTask` are `rig status` and `rig cancel`; the task's artifacts are
   the job's result (`output`, what the model answered, and `results`, the tools'); its
-  `contextId` is kept with the job (its `a2a.context` label).
+  `contextId` is kept with the job (its `a2a.context` label) and names its thread: the
+  tasks of a context are turns of one conversation (one at a time, each with the ones
+  before it in its context).
 
 Push notifications (a gateway with `RIG_WEBHOOK_SECRET`): a task's push configs are kept
 in `RIG_PUSH`; each status the job's webhooks would tell of (its end, a wait for a
@@ -455,7 +457,9 @@ class A2aEndpoint:
             labels[PUSH_LABEL] = "a2a"  # its push configs get its statuses
         try:
             value = job_input(info, parts)
-            reply = await self.rig.submit(info.name, value, job_id=job_id, labels=labels)
+            reply = await self.rig.submit(
+                info.name, value, job_id=job_id, labels=labels, thread=thread_of(context)
+            )
         except SchemaError as exc:
             return rejected(job_id, context, exc.message), context
         except JobConflictError:
@@ -742,6 +746,12 @@ def job_input(info: AgentInfo, parts: list[dict[str, Any]]) -> dict[str, Any]:
         f"agent {info.name!r} takes a JSON object ({json.dumps(schema)[:300]}): send it "
         "as a data part, or as JSON text"
     )
+
+
+def thread_of(context: str) -> str:
+    """The Rig thread of an A2A context: its tasks are turns of one conversation, run one
+    at a time, each with the ones before it in its context."""
+    return "a2a-" + uuid.uuid5(uuid.NAMESPACE_URL, f"a2a-context:{context}").hex
 
 
 def _data(parts: list[dict[str, Any]]) -> dict[str, Any] | None:

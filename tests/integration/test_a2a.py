@@ -545,3 +545,25 @@ async def test_push_configs_get_each_status_signed_with_their_token(
         ("first", "tok-1", None, "TASK_STATE_INPUT_REQUIRED", []),
         ("second", "tok-2", "Bearer s3cret", "TASK_STATE_COMPLETED", ["results"]),
     ]
+
+
+async def test_the_tasks_of_a_context_are_turns_of_one_conversation(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn("actors:Supervisor", "tests.support.chat:Chatter")
+    base, _ = await start_gateway(rig)
+    async with a2a_client(base, "chatter", api_key, streaming=False) as client:
+        said = []
+        for text in ("my parcel came broken", "any news?"):
+            sent = message({"text": text}, context_id="conv-x")
+            [reply] = await events(client, SendMessageRequest(message=sent))
+            assert reply.task.status.state == TaskState.TASK_STATE_COMPLETED
+            output = next(a for a in reply.task.artifacts if a.artifact_id == "output")
+            said.append(MessageToDict(output.parts[0].data))
+    assert said[1]["seen"] == ["my parcel came broken"]  # the second turn saw the first
+    info = await rig.client.status(reply.task.id)
+    assert info.thread is not None
+    assert [t.input["text"] for t in (await rig.client.thread(info.thread)).turns] == [
+        "my parcel came broken",
+        "any news?",
+    ]
