@@ -54,13 +54,17 @@ from protocols import (
     PUSH_LABEL,
     TERMINAL_STATUSES,
     AgentInfo,
+    BusyError,
     Event,
+    InvalidNameError,
     JobConflictError,
     JobInfo,
     JobStateError,
     RetryableError,
+    RigConnectionError,
     RigError,
     SchemaError,
+    UnavailableError,
     UnknownAgentError,
     UnknownJobError,
     WebhookDelivery,
@@ -85,6 +89,7 @@ CONTEXT, MESSAGE = "a2a.context", "a2a.message"
 
 # JSON-RPC's errors, and A2A's (the specification's section on error codes).
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+INTERNAL_ERROR = -32603
 TASK_NOT_FOUND, TASK_NOT_CANCELABLE, PUSH_NOT_SUPPORTED = -32001, -32002, -32003
 UNSUPPORTED, CONTENT_TYPE, NO_EXTENDED_CARD, VERSION_NOT_SUPPORTED = -32004, -32005, -32007, -32009
 
@@ -215,6 +220,8 @@ class A2aEndpoint:
             return _error(ident, exc.code, exc.message)
         except UnknownJobError as exc:
             return _error(ident, TASK_NOT_FOUND, exc.message)
+        except (UnavailableError, BusyError, RigConnectionError) as exc:  # ask again later
+            return _error(ident, INTERNAL_ERROR, exc.message)
         except RigError as exc:
             return _error(ident, INVALID_PARAMS, exc.message)
 
@@ -423,7 +430,7 @@ class A2aEndpoint:
         try:
             check_token(task_id, what="task id")
             job = await self.rig.status(task_id)
-        except (UnknownJobError, RigError):
+        except (UnknownJobError, InvalidNameError):  # an outage is not "no such task"
             raise A2aError(TASK_NOT_FOUND, f"no task {task_id!r}") from None
         if job.agent != info.name:
             raise A2aError(TASK_NOT_FOUND, f"no task {task_id!r} of agent {info.name!r}")
