@@ -884,6 +884,7 @@ EventType = Literal[
     "child_started",
     "child_ended",
     "signal",
+    "thread",
     "status",
 ]
 

@@ -276,6 +276,9 @@ def describe(event: Event) -> str:
         case "signal":
             by = f" from {data['by']}" if data.get("by") else ""
             return f"{head} signal {data.get('name')}{by}: {json.dumps(data.get('data'))}"
+        case "thread":
+            after = data.get("waits_for")
+            return f"{head} waits its turn in thread {data.get('thread')} (after {after})"
         case "status" if data.get("status") == "waiting_human":
             return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":

@@ -1208,7 +1208,9 @@ class Rules:
     ) -> JobSnapshot | None:
         """A turn of a thread whose record said whether it `runs` (`take_turn`): it starts
         with the thread's earlier turns in its context, is refused (`thread_busy`), or
-        waits (None: it stays accepted until the turn before it ends)."""
+        waits: it stays accepted, its journal saying for which turn, until that one ends
+        (the transition is written all the same: the job is stored, and its submission's
+        events go out)."""
         if runs:
             job.thread_context = thread_context(record, info.thread_tokens)
             return self.start(job, info.graph)
@@ -1218,7 +1220,8 @@ class Rules:
                 "(thread_busy=refuse): submit it again once that one ended"
             )
             return self.finish(job, "failed", error={"code": "thread_busy", "message": message})
-        return None
+        self.event(job, "thread", thread=job.thread, waits_for=record.active)
+        return job
 
     def too_large(
         self, job: JobSnapshot, grown: JobSnapshot, size: int, limit: int

@@ -946,6 +946,7 @@ class Supervisor(Actor):
                 return  # the thread expired: nothing waits on it
             if not thread_ended(record, ended) or await self._put_thread(record, revision):
                 break
+        crash_point("after_thread_record")  # the record moved on, the next turn not told
         if record.active is not None and record.active != ended.job_id:
             await self.publish(
                 self.names.supervisor_for(record.active),

@@ -36,7 +36,10 @@ async def test_concurrent_turns_of_a_thread_run_one_at_a_time_in_order(rig: Depl
     spans = {}
     for job_id in ran:
         journal = await rig.client.journal(job_id)
-        spans[job_id] = (journal[1].ts, journal[-1].ts)  # started .. ended
+        [started] = [e.ts for e in journal if e.type == "started"]
+        spans[job_id] = (started, journal[-1].ts)  # started .. ended
+        waited = [e for e in journal if e.type == "thread"]  # a turn that found one running
+        assert all(e.data["thread"] == "conv-1" and e.data["waits_for"] for e in waited)
     for n, job_id in enumerate(ran):
         before = [record.turns[k].input["text"] for k in range(n)]
         seen = said[job_id]["seen"]
