@@ -493,6 +493,9 @@ async def test_push_configs_get_each_status_signed_with_their_token(
             [reply] = await events(client, request)
             task = reply.task
             assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+            # The wait for a person goes to the first, registered with the message (a
+            # config present when a status is delivered gets it: the second comes after).
+            await receiver.wait_for(1, rig.within(30))
             second = TaskPushNotificationConfig(
                 task_id=task.id,
                 id="second",
@@ -510,8 +513,6 @@ async def test_push_configs_get_each_status_signed_with_their_token(
                 GetTaskPushNotificationConfigRequest(task_id=task.id, id="first")
             )
             assert got.token == "tok-1"
-            # The wait for a person went to the first (registered before it came).
-            await receiver.wait_for(1, rig.within(30))
             follow = message(text="approve", task_id=task.id, context_id=task.context_id)
             [reply] = await events(client, SendMessageRequest(message=follow))
             assert reply.task.status.state == TaskState.TASK_STATE_COMPLETED
