@@ -135,10 +135,10 @@ class A2aAgents(ToolExecutor):
             SendMessageConfiguration,
             SendMessageRequest,
         )
+        from a2a.utils.errors import A2AError, InternalError
         from google.protobuf.struct_pb2 import Value
 
         agent = self.agents[name]
-        client = await self._client(name)
         data = Value()
         data.struct_value.update(arguments)
         message = Message(
@@ -147,8 +147,9 @@ class A2aAgents(ToolExecutor):
         request = SendMessageRequest(
             message=message, configuration=SendMessageConfiguration(return_immediately=True)
         )
+        task = None
         try:
-            task = None
+            client = await self._client(name)  # its card read once, then kept
             async for event in client.send_message(request):
                 task = event.task if event.HasField("task") else task
             if task is None:
@@ -165,8 +166,14 @@ class A2aAgents(ToolExecutor):
                         asyncio.wait_for(client.cancel_task(CancelTaskRequest(id=task.id)), 5.0)
                     )
             raise
-        except (NonRetryableError, RetryableError):
+        except (NonRetryableError, RetryableError, ConfigError):
             raise
+        except A2AError as exc:  # the remote refused the request itself: asking again won't help
+            if isinstance(exc, InternalError):  # ... unless it failed on its side
+                raise RetryableError(f"remote agent {name!r}: {exc}") from exc
+            raise NonRetryableError(
+                f"remote agent {name!r} refused the message: {type(exc).__name__}: {exc}"
+            ) from exc
         except Exception as exc:  # the network, the remote's errors: ask again
             self._clients.pop(name, None)
             raise RetryableError(f"remote agent {name!r}: {type(exc).__name__}: {exc}") from exc
