@@ -926,7 +926,7 @@ class Supervisor(Actor):
             return None
         assert job.thread is not None
         info = await self._agent(job.agent)
-        while True:
+        for _attempt in range(_CAS_ATTEMPTS):
             record, revision = await self._thread_record(job.thread)
             if record is None:
                 record = ThreadRecord(thread=job.thread, agent=job.agent)
@@ -934,18 +934,22 @@ class Supervisor(Actor):
             runs = take_turn(record, job)
             if record == before or await self._put_thread(record, revision):
                 break
+        else:
+            raise RetryableError("the thread's record kept changing under us", delay=0.05)
         if not runs:
             self.log.info("thread.busy", job_id=job.job_id, thread=job.thread, runs=record.active)
         return self.rules.start_turn(job, info, record, runs)
 
     async def _on_thread_ended(self, ended: ThreadEnded) -> None:
         """A turn ended: the thread keeps it, and its next waiting job starts."""
-        while True:
+        for _attempt in range(_CAS_ATTEMPTS):
             record, revision = await self._thread_record(ended.thread)
             if record is None:
                 return  # the thread expired: nothing waits on it
             if not thread_ended(record, ended) or await self._put_thread(record, revision):
                 break
+        else:
+            raise RetryableError("the thread's record kept changing under us", delay=0.05)
         crash_point("after_thread_record")  # the record moved on, the next turn not told
         if record.active is not None and record.active != ended.job_id:
             await self.publish(
