@@ -635,28 +635,15 @@ def _config_catalog(path: Path | None) -> list[ToolEntry]:
     executor's server is asked now), as their catalog entries would say."""
     from actors.deploy.up import UpConfig
     from actors.tools.executor import ToolExecutor
-    from actors.tools.mcp import McpTools
+    from actors.tools.mcp import McpTools, entries as mcp_entries
 
     entries: list[ToolEntry] = []
     for spec in UpConfig.load(path).actors:
         cls = load_actor_class(spec.target)
         if issubclass(cls, McpTools):  # its tools are its server's: asked now
-            listed = cls.list_tools()
-            specs = {tool: (found.spec, found.input_schema) for tool, found in listed.items()}
+            entries += mcp_entries(cls.name, cls.list_tools())
         elif issubclass(cls, ToolExecutor):
-            specs = {t: (f.spec, f.args.model_json_schema()) for t, f in cls.tools.items()}
-        else:
-            continue
-        entries += [
-            ToolEntry(
-                executor=cls.name,
-                tool=tool,
-                input_schema=schema,
-                side_effects=spec.side_effects,
-                untrusted_output=spec.untrusted_output,
-            )
-            for tool, (spec, schema) in specs.items()
-        ]
+            entries += cls.entries()
     return entries
 
 

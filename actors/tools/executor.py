@@ -278,17 +278,22 @@ class ToolExecutor(Actor):
         await publish_catalog(self, self.catalog())
 
     def catalog(self) -> list[ToolEntry]:
-        """What this executor serves, as agents and `rig graph` read it (`RIG_TOOLS`)."""
+        """What this process serves, as agents and `rig graph` read it (`RIG_TOOLS`)."""
+        return self.entries()
+
+    @classmethod
+    def entries(cls) -> list[ToolEntry]:
+        """What the class's tools say of themselves, as catalog entries."""
         return [
             ToolEntry(
-                executor=self.name,
+                executor=cls.name,
                 tool=name,
                 description=inspect.getdoc(tool.fn) or "",
                 input_schema=tool.args.model_json_schema(),
                 side_effects=tool.spec.side_effects,
                 untrusted_output=tool.spec.untrusted_output,
             )
-            for name, tool in self.tools.items()
+            for name, tool in cls.tools.items()
         ]
 
     async def _on_cancel(self, msg: Any) -> None:

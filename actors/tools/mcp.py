@@ -227,17 +227,7 @@ class McpTools(ToolExecutor):
 
     def catalog(self) -> list[ToolEntry]:
         """What the server lists, as it describes it (`RIG_TOOLS`)."""
-        return [
-            ToolEntry(
-                executor=self.name,
-                tool=name,
-                description=listed.description,
-                input_schema=listed.input_schema,
-                side_effects=listed.spec.side_effects,
-                untrusted_output=listed.spec.untrusted_output,
-            )
-            for name, listed in self.listed.items()
-        ]
+        return entries(self.name, self.listed)
 
     async def on_start(self) -> None:
         await self._connect()
@@ -319,6 +309,21 @@ class McpTools(ToolExecutor):
                 self.log.warning("mcp.lost", server=str(self.server), error=_reason(exc))
         finally:
             self._client = None
+
+
+def entries(executor: str, listed: dict[str, Listed]) -> list[ToolEntry]:
+    """An MCP executor's catalog entries: its server's tools as Rig serves them."""
+    return [
+        ToolEntry(
+            executor=executor,
+            tool=name,
+            description=tool.description,
+            input_schema=tool.input_schema,
+            side_effects=tool.spec.side_effects,
+            untrusted_output=tool.spec.untrusted_output,
+        )
+        for name, tool in listed.items()
+    ]
 
 
 def _caller(mcp_name: str) -> Callable[..., Any]:
