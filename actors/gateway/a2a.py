@@ -231,7 +231,6 @@ class A2aEndpoint:
         job, context = await self._start(info, params)
         if isinstance(job, dict):  # refused before it became a job
             return _result(ident, {"task": job})
-        await self._pushed(job, params)
         if not _config(params).get("returnImmediately"):
             job = await self._settled(job.job_id)
         return _result(ident, {"task": task(job, context)})
@@ -242,7 +241,6 @@ class A2aEndpoint:
         job, context = await self._start(info, params)
         if isinstance(job, dict):
             return _result(ident, {"task": job})
-        await self._pushed(job, params)
         return await self._stream(request, ident, job, context, after=_last_event_id(request))
 
     async def get_task(
@@ -286,7 +284,8 @@ class A2aEndpoint:
         self, request: web.Request, info: AgentInfo, ident: Any, params: dict[str, Any]
     ) -> web.Response:
         job = await self._task(info, params.get("taskId"))
-        config = await self._add_push(job, params)
+        config = self._task_push(job, params)
+        await self._keep(config)
         return _result(ident, config.wire())
 
     async def get_push(
@@ -331,17 +330,21 @@ class A2aEndpoint:
                 found.append(decode_as(PushConfig, value)[0])
         return found
 
-    async def _add_push(self, job: JobInfo, params: dict[str, Any]) -> PushConfig:
-        """Keep a push config for the task (one of this id again replaces it)."""
-        if self.sender is None:
-            raise A2aError(
-                PUSH_NOT_SUPPORTED,
-                "this gateway cannot sign push notifications (no webhook secret)",
-            )
+    def _task_push(self, job: JobInfo, params: dict[str, Any]) -> PushConfig:
+        """A push config for a task that exists, checked (not yet kept)."""
         if PUSH_LABEL not in (job.labels or {}):
             raise A2aError(
                 PUSH_NOT_SUPPORTED,
                 f"task {job.job_id} was not started over A2A by a gateway that pushes",
+            )
+        return self._push_config(job.job_id, _context(job), params)
+
+    def _push_config(self, task_id: str, context: str, params: dict[str, Any]) -> PushConfig:
+        """A push config for the task, checked (not yet kept)."""
+        if self.sender is None:
+            raise A2aError(
+                PUSH_NOT_SUPPORTED,
+                "this gateway cannot sign push notifications (no webhook secret)",
             )
         url = params.get("url")
         try:
@@ -363,17 +366,19 @@ class A2aEndpoint:
             check_token(name, what="push config id")
         except RigError as exc:
             raise A2aError(INVALID_PARAMS, exc.message) from None
-        config = PushConfig(
+        return PushConfig(
             id=name,
-            task_id=job.job_id,
-            context_id=_context(job),
+            task_id=task_id,
+            context_id=context,
             url=str(url),
             token=token[:1024],
             scheme=str(auth.get("scheme") or "")[:64],
             credentials=str(auth.get("credentials") or "")[:4096],
         )
-        await (await self._push_bucket()).put(f"{job.job_id}.{name}", encode(config))
-        return config
+
+    async def _keep(self, config: PushConfig) -> None:
+        """Keep a push config (one of its id again replaces it)."""
+        await (await self._push_bucket()).put(f"{config.task_id}.{config.id}", encode(config))
 
     async def push(self, delivery: WebhookDelivery, attempt: int) -> None:
         """POST a job's status to each of its task's push configs (a config that took it
@@ -405,12 +410,6 @@ class A2aEndpoint:
             raise failed
 
     # --- what the methods share --------------------------------------------------------
-
-    async def _pushed(self, job: JobInfo, params: dict[str, Any]) -> None:
-        """A push config sent with the message is kept for its task."""
-        config = _config(params).get("taskPushNotificationConfig")
-        if isinstance(config, dict):
-            await self._add_push(job, config)
 
     async def _agent(self, name: str) -> AgentInfo | None:
         """The agent `name` as registered (the registry read at most every `AGENTS_S`)."""
@@ -450,8 +449,13 @@ class A2aEndpoint:
         parts = message.get("parts")
         if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
             raise A2aError(INVALID_PARAMS, "message.parts is a list of one or more parts")
+        pushes = _config(params).get("taskPushNotificationConfig")  # kept before it runs,
+        # so that it gets every status the job has from its start
         if message.get("taskId"):
-            job = await self._continue(info, str(message["taskId"]), message_id, parts)
+            job = await self._task(info, message["taskId"])
+            if isinstance(pushes, dict):
+                await self._keep(self._task_push(job, pushes))
+            job = await self._continue(job, message_id, parts)
             return job, _context(job)
         # A message without a context starts one, named after it: the same message sent
         # again is the same job in the same context.
@@ -462,12 +466,17 @@ class A2aEndpoint:
         labels = {CONTEXT: context, MESSAGE: message_id}
         if self.sender is not None:
             labels[PUSH_LABEL] = "a2a"  # its push configs get its statuses
+        push = self._push_config(job_id, context, pushes) if isinstance(pushes, dict) else None
+        if push is not None:
+            await self._keep(push)
         try:
             value = job_input(info, parts)
             reply = await self.rig.submit(
                 info.name, value, job_id=job_id, labels=labels, thread=thread_of(context)
             )
         except SchemaError as exc:
+            if push is not None:  # no task: nothing to push
+                await (await self._push_bucket()).delete(f"{job_id}.{push.id}")
             return rejected(job_id, context, exc.message), context
         except JobConflictError:
             raise A2aError(
@@ -480,11 +489,10 @@ class A2aEndpoint:
         return await self.rig.status(reply.job_id), context
 
     async def _continue(
-        self, info: AgentInfo, task_id: str, message_id: str, parts: list[dict[str, Any]]
+        self, job: JobInfo, message_id: str, parts: list[dict[str, Any]]
     ) -> JobInfo:
         """A follow-up message: a signal's data for a job waiting for one, a person's
         edge for a job waiting for a person."""
-        job = await self._task(info, task_id)
         if _id(message_id) in job.handled:
             return job  # this message continued it already: asked again, it is answered
         data = _data(parts)

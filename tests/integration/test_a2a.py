@@ -471,7 +471,11 @@ def secret(rig: Deployment) -> str:
     """The gateway signs pushes with it; the receivers listen on loopback, which the
     operator allows."""
     value = new_secret()
-    rig.extra_env |= {"RIG_WEBHOOK_SECRET": value, "RIG_WEBHOOK_ALLOW": "127.0.0.1"}
+    rig.extra_env |= {
+        "RIG_WEBHOOK_SECRET": value,
+        "RIG_WEBHOOK_ALLOW": "127.0.0.1",
+        "RIG_WEBHOOK_BACKOFF_S": "0.05",  # a refused first attempt is tried again soon
+    }
     return value
 
 
@@ -493,8 +497,8 @@ async def test_push_configs_get_each_status_signed_with_their_token(
             [reply] = await events(client, request)
             task = reply.task
             assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
-            # The wait for a person goes to the first, registered with the message (a
-            # config present when a status is delivered gets it: the second comes after).
+            # The wait for a person goes to the first, registered with the message (kept
+            # before the job starts); a config gets the statuses delivered after it.
             await receiver.wait_for(1, rig.within(30))
             second = TaskPushNotificationConfig(
                 task_id=task.id,
