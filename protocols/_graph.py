@@ -311,6 +311,13 @@ class Graph(BaseModel):
 
     initial: str
     states: dict[str, State]
+    compact: str | None = Field(
+        default=None,
+        description="the summarising state: a turn of a thread whose earlier turns no "
+        "longer fit the agent's `thread_tokens` starts here, and the arguments of the edge "
+        "it takes become the thread's summary of its older turns (None: the oldest are "
+        "dropped)",
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> Graph:
@@ -425,7 +432,10 @@ class Graph(BaseModel):
             self._check_state(name, state)
         if not any(s.terminal for s in self.states.values()):
             raise GraphError("the graph has no terminal state, so no job could ever finish")
-        unreachable = sorted(set(self.states) - self._reachable_from(self.initial))
+        self._check_compact()
+        roots = [self.initial, *([self.compact] if self.compact else [])]
+        reachable = set().union(*(self._reachable_from(root) for root in roots))
+        unreachable = sorted(set(self.states) - reachable)
         if unreachable:
             raise GraphError(
                 f"unreachable from the initial state {self.initial!r}", state=unreachable[0]
@@ -505,6 +515,32 @@ class Graph(BaseModel):
             if not state.decided_by_llm:
                 raise GraphError("lookup= needs a state the LLM decides", state=name)
         self._check_wait(name, state)
+
+    def _check_compact(self) -> None:
+        """The summarising state is one the LLM decides, with an edge whose arguments (a
+        model) are the summary, and no edge that calls or starts anything."""
+        if self.compact is None:
+            return
+        state = self.states.get(self.compact)
+        if state is None:
+            raise GraphError(f"compact names {self.compact!r}, which is not one of the states")
+        if not state.decided_by_llm or state.lookup:
+            raise GraphError(
+                "the summarising state (compact=) is one the LLM decides, without lookups",
+                state=self.compact,
+            )
+        if any(edge.calls or edge.starts or edge.output for edge in state.edges):
+            raise GraphError(
+                "the summarising state's edges call no tool, start no agent and are not "
+                "output edges: their arguments are the thread's summary",
+                state=self.compact,
+            )
+        if not any(edge.args is not None for edge in state.edges):
+            raise GraphError(
+                "the summarising state has no edge with args= (a pydantic model class): "
+                "what the LLM fills there is the summary",
+                state=self.compact,
+            )
 
     @staticmethod
     def _check_wait(name: str, state: State) -> None:

@@ -454,7 +454,10 @@ class JobContext(_Wire):
     thread: list[dict[str, Any]] = Field(
         default_factory=list,
         description="the earlier turns of the job's thread, oldest first (`ThreadTurn`s, "
-        "as many of the newest as the agent's `thread_tokens` hold)",
+        "as many of the newest as the agent's `thread_tokens` hold), after the summary of "
+        'the older ones if there is one (`{"summary": {...}, "turns": N}`); in the '
+        "graph's summarising state (`Graph.compact`), the summary so far and the turns to "
+        "fold into it",
     )
 
 
@@ -567,6 +570,29 @@ class ThreadTurn(_Wire):
     ended_at: float = Field(default_factory=now)
 
 
+class ThreadSummary(_Wire):
+    """What a thread's summarising state (`Graph.compact`) made of its older turns: the
+    edge's arguments, standing in for the turns before `through` (counted from the
+    thread's first)."""
+
+    summary: dict[str, Any]
+    through: int = Field(description="the turns it covers: the thread's first `through`")
+    job_id: str = Field(description="the turn that wrote it")
+    at: float = Field(default_factory=now)
+
+    def entry(self) -> dict[str, Any]:
+        """The summary as a turn's context carries it (before the turns after it)."""
+        return {"summary": self.summary, "turns": self.through}
+
+
+class Compaction(_Wire):
+    """A turn that starts in its graph's summarising state: the summary will cover the
+    thread's first `through` turns, and the newest, `recent`, stay as they were."""
+
+    through: int
+    recent: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class ThreadRecord(_Wire):
     """A thread, in `RIG_THREADS` under its id (written by supervisors, compare-and-set):
     the turn that runs, the turns waiting for it, and the turns that ended."""
@@ -577,7 +603,15 @@ class ThreadRecord(_Wire):
     waiting: list[str] = Field(default_factory=list, description="jobs waiting, in order")
     turns: list[ThreadTurn] = Field(default_factory=list, description="ended, oldest first")
     dropped: int = Field(default=0, description="ended turns no longer kept (the oldest)")
+    summary: ThreadSummary | None = Field(
+        default=None, description="the newest summary of its older turns (`Graph.compact`)"
+    )
+    compactions: int = Field(default=0, description="the summaries kept so far")
     updated_at: float = Field(default_factory=now)
+
+    def covered(self) -> int:
+        """How many of the thread's turns, from its first, its summary covers."""
+        return self.summary.through if self.summary is not None else 0
 
 
 class ThreadEnded(_Wire):
@@ -589,6 +623,9 @@ class ThreadEnded(_Wire):
     thread: str
     turn: ThreadTurn | None = Field(
         default=None, description="None: the job ended without running (cancelled, refused)"
+    )
+    summary: ThreadSummary | None = Field(
+        default=None, description="the summary of older turns the turn wrote, if it did"
     )
 
 
@@ -885,6 +922,7 @@ EventType = Literal[
     "child_ended",
     "signal",
     "thread",
+    "compacted",
     "status",
 ]
 
@@ -1088,6 +1126,12 @@ class JobSnapshot(_Wire):
     thread_context: list[dict[str, Any]] = Field(
         default_factory=list,
         description="the thread's earlier turns its context carries (chosen when it starts)",
+    )
+    compaction: Compaction | None = Field(
+        default=None, description="set while the turn summarises its thread's older turns"
+    )
+    thread_summary: ThreadSummary | None = Field(
+        default=None, description="the summary the turn wrote, kept by the thread as it ends"
     )
     trace: str | None = Field(
         default=None,

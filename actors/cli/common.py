@@ -279,6 +279,11 @@ def describe(event: Event) -> str:
         case "thread":
             after = data.get("waits_for")
             return f"{head} waits its turn in thread {data.get('thread')} (after {after})"
+        case "compacted" if data.get("summary") is not None:
+            kept = f", {data.get('kept')} newer kept as they were"
+            return f"{head} summarised the first {data.get('through')} turns{kept}"
+        case "compacted":
+            return f"{head} made no summary (edge {data.get('edge')}): the newest turns only"
         case "status" if data.get("status") == "waiting_human":
             return f"{head} waiting_human in {data.get('state')}: {data.get('reason')}"
         case "status":

@@ -143,7 +143,9 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         "waiting for it, and the ended turns it keeps (what each later turn's context "
         "carries, within its agent's thread_tokens).",
     )
-    thread.add_argument("thread", metavar="T")
+    thread.add_argument(
+        "thread", nargs="+", metavar="[show] T", help="the thread's id (`show` may come first)"
+    )
     thread.set_defaults(run=_thread)
     status = verbs.add_parser("status", parents=[common], help="show a job's status")
     status.add_argument("job_id", metavar="JOB")
@@ -410,7 +412,12 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _thread(args: argparse.Namespace) -> int:
-    record = with_client(lambda rig: rig.thread(args.thread))
+    words = args.thread
+    if words[0] == "show":
+        words = words[1:]
+    if len(words) != 1:
+        raise usage_error("rig thread [show] T: one thread id")
+    record = with_client(lambda rig: rig.thread(words[0]))
     if args.json:
         print_json(record.model_dump(mode="json"))
         return EXIT_OK
@@ -419,6 +426,10 @@ def _thread(args: argparse.Namespace) -> int:
     print(f"  waiting: {waiting}")
     dropped = f" ({record.dropped} older no longer kept)" if record.dropped else ""
     print(f"  turns: {len(record.turns)}{dropped}")
+    if record.summary is not None:
+        covers = f"the first {record.summary.through} turns"
+        made = f"by {record.summary.job_id}; {record.compactions} so far"
+        print(f"  summary of {covers} ({made}): {json.dumps(record.summary.summary)[:200]}")
     for n, turn in enumerate(record.turns, start=record.dropped + 1):
         said = turn.output if turn.output is not None else turn.results
         print(f"  {n:>3}. {turn.job_id}  {turn.status}  {json.dumps(turn.input)[:60]}")

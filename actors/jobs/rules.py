@@ -17,11 +17,10 @@ it just decoded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from actors.jobs import children
+from actors.jobs import children, threads
 from actors.runtime.schemas import fits
 from actors.runtime.settings import DEFAULT_RETENTION_S
 from protocols import (
@@ -64,7 +63,6 @@ from protocols import (
     ThreadEnded,
     ThreadNext,
     ThreadRecord,
-    ThreadTurn,
     ToolCall,
     ToolCancel,
     ToolResult,
@@ -96,8 +94,10 @@ class Rules:
 
     # --- the transitions -------------------------------------------------------------
 
-    def start(self, job: JobSnapshot, graph: Graph) -> JobSnapshot | None:
-        """A `StartJob`: the job enters its graph's initial state (the newest version)."""
+    def start(self, job: JobSnapshot, graph: Graph, at: str | None = None) -> JobSnapshot | None:
+        """A `StartJob`: the job enters its graph's initial state (the newest version), or
+        `at` (a thread's turn that summarises first)."""
+        at = at or graph.initial
         if job.status != "accepted":
             return None
         # The outbox still holds the `accepted` event written at submit: keep it.
@@ -108,15 +108,15 @@ class Rules:
             "started",
             agent=job.agent,
             graph_version=graph.version,
-            state=graph.initial,
+            state=at,
             budget=job.budget.model_dump(exclude_none=True),
             deadline=job.deadline,
         )
         if job.deadline is not None and job.parent is None:  # a child's is set already
             self.set_deadline(job, job.deadline)
-        job.state = graph.initial
-        job.path = [graph.initial]
-        job.visits = {graph.initial: 1}
+        job.state = at
+        job.path = [at]
+        job.visits = {at: 1}
         return self.next_step(job, graph)
 
     def start_child(
@@ -818,6 +818,8 @@ class Rules:
         arguments become the job's output, and the job enters the edge's target."""
         if edge.output:
             job.output = job.pending_args
+        if job.compaction is not None and job.state == graph.compact:
+            threads.compacted(self, job, edge, job.pending_args if edge.args else None)
         return self.enter(job, graph, edge.to, edge=edge.name, outage=outage)
 
     def tool_done(
@@ -927,6 +929,8 @@ class Rules:
             job.decisions[-1]["outcome"] = reason  # the edge did not go as asked: why
         if edge == LOOKUP:  # still in its state, which decides again: a step, not a visit
             return self.next_step_after(job, graph)
+        if job.compaction is not None:  # it left the summarising state without a summary
+            threads.compacted(self, job, graph.edge(job.state, edge), None)
         visits = job.visits.get(target, 0) + 1
         limit = job.budget.max_visits
         if limit is not None and visits > limit and graph.state(target).decided_by_llm:
@@ -1192,36 +1196,14 @@ class Rules:
                 )
             )
         if job.thread is not None:  # the thread keeps the turn; its next one starts
-            turn = turn_of(job) if job.state is not None else None  # None: it never ran
-            ended_turn = ThreadEnded(job_id=job.job_id, thread=job.thread, turn=turn)
-            job.outbox.append(
-                Outgoing(
-                    subject=self.names.supervisor_for(job.thread),
-                    msg_id=msg_id(job.job_id, job.event_seq, "thread-ended"),
-                    data=encode(ended_turn),
-                )
-            )
+            threads.ended(self, job)
         return job
 
     def start_turn(
         self, job: JobSnapshot, info: AgentInfo, record: ThreadRecord, runs: bool
     ) -> JobSnapshot | None:
-        """A turn of a thread whose record said whether it `runs` (`take_turn`): it starts
-        with the thread's earlier turns in its context, is refused (`thread_busy`), or
-        waits: it stays accepted, its journal saying for which turn, until that one ends
-        (the transition is written all the same: the job is stored, and its submission's
-        events go out)."""
-        if runs:
-            job.thread_context = thread_context(record, info.thread_tokens)
-            return self.start(job, info.graph)
-        if job.thread_busy == "refuse":
-            message = (
-                f"thread {job.thread!r} runs job {record.active} now; this turn was refused "
-                "(thread_busy=refuse): submit it again once that one ended"
-            )
-            return self.finish(job, "failed", error={"code": "thread_busy", "message": message})
-        self.event(job, "thread", thread=job.thread, waits_for=record.active)
-        return job
+        """A turn of a thread (`actors/jobs/threads.py`)."""
+        return threads.start(self, job, info, record, runs)
 
     def too_large(
         self, job: JobSnapshot, grown: JobSnapshot, size: int, limit: int
@@ -1440,28 +1422,6 @@ def _context(job: JobSnapshot) -> JobContext:
     )
 
 
-# The most of one turn a thread keeps (its results beyond are left out, and said so).
-TURN_MAX_BYTES = 8192
-
-
-def turn_of(job: JobSnapshot) -> ThreadTurn:
-    """What a thread keeps of a turn that ended: its input, answer and results, and why
-    its decisions went as they did (the reasons given, a person's notes)."""
-    said = [str(d["reason"]) for d in job.decisions if d.get("reason")]
-    result = job.result or {}
-    turn = ThreadTurn(
-        job_id=job.job_id,
-        status=job.status,
-        input=job.input,
-        output=result.get("output"),
-        results=job.results,
-        said=said[-8:],
-    )
-    if len(encode(turn)) > TURN_MAX_BYTES:
-        turn.results = {"$left_out": f"{len(encode(job.results))} bytes of results"}
-    return turn
-
-
 def _nth(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -1471,56 +1431,6 @@ def _handled(report: Decision | ToolResult | Verdict) -> dict[str, Any]:
     """The journal's record of who handled a report's command, and when (`rig trace`)."""
     handled = report.handled
     return {"handled": handled.model_dump()} if handled is not None else {}
-
-
-# The ended turns a thread keeps (the oldest are dropped, and counted).
-THREAD_TURNS_KEPT = 50
-
-
-def thread_ended(record: ThreadRecord, ended: ThreadEnded) -> bool:
-    """Keep the ended turn (once) and hand the thread to its next waiting job; whether the
-    record changed."""
-    changed = False
-    if ended.turn is not None and all(t.job_id != ended.job_id for t in record.turns):
-        record.turns.append(ended.turn)
-        over = len(record.turns) - THREAD_TURNS_KEPT
-        if over > 0:
-            record.turns, record.dropped = record.turns[over:], record.dropped + over
-        changed = True
-    if ended.job_id in record.waiting:
-        record.waiting.remove(ended.job_id)
-        changed = True
-    if record.active == ended.job_id:
-        record.active = record.waiting.pop(0) if record.waiting else None
-        changed = True
-    return changed
-
-
-def take_turn(record: ThreadRecord, job: JobSnapshot) -> bool:
-    """Whether `job` runs now: the thread runs no other turn (the record now names it the
-    active one). Otherwise it is queued (once), unless it refuses to wait."""
-    if record.active in (None, job.job_id):
-        record.active = job.job_id
-        record.waiting = [w for w in record.waiting if w != job.job_id]
-        return True
-    if job.thread_busy != "refuse" and job.job_id not in record.waiting:
-        record.waiting.append(job.job_id)
-    return False
-
-
-def thread_context(record: ThreadRecord, tokens: int) -> list[dict[str, Any]]:
-    """The newest ended turns whose JSON fits `tokens` (four characters a token), oldest
-    first: what a turn's context carries of its thread."""
-    chosen: list[dict[str, Any]] = []
-    left = tokens * 4
-    for turn in reversed(record.turns):
-        plain = turn.model_dump(mode="json")
-        size = len(json.dumps(plain))
-        if size > left:
-            break
-        chosen.append(plain)
-        left -= size
-    return chosen[::-1]
 
 
 def forged(message: Any, sender: tuple[str, str] | None) -> str | None:

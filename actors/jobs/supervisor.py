@@ -33,7 +33,8 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from actors.jobs.rules import Rules, check_input, forged, take_turn, thread_ended
+from actors.jobs.rules import Rules, check_input, forged
+from actors.jobs.threads import take_turn, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors.runtime.faults import crash_point

@@ -34,6 +34,7 @@ from actors.models.router import ModelRouter, ProvidersFailed, ResponseCache, Re
 from actors.models.toolsets import Offered, offer, pick
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import Actor, Delivery, Inbox
+from actors.runtime.faults import crash_point
 from actors.runtime.metrics import STEP_SECONDS, child, observe_calls
 from actors.runtime.nats import keep_beating
 from actors.runtime.results import resolved_context
@@ -684,6 +685,7 @@ class Agent(Actor):
             span.set_attribute("gen_ai.usage.input_tokens", decision.usage.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", decision.usage.output_tokens)
         child(STEP_SECONDS, self.name, name).observe(decision.handled.ms / 1000)
+        crash_point("after_decide", name)  # answered, the decision not yet sent
         await self.publish(
             self.names.report("agent", self.name, request.job_id),
             decision,

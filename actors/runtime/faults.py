@@ -13,7 +13,8 @@ yet recorded), `after_record` (recorded, not yet reported), `after_ack`; the too
 also as `POINT:TOOL` (one tool's calls only); the supervisor's `after_write_KIND` (a
 transition caused by a message of that kind is written, its outbox not yet published)
 and `after_write_end` (a job's last transition is written: its end, and what it tells
-its parent), each also as `POINT:AGENT` (one agent's jobs only).
+its parent), each also as `POINT:AGENT` (one agent's jobs only); the agent's
+`after_decide` (the model answered, the decision not yet sent), also as `POINT:STATE`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from actors.jobs.rules import Rules, check_input, take_turn, thread_ended
+from actors.jobs.rules import Rules, check_input
+from actors.jobs.threads import take_turn, thread_ended
 from actors.models.agent import Agent
 from actors.models.llm import LLM, ScriptExhausted
 from actors.runtime.actor import Actor, Delivery, Inbox

@@ -1,6 +1,7 @@
 """A thread goes on when its supervisor dies between two turns: after a turn's end is
 written but before its outbox (with `ThreadEnded`) went out, and after the thread's
-record moved on but before the next turn was told (`ThreadNext`)."""
+record moved on but before the next turn was told (`ThreadNext`); and a summary of its
+older turns is made once when the agent and the supervisor making it die."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 
 from actors.runtime.client import RigClient
 from actors.testing import Deployment
-from protocols import RigConnectionError
+from protocols import JobInfo, RigConnectionError
 from tests.chaos.test_production_timings import spawn_doomed
+from tests.integration.test_cli import rig_cli
+from tests.support.chat import Compactor
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -51,3 +54,60 @@ async def test_a_thread_goes_on_when_its_supervisor_dies_between_turns(
     said = {info.job_id: info.result["output"]["seen"] for info in infos if info.result}
     texts = [turn.input["text"] for turn in record.turns]
     assert [said[turn.job_id] for turn in record.turns] == [texts[:n] for n in range(3)]
+
+
+async def test_a_summary_is_made_once_when_its_agent_and_supervisor_die_making_it(
+    rig: Deployment,
+) -> None:
+    """The fourth turn of a compacting thread starts in its summarising state: its agent
+    dies with the model's summary not yet sent, then its supervisor with the summary's
+    decision written but not yet acted on. The summary is one decision, journaled once,
+    kept by the thread once; every turn still sees every earlier one."""
+    [supervisor] = await rig.spawn("actors:Supervisor")
+    [agent] = await rig.spawn("tests.support.chat:Compactor")
+
+    async def turn(n: int) -> JobInfo:
+        while True:
+            try:
+                reply = await rig.client.submit(
+                    "compactor", {"text": f"t{n}"}, job_id=f"turn-{n}", thread="conv"
+                )
+                return await rig.client.wait(reply.job_id, timeout=rig.within(60))
+            except (RigConnectionError, TimeoutError):
+                await asyncio.sleep(0.05)  # the supervisor is restarting: ask again
+
+    infos = [await turn(n) for n in range(3)]
+    assert [info.result["output"]["summary"] for info in infos if info.result] == [[]] * 3
+    # The next turn compacts: the processes that will die making its summary take over.
+    supervisor.kill()
+    agent.kill()
+    await asyncio.gather(supervisor.wait(), agent.wait())
+    supervisor = await spawn_doomed(rig, "actors:Supervisor", "after_write_decision:compactor")
+    agent = await spawn_doomed(rig, "tests.support.chat:Compactor", "after_decide:summarise")
+    compacting = asyncio.create_task(turn(3))
+    assert await asyncio.wait_for(agent.wait(), rig.within(30)) == 137
+    await rig.spawn("tests.support.chat:Compactor")
+    assert await asyncio.wait_for(supervisor.wait(), rig.within(30)) == 137
+    await rig.spawn("actors:Supervisor")
+    infos.append(await asyncio.wait_for(compacting, rig.within(90)))
+    infos += [await turn(n) for n in range(4, 8)]
+
+    assert [info.status for info in infos] == ["succeeded"] * 8
+    summaries = {}
+    for n, info in enumerate(infos):
+        assert info.result is not None
+        said = info.result["output"]
+        assert said["summary"] + said["seen"] == [f"t{k}" for k in range(n)]
+        assert said["context_chars"] <= 4 * Compactor.thread_tokens
+        journal = await rig.client.journal(info.job_id)
+        made = [e for e in journal if e.type == "compacted"]
+        steps = [e for e in journal if e.type == "decision" and e.data["state"] == "summarise"]
+        assert len(made) == len(steps) <= 1  # one summarising step, journaled once
+        if made:
+            summaries[info.job_id] = made[0].data["summary"]["covers"]
+    assert "turn-3" in summaries and len(summaries) >= 2
+    record = await rig.client.thread("conv")
+    assert record.compactions == len(summaries) and record.summary is not None
+    assert record.summary.summary["covers"] == summaries[record.summary.job_id]
+    code, out, _ = await rig_cli(rig, "thread", "show", "conv")
+    assert code == 0 and f"summary of the first {record.summary.through} turns" in out

@@ -87,7 +87,7 @@ async def test_a_turn_waits_for_a_person_s_turn_or_is_refused(
         ]
     async with http.get(f"{base}/v1/threads/nope") as response:
         assert response.status == 404 and (await response.json())["code"] == "unknown_thread"
-    code, out, _ = await rig_cli(rig, "thread", "conv-2")
+    code, out, _ = await rig_cli(rig, "thread", "show", "conv-2")
     assert code == 0 and "running none" in out and "turns: 2" in out and "heard later" in out
     code, out, _ = await rig_cli(rig, "thread", "conv-2", "--json")
     assert code == 0 and json.loads(out)["thread"] == "conv-2"

@@ -4,7 +4,7 @@ its context, one at a time, as a deployment runs them (tests/support/chat.py).""
 from __future__ import annotations
 
 from actors.testing import LocalRig
-from tests.support.chat import Chatter
+from tests.support.chat import Chatter, Compactor
 
 
 async def test_turns_of_a_thread_see_the_turns_before_them() -> None:
@@ -34,3 +34,27 @@ async def test_a_turn_waits_while_the_one_before_waits_for_a_person() -> None:
         assert second.status == "succeeded" and second.result is not None
         assert second.result["output"]["seen"] == ["help"]
         assert rig.threads["conv"].active is None
+
+
+async def test_older_turns_are_summarised_once_and_the_newest_kept_within_the_budget() -> None:
+    async with LocalRig(Compactor) as rig:
+        runs = [
+            await rig.run({"text": f"t{n}"}, job_id=f"{n:032x}", thread="conv") for n in range(8)
+        ]
+    assert [run.status for run in runs] == ["succeeded"] * 8
+    budget = Compactor.thread_tokens * 4  # characters: four a token
+    for n, run in enumerate(runs):
+        assert run.result is not None
+        said = run.result["output"]
+        assert said["context_chars"] <= budget  # counted at every turn
+        # Nothing is lost: the summary covers the older turns, the context the newest.
+        assert said["summary"] + said["seen"] == [f"t{k}" for k in range(n)]
+    compacted = [run for run in runs if run.events("compacted")]
+    assert len(compacted) >= 2  # the thread outgrew its budget more than once
+    for run in compacted:  # one summarising step, first, then the turn itself
+        [event] = run.events("compacted")
+        assert run.path[:2] == ["summarise", "start"] and run.edges[0] == "summarised"
+        assert event.data["summary"]["covers"] == [f"t{k}" for k in range(event.data["through"])]
+    record = rig.threads["conv"]
+    assert record.compactions == len(compacted) and record.summary is not None
+    assert record.summary.job_id == compacted[-1].job_id
