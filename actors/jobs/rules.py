@@ -1200,16 +1200,18 @@ class Rules:
         return job
 
     def start_turn(
-        self, job: JobSnapshot, info: AgentInfo, record: ThreadRecord, runs: bool
+        self, job: JobSnapshot, info: AgentInfo, record: ThreadRecord, runs: bool, most: int
     ) -> JobSnapshot | None:
-        """A turn of a thread (`actors/jobs/threads.py`)."""
-        return threads.start(self, job, info, record, runs)
+        """A turn of a thread (`actors/jobs/threads.py`), whose context carries at most
+        `most` tokens of it (`RIG_MAX_THREAD_TOKENS`) whatever its agent declares."""
+        return threads.start(self, job, info, record, runs, min(info.thread_tokens, most))
 
     def too_large(
-        self, job: JobSnapshot, grown: JobSnapshot, size: int, limit: int
+        self, job: JobSnapshot, grown: JobSnapshot, size: int, limit: int, *, what: str
     ) -> tuple[JobSnapshot, str]:
-        """End `job` (as it was before a change that grew it to `size` bytes, over `limit`)
-        as failed; and the largest part of the grown job, for the log.
+        """End `job` (as it was before a change that grew `what`, its state or one of its
+        journal events, to `size` bytes, over `limit`) as failed; and the largest part of
+        the grown job, for the log.
 
         Tool results over the executors' inline limit travel by reference, so what grows
         a job past one message is its input, an LLM's arguments, or many results at once.
@@ -1219,9 +1221,10 @@ class Rules:
         for tool, value in grown.results.items():
             parts[f"the result of tool {tool!r}"] = len(encode(value))
         largest = max(parts, key=lambda part: parts[part])
+        setting = "RIG_MAX_EVENT_BYTES" if "event" in what else "RIG_MAX_SNAPSHOT_BYTES"
         message = (
-            f"the job's state would grow to {size} bytes, over the {limit}-byte limit of one "
-            f"message (the server's max_payload); the largest part is {largest} "
+            f"{what} would grow to {size} bytes, over its {limit}-byte limit ({setting}, "
+            f"and the server's max_payload); the largest part is {largest} "
             f"({parts[largest]} bytes). Tool results over RIG_INLINE_RESULT_BYTES travel by "
             "reference; keep inputs and LLM arguments small (pass a reference instead)"
         )

@@ -186,7 +186,10 @@ class Supervisor(Actor):
         self._catalog: KeyValue | None = None  # RIG_TOOLS, opened when a decision needs it
         self._threads: KeyValue | None = None  # RIG_THREADS, opened by a thread's first turn
         # A snapshot is one KV message: room for the headers the write adds.
-        self._max_snapshot = self.nc.max_payload - _HEADROOM
+        sizes = self.config.sizes
+        self._max_snapshot = min(sizes.snapshot or 2**31, self.nc.max_payload - _HEADROOM)
+        self._max_input = min(sizes.input, self.nc.max_payload // 4)
+        self._max_event = sizes.event
         self.stale_reports = 0
         self._backlogs: dict[str, tuple[float, int]] = {}  # agent: (read at, steps waiting)
         self._journal = (self.names.events_all.removesuffix(">"), self.names.escalations)
@@ -325,16 +328,8 @@ class Supervisor(Actor):
 
     async def _accept(self, request: SubmitRequest, job_id: str) -> SubmitReply:
         info = await self._agent(request.agent)
+        self._fits(request.input, "a job's input")
         check_input(info, request.input)
-        size = len(encode(request.input))
-        limit = self.nc.max_payload // 4
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"input is {size} bytes; a job input may be at most {limit} bytes "
-                "(a quarter of the server's max_payload, since the job carries it in its snapshot)",
-                size=size,
-                limit=limit,
-            )
         asked = _request_hash(request)
         if request.job_id is not None:
             existing, _revision = await self._load(job_id)
@@ -462,6 +457,7 @@ class Supervisor(Actor):
         out as a durable `ResolveJob`, so that nothing it must publish is lost if a
         supervisor dies half-way.
         """
+        self._fits(request.args, "a person's arguments")
         job = await self._stored(request.job_id)
         if self.rules.resolved_already(job, request):
             return job.info()  # a retry whose first try was carried out: its answer again
@@ -481,12 +477,26 @@ class Supervisor(Actor):
     async def signal(self, request: SignalRequest) -> JobInfo:
         """Deliver a signal to a job waiting for it (checked here, carried out durably,
         like `resolve`); one whose `signal_id` was delivered already is answered again."""
+        self._fits(request.data, "a signal's data")
         job = await self._stored(request.job_id)
         if self.rules.signalled_already(job, request):
             return job.info()
         self.rules.check_signal(job, await self._graph_of(job), request)
         command = SignalJob(job_id=job.job_id, command_id=uuid.uuid4().hex, request=request)
         return await self._carry_out(command)
+
+    def _fits(self, value: Any, what: str) -> None:
+        """Refuse a value from outside larger than `RIG_MAX_INPUT_BYTES` (or than a
+        quarter of the server's max_payload: a job carries its input in its snapshot)."""
+        size = len(encode(value))
+        if size > self._max_input:
+            raise PayloadTooLargeError(
+                f"{what} is {size} bytes; it may be at most {self._max_input} "
+                "(RIG_MAX_INPUT_BYTES, and a quarter of the server's max_payload): pass a "
+                "reference to large data instead",
+                size=size,
+                limit=self._max_input,
+            )
 
     async def _stored(self, job_id: str) -> JobSnapshot:
         snapshot, _revision = await self._load(job_id)
@@ -821,11 +831,19 @@ class Supervisor(Actor):
             latest = await self._agent(after.agent) if after.phase == "decide" else None
             after = rules.settle(after, cause=cause, status_before=status_before, latest=latest)
             data = encode(after)
-            if len(data) > self._max_snapshot:
-                # The change does not fit in a message: the job, as it was, ends saying why.
+            event = max(
+                (len(o.data) for o in after.outbox if o.subject.startswith(self._journal[0])),
+                default=0,
+            )
+            if len(data) > self._max_snapshot or event > self._max_event:
+                # The change does not fit: the job, as it was, ends saying why.
                 before = self._snapshot_of(job_id, stored, start)
-                after, largest = rules.too_large(before, after, len(data), self._max_snapshot)
-                self.log.error("job.too_large", job_id=job_id, bytes=len(data), largest=largest)
+                if event > self._max_event:
+                    what, size, limit = "a journal event", event, self._max_event
+                else:
+                    what, size, limit = "the job's state", len(data), self._max_snapshot
+                after, largest = rules.too_large(before, after, size, limit, what=what)
+                self.log.error("job.too_large", job_id=job_id, bytes=size, largest=largest)
                 after.cause, after.updated_at = cause, rules.now
                 data = encode(after)
             try:
@@ -939,7 +957,7 @@ class Supervisor(Actor):
             raise RetryableError("the thread's record kept changing under us", delay=0.05)
         if not runs:
             self.log.info("thread.busy", job_id=job.job_id, thread=job.thread, runs=record.active)
-        return self.rules.start_turn(job, info, record, runs)
+        return self.rules.start_turn(job, info, record, runs, self.config.sizes.thread_tokens)
 
     async def _on_thread_ended(self, ended: ThreadEnded) -> None:
         """A turn ended: the thread keeps it, and its next waiting job starts."""

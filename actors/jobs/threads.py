@@ -47,18 +47,19 @@ THREAD_TURNS_KEPT = 50
 
 
 def start(
-    rules: Rules, job: JobSnapshot, info: AgentInfo, record: ThreadRecord, runs: bool
+    rules: Rules, job: JobSnapshot, info: AgentInfo, record: ThreadRecord, runs: bool, tokens: int
 ) -> JobSnapshot | None:
     """A turn of a thread whose record said whether it `runs` (`take_turn`): it starts
-    with the thread's earlier turns in its context (first summarising them, when they no
-    longer fit and the graph says how), is refused (`thread_busy`), or waits: it stays
+    with the thread's earlier turns in its context, `tokens` of them at most (first
+    summarising them, when they no longer fit and the graph says how), is refused
+    (`thread_busy`), or waits: it stays
     accepted, its journal saying for which turn, until that one ends (the transition is
     written all the same: the job is stored, and its submission's events go out)."""
     if runs:
         graph = info.graph
-        plan = compaction(record, info.thread_tokens) if graph.compact else None
+        plan = compaction(record, tokens) if graph.compact else None
         if plan is None:
-            job.thread_context = thread_context(record, info.thread_tokens)
+            job.thread_context = thread_context(record, tokens)
             return rules.start(job, graph)
         job.compaction, job.thread_context = plan
         return rules.start(job, graph, at=graph.compact)

@@ -611,6 +611,13 @@ class Agent(Actor):
                 usage.add(reply.usage)
                 calls.extend(reply.calls)
                 said = reply.text
+                most = self.config.sizes.answer
+                if len(said) > most // 4 and len(said.encode()) > most:  # bytes: UTF-8
+                    raise InvalidAnswer(
+                        f"answer_too_large: the answer is {len(said.encode())} bytes, over "
+                        f"the {most} an answer may be (RIG_MAX_ANSWER_BYTES): answer with "
+                        "the edge and its arguments only, briefly"
+                    )
                 edge, args = parse_answer(reply.text, prompt.edges)
                 tool, args = pick(edge, args, tables) if tables else (None, args)
             except RetryableError:

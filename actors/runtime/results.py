@@ -41,8 +41,6 @@ class _Stores(Protocol):
     def names(self) -> Names: ...
 
 
-# The largest result a tool may return at all (its JSON).
-MAX_RESULT_BYTES = 64 * 1024 * 1024
 _STORE_TIMEOUT_S = 60.0
 
 

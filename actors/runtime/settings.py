@@ -35,6 +35,21 @@ DIALECTS: dict[str, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class SizeLimits:
+    """How large what enters Rig may be, each a setting (`RIG_MAX_*`): past one, the
+    value gets a typed error where it enters, before anything deeper sees it. Sizes are
+    bytes as Rig stores the value (msgpack, a little smaller than its JSON; a tool's
+    result and a model's answer: their JSON and text)."""
+
+    input: int = 256 * 1024  # a job's input, a signal's data, a person's arguments
+    result: int = 64 * 1024 * 1024  # a tool's result (past RIG_INLINE_RESULT_BYTES: a reference)
+    answer: int = 64 * 1024  # a model's answer, as text
+    event: int = 512 * 1024  # one journal event
+    snapshot: int | None = None  # a job's state (None: the server's max_payload less 4 KiB)
+    thread_tokens: int = 32_000  # the most of a thread a turn's context may carry
+
+
+@dataclass(frozen=True, slots=True)
 class Setting:
     """One `RIG_*` variable, as the reference shows it."""
 
@@ -129,6 +144,40 @@ SETTINGS: tuple[Setting, ...] = (
         ),
         ("RIG_UVLOOP", "1", "`0`: run on asyncio's own loop instead of uvloop"),
         ("RIG_PROFILE_DIR", "none", "`rig actor` writes a pyinstrument profile there on exit"),
+    ),
+    *_group(
+        "How large things may be (each past its limit is a typed error where it enters)",
+        (
+            "RIG_MAX_INPUT_BYTES",
+            str(SizeLimits().input),
+            "a job's input, a signal's data, a person's arguments (`payload_too_large`; at "
+            "most a quarter of the server's max_payload, since a job carries its input)",
+        ),
+        (
+            "RIG_MAX_RESULT_BYTES",
+            str(SizeLimits().result),
+            "a tool's result, as JSON (`result_too_large`: the edge's failure path)",
+        ),
+        (
+            "RIG_MAX_ANSWER_BYTES",
+            str(SizeLimits().answer),
+            "a model's answer (`answer_too_large`: asked again, then the safe edge)",
+        ),
+        (
+            "RIG_MAX_EVENT_BYTES",
+            str(SizeLimits().event),
+            "one journal event (the job ends `failed`, `too_large`)",
+        ),
+        (
+            "RIG_MAX_SNAPSHOT_BYTES",
+            "the server's max_payload less 4096",
+            "a job's state (the job ends `failed`, `too_large`)",
+        ),
+        (
+            "RIG_MAX_THREAD_TOKENS",
+            str(SizeLimits().thread_tokens),
+            "the most of its thread a turn's context carries, whatever its agent's `thread_tokens`",
+        ),
     ),
     *_group(
         "Logs and metrics",
@@ -268,6 +317,7 @@ class RigConfig:
     metrics_port: int | None = None  # serve /metrics on it (None: do not serve)
     metrics_host: str = "127.0.0.1"
     limits: InputLimits = field(default_factory=InputLimits)  # what one input may hold
+    sizes: SizeLimits = field(default_factory=SizeLimits)  # how large what enters may be
     creds: Path | None = None  # an nkey seed file to connect with (else the role's own)
     max_backlog: int = 1000  # steps waiting for an agent past which a submit is `busy`
     tls_ca: Path | None = None  # the CA to verify the server with (else $RIG_HOME/tls/ca.pem)
@@ -314,6 +364,7 @@ class RigConfig:
             metrics_port=None if metrics < 0 else metrics,
             metrics_host=env.text("RIG_METRICS_HOST") or "127.0.0.1",
             limits=_limits(env),
+            sizes=_sizes(env),
             creds=env.path("RIG_CREDS"),
             max_backlog=env.whole("RIG_MAX_BACKLOG", 1000, low=1, high=10**9),
             tls_ca=env.path("RIG_TLS_CA"),
@@ -398,6 +449,25 @@ def _limits(env: _Env) -> InputLimits:
 
     return InputLimits(
         depth=limit("depth"), string=limit("string"), items=limit("items"), keys=limit("keys")
+    )
+
+
+def _sizes(env: _Env) -> SizeLimits:
+    """`SizeLimits` from the RIG_MAX_*_BYTES and RIG_MAX_THREAD_TOKENS variables."""
+    default = SizeLimits()
+
+    def most(name: str, low: int = 64) -> int:
+        value = getattr(default, name)
+        return env.whole(f"RIG_MAX_{name.upper()}_BYTES", value, low=low, high=2**31)
+
+    snapshot = env.whole("RIG_MAX_SNAPSHOT_BYTES", -1, low=1024, high=2**31)
+    return SizeLimits(
+        input=most("input"),
+        result=most("result"),
+        answer=most("answer"),
+        event=most("event", low=1024),
+        snapshot=None if snapshot < 0 else snapshot,
+        thread_tokens=env.whole("RIG_MAX_THREAD_TOKENS", default.thread_tokens, low=0, high=2**24),
     )
 
 

@@ -394,7 +394,8 @@ class LocalRig:
         record = self.threads.setdefault(
             job.thread, ThreadRecord(thread=job.thread, agent=job.agent)
         )
-        return rules.start_turn(job, info, record, take_turn(record, job))
+        runs = take_turn(record, job)
+        return rules.start_turn(job, info, record, runs, self.config.sizes.thread_tokens)
 
     def graph_of(self, run: JobRun) -> Any:
         """The graph the job runs on: its agent's."""

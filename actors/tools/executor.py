@@ -29,7 +29,7 @@ from actors.runtime.actor import Actor, Delivery, Inbox
 from actors.runtime.faults import crash_point
 from actors.runtime.metrics import LEDGER, TOOL_CALLS, TOOL_SECONDS, child
 from actors.runtime.nats import keep_beating, kv_read, live_keys
-from actors.runtime.results import MAX_RESULT_BYTES, by_reference, resolved_context
+from actors.runtime.results import by_reference, resolved_context
 from actors.runtime.settings import RigConfig
 from actors.tools.catalog import publish_catalog
 from actors.tools.cluster import ClusterLedger
@@ -688,18 +688,10 @@ class ToolExecutor(Actor):
             }
         else:
             tool_ms = (time.perf_counter() - started) * 1000
-            try:
-                size = len(canonical(value))  # a result must be JSON to be recorded and sent
-                if size > MAX_RESULT_BYTES:
-                    raise ValueError(f"the result is {size} bytes; at most {MAX_RESULT_BYTES}")
-            except (TypeError, ValueError) as exc:
-                error = {
-                    "code": "bad_result",
-                    "message": f"the result of {call.tool} cannot be recorded: {exc} (a result "
-                    "must be JSON: no NaN or Infinity, nothing JSON has no form for)",
-                }
-                await self.ledger.fail(key, epoch, error, retryable=False)
-                return _result(call, key, error=error, tool_ms=tool_ms)
+            failed = self._unrecordable(call, value)
+            if failed is not None:  # the edge's failure path (the call is not made again)
+                await self.ledger.fail(key, epoch, failed, retryable=False)
+                return _result(call, key, error=failed, tool_ms=tool_ms)
             if not self.ledger.keeps_large_results:
                 value = await self._stored(call, key, epoch, value)
             if not await self.ledger.complete(key, epoch, value):
@@ -708,6 +700,28 @@ class ToolExecutor(Actor):
         tool_ms = (time.perf_counter() - started) * 1000
         await self.ledger.fail(key, epoch, error, retryable=False)
         return _result(call, key, error=error, tool_ms=tool_ms)
+
+    def _unrecordable(self, call: ToolCall, value: Any) -> dict[str, Any] | None:
+        """Why a tool's result cannot be recorded (None: it can): it is not JSON, or it is
+        larger than `RIG_MAX_RESULT_BYTES`."""
+        try:
+            size = len(canonical(value))  # a result must be JSON to be recorded and sent
+        except (TypeError, ValueError) as exc:
+            return {
+                "code": "bad_result",
+                "message": f"the result of {call.tool} cannot be recorded: {exc} (a result "
+                "must be JSON: no NaN or Infinity, nothing JSON has no form for)",
+            }
+        most = self.config.sizes.result
+        if size <= most:
+            return None
+        return {
+            "code": "result_too_large",
+            "message": f"the result of {call.tool} is {size} bytes, over the {most} a result "
+            "may be (RIG_MAX_RESULT_BYTES): return a reference to large data instead",
+            "bytes": size,
+            "limit": most,
+        }
 
     async def _stored(self, call: ToolCall, key: str, epoch: int, value: Any) -> Any:
         """`value`, or a reference to a stored copy if it is too large for the ledger's

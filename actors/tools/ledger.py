@@ -132,7 +132,7 @@ class Ledger:
     and committed in batches of at most `max_batch` by one writer task.
     """
 
-    # A record holds its result whatever its size (results are at most MAX_RESULT_BYTES).
+    # A record holds its result whatever its size (results are at most RIG_MAX_RESULT_BYTES).
     keeps_large_results = True
 
     def __init__(

@@ -50,6 +50,7 @@ async def test_a_result_larger_than_a_message_travels_by_reference(rig: Deployme
 async def test_a_job_that_would_outgrow_a_message_fails_saying_why(rig: Deployment) -> None:
     """LLM arguments of 400 KB are repeated in the decision, the snapshot and the tool
     call: past the 1 MB limit, so the job fails `too_large`, naming the arguments."""
+    rig.extra_env["RIG_MAX_ANSWER_BYTES"] = str(MB)  # the model may say that much
     await rig.spawn(*HOARDER)
     code, out, err = await rig_cli(
         rig,
@@ -70,6 +71,21 @@ async def test_a_job_that_would_outgrow_a_message_fails_saying_why(rig: Deployme
     assert snapshot.status == "failed" and snapshot.pending_args == {}
     code, out, _ = await rig_cli(rig, "dlq", "ls", "--json")
     assert code == 0 and json.loads(out) == []
+
+
+async def test_a_journal_event_over_its_limit_ends_the_job_saying_why(rig: Deployment) -> None:
+    """A decision whose arguments make its journal event larger than RIG_MAX_EVENT_BYTES
+    ends the job `too_large`, naming the event and the setting; the next job runs."""
+    rig.extra_env["RIG_MAX_EVENT_BYTES"] = "4096"
+    await rig.spawn(*HOARDER)
+    reply = await rig.client.submit("hoarder", {"size": 10, "pad": 5000})
+    info = await rig.client.wait(reply.job_id, timeout=rig.within())
+    assert info.status == "failed" and info.error is not None
+    assert info.error["code"] == "too_large" and info.error["limit"] == 4096
+    assert info.error["message"].startswith("a journal event would grow to")
+    assert "RIG_MAX_EVENT_BYTES" in info.error["message"]
+    reply = await rig.client.submit("hoarder", {"size": 10})
+    assert (await rig.client.wait(reply.job_id, timeout=rig.within())).status == "succeeded"
 
 
 async def test_a_result_is_stored_once_and_never_overwritten(rig: Deployment) -> None:
