@@ -459,6 +459,11 @@ class JobContext(_Wire):
         "graph's summarising state (`Graph.compact`), the summary so far and the turns to "
         "fold into it",
     )
+    memory: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="what the agent remembers (`Agent.memory`), read for this step: "
+        '`{"scope", "key", "value"}` each, newest first, then what its `retrieve` hook found',
+    )
 
 
 class Usage(_Wire):
@@ -499,6 +504,7 @@ class StartJob(_Wire):
     labels: dict[str, str] | None = None
     thread: str | None = None
     thread_busy: Literal["wait", "refuse"] = "wait"
+    memory: MemoryScope | None = None
     trace: str | None = None
     trace_parent: str | None = None
     parent: ParentLink | None = None
@@ -674,6 +680,43 @@ class StallCheck(_Wire):
 TimerMessage = Annotated[DeadlineCheck | StallCheck | SignalTimeout, Field(discriminator="kind")]
 
 
+MemoryScopeName = Literal["thread", "user", "global"]
+
+
+class Memory(_Wire):
+    """What an agent remembers across jobs (`Agent.memory`): entries in `RIG_MEMORY`,
+    written by the memory tools (`actors.tools.memory`: at most once, through the ledger)
+    and read into each step's context (`JobContext.memory`), in the `scopes` it names."""
+
+    scopes: tuple[MemoryScopeName, ...] = Field(
+        default=("thread",),
+        min_length=1,
+        description="`thread`: the job's thread's; `user`: the user's (the job's label "
+        "`user`); `global`: the agent's, shared by every job",
+    )
+    recall: int = Field(
+        default=20, ge=1, le=200, description="the most entries of each scope a step reads"
+    )
+    ttl_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="how long an entry lives unless its write says (None: RIG_RETENTION)",
+    )
+
+
+class MemoryScope(_Wire):
+    """Whose memory a job reads and writes: its agent's, in its thread and for its user."""
+
+    agent: str
+    thread: str | None = None
+    user: str | None = None
+    ttl_s: float | None = Field(default=None, description="the agent's `Memory.ttl_s`")
+
+    def owner(self, scope: str) -> str | None:
+        """The id of `scope` for this job (`_` for `global`); None: the job has none."""
+        return {"thread": self.thread, "user": self.user, "global": "_"}.get(scope)
+
+
 class StepRequest(_Wire):
     """Supervisor to agent: pick one edge of `state`."""
 
@@ -696,6 +739,9 @@ class StepRequest(_Wire):
     sampling: Sampling | None = Field(default=None, description="the job's, as submitted")
     lookups_left: int = Field(
         default=0, description="lookups the state still allows in this visit (`State.lookup`)"
+    )
+    memory: MemoryScope | None = Field(
+        default=None, description="whose memory the step reads (an agent with `memory`)"
     )
 
 
@@ -769,6 +815,11 @@ class Decision(_Wire):
         description="the version of the graph the agent decided with, when it is not the "
         "request's: the job moves to it by the migration rule (`Graph.migration_target`)",
     )
+    memory: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="what the step read of its memory (and its retrieval hook found), as "
+        "its context carried it: the journal's decision keeps it",
+    )
 
 
 class ToolCall(_Wire):
@@ -795,6 +846,9 @@ class ToolCall(_Wire):
         default=None,
         description="the job's deadline (epoch seconds): a call is not started after it, "
         "and a running one is stopped at it",
+    )
+    memory: MemoryScope | None = Field(
+        default=None, description="whose memory the memory tools write (`actors.tools.memory`)"
     )
 
 
@@ -1020,6 +1074,7 @@ class AgentInfo(_Wire):
         description="how many tokens of a thread's earlier turns a job's context carries "
         "(the newest turns that fit; four characters a token)",
     )
+    memory: Memory | None = Field(default=None, description="what it remembers across jobs")
     renamed: dict[str, str] = Field(
         default_factory=dict,
         description="states renamed since earlier versions of the graph (old -> new name), "
@@ -1132,6 +1187,9 @@ class JobSnapshot(_Wire):
     )
     thread_summary: ThreadSummary | None = Field(
         default=None, description="the summary the turn wrote, kept by the thread as it ends"
+    )
+    memory: MemoryScope | None = Field(
+        default=None, description="whose memory it reads and writes (an agent with `memory`)"
     )
     trace: str | None = Field(
         default=None,

@@ -248,6 +248,17 @@ class Names:
         return f"{self.prefix.upper()}_PUSH"
 
     @property
+    def memory_bucket(self) -> str:
+        """What agents remember (`Agent.memory`), by `<agent>.<scope>.<owner>.<key>`:
+        written by the memory tools, read by the agents (per-entry TTLs)."""
+        return f"{self.prefix.upper()}_MEMORY"
+
+    @staticmethod
+    def memory_key(agent: str, scope: str, owner: str, key: str = "") -> str:
+        """An entry's key in `memory_bucket` (without `key`: the prefix of the scope's)."""
+        return f"{agent}.{scope}.{owner}.{key}"
+
+    @property
     def inbox_bucket(self) -> str:
         """Jobs waiting for a person, by job id (value: an `Escalation`)."""
         return f"{self.prefix.upper()}_INBOX"

@@ -42,11 +42,13 @@ from protocols import (
     ForgedReportError,
     Graph,
     Header,
+    InvalidNameError,
     JobContext,
     JobMovedError,
     JobSnapshot,
     JobStateError,
     JobStatusName,
+    MemoryScope,
     Names,
     Outgoing,
     ResolveJob,
@@ -69,6 +71,7 @@ from protocols import (
     Verdict,
     VerifyRequest,
     WebhookDelivery,
+    check_token,
     encode,
     kv_subject,
     msg_id,
@@ -132,6 +135,7 @@ class Rules:
         link = job.parent
         assert link is not None
         job.on_exhausted = info.on_exhausted
+        job.memory = memory_of(info, job.thread, job.labels)
         job.budget, job.deadline = _carved(info.budget, job.budget, job.deadline, self.now)
         if parent is None or parent.terminal or parent.phase != "child" or parent.step != link.step:
             where = f"it is {parent.status} at step {parent.step}" if parent else "it is gone"
@@ -756,6 +760,7 @@ class Rules:
             **({"calls": decision.calls} if decision.calls else {}),
             **({"answer": decision.answer} if decision.answer else {}),
             **({"outage": True} if decision.outage else {}),
+            **({"memory": decision.memory} if decision.memory else {}),
             **_handled(decision),
         )
         note: dict[str, Any] = {"step": job.step, "state": job.state, "edge": edge.name, "by": by}
@@ -784,6 +789,7 @@ class Rules:
                 context=_context(job) if edge.verifier is not None else None,
                 lookup=edge.name == LOOKUP,
                 deadline=job.deadline,
+                memory=job.memory,
             )
             self.command(job, self.names.tool(tool), call, "tool_call")
             return job
@@ -1007,6 +1013,7 @@ class Rules:
             edges=[edge.name for edge in state.edges],
             sampling=job.sampling,
             lookups_left=state.max_lookups - job.lookups if state.lookup else 0,
+            memory=job.memory,
         )
         self.command(job, self.names.agent(job.agent), request, "step")
         return job
@@ -1266,6 +1273,7 @@ class Rules:
             labels=request.labels,
             thread=request.thread,
             thread_busy=request.thread_busy or "wait",
+            memory=memory_of(info, request.thread, request.labels),
         )
 
     def new_snapshot(self, start: StartJob) -> JobSnapshot:
@@ -1284,6 +1292,7 @@ class Rules:
             labels=start.labels,
             thread=start.thread,
             thread_busy=start.thread_busy,
+            memory=start.memory,
             trace=start.trace,
             trace_parent=start.trace_parent,
             parent=start.parent,
@@ -1413,6 +1422,30 @@ def pending_tool(job: JobSnapshot, graph: Graph | None) -> str | None:
         return job.pending_tool
     edge = graph.edge(job.state, job.pending_edge)
     return edge.tool if edge is not None else None
+
+
+def memory_of(
+    info: AgentInfo, thread: str | None, labels: Mapping[str, str] | None
+) -> MemoryScope | None:
+    """Whose memory a job of `info`'s agent reads and writes: its thread's, and its
+    user's (the label `user`, when it is a token); None for an agent without memory."""
+    if info.memory is None:
+        return None
+    user = (labels or {}).get("user")
+    return MemoryScope(
+        agent=info.name,
+        thread=thread,
+        user=user if _token(user) else None,
+        ttl_s=info.memory.ttl_s,
+    )
+
+
+def _token(text: str | None) -> bool:
+    try:
+        check_token(text or "", what="user")
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _context(job: JobSnapshot) -> JobContext:

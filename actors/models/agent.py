@@ -39,6 +39,7 @@ from actors.runtime.metrics import STEP_SECONDS, child, observe_calls
 from actors.runtime.nats import keep_beating
 from actors.runtime.results import resolved_context
 from actors.tools.catalog import Catalog
+from actors.tools.memory import KvMemory, MemoryStore, read_memory
 from protocols import (
     ANSWER_MAX_CHARS,
     DEFAULT_MAX_STEPS,
@@ -52,6 +53,7 @@ from protocols import (
     GraphError,
     Header,
     JobContext,
+    Memory,
     Names,
     NonRetryableError,
     RetryableError,
@@ -165,6 +167,9 @@ class Agent(Actor):
     renamed: ClassVar[dict[str, str]] = {}
     # How many tokens of its thread's earlier turns a job's context carries (`--thread`).
     thread_tokens: ClassVar[int] = 2000
+    # What it remembers across jobs (`protocols.Memory`): read into each step's context,
+    # written by the memory tools (`actors.tools.memory`). None: nothing.
+    memory: ClassVar[Memory | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -232,6 +237,7 @@ class Agent(Actor):
             on_exhausted=self.on_exhausted,
             on_stuck=self.on_stuck,
             thread_tokens=self.thread_tokens,
+            memory=self.memory,
             renamed=self.renamed,
         )
 
@@ -370,6 +376,8 @@ class Agent(Actor):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._model_counts: dict[str, int] = {}
+        self._retrieves = type(self).retrieve is not Agent.retrieve  # a hook of its own
+        self.memory_store: MemoryStore | None = None  # where `memory` is read (`KvMemory`)
 
     def stats(self) -> dict[str, int]:
         """The actor's counters, and per model provider (`llm|<provider>|<model>|<what>`):
@@ -509,7 +517,18 @@ class Agent(Actor):
 
     @classmethod
     def role(cls, names: Names, graphs: list[Graph]) -> Role:
-        return permissions.agent(names, cls.name)
+        role = permissions.agent(names, cls.name)
+        if cls.memory is None:
+            return role
+        memory = permissions.kv_scan(names.memory_bucket)  # what it remembers, to read
+        return role.plus(memory.publish, memory.subscribe)
+
+    async def retrieve(self, prompt: RoutePrompt) -> list[dict[str, Any]]:
+        """Items from an index of your own for this step (override it: a function of the
+        prompt, whose context has the job's input, returning JSON objects). They go into
+        `prompt.context.memory` after the remembered entries, and into the journal with
+        the decision. Rig ships no index: this is where yours plugs in."""
+        return []
 
     def inboxes(self) -> list[Inbox]:
         return [
@@ -552,12 +571,17 @@ class Agent(Actor):
             )
         state = self.graph.state(name)
         tables = await self._tool_tables(state, request.lookups_left)
+        context = await resolved_context(self, request.context)
+        if self.memory is not None and request.memory is not None:
+            store = self.memory_store or KvMemory(self.js, self.names)
+            self.memory_store = store
+            context.memory = await read_memory(store, self.memory, request.memory)
         prompt = RoutePrompt(
             agent=self.name,
             state=name,
             description=state.description,
             edges=offer(state, name, tables, request.lookups_left) if tables else state.edges,
-            context=await resolved_context(self, request.context),
+            context=context,
             max_output_tokens=self.max_output_tokens,
             deadline=request.deadline,
             job_id=request.job_id,
@@ -569,6 +593,9 @@ class Agent(Actor):
             instructions=self.instructions,
             renderer=self.render_prompt if self._renders else None,
         )
+        if self._retrieves:
+            found = [{"scope": "retrieved", **item} for item in await self.retrieve(prompt)]
+            context.memory += found
         calls: list[dict[str, Any]] = []
         usage = Usage()
         problem, outage = "", False
@@ -586,6 +613,7 @@ class Agent(Actor):
                 llm_ms=llm_ms,
                 calls=calls,
                 answer=said[:ANSWER_MAX_CHARS],
+                memory=context.memory,
                 **fields,
             )
 

@@ -382,6 +382,7 @@ async def ensure_topology(
         (names.index_bucket, "Rig job index: a JobEntry per <agent>.<job_id>, for listing"),
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
         (names.threads_bucket, "Rig threads: the turns of each conversation, by id"),
+        (names.memory_bucket, "Rig memory: what agents remember (<agent>.<scope>.<owner>.<key>)"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas, expiring=True)
     if not indexed:

@@ -47,6 +47,7 @@ class SizeLimits:
     event: int = 512 * 1024  # one journal event
     snapshot: int | None = None  # a job's state (None: the server's max_payload less 4 KiB)
     thread_tokens: int = 32_000  # the most of a thread a turn's context may carry
+    memory: int = 16 * 1024  # one entry an agent remembers (`actors.tools.memory`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,11 @@ SETTINGS: tuple[Setting, ...] = (
             "RIG_MAX_SNAPSHOT_BYTES",
             "the server's max_payload less 4096",
             "a job's state (the job ends `failed`, `too_large`)",
+        ),
+        (
+            "RIG_MAX_MEMORY_BYTES",
+            str(SizeLimits().memory),
+            "one value an agent remembers (`remember` fails with `memory_too_large`)",
         ),
         (
             "RIG_MAX_THREAD_TOKENS",
@@ -466,6 +472,7 @@ def _sizes(env: _Env) -> SizeLimits:
         result=most("result"),
         answer=most("answer"),
         event=most("event", low=1024),
+        memory=most("memory"),
         snapshot=None if snapshot < 0 else snapshot,
         thread_tokens=env.whole("RIG_MAX_THREAD_TOKENS", default.thread_tokens, low=0, high=2**24),
     )

@@ -24,6 +24,7 @@ from actors.runtime.settings import RigConfig
 from actors.tools.catalog import Catalog, offered
 from actors.tools.executor import ToolExecutor, ledger_owner
 from actors.tools.ledger import Ledger
+from actors.tools.memory import LocalMemory, MemoryTools
 from actors.tools.verifier import Verifier
 from protocols import (
     AgentInfo,
@@ -317,6 +318,12 @@ class LocalRig:
         self._served = {entry.tool: entry for entry in served}
         for each in made:  # what sets of tools and lookups offer: the executors given
             each.catalog = Catalog.of(served, self.names)
+        self.memory = LocalMemory()  # what its agents remember, as RIG_MEMORY would keep it
+        for each in made:
+            each.memory_store = self.memory
+        for executor in self.executors:
+            if isinstance(executor, MemoryTools):
+                executor.store = self.memory
         self.actors: list[Actor] = [*made, *self.executors]
         self.actors += [cls(config=self.config) for cls in verifiers]
         self.inboxes: dict[str, Inbox] = {}
@@ -360,13 +367,15 @@ class LocalRig:
         job_id: str = "job-1",
         thread: str | None = None,
         thread_busy: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> JobRun:
         """Submit one job and run it until it ends or waits for a person (`run_job`).
 
         `thread`: the job is a turn of that conversation (its context carries the
         thread's earlier turns run here); while another turn waits for a person, it
         waits (its status `accepted`) until that one ends, or with `thread_busy="refuse"`
-        it is refused, as in a deployment."""
+        it is refused, as in a deployment. `labels` as a submission's (`user` names whose
+        memory it reads and writes)."""
         info = self.info
         if input is None and info.example_input is None:
             raise TypeError(
@@ -378,6 +387,7 @@ class LocalRig:
             {"agent": info.name, "input": info.example_input if input is None else input}
             | {"job_id": job_id}
             | threading
+            | ({"labels": labels} if labels else {})
             | (limits or {}),
         )
         check_input(info, request.input)  # as the supervisor does at submission

@@ -38,6 +38,7 @@ from actors.tools.ledger import Ledger
 from protocols import (
     Graph,
     JobContext,
+    MemoryScope,
     Names,
     NonRetryableError,
     RetryableError,
@@ -87,6 +88,16 @@ class ToolContext:
     key: str
     epoch: int
     job: JobContext | None = None
+    memory: MemoryScope | None = None  # whose memory the memory tools write
+
+
+class ToolRefused(Exception):
+    """Raised by a tool that refuses a call before acting: the call fails with `code`
+    (the edge's failure path), and nothing is logged as a bug."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 _current: ContextVar[ToolContext] = ContextVar("rig_tool_context")
@@ -628,7 +639,9 @@ class ToolExecutor(Actor):
         """Ask the outside world whether an `unknown` call's effect happened, and record it."""
         assert spec.reconcile is not None
         check = getattr(self, spec.reconcile)
-        token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch))
+        token = _current.set(
+            ToolContext(call.job_id, call.step, call.tool, key, epoch, memory=call.memory)
+        )
         try:
             found = await asyncio.wait_for(check(**kwargs), spec.timeout)
         except Exception as exc:
@@ -678,6 +691,8 @@ class ToolExecutor(Actor):
                 # The effect may be under way: leave the claim to expire into `unknown`.
                 raise RetryableError(f"tool {call.tool} timed out", delay=1.0) from None
             error = {"code": "timeout", "message": f"no result within {spec.timeout} s"}
+        except ToolRefused as refused:  # it did not act, and says why in its own code
+            error = {"code": refused.code, "message": refused.message}
         except Exception as exc:
             # The tool's own code raised: the traceback is for whoever owns the tool.
             self.log.error("tool.raised", tool=call.tool, error=repr(exc), exc_info=exc)
@@ -769,7 +784,9 @@ class ToolExecutor(Actor):
     ) -> Any:
         """Run the tool (for at most `limit` seconds) as a task `stop_call` can cancel; raise
         `_Stopped` if it did."""
-        token = _current.set(ToolContext(call.job_id, call.step, call.tool, key, epoch, job))
+        token = _current.set(
+            ToolContext(call.job_id, call.step, call.tool, key, epoch, job, call.memory)
+        )
         ident = (call.job_id, call.step, call.tool)
 
         timeout = asyncio.timeout(limit)

@@ -167,6 +167,8 @@ def test_protocols_exports() -> None:
             "ThreadNext",
             "ThreadRecord",
             "ThreadSummary",
+            "Memory",
+            "MemoryScope",
             "ThreadTurn",
             "Compaction",
             "TimerMessage",
