@@ -475,8 +475,9 @@ class Driver:
         self.names = names
         self.traces: dict[str, JobTrace] = {}
         self.done: dict[str, asyncio.Future[str]] = {}
-        # What the n-th job is: an agent and its input (the pipeline's, by default).
-        self.job: Callable[[int], tuple[str, dict[str, Any]]] = lambda n: ("pipeline", {"n": n})
+        # What the n-th job is: an agent and its input (the pipeline's, by default), and
+        # perhaps more fields of its submission.
+        self.job: Callable[[int], tuple[Any, ...]] = lambda n: ("pipeline", {"n": n})
 
     async def __aenter__(self) -> Driver:
         self.sub = await self.nc.subscribe(
@@ -515,8 +516,8 @@ class Driver:
         job_id = uuid.uuid4().hex
         self.done[job_id] = asyncio.get_running_loop().create_future()
         self.traces.setdefault(job_id, JobTrace()).submitted = time.time()
-        agent, job_input = self.job(n)
-        body = encode({"agent": agent, "input": job_input, "job_id": job_id})
+        agent, job_input, *more = self.job(n)  # more: other fields of the submission
+        body = encode({"agent": agent, "input": job_input, "job_id": job_id, **dict(*more)})
         reply = await self.nc.request(self.names.api_submit, body, timeout=30)
         if b"error" in reply.data[:16]:
             raise RuntimeError(f"submit failed: {reply.data!r}")
@@ -684,6 +685,79 @@ async def bench_tree(server: NatsServer, report: Report, quick: bool, work: Path
         f"a child {tree_cpu:.2f} CPU-ms and {tree_wall:.2f} ms of wall per job, a lone job "
         f"{lone_cpu:.2f} and {lone_wall:.2f} ({100 * extra / lone_cpu:+.0f}% CPU, the "
         f"parent's share included); {2 * jobs} jobs each way, alternated",
+    )
+
+
+# --- threads -----------------------------------------------------------------------------
+
+
+async def bench_thread(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """What a turn of a 20-turn thread costs against a lone job of the same agent, in the
+    same run: the pipeline's jobs submitted alone, then as the turns of threads (each
+    turn's context carrying the earlier turns that fit the agent's `thread_tokens`), the
+    same number in flight, alternated; and what a thread of 20 turns keeps (its record
+    in RIG_THREADS)."""
+    turns, threads = (20, 4) if quick else (20, 32)
+    jobs = turns * threads
+    nc = await harness(server)
+    home = work / "thread"
+    home.mkdir()
+    deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(4 * threads)})
+    await deployment.start(nc, PIPELINE)
+    runs: dict[str, tuple[float, float]] = {}
+    sizes: list[int] = []
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            await driver.run(threads, threads)  # warm up
+            for round_, shape in enumerate(("lone", "thread", "lone", "thread")):
+                if shape == "lone":
+                    driver.job = lambda n: ("pipeline", {"n": n})
+                else:  # job n is turn n // threads of thread n % threads: in order
+                    driver.job = lambda n, r=round_: (
+                        "pipeline",
+                        {"n": n},
+                        {"thread": f"bench-{r}-{n % threads}"},
+                    )
+                before = deployment.cpu_seconds()
+                elapsed = await driver.run(jobs, threads)
+                after = deployment.cpu_seconds()
+                cpu = sum(after.values()) - sum(before.values())
+                wall, spent = runs.get(shape, (0.0, 0.0))
+                runs[shape] = (wall + elapsed, spent + cpu)
+        kv = await nc.jetstream().key_value(deployment.names.threads_bucket)
+        for n in range(threads):
+            entry = await kv.get(f"bench-3-{n}")
+            sizes.append(len(entry.value or b""))
+    finally:
+        await deployment.stop()
+        await nc.close()
+    lone_wall, lone_cpu = (value * 1000 / (2 * jobs) for value in runs["lone"])
+    turn_wall, turn_cpu = (value * 1000 / (2 * jobs) for value in runs["thread"])
+    extra = turn_cpu - lone_cpu
+    record = sum(sizes) / len(sizes)
+    report.put(
+        "thread",
+        f"turns_{turns}",
+        {
+            "turns_per_thread": turns,
+            "threads_in_flight": threads,
+            "jobs": 2 * jobs,
+            "lone_cpu_ms_per_job": round(lone_cpu, 3),
+            "turn_cpu_ms_per_job": round(turn_cpu, 3),
+            "cpu_overhead_ms_per_turn": round(extra, 3),
+            "lone_wall_ms_per_job": round(lone_wall, 3),
+            "turn_wall_ms_per_job": round(turn_wall, 3),
+            "record_bytes_per_thread": round(record),
+        },
+    )
+    report.row(
+        "thread",
+        f"threads of {turns} pipeline turns, {threads} threads in flight",
+        f"{extra:+.2f} CPU-ms per turn",
+        f"a turn {turn_cpu:.2f} CPU-ms and {turn_wall:.2f} ms of wall per job, a lone job "
+        f"{lone_cpu:.2f} and {lone_wall:.2f} ({100 * extra / lone_cpu:+.0f}% CPU); a "
+        f"thread of {turns} turns keeps {record / 1024:.1f} KiB (its record); {2 * jobs} "
+        "jobs each way, alternated",
     )
 
 
@@ -1696,6 +1770,7 @@ SCENARIOS = (
     "cluster",
     "testing",
     "tree",
+    "thread",
     "mcp",
     "profile",
 )
@@ -1756,6 +1831,7 @@ async def main() -> int:
             "cluster": lambda: bench_cluster(server, report, args.quick, work),
             "testing": lambda: bench_testing(report, args.quick),
             "tree": lambda: bench_tree(server, report, args.quick, work),
+            "thread": lambda: bench_thread(server, report, args.quick, work),
             "mcp": lambda: bench_mcp(server, report, args.quick, work),
             "profile": lambda: bench_profile(server, report, args.quick, work),
         }

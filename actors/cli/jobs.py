@@ -118,6 +118,14 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="while another turn of T runs: wait for it (the default), or refuse this one",
     )
     submit.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label kept with the job (again for more); `user=ID` names whose memory "
+        "an agent with memory reads and writes",
+    )
+    submit.add_argument(
         "--webhook",
         metavar="URL",
         help="POST the job's end (and each wait for a person) to URL, signed per Standard "
@@ -369,6 +377,12 @@ def _submit(args: argparse.Namespace) -> int:
     from actors.runtime import tracing as tracing
 
     job_input = json_object(args.input, "--input")
+    labels = {}
+    for label in args.label:
+        key, is_, value = label.partition("=")
+        if not is_ or not key:
+            raise usage_error(f"--label {label!r}: give KEY=VALUE")
+        labels[key] = value
 
     async def go(rig: RigClient) -> Any:
         # With OTEL_* set, the job's trace starts here: its root's parent is this span.
@@ -386,6 +400,7 @@ def _submit(args: argparse.Namespace) -> int:
                 cache=not args.no_cache,
                 thread=args.thread,
                 thread_busy=args.thread_busy,
+                labels=labels or None,
                 **limits_of(args),
             )
             if span is not None:

@@ -7,6 +7,8 @@ sent a `progressToken` (the answer is then a Server-Sent Events stream). A job t
 waits for a person, or is still running when the call's wait is over, is answered with
 its id and resource (`/v1/jobs/{id}`) to follow up. A call repeated in the same session
 with the same request id, or under the same `Idempotency-Key` header, is the same job.
+A call whose `_meta` has `"rig/thread": T` is a turn of thread T (`rig submit --thread`):
+it waits for the turn before it, and its context carries the thread's earlier turns.
 
 What it speaks: JSON-RPC 2.0, one message per POST; `initialize` (protocol versions
 2025-11-25, 2025-06-18 and 2025-03-26), `ping`, `tools/list`, `tools/call`;
@@ -43,6 +45,10 @@ SESSION = "Mcp-Session-Id"
 
 # JSON-RPC's error codes.
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+
+
+# The `_meta` key of a call that is a turn of a thread.
+THREAD_META = "rig/thread"
 
 
 class McpEndpoint:
@@ -127,10 +133,16 @@ class McpEndpoint:
         session = request.headers.get(SESSION)
         if key is None and session is not None:
             key = f"mcp:{session}:{json.dumps(ident)}"  # this session's call, asked again
+        thread = meta.get(THREAD_META) if isinstance(meta, dict) else None
+        if thread is not None and not isinstance(thread, str):
+            return _error(ident, INVALID_PARAMS, f"_meta {THREAD_META!r} is a thread's id")
         try:
             check_token(name, what="tool name")
             reply = await self.rig.submit(
-                name, arguments, job_id=self.job_id(key) if key is not None else None
+                name,
+                arguments,
+                job_id=self.job_id(key) if key is not None else None,
+                thread=thread,
             )
         except UnknownAgentError:
             return _error(ident, INVALID_PARAMS, f"no tool {name!r}: it is no agent here")

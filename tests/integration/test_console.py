@@ -23,6 +23,7 @@ from actors.testing import Deployment
 from protocols import JobStatusName
 from tests.conftest import ROOT, bank_attempts, refund_rows
 from tests.integration.test_cli import run_rig
+from tests.integration.test_gateway import start_gateway
 from tests.integration.test_llm import llm_config, start_chaos
 from tests.support.browser import browser_page
 
@@ -248,6 +249,38 @@ async def test_the_console_draws_a_job_tree(rig: Deployment, tmp_path: Path) -> 
         await children.nth(2).locator("a").click()
         await expect(page.locator("#tree")).to_contain_text(f"Started by {job_id}")
         await expect(page.locator("#tree")).to_contain_text("edge write")
+
+
+async def test_the_console_shows_a_thread_its_turns_and_its_summary(
+    rig: Deployment, api_key: str
+) -> None:
+    """A thread's page lists its ended turns in order, with the summary its summarising
+    state made of the older ones; a turn's page links back to its thread."""
+    await rig.spawn("actors:Supervisor", "tests.support.chat:Compactor")
+    base, _ = await start_gateway(rig)
+    for n in range(4):  # the fourth summarises the first two (tests/support/chat.py)
+        reply = await rig.client.submit("compactor", {"text": f"t{n}"}, thread="conv")
+        assert (await rig.client.wait(reply.job_id, timeout=rig.within())).status == "succeeded"
+    async with browser_page() as page:
+        await page.goto(f"{base}/")
+        await page.fill("#key", api_key)
+        await page.click("#login button[type=submit]")
+        await expect(page.locator("#jobs")).to_be_visible()
+        await page.goto(f"{base}/console/#/threads/conv")
+        turns = page.locator("#turns li[data-turn]")
+        await expect(turns).to_have_count(4, timeout=WAIT_MS)
+        for n in range(4):
+            await expect(turns.nth(n)).to_contain_text(f'"t{n}"')
+        record = await rig.client.thread("conv")
+        assert record.summary is not None
+        covered = record.summary.through
+        await expect(page.locator("#summary h2")).to_have_text(
+            f"Summary of the first {covered} turns"
+        )
+        await expect(page.locator("#thread-summary")).to_contain_text(f'"t{covered - 1}"')
+        await turns.nth(3).locator("a").click()
+        await expect(page.locator("#thread-link")).to_have_text("conv", timeout=WAIT_MS)
+        await expect(page.locator('#timeline li[data-type="compacted"]')).to_have_count(1)
 
 
 # Each edge's path sampled every 2 px: no point inside a box but its own two states'; no

@@ -145,3 +145,22 @@ async def test_the_mcp_inspector_lists_and_calls_rig_s_agents(
     )
     assert called["structuredContent"]["status"] == "succeeded", called
     assert called["structuredContent"]["output"] == {"text": "researched: tides?"}
+
+
+async def test_calls_with_a_thread_in_their_meta_are_turns_of_one_conversation(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn("actors:Supervisor", "tests.support.chat:Chatter")
+    base, _ = await start_gateway(rig)
+    async with client(base, api_key) as mcp:
+        said = []
+        for text in ("my parcel came broken", "any news?"):
+            result = await mcp.call_tool("chatter", {"text": text}, meta={"rig/thread": "mcp-1"})
+            assert not result.is_error and result.structured_content is not None
+            said.append(result.structured_content["output"]["seen"])
+        alone = await mcp.call_tool("chatter", {"text": "hello"})  # no thread: no history
+        assert alone.structured_content is not None
+    assert said == [[], ["my parcel came broken"]]
+    assert alone.structured_content["output"]["seen"] == []
+    record = await rig.client.thread("mcp-1")
+    assert [turn.input["text"] for turn in record.turns] == ["my parcel came broken", "any news?"]

@@ -4,11 +4,15 @@ write is made once when its executor dies making it (tests/support/keeper.py).""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from actors.testing import Deployment, eventually
 from protocols import JobInfo
 from tests.chaos.test_production_timings import spawn_doomed
+from tests.integration.test_cli import rig_cli
+from tests.integration.test_cli_user import one_clean_line
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +38,15 @@ async def test_what_a_turn_remembers_the_next_reads_and_the_journal_shows_it(
     assert (read["scope"], read["key"], read["value"]) == ("thread", "order", "A-1")
     other = await ask(rig, {}, thread="elsewhere")
     assert other.result is not None and other.result["output"]["known"] == {}
+    # A user's memory follows them into another thread (the CLI's --label user=...).
+    tier = json.dumps({"remember": "tier", "value": "gold", "scope": "user"})
+    args = ("--thread", "x1", "--label", "user=ada", "--wait")
+    code, _, err = await rig_cli(rig, "submit", "keeper", "--input", tier, *args)
+    assert code == 0, err
+    theirs = await ask(rig, {}, thread="x2", labels={"user": "ada"})
+    assert theirs.result is not None and theirs.result["output"]["known"] == {"tier": "gold"}
+    code, _, err = await rig_cli(rig, "submit", "keeper", "--input", "{}", "--label", "user")
+    one_clean_line(code, err, contains="--label 'user': give KEY=VALUE")
 
 
 async def test_an_entry_is_gone_once_its_ttl_passed(rig: Deployment) -> None:

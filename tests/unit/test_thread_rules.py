@@ -22,7 +22,8 @@ from protocols import (
 
 
 def turn(n: int, text: str = "x") -> ThreadTurn:
-    return ThreadTurn(job_id=f"j{n}", status="succeeded", input={"text": text})
+    """A turn whose JSON is as long as any other's of the same text (a fixed end time)."""
+    return ThreadTurn(job_id=f"j{n}", status="succeeded", input={"text": text}, ended_at=1.5)
 
 
 def test_an_ended_turn_is_kept_once_and_the_next_waiting_job_runs() -> None:

@@ -1,5 +1,6 @@
 // Rig's console: plain JavaScript on the gateway's HTTP API (docs/reference/http-api.md) and its
-// Server-Sent Events. Every page is a hash route: #/jobs, #/jobs/<id>, #/inbox, #/agents.
+// Server-Sent Events. Every page is a hash route: #/jobs, #/jobs/<id>, #/threads/<id>,
+// #/inbox, #/agents.
 // Text from jobs is always set as text, never parsed as markup.
 
 import { drawGraph } from "./graph.js";
@@ -319,6 +320,12 @@ function describe(event) {
       if (d.waiting) return `waits for signal ${d.name}`;
       if (d.timed_out) return `no signal ${d.name} within ${d.waited_s} s`;
       return `signal ${d.name}${d.by ? ` from ${d.by}` : ""}: ${JSON.stringify(d.data ?? {})}`;
+    case "thread":
+      return `waits its turn in thread ${d.thread} (after ${d.waits_for})`;
+    case "compacted":
+      return d.summary
+        ? `summarised the thread's first ${d.through} turns, ${d.kept} newer kept as they were`
+        : `made no summary (edge ${d.edge}): the newest turns only`;
     case "status":
       return d.status === "waiting_human"
         ? `waiting for a person in ${d.state}: ${d.reason}`
@@ -415,6 +422,8 @@ async function jobPage(signal, id) {
       h("span", {}, "state ", h("b", { id: "state" }, info.state ?? "—")),
       h("span", { class: "muted" }, `created ${ago(info.created_at)}`),
       info.trace_id ? h("span", { class: "muted mono" }, `trace ${info.trace_id}`) : null,
+      info.thread ? h("span", {}, "turn of thread ", h("a", { href: `#/threads/${encodeURIComponent(info.thread)}`,
+        class: "mono", id: "thread-link" }, info.thread)) : null,
       TERMINAL.has(info.status) ? null : cancel,
     ].filter(Boolean));
     budgets.replaceChildren(budgetBars(info));
@@ -508,6 +517,44 @@ async function jobPage(signal, id) {
 }
 
 // --- the inbox --------------------------------------------------------------------
+
+// A conversation (`rig submit --thread`): the turn that runs, those waiting, the summary
+// of older turns, and each ended turn, read again every few seconds.
+function threadPage(signal, id) {
+  const title = h("h1", {}, "Thread ", h("span", { class: "mono" }, id));
+  const facts = h("div", { class: "facts" });
+  const summary = h("div", { id: "summary" });
+  const turns = h("ol", { id: "turns", class: "turns" });
+  main.replaceChildren(title, facts, summary, h("h2", {}, "Turns"), turns);
+  const line = (value) => (value === null || value === undefined ? "—" : JSON.stringify(value));
+  every(3000, async () => {
+    let record;
+    try {
+      record = await api(`/v1/threads/${encodeURIComponent(id)}`, { signal });
+    } catch (error) {
+      if (signal.aborted) return;
+      facts.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+      return;
+    }
+    facts.replaceChildren(...[
+      h("span", {}, "agent ", h("a", { href: `#/jobs?agent=${encodeURIComponent(record.agent)}` }, record.agent)),
+      h("span", {}, "running ", record.active ? jobLink(record.active) : "none"),
+      h("span", {}, `waiting ${record.waiting.length}`),
+      h("span", { class: "muted" }, `updated ${ago(record.updated_at)}`),
+      record.dropped ? h("span", { class: "muted" }, `${record.dropped} older no longer kept`) : null,
+    ].filter(Boolean));
+    summary.replaceChildren(...(record.summary ? [
+      h("h2", {}, `Summary of the first ${record.summary.through} turns`),
+      h("p", { class: "muted" }, "made by ", jobLink(record.summary.job_id), `; ${record.compactions} so far`),
+      h("pre", { id: "thread-summary" }, JSON.stringify(record.summary.summary, null, 2)),
+    ] : []));
+    turns.start = record.dropped + 1;
+    turns.replaceChildren(...record.turns.map((turn) => h("li", { "data-turn": turn.job_id },
+      badge(turn.status), " ", jobLink(turn.job_id),
+      h("div", { class: "mono" }, "in ", line(turn.input)),
+      h("div", { class: "mono" }, "out ", line(turn.output ?? turn.results)))));
+  }, signal);
+}
 
 function inboxPage(signal) {
   const list = h("div", { class: "cards", id: "inbox" });
@@ -683,6 +730,7 @@ function route() {
   }
   document.title = `Rig · ${page}`;
   if (page === "jobs" && parts[1]) jobPage(signal, decodeURIComponent(parts[1]));
+  else if (page === "threads" && parts[1]) threadPage(signal, decodeURIComponent(parts[1]));
   else if (page === "inbox") inboxPage(signal);
   else if (page === "agents") agentsPage(signal);
   else jobsPage(signal, new URLSearchParams(search ?? ""));
