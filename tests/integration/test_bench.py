@@ -52,6 +52,7 @@ KEYS = [
     ("testing", "local_rig_per_s"),
     ("testing", "local_rig_to_run_job"),
     ("tree", "children_4"),
+    ("thread", "turns_20"),
     ("mcp", "step"),
 ]
 
