@@ -27,6 +27,7 @@ from actors.examples.refund import (
     RefundAgent,
     RefundLLMAgent,
 )
+from actors.examples.support import CONVERSATION
 from actors.models.config import load_llm_config
 from actors.models.dialects import ChatRequest, OpenAICompatible, ProviderError
 from actors.models.llm import RoutePrompt
@@ -394,3 +395,36 @@ async def test_a_real_model_picks_among_a_set_of_tools_and_looks_up_within_bound
         assert (edge, tool) in {("act", "lend_book"), ("act", "return_book"), ("give_up", None)}
         # The grammar holds the model to the schema: no answer needed the safe edge.
         assert not any(d.data["fallback"] for d in decisions), picks
+
+
+async def test_a_conversation_s_later_turns_use_what_the_first_learned(
+    rig: Deployment, llama: LlamaServer
+) -> None:
+    """Three turns of a thread on the local model: only the first names the order, and
+    the second and third look it up all the same (their context carries the first
+    turn); the second message alone, in a thread of its own, names no such order."""
+    llm_config(rig, llama.url, agent="support-llm")
+    await rig.spawn(
+        "actors:Supervisor",
+        "actors.examples.support:SupportLLMAgent",
+        "actors.examples.refund:RefundTools",
+    )
+
+    async def turn(said: dict[str, Any], thread: str, seed: int) -> set[str]:
+        """The turn's end, and the orders its decisions named."""
+        reply = await rig.client.submit("support-llm", said, thread=thread, seed=seed)
+        info = await rig.client.wait(reply.job_id, timeout=300)
+        if info.status == "waiting_human":  # a person takes a dispute: the thread goes on
+            await rig.client.resolve(reply.job_id, "close", note="handled by a person")
+            info = await rig.client.wait(reply.job_id, timeout=60)
+        assert info.status == "succeeded", info
+        decisions = [e for e in await journal(rig, reply.job_id) if e.type == "decision"]
+        assert not any(d.data["fallback"] for d in decisions)  # every answer an edge
+        return {str(d.data["args"]["order_id"]) for d in decisions if d.data["args"]}
+
+    named = [await turn(said, "cust-1", seed) for seed, said in enumerate(CONVERSATION)]
+    assert named == [{"A-4711"}] * 3
+    record = await rig.client.thread("cust-1")
+    assert [t.input for t in record.turns] == CONVERSATION
+    alone = await turn(CONVERSATION[1], "cust-2", 1)  # no earlier turn to learn from
+    assert "A-4711" not in alone

@@ -3,6 +3,8 @@ its context, one at a time, as a deployment runs them (tests/support/chat.py).""
 
 from __future__ import annotations
 
+from actors.examples.refund import RefundTools
+from actors.examples.support import CONVERSATION, SupportAgent
 from actors.testing import LocalRig
 from tests.support.chat import Chatter, Compactor
 
@@ -58,3 +60,22 @@ async def test_older_turns_are_summarised_once_and_the_newest_kept_within_the_bu
     record = rig.threads["conv"]
     assert record.compactions == len(compacted) and record.summary is not None
     assert record.summary.job_id == compacted[-1].job_id
+
+
+async def test_a_support_conversation_finds_its_order_in_earlier_turns() -> None:
+    """The real-model conversation (tests/integration/test_real_model.py) with the
+    agent's own rule for a model: the later turns name no order, the agent takes the
+    first turn's; the dispute goes to a person, and the thread goes on after it."""
+    async with LocalRig(SupportAgent, tools=[RefundTools]) as rig:
+        runs = []
+        for n, said in enumerate(CONVERSATION):
+            runs.append(await rig.run(said, job_id=f"turn-{n}", thread="cust-1"))
+        assert [run.status for run in runs] == ["succeeded", "succeeded", "waiting_human"]
+        for run in runs:  # the first decision of each: which order it is about
+            assert run.events("decision")[0].data["args"]["order_id"] == "A-4711"
+        assert runs[1].result is not None
+        assert runs[1].result["output"] == {"order_id": "A-4711", "status": "delivered"}
+        assert runs[2].path == ["read", "person"]  # the dispute: a person takes it
+        await runs[2].resolve("close", note="refund sent by hand")
+        after = await rig.run({"text": "thanks, and its status now?"}, job_id="t3", thread="cust-1")
+        assert after.result is not None and after.result["output"]["order_id"] == "A-4711"
