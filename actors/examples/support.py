@@ -15,12 +15,12 @@ outgrows the agent's `thread_tokens`, a turn first folds the older turns into a 
 is the same agent for a configured model (tests/integration/test_real_model.py runs it
 on the local one). The tools are the refund example's (`RefundTools`).
 
-    rig up actors:Supervisor actors.examples.support:SupportAgent \\
-        actors.examples.refund:RefundTools
-    rig submit support --thread cust-42 --wait \\
-        --input '{"text": "Order A-1001 arrived damaged: I want a refund", "order_id": "A-1001"}'
+    rig up --config support.toml   # Supervisor, SupportAgent, the refund's RefundTools
+    rig submit support --thread cust-42 --wait --input '{"text": "...", "order_id": "A-1001"}'
     rig submit support --thread cust-42 --wait --input '{"text": "What is its status?"}'
     rig thread show cust-42
+
+docs/guide/conversations.md walks a conversation to a twentieth, compacted turn.
 """
 
 from __future__ import annotations

@@ -133,6 +133,21 @@ async def test_an_input_result_and_answer_one_byte_over_get_their_typed_error(
             problem = await response.json()
             assert (response.status, problem["code"]) == (413, "payload_too_large")
         assert await rig.client.jobs() == []  # nothing of it was kept
+        # A signal's data and a person's arguments are inputs too: refused before the
+        # job they name is even looked for.
+        big = input_of(most["RIG_MAX_INPUT_BYTES"] + 1)
+        for subject, request in (
+            (rig.names.api_signal, {"job_id": "nope", "name": "go", "data": big}),
+            (rig.names.api_resolve, {"job_id": "nope", "edge": "go", "args": big}),
+        ):
+            reply = await rig.nc.request(subject, json.dumps(request).encode(), timeout=10)
+            assert decode(reply.data)[0]["error"]["code"] == "payload_too_large"
+        signal = {"data": big}
+        async with http.post(f"{base}/v1/jobs/nope/signals/go", json=signal) as response:
+            assert (response.status, (await response.json())["code"]) == (
+                413,
+                "payload_too_large",
+            )
         at = {"agent": "hoarder", "input": input_of(most["RIG_MAX_INPUT_BYTES"])}
         async with http.post(f"{base}/v1/jobs", json=at) as response:
             assert response.status == 202, await response.text()
