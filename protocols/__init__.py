@@ -36,6 +36,7 @@ from protocols._errors import (
     UnavailableError,
     UnknownAgentError,
     UnknownJobError,
+    UnknownScheduleError,
     UnknownThreadError,
     error_from_dict,
 )
@@ -215,6 +216,7 @@ __all__ = [
     "UnavailableError",
     "UnknownAgentError",
     "UnknownJobError",
+    "UnknownScheduleError",
     "UnknownThreadError",
     "Usage",
     "Verdict",

@@ -110,6 +110,12 @@ class UnknownThreadError(RigError):
     code = "unknown_thread"
 
 
+class UnknownScheduleError(RigError):
+    """No schedule with this name exists (`rig schedule ls`)."""
+
+    code = "unknown_schedule"
+
+
 class JobStateError(RigError):
     """The job exists, but its status does not allow what was asked."""
 

@@ -677,7 +677,20 @@ class StallCheck(_Wire):
     arm: int
 
 
-TimerMessage = Annotated[DeadlineCheck | StallCheck | SignalTimeout, Field(discriminator="kind")]
+class ScheduleTick(_Wire):
+    """Supervisor to itself, on `rig.work.timer`: schedule `name`'s tick `at` (held back
+    until `due`, its jitter added) fires, then the next tick is sent (`rig schedule`)."""
+
+    kind: Literal["schedule_tick"] = "schedule_tick"
+    name: str
+    generation: int = Field(description="the schedule's when it was sent: an older is void")
+    at: float
+    due: float
+
+
+TimerMessage = Annotated[
+    DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick, Field(discriminator="kind")
+]
 
 
 MemoryScopeName = Literal["thread", "user", "global"]

@@ -242,6 +242,12 @@ class Names:
         return f"{self.prefix.upper()}_THREADS"
 
     @property
+    def schedules_bucket(self) -> str:
+        """Schedules, by name (a `Schedule`: its spec and what its ticks did), written by
+        supervisors."""
+        return f"{self.prefix.upper()}_SCHEDULES"
+
+    @property
     def push_bucket(self) -> str:
         """Push targets of jobs that take them (`PUSH_LABEL`), by `<job_id>.<target id>`:
         kept and read by the gateways, which POST the jobs' status webhooks to each."""
@@ -287,6 +293,10 @@ class Names:
     @property
     def api_inbox(self) -> str:
         return f"{self.prefix}.api.inbox"
+
+    @property
+    def api_schedule(self) -> str:
+        return f"{self.prefix}.api.schedule"
 
     @property
     def api_queue(self) -> str:

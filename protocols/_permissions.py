@@ -264,6 +264,8 @@ def supervisor(names: Names) -> Role:
         | kv_write(n.inbox_bucket)
         | kv_write(n.cancels_bucket)
         | kv_write(n.threads_bucket)
+        | kv_write(n.schedules_bucket)
+        | kv_scan(n.schedules_bucket)  # `rig schedule ls`
         | kv_scan(n.inbox_bucket)
         | kv_read(n.agents_bucket)
         | kv_read(n.graphs_bucket)

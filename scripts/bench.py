@@ -697,7 +697,7 @@ async def bench_thread(server: NatsServer, report: Report, quick: bool, work: Pa
     turn's context carrying the earlier turns that fit the agent's `thread_tokens`), the
     same number in flight, alternated; and what a thread of 20 turns keeps (its record
     in RIG_THREADS)."""
-    turns, threads = (20, 4) if quick else (20, 32)
+    turns, threads = (20, 2) if quick else (20, 32)
     jobs = turns * threads
     nc = await harness(server)
     home = work / "thread"

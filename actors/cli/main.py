@@ -17,7 +17,7 @@ import traceback
 
 import structlog
 
-from actors.cli import deploy, jobs, mcp, models, operate
+from actors.cli import deploy, jobs, mcp, models, operate, schedules
 from actors.cli.common import EXIT_BROKEN_PIPE, EXIT_ERROR, say_error
 from actors.runtime.settings import DEFAULT_NATS_URL
 from protocols import RigError
@@ -101,6 +101,6 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     # One module per family of commands, each its parsers beside its handlers.
-    for family in (deploy, jobs, operate, models, mcp):
+    for family in (deploy, jobs, schedules, operate, models, mcp):
         family.add(verbs, common)
     return parser

@@ -155,6 +155,7 @@ _STATUS = {
     "unknown_agent": 404,
     "unknown_job": 404,
     "unknown_thread": 404,
+    "unknown_schedule": 404,
     "not_found": 404,
     "job_state": 409,
     "job_moved": 409,

@@ -34,6 +34,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from actors.jobs.rules import Rules, check_input, forged
+from actors.jobs.scheduler import Scheduler
 from actors.jobs.threads import take_turn, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
@@ -106,6 +107,7 @@ from protocols import (
     msg_id,
 )
 from protocols._permissions import Role, answerable
+from protocols._schedules import ScheduleRequest, ScheduleTick
 
 # How long the supervisor trusts its copy of an agent's registry entry, and of its presence.
 _AGENT_CACHE_S = 5.0
@@ -185,6 +187,7 @@ class Supervisor(Actor):
         self._moving: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._catalog: KeyValue | None = None  # RIG_TOOLS, opened when a decision needs it
         self._threads: KeyValue | None = None  # RIG_THREADS, opened by a thread's first turn
+        self.scheduler = Scheduler(self)  # rig.api.schedule, and the schedules' ticks
         # A snapshot is one KV message: room for the headers the write adds.
         sizes = self.config.sizes
         self._max_snapshot = min(sizes.snapshot or 2**31, self.nc.max_payload - _HEADROOM)
@@ -214,6 +217,7 @@ class Supervisor(Actor):
             Endpoint(self.names.api_cancel, CancelRequest, self.cancel),
             Endpoint(self.names.api_signal, SignalRequest, self.signal),
             Endpoint(self.names.api_inbox, InboxRequest, self.inbox),
+            Endpoint(self.names.api_schedule, ScheduleRequest, self.scheduler.request),
         ]
 
     @classmethod
@@ -652,15 +656,17 @@ class Supervisor(Actor):
         raise exc
 
     async def on_timer(
-        self, check: DeadlineCheck | StallCheck | SignalTimeout, delivery: Delivery
+        self, check: DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick, delivery: Delivery
     ) -> None:
-        """A job's deadline, stall check or signal timeout: wait for it on the server,
-        then act if due."""
-        left = check.at - time.time()
+        """A job's deadline, stall check or signal timeout, or a schedule's tick: wait for
+        it on the server, then act if due."""
+        left = (check.due if isinstance(check, ScheduleTick) else check.at) - time.time()
         if left > 0:
             raise RetryableError("not due yet", delay=left, routine=True)
         try:
-            if isinstance(check, StallCheck):
+            if isinstance(check, ScheduleTick):
+                await self.scheduler.on_tick(check)
+            elif isinstance(check, StallCheck):
                 await self._on_stall(check)
             elif isinstance(check, SignalTimeout):
                 await self._on_signal_timeout(check)

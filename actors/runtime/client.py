@@ -81,6 +81,7 @@ from protocols import (
     validate,
 )
 from protocols._http import HttpProvider
+from protocols._schedules import ScheduleReply, ScheduleRequest
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -474,6 +475,20 @@ class RigClient:
         if not entry.value:
             raise UnknownThreadError(f"no thread {thread!r}", thread=thread)
         return decode_as(ThreadRecord, entry.value)[0]
+
+    async def schedule(
+        self, op: str, name: str | None = None, spec: dict[str, Any] | None = None
+    ) -> ScheduleReply:
+        """One operation on the schedules (`rig.api.schedule`): `add` (with `spec`, a
+        `ScheduleSpec`'s fields), `get`, `list`, `pause`, `resume`, `delete` or
+        `trigger` (a job now, whatever the clock says)."""
+        fields: dict[str, Any] = {"op": op}
+        if name is not None:
+            fields["name"] = name
+        if spec is not None:
+            fields["spec"] = spec
+        request = validate(ScheduleRequest, fields)
+        return await self._request(self.names.api_schedule, request, ScheduleReply)
 
     async def catalog(self) -> list[ToolEntry]:
         """The tools the deployment's executors serve (`RIG_TOOLS`), by executor and tool."""

@@ -385,6 +385,12 @@ async def ensure_topology(
         (names.memory_bucket, "Rig memory: what agents remember (<agent>.<scope>.<owner>.<key>)"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas, expiring=True)
+    await _ensure_bucket(
+        js,
+        names.schedules_bucket,
+        "Rig schedules: each one's spec and ticks, by name",
+        replicas=replicas,
+    )
     if not indexed:
         await _enter_jobs(js, names)
     await _ensure_bucket(

@@ -179,6 +179,7 @@ def test_protocols_exports() -> None:
             "UnavailableError",
             "UnknownAgentError",
             "UnknownJobError",
+            "UnknownScheduleError",
             "UnknownThreadError",
             "Usage",
             "Verdict",

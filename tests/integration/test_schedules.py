@@ -1,0 +1,112 @@
+"""Schedules (`rig schedule`): jobs of an agent on a clock, one per tick whatever the
+supervisors do (tests/support/chat.py's agent answers each)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from actors.testing import Deployment, eventually
+from protocols import UnknownScheduleError
+from tests.integration.test_cli import rig_cli
+from tests.integration.test_cli_user import one_clean_line
+
+pytestmark = pytest.mark.integration
+
+CHATTER = "tests.support.chat:Chatter"
+TICK = json.dumps({"text": "tick"})
+
+
+async def fired(rig: Deployment, name: str, at_least: int) -> int:
+    async def enough() -> int:
+        [schedule] = (await rig.client.schedule("get", name)).schedules
+        return schedule.fired if schedule.fired >= at_least else 0
+
+    return await eventually(enough, timeout=rig.within(20), message=f"{name} fired {at_least}")
+
+
+async def test_a_schedule_is_added_fires_pauses_resumes_triggers_and_goes(
+    rig: Deployment,
+) -> None:
+    await rig.spawn("actors:Supervisor", CHATTER)
+    add = ("schedule", "add", "every-s", "--agent", "chatter", "--input", TICK)
+    code, out, err = await rig_cli(rig, *add, "--every", "1s", "--overlap", "allow")
+    assert code == 0, err
+    assert "schedule every-s: agent chatter, every 1 s (UTC), next" in out
+    await fired(rig, "every-s", 2)
+    jobs = [j for j in await rig.client.jobs() if j.job_id.startswith("sched-every-s-")]
+    for job in jobs:
+        info = await rig.client.wait(job.job_id, timeout=rig.within())
+        assert info.status == "succeeded" and info.labels is not None
+        assert info.labels["schedule"] == "every-s"
+        assert job.job_id == f"sched-every-s-{info.labels['tick']}"  # one id per tick
+    code, out, _ = await rig_cli(rig, "schedule", "ls")
+    assert code == 0 and "every-s" in out and "every 1 s" in out
+    code, out, _ = await rig_cli(rig, "schedule", "pause", "every-s", "--json")
+    paused = json.loads(out)
+    assert code == 0 and paused["paused"] and paused["next_at"] is None
+    code, out, _ = await rig_cli(rig, "schedule", "trigger", "every-s")
+    assert code == 0 and out.startswith("started sched-every-s-now-")
+    started = out.split()[1]
+    assert (await rig.client.wait(started, timeout=rig.within())).status == "succeeded"
+    before = paused["fired"]
+    code, out, _ = await rig_cli(rig, "schedule", "resume", "every-s", "--json")
+    assert code == 0 and not json.loads(out)["paused"]
+    await fired(rig, "every-s", before + 1)  # its ticks come again
+    code, _, _ = await rig_cli(rig, "schedule", "delete", "every-s")
+    assert code == 0
+    with pytest.raises(UnknownScheduleError):
+        await rig.client.schedule("get", "every-s")
+    # A user's mistakes: each one clean line, nothing kept.
+    hourly = ("--agent", "chatter", "--every", "1h")
+    for words, args in (
+        ("no agent named 'nobody'", ("--agent", "nobody", "--every", "1m")),
+        ("cron '61 * * * *'", ("--agent", "chatter", "--cron", "61 * * * *")),
+        ("unknown time zone 'Mars/Base'", (*hourly, "--tz", "Mars/Base")),
+        ("--input must be a JSON object", (*hourly, "--input", "[1]")),
+    ):
+        code, _, err = await rig_cli(rig, "schedule", "add", "bad", *args)
+        one_clean_line(code, err, contains=words)
+    code, _, err = await rig_cli(rig, "schedule", "show", "nope")
+    one_clean_line(code, err, contains="no schedule 'nope'")
+    assert (await rig.client.schedule("list")).schedules == []
+
+
+async def test_one_job_per_tick_while_supervisors_are_killed(rig: Deployment) -> None:
+    """A schedule every 2 s, three supervisor replicas, one SIGKILLed (and another
+    started) every few seconds for a minute: every tick from the first to the last has
+    its job (missed ticks run all), each started once."""
+    supervisors = await rig.spawn("actors:Supervisor", "actors:Supervisor", "actors:Supervisor")
+    await rig.spawn(CHATTER)
+    spec = {"agent": "chatter", "input": {"text": "tick"}, "every_s": 2, "missed": "all"}
+    await rig.client.schedule("add", "chaos", spec | {"overlap": "allow", "catch_up": 100})
+    loop = asyncio.get_running_loop()
+    end, kills = loop.time() + 60, 0
+    chance = random.Random(7)
+    while loop.time() < end:
+        await asyncio.sleep(chance.uniform(3, 6))  # a kill every few seconds, not a sync
+        victim = supervisors.pop(chance.randrange(len(supervisors)))
+        victim.kill()
+        await victim.wait()
+        supervisors += await rig.spawn("actors:Supervisor")
+        kills += 1
+    await rig.client.schedule("pause", "chaos")
+    assert kills >= 10
+
+    async def ticks() -> list[int]:
+        ids = [j.job_id for j in await rig.client.jobs(limit=1000)]
+        return sorted(int(i.rsplit("-", 1)[1]) for i in ids if i.startswith("sched-chaos-"))
+
+    found = await ticks()
+    assert len(found) >= 25, found
+    assert found == list(range(found[0], found[-1] + 1, 2))  # none missing, none twice
+    for tick in found:
+        info = await rig.client.wait(f"sched-chaos-{tick}", timeout=rig.within(60))
+        assert info.status == "succeeded"
+        journal = await rig.client.journal(info.job_id)
+        assert [e.type for e in journal].count("started") == 1
+    [schedule] = (await rig.client.schedule("get", "chaos")).schedules
+    assert schedule.skipped == 0  # (a tick fired just before the pause may be unrecorded)
