@@ -120,6 +120,7 @@ from protocols._http import (
     limits_of,
 )
 from protocols._permissions import Role
+from protocols._schedules import ScheduleReply, ScheduleSpec
 
 MAX_BODY_BYTES = 1 << 20  # a request body past this is 413
 WRITE_TIMEOUT_S = 10.0  # an SSE client whose buffer stays full this long is cut off
@@ -308,6 +309,7 @@ class Route:
 
 _JOB_ID = Param("job_id", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"})
 _ROUTES_OF_A_JOB = (400, 404, 503)
+_SCHEDULE = Param("name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,40}$"})
 ROUTES = (
     Route(
         "POST",
@@ -446,6 +448,53 @@ ROUTES = (
         answer=ThreadRecord,
         params=(Param("thread", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}),),
         errors=(400, 404, 503),
+    ),
+    Route(
+        "GET", "/v1/schedules", "schedules", "Every schedule", answer=ScheduleReply, errors=(503,)
+    ),
+    Route(
+        "PUT",
+        "/v1/schedules/{name}",
+        "schedule_put",
+        "Add a schedule (or replace the one of this name: its pending tick is void)",
+        answer=ScheduleReply,
+        body=ScheduleSpec,
+        params=(_SCHEDULE,),
+        errors=(400, 404, 413, 415, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/schedules/{name}",
+        "schedule_get",
+        "One schedule, and what its ticks did",
+        answer=ScheduleReply,
+        params=(_SCHEDULE,),
+        errors=(400, 404, 503),
+    ),
+    Route(
+        "DELETE",
+        "/v1/schedules/{name}",
+        "schedule_delete",
+        "Remove a schedule",
+        answer=ScheduleReply,
+        params=(_SCHEDULE,),
+        errors=(400, 404, 503),
+    ),
+    *(
+        Route(
+            "POST",
+            f"/v1/schedules/{{name}}/{op}",
+            f"schedule_{op}",
+            what,
+            answer=ScheduleReply,
+            params=(_SCHEDULE,),
+            errors=(400, 404, 503),
+        )
+        for op, what in (
+            ("pause", "Stop firing a schedule (its pending tick is void)"),
+            ("resume", "Fire a paused schedule again, from its next tick"),
+            ("trigger", "Start one job of a schedule now, whatever its clock says"),
+        )
     ),
     Route("GET", "/v1/agents", "agents", "Registered agents", answer=HttpAgents, errors=(503,)),
     Route(
@@ -828,6 +877,29 @@ class Gateway(Actor):
 
     async def thread(self, request: web.Request) -> web.Response:
         return _json(await self.rig.thread(request.match_info["thread"]))
+
+    async def schedules(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.schedule("list"))
+
+    async def schedule_put(self, request: web.Request) -> web.Response:
+        spec = validate(ScheduleSpec, await _body(request))
+        name = request.match_info["name"]
+        return _json(await self.rig.schedule("add", name, spec.model_dump(exclude_unset=True)))
+
+    async def schedule_get(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.schedule("get", request.match_info["name"]))
+
+    async def schedule_delete(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.schedule("delete", request.match_info["name"]))
+
+    async def schedule_pause(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.schedule("pause", request.match_info["name"]))
+
+    async def schedule_resume(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.schedule("resume", request.match_info["name"]))
+
+    async def schedule_trigger(self, request: web.Request) -> web.Response:
+        return _json(await self.rig.schedule("trigger", request.match_info["name"]))
 
     async def inbox(self, request: web.Request) -> web.Response:
         return _json(HttpInbox(jobs=await self.rig.inbox(request.query.get("agent"))))

@@ -283,6 +283,29 @@ async def test_the_console_shows_a_thread_its_turns_and_its_summary(
         await expect(page.locator('#timeline li[data-type="compacted"]')).to_have_count(1)
 
 
+async def test_the_console_lists_schedules_pauses_one_and_runs_one_now(
+    rig: Deployment, api_key: str
+) -> None:
+    await rig.spawn("actors:Supervisor", "tests.support.chat:Chatter")
+    base, _ = await start_gateway(rig)
+    spec = {"agent": "chatter", "input": {"text": "tick"}, "every_s": 3600}
+    await rig.client.schedule("add", "hourly", spec)
+    async with browser_page() as page:
+        await page.goto(f"{base}/")
+        await page.fill("#key", api_key)
+        await page.click("#login button[type=submit]")
+        await expect(page.locator("#jobs")).to_be_visible()
+        await page.goto(f"{base}/console/#/schedules")
+        row = page.locator('#schedules tr[data-schedule="hourly"]')
+        await expect(row).to_contain_text("every 3600 s", timeout=WAIT_MS)
+        await row.locator("button.toggle").click()
+        await expect(row.locator(".next")).to_have_text("paused", timeout=WAIT_MS)
+        await row.locator("button.trigger").click()
+        await expect(page.locator(".facts .status")).to_have_text("succeeded", timeout=WAIT_MS)
+    [schedule] = (await rig.client.schedule("get", "hourly")).schedules
+    assert schedule.paused
+
+
 # Each edge's path sampled every 2 px: no point inside a box but its own two states'; no
 # two labels overlapping, nor a label and a box.
 DRAWING_PROBLEMS = """svg => {

@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
 from actors.testing import Deployment, eventually
 from protocols import UnknownScheduleError
 from tests.integration.test_cli import rig_cli
 from tests.integration.test_cli_user import one_clean_line
+from tests.integration.test_gateway import start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +114,34 @@ async def test_one_job_per_tick_while_supervisors_are_killed(rig: Deployment) ->
         assert [e.type for e in journal].count("started") == 1
     [schedule] = (await rig.client.schedule("get", "chaos")).schedules
     assert schedule.skipped == 0  # (a tick fired just before the pause may be unrecorded)
+
+
+async def test_schedules_over_http(rig: Deployment, http: aiohttp.ClientSession) -> None:
+    await rig.spawn("actors:Supervisor", CHATTER)
+    base, _ = await start_gateway(rig)
+    nightly = {"agent": "chatter", "input": {"text": "tick"}, "cron": "0 3 * * *"}
+    nightly["timezone"] = "Europe/Berlin"
+    async with http.put(f"{base}/v1/schedules/nightly", json=nightly) as response:
+        assert response.status == 200, await response.text()
+        [made] = (await response.json())["schedules"]
+    at = datetime.fromtimestamp(made["next_at"], ZoneInfo("Europe/Berlin"))
+    assert (at.hour, at.minute, made["paused"]) == (3, 0, False)
+    async with http.get(f"{base}/v1/schedules") as response:
+        assert [s["name"] for s in (await response.json())["schedules"]] == ["nightly"]
+    async with http.post(f"{base}/v1/schedules/nightly/trigger") as response:
+        job_id = (await response.json())["job_id"]
+    assert (await rig.client.wait(job_id, timeout=rig.within())).status == "succeeded"
+    async with http.post(f"{base}/v1/schedules/nightly/pause") as response:
+        assert (await response.json())["schedules"][0]["paused"]
+    for path, body, expected in (
+        ("/v1/schedules/bad", nightly | {"cron": "0 3 * *"}, (400, "schema_error")),
+        ("/v1/schedules/bad", nightly | {"agent": "nobody"}, (404, "unknown_agent")),
+        ("/v1/schedules/bad", {"agent": "chatter", "every_s": 0}, (400, "schema_error")),
+        ("/v1/schedules/a.b", nightly, (400, "schema_error")),
+    ):
+        async with http.put(f"{base}{path}", json=body) as response:
+            assert (response.status, (await response.json())["code"]) == expected, path
+    async with http.delete(f"{base}/v1/schedules/nightly") as response:
+        assert response.status == 200
+    async with http.get(f"{base}/v1/schedules/nightly") as response:
+        assert (response.status, (await response.json())["code"]) == (404, "unknown_schedule")

@@ -1,6 +1,6 @@
 // Rig's console: plain JavaScript on the gateway's HTTP API (docs/reference/http-api.md) and its
 // Server-Sent Events. Every page is a hash route: #/jobs, #/jobs/<id>, #/threads/<id>,
-// #/inbox, #/agents.
+// #/inbox, #/agents, #/schedules.
 // Text from jobs is always set as text, never parsed as markup.
 
 import { drawGraph } from "./graph.js";
@@ -660,6 +660,42 @@ async function inboxCount(signal) {
 
 // --- agents -----------------------------------------------------------------------
 
+// The schedules (`rig schedule`): each one's clock, next tick, what its ticks did, its
+// newest job; pause, resume or start one now.
+function schedulesPage(signal) {
+  const rows = h("tbody");
+  const when = (at) => (at ? new Date(at * 1000).toLocaleString() : "—");
+  async function act(name, op) {
+    try {
+      const done = await api(`/v1/schedules/${encodeURIComponent(name)}/${op}`, { method: "POST", signal });
+      if (done.job_id) location.hash = `#/jobs/${encodeURIComponent(done.job_id)}`;
+      else await refresh();
+    } catch (error) { say(error.message, true); }
+  }
+  async function refresh() {
+    const { schedules } = await api("/v1/schedules", { signal });
+    rows.replaceChildren(...schedules.map((s) => h("tr", { "data-schedule": s.name },
+      h("td", { class: "mono" }, s.name),
+      h("td", {}, h("a", { href: `#/jobs?agent=${encodeURIComponent(s.spec.agent)}` }, s.spec.agent)),
+      h("td", { class: "mono" }, s.spec.cron ? `${s.spec.cron} (${s.spec.timezone})` : `every ${s.spec.every_s} s`),
+      h("td", { class: "next" }, s.paused ? "paused" : when(s.next_at)),
+      h("td", { class: "fired" }, String(s.fired)),
+      h("td", {}, String(s.skipped)),
+      h("td", {}, s.last_job ? jobLink(s.last_job) : "—"),
+      h("td", {},
+        h("button", { type: "button", class: "toggle", onclick: () => act(s.name, s.paused ? "resume" : "pause") },
+          s.paused ? "Resume" : "Pause"),
+        " ",
+        h("button", { type: "button", class: "trigger", onclick: () => act(s.name, "trigger") }, "Run now")))));
+  }
+  main.replaceChildren(h("h1", {}, "Schedules"),
+    h("table", { id: "schedules" },
+      h("thead", {}, h("tr", {}, ...["name", "agent", "clock", "next tick", "fired", "skipped", "last job", ""]
+        .map((name) => h("th", {}, name)))), rows),
+    h("p", { class: "muted" }, "Add one with rig schedule add, or PUT /v1/schedules/{name}."));
+  every(3000, refresh, signal);
+}
+
 function agentsPage(signal) {
   const health = h("div", { class: "health", id: "providers" });
   const list = h("div", { class: "cards", id: "agents" });
@@ -733,6 +769,7 @@ function route() {
   else if (page === "threads" && parts[1]) threadPage(signal, decodeURIComponent(parts[1]));
   else if (page === "inbox") inboxPage(signal);
   else if (page === "agents") agentsPage(signal);
+  else if (page === "schedules") schedulesPage(signal);
   else jobsPage(signal, new URLSearchParams(search ?? ""));
   main.focus({ preventScroll: true });
 }
