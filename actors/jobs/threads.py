@@ -70,6 +70,7 @@ def start(
         )
         return rules.finish(job, "failed", error={"code": "thread_busy", "message": message})
     rules.event(job, "thread", thread=job.thread, waits_for=record.active)
+    rules.index(job)  # listed while it waits (`rig jobs`): its status does not change
     return job
 
 

@@ -4,6 +4,7 @@ supervisors do (tests/support/chat.py's agent answers each)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 from datetime import datetime
@@ -145,3 +146,66 @@ async def test_schedules_over_http(rig: Deployment, http: aiohttp.ClientSession)
         assert response.status == 200
     async with http.get(f"{base}/v1/schedules/nightly") as response:
         assert (response.status, (await response.json())["code"]) == (404, "unknown_schedule")
+
+
+async def ticks_of(rig: Deployment, name: str) -> list[int]:
+    ids = [j.job_id for j in await rig.client.jobs(limit=1000)]
+    prefix = f"sched-{name}-"
+    return sorted(int(i[len(prefix) :]) for i in ids if i.startswith(prefix) and "now" not in i)
+
+
+async def test_ticks_missed_while_the_deployment_was_down_run_once(rig: Deployment) -> None:
+    """With `missed=once`, the ticks that fell while no supervisor ran start one job, the
+    newest's, when one runs again; the others are counted as skipped."""
+    [supervisor] = await rig.spawn("actors:Supervisor")
+    await rig.spawn(CHATTER)
+    spec = {"agent": "chatter", "input": {"text": "tick"}, "every_s": 1, "missed": "once"}
+    await rig.client.schedule("add", "down", spec | {"overlap": "allow", "grace_s": 0})
+    await fired(rig, "down", 1)
+    supervisor.kill()
+    await supervisor.wait()
+    await asyncio.sleep(4)  # the deployment is down for four ticks (an outage, not a sync)
+    await rig.spawn("actors:Supervisor")
+
+    async def caught_up() -> bool:
+        [schedule] = (await rig.client.schedule("get", "down")).schedules
+        return schedule.skipped >= 3
+
+    await eventually(caught_up, timeout=rig.within(20), message="the missed ticks were seen")
+    await rig.client.schedule("pause", "down")
+    found = await ticks_of(rig, "down")
+    gaps = [b - a for a, b in itertools.pairwise(found)]
+    assert max(gaps) >= 4, found  # the ticks of the outage: one job for all of them
+
+
+async def test_a_tick_skips_queues_behind_or_cancels_a_job_still_running(
+    rig: Deployment,
+) -> None:
+    """Jobs that wait for a signal (tests/support/waiter.py) outlast the 1 s ticks."""
+    await rig.spawn("actors:Supervisor", "tests.support.waiter:Waiter")
+    spec = {"agent": "waiter", "input": {"ticket": "T-1"}, "every_s": 1}
+    for policy in ("skip", "queue", "cancel"):
+        await rig.client.schedule("add", policy, spec | {"overlap": policy})
+
+    async def at_least(name: str, fired_: int, skipped: int) -> bool:
+        [schedule] = (await rig.client.schedule("get", name)).schedules
+        return schedule.fired >= fired_ and schedule.skipped >= skipped
+
+    await eventually(lambda: at_least("skip", 1, 2), timeout=rig.within(20))
+    await eventually(lambda: at_least("queue", 3, 0), timeout=rig.within(20))
+    await eventually(lambda: at_least("cancel", 3, 0), timeout=rig.within(20))
+    for name in ("skip", "queue", "cancel"):
+        await rig.client.schedule("pause", name)
+    # skip: one job, every later tick skipped while it waits.
+    [only] = await ticks_of(rig, "skip")
+    assert (await rig.client.status(f"sched-skip-{only}")).waiting_signal == "customer_reply"
+    # queue: the first waits for its signal, the later ones for their turn.
+    queued = await ticks_of(rig, "queue")
+    infos = [await rig.client.status(f"sched-queue-{t}") for t in queued]
+    assert infos[0].waiting_signal == "customer_reply"
+    assert {info.status for info in infos[1:]} == {"accepted"}
+    # cancel: each tick cancelled the one before; the newest waits.
+    cancelled = await ticks_of(rig, "cancel")
+    for tick in cancelled[:-1]:
+        info = await rig.client.wait(f"sched-cancel-{tick}", timeout=rig.within())
+        assert info.status == "cancelled"

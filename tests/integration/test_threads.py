@@ -70,6 +70,8 @@ async def test_a_turn_waits_for_a_person_s_turn_or_is_refused(
 
     await eventually(queued, timeout=rig.within(), message="the turn waits")
     assert (await rig.client.status(waiting.job_id)).status == "accepted"
+    listed = {job.job_id: job.status for job in await rig.client.jobs()}
+    assert listed[waiting.job_id] == "accepted"  # `rig jobs` shows the turn that waits
     await rig.client.resolve(first.job_id, "go_on", note="all good")
     done = await rig.client.wait(waiting.job_id, timeout=rig.within())
     assert done.status == "succeeded" and done.result is not None
