@@ -55,6 +55,17 @@ class HttpSubmit(_Api):
     thread_busy: Literal["wait", "refuse"] | None = Field(
         default=None, description="while another turn runs: `wait` (the default) or `refuse`"
     )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="jobs of the agent with this key run `concurrency_limit` at a time; the "
+        "others wait in order",
+    )
+    concurrency_limit: int | None = Field(default=None, ge=1, le=10_000)
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="among jobs waiting for one key, higher first"
+    )
 
 
 class HttpSignal(_Api):

@@ -210,6 +210,20 @@ class SubmitRequest(BudgetOverride):
         description="while another turn of the thread runs: `wait` for it (the default), "
         "or `refuse` (the job ends `failed` with `thread_busy`)",
     )
+    concurrency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="jobs of the agent with this key run at most `concurrency_limit` at "
+        "once (default: the agent's `Flow`, or 1); the others wait in order, durably",
+    )
+    concurrency_limit: int | None = Field(default=None, ge=1, le=10_000)
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="among jobs waiting for the same key, a higher one starts first",
+    )
 
 
 class SubmitReply(_Wire):
@@ -382,6 +396,11 @@ class JobInfo(_Wire):
     sampling: Sampling | None = Field(default=None, description="as submitted")
     labels: dict[str, str] | None = Field(default=None, description="as submitted")
     thread: str | None = Field(default=None, description="the thread it is a turn of")
+    queued: dict[str, Any] | None = Field(
+        default=None,
+        description="an accepted job waiting for its concurrency key: `key`, `limit`, "
+        "`running` and `ahead` (the jobs that start before it)",
+    )
     trace_id: str | None = Field(
         default=None, description="the job's trace in the tracing backend, when traces are on"
     )
@@ -505,6 +524,9 @@ class StartJob(_Wire):
     thread: str | None = None
     thread_busy: Literal["wait", "refuse"] = "wait"
     memory: MemoryScope | None = None
+    flow_key: str | None = None
+    flow_limit: int = 1
+    priority: int = 0
     trace: str | None = None
     trace_parent: str | None = None
     parent: ParentLink | None = None
@@ -715,6 +737,50 @@ class Memory(_Wire):
         gt=0,
         description="how long an entry lives unless its write says (None: RIG_RETENTION)",
     )
+
+
+class Flow(_Wire):
+    """How many jobs of an agent run at once per key (`Agent.flow`): the key is a field of
+    the job's input (`key="customer_id"`), and at most `limit` jobs with the same value run
+    at once; the others wait, durably, in order of priority then arrival."""
+
+    key: str = Field(min_length=1, max_length=200, description="a field of the input, dotted")
+    limit: int = Field(default=1, ge=1, le=10_000)
+
+
+class FlowWaiter(_Wire):
+    job_id: str
+    priority: int = 0
+    at: float = Field(default_factory=now)
+
+
+class FlowRecord(_Wire):
+    """A concurrency key, in `RIG_FLOWS` under `<agent>.<key>` (supervisors, compare-and-
+    set): the jobs that run with it, and those waiting, first to start first."""
+
+    key: str
+    limit: int = 1
+    running: list[str] = Field(default_factory=list)
+    waiting: list[FlowWaiter] = Field(default_factory=list)
+    updated_at: float = Field(default_factory=now)
+
+
+class FlowEnded(_Wire):
+    """Supervisor to itself: job `job_id`, which held a place of concurrency key `key`,
+    ended (sent by its last transition): the next waiting jobs start."""
+
+    kind: Literal["flow_ended"] = "flow_ended"
+    job_id: str
+    key: str
+
+
+class FlowNext(_Wire):
+    """Supervisor to itself, on the job's partition: job `job_id` has its place under
+    concurrency key `key`; it starts."""
+
+    kind: Literal["flow_next"] = "flow_next"
+    job_id: str
+    key: str
 
 
 class MemoryScope(_Wire):
@@ -969,7 +1035,9 @@ SupervisorMessage = Annotated[
     | SignalJob
     | ChildEnded
     | ThreadEnded
-    | ThreadNext,
+    | ThreadNext
+    | FlowEnded
+    | FlowNext,
     Field(discriminator="kind"),
 ]
 
@@ -990,6 +1058,7 @@ EventType = Literal[
     "signal",
     "thread",
     "compacted",
+    "queued",
     "status",
 ]
 
@@ -1088,6 +1157,7 @@ class AgentInfo(_Wire):
         "(the newest turns that fit; four characters a token)",
     )
     memory: Memory | None = Field(default=None, description="what it remembers across jobs")
+    flow: Flow | None = Field(default=None, description="how many of its jobs run at once per key")
     renamed: dict[str, str] = Field(
         default_factory=dict,
         description="states renamed since earlier versions of the graph (old -> new name), "
@@ -1204,6 +1274,11 @@ class JobSnapshot(_Wire):
     memory: MemoryScope | None = Field(
         default=None, description="whose memory it reads and writes (an agent with `memory`)"
     )
+    flow_key: str | None = Field(
+        default=None, description="its concurrency key (`<agent>.<value>`), if it has one"
+    )
+    flow_limit: int = 1
+    priority: int = 0
     trace: str | None = Field(
         default=None,
         description="the job's W3C traceparent: its trace, and the span id of its root span "

@@ -242,6 +242,11 @@ class Names:
         return f"{self.prefix.upper()}_THREADS"
 
     @property
+    def flows_bucket(self) -> str:
+        """Concurrency keys, by `<agent>.<key>` (a `FlowRecord`), written by supervisors."""
+        return f"{self.prefix.upper()}_FLOWS"
+
+    @property
     def schedules_bucket(self) -> str:
         """Schedules, by name (a `Schedule`: its spec and what its ticks did), written by
         supervisors."""

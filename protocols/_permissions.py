@@ -265,6 +265,7 @@ def supervisor(names: Names) -> Role:
         | kv_write(n.cancels_bucket)
         | kv_write(n.threads_bucket)
         | kv_write(n.schedules_bucket)
+        | kv_write(n.flows_bucket)
         | kv_scan(n.schedules_bucket)  # `rig schedule ls`
         | kv_scan(n.inbox_bucket)
         | kv_read(n.agents_bucket)

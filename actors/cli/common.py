@@ -166,6 +166,12 @@ def show_status(info: JobInfo, as_json: bool) -> None:
         print(f"waits   for signal {info.waiting_signal} (rig signal {info.job_id} NAME)")
     if info.waiting_for:
         print(f"waits   for child job(s) {', '.join(info.waiting_for)} (rig status CHILD)")
+    if info.queued is not None:
+        q = info.queued
+        print(
+            f"queued  for key {q['key']}: {q['running']} of {q['limit']} running, "
+            f"{q['ahead']} waiting ahead of it"
+        )
     print(f"spent   {spent(info)}")
     if info.trace_id is not None:
         print(f"trace   {info.trace_id}")
@@ -279,6 +285,9 @@ def describe(event: Event) -> str:
         case "thread":
             after = data.get("waits_for")
             return f"{head} waits its turn in thread {data.get('thread')} (after {after})"
+        case "queued":
+            ahead = data.get("ahead")
+            return f"{head} waits for key {data.get('key')} ({ahead} ahead of it)"
         case "compacted" if data.get("summary") is not None:
             kept = f", {data.get('kept')} newer kept as they were"
             return f"{head} summarised the first {data.get('through')} turns{kept}"

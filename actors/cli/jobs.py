@@ -118,6 +118,19 @@ def add(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="while another turn of T runs: wait for it (the default), or refuse this one",
     )
     submit.add_argument(
+        "--key",
+        metavar="KEY",
+        help="a concurrency key: jobs of the agent with KEY run --key-limit at a time (the "
+        "others wait, in order); an agent with a flow takes it from its input",
+    )
+    submit.add_argument("--key-limit", type=int, metavar="N", help="with --key (default 1)")
+    submit.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="among jobs waiting for one key, a higher one starts first (default 0)",
+    )
+    submit.add_argument(
         "--label",
         action="append",
         default=[],
@@ -401,6 +414,9 @@ def _submit(args: argparse.Namespace) -> int:
                 thread=args.thread,
                 thread_busy=args.thread_busy,
                 labels=labels or None,
+                concurrency_key=args.key,
+                concurrency_limit=args.key_limit,
+                priority=args.priority,
                 **limits_of(args),
             )
             if span is not None:

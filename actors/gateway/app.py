@@ -803,6 +803,9 @@ class Gateway(Actor):
             labels=body.labels,
             thread=body.thread,
             thread_busy=body.thread_busy,
+            concurrency_key=body.concurrency_key,
+            concurrency_limit=body.concurrency_limit,
+            priority=body.priority,
             **limits_of(body),
         )
         location = f"/v1/jobs/{reply.job_id}"

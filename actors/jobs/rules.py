@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from actors.jobs import children, threads
+from actors.jobs import children, flows, threads
 from actors.runtime.schemas import fits
 from actors.runtime.settings import DEFAULT_RETENTION_S
 from protocols import (
@@ -39,6 +39,8 @@ from protocols import (
     EscalationKind,
     Event,
     ExhaustedKind,
+    FlowEnded,
+    FlowNext,
     ForgedReportError,
     Graph,
     Header,
@@ -1204,6 +1206,8 @@ class Rules:
             )
         if job.thread is not None:  # the thread keeps the turn; its next one starts
             threads.ended(self, job)
+        if job.flow_key is not None:  # its place under its key goes to the next
+            flows.ended(self, job)
         return job
 
     def start_turn(
@@ -1274,6 +1278,7 @@ class Rules:
             thread=request.thread,
             thread_busy=request.thread_busy or "wait",
             memory=memory_of(info, request.thread, request.labels),
+            **_flow(info, request),
         )
 
     def new_snapshot(self, start: StartJob) -> JobSnapshot:
@@ -1293,6 +1298,9 @@ class Rules:
             thread=start.thread,
             thread_busy=start.thread_busy,
             memory=start.memory,
+            flow_key=start.flow_key,
+            flow_limit=start.flow_limit,
+            priority=start.priority,
             trace=start.trace,
             trace_parent=start.trace_parent,
             parent=start.parent,
@@ -1424,6 +1432,16 @@ def pending_tool(job: JobSnapshot, graph: Graph | None) -> str | None:
     return edge.tool if edge is not None else None
 
 
+def _flow(info: AgentInfo, request: SubmitRequest) -> dict[str, Any]:
+    """A submission's concurrency key, limit and priority (`actors/jobs/flows.py`); none
+    for a turn of a thread (one turn of a thread runs at a time already)."""
+    found = flows.flow_of(info, request) if request.thread is None else None
+    if found is None:
+        return {"priority": request.priority}
+    key, limit = found
+    return {"flow_key": key, "flow_limit": limit, "priority": request.priority}
+
+
 def memory_of(
     info: AgentInfo, thread: str | None, labels: Mapping[str, str] | None
 ) -> MemoryScope | None:
@@ -1476,7 +1494,15 @@ def forged(message: Any, sender: tuple[str, str] | None) -> str | None:
     report says made it."""
     if isinstance(
         message,
-        StartJob | ResolveJob | CancelJob | SignalJob | ChildEnded | ThreadEnded | ThreadNext,
+        StartJob
+        | ResolveJob
+        | CancelJob
+        | SignalJob
+        | ChildEnded
+        | ThreadEnded
+        | ThreadNext
+        | FlowEnded
+        | FlowNext,
     ):
         if sender is None:
             return None

@@ -33,13 +33,22 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from pydantic import BaseModel
 
+from actors.jobs import flows
+from actors.jobs.flows import admit, released
 from actors.jobs.rules import Rules, check_input, forged
 from actors.jobs.scheduler import Scheduler
 from actors.jobs.threads import take_turn, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
 from actors.runtime.faults import crash_point
-from actors.runtime.metrics import BUSY, FORGED_REPORTS, SNAPSHOTS_UNREADABLE, child, observe_events
+from actors.runtime.metrics import (
+    BUSY,
+    FORGED_REPORTS,
+    QUEUED_SECONDS,
+    SNAPSHOTS_UNREADABLE,
+    child,
+    observe_events,
+)
 from actors.runtime.nats import (
     PRESENCE_TTL_S,
     WRONG_LAST_SEQUENCE,
@@ -64,6 +73,9 @@ from protocols import (
     Decision,
     DecodeError,
     Escalation,
+    FlowEnded,
+    FlowNext,
+    FlowRecord,
     ForgedReportError,
     Graph,
     Header,
@@ -188,6 +200,7 @@ class Supervisor(Actor):
         self._catalog: KeyValue | None = None  # RIG_TOOLS, opened when a decision needs it
         self._threads: KeyValue | None = None  # RIG_THREADS, opened by a thread's first turn
         self.scheduler = Scheduler(self)  # rig.api.schedule, and the schedules' ticks
+        self._flows: KeyValue | None = None  # RIG_FLOWS, opened by a job with a key
         # A snapshot is one KV message: room for the headers the write adds.
         sizes = self.config.sizes
         self._max_snapshot = min(sizes.snapshot or 2**31, self.nc.max_payload - _HEADROOM)
@@ -366,6 +379,10 @@ class Supervisor(Actor):
                 return await self._accepted_again(existing, asked, info)
         else:
             self._remember(snapshot, data, revision)  # so that the StartJob skips a KV read
+        if snapshot.flow_key is not None:
+            # Its place under its key is taken now, before the answer: jobs submitted one
+            # after another queue in that order (the StartJob's handler asks the same).
+            await self._admit(snapshot)
         return SubmitReply(job_id=job_id, warning=await self._offline_warning(info))
 
     async def _check_backlog(self, agent: str) -> None:
@@ -452,7 +469,12 @@ class Supervisor(Actor):
         snapshot, _revision = await self._load(request.job_id)
         if snapshot is None:
             raise UnknownJobError(f"no job {request.job_id!r}", job_id=request.job_id)
-        return snapshot.info()
+        info = snapshot.info()
+        if snapshot.flow_key is not None and snapshot.status == "accepted":
+            record, _ = await self._flow_record(snapshot.flow_key)
+            if record is not None and snapshot.job_id not in record.running:
+                info.queued = flows.position(record, snapshot.job_id)  # why it waits
+        return info
 
     async def resolve(self, request: ResolveRequest) -> JobInfo:
         """A person takes an edge for a job waiting for a human; the job runs on from it.
@@ -624,6 +646,9 @@ class Supervisor(Actor):
         if isinstance(message, ThreadEnded):
             await self._on_thread_ended(message)
             return
+        if isinstance(message, FlowEnded):
+            await self._on_flow_ended(message)
+            return
         start = message if isinstance(message, StartJob) else None
         if start is not None:
             cause = "start"
@@ -631,6 +656,8 @@ class Supervisor(Actor):
             cause = f"child_ended:{message.child}"
         elif isinstance(message, ThreadNext):
             cause = f"thread_next:{message.thread}"
+        elif isinstance(message, FlowNext):
+            cause = f"flow_next:{message.key}"
         else:
             cause = f"{message.kind}:{message.step}"
         try:
@@ -900,11 +927,13 @@ class Supervisor(Actor):
         self, job: JobSnapshot, message: Any, sender: tuple[str, str] | None = None
     ) -> JobSnapshot | None:
         """The next snapshot after `message`, or None if `message` is not for this step."""
-        if isinstance(message, StartJob | ThreadNext):
+        if isinstance(message, StartJob | ThreadNext | FlowNext):
             if job.parent is not None:
                 return await self._start_child(job)
             if job.thread is not None:
                 return await self._start_in_thread(job)
+            if job.flow_key is not None:
+                return await self._start_in_flow(job)
             return self.rules.start(job, (await self._agent(job.agent)).graph)
         if job.terminal:
             return None
@@ -940,6 +969,81 @@ class Supervisor(Actor):
                     self.names, time.time(), self.config.retention, {tool: key[: -len(tool) - 1]}
                 )
         return self.rules
+
+    # --- concurrency keys -----------------------------------------------------------------
+
+    async def _admit(self, job: JobSnapshot) -> tuple[FlowRecord, bool]:
+        """Take a place under the job's key, or a place in its queue (compare-and-set);
+        the record, and whether the job runs now. Asked again, the same answer."""
+        assert job.flow_key is not None
+        for _attempt in range(_CAS_ATTEMPTS):
+            record, revision = await self._flow_record(job.flow_key)
+            if record is None:
+                record = FlowRecord(key=job.flow_key, limit=job.flow_limit)
+            before = record.model_copy(deep=True)
+            runs = admit(record, job)
+            if record == before or await self._put_flow(record, revision):
+                return record, runs
+        raise RetryableError("the key's record kept changing under us", delay=0.05)
+
+    async def _start_in_flow(self, job: JobSnapshot) -> JobSnapshot | None:
+        """A job with a concurrency key starts if its key has room; otherwise it waits
+        (`FlowNext` starts it)."""
+        if job.status != "accepted":
+            return None
+        record, runs = await self._admit(job)
+        if runs:
+            waited = max(time.time() - job.created_at, 0.0)
+            child(QUEUED_SECONDS, job.agent).observe(waited)
+        return flows.start(self.rules, job, await self._agent(job.agent), record, runs)
+
+    async def _on_flow_ended(self, ended: FlowEnded) -> None:
+        """A job with a key ended: its place goes to the next waiting ones."""
+        for _attempt in range(_CAS_ATTEMPTS):
+            record, revision = await self._flow_record(ended.key)
+            if record is None:
+                return
+            changed, starting = released(record, ended.job_id)
+            if not changed or await self._put_flow(record, revision):
+                break
+        else:
+            raise RetryableError("the key's record kept changing under us", delay=0.05)
+        for job_id in starting:
+            await self.publish(
+                self.names.supervisor_for(job_id),
+                FlowNext(job_id=job_id, key=ended.key),
+                msg_id=msg_id(job_id, 0, "flow-next"),
+            )
+
+    async def _flow_record(self, key: str) -> tuple[FlowRecord | None, int]:
+        if self._flows is None:
+            self._flows = await self.js.key_value(self.names.flows_bucket)
+        data, revision = await kv_read(self._flows, key)
+        return (decode_as(FlowRecord, data)[0] if data else None), revision
+
+    async def _put_flow(self, record: FlowRecord, revision: int) -> bool:
+        """Compare-and-set a key's record; False if another change came first."""
+        record.updated_at = time.time()
+        subject = kv_subject(self.names.flows_bucket, record.key)
+        return await self._put_record(subject, encode(record), revision)
+
+    async def _put_record(
+        self, subject: str, data: bytes, revision: int, headers: dict[str, str] | None = None
+    ) -> bool:
+        """Compare-and-set a record of a bucket (a thread's, a key's); False if another
+        change came first."""
+        try:
+            await self.publisher.stored(
+                subject,
+                data,
+                {Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision), **(headers or {})},
+                timeout=_PUBLISH_TIMEOUT_S,
+            )
+        except PublishError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                return False
+            raise
+        return True
 
     # --- threads -----------------------------------------------------------------------
 
@@ -993,21 +1097,9 @@ class Supervisor(Actor):
         """Compare-and-set the thread's record; False if another change came first. It
         expires `RIG_RETENTION` after its last change."""
         record.updated_at = time.time()
-        try:
-            await self.publisher.stored(
-                kv_subject(self.names.threads_bucket, record.thread),
-                encode(record),
-                {
-                    Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision),
-                    Header.TTL: str(int(self.config.retention)),
-                },
-                timeout=_PUBLISH_TIMEOUT_S,
-            )
-        except PublishError as exc:
-            if exc.err_code in WRONG_LAST_SEQUENCE:
-                return False
-            raise
-        return True
+        subject = kv_subject(self.names.threads_bucket, record.thread)
+        expiry = {Header.TTL: str(int(self.config.retention))}
+        return await self._put_record(subject, encode(record), revision, expiry)
 
     async def _start_child(self, job: JobSnapshot) -> JobSnapshot | None:
         """A child job's first transition: it starts if its parent still waits for it

@@ -49,6 +49,7 @@ from protocols import (
     ConfigError,
     Decision,
     ExhaustedKind,
+    Flow,
     Graph,
     GraphError,
     Header,
@@ -170,6 +171,9 @@ class Agent(Actor):
     # What it remembers across jobs (`protocols.Memory`): read into each step's context,
     # written by the memory tools (`actors.tools.memory`). None: nothing.
     memory: ClassVar[Memory | None] = None
+    # How many of its jobs run at once per key (`protocols.Flow`: a field of the input, a
+    # limit); the others wait in order. None: no limit but the backlog's.
+    flow: ClassVar[Flow | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -238,6 +242,7 @@ class Agent(Actor):
             on_stuck=self.on_stuck,
             thread_tokens=self.thread_tokens,
             memory=self.memory,
+            flow=self.flow,
             renamed=self.renamed,
         )
 

@@ -191,6 +191,9 @@ class RigClient:
         labels: dict[str, str] | None = None,
         thread: str | None = None,
         thread_busy: str | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        priority: int = 0,
         **limits: Any,
     ) -> SubmitReply:
         """Start a job; returns once the job is durably stored.
@@ -208,6 +211,12 @@ class RigClient:
             fields["labels"] = labels
         if thread is not None:
             fields["thread"] = thread
+        if concurrency_key is not None:
+            fields["concurrency_key"] = concurrency_key
+        if concurrency_limit is not None:
+            fields["concurrency_limit"] = concurrency_limit
+        if priority:
+            fields["priority"] = priority
         if thread_busy is not None:
             fields["thread_busy"] = thread_busy
         if webhook is not None:

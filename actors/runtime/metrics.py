@@ -103,6 +103,12 @@ JOB_SECONDS = Histogram(
     ["agent", "status"],
     buckets=_SECONDS,
 )
+QUEUED_SECONDS = Histogram(
+    "rig_job_queued_seconds",
+    "How long a job with a concurrency key waited for its place, by agent",
+    ["agent"],
+    buckets=_SECONDS,
+)
 JOBS_PARKED = Counter(
     "rig_jobs_parked_total",
     "Times a job began waiting for a person, by agent and why (human_state, budget, "

@@ -385,12 +385,11 @@ async def ensure_topology(
         (names.memory_bucket, "Rig memory: what agents remember (<agent>.<scope>.<owner>.<key>)"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas, expiring=True)
-    await _ensure_bucket(
-        js,
-        names.schedules_bucket,
-        "Rig schedules: each one's spec and ticks, by name",
-        replicas=replicas,
-    )
+    for bucket, description in (
+        (names.schedules_bucket, "Rig schedules: each one's spec and ticks, by name"),
+        (names.flows_bucket, "Rig concurrency keys: who runs and who waits, by agent.key"),
+    ):
+        await _ensure_bucket(js, bucket, description, replicas=replicas)
     if not indexed:
         await _enter_jobs(js, names)
     await _ensure_bucket(

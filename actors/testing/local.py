@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from actors.jobs import flows
+from actors.jobs.flows import admit, released
 from actors.jobs.rules import Rules, check_input
 from actors.jobs.threads import take_turn, thread_ended
 from actors.models.agent import Agent
@@ -36,6 +38,8 @@ from protocols import (
     Encoding,
     Escalation,
     Event,
+    FlowEnded,
+    FlowRecord,
     JobContext,
     JobSnapshot,
     Names,
@@ -312,6 +316,7 @@ class LocalRig:
         self.infos: dict[str, AgentInfo] = {each.name: each.info() for each in made}
         self.runs: dict[str, JobRun] = {}  # every job run here, children too
         self.threads: dict[str, ThreadRecord] = {}  # the conversations of the jobs run here
+        self.flows: dict[str, FlowRecord] = {}  # the concurrency keys of the jobs run here
         self.executors = [cls(config=self.config) for cls in tools]
         served = [entry for executor in self.executors for entry in executor.catalog()]
         self._owners = {entry.tool: entry.executor for entry in served}
@@ -398,7 +403,13 @@ class LocalRig:
         return run
 
     def _start(self, rules: Rules, job: JobSnapshot, info: AgentInfo) -> JobSnapshot | None:
-        """A job's start; a turn of a thread takes its turn as a supervisor's would."""
+        """A job's start; a turn of a thread takes its turn, a job with a concurrency key
+        its place, as a supervisor's would."""
+        if job.flow_key is not None:
+            key = self.flows.setdefault(
+                job.flow_key, FlowRecord(key=job.flow_key, limit=job.flow_limit)
+            )
+            return flows.start(rules, job, info, key, admit(key, job))
         if job.thread is None:
             return rules.start(job, info.graph)
         record = self.threads.setdefault(
@@ -516,6 +527,16 @@ class LocalRig:
                 info = self.infos[following.snapshot.agent]
                 self._transition(
                     following, lambda rules, job: self._start(rules, job, info), "thread_next"
+                )
+        elif isinstance(message, FlowEnded):
+            key = self.flows.get(message.key)
+            for job_id in released(key, message.job_id)[1] if key is not None else []:
+                waiting = self.runs[job_id]
+                info = self.infos[waiting.snapshot.agent]
+                self._transition(
+                    waiting,
+                    lambda rules, job, info=info: self._start(rules, job, info),
+                    "flow_next",
                 )
         elif isinstance(message, CancelJob):
             child_run = self.runs.get(message.job_id)

@@ -1,0 +1,95 @@
+"""Concurrency keys (`Agent.flow`, `concurrency_key`): at most N jobs per key at once, the
+others waiting in order of priority then submission (tests/support/flows.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from actors.testing import Deployment
+from protocols import Event, JobInfo
+from tests.integration.test_cli import rig_cli
+
+pytestmark = pytest.mark.integration
+
+SERIAL = ("actors:Supervisor", "tests.support.flows:Serial", "tests.support.flows:SerialTools")
+
+
+def span(journal: list[Event]) -> tuple[float, float, float]:
+    """When a job was accepted, started and ended, from its journal."""
+    accepted = next(e.ts for e in journal if e.type == "accepted")
+    started = next(e.ts for e in journal if e.type == "started")
+    ended = next(e.ts for e in journal if e.type == "status" and e.data["status"] != "running")
+    return accepted, started, ended
+
+
+async def test_one_job_at_a_time_per_customer_in_order(rig: Deployment) -> None:
+    """200 jobs over 10 customers, limit 1: never two at once for one customer, every one
+    ends, each customer's in the order submitted."""
+    await rig.spawn(*SERIAL)
+    submitted: dict[str, list[str]] = {f"c{n}": [] for n in range(10)}
+    for n in range(200):
+        customer = f"c{n % 10}"
+        reply = await rig.client.submit("serial", {"customer": customer, "ms": 10})
+        submitted[customer].append(reply.job_id)
+    infos: list[JobInfo] = await asyncio.gather(
+        *(rig.client.wait(j, timeout=rig.within(120)) for ids in submitted.values() for j in ids)
+    )
+    assert {info.status for info in infos} == {"succeeded"}
+    for ids in submitted.values():
+        spans = [span(await rig.client.journal(job_id)) for job_id in ids]
+        starts = [started for _, started, _ in spans]
+        assert starts == sorted(starts)  # in the order submitted
+        for (_, _, ended), (_, started, _) in itertools.pairwise(spans):
+            assert started >= ended  # the next began only once the one before had ended
+
+
+async def test_a_burst_of_one_customer_does_not_hold_back_another(rig: Deployment) -> None:
+    await rig.spawn(*SERIAL)
+    burst = [
+        (await rig.client.submit("serial", {"customer": "big", "ms": 1000})).job_id
+        for _ in range(4)
+    ]
+    single = (await rig.client.submit("serial", {"customer": "small", "ms": 10})).job_id
+    await rig.client.wait(single, timeout=rig.within())
+    accepted, started, _ = span(await rig.client.journal(single))
+    assert started - accepted < 1.0  # less than one of the burst's jobs: it did not queue
+    first = (await rig.client.status(burst[-1])).status
+    assert first in ("accepted", "running")  # the burst is still going on
+
+
+async def test_a_higher_priority_starts_first_and_status_says_why_a_job_waits(
+    rig: Deployment,
+) -> None:
+    await rig.spawn(*SERIAL)
+    key = {"customer": "p"}
+    held = (await rig.client.submit("serial", key | {"hold": True})).job_id
+    low = [(await rig.client.submit("serial", key | {"ms": 1})).job_id for _ in range(2)]
+    high = (await rig.client.submit("serial", key | {"ms": 1}, priority=5)).job_id
+    info = await rig.client.status(low[0])
+    assert info.status == "accepted" and info.queued == {
+        "key": "serial.p",
+        "limit": 1,
+        "running": 1,
+        "ahead": 1,  # the higher one
+    }
+    code, out, _ = await rig_cli(rig, "status", low[1])
+    assert code == 0 and "queued  for key serial.p: 1 of 1 running, 2 waiting ahead" in out
+    await rig.client.signal(held, "go")
+    ended = [await rig.client.wait(j, timeout=rig.within()) for j in (held, high, *low)]
+    assert {i.status for i in ended} == {"succeeded"}
+    starts = {j: span(await rig.client.journal(j))[1] for j in (high, *low)}
+    assert sorted(starts, key=lambda j: starts[j]) == [high, *low]
+    # A key given at submission, with its own limit, for an agent with or without a flow.
+    two = [
+        (
+            await rig.client.submit(
+                "serial", {"hold": True}, concurrency_key="k", concurrency_limit=2
+            )
+        )
+        for _ in range(3)
+    ]
+    statuses = [(await rig.client.status(r.job_id)) for r in two]
+    assert [s.queued is None for s in statuses] == [True, True, False]
