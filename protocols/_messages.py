@@ -526,6 +526,8 @@ class StartJob(_Wire):
     memory: MemoryScope | None = None
     flow_key: str | None = None
     flow_limit: int = 1
+    flow_rate: float | None = None
+    flow_debounce: float | None = None
     priority: int = 0
     trace: str | None = None
     trace_parent: str | None = None
@@ -710,8 +712,18 @@ class ScheduleTick(_Wire):
     due: float
 
 
+class FlowTick(_Wire):
+    """Supervisor to itself, on `rig.work.timer`: concurrency key `key` may start a waiting
+    job at `at` (its rate allows one again, or a debounce window ends)."""
+
+    kind: Literal["flow_tick"] = "flow_tick"
+    key: str
+    at: float
+
+
 TimerMessage = Annotated[
-    DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick, Field(discriminator="kind")
+    DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick | FlowTick,
+    Field(discriminator="kind"),
 ]
 
 
@@ -746,6 +758,19 @@ class Flow(_Wire):
 
     key: str = Field(min_length=1, max_length=200, description="a field of the input, dotted")
     limit: int = Field(default=1, ge=1, le=10_000)
+    rate_per_min: float | None = Field(
+        default=None,
+        gt=0,
+        le=60_000,
+        description="at most this many starts a minute per key, evenly spaced (60/N s apart)",
+    )
+    debounce_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="within this window of a submit for a key, a later submit replaces it: "
+        "only the last one runs (the others end `cancelled`, `debounced`)",
+    )
 
 
 class FlowWaiter(_Wire):
@@ -762,6 +787,12 @@ class FlowRecord(_Wire):
     limit: int = 1
     running: list[str] = Field(default_factory=list)
     waiting: list[FlowWaiter] = Field(default_factory=list)
+    rate_per_min: float | None = None
+    starts: list[float] = Field(default_factory=list, description="its last start (a rate's)")
+    debouncing: FlowWaiter | None = Field(
+        default=None, description="the newest submit of a debounced key, until its window ends"
+    )
+    debounce_s: float | None = None
     updated_at: float = Field(default_factory=now)
 
 
@@ -1278,6 +1309,8 @@ class JobSnapshot(_Wire):
         default=None, description="its concurrency key (`<agent>.<value>`), if it has one"
     )
     flow_limit: int = 1
+    flow_rate: float | None = None
+    flow_debounce: float | None = None
     priority: int = 0
     trace: str | None = Field(
         default=None,

@@ -54,20 +54,78 @@ def flow_of(info: AgentInfo, request: SubmitRequest) -> tuple[str, int] | None:
     return f"{info.name}.{text}", limit
 
 
-def admit(record: FlowRecord, job: JobSnapshot) -> bool:
-    """Whether `job` runs now: its key has room (the record now counts it running).
-    Otherwise it waits (once), before every job of lower priority."""
-    record.limit = job.flow_limit
-    if job.job_id in record.running:
-        return True
-    if len(record.running) < record.limit and not _ahead(record, job.job_id, job.priority):
-        record.running.append(job.job_id)
-        record.waiting = [w for w in record.waiting if w.job_id != job.job_id]
-        return True
-    if all(w.job_id != job.job_id for w in record.waiting):
-        record.waiting.append(FlowWaiter(job_id=job.job_id, priority=job.priority))
+def admit(record: FlowRecord, job: JobSnapshot, now: float) -> tuple[bool, str | None]:
+    """Whether `job` runs now: its key has room, and its rate allows a start (the record
+    now counts it running). Otherwise it waits (once), before every job of lower
+    priority; or, on a debounced key, it is the submit that waits out the window (and
+    the one it replaces is named, to be cancelled)."""
+    record.limit, record.rate_per_min = job.flow_limit, job.flow_rate
+    record.debounce_s = job.flow_debounce
+    if job.job_id in record.running or any(w.job_id == job.job_id for w in record.waiting):
+        return job.job_id in record.running, None
+    debouncing = record.debouncing
+    if debouncing is not None and debouncing.job_id == job.job_id:
+        return False, None  # it waits out its window (`pump` lets it in)
+    if job.flow_debounce is not None:
+        replaced = debouncing.job_id if debouncing is not None else None
+        window_ends = now + job.flow_debounce
+        record.debouncing = FlowWaiter(job_id=job.job_id, priority=job.priority, at=window_ends)
+        return False, replaced
+    if _room(record, now) and not _ahead(record, job.job_id, job.priority):
+        _run(record, job.job_id, now)
+        return True, None
+    record.waiting.append(FlowWaiter(job_id=job.job_id, priority=job.priority, at=now))
+    record.waiting.sort(key=lambda w: (-w.priority, w.at))
+    return False, None
+
+
+def _room(record: FlowRecord, now: float) -> bool:
+    """Whether the key may start a job now: fewer than its limit run, and its last start
+    was at least a rate's interval ago."""
+    if _spaced(record) > now:
+        return False
+    return len(record.running) < record.limit
+
+
+def _spaced(record: FlowRecord) -> float:
+    """When the key's rate allows its next start (its starts are evenly spaced)."""
+    if record.rate_per_min is None or not record.starts:
+        return 0.0
+    return record.starts[-1] + 60.0 / record.rate_per_min
+
+
+def _run(record: FlowRecord, job_id: str, now: float) -> None:
+    record.running.append(job_id)
+    if record.rate_per_min is not None:
+        record.starts = [now]
+
+
+def pump(record: FlowRecord, now: float) -> list[str]:
+    """Start what the key now allows: a debounced submit whose window ended joins the
+    queue; then the first waiting jobs, while there is room and the rate allows."""
+    debouncing = record.debouncing
+    if debouncing is not None and debouncing.at <= now:
+        record.debouncing = None
+        record.waiting.append(debouncing.model_copy(update={"at": now}))
         record.waiting.sort(key=lambda w: (-w.priority, w.at))
-    return False
+    starting = []
+    while record.waiting and _room(record, now):
+        first = record.waiting.pop(0)
+        _run(record, first.job_id, now)
+        starting.append(first.job_id)
+    return starting
+
+
+def next_tick(record: FlowRecord, now: float) -> float | None:
+    """When the key may start a job it cannot start now (its rate, a debounce window);
+    None when nothing waits for the clock."""
+    times = []
+    if record.debouncing is not None:
+        times.append(record.debouncing.at)
+    spaced = _spaced(record)
+    if record.waiting and spaced > now and len(record.running) < record.limit:
+        times.append(spaced)
+    return min(times) if times else None
 
 
 def _ahead(record: FlowRecord, job_id: str, priority: int) -> bool:
@@ -75,29 +133,32 @@ def _ahead(record: FlowRecord, job_id: str, priority: int) -> bool:
     return any(w.priority >= priority and w.job_id != job_id for w in record.waiting)
 
 
-def released(record: FlowRecord, job_id: str) -> tuple[bool, list[str]]:
+def released(record: FlowRecord, job_id: str, now: float) -> tuple[bool, list[str]]:
     """Free `job_id`'s place (or its wait); whether the record changed, and the waiting
     jobs that now run (first to start first)."""
     changed = job_id in record.running or any(w.job_id == job_id for w in record.waiting)
     record.running = [r for r in record.running if r != job_id]
     record.waiting = [w for w in record.waiting if w.job_id != job_id]
-    starting = []
-    while record.waiting and len(record.running) < record.limit:
-        first = record.waiting.pop(0)
-        record.running.append(first.job_id)
-        starting.append(first.job_id)
+    if record.debouncing is not None and record.debouncing.job_id == job_id:
+        record.debouncing, changed = None, True  # cancelled while it waited out its window
+    starting = pump(record, now)
     return changed or bool(starting), starting
 
 
 def position(record: FlowRecord, job_id: str) -> dict[str, Any]:
     """What `rig status` says of a job waiting for its key."""
     ahead = next((n for n, w in enumerate(record.waiting) if w.job_id == job_id), None)
-    return {
+    where = {
         "key": record.key,
         "limit": record.limit,
         "running": len(record.running),
         "ahead": len(record.waiting) if ahead is None else ahead,
     }
+    if record.debouncing is not None and record.debouncing.job_id == job_id:
+        where["debounced_until"] = record.debouncing.at
+    if record.rate_per_min is not None:
+        where["rate_per_min"] = record.rate_per_min
+    return where
 
 
 def start(

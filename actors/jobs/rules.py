@@ -1300,6 +1300,8 @@ class Rules:
             memory=start.memory,
             flow_key=start.flow_key,
             flow_limit=start.flow_limit,
+            flow_rate=start.flow_rate,
+            flow_debounce=start.flow_debounce,
             priority=start.priority,
             trace=start.trace,
             trace_parent=start.trace_parent,
@@ -1439,7 +1441,14 @@ def _flow(info: AgentInfo, request: SubmitRequest) -> dict[str, Any]:
     if found is None:
         return {"priority": request.priority}
     key, limit = found
-    return {"flow_key": key, "flow_limit": limit, "priority": request.priority}
+    flow = info.flow  # its rate and debounce hold for every key of the agent
+    return {
+        "flow_key": key,
+        "flow_limit": limit,
+        "flow_rate": flow.rate_per_min if flow is not None else None,
+        "flow_debounce": flow.debounce_s if flow is not None else None,
+        "priority": request.priority,
+    }
 
 
 def memory_of(

@@ -34,7 +34,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 
 from actors.jobs import flows
-from actors.jobs.flows import admit, released
+from actors.jobs.flows import admit, next_tick, pump, released
 from actors.jobs.rules import Rules, check_input, forged
 from actors.jobs.scheduler import Scheduler
 from actors.jobs.threads import take_turn, thread_ended
@@ -76,6 +76,7 @@ from protocols import (
     FlowEnded,
     FlowNext,
     FlowRecord,
+    FlowTick,
     ForgedReportError,
     Graph,
     Header,
@@ -683,7 +684,9 @@ class Supervisor(Actor):
         raise exc
 
     async def on_timer(
-        self, check: DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick, delivery: Delivery
+        self,
+        check: DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick | FlowTick,
+        delivery: Delivery,
     ) -> None:
         """A job's deadline, stall check or signal timeout, or a schedule's tick: wait for
         it on the server, then act if due."""
@@ -693,6 +696,8 @@ class Supervisor(Actor):
         try:
             if isinstance(check, ScheduleTick):
                 await self.scheduler.on_tick(check)
+            elif isinstance(check, FlowTick):
+                await self._on_flow_tick(check)
             elif isinstance(check, StallCheck):
                 await self._on_stall(check)
             elif isinstance(check, SignalTimeout):
@@ -974,17 +979,60 @@ class Supervisor(Actor):
 
     async def _admit(self, job: JobSnapshot) -> tuple[FlowRecord, bool]:
         """Take a place under the job's key, or a place in its queue (compare-and-set);
-        the record, and whether the job runs now. Asked again, the same answer."""
+        the record, and whether the job runs now. Asked again, the same answer. A
+        debounced submit replaces the one before it (cancelled); what waits for the clock
+        (a rate, a debounce window) gets a `FlowTick`."""
         assert job.flow_key is not None
         for _attempt in range(_CAS_ATTEMPTS):
             record, revision = await self._flow_record(job.flow_key)
             if record is None:
                 record = FlowRecord(key=job.flow_key, limit=job.flow_limit)
             before = record.model_copy(deep=True)
-            runs = admit(record, job)
+            now = time.time()
+            runs, replaced = admit(record, job, now)
             if record == before or await self._put_flow(record, revision):
-                return record, runs
-        raise RetryableError("the key's record kept changing under us", delay=0.05)
+                break
+        else:
+            raise RetryableError("the key's record kept changing under us", delay=0.05)
+        if replaced is not None:
+            reason = f"debounced: job {job.job_id} came later for key {job.flow_key}"
+            with contextlib.suppress(JobStateError, UnknownJobError):
+                await self.cancel(CancelRequest(job_id=replaced, reason=reason))
+        await self._flow_tick(record, now)
+        return record, runs
+
+    async def _flow_tick(self, record: FlowRecord, now: float) -> None:
+        """Wake the key when its clock allows what waits (once per time: the message id)."""
+        at = next_tick(record, now)
+        if at is not None:
+            tick = FlowTick(key=record.key, at=at)
+            await self.publish(
+                self.names.timer, tick, msg_id=msg_id(record.key, int(at * 1000), "flow-tick")
+            )
+
+    async def _on_flow_tick(self, tick: FlowTick) -> None:
+        """A key's clock allows a start: start what it now allows."""
+        for _attempt in range(_CAS_ATTEMPTS):
+            record, revision = await self._flow_record(tick.key)
+            if record is None:
+                return
+            before = record.model_copy(deep=True)
+            now = time.time()
+            starting = pump(record, now)
+            if record == before or await self._put_flow(record, revision):
+                break
+        else:
+            raise RetryableError("the key's record kept changing under us", delay=0.05)
+        await self._flow_next(tick.key, starting)
+        await self._flow_tick(record, now)
+
+    async def _flow_next(self, key: str, starting: list[str]) -> None:
+        for job_id in starting:
+            await self.publish(
+                self.names.supervisor_for(job_id),
+                FlowNext(job_id=job_id, key=key),
+                msg_id=msg_id(job_id, 0, "flow-next"),
+            )
 
     async def _start_in_flow(self, job: JobSnapshot) -> JobSnapshot | None:
         """A job with a concurrency key starts if its key has room; otherwise it waits
@@ -1003,17 +1051,14 @@ class Supervisor(Actor):
             record, revision = await self._flow_record(ended.key)
             if record is None:
                 return
-            changed, starting = released(record, ended.job_id)
+            now = time.time()
+            changed, starting = released(record, ended.job_id, now)
             if not changed or await self._put_flow(record, revision):
                 break
         else:
             raise RetryableError("the key's record kept changing under us", delay=0.05)
-        for job_id in starting:
-            await self.publish(
-                self.names.supervisor_for(job_id),
-                FlowNext(job_id=job_id, key=ended.key),
-                msg_id=msg_id(job_id, 0, "flow-next"),
-            )
+        await self._flow_next(ended.key, starting)
+        await self._flow_tick(record, now)
 
     async def _flow_record(self, key: str) -> tuple[FlowRecord | None, int]:
         if self._flows is None:

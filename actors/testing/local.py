@@ -409,7 +409,8 @@ class LocalRig:
             key = self.flows.setdefault(
                 job.flow_key, FlowRecord(key=job.flow_key, limit=job.flow_limit)
             )
-            return flows.start(rules, job, info, key, admit(key, job))
+            job.flow_rate = job.flow_debounce = None  # a clock's: a deployment's alone
+            return flows.start(rules, job, info, key, admit(key, job, time.time())[0])
         if job.thread is None:
             return rules.start(job, info.graph)
         record = self.threads.setdefault(
@@ -530,7 +531,8 @@ class LocalRig:
                 )
         elif isinstance(message, FlowEnded):
             key = self.flows.get(message.key)
-            for job_id in released(key, message.job_id)[1] if key is not None else []:
+            freed = released(key, message.job_id, time.time())[1] if key is not None else []
+            for job_id in freed:
                 waiting = self.runs[job_id]
                 info = self.infos[waiting.snapshot.agent]
                 self._transition(

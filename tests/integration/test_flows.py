@@ -93,3 +93,31 @@ async def test_a_higher_priority_starts_first_and_status_says_why_a_job_waits(
     ]
     statuses = [(await rig.client.status(r.job_id)) for r in two]
     assert [s.queued is None for s in statuses] == [True, True, False]
+
+
+async def test_a_rate_spaces_starts_and_a_debounce_runs_only_the_last_submit(
+    rig: Deployment,
+) -> None:
+    await rig.spawn(*SERIAL, "tests.support.flows:Metered", "tests.support.flows:Debounced")
+    # 120 starts a minute per customer: one each half second, however many may run.
+    metered = [
+        (await rig.client.submit("metered", {"customer": "m", "ms": 1})).job_id for _ in range(4)
+    ]
+    waiting = await rig.client.status(metered[-1])
+    assert waiting.queued is not None and waiting.queued["rate_per_min"] == 120
+    for job_id in metered:
+        assert (await rig.client.wait(job_id, timeout=rig.within())).status == "succeeded"
+    starts = [span(await rig.client.journal(job_id))[1] for job_id in metered]
+    # Spaced: three intervals of 0.5 s (less what the first start's event lagged behind
+    # its admission); without the rate all four start within milliseconds.
+    assert starts == sorted(starts) and starts[-1] - starts[0] >= 1.0, starts
+    # Debounce: five submits within the window; the last runs once the window passed.
+    burst = [
+        (await rig.client.submit("debounced", {"customer": "d", "ms": 1, "n": n})).job_id
+        for n in range(5)
+    ]
+    ended = [await rig.client.wait(j, timeout=rig.within()) for j in burst]
+    assert [e.status for e in ended] == ["cancelled"] * 4 + ["succeeded"]
+    assert all("debounced" in str(e.error) for e in ended[:4])
+    accepted, started, _ = span(await rig.client.journal(burst[-1]))
+    assert started - accepted >= 1.0  # it waited out its window

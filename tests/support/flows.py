@@ -48,3 +48,17 @@ class SerialTools(ToolExecutor):
     async def work(self, ms: int) -> dict[str, Any]:
         await asyncio.sleep(ms / 1000)  # the job's work, as long as it asks
         return {"worked_ms": ms}
+
+
+class Metered(Serial):
+    """Two starts a second per customer at most, evenly spaced, however many could run."""
+
+    name = "metered"
+    flow = Flow(key="customer", limit=10, rate_per_min=120)
+
+
+class Debounced(Serial):
+    """Of the submits for one customer within a second, only the last runs."""
+
+    name = "debounced"
+    flow = Flow(key="customer", limit=1, debounce_s=1.0)

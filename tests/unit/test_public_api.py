@@ -171,6 +171,7 @@ def test_protocols_exports() -> None:
             "Flow",
             "FlowEnded",
             "FlowNext",
+            "FlowTick",
             "FlowRecord",
             "FlowWaiter",
             "MemoryScope",
