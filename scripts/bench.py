@@ -761,6 +761,69 @@ async def bench_thread(server: NatsServer, report: Report, quick: bool, work: Pa
     )
 
 
+# --- concurrency keys ----------------------------------------------------------------------
+
+
+async def bench_flow(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
+    """What a concurrency key costs: the pipeline's jobs submitted without one, then each
+    with a key of its own among as many keys as jobs in flight (limit 1: none waits, so
+    what is measured is the key's record, its place taken at submit and freed at the
+    end), the same number in flight, alternated."""
+    jobs, in_flight = (64, 8) if quick else (1024, 64)
+    nc = await harness(server)
+    home = work / "flow"
+    home.mkdir()
+    deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(2 * in_flight)})
+    await deployment.start(nc, PIPELINE)
+    runs: dict[str, tuple[float, float]] = {}
+    try:
+        async with Driver(nc, deployment.names) as driver:
+            await driver.run(in_flight, in_flight)  # warm up
+            for shape in ("plain", "keyed", "plain", "keyed"):
+                if shape == "plain":
+                    driver.job = lambda n: ("pipeline", {"n": n})
+                else:
+                    driver.job = lambda n: (
+                        "pipeline",
+                        {"n": n},
+                        {"concurrency_key": f"k{n % in_flight}"},
+                    )
+                before = deployment.cpu_seconds()
+                elapsed = await driver.run(jobs, in_flight)
+                after = deployment.cpu_seconds()
+                cpu = sum(after.values()) - sum(before.values())
+                wall, spent = runs.get(shape, (0.0, 0.0))
+                runs[shape] = (wall + elapsed, spent + cpu)
+    finally:
+        await deployment.stop()
+        await nc.close()
+    plain_wall, plain_cpu = (value * 1000 / (2 * jobs) for value in runs["plain"])
+    keyed_wall, keyed_cpu = (value * 1000 / (2 * jobs) for value in runs["keyed"])
+    extra = keyed_cpu - plain_cpu
+    report.put(
+        "flow",
+        "key",
+        {
+            "jobs": 2 * jobs,
+            "in_flight": in_flight,
+            "plain_cpu_ms_per_job": round(plain_cpu, 3),
+            "keyed_cpu_ms_per_job": round(keyed_cpu, 3),
+            "cpu_overhead_ms_per_job": round(extra, 3),
+            "plain_jobs_per_s": round(1000 / plain_wall, 1),
+            "keyed_jobs_per_s": round(1000 / keyed_wall, 1),
+        },
+    )
+    report.row(
+        "flow",
+        f"a concurrency key per job, {in_flight} jobs in flight",
+        f"{extra:+.2f} CPU-ms per job",
+        f"keyed {keyed_cpu:.2f} CPU-ms and {1000 / keyed_wall:.0f} jobs/s, without "
+        f"{plain_cpu:.2f} and {1000 / plain_wall:.0f} ({100 * extra / plain_cpu:+.0f}% CPU, "
+        f"{100 * (plain_wall / keyed_wall - 1):+.0f}% throughput); {2 * jobs} jobs each way, "
+        "alternated",
+    )
+
+
 # --- MCP -------------------------------------------------------------------------------
 
 
@@ -1771,6 +1834,7 @@ SCENARIOS = (
     "testing",
     "tree",
     "thread",
+    "flow",
     "mcp",
     "profile",
 )
@@ -1832,6 +1896,7 @@ async def main() -> int:
             "testing": lambda: bench_testing(report, args.quick),
             "tree": lambda: bench_tree(server, report, args.quick, work),
             "thread": lambda: bench_thread(server, report, args.quick, work),
+            "flow": lambda: bench_flow(server, report, args.quick, work),
             "mcp": lambda: bench_mcp(server, report, args.quick, work),
             "profile": lambda: bench_profile(server, report, args.quick, work),
         }

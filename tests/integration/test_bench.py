@@ -53,6 +53,7 @@ KEYS = [
     ("testing", "local_rig_to_run_job"),
     ("tree", "children_4"),
     ("thread", "turns_20"),
+    ("flow", "key"),
     ("mcp", "step"),
 ]
 
