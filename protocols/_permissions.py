@@ -365,6 +365,7 @@ def _reader(names: Names) -> Grants:
         | kv_scan(n.breakers_bucket)
         | kv_scan(n.tools_bucket)
         | kv_read(n.threads_bucket)
+        | kv_scan(n.flows_bucket)  # `rig top`'s queues per key
         | object_read(n.results_store)
         | Grants.of(
             publish=[f"{n.prefix}.api.*", n.actors_ask],

@@ -769,7 +769,7 @@ async def bench_flow(server: NatsServer, report: Report, quick: bool, work: Path
     with a key of its own among as many keys as jobs in flight (limit 1: none waits, so
     what is measured is the key's record, its place taken at submit and freed at the
     end), the same number in flight, alternated."""
-    jobs, in_flight = (64, 8) if quick else (1024, 64)
+    jobs, in_flight = (32, 8) if quick else (1024, 64)
     nc = await harness(server)
     home = work / "flow"
     home.mkdir()

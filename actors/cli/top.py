@@ -3,7 +3,8 @@
 From what the deployment already answers, no metrics server needed: every process's
 counters (as `rig ps` reads them), the work stream's consumers (their
 pending, unacknowledged and redelivered messages: the queues), and the jobs
-(by status, counted from the job index: every `jobs_every` seconds, not every frame).
+(by status, counted from the job index: every `jobs_every` seconds, not every frame),
+and the concurrency keys jobs wait for (`RIG_FLOWS`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from actors.runtime.client import RigClient
 from actors.runtime.discovery import LiveActor
 from actors.runtime.nats import kv_latest
-from protocols import JobEntry, decode_as
+from protocols import FlowRecord, JobEntry, decode_as
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Sample:
     jobs: Counter[str] = field(default_factory=Counter)
     jobs_at: float = 0.0
     jobs_ms: float = 0.0
+    keys: list[FlowRecord] = field(default_factory=list)  # concurrency keys with a queue
 
     def to_dict(self, before: Sample | None) -> dict[str, Any]:
         return {
@@ -42,6 +44,15 @@ class Sample:
                 for name, pending, acking, again in self.queues
             ],
             "processes": [actor.to_dict() for actor in self.actors],
+            "keys": [
+                {
+                    "key": k.key,
+                    "running": len(k.running),
+                    "limit": k.limit,
+                    "waiting": len(k.waiting),
+                }
+                for k in self.keys
+            ],
         }
 
 
@@ -54,6 +65,11 @@ async def sample(rig: RigClient, *, listen: float, jobs: Sample | None = None) -
         for info in infos
     )
     now = Sample(time.time(), actors, queues)
+    async for _key, data in kv_latest(rig.js, rig.names.flows_bucket):
+        key = decode_as(FlowRecord, data)[0]
+        if key.waiting or key.debouncing is not None:
+            now.keys.append(key)
+    now.keys.sort(key=lambda k: -len(k.waiting))
     if jobs is None:
         started = time.perf_counter()
         async for _key, data in kv_latest(rig.js, rig.names.index_bucket):
@@ -100,6 +116,12 @@ def render(now: Sample, before: Sample | None, prefix: str) -> str:
         f"{name[:40]:<40} {pending:>8} {acking:>8} {redelivered:>12}"
         for name, pending, acking, redelivered in now.queues
     ]
+    if now.keys:  # jobs waiting for their concurrency key, the longest queues first
+        lines += ["", f"{'concurrency key':<40} {'running':>8} {'limit':>8} {'waiting':>12}"]
+        lines += [
+            f"{k.key[:40]:<40} {len(k.running):>8} {k.limit:>8} {len(k.waiting):>12}"
+            for k in now.keys[:20]
+        ]
     lines += ["", f"{'process':<44} {'handled/s':>9} {'errors/s':>9} {'handled':>9} {'dead':>6}"]
     for actor in now.actors:
         who = f"{actor.kind} {','.join(actor.serves) or '-'} {actor.host}:{actor.pid}"

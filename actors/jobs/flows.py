@@ -174,6 +174,8 @@ def start(
     where = position(record, job.job_id)
     rules.event(job, "queued", **where)
     rules.index(job)
+    if job.deadline is not None:
+        rules.set_deadline(job, job.deadline)  # it runs while the job waits
     return job
 
 

@@ -476,6 +476,13 @@ class Rules:
 
     def deadline(self, job: JobSnapshot, graph: Graph, check: DeadlineCheck) -> JobSnapshot | None:
         """The job's deadline timer fired."""
+        if job.status == "accepted" and job.deadline == check.at and job.flow_key is not None:
+            message = (
+                f"the job's deadline of {job.budget.deadline_s} s passed while it waited for "
+                f"its place under key {job.flow_key}"
+            )
+            error = {"code": "deadline_exceeded", "exhausted": "deadline", "message": message}
+            return self.finish(job, "deadline_exceeded", error=error)
         # A newer deadline (set by a person's resolve) has its own timer; a job waiting
         # for a person is on the person's time.
         if job.terminal or job.deadline != check.at or job.status != "running":

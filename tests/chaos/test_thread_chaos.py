@@ -1,11 +1,13 @@
 """A thread goes on when its supervisor dies between two turns: after a turn's end is
 written but before its outbox (with `ThreadEnded`) went out, and after the thread's
-record moved on but before the next turn was told (`ThreadNext`); and a summary of its
-older turns is made once when the agent and the supervisor making it die."""
+record moved on but before the next turn was told (`ThreadNext`); a summary of its
+older turns is made once when the agent and the supervisor making it die; and a
+concurrency key's queue goes on when its supervisor dies (`FlowEnded`)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -111,3 +113,42 @@ async def test_a_summary_is_made_once_when_its_agent_and_supervisor_die_making_i
     assert record.summary.summary["covers"] == summaries[record.summary.job_id]
     code, out, _ = await rig_cli(rig, "thread", "show", "conv")
     assert code == 0 and f"summary of the first {record.summary.through} turns" in out
+
+
+@pytest.mark.parametrize("point", ["after_write_end:serial", "after_write_start:serial"])
+async def test_a_concurrency_key_goes_on_when_its_supervisor_dies(
+    rig: Deployment, point: str
+) -> None:
+    """Limit 1 per customer: the supervisor dies right after a job's end is written (its
+    `FlowEnded` not sent), or after a job's start; the queue behind it still runs, once
+    each, one at a time."""
+    supervisor = await spawn_doomed(rig, "actors:Supervisor", point)
+    await rig.spawn("tests.support.flows:Serial", "tests.support.flows:SerialTools")
+
+    async def submit(n: int) -> str:
+        client = RigClient(rig.nc, rig.client.config, request_timeout=2.0)
+        while True:
+            try:
+                said = {"customer": "c", "ms": 5, "n": n}
+                return (await client.submit("serial", said, job_id=f"job-{n}")).job_id
+            except (RigConnectionError, TimeoutError):
+                await asyncio.sleep(0.05)  # the supervisor is restarting: ask again
+
+    async def submit_all() -> list[str]:
+        return [await submit(n) for n in range(4)]  # one after another: their order
+
+    submitting = asyncio.create_task(submit_all())
+    assert await asyncio.wait_for(supervisor.wait(), rig.within(30)) == 137
+    await rig.spawn("actors:Supervisor")
+    job_ids = await asyncio.wait_for(submitting, rig.within(60))
+    infos = [await rig.client.wait(job_id, timeout=rig.within(60)) for job_id in job_ids]
+    assert [info.status for info in infos] == ["succeeded"] * 4
+    spans = []
+    for job_id in job_ids:
+        journal = await rig.client.journal(job_id)
+        assert [e.type for e in journal].count("started") == 1
+        started = next(e.ts for e in journal if e.type == "started")
+        ended = next(e.ts for e in journal if e.type == "status" and e.data["status"] != "running")
+        spans.append((started, ended))
+    spans.sort()
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))  # one at a time

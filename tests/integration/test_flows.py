@@ -77,6 +77,9 @@ async def test_a_higher_priority_starts_first_and_status_says_why_a_job_waits(
     }
     code, out, _ = await rig_cli(rig, "status", low[1])
     assert code == 0 and "queued  for key serial.p: 1 of 1 running, 2 waiting ahead" in out
+    code, out, _ = await rig_cli(rig, "top", "--frames", "1", "--interval", "0.2")
+    [row] = [line.split() for line in out.splitlines() if line.startswith("serial.p")]
+    assert code == 0 and row == ["serial.p", "1", "1", "3"]  # running, limit, waiting
     await rig.client.signal(held, "go")
     ended = [await rig.client.wait(j, timeout=rig.within()) for j in (held, high, *low)]
     assert {i.status for i in ended} == {"succeeded"}
@@ -121,3 +124,15 @@ async def test_a_rate_spaces_starts_and_a_debounce_runs_only_the_last_submit(
     assert all("debounced" in str(e.error) for e in ended[:4])
     accepted, started, _ = span(await rig.client.journal(burst[-1]))
     assert started - accepted >= 1.0  # it waited out its window
+
+
+async def test_a_job_waiting_for_its_key_ends_at_its_deadline(rig: Deployment) -> None:
+    await rig.spawn(*SERIAL)
+    held = (await rig.client.submit("serial", {"customer": "t", "hold": True})).job_id
+    late = await rig.client.submit("serial", {"customer": "t", "ms": 1}, deadline_s=1)
+    info = await rig.client.wait(late.job_id, timeout=rig.within())
+    assert info.status == "deadline_exceeded" and info.error is not None
+    assert "while it waited for its place under key serial.t" in info.error["message"]
+    after = await rig.client.submit("serial", {"customer": "t", "ms": 1})
+    await rig.client.signal(held, "go")  # the key goes on: the one after the late one runs
+    assert (await rig.client.wait(after.job_id, timeout=rig.within())).status == "succeeded"
