@@ -99,7 +99,7 @@ async def test_one_job_per_tick_while_supervisors_are_killed(rig: Deployment) ->
         supervisors += await rig.spawn("actors:Supervisor")
         kills += 1
     await rig.client.schedule("pause", "chaos")
-    assert kills >= 10
+    assert kills >= 5  # (each restart waits for the new replica to be ready)
 
     async def ticks() -> list[int]:
         ids = [j.job_id for j in await rig.client.jobs(limit=1000)]
