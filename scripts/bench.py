@@ -551,8 +551,11 @@ class Driver:
 # --- steps -----------------------------------------------------------------------------
 
 
-async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
-    """The 5-step pipeline through Rig, every actor a separate process, zero-latency model."""
+async def bench_steps(
+    server: NatsServer, report: Report, quick: bool, work: Path, *, guard: bool = False
+) -> None:
+    """The 5-step pipeline through Rig, every actor a separate process, zero-latency model;
+    with `guard`, the guard's point three times (its least counts)."""
     sweep = (
         [(1, 1, 10), GUARD_POINT]
         if quick
@@ -570,10 +573,10 @@ async def bench_steps(server: NatsServer, report: Report, quick: bool, work: Pat
             async with Driver(nc, deployment.names) as driver:
                 await driver.run(min(jobs, 2 * concurrency), concurrency)  # warm up
                 # A step's CPU in floor messages' (the floor measured on each side of the
-                # run); at the guard's point the least of three runs: a shared machine's
+                # run); with --guard, at its point the least of three runs: a shared machine's
                 # noise only ever adds (docs/benchmarks.md, "The guard").
                 tries = []
-                for _ in range(3 if (procs, concurrency, jobs) == GUARD_POINT else 1):
+                for _ in range(3 if guard and (procs, concurrency, jobs) == GUARD_POINT else 1):
                     driver.traces.clear()
                     floor_before = await floor_cpu_us(server)
                     before = deployment.cpu_seconds()
@@ -1885,7 +1888,7 @@ async def main() -> int:
     try:
         runners: dict[str, Callable[[], Awaitable[None]]] = {
             "floor": lambda: bench_floor(server, report, args.quick),
-            "steps": lambda: bench_steps(server, report, args.quick, work),
+            "steps": lambda: bench_steps(server, report, args.quick, work, guard=args.guard),
             "ledger": lambda: bench_ledger(report, args.quick, work),
             "peers": lambda: bench_peers(report, args.quick),
             "latency": lambda: bench_latency(server, report, args.quick, work),
