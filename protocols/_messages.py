@@ -793,6 +793,9 @@ class FlowRecord(_Wire):
         default=None, description="the newest submit of a debounced key, until its window ends"
     )
     debounce_s: float | None = None
+    newest: float = Field(
+        default=0.0, description="when the newest debounced submit came: older ones are void"
+    )
     updated_at: float = Field(default_factory=now)
 
 

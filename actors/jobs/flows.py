@@ -58,7 +58,8 @@ def admit(record: FlowRecord, job: JobSnapshot, now: float) -> tuple[bool, str |
     """Whether `job` runs now: its key has room, and its rate allows a start (the record
     now counts it running). Otherwise it waits (once), before every job of lower
     priority; or, on a debounced key, it is the submit that waits out the window (and
-    the one it replaces is named, to be cancelled)."""
+    the one it replaces is named, to be cancelled: itself, when a later submit came
+    first, as when its start is handled after the later one's submission)."""
     record.limit, record.rate_per_min = job.flow_limit, job.flow_rate
     record.debounce_s = job.flow_debounce
     if job.job_id in record.running or any(w.job_id == job.job_id for w in record.waiting):
@@ -67,9 +68,12 @@ def admit(record: FlowRecord, job: JobSnapshot, now: float) -> tuple[bool, str |
     if debouncing is not None and debouncing.job_id == job.job_id:
         return False, None  # it waits out its window (`pump` lets it in)
     if job.flow_debounce is not None:
+        if job.created_at < record.newest:
+            return False, job.job_id  # a later submit replaced it already (asked again)
         replaced = debouncing.job_id if debouncing is not None else None
         window_ends = now + job.flow_debounce
         record.debouncing = FlowWaiter(job_id=job.job_id, priority=job.priority, at=window_ends)
+        record.newest = job.created_at
         return False, replaced
     if _room(record, now) and not _ahead(record, job.job_id, job.priority):
         _run(record, job.job_id, now)

@@ -995,7 +995,8 @@ class Supervisor(Actor):
         else:
             raise RetryableError("the key's record kept changing under us", delay=0.05)
         if replaced is not None:
-            reason = f"debounced: job {job.job_id} came later for key {job.flow_key}"
+            later = "a later submit" if replaced == job.job_id else f"job {job.job_id}"
+            reason = f"debounced: {later} came for key {job.flow_key}"
             with contextlib.suppress(JobStateError, UnknownJobError):
                 await self.cancel(CancelRequest(job_id=replaced, reason=reason))
         await self._flow_tick(record, now)

@@ -49,13 +49,13 @@ async def test_one_job_at_a_time_per_customer_in_order(rig: Deployment) -> None:
 async def test_a_burst_of_one_customer_does_not_hold_back_another(rig: Deployment) -> None:
     await rig.spawn(*SERIAL)
     burst = [
-        (await rig.client.submit("serial", {"customer": "big", "ms": 1000})).job_id
+        (await rig.client.submit("serial", {"customer": "big", "ms": 3000})).job_id
         for _ in range(4)
     ]
     single = (await rig.client.submit("serial", {"customer": "small", "ms": 10})).job_id
     await rig.client.wait(single, timeout=rig.within())
     accepted, started, _ = span(await rig.client.journal(single))
-    assert started - accepted < 1.0  # less than one of the burst's jobs: it did not queue
+    assert started - accepted < 3.0  # less than one of the burst's jobs: it did not queue
     first = (await rig.client.status(burst[-1])).status
     assert first in ("accepted", "running")  # the burst is still going on
 
