@@ -635,6 +635,28 @@ async def bench_steps(
 # --- job trees ---------------------------------------------------------------------
 
 
+Shapes = dict[str, tuple[Callable[[int], Callable[[int], tuple[Any, ...]]], int, int]]
+
+
+async def alternated(
+    deployment: Deployment, driver: Driver, shapes: Shapes, jobs: int, rounds: int = 2
+) -> dict[str, tuple[float, float]]:
+    """Run each shape (what its n-th job is in round r, how many jobs, how many in flight)
+    `rounds` times, the shapes alternated (the machine drifts); each shape's wall and CPU
+    milliseconds (every process and the server) per job, over its `jobs` jobs a round."""
+    runs: dict[str, tuple[float, float]] = {}
+    for round_ in range(rounds):
+        for shape, (job, count, width) in shapes.items():
+            driver.job = job(round_)
+            before = deployment.cpu_seconds()
+            elapsed = await driver.run(count, width)
+            cpu = sum(deployment.cpu_seconds().values()) - sum(before.values())
+            wall, spent = runs.get(shape, (0.0, 0.0))
+            runs[shape] = (wall + elapsed, spent + cpu)
+    per_job = 1000 / (rounds * jobs)
+    return {shape: (wall * per_job, cpu * per_job) for shape, (wall, cpu) in runs.items()}
+
+
 async def bench_tree(server: NatsServer, report: Report, quick: bool, work: Path) -> None:
     """What a child job costs against a lone job of the same agent, in the same run: the
     pipeline's jobs submitted one by one, then the same number started as the children
@@ -645,28 +667,23 @@ async def bench_tree(server: NatsServer, report: Report, quick: bool, work: Path
     home.mkdir()
     deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(in_flight)})
     await deployment.start(nc, [*PIPELINE, "actors.examples.pipeline:PipelineFan"])
-    runs: dict[str, tuple[float, float]] = {}
+    fan = max(1, in_flight // children)
+    shapes: Shapes = {
+        "lone": (lambda r: lambda n: ("pipeline", {"n": n}), jobs, in_flight),
+        "tree": (
+            lambda r: lambda n: ("pipeline-fan", {"children": children}),
+            jobs // children,
+            fan,
+        ),
+    }
     try:
         async with Driver(nc, deployment.names) as driver:
             await driver.run(2 * in_flight // children, in_flight // children)  # warm up
-            for shape in ("lone", "tree", "lone", "tree"):  # alternated: the machine drifts
-                if shape == "lone":
-                    driver.job = lambda n: ("pipeline", {"n": n})
-                    count, width = jobs, in_flight
-                else:
-                    driver.job = lambda n: ("pipeline-fan", {"children": children})
-                    count, width = jobs // children, max(1, in_flight // children)
-                before = deployment.cpu_seconds()
-                elapsed = await driver.run(count, width)
-                after = deployment.cpu_seconds()
-                cpu = sum(after.values()) - sum(before.values())
-                wall, spent = runs.get(shape, (0.0, 0.0))
-                runs[shape] = (wall + elapsed, spent + cpu)
+            runs = await alternated(deployment, driver, shapes, jobs)
     finally:
         await deployment.stop()
         await nc.close()
-    lone_wall, lone_cpu = (value * 1000 / (2 * jobs) for value in runs["lone"])
-    tree_wall, tree_cpu = (value * 1000 / (2 * jobs) for value in runs["tree"])
+    (lone_wall, lone_cpu), (tree_wall, tree_cpu) = runs["lone"], runs["tree"]
     extra = tree_cpu - lone_cpu
     report.put(
         "tree",
@@ -707,35 +724,28 @@ async def bench_thread(server: NatsServer, report: Report, quick: bool, work: Pa
     home.mkdir()
     deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(4 * threads)})
     await deployment.start(nc, PIPELINE)
-    runs: dict[str, tuple[float, float]] = {}
     sizes: list[int] = []
+    shapes: Shapes = {
+        "lone": (lambda r: lambda n: ("pipeline", {"n": n}), jobs, threads),
+        # Job n is turn n // threads of thread n % threads: in order.
+        "thread": (
+            lambda r: lambda n: ("pipeline", {"n": n}, {"thread": f"bench-{r}-{n % threads}"}),
+            jobs,
+            threads,
+        ),
+    }
     try:
         async with Driver(nc, deployment.names) as driver:
             await driver.run(threads, threads)  # warm up
-            for round_, shape in enumerate(("lone", "thread", "lone", "thread")):
-                if shape == "lone":
-                    driver.job = lambda n: ("pipeline", {"n": n})
-                else:  # job n is turn n // threads of thread n % threads: in order
-                    driver.job = lambda n, r=round_: (
-                        "pipeline",
-                        {"n": n},
-                        {"thread": f"bench-{r}-{n % threads}"},
-                    )
-                before = deployment.cpu_seconds()
-                elapsed = await driver.run(jobs, threads)
-                after = deployment.cpu_seconds()
-                cpu = sum(after.values()) - sum(before.values())
-                wall, spent = runs.get(shape, (0.0, 0.0))
-                runs[shape] = (wall + elapsed, spent + cpu)
+            runs = await alternated(deployment, driver, shapes, jobs)
         kv = await nc.jetstream().key_value(deployment.names.threads_bucket)
         for n in range(threads):
-            entry = await kv.get(f"bench-3-{n}")
+            entry = await kv.get(f"bench-1-{n}")  # the last round's threads
             sizes.append(len(entry.value or b""))
     finally:
         await deployment.stop()
         await nc.close()
-    lone_wall, lone_cpu = (value * 1000 / (2 * jobs) for value in runs["lone"])
-    turn_wall, turn_cpu = (value * 1000 / (2 * jobs) for value in runs["thread"])
+    (lone_wall, lone_cpu), (turn_wall, turn_cpu) = runs["lone"], runs["thread"]
     extra = turn_cpu - lone_cpu
     record = sum(sizes) / len(sizes)
     report.put(
@@ -778,30 +788,22 @@ async def bench_flow(server: NatsServer, report: Report, quick: bool, work: Path
     home.mkdir()
     deployment = Deployment(server, home, {"RIG_CONCURRENCY": str(2 * in_flight)})
     await deployment.start(nc, PIPELINE)
-    runs: dict[str, tuple[float, float]] = {}
+    shapes: Shapes = {
+        "plain": (lambda r: lambda n: ("pipeline", {"n": n}), jobs, in_flight),
+        "keyed": (
+            lambda r: lambda n: ("pipeline", {"n": n}, {"concurrency_key": f"k{n % in_flight}"}),
+            jobs,
+            in_flight,
+        ),
+    }
     try:
         async with Driver(nc, deployment.names) as driver:
             await driver.run(in_flight, in_flight)  # warm up
-            for shape in ("plain", "keyed", "plain", "keyed"):
-                if shape == "plain":
-                    driver.job = lambda n: ("pipeline", {"n": n})
-                else:
-                    driver.job = lambda n: (
-                        "pipeline",
-                        {"n": n},
-                        {"concurrency_key": f"k{n % in_flight}"},
-                    )
-                before = deployment.cpu_seconds()
-                elapsed = await driver.run(jobs, in_flight)
-                after = deployment.cpu_seconds()
-                cpu = sum(after.values()) - sum(before.values())
-                wall, spent = runs.get(shape, (0.0, 0.0))
-                runs[shape] = (wall + elapsed, spent + cpu)
+            runs = await alternated(deployment, driver, shapes, jobs)
     finally:
         await deployment.stop()
         await nc.close()
-    plain_wall, plain_cpu = (value * 1000 / (2 * jobs) for value in runs["plain"])
-    keyed_wall, keyed_cpu = (value * 1000 / (2 * jobs) for value in runs["keyed"])
+    (plain_wall, plain_cpu), (keyed_wall, keyed_cpu) = runs["plain"], runs["keyed"]
     extra = keyed_cpu - plain_cpu
     report.put(
         "flow",
