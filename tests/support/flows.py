@@ -9,6 +9,8 @@ from typing import Any
 from actors import Agent, RoutePrompt, RuleLLM, ToolExecutor, tool
 from protocols import Edge, Flow, Graph, State
 
+DEBOUNCE_S = 2.0  # the `debounced` agent's window
+
 
 def serve(prompt: RoutePrompt) -> tuple[str, dict[str, Any]] | str:
     said = prompt.context.input
@@ -58,7 +60,7 @@ class Metered(Serial):
 
 
 class Debounced(Serial):
-    """Of the submits for one customer within a second, only the last runs."""
+    """Of the submits for one customer less than two seconds apart, only the last runs."""
 
     name = "debounced"
-    flow = Flow(key="customer", limit=1, debounce_s=1.0)
+    flow = Flow(key="customer", limit=1, debounce_s=DEBOUNCE_S)
