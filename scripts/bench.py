@@ -1907,7 +1907,9 @@ async def main() -> int:
         }
         for name in chosen:
             if name in runners:
+                began = time.perf_counter()
                 await runners[name]()
+                print(f"({name}: {time.perf_counter() - began:.1f} s)", file=sys.stderr)
     finally:
         await server.stop()
         if args.keep:
