@@ -356,6 +356,7 @@ class Rules:
             args=request.args,
             note=request.note,
             by=request.by,
+            resolve_id=request.resolve_id,
             budget=limits.model_dump(exclude_none=True),
         )
         job.step += 1

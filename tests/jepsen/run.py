@@ -1,0 +1,254 @@
+"""A Jepsen-style run: Rig on three hosts, a workload, a nemesis, a history and a verdict.
+
+    scripts/jepsen [--time 5m] [--faults partition,kill,...] [--together] [--seed N]
+                   [--profile always|default] [--rate JOBS_PER_S] [--out DIR]
+    scripts/jepsen --replay DIR     # the same run again: its seed, faults and options
+    scripts/jepsen --check DIR      # the checker again, on what a run saved
+
+A run saves everything to its folder (`--out`, default `.jepsen/<seed>-<time>`):
+options.json, plan.json (the faults), history.jsonl, bank.jsonl, jobs.json,
+journals.json and verdict.json; the hosts' logs are under work/. Exit 0 when the
+verdict is valid, 1 when a promise broke, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.js.api import DeliverPolicy
+
+from actors.runtime.client import RigClient
+from protocols import TERMINAL_STATUSES, Event, RigError, UnknownJobError, decode_as
+from tests.jepsen.checker import Verdict, check_folder
+from tests.jepsen.cluster import Cluster, cluster_on_hosts
+from tests.jepsen.hosts import can_make_hosts
+from tests.jepsen.nemesis import KINDS, Nemesis, plan
+from tests.jepsen.workload import History, Workload
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int
+    seconds: float = 90.0  # of workload and faults
+    kinds: tuple[str, ...] = KINDS
+    together: bool = True  # faults overlap
+    profile: str = "always"
+    rate: float = 3.0  # submits per second
+    settle_s: float = 90.0  # the bound on reaching an end once the faults stopped
+
+
+async def run(options: Options, folder: Path) -> Verdict:
+    """One run; everything it saw is saved in `folder`, then checked from there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    faults = plan(options.seed, options.seconds, options.kinds, together=options.together)
+    (folder / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+    (folder / "plan.json").write_text(json.dumps([asdict(f) for f in faults], indent=1) + "\n")
+    history = History(folder / "history.jsonl")
+    try:
+        async with cluster_on_hosts(
+            folder / "work", profile=options.profile, seed=options.seed
+        ) as cluster:
+            assert cluster.client is not None
+            rng = random.Random(options.seed)
+            workload = Workload(cluster.client, history, rng, options.rate)
+            nemesis = Nemesis(cluster, history)
+            began = time.time()
+            doing = asyncio.create_task(nemesis.run(faults))
+            await workload.run(options.seconds)
+            await nemesis.heal()  # what is still on when the workload stops
+            doing.cancel()
+            await asyncio.gather(doing, return_exceptions=True)
+            healed = time.time()
+            await _settle(cluster.client, workload.submitted, options.settle_s)
+            await _save(cluster, workload.submitted, folder, began, healed)
+    finally:
+        history.close()
+    verdict = check_folder(folder)
+    (folder / "verdict.json").write_text(json.dumps(verdict.as_json(), indent=1) + "\n")
+    return verdict
+
+
+async def _statuses(client: RigClient, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    bound = asyncio.Semaphore(16)
+
+    async def one(job_id: str) -> dict[str, Any] | None:
+        async with bound:
+            for _ in range(20):
+                try:
+                    info = await client.status(job_id)
+                except UnknownJobError:
+                    return None
+                except (RigError, TimeoutError):
+                    await asyncio.sleep(0.5)  # a cluster that just healed: ask again
+                    continue
+                reason = info.waiting.reason if info.waiting is not None else None
+                return {"status": info.status, "state": info.state, "reason": reason}
+            raise RuntimeError(f"the cluster never answered for {job_id}")
+
+    found = await asyncio.gather(*(one(job_id) for job_id in job_ids))
+    return dict(zip(job_ids, found, strict=True))
+
+
+def _settled(job: dict[str, Any] | None) -> bool:
+    return job is None or job["status"] in (*TERMINAL_STATUSES, "waiting_human")
+
+
+async def _settle(client: RigClient, job_ids: list[str], bound: float) -> None:
+    """Wait, up to `bound` seconds, until every job is terminal or waits for a person."""
+    give_up = time.monotonic() + bound
+    waiting = list(dict.fromkeys(job_ids))
+    while waiting and time.monotonic() < give_up:
+        statuses = await _statuses(client, waiting)
+        waiting = [job_id for job_id, job in statuses.items() if not _settled(job)]
+        if waiting:
+            await asyncio.sleep(2.0)
+
+
+async def _save(
+    cluster: Cluster, job_ids: list[str], folder: Path, began: float, healed: float
+) -> None:
+    assert cluster.client is not None
+    unique = list(dict.fromkeys(job_ids))
+    jobs = await _statuses(cluster.client, unique)
+    journals = await _journals(cluster.client, set(unique))
+    (folder / "jobs.json").write_text(json.dumps(jobs, indent=0) + "\n")
+    (folder / "journals.json").write_text(json.dumps(journals) + "\n")
+    with (folder / "bank.jsonl").open("w") as out:
+        for request in cluster.bank.requests:
+            out.write(json.dumps(request) + "\n")
+    times = {"began": began, "healed": healed, "saved": time.time()}
+    (folder / "times.json").write_text(json.dumps(times) + "\n")
+
+
+async def _journals(client: RigClient, job_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every event of these jobs, read from the journal's stream in order."""
+    js = client.nc.jetstream()
+    last = (await js.stream_info(client.names.events_stream)).state.last_seq
+    found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+    if not last:
+        return found
+    sub = await js.subscribe(
+        client.names.events_all, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=30)
+            event = decode_as(Event, msg.data)[0].model_dump(mode="json")
+            if event["job_id"] in found:
+                found[event["job_id"]].append(event)
+            if msg.metadata.sequence.stream >= last:
+                return found
+    finally:
+        await sub.unsubscribe()
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration such as 90s, 5m or 1h") from None
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"fault kinds are {', '.join(KINDS)}; not {unknown}")
+    return kinds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/jepsen",
+        description="Rig on three hosts (network namespaces) under a nemesis; the history "
+        "checked against Rig's promises (docs/design/jepsen.md). Needs root.",
+    )
+    parser.add_argument(
+        "--time",
+        type=_duration,
+        default=90.0,
+        help="how long the workload and faults run (90s, 30m)",
+    )
+    parser.add_argument(
+        "--faults",
+        type=_kinds,
+        default=KINDS,
+        help=f"comma-separated kinds (default all: {','.join(KINDS)})",
+    )
+    parser.add_argument(
+        "--together",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let faults overlap (default)",
+    )
+    parser.add_argument("--seed", type=int, help="the plan's seed (default: random, printed)")
+    parser.add_argument(
+        "--profile",
+        choices=("always", "default"),
+        default="always",
+        help="the servers' sync_interval: always (shipped) or nats-server's default",
+    )
+    parser.add_argument("--rate", type=float, default=3.0, help="jobs submitted per second")
+    parser.add_argument(
+        "--settle",
+        type=_duration,
+        default=90.0,
+        help="the bound on every job reaching an end once faults stop",
+    )
+    parser.add_argument("--out", type=Path, help="the run's folder (default .jepsen/<seed>-<time>)")
+    parser.add_argument(
+        "--replay", type=Path, metavar="DIR", help="run again with a saved run's options"
+    )
+    parser.add_argument(
+        "--check", type=Path, metavar="DIR", help="check a saved run again; run nothing"
+    )
+    args = parser.parse_args(argv)
+    if args.check is not None:
+        if not (args.check / "history.jsonl").exists():
+            parser.error(f"{args.check} holds no saved run (no history.jsonl)")
+        verdict = check_folder(args.check)
+        print(verdict.summary())
+        return 0 if verdict.valid else 1
+    why = can_make_hosts()
+    if why is not None:
+        parser.error(why)
+    if args.replay is not None:
+        saved = args.replay / "options.json"
+        if not saved.exists():
+            parser.error(f"{args.replay} holds no saved run (no options.json)")
+        given = json.loads(saved.read_text())
+        options = Options(**(given | {"kinds": tuple(given["kinds"])}))
+    else:
+        seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+        options = Options(
+            seed, args.time, args.faults, args.together, args.profile, args.rate, args.settle
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = args.out or ROOT / ".jepsen" / f"{options.seed}-{stamp}"
+    print(
+        f"jepsen: seed {options.seed}, {options.seconds:g} s, faults {','.join(options.kinds)}, profile {options.profile}; saving to {folder}",
+        flush=True,
+    )
+    verdict = asyncio.run(run(options, folder))
+    print(verdict.summary())
+    print(f"replay: scripts/jepsen --replay {folder}")
+    return 0 if verdict.valid else 1
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
