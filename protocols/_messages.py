@@ -676,6 +676,11 @@ class SignalTimeout(_Wire):
     job_id: str
     step: int
     at: float
+    armed: float | None = Field(
+        default=None,
+        description="the sender's clock when it set `at`: the timer waits `at - armed` from "
+        "when the server stored it, so a sender whose clock is wrong does not move it",
+    )
 
 
 class DeadlineCheck(_Wire):
@@ -684,6 +689,11 @@ class DeadlineCheck(_Wire):
     kind: Literal["deadline"] = "deadline"
     job_id: str
     at: float
+    armed: float | None = Field(
+        default=None,
+        description="the sender's clock when it set `at`: the timer waits `at - armed` from "
+        "when the server stored it, so a sender whose clock is wrong does not move it",
+    )
 
 
 class StallCheck(_Wire):
@@ -699,6 +709,11 @@ class StallCheck(_Wire):
     at: float
     seq: int
     arm: int
+    armed: float | None = Field(
+        default=None,
+        description="the sender's clock when it set `at`: the timer waits `at - armed` from "
+        "when the server stored it, so a sender whose clock is wrong does not move it",
+    )
 
 
 class ScheduleTick(_Wire):
@@ -719,6 +734,11 @@ class FlowTick(_Wire):
     kind: Literal["flow_tick"] = "flow_tick"
     key: str
     at: float
+    armed: float | None = Field(
+        default=None,
+        description="the sender's clock when it set `at`: the timer waits `at - armed` from "
+        "when the server stored it, so a sender whose clock is wrong does not move it",
+    )
 
 
 TimerMessage = Annotated[

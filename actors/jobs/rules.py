@@ -390,7 +390,7 @@ class Rules:
         until = self.now + state.timeout_s if state.timeout_s is not None else None
         self.event(job, "signal", name=state.wait_for, state=job.state, waiting=True, until=until)
         if until is not None:
-            check = SignalTimeout(job_id=job.job_id, step=job.step, at=until)
+            check = SignalTimeout(job_id=job.job_id, step=job.step, at=until, armed=self.now)
             job.outbox.append(
                 Outgoing(
                     subject=self.names.timer,
@@ -509,7 +509,10 @@ class Rules:
             # It moved; or it waits for a child job (which has a watchdog of its own) or a
             # signal (as long as its state says).
             at = max(job.updated_at + stall_s, self.now + 1.0)
-            return None, StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm)
+            again = StallCheck(
+                job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm, armed=self.now
+            )
+            return None, again
         job.outbox = []
         waited = self.now - job.updated_at
         reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {self.awaited(job, graph)}"
@@ -1145,6 +1148,7 @@ class Rules:
             at=self.now + job.budget.stall_s,
             seq=job.event_seq,
             arm=job.stall_arm,
+            armed=self.now,
         )
         job.outbox.append(
             Outgoing(
@@ -1156,7 +1160,7 @@ class Rules:
 
     def set_deadline(self, job: JobSnapshot, at: float) -> None:
         job.deadline = at
-        check = DeadlineCheck(job_id=job.job_id, at=at)
+        check = DeadlineCheck(job_id=job.job_id, at=at, armed=self.now)
         job.outbox.append(
             Outgoing(
                 subject=self.names.timer,

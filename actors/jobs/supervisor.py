@@ -40,6 +40,7 @@ from actors.jobs.scheduler import Scheduler
 from actors.jobs.threads import take_turn, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
+from actors.runtime.clock import SERVER_CLOCK
 from actors.runtime.faults import crash_point
 from actors.runtime.metrics import (
     BUSY,
@@ -147,6 +148,8 @@ _BEAT_S = 1.0
 _LIVE_S = 3.0
 # How long `rig.api.resolve|cancel` waits for the supervisor that carries the request out.
 _COMMAND_WAIT_S = 8.0
+# A timer not yet due is held on the server at most this long before it is looked at again.
+TIMER_RECHECK_S = 30.0
 
 
 class Supervisor(Actor):
@@ -690,9 +693,11 @@ class Supervisor(Actor):
     ) -> None:
         """A job's deadline, stall check or signal timeout, or a schedule's tick: wait for
         it on the server, then act if due."""
-        left = (check.due if isinstance(check, ScheduleTick) else check.at) - time.time()
+        left = timer_due(check, delivery) - SERVER_CLOCK.now()  # the servers' time
         if left > 0:
-            raise RetryableError("not due yet", delay=left, routine=True)
+            # Asked again at least every TIMER_RECHECK_S: a clock that was set right
+            # meanwhile is heeded within that.
+            raise RetryableError("not due yet", delay=min(left, TIMER_RECHECK_S), routine=True)
         try:
             if isinstance(check, ScheduleTick):
                 await self.scheduler.on_tick(check)
@@ -1006,7 +1011,7 @@ class Supervisor(Actor):
         """Wake the key when its clock allows what waits (once per time: the message id)."""
         at = next_tick(record, now)
         if at is not None:
-            tick = FlowTick(key=record.key, at=at)
+            tick = FlowTick(key=record.key, at=at, armed=now)
             await self.publish(
                 self.names.timer, tick, msg_id=msg_id(record.key, int(at * 1000), "flow-tick")
             )
@@ -1441,6 +1446,20 @@ def _trace_transition(
             },
             error=error or (after.status if after.status != "succeeded" else None),
         )
+
+
+def timer_due(
+    check: DeadlineCheck | StallCheck | SignalTimeout | ScheduleTick | FlowTick, delivery: Delivery
+) -> float:
+    """When a timer is due, by this process's clock. A job's timer is a wait (`at - armed`,
+    both by its sender's clock) from when the server stored it: a sender whose clock was
+    minutes off (a jump, a paused VM) sets it no later and no sooner. A schedule's tick is
+    a time of day (`due`); a timer from before `armed` existed keeps its `at`."""
+    if isinstance(check, ScheduleTick):
+        return check.due
+    if check.armed is None or not delivery.stored_at:
+        return check.at
+    return delivery.stored_at + max(check.at - check.armed, 0.0)
 
 
 def partitions_of(instance: str, live: list[str], partitions: int) -> frozenset[int]:

@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from actors.runtime import tracing as tracing
+from actors.runtime.clock import SERVER_CLOCK
 from actors.runtime.credentials import makes_topology
 from actors.runtime.discovery import start_service
 from actors.runtime.faults import armed, crash_point
@@ -101,6 +102,7 @@ class Delivery:
     attempt: int
     stream_seq: int = 0
     received_at: float = 0.0  # wall clock when this process began handling it
+    stored_at: float = 0.0  # the server's clock when its stream stored it (0: unknown)
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
@@ -611,8 +613,9 @@ class Actor:
             fields["job_id"] = getattr(message, "job_id", None)
             fields["step"] = getattr(message, "step", None)
             _observe_arrival(inbox.durable, metadata, received, attempt)
+            stored = metadata.timestamp.timestamp() if metadata.timestamp is not None else 0.0
             delivery = Delivery(
-                msg.subject, headers, encoding, attempt, metadata.sequence.stream, received
+                msg.subject, headers, encoding, attempt, metadata.sequence.stream, received, stored
             )
             with _process_span(inbox, delivery, self.process):
                 await self._run_handler(inbox, msg, message, delivery, headers, attempt)
@@ -831,9 +834,10 @@ def _observe_arrival(consumer: str, metadata: Any, received: float, attempt: int
     """The metrics of a message's arrival (its JetStream metadata): its wait in the
     inbox, the inbox's size, and whether it came again."""
     if metadata.timestamp is not None:
-        child(SCHEDULE_TO_START, consumer).observe(
-            max(0.0, received - metadata.timestamp.timestamp())
-        )
+        stored = metadata.timestamp.timestamp()
+        child(SCHEDULE_TO_START, consumer).observe(max(0.0, received - stored))
+        if attempt == 1:
+            SERVER_CLOCK.observe(received, stored)
     if metadata.num_pending is not None:
         child(PENDING, consumer).set(metadata.num_pending)
     if attempt > 1:

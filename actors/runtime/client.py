@@ -664,6 +664,7 @@ class RigClient:
                         f"no supervisor answers on {subject}; start one (`rig up`, or "
                         "`rig actor run actors:Supervisor`)",
                         subject=subject,
+                        delivered=False,  # nobody received it: it did not happen
                     ) from None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)

@@ -45,6 +45,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
+from actors.runtime.clock import SERVER_CLOCK
 from actors.runtime.nats import kv_latest, kv_read
 from actors.tools.decisions import (
     Claim,
@@ -189,7 +190,7 @@ class ClusterLedger:
         fresh = False
         while True:
             self.operations += 1
-            outcome, new = decide(known, time.time())
+            outcome, new = decide(known, SERVER_CLOCK.now())  # leases on the servers' clock
             if new is None:
                 if fresh:
                     return outcome
@@ -310,7 +311,8 @@ async def settle_claim(
     while True:
         data, revision = await kv_read(kv, found[0])
         record = _decoded(data)[0] if data else None
-        new = decide_settle(record, happened=happened, result=result, by=by, now=time.time())
+        now = SERVER_CLOCK.now()
+        new = decide_settle(record, happened=happened, result=result, by=by, now=now)
         value = json.dumps(dataclasses.asdict(new)).encode()
         try:
             await kv.update(found[0], value, last=revision)

@@ -66,12 +66,16 @@ def check_folder(folder: Path) -> Verdict:
         text = (folder / name).read_text()
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    return check(
+    verdict = check(
         lines("history.jsonl"),
         json.loads((folder / "jobs.json").read_text()),
         json.loads((folder / "journals.json").read_text()),
         lines("bank.jsonl"),
     )
+    times = folder / "times.json"
+    if times.exists():  # how long the jobs took to settle once the faults stopped
+        verdict.counts["settled_s"] = json.loads(times.read_text())["settled_s"]
+    return verdict
 
 
 def check(

@@ -195,21 +195,15 @@ class Nemesis:
                 await _rule(source, fault.index, "OUTPUT", "-d", dest.ip, *nfqueue)
         if fault.kind == "delay":
             for host in {source.name: source for source, _ in pairs}.values():
-                delayer = await asyncio.create_subprocess_exec(
-                    "ip",
-                    "netns",
-                    "exec",
-                    host.ns,
-                    sys.executable,
-                    "-m",
-                    "tests.jepsen.delay",
-                    str(queue),
-                    str(fault.target["delay_s"]),
-                    str(fault.target["jitter_s"]),
-                    cwd=ROOT,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=(host.home / "delay.log").open("ab"),
-                )
+                argv = (str(queue), str(fault.target["delay_s"]), str(fault.target["jitter_s"]))
+                with (host.home / "delay.log").open("ab") as log:
+                    delayer = await asyncio.create_subprocess_exec(
+                        *("ip", "netns", "exec", host.ns, sys.executable, "-m"),
+                        *("tests.jepsen.delay", *argv),
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=log,
+                    )
                 self._delayers.setdefault(fault.index, []).append(delayer)
 
     async def heal(self) -> None:

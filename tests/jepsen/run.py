@@ -70,8 +70,9 @@ async def run(options: Options, folder: Path) -> Verdict:
             doing.cancel()
             await asyncio.gather(doing, return_exceptions=True)
             healed = time.time()
-            await _settle(cluster.client, workload.submitted, options.settle_s)
-            await _save(cluster, workload.submitted, folder, began, healed)
+            settled = await _settle(cluster.client, workload.submitted, options.settle_s)
+            times = {"began": began, "healed": healed, "settled_s": round(settled, 1)}
+            await _save(cluster, workload.submitted, folder, times)
     finally:
         history.close()
     verdict = check_folder(folder)
@@ -104,19 +105,21 @@ def _settled(job: dict[str, Any] | None) -> bool:
     return job is None or job["status"] in (*TERMINAL_STATUSES, "waiting_human")
 
 
-async def _settle(client: RigClient, job_ids: list[str], bound: float) -> None:
-    """Wait, up to `bound` seconds, until every job is terminal or waits for a person."""
-    give_up = time.monotonic() + bound
+async def _settle(client: RigClient, job_ids: list[str], bound: float) -> float:
+    """Wait, up to `bound` seconds, until every job is terminal or waits for a person;
+    how long that took."""
+    began = time.monotonic()
     waiting = list(dict.fromkeys(job_ids))
-    while waiting and time.monotonic() < give_up:
+    while waiting and time.monotonic() < began + bound:
         statuses = await _statuses(client, waiting)
         waiting = [job_id for job_id, job in statuses.items() if not _settled(job)]
         if waiting:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(1.0)
+    return time.monotonic() - began
 
 
 async def _save(
-    cluster: Cluster, job_ids: list[str], folder: Path, began: float, healed: float
+    cluster: Cluster, job_ids: list[str], folder: Path, times: dict[str, float]
 ) -> None:
     assert cluster.client is not None
     unique = list(dict.fromkeys(job_ids))
@@ -127,7 +130,6 @@ async def _save(
     with (folder / "bank.jsonl").open("w") as out:
         for request in cluster.bank.requests:
             out.write(json.dumps(request) + "\n")
-    times = {"began": began, "healed": healed, "saved": time.time()}
     (folder / "times.json").write_text(json.dumps(times) + "\n")
 
 
@@ -239,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = args.out or ROOT / ".jepsen" / f"{options.seed}-{stamp}"
+    kinds = ",".join(options.kinds)
     print(
-        f"jepsen: seed {options.seed}, {options.seconds:g} s, faults {','.join(options.kinds)}, profile {options.profile}; saving to {folder}",
+        f"jepsen: seed {options.seed}, {options.seconds:g} s, faults {kinds}, "
+        f"profile {options.profile}; saving to {folder}",
         flush=True,
     )
     verdict = asyncio.run(run(options, folder))

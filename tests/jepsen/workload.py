@@ -60,8 +60,10 @@ class History:
         try:
             answer = await act
         except UNKNOWN as exc:
-            self.add(index=index, process=process, type="info", f=f, job=job, error=_said(exc))
-            return "info", exc
+            # No responders: nobody received the request, so it did not happen.
+            kind = "fail" if getattr(exc, "details", {}).get("delivered") is False else "info"
+            self.add(index=index, process=process, type=kind, f=f, job=job, error=_said(exc))
+            return kind, exc
         except RigError as exc:
             self.add(index=index, process=process, type="fail", f=f, job=job, error=_said(exc))
             return "fail", exc
