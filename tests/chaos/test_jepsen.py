@@ -23,7 +23,7 @@ async def test_a_short_run_under_every_fault_keeps_every_promise(tmp_path: Path)
     why = can_make_hosts()
     assert why is None, why
     folder = tmp_path / "run"
-    verdict = await run(Options(SEED, seconds=100.0, rate=4.0, settle_s=90.0), folder)
+    verdict = await run(Options(SEED, seconds=60.0, rate=5.0, settle_s=90.0), folder)
     print(f"\njepsen: {verdict.summary()}\nsaved in {folder}")
     assert verdict.valid, f"{verdict.summary()}; the run is in {folder}"
     counts = verdict.counts
