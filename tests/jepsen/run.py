@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import sys
@@ -218,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", type=Path, metavar="DIR", help="check a saved run again; run nothing"
     )
+    parser.add_argument(
+        "--each",
+        action="store_true",
+        help="a run per fault kind alone, then one of them all together; a table of verdicts",
+    )
     args = parser.parse_args(argv)
     if args.check is not None:
         if not (args.check / "history.jsonl").exists():
@@ -241,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = args.out or ROOT / ".jepsen" / f"{options.seed}-{stamp}"
+    if args.each:
+        return _each(options, folder)
     kinds = ",".join(options.kinds)
     print(
         f"jepsen: seed {options.seed}, {options.seconds:g} s, faults {kinds}, "
@@ -251,6 +259,36 @@ def main(argv: list[str] | None = None) -> int:
     print(verdict.summary())
     print(f"replay: scripts/jepsen --replay {folder}")
     return 0 if verdict.valid else 1
+
+
+def _each(options: Options, folder: Path) -> int:
+    """Each kind alone (not overlapping), then all of them together: a table row each."""
+    runs = [
+        (kind, dataclasses.replace(options, kinds=(kind,), together=False))
+        for kind in options.kinds
+    ]
+    runs.append(("all together", dataclasses.replace(options, together=True)))
+    print(
+        f"seed {options.seed}, {options.seconds:g} s each, profile {options.profile}; in {folder}"
+    )
+    print(
+        "| faults | faults done | jobs | payments | submits ok / fail / info | settled in "
+        "| verdict |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    valid = True
+    for name, each in runs:
+        verdict = asyncio.run(run(each, folder / name.replace(" ", "-")))
+        valid = valid and verdict.valid
+        c = verdict.counts
+        submits = " / ".join(str(c.get(f"submit {t}", 0)) for t in ("ok", "fail", "info"))
+        said = "valid" if verdict.valid else verdict.summary()
+        print(
+            f"| {name} | {c['faults']} | {c['jobs']} | {c['payments']} | {submits} "
+            f"| {c.get('settled_s', '?')} s | {said} |",
+            flush=True,
+        )
+    return 0 if valid else 1
 
 
 if __name__ == "__main__":
