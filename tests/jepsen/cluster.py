@@ -86,10 +86,15 @@ class Cluster:
     async def start_servers(self, hosts: list[Host] | None = None) -> None:
         await asyncio.gather(*(host.procs["nats"].start() for host in hosts or self.net.hosts))
 
-    async def start_actors(self, hosts: list[Host] | None = None) -> None:
-        """Start the actors and gateways of `hosts` (all); return once each serves."""
+    async def start_actors(self, hosts: list[Host] | None = None, *, wait: bool = True) -> None:
+        """Start the actors and gateways of `hosts` (all); with `wait`, return once each
+        serves (the nemesis does not wait: another fault may be holding them back)."""
         assert self.client is not None
         hosts = hosts or self.net.hosts
+        if not wait:
+            for proc in (p for h in hosts for kind, p in h.procs.items() if kind != "nats"):
+                await proc.start()
+            return
         ready = await self.client.nc.subscribe(self.config().names.actor_ready)
         try:
             actors = [p for h in hosts for kind, p in h.procs.items() if kind in ACTORS]

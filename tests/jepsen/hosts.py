@@ -143,6 +143,10 @@ class Proc:
         return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
 
     async def start(self) -> None:
+        """Start it (kept running from now on); one that runs already is left as it is."""
+        self.keep = True
+        if self.pid is not None:
+            return
         env = dict(self.env)
         if self.clock is not None:
             self.clock.write_text("+0\n")
@@ -166,7 +170,6 @@ class Proc:
                 preexec_fn=_die_with_parent,
             )
         self.starts += 1
-        self.keep = True
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(self._keep())
 
@@ -179,8 +182,7 @@ class Proc:
             await asyncio.sleep(RESTART_AFTER_S)
             if not self.keep:
                 return
-            await self.start()
-            return  # the new start has a keeper of its own
+            await self.start()  # and keep watching the new process
 
     def send(self, sig: int) -> bool:
         """Send `sig`; whether the process was there to get it."""

@@ -115,10 +115,15 @@ class Nemesis:
     async def _do(self, fault: Fault) -> None:
         self.history.add(process="nemesis", type="invoke", f=fault.kind, value=asdict(fault))
         try:
-            await self._start(fault)
-            await asyncio.sleep(fault.seconds)
-        finally:
-            await self._undo(fault)
+            try:
+                await self._start(fault)
+                await asyncio.sleep(fault.seconds)
+            finally:
+                await self._undo(fault)
+        except Exception as exc:  # written down; the run goes on (`heal` undoes all)
+            said = {"index": fault.index, "error": repr(exc)}
+            self.history.add(process="nemesis", type="fail", f=fault.kind, value=said)
+            return
         self.history.add(process="nemesis", type="ok", f=fault.kind, value={"index": fault.index})
 
     async def _start(self, fault: Fault) -> None:
@@ -158,11 +163,11 @@ class Nemesis:
             clock.write_text("+0\n")
         elif fault.kind == "restart":
             await self.cluster.start_servers()
-            await self.cluster.start_actors()
+            await self.cluster.start_actors(wait=False)
         elif fault.kind == "power":
             host = self.host(target["host"])
             await self.cluster.start_servers([host])
-            await self.cluster.start_actors([host])
+            await self.cluster.start_actors([host], wait=False)
 
     async def _partition(self, fault: Fault) -> None:
         a, b, c = (self.host(name) for name in fault.target["hosts"])

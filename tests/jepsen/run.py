@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -291,6 +292,11 @@ def _each(options: Options, folder: Path) -> int:
     return 0 if valid else 1
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM tears the hosts down as Ctrl-C does
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
