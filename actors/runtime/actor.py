@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -54,6 +55,7 @@ from actors.runtime.nats import (
     headers_of,
     is_outage,
     jetstream,
+    outlasting,
     partitions_made,
     pull_subject,
 )
@@ -389,16 +391,9 @@ class Actor:
         await self._publisher.start()
         metrics = None
         try:
-            # Told a split (not taking the deployment's): it must be the deployment's.
-            told = self.splits_work and "RIG_SUPERVISOR_PARTITIONS" in self.config.given
-            if makes_topology(self.config, self.role_name()):
-                await ensure_topology(self._js, self.names, self.config.replicas, checks_split=told)
-            else:
-                await check_topology(self._js, self.names, checks_split=told)
-            made = partitions_made(await self._js.stream_info(self.names.work_stream))
-            if made != self.names.partitions:  # the deployment's split, not asked for here
-                self.names = dataclasses.replace(self.names, partitions=made)
-                self.config = dataclasses.replace(self.config, names=self.names)
+            # A cluster electing its leaders (all of it just started) answers in seconds:
+            # waited out, not an exit.
+            await outlasting(self._find_topology, doing="reading Rig's streams at start")
             if self.config.metrics_port is not None:
                 metrics = await self._serve_metrics()
             await self.on_start()
@@ -411,7 +406,9 @@ class Actor:
             for endpoint in self.endpoints():
                 await self._serve(endpoint)
             for inbox in inboxes:
-                await self._ensure_consumer(inbox)
+                await outlasting(
+                    functools.partial(self._ensure_consumer, inbox), doing="making its consumers"
+                )
                 self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
             self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
             # Findable before it says it is ready: `rig up`'s ready means `rig ps`
@@ -452,6 +449,21 @@ class Actor:
                 await metrics.cleanup()
             await asyncio.to_thread(tracing.stop)  # what is buffered goes out
             self.log.info("actor.stopped")
+
+    async def _find_topology(self) -> None:
+        """Rig's streams and buckets (made, if this role may), and the deployment's split
+        of the supervisor's work."""
+        # Told a split (not taking the deployment's): it must be the deployment's.
+        told = self.splits_work and "RIG_SUPERVISOR_PARTITIONS" in self.config.given
+        js = self.js
+        if makes_topology(self.config, self.role_name()):
+            await ensure_topology(js, self.names, self.config.replicas, checks_split=told)
+        else:
+            await check_topology(js, self.names, checks_split=told)
+        made = partitions_made(await js.stream_info(self.names.work_stream))
+        if made != self.names.partitions:  # the deployment's split, not asked for here
+            self.names = dataclasses.replace(self.names, partitions=made)
+            self.config = dataclasses.replace(self.config, names=self.names)
 
     async def _serve_metrics(self) -> web.AppRunner | None:
         """/metrics on the configured port; a port it cannot bind is logged, not fatal:

@@ -150,7 +150,12 @@ def _liveness(verdict: Verdict, jobs: dict[str, dict[str, Any] | None]) -> None:
             continue
         if job["status"] == "waiting_human" and job.get("reason"):
             continue
-        verdict.add("stuck", f"{job_id}: {job['status']} in {job.get('state')} after the faults")
+        if job["status"] == "unanswered":
+            verdict.add("stuck", f"{job_id}: the cluster did not answer for it ({job['reason']})")
+        else:
+            verdict.add(
+                "stuck", f"{job_id}: {job['status']} in {job.get('state')} after the faults"
+            )
 
 
 def _journal(verdict: Verdict, job_id: str, events: list[dict[str, Any]]) -> None:

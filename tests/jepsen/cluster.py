@@ -31,13 +31,12 @@ from actors.deploy.up import (
     load_actor_class,
     nats_server_binary,
     node_conf,
-    wait_ready,
 )
 from actors.gateway.keys import add_key
 from actors.runtime.client import RigClient
 from actors.runtime.nats import connect, ensure_topology, jetstream_ready
 from actors.testing import eventually
-from protocols import Names
+from protocols import ActorReady, Names, decode_as
 from tests.jepsen.agents import Bank
 from tests.jepsen.hosts import Host, Net, Proc, arun
 
@@ -100,7 +99,13 @@ class Cluster:
             actors = [p for h in hosts for kind, p in h.procs.items() if kind in ACTORS]
             for proc in actors + [h.procs["gateway"] for h in hosts]:
                 await proc.start()
-            await wait_ready(ready, {proc.pid for proc in actors if proc.pid}, timeout=90)
+            # Each by the pid it has now: one that exited while the cluster was electing
+            # its leaders was started again under another.
+            announced: set[int] = set()
+            async with asyncio.timeout(90):
+                while not all(proc.pid in announced for proc in actors):
+                    msg = await ready.next_msg(timeout=90)
+                    announced.add(decode_as(ActorReady, msg.data)[0].pid)
         finally:
             await ready.unsubscribe()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:

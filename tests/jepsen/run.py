@@ -52,6 +52,8 @@ class Options:
 
 async def run(options: Options, folder: Path) -> Verdict:
     """One run; everything it saw is saved in `folder`, then checked from there."""
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} holds a run already: give another folder")
     folder.mkdir(parents=True, exist_ok=True)
     faults = plan(options.seed, options.seconds, options.kinds, together=options.together)
     (folder / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
@@ -82,22 +84,31 @@ async def run(options: Options, folder: Path) -> Verdict:
     return verdict
 
 
-async def _statuses(client: RigClient, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+UNANSWERED = "unanswered"  # the status of a job the cluster would not tell of in time
+
+
+async def _statuses(
+    client: RigClient, job_ids: list[str], patience: float = 30.0
+) -> dict[str, dict[str, Any] | None]:
+    """Each job's status (None: no such job), asked again for up to `patience` seconds
+    while the cluster does not answer."""
     bound = asyncio.Semaphore(16)
 
     async def one(job_id: str) -> dict[str, Any] | None:
+        give_up = time.monotonic() + patience
         async with bound:
-            for _ in range(20):
+            while True:
                 try:
                     info = await client.status(job_id)
                 except UnknownJobError:
                     return None
-                except (RigError, TimeoutError):
+                except (RigError, TimeoutError) as exc:
+                    if time.monotonic() > give_up:
+                        return {"status": UNANSWERED, "state": None, "reason": str(exc)}
                     await asyncio.sleep(0.5)  # a cluster that just healed: ask again
                     continue
                 reason = info.waiting.reason if info.waiting is not None else None
                 return {"status": info.status, "state": info.state, "reason": reason}
-            raise RuntimeError(f"the cluster never answered for {job_id}")
 
     found = await asyncio.gather(*(one(job_id) for job_id in job_ids))
     return dict(zip(job_ids, found, strict=True))
@@ -248,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = args.out or ROOT / ".jepsen" / f"{options.seed}-{stamp}"
+    if folder.exists() and any(folder.iterdir()):
+        parser.error(f"{folder} holds a run already: give another --out")
     if args.each:
         return _each(options, folder)
     kinds = ",".join(options.kinds)
