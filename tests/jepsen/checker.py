@@ -10,7 +10,8 @@ request the tools made of the effects sink). The promises:
   `unavailable`) may have made the job, once, under its id.
 - `stuck`: every job that exists is terminal, or waits for a person with a stated reason.
 - `journal`: each journal is numbered 1..n with no gap or repeat, holds one `accepted`,
-  and at most one terminal status, after which no other status comes.
+  and at most one terminal status, after which no other status comes; a job that ended
+  (or waits for a person) says so last in its journal.
 - `effects`: the bank was asked at most once per idempotency key and per job (the
   workload pays once per job), and every call the journal says succeeded reached it.
 - `resolve` / `signal`: each resolve (signal) id was applied at most once, to the job it
@@ -74,7 +75,7 @@ def check_folder(folder: Path) -> Verdict:
     )
     times = folder / "times.json"
     if times.exists():  # how long the jobs took to settle once the faults stopped
-        verdict.counts["settled_s"] = json.loads(times.read_text())["settled_s"]
+        verdict.counts["settled_s"] = json.loads(times.read_text()).get("settled_s", -1)
     return verdict
 
 
@@ -92,6 +93,7 @@ def check(
         events = journals.get(job_id, [])
         if job is not None:
             _journal(verdict, job_id, events)
+            _ends_as_the_job(verdict, job_id, job, events)
         elif events:
             verdict.add("journal", f"{job_id}: {len(events)} events of a job that does not exist")
     _effects(verdict, journals, bank)
@@ -171,6 +173,18 @@ def _journal(verdict: Verdict, job_id: str, events: list[dict[str, Any]]) -> Non
         verdict.add("journal", f"{job_id}: ended {len(ends)} times ({statuses})")
     elif ends and ends[0] != len(statuses) - 1:
         verdict.add("journal", f"{job_id}: a status after its end ({statuses})")
+
+
+def _ends_as_the_job(
+    verdict: Verdict, job_id: str, job: dict[str, Any], events: list[dict[str, Any]]
+) -> None:
+    """A job that ended, or waits for a person, says so last in its journal."""
+    if job["status"] not in (*TERMINAL_STATUSES, "waiting_human"):
+        return
+    said = [event["data"].get("status") for event in events if event["type"] == "status"]
+    if not said or said[-1] != job["status"]:
+        last = said[-1] if said else None
+        verdict.add("journal", f"{job_id}: is {job['status']}, its journal says {last} last")
 
 
 def _gaps(seqs: list[int]) -> str:

@@ -64,16 +64,20 @@ def refused_yet_made(h: History, j: Jobs, r: Jobs, b: History) -> None:
     b.append({"key": "k3", "job": "j3"})
 
 
+def waiting_without_a_reason(h: History, j: Jobs, r: Jobs, b: History) -> None:
+    j["j1"] = {"status": "waiting_human", "reason": ""}
+    r["j1"][-1] = event(3, "status", 2, status="waiting_human")
+
+
 BROKEN: dict[str, Callable[[History, Jobs, Jobs, History], Any]] = {
     "lost": never_made,
     "phantom": refused_yet_made,
     "stuck": lambda h, j, r, b: j.update(j1={"status": "running", "state": "start"}),
-    "stuck-without-a-reason": lambda h, j, r, b: j.update(
-        j1={"status": "waiting_human", "reason": ""}
-    ),
+    "stuck-without-a-reason": waiting_without_a_reason,
     "journal-gap": lambda h, j, r, b: r["j1"].pop(1),
     "journal-two-ends": lambda h, j, r, b: r["j1"].append(event(4, "status", 3, status="failed")),
     "journal-accepted-twice": lambda h, j, r, b: r["j1"].insert(1, event(2, "accepted")),
+    "journal-not-its-end": lambda h, j, r, b: j.update(j1={"status": "failed"}),
     "effects-one-key-twice": lambda h, j, r, b: b.append({"key": "k1", "job": "j1"}),
     "effects-two-keys": lambda h, j, r, b: b.append({"key": "k9", "job": "j1"}),
     "effects-not-in-the-bank": lambda h, j, r, b: b.clear(),
@@ -121,7 +125,11 @@ def test_a_resolve_is_applied_once_where_it_was_meant(
 def test_an_operation_with_no_answer_may_or_may_not_have_happened() -> None:
     invoked = {"index": 2, "process": "c", "type": "invoke", "f": "signal", "job": "j1"}
     history = [*op(1, "submit", "j1", "ok"), invoked | {"value": {"signal_id": "s1"}}]
-    journal = [event(1, "accepted"), event(2, "signal", 1, name="go", signal_id="s1")]
+    journal = [
+        event(1, "accepted"),
+        event(2, "signal", 1, name="go", signal_id="s1"),
+        event(3, "status", 2, status="succeeded"),
+    ]
     verdict = check(history, {"j1": {"status": "succeeded"}}, {"j1": journal}, [])
     assert verdict.valid and verdict.counts["signal info"] == 1
 
