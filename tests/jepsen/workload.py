@@ -113,7 +113,13 @@ class Workload:
             self.modes[job] = mode
             for _ in range(2 if self.rng.random() < 0.1 else 1):  # asked again: one job
                 asked = self.client.submit("jepsen", value, job_id=job)
-                await self.history.call(process, "submit", job, value, asked)
+                submitting = self.history.call(process, "submit", job, value, asked)
+                if self.rng.random() < 0.05:  # cancelled while its submit is on the way
+                    cancel = self.client.cancel(job, reason="jepsen, at once")
+                    at_once = self.history.call(f"{process}-cancel", "cancel", job, {}, cancel)
+                    await asyncio.gather(submitting, at_once)
+                else:
+                    await submitting
             n += 2
             await asyncio.sleep(self.rng.expovariate(self.rate / 2))
 
