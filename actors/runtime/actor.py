@@ -624,8 +624,8 @@ class Actor:
                 return
             fields["job_id"] = getattr(message, "job_id", None)
             fields["step"] = getattr(message, "step", None)
-            _observe_arrival(inbox.durable, metadata, received, attempt)
             stored = metadata.timestamp.timestamp() if metadata.timestamp is not None else 0.0
+            _observe_arrival(inbox.durable, metadata, received, stored, attempt)
             delivery = Delivery(
                 msg.subject, headers, encoding, attempt, metadata.sequence.stream, received, stored
             )
@@ -842,11 +842,13 @@ def _reply_encoding(data: bytes, headers: dict[str, str]) -> Encoding:
     return Encoding.JSON
 
 
-def _observe_arrival(consumer: str, metadata: Any, received: float, attempt: int) -> None:
+def _observe_arrival(
+    consumer: str, metadata: Any, received: float, stored: float, attempt: int
+) -> None:
     """The metrics of a message's arrival (its JetStream metadata): its wait in the
-    inbox, the inbox's size, and whether it came again."""
-    if metadata.timestamp is not None:
-        stored = metadata.timestamp.timestamp()
+    inbox, the inbox's size, and whether it came again; a first delivery also tells this
+    process's clock from the servers' (`stored`: when its stream stored it, 0 unknown)."""
+    if stored:
         child(SCHEDULE_TO_START, consumer).observe(max(0.0, received - stored))
         if attempt == 1:
             SERVER_CLOCK.observe(received, stored)
