@@ -144,6 +144,36 @@ async def _save(
         for request in cluster.bank.requests:
             out.write(json.dumps(request) + "\n")
     (folder / "times.json").write_text(json.dumps(times) + "\n")
+    suspects = await _read_again(cluster.client, jobs, journals)
+    if suspects:
+        (folder / "suspects.json").write_text(json.dumps(suspects, indent=1) + "\n")
+
+
+async def _read_again(
+    client: RigClient,
+    jobs: dict[str, dict[str, Any] | None],
+    journals: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """For each job whose journal, as read, does not end as the job did: its last event
+    and the stream's state as the stream's leader tells them now, one by one (was the
+    event lost, or only missed by the read?)."""
+    js = client.nc.jetstream()
+    found: dict[str, Any] = {}
+    for job_id, job in jobs.items():
+        said = [e["data"].get("status") for e in journals.get(job_id, []) if e["type"] == "status"]
+        if job is None or job["status"] not in (*TERMINAL_STATUSES, "waiting_human"):
+            continue
+        if said and said[-1] == job["status"]:
+            continue
+        try:
+            msg = await js.get_last_msg(client.names.events_stream, client.names.events(job_id))
+            last = decode_as(Event, msg.data or b"")[0].model_dump(mode="json") | {
+                "seq_in_stream": msg.seq
+            }
+        except Exception as exc:  # what the server said is the finding
+            last = {"error": repr(exc)}
+        found[job_id] = {"job": job, "journal_read": len(journals.get(job_id, [])), "last": last}
+    return found
 
 
 async def _journals(client: RigClient, job_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
