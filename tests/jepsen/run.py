@@ -29,7 +29,14 @@ from typing import Any
 from nats.js.api import DeliverPolicy
 
 from actors.runtime.client import RigClient
-from protocols import TERMINAL_STATUSES, Event, RigError, UnknownJobError, decode_as
+from protocols import (
+    TERMINAL_STATUSES,
+    Event,
+    JobSnapshot,
+    RigError,
+    UnknownJobError,
+    decode_as,
+)
 from tests.jepsen.checker import Verdict, check_folder
 from tests.jepsen.cluster import Cluster, cluster_on_hosts
 from tests.jepsen.hosts import can_make_hosts
@@ -172,7 +179,23 @@ async def _read_again(
             }
         except Exception as exc:  # what the server said is the finding
             last = {"error": repr(exc)}
-        found[job_id] = {"job": job, "journal_read": len(journals.get(job_id, [])), "last": last}
+        try:
+            entry = await (await js.key_value(client.names.jobs_bucket)).get(job_id)
+            snapshot = decode_as(JobSnapshot, entry.value or b"")[0]
+            stored = {
+                "event_seq": snapshot.event_seq,
+                "cause": snapshot.cause,
+                "revision": entry.revision,
+                "outbox": [(o.subject, o.msg_id) for o in snapshot.outbox],
+            }
+        except Exception as exc:
+            stored = {"error": repr(exc)}
+        found[job_id] = {
+            "job": job,
+            "journal_read": len(journals.get(job_id, [])),
+            "last": last,
+            "snapshot": stored,
+        }
     return found
 
 
