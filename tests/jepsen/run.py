@@ -77,9 +77,9 @@ async def run(options: Options, folder: Path) -> Verdict:
             began = time.time()
             doing = asyncio.create_task(nemesis.run(faults))
             await workload.run(options.seconds)
-            await nemesis.heal()  # what is still on when the workload stops
-            doing.cancel()
+            doing.cancel()  # no fault starts from now on (before healing, not after)
             await asyncio.gather(doing, return_exceptions=True)
+            await nemesis.heal()  # what is still on when the workload stops
             healed = time.time()
             settled = await _settle(cluster.client, workload.submitted, options.settle_s)
             times = {"began": began, "healed": healed, "settled_s": round(settled, 1)}
