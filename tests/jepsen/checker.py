@@ -199,10 +199,15 @@ def _effects(
     for key, asked in Counter(request["key"] for request in bank).items():
         if asked > 1:
             verdict.add("effects", f"the bank was asked {asked} times under key {key}")
-    for job_id, asked in Counter(request["job"] for request in bank).items():
-        keys = {request["key"] for request in bank if request["job"] == job_id}
+    keys_of: dict[str, set[str]] = defaultdict(set)
+    for request in bank:
+        keys_of[request["job"]].add(request["key"])
+    asked_by = Counter(request["job"] for request in bank)
+    for job_id, keys in keys_of.items():
         if len(keys) > 1:
-            verdict.add("effects", f"{job_id}: paid {asked} times under {len(keys)} keys")
+            verdict.add(
+                "effects", f"{job_id}: paid {asked_by[job_id]} times under {len(keys)} keys"
+            )
     reached = {request["key"] for request in bank}
     for job_id, events in journals.items():
         for event in events:

@@ -38,12 +38,10 @@ from protocols import (
     decode_as,
 )
 from tests.jepsen.checker import Verdict, check_folder
-from tests.jepsen.cluster import Cluster, cluster_on_hosts
+from tests.jepsen.cluster import ROOT, Cluster, cluster_on_hosts
 from tests.jepsen.hosts import can_make_hosts
 from tests.jepsen.nemesis import KINDS, Nemesis, plan
 from tests.jepsen.workload import History, Workload
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
