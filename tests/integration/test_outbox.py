@@ -24,12 +24,17 @@ from protocols import (
     CancelRequest,
     DeadlineCheck,
     Decision,
+    Event,
+    ResolveJob,
+    ResolveRequest,
     RetryableError,
     StartJob,
     StatusRequest,
     SubmitRequest,
+    decode_as,
 )
 from tests.conftest import DELIVERY, delivered
+from tests.integration.test_replicas import parked_by_the_other
 from tests.integration.test_supervision import journal_until, park
 from tests.support.looper import LOOPER
 
@@ -142,3 +147,22 @@ async def test_an_outbox_not_published_goes_out_before_another_cause_moves_the_j
     events = await journal_until(rig, "job-3", "cancelled", timeout=10)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert any(e.type == "decision" and e.data.get("edge") == "lookup" for e in events)
+
+
+async def test_a_retried_resolve_is_answered_once_its_first_try_is_in_the_journal(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    """A supervisor writes a person's resolve and fails to publish it (cut off from the
+    cluster, as in the Jepsen harness's seed 11); the person's client, given no answer,
+    asks again under the same resolve id. The other replica says the resolve was carried
+    out only once its events are out: whoever is told so and reads the journal finds it."""
+    a, b = pair
+    await parked_by_the_other(a, b, "job-4")
+    request = ResolveRequest(job_id="job-4", edge="close", by="ada", resolve_id="click-1")
+    command = ResolveJob(job_id="job-4", command_id="c-1", request=request)
+    await broken(a, a.on_message(command, delivered(a.names.supervisor_for("job-4"))), behind=0)
+    info = await b.resolve(request)  # the retry, answered from the stored snapshot
+    assert (info.status, info.state) == ("succeeded", "denied")
+    last = await rig.nc.jetstream().get_last_msg(rig.names.events_stream, rig.names.events("job-4"))
+    event = decode_as(Event, last.data or b"")[0]
+    assert (event.type, event.data["status"]) == ("status", "succeeded")

@@ -124,16 +124,40 @@ def _settled(job: dict[str, Any] | None) -> bool:
 
 
 async def _settle(client: RigClient, job_ids: list[str], bound: float) -> float:
-    """Wait, up to `bound` seconds, until every job is terminal or waits for a person;
-    how long that took."""
+    """Wait, up to `bound` seconds, until every job is terminal or waits for a person and
+    its journal says so last; how long that took. (A job's snapshot is written before the
+    events its transition publishes: a supervisor cut off just after the write sends them
+    when its publish times out and is tried again, seconds later.)"""
     began = time.monotonic()
     waiting = list(dict.fromkeys(job_ids))
     while waiting and time.monotonic() < began + bound:
         statuses = await _statuses(client, waiting)
         waiting = [job_id for job_id, job in statuses.items() if not _settled(job)]
+        told = [job_id for job_id, job in statuses.items() if job is not None and _settled(job)]
+        said = await _journals_say(client, told)
+        waiting += [job_id for job_id in told if said[job_id] != statuses[job_id]["status"]]
         if waiting:
             await asyncio.sleep(1.0)
     return time.monotonic() - began
+
+
+async def _journals_say(client: RigClient, job_ids: list[str]) -> dict[str, str | None]:
+    """The status each job's journal says last (its last event, from the stream's
+    leader), None when that is not a status or cannot be read now."""
+    js = client.nc.jetstream()
+    bound = asyncio.Semaphore(16)
+
+    async def one(job_id: str) -> str | None:
+        async with bound:
+            try:
+                msg = await js.get_last_msg(client.names.events_stream, client.names.events(job_id))
+                event = decode_as(Event, msg.data or b"")[0]
+            except Exception:  # no event yet, or the cluster did not answer: not yet
+                return None
+            return event.data.get("status") if event.type == "status" else None
+
+    said = await asyncio.gather(*(one(job_id) for job_id in job_ids))
+    return dict(zip(job_ids, said, strict=True))
 
 
 async def _save(

@@ -168,10 +168,11 @@ def test_the_delayer_reads_the_packet_ids_of_a_netlink_read() -> None:
     assert packet_ids(packet(7) + packet(9)) == [7, 9]
 
 
-def test_the_saved_history_of_an_open_finding_stays_invalid() -> None:
+def test_the_saved_history_of_a_journal_behind_its_job_stays_invalid() -> None:
     """Seed 11, partitions alone (`scripts/jepsen --faults partition --seed 11 --time 60s`):
     a resolve answered ok whose job ended, with none of the events of that end in its
-    journal (docs/design/jepsen.md, "Open")."""
+    journal when it was read (docs/design/jepsen.md, "What it found": fixed since, in the
+    supervisor and in the harness's settling)."""
     verdict = check_folder(Path(__file__).parents[1] / "jepsen" / "histories" / "11-partition")
     assert verdict.problems["journal"] == ["j63: is failed, its journal says waiting_human last"]
     assert verdict.problems["resolve"] == ["r-j63-2: answered ok, never applied"]
