@@ -393,7 +393,9 @@ class Actor:
         try:
             # A cluster electing its leaders (all of it just started) answers in seconds:
             # waited out, not an exit.
-            await outlasting(self._find_topology, doing="reading Rig's streams at start")
+            await outlasting(
+                self._find_topology, doing="reading Rig's streams at start", waiting=self._waits
+            )
             if self.config.metrics_port is not None:
                 metrics = await self._serve_metrics()
             await self.on_start()
@@ -407,7 +409,9 @@ class Actor:
                 await self._serve(endpoint)
             for inbox in inboxes:
                 await outlasting(
-                    functools.partial(self._ensure_consumer, inbox), doing="making its consumers"
+                    functools.partial(self._ensure_consumer, inbox),
+                    doing="making its consumers",
+                    waiting=self._waits,
                 )
                 self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
             self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
@@ -449,6 +453,13 @@ class Actor:
                 await metrics.cleanup()
             await asyncio.to_thread(tracing.stop)  # what is buffered goes out
             self.log.info("actor.stopped")
+
+    def _waits(self, exc: BaseException) -> None:
+        """Say why a starting actor is not ready yet: the servers are away, or a cluster
+        elects its leaders (it waits that out, up to `OUTAGE_S` for each request)."""
+        self.log.warning(
+            "start.waiting", reason="the servers are away or leaderless", error=repr(exc)
+        )
 
     async def _find_topology(self) -> None:
         """Rig's streams and buckets (made, if this role may), and the deployment's split

@@ -737,11 +737,16 @@ T = TypeVar("T")
 
 
 async def outlasting(
-    attempt: Callable[[], Awaitable[T]], *, within: float = OUTAGE_S, doing: str
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    within: float = OUTAGE_S,
+    doing: str,
+    waiting: Callable[[BaseException], None] | None = None,
 ) -> T:
     """`attempt()`, run again while it fails because the servers are away or leaderless
     (`is_outage`), backing off, for up to `within` seconds; then `UnavailableError`
-    saying what was being done. Any other error is raised at once."""
+    saying what was being done. Any other error is raised at once. `waiting` is told of
+    the first outage (to say why nothing happens for a while)."""
     deadline = time.monotonic() + within
     pause = 0.05
     while True:
@@ -750,6 +755,9 @@ async def outlasting(
         except Exception as exc:
             if not is_outage(exc):
                 raise
+            if waiting is not None:
+                waiting(exc)
+                waiting = None
             if time.monotonic() + pause > deadline:
                 raise UnavailableError(
                     f"the NATS servers stayed away or leaderless for {within:g} s while "

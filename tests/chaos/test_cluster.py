@@ -321,8 +321,22 @@ async def test_a_submit_without_a_majority_is_unavailable_and_asked_again_is_one
                 message="the patient submit refused once",
             )
             assert not submitting.done()
+            # An actor started now, with no majority to answer it (as while a restarted
+            # cluster elects its leaders: the Jepsen harness, seed 11, restarts), waits
+            # for one rather than exiting.
+            waited = len(await asyncio.to_thread(_lines, log, "start.waiting"))
+            with log.open("ab") as out:
+                late = await spawn_actor("actors:Supervisor", env=env, cwd=ROOT, log=out)
+            procs.append(late)
+            await eventually(
+                lambda: asyncio.to_thread(lambda: len(_lines(log, "start.waiting")) > waited),
+                timeout=60,
+                message="the late supervisor waiting for a majority",
+            )
             for server in servers[1:]:
                 await server.start_again()
+            await wait_ready(ready, {late.pid}, timeout=90)
+            assert late.returncode is None
             accepted = await asyncio.wait_for(submitting, 150)
             assert accepted.job_id == named  # asked again under the id it was given
             ended = await patient.wait(accepted.job_id, timeout=120)
@@ -350,12 +364,17 @@ async def _keys(kv: Any, needed: set[str]) -> set[str] | None:
 
 def _logged(log: Path, event: str) -> set[str]:
     """The job ids of the `event` lines in a JSON log."""
-    found = set()
+    return {said.get("job_id") for said in _lines(log, event)}
+
+
+def _lines(log: Path, event: str) -> list[dict[str, Any]]:
+    """The `event` lines of a JSON log."""
+    found = []
     for line in log.read_text().splitlines():
         with contextlib.suppress(ValueError):
             said = json.loads(line)
             if isinstance(said, dict) and said.get("event") == event:
-                found.add(said.get("job_id"))
+                found.append(said)
     return found
 
 

@@ -166,3 +166,21 @@ async def test_a_retried_resolve_is_answered_once_its_first_try_is_in_the_journa
     last = await rig.nc.jetstream().get_last_msg(rig.names.events_stream, rig.names.events("job-4"))
     event = decode_as(Event, last.data or b"")[0]
     assert (event.type, event.data["status"]) == ("status", "succeeded")
+
+
+async def test_a_cancel_before_the_start_sends_the_submits_accepted_event_first(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    """A person cancels a job while its submit is on the way (the Jepsen harness, seed 7,
+    30 minutes): the cancel moves the job before its StartJob does. The `accepted` event,
+    in the outbox the StartJob's transition would have sent, goes out first: the journal
+    is 1 `accepted`, 2 `cancelled`, and the StartJob that comes after changes nothing."""
+    a, b = pair
+    await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-5"))
+    cancel = CancelJob(job_id="job-5", command_id="c-5", request=CancelRequest(job_id="job-5"))
+    await b.on_message(cancel, delivered(b.names.supervisor_for("job-5")))
+    start = StartJob(job_id="job-5", agent="refund", input=INPUT, budget=Budget())
+    await a.on_message(start, delivered(a.names.supervisor_for("job-5")))
+    events = await journal_until(rig, "job-5", "cancelled", timeout=10)
+    assert [(e.seq, e.type) for e in events] == [(1, "accepted"), (2, "status")]
+    assert (await b.status(StatusRequest(job_id="job-5"))).status == "cancelled"
