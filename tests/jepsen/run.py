@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "--settle",
         type=_duration,
         default=90.0,
-        help="the bound on every job reaching an end once faults stop",
+        help="the bound on every job reaching an end (and its journal saying so) once faults stop",
     )
     parser.add_argument("--out", type=Path, help="the run's folder (default .jepsen/<seed>-<time>)")
     parser.add_argument(
