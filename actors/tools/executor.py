@@ -553,14 +553,18 @@ class ToolExecutor(Actor):
             self.log.info("tool.not_started", job_id=call.job_id, tool=call.tool, why=error)
             return _result(call, key, error=error)
         crash_point("after_claim", call.tool)
+        # The claim's lease ends no sooner than this (measured from before the claim was
+        # asked for, on this process's monotonic clock); the tool runs only within it.
+        lease_end = asked + spec.lease
         if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
-            key, claim.epoch, until=asked + spec.lease
+            key, claim.epoch, until=lease_end
         ):
-            # Paused past half its lease (GC, SIGSTOP, a VM, an election that took its
-            # time): another executor may have settled the call meanwhile, so this one must
-            # not act on an old claim. Nor may it drop the call, which is its job's only
-            # way on: the claim is released if still its own (the tool never started) and
-            # the call asked again; its redelivery finds what the ledger says by then.
+            # Paused past half its lease (GC, SIGSTOP, a VM, an election or a slow network
+            # that took its time): another executor may have settled the call meanwhile,
+            # so this one must not act on an old claim. Nor may it drop the call, which is
+            # its job's only way on: the claim is released if still its own (the tool
+            # never started) and the call asked again; its redelivery finds what the
+            # ledger says by then.
             self.log.warning("ledger.fenced_before_effect", key=key, epoch=claim.epoch)
             error = {
                 "code": "not_started",
@@ -569,7 +573,7 @@ class ToolExecutor(Actor):
             }
             await self.ledger.fail(key, claim.epoch, error, retryable=True)
             raise _Fenced(key, claim.epoch)
-        return await self._run(call, key, tool, kwargs, claim.epoch, job)
+        return await self._run(call, key, tool, kwargs, claim.epoch, job, lease_end)
 
     async def _told_to_stop(self, call: ToolCall) -> str | None:
         """Why the call must not start, if its job stopped waiting for it: the notice this
@@ -598,14 +602,17 @@ class ToolExecutor(Actor):
         return None
 
     async def _still_ours(self, key: str, epoch: int, *, until: float) -> bool:
-        """Whether the claim of `epoch` still holds the key, with lease left: `until` is
-        the end of its lease on this process's monotonic clock (measured from before the
-        claim, so never later than the record's), not the record's wall-clock time, which
-        a clock stepped back would stretch."""
+        """Whether the claim of `epoch` still holds the key, with lease left once the
+        record is read (the read may take seconds on a slow network: the Jepsen harness
+        found a tool started after its lease, and a call paid twice): `until` is the end
+        of its lease on this process's monotonic clock (measured from before the claim,
+        so never later than the record's), not the record's wall-clock time, which a
+        clock stepped back would stretch."""
         if time.monotonic() >= until:
             return False
         record = await self.ledger.get(key)
-        return record is not None and record.state == "in_progress" and record.epoch == epoch
+        ours = record is not None and record.state == "in_progress" and record.epoch == epoch
+        return ours and time.monotonic() < until
 
     def _from_ledger(self, call: ToolCall, key: str, claim: Claim) -> ToolResult:
         """What a call that must not run answers, from its ledger record."""
@@ -661,10 +668,14 @@ class ToolExecutor(Actor):
         kwargs: dict[str, Any],
         epoch: int,
         job: JobContext | None,
+        lease_end: float,
     ) -> ToolResult:
         spec = tool.spec
         started = time.perf_counter()
-        limit, by_deadline = spec.timeout, False
+        # The tool runs for its timeout, or what is left of its lease if that is less (a
+        # claim that took its time): once the lease ends another executor may take the
+        # call over and reconcile, and this run must be over by then (ended `unknown`).
+        limit, by_deadline = min(spec.timeout, lease_end - time.monotonic()), False
         if call.deadline is not None and call.deadline - time.time() < limit:
             limit, by_deadline = max(call.deadline - time.time(), 0.0), True
         try:

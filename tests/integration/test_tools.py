@@ -139,3 +139,82 @@ async def test_a_claim_paused_past_its_lease_is_not_acted_on_whatever_the_wall_c
     with pytest.raises(_Fenced):
         await bank.execute(charge(1, invoice="inv-9", amount=5.0))
     assert bank.runs == []
+
+
+async def test_a_claim_whose_lease_ends_while_it_is_checked_is_not_acted_on(
+    bank: Bank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past half its lease before the tool starts, the executor reads its claim back;
+    on a slow network that read takes seconds, and the lease may end while it is under
+    way (the Jepsen harness, 10 minutes at nats-server's default sync, seed 10: another
+    executor took the call over, reconciled, and the bank was paid twice). The lease is
+    judged once the read is back: the tool does not run, and the call is asked again."""
+    import time as real
+
+    from actors.tools.executor import _Fenced
+
+    lease = Bank.tools["charge"].spec.lease
+    clock = {"offset": 0.0}
+
+    class Slow:
+        """`time` for the executor: its monotonic clock moves as the test says."""
+
+        monotonic = staticmethod(lambda: real.monotonic() + clock["offset"])
+        time = staticmethod(real.time)
+        perf_counter = staticmethod(real.perf_counter)
+
+    told, read = bank._told_to_stop, bank.ledger.get
+
+    async def slow_told(call: ToolCall) -> str | None:
+        clock["offset"] = 0.6 * lease  # past half the lease once the claim is checked
+        return await told(call)
+
+    async def slow_read(key: str) -> Any:
+        record = await read(key)
+        clock["offset"] = 1.1 * lease  # and past all of it once the record is back
+        return record
+
+    monkeypatch.setattr("actors.tools.executor.time", Slow)
+    monkeypatch.setattr(bank, "_told_to_stop", slow_told)
+    monkeypatch.setattr(bank.ledger, "get", slow_read)
+    with pytest.raises(_Fenced):
+        await bank.execute(charge(1, invoice="inv-10", amount=5.0))
+    assert bank.runs == []
+    monkeypatch.undo()
+    again = await bank.execute(charge(2, invoice="inv-10", amount=5.0))  # asked again
+    assert again.ok and bank.runs == [{"invoice": "inv-10", "amount": 5.0}]
+
+
+async def test_a_tool_runs_no_longer_than_what_is_left_of_its_lease(
+    bank: Bank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that took most of its lease (under half, so not read back) leaves the
+    tool what is left of the lease, not its whole timeout: once the lease ends another
+    executor may take the call over, and this run must be over by then."""
+    import time as real
+
+    spec = Bank.tools["charge"].spec
+    readings = {"n": 0}
+
+    class Late:
+        """`time` for the executor: 0.4 of the lease passes between the claim and the run."""
+
+        @staticmethod
+        def monotonic() -> float:
+            readings["n"] += 1
+            return real.monotonic() + (0.4 * spec.lease if readings["n"] > 1 else 0.0)
+
+        time = staticmethod(real.time)
+        perf_counter = staticmethod(real.perf_counter)
+
+    limits: list[float] = []
+    invoke = bank._invoke
+
+    async def recorded(*args: Any) -> Any:
+        limits.append(args[5])
+        return await invoke(*args)
+
+    monkeypatch.setattr("actors.tools.executor.time", Late)
+    monkeypatch.setattr(bank, "_invoke", recorded)
+    assert (await bank.execute(charge(1, invoice="inv-11", amount=5.0))).ok
+    assert len(limits) == 1 and limits[0] <= 0.6 * spec.lease < spec.timeout
