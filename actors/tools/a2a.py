@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pydantic
 
-from actors.tools.executor import ToolExecutor, ToolSpec, _Tool, tool_context
+from actors.tools.executor import ToolExecutor, ToolSpec, _Tool, lease_of, tool_context
 from protocols import ConfigError, NonRetryableError, RetryableError, check_token
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class A2aAgents(ToolExecutor):
                 name=name,
                 side_effects=True,
                 timeout=agent.timeout,
-                lease=agent.lease if agent.lease is not None else agent.timeout + 30.0,
+                lease=lease_of(agent.timeout, agent.lease),
                 reconcile="_again",  # the same message again: the same remote task
             )
             found[name] = _Tool(spec, _caller(name), _Input)

@@ -59,6 +59,8 @@ from protocols import (
 )
 from protocols._permissions import Role
 
+# Long: a call's whole way through the ledger (claim, checks, run, record, reconcile),
+# each step beside the failure it guards against; split, the order would be hidden.
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 # A call found running elsewhere is waited for here, holding its message (in-progress
@@ -109,6 +111,18 @@ def tool_context() -> ToolContext:
         return _current.get()
     except LookupError:
         raise RuntimeError("tool_context() is only available while a tool runs") from None
+
+
+# What a claim's lease keeps beyond the tool's timeout, at least: the time the claim
+# itself and the checks before the run may take (a tool starts only while what is left
+# of its lease covers its whole timeout).
+LEASE_SLACK_S = 1.0
+
+
+def lease_of(timeout: float, lease: float | None) -> float:
+    """A tool's lease: the one asked for, never shorter than its timeout plus
+    `LEASE_SLACK_S`; by default the timeout plus 30 s."""
+    return max(lease, timeout + LEASE_SLACK_S) if lease is not None else timeout + 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +178,9 @@ def tool(
     whose outcome is unknown (the executor died mid-call) is never run again blindly.
     `timeout` bounds one run. `lease` is how long a claim stays `in_progress` before a
     repeat may call the outcome unknown; by default the timeout plus 30 s, and never
-    shorter than the timeout. `reconcile` names an async method of the executor, taking
+    shorter than the timeout plus 1 s: the tool starts only while what is left of the
+    lease covers its whole timeout (else the call is asked again), so that a run is over
+    before anyone may take the call over. `reconcile` names an async method of the executor, taking
     the tool's arguments, that asks the outside world whether a call's effect happened
     (`tool_context().key` is the idempotency key it was made with): it returns the
     call's result if so, None if not. An `unknown` call is then settled by it (recorded,
@@ -189,7 +205,7 @@ def tool(
             name=check_token(name or f.__name__, what="tool name"),
             side_effects=side_effects,
             timeout=timeout,
-            lease=max(lease, timeout) if lease is not None else timeout + 30.0,
+            lease=lease_of(timeout, lease),
             reconcile=reconcile,
             key_fields=tuple(key) if key is not None else None,
             untrusted_output=untrusted_output,
@@ -554,21 +570,24 @@ class ToolExecutor(Actor):
             return _result(call, key, error=error)
         crash_point("after_claim", call.tool)
         # The claim's lease ends no sooner than this (measured from before the claim was
-        # asked for, on this process's monotonic clock); the tool runs only within it.
+        # asked for, on this process's monotonic clock), and a run started after
+        # `start_by` could outlast it.
         lease_end = asked + spec.lease
-        if time.monotonic() - asked > spec.lease / 2 and not await self._still_ours(
-            key, claim.epoch, until=lease_end
+        start_by = lease_end - spec.timeout
+        if time.monotonic() > start_by or (
+            time.monotonic() - asked > spec.lease / 2
+            and not await self._still_ours(key, claim.epoch, until=start_by)
         ):
             # Paused past half its lease (GC, SIGSTOP, a VM, an election or a slow network
-            # that took its time): another executor may have settled the call meanwhile,
-            # so this one must not act on an old claim. Nor may it drop the call, which is
-            # its job's only way on: the claim is released if still its own (the tool
-            # never started) and the call asked again; its redelivery finds what the
-            # ledger says by then.
+            # that took its time), or too long for a whole run to fit in what is left:
+            # another executor may settle the call meanwhile, so this one must not act on
+            # its claim. Nor may it drop the call, which is its job's only way on: the
+            # claim is released if still its own (the tool never started) and the call
+            # asked again; its redelivery finds what the ledger says by then.
             self.log.warning("ledger.fenced_before_effect", key=key, epoch=claim.epoch)
             error = {
                 "code": "not_started",
-                "message": "paused past half its lease",
+                "message": "too little of its lease left to run the tool",
                 "started": False,
             }
             await self.ledger.fail(key, claim.epoch, error, retryable=True)
@@ -672,9 +691,8 @@ class ToolExecutor(Actor):
     ) -> ToolResult:
         spec = tool.spec
         started = time.perf_counter()
-        # The tool runs for its timeout, or what is left of its lease if that is less (a
-        # claim that took its time): once the lease ends another executor may take the
-        # call over and reconcile, and this run must be over by then (ended `unknown`).
+        # Never past the lease (the check before the run leaves it at least the timeout):
+        # once it ends another executor may take the call over and reconcile.
         limit, by_deadline = min(spec.timeout, lease_end - time.monotonic()), False
         if call.deadline is not None and call.deadline - time.time() < limit:
             limit, by_deadline = max(call.deadline - time.time(), 0.0), True
@@ -848,12 +866,12 @@ def _cancelled(reason: str, *, started: bool, deadline: float | None = None) -> 
 
 
 class _Fenced(RetryableError):
-    """This executor's claim may have been taken over (half its lease or more passed
-    while it was paused) before the tool started: the call is asked again, not dropped."""
+    """This executor's claim may have been taken over, or a run would not fit in what is
+    left of its lease, before the tool started: the call is asked again, not dropped."""
 
     def __init__(self, key: str, epoch: int) -> None:
         super().__init__(
-            "paused past half its lease before the tool started: the call is asked again",
+            "too little of its lease left before the tool started: the call is asked again",
             delay=0.2,
             key=key,
             epoch=epoch,

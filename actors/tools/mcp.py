@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import fastjsonschema
 import pydantic
 
-from actors.tools.executor import ToolExecutor, ToolSpec, _Tool
+from actors.tools.executor import ToolExecutor, ToolSpec, _Tool, lease_of
 from protocols import (
     ConfigError,
     Graph,
@@ -160,7 +160,7 @@ class McpTools(ToolExecutor):
                 name=rig_name,
                 side_effects=side_effects,
                 timeout=timeout,
-                lease=max(own.lease, timeout) if own.lease is not None else timeout + 30.0,
+                lease=lease_of(timeout, own.lease),
                 reconcile=own.reconcile,
                 key_fields=own.key,
                 untrusted_output=(
