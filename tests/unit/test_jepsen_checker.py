@@ -206,3 +206,14 @@ def test_the_excerpt_of_a_double_payment_stays_invalid() -> None:
         "ca16dc4fd6766726c6303320f3cd55eadd1781ea47335b986d5ce21e1df5af86"
     ]
     assert [p for kind, found in verdict.problems.items() if kind != "effects" for p in found] == []
+
+
+def test_the_excerpt_of_a_lost_timer_stays_invalid() -> None:
+    """Seed 9, every fault, 30 minutes: job j3165 waited for a signal, and its timeout
+    never fired; the timer consumer's pending set had lost every timer stored in the
+    eight seconds a host lost power (docs/design/jepsen.md, "Open"). The excerpt keeps
+    the checker able to see a job stuck after the faults."""
+    folder = Path(__file__).parents[1] / "jepsen" / "histories" / "9-30m-excerpt"
+    verdict = check_folder(folder)
+    assert verdict.problems["stuck"] == ["j3165: running in waiting after the faults"]
+    assert [p for kind, found in verdict.problems.items() if kind != "stuck" for p in found] == []
