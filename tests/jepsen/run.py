@@ -133,9 +133,9 @@ async def _settle(client: RigClient, job_ids: list[str], bound: float) -> float:
     while waiting and time.monotonic() < began + bound:
         statuses = await _statuses(client, waiting)
         waiting = [job_id for job_id, job in statuses.items() if not _settled(job)]
-        told = [job_id for job_id, job in statuses.items() if job is not None and _settled(job)]
-        said = await _journals_say(client, told)
-        waiting += [job_id for job_id in told if said[job_id] != statuses[job_id]["status"]]
+        told = {job_id: job["status"] for job_id, job in statuses.items() if job and _settled(job)}
+        said = await _journals_say(client, list(told))
+        waiting += [job_id for job_id, status in told.items() if said[job_id] != status]
         if waiting:
             await asyncio.sleep(1.0)
     return time.monotonic() - began
@@ -176,6 +176,55 @@ async def _save(
     suspects = await _read_again(cluster.client, jobs, journals)
     if suspects:
         (folder / "suspects.json").write_text(json.dumps(suspects, indent=1) + "\n")
+    stuck = await _stuck_state(cluster.client, jobs)
+    if stuck:
+        (folder / "stuck.json").write_text(json.dumps(stuck, indent=1) + "\n")
+
+
+async def _stuck_state(client: RigClient, jobs: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """For the jobs that had not settled: what their stored snapshots wait for (phase,
+    step, timers' inputs, the cause and outbox of their last transition), and the state
+    of every consumer of the work stream (delivered, acknowledged, pending), which says
+    whether a message that would move them is still on its way (seed 9: a timer the
+    servers had dropped from the timer consumer's pending set)."""
+    waiting = [job_id for job_id, job in jobs.items() if job is not None and not _settled(job)]
+    if not waiting:
+        return {}
+    js = client.nc.jetstream()
+    found: dict[str, Any] = {"jobs": {}, "consumers": {}}
+    kv = await js.key_value(client.names.jobs_bucket)
+    for job_id in waiting:
+        try:
+            snapshot = decode_as(JobSnapshot, (await kv.get(job_id)).value or b"")[0]
+            found["jobs"][job_id] = snapshot.model_dump(
+                mode="json",
+                include={
+                    "status",
+                    "state",
+                    "phase",
+                    "step",
+                    "signal",
+                    "deadline",
+                    "updated_at",
+                    "event_seq",
+                    "stall_arm",
+                    "cause",
+                },
+            ) | {"outbox": [o.msg_id for o in snapshot.outbox]}
+        except Exception as exc:  # what the server said is the finding
+            found["jobs"][job_id] = {"error": repr(exc)}
+    try:
+        for info in await js.consumers_info(client.names.work_stream):
+            found["consumers"][info.name] = {
+                "delivered_stream_seq": info.delivered and info.delivered.stream_seq,
+                "ack_floor_stream_seq": info.ack_floor and info.ack_floor.stream_seq,
+                "num_ack_pending": info.num_ack_pending,
+                "num_pending": info.num_pending,
+                "num_redelivered": info.num_redelivered,
+            }
+    except Exception as exc:
+        found["consumers"] = {"error": repr(exc)}
+    return found
 
 
 async def _read_again(
