@@ -7,7 +7,8 @@
 
 A run saves everything to its folder (`--out`, default `.jepsen/<seed>-<time>`):
 options.json, plan.json (the faults), history.jsonl, bank.jsonl, jobs.json,
-journals.json and verdict.json; the hosts' logs are under work/. Exit 0 when the
+journals.json and verdict.json (suspects.json and stuck.json when a job gives cause);
+the hosts' logs and the servers' folders are under work/. Exit 0 when the
 verdict is valid, 1 when a promise broke, 2 for a usage error.
 """
 
