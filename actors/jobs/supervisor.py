@@ -94,7 +94,6 @@ from protocols import (
     ResolveJob,
     ResolveRequest,
     RetryableError,
-    RigError,
     SignalJob,
     SignalRequest,
     SignalTimeout,
@@ -543,7 +542,14 @@ class Supervisor(Actor):
         writing the snapshot and publishing its outbox (the Jepsen harness, seed 11), and
         whoever is told `ok` may read the journal next."""
         if job.outbox and self._sent.get(job.job_id) != revision:
-            await self._carry_over(job, revision)
+            try:
+                await self._carry_over(job, revision)
+            except Exception as exc:  # carried out, not yet told: not a refusal
+                raise UnavailableError(
+                    f"this was carried out for job {job.job_id}, but its events could not be "
+                    f"published just now ({exc!r}); ask again under the same id",
+                    job_id=job.job_id,
+                ) from exc
         return job.info()
 
     async def _carry_out(self, command: ResolveJob | CancelJob | SignalJob) -> JobInfo:
@@ -560,7 +566,9 @@ class Supervisor(Actor):
             try:
                 answer = await sub.next_msg(timeout=_COMMAND_WAIT_S)
             except TimeoutError:
-                raise RigError(
+                # Not a refusal: it will happen. `unavailable` says "ask again", which is
+                # safe (a resolve or signal under the same id is carried out once).
+                raise UnavailableError(
                     f"the {command.kind} of job {command.job_id} is stored and will be carried "
                     f"out, but no supervisor confirmed it within {_COMMAND_WAIT_S:g} s; "
                     f"`rig status {command.job_id}` shows when it is",

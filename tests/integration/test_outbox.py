@@ -31,6 +31,7 @@ from protocols import (
     StartJob,
     StatusRequest,
     SubmitRequest,
+    UnavailableError,
     decode_as,
 )
 from tests.conftest import DELIVERY, delivered
@@ -184,3 +185,26 @@ async def test_a_cancel_before_the_start_sends_the_submits_accepted_event_first(
     events = await journal_until(rig, "job-5", "cancelled", timeout=10)
     assert [(e.seq, e.type) for e in events] == [(1, "accepted"), (2, "status")]
     assert (await b.status(StatusRequest(job_id="job-5"))).status == "cancelled"
+
+
+async def test_a_retried_resolve_whose_events_cannot_go_out_is_unavailable_not_refused(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    """The same retry, while the other replica cannot publish either: the answer is
+    `unavailable` (ask again; it was carried out), never a refusal, which would tell the
+    person it did not happen."""
+    a, b = pair
+    await parked_by_the_other(a, b, "job-6")
+    request = ResolveRequest(job_id="job-6", edge="close", by="ada", resolve_id="click-6")
+    command = ResolveJob(job_id="job-6", command_id="c-6", request=request)
+    await broken(a, a.on_message(command, delivered(a.names.supervisor_for("job-6"))), behind=0)
+
+    async def no_send(job: object) -> None:
+        raise RetryableError("publishing the outbox failed (simulated)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(b, "_send", no_send)
+        with pytest.raises(UnavailableError, match="ask again under the same id"):
+            await b.resolve(request)
+    info = await b.resolve(request)  # asked again, once it can go out
+    assert (info.status, info.state) == ("succeeded", "denied")
