@@ -180,10 +180,10 @@ def tool(
     repeat may call the outcome unknown; by default the timeout plus 30 s, and never
     shorter than the timeout plus 1 s: the tool starts only while what is left of the
     lease covers its whole timeout (else the call is asked again), so that a run is over
-    before anyone may take the call over. `reconcile` names an async method of the executor, taking
-    the tool's arguments, that asks the outside world whether a call's effect happened
-    (`tool_context().key` is the idempotency key it was made with): it returns the
-    call's result if so, None if not. An `unknown` call is then settled by it (recorded,
+    before anyone may take the call over. `reconcile` names an async method of the
+    executor, taking the tool's arguments, that asks the outside world whether a call's
+    effect happened (`tool_context().key` is the idempotency key it was made with): it
+    returns the call's result if so, None if not. An `unknown` call is then settled by it (recorded,
     or run again under a new epoch) instead of being reported `effect_unknown`.
     `key` names the arguments that identify the effect (default: all of them): a call
     with the same key fields but other arguments is refused as `key_conflict`, not run.
