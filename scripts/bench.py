@@ -1623,8 +1623,8 @@ async def bench_cluster(server: NatsServer, report: Report, quick: bool, work: P
     """The pipeline on one server (R1) and on three (R3: every stream and bucket in three
     copies, the tool ledger in the cluster), with the sync profile `rig up --cluster`
     requires (every write on disk before its ack) and nats-server's default (a sync every
-    2 minutes), in the same run; then
-    jobs in flight on R3 at a 2 s model latency against Little's law."""
+    2 minutes), in the same run; then jobs in flight on R3 at a 2 s model latency against
+    Little's law."""
     jobs, concurrency = (10, 8) if quick else (1200, 64)
     default_base = work / "nats-cluster-default.conf"
     default_base.write_text(

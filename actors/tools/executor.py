@@ -183,8 +183,8 @@ def tool(
     before anyone may take the call over. `reconcile` names an async method of the
     executor, taking the tool's arguments, that asks the outside world whether a call's
     effect happened (`tool_context().key` is the idempotency key it was made with): it
-    returns the call's result if so, None if not. An `unknown` call is then settled by it (recorded,
-    or run again under a new epoch) instead of being reported `effect_unknown`.
+    returns the call's result if so, None if not. An `unknown` call is then settled by it
+    (recorded, or run again under a new epoch) instead of being reported `effect_unknown`.
     `key` names the arguments that identify the effect (default: all of them): a call
     with the same key fields but other arguments is refused as `key_conflict`, not run.
     Each must be a parameter of the method (checked when the class is defined). The key

@@ -9,7 +9,7 @@ from actors import Supervisor
 from actors.testing import Deployment
 from protocols import Budget, StartJob, SubmitRequest
 from tests.conftest import delivered
-from tests.jepsen.run import _stuck_state
+from tests.jepsen.run import _read_again, _stuck_state
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +37,20 @@ async def test_a_job_that_did_not_settle_is_saved_with_what_it_waits_for(
     assert "job-s:1:step" in job["outbox"]  # the step it asked its agent for
     assert "error" not in found["consumers"]
     assert await _stuck_state(rig.client, {"job-done": settled}) == {}
+
+
+async def test_a_journal_that_does_not_end_as_its_job_is_read_again(
+    rig: Deployment, pair: tuple[Supervisor, Supervisor]
+) -> None:
+    """`suspects.json`: for a job said to have ended whose journal, as read, does not say
+    so, its last event from the stream's leader and its stored snapshot."""
+    a, b = pair
+    await a.submit(SubmitRequest(agent="refund", input=INPUT, job_id="job-r"))
+    start = StartJob(job_id="job-r", agent="refund", input=INPUT, budget=Budget())
+    await b.on_message(start, delivered(b.names.supervisor_for("job-r")))
+    ended = {"status": "succeeded", "state": "done", "reason": None}
+    found = await _read_again(rig.client, {"job-r": ended}, {"job-r": []})
+    suspect = found["job-r"]
+    assert suspect["journal_read"] == 0
+    assert (suspect["last"]["type"], suspect["last"]["seq_in_stream"] > 0) == ("started", True)
+    assert suspect["snapshot"]["cause"] == "start" and suspect["snapshot"]["revision"] > 0

@@ -151,14 +151,25 @@ async def _journals_say(client: RigClient, job_ids: list[str]) -> dict[str, str 
     async def one(job_id: str) -> str | None:
         async with bound:
             try:
-                msg = await js.get_last_msg(client.names.events_stream, client.names.events(job_id))
-                event = decode_as(Event, msg.data or b"")[0]
+                event, _seq = await _last_event(client, js, job_id)
             except Exception:  # no event yet, or the cluster did not answer: not yet
                 return None
             return event.data.get("status") if event.type == "status" else None
 
     said = await asyncio.gather(*(one(job_id) for job_id in job_ids))
     return dict(zip(job_ids, said, strict=True))
+
+
+async def _last_event(client: RigClient, js: Any, job_id: str) -> tuple[Event, int]:
+    """The job's last journal event, read from the stream's leader, and its sequence."""
+    msg = await js.get_last_msg(client.names.events_stream, client.names.events(job_id))
+    return decode_as(Event, msg.data or b"")[0], msg.seq
+
+
+async def _stored(kv: Any, job_id: str) -> tuple[JobSnapshot, int]:
+    """The job's stored snapshot and its revision."""
+    entry = await kv.get(job_id)
+    return decode_as(JobSnapshot, entry.value or b"")[0], entry.revision
 
 
 async def _save(
@@ -196,7 +207,7 @@ async def _stuck_state(client: RigClient, jobs: dict[str, dict[str, Any] | None]
     kv = await js.key_value(client.names.jobs_bucket)
     for job_id in waiting:
         try:
-            snapshot = decode_as(JobSnapshot, (await kv.get(job_id)).value or b"")[0]
+            snapshot, _revision = await _stored(kv, job_id)
             found["jobs"][job_id] = snapshot.model_dump(
                 mode="json",
                 include={
@@ -237,6 +248,7 @@ async def _read_again(
     and the stream's state as the stream's leader tells them now, one by one (was the
     event lost, or only missed by the read?)."""
     js = client.nc.jetstream()
+    kv = await js.key_value(client.names.jobs_bucket)
     found: dict[str, Any] = {}
     for job_id, job in jobs.items():
         said = [e["data"].get("status") for e in journals.get(job_id, []) if e["type"] == "status"]
@@ -245,19 +257,16 @@ async def _read_again(
         if said and said[-1] == job["status"]:
             continue
         try:
-            msg = await js.get_last_msg(client.names.events_stream, client.names.events(job_id))
-            last = decode_as(Event, msg.data or b"")[0].model_dump(mode="json") | {
-                "seq_in_stream": msg.seq
-            }
+            event, seq = await _last_event(client, js, job_id)
+            last = event.model_dump(mode="json") | {"seq_in_stream": seq}
         except Exception as exc:  # what the server said is the finding
             last = {"error": repr(exc)}
         try:
-            entry = await (await js.key_value(client.names.jobs_bucket)).get(job_id)
-            snapshot = decode_as(JobSnapshot, entry.value or b"")[0]
+            snapshot, revision = await _stored(kv, job_id)
             stored = {
                 "event_seq": snapshot.event_seq,
                 "cause": snapshot.cause,
-                "revision": entry.revision,
+                "revision": revision,
                 "outbox": [(o.subject, o.msg_id) for o in snapshot.outbox],
             }
         except Exception as exc:
