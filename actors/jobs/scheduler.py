@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 # Compare-and-set attempts on a schedule's record before the message is tried again later.
 _CAS_ATTEMPTS = 8
+# How long after it is due a tick waits for the record of its schedule's generation.
+_UNWRITTEN_S = 30.0
 
 
 class Scheduler:
@@ -165,6 +167,12 @@ class Scheduler:
         """Fire the jobs tick `tick.at` owes (with the ticks found late, by the schedule's
         missed-fire policy), send the next tick, then record it."""
         schedule, _revision = await self.read(tick.name)
+        if schedule is None or schedule.generation < tick.generation:
+            # Its record is written after the tick is sent (a crash loses no tick), so a
+            # tick due at once can come first: asked again until the write is surely
+            # over (else the add that sent it failed, or the schedule was deleted).
+            if time.time() < tick.due + _UNWRITTEN_S:
+                raise RetryableError("its schedule is not written yet", delay=0.5, routine=True)
         if schedule is None or schedule.paused or schedule.generation != tick.generation:
             self.sup.log.info("schedule.tick_void", schedule=tick.name, at=tick.at)
             return

@@ -297,6 +297,18 @@ class Deployment:
         """Where the output of `spawn(target)`'s processes goes."""
         return self.home / f"{target_of(target).replace(':', '.')}.log"
 
+    def trouble(self, most: int = 20) -> str:
+        """What a failed test's report shows of its processes: each log's last `most`
+        warnings and errors (tracebacks too) and its last line."""
+        parts = []
+        for path in sorted([*self.home.glob("*.log"), self.home / "up.out"]):
+            lines = _tail(path, 100_000)
+            bad = [line for line in lines if _TROUBLE.search(line)][-most:]
+            shown = [*bad, *lines[-1:]] if lines and lines[-1] not in bad else bad
+            if shown:
+                parts.append(f"--- {path.name}\n" + "\n".join(line[:400] for line in shown))
+        return "\n".join(parts) or "(no process logged anything)"
+
     async def spawn(
         self, *actors: type[Actor] | str, ready: bool = True
     ) -> list[asyncio.subprocess.Process]:
@@ -434,6 +446,9 @@ async def deployment(
             await nc.close()
     finally:
         server.drop_accounts(prefix)
+
+
+_TROUBLE = re.compile(r'"level": "(warning|error|critical)"|Traceback|^\w+Error\b')
 
 
 def _tail(path: Path, lines: int = 5) -> list[str]:

@@ -129,6 +129,19 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     runner.run(suite, **options)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran a deployment shows its processes' warnings and errors (a
+    failure on a loaded CI machine can be read without running it again)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, Deployment):
+            report.sections.append((f"Rig processes' warnings ({name})", value.trouble()))
+
+
 pytest_asyncio: Any
 try:
     import pytest_asyncio

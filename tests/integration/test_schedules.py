@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import random
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,8 @@ import aiohttp
 import pytest
 
 from actors.testing import Deployment, eventually
-from protocols import UnknownScheduleError
+from protocols import UnknownScheduleError, encode, msg_id
+from protocols._schedules import ScheduleTick, tick_job_id
 from tests.integration.test_cli import rig_cli
 from tests.integration.test_cli_user import one_clean_line
 from tests.integration.test_gateway import start_gateway
@@ -115,6 +117,34 @@ async def test_one_job_per_tick_while_supervisors_are_killed(rig: Deployment) ->
         assert [e.type for e in journal].count("started") == 1
     [schedule] = (await rig.client.schedule("get", "chaos")).schedules
     assert schedule.skipped == 0  # (a tick fired just before the pause may be unrecorded)
+
+
+async def test_a_tick_that_comes_before_its_schedules_record_waits_for_it(
+    rig: Deployment,
+) -> None:
+    """A schedule's record is written after its tick is sent (a crash loses no tick), so
+    a tick due at once can reach a replica before the record: it waits for it rather
+    than ending the schedule's chain of ticks."""
+    await rig.spawn("actors:Supervisor", CHATTER)
+    start = float(int(time.time()) + 600)  # the schedule's first tick, far off
+    # The tick the add below sends (the same message id), sent and due before the add:
+    # as if the replica that sent it had not written the record yet.
+    early = ScheduleTick(name="early", generation=1, at=start, due=time.time())
+    ident = msg_id("sched-early", 1, f"tick-{int(start)}")
+    js = rig.nc.jetstream()
+    sent = await js.publish(rig.names.timer, encode(early), headers={"Nats-Msg-Id": ident})
+
+    async def handled() -> bool:  # acked (dropped) or asked again (waiting)
+        info = await js.consumer_info(rig.names.work_stream, rig.names.timer_durable)
+        return info.ack_floor.stream_seq >= sent.seq or info.num_redelivered > 0
+
+    await eventually(handled, timeout=rig.within(), message="the early tick handled")
+    spec = {"agent": "chatter", "input": {"text": "tick"}, "every_s": 3600, "start_at": start}
+    await rig.client.schedule("add", "early", spec)
+    info = await rig.client.wait(tick_job_id("early", start), timeout=rig.within(30))
+    assert info.status == "succeeded"
+    [schedule] = (await rig.client.schedule("get", "early")).schedules
+    assert (schedule.fired, schedule.last_tick, schedule.next_at) == (1, start, start + 3600)
 
 
 async def test_schedules_over_http(rig: Deployment, http: aiohttp.ClientSession) -> None:
