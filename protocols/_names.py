@@ -237,6 +237,15 @@ class Names:
         return f"{agent}.{job_id}"
 
     @property
+    def running_bucket(self) -> str:
+        """The jobs that have not ended, by `running_key`: what each supervisor's timer
+        sweep reads for its partitions (an ended job's key is deleted)."""
+        return f"{self.prefix.upper()}_RUNNING"
+
+    def running_key(self, job_id: str) -> str:
+        return f"{partition_of(job_id, self.partitions)}.{job_id}"
+
+    @property
     def threads_bucket(self) -> str:
         """Threads (conversations), by id (a `ThreadRecord`), written by supervisors."""
         return f"{self.prefix.upper()}_THREADS"

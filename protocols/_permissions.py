@@ -261,6 +261,8 @@ def supervisor(names: Names) -> Role:
         | durable(n.dlq_stream, n.dlq_durable)
         | kv_write(n.jobs_bucket)
         | kv_write(n.index_bucket)
+        | kv_write(n.running_bucket)
+        | kv_scan(n.running_bucket)  # the timer sweep
         | kv_write(n.inbox_bucket)
         | kv_write(n.cancels_bucket)
         | kv_write(n.threads_bucket)

@@ -101,6 +101,7 @@ def rig_streams(names: Names) -> list[str]:
         names.webhooks_bucket,
         names.cancels_bucket,
         names.index_bucket,
+        names.running_bucket,
         names.tools_bucket,
         names.push_bucket,
         names.threads_bucket,

@@ -41,6 +41,7 @@ from protocols import (
     ExhaustedKind,
     FlowEnded,
     FlowNext,
+    FlowTick,
     ForgedReportError,
     Graph,
     Header,
@@ -518,6 +519,34 @@ class Rules:
         reason = f"no progress for {waited:.0f} s (stall_s {stall_s:g}): {self.awaited(job, graph)}"
         return self.stuck(job, graph, on_stuck, "stalled", reason), None
 
+    def overdue(
+        self, job: JobSnapshot, graph: Graph, grace: float
+    ) -> list[DeadlineCheck | StallCheck | SignalTimeout | FlowTick]:
+        """The timers the job waits for that are due more than `grace` s ago: had the
+        servers kept them, they would have fired (the timer sweep sends them again). Each
+        is due at once; its handler judges it as it would have (a timer's cause is its
+        identity: one that did fire is not applied twice)."""
+        late = self.now - grace
+        found: list[DeadlineCheck | StallCheck | SignalTimeout | FlowTick] = []
+        if job.status not in ("accepted", "running"):
+            return found  # ended, or on a person's time
+        if job.deadline is not None and job.deadline < late:
+            found.append(DeadlineCheck(job_id=job.job_id, at=job.deadline))
+        if job.status == "accepted":
+            if job.flow_key is not None and job.updated_at < late:
+                found.append(FlowTick(key=job.flow_key, at=self.now))  # its key's wake-up
+            return found
+        stall_s = job.budget.stall_s
+        if job.phase == "signal" and job.state is not None:
+            state = graph.state(job.state)
+            until = job.updated_at + (state.timeout_s or 0.0)
+            if state.timeout_s is not None and state.on_timeout is not None and until < late:
+                found.append(SignalTimeout(job_id=job.job_id, step=job.step, at=until))
+        elif job.phase != "child" and stall_s is not None and job.updated_at + stall_s < late:
+            at = job.updated_at + stall_s
+            found.append(StallCheck(job_id=job.job_id, at=at, seq=job.event_seq, arm=job.stall_arm))
+        return found
+
     def dead_letter(
         self, job: JobSnapshot, graph: Graph, step: int | None, reason: str, on_stuck: str
     ) -> JobSnapshot | None:
@@ -588,16 +617,25 @@ class Rules:
         return job
 
     def index(self, job: JobSnapshot) -> None:
-        """Write the job's entry in the index that listing reads (`Names.index_bucket`)."""
+        """Write the job's entry in the index that listing reads (`Names.index_bucket`),
+        and its key in `Names.running_bucket` (deleted as it ends): the timer sweep's."""
         key = self.names.index_key(job.agent, job.job_id)
-        job.outbox.append(
+        running = kv_subject(self.names.running_bucket, self.names.running_key(job.job_id))
+        ended = {Header.KV_OPERATION: "DEL"} if job.terminal else {}
+        job.outbox += [
             Outgoing(
                 subject=kv_subject(self.names.index_bucket, key),
                 msg_id=msg_id(job.job_id, job.event_seq, "index"),
                 data=encode(job.entry()),
                 headers=self.expiry(job),
-            )
-        )
+            ),
+            Outgoing(
+                subject=running,
+                msg_id=msg_id(job.job_id, job.event_seq, "running"),
+                data=b"" if job.terminal else b"1",
+                headers=ended | self.expiry(job),
+            ),
+        ]
 
     def expiry(self, job: JobSnapshot) -> dict[str, str]:
         """The headers of a write about the job: an ended job's expires after `retention`

@@ -151,15 +151,32 @@ class Scheduler:
         await self._send(schedule, ticks[0])
         return ticks[0]
 
-    async def _send(self, schedule: Schedule, at: float) -> None:
+    async def _send(self, schedule: Schedule, at: float, again: int | None = None) -> None:
+        """Send tick `at` (`again`: once more, by the timer sweep at that time)."""
         tick = ScheduleTick(
             name=schedule.name,
             generation=schedule.generation,
             at=at,
             due=at + jitter(schedule.name, at, schedule.spec.jitter_s),
         )
-        ident = msg_id(f"sched-{schedule.name}", schedule.generation, f"tick-{int(at)}")
+        kind = f"tick-{int(at)}" + (f"-swept-{again}" if again is not None else "")
+        ident = msg_id(f"sched-{schedule.name}", schedule.generation, kind)
         await self.sup.publish(self.sup.names.timer, tick, msg_id=ident)
+
+    async def overdue(self, grace: float) -> int:
+        """Send again the next tick of each running schedule overdue by more than `grace`
+        s (the timer sweep, `actors/jobs/sweep.py`: a lost tick would end its chain); how
+        many were sent. A tick handled already is dropped as it comes."""
+        now, sent = time.time(), 0
+        for schedule in await self._all():
+            at = schedule.next_at
+            if schedule.paused or at is None:
+                continue
+            if at + jitter(schedule.name, at, schedule.spec.jitter_s) + grace < now:
+                await self._send(schedule, at, again=int(now))
+                self.sup.log.warning("schedule.tick_resent", schedule=schedule.name, at=at)
+                sent += 1
+        return sent
 
     # --- ticks ----------------------------------------------------------------------------
 

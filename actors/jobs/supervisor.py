@@ -37,6 +37,7 @@ from actors.jobs import flows
 from actors.jobs.flows import admit, next_tick, pump, released
 from actors.jobs.rules import Rules, check_input, forged
 from actors.jobs.scheduler import Scheduler
+from actors.jobs.sweep import TimerSweep
 from actors.jobs.threads import take_turn, thread_ended
 from actors.runtime import tracing as tracing
 from actors.runtime.actor import REQUEST_HEADERS, Actor, Delivery, Endpoint, Inbox
@@ -164,7 +165,8 @@ class Supervisor(Actor):
     from anyone but the sender the job's step waits for is refused (`ForgedReportError`:
     dead-lettered, counted, never applied); and
     `rig.work.timer` (durable `supervisor-timer`): `DeadlineCheck` and `StallCheck`,
-    held back by nak-with-delay until due; and every dead letter, `rig.dlq.>` of
+    held back by nak-with-delay until due (and sent again if the servers lose one:
+    `actors/jobs/sweep.py`); and every dead letter, `rig.dlq.>` of
     stream `RIG_DLQ` (durable `supervisor-dlq`), so that a job whose message could
     not be handled is handed to a person (or failed, by the agent's `on_stuck`).
     Publishes: `rig.work.agent.<agent>` (`StepRequest`), `rig.work.tool.<tool>`
@@ -203,6 +205,7 @@ class Supervisor(Actor):
         self._catalog: KeyValue | None = None  # RIG_TOOLS, opened when a decision needs it
         self._threads: KeyValue | None = None  # RIG_THREADS, opened by a thread's first turn
         self.scheduler = Scheduler(self)  # rig.api.schedule, and the schedules' ticks
+        self.sweep = TimerSweep(self)  # the timers the servers lost, sent again
         self._flows: KeyValue | None = None  # RIG_FLOWS, opened by a job with a key
         # A snapshot is one KV message: room for the headers the write adds.
         sizes = self.config.sizes
@@ -224,6 +227,7 @@ class Supervisor(Actor):
             self._presence = await self.js.key_value(self.names.presence_bucket)
             await self._share()
             self._sharing = asyncio.create_task(self._keep_sharing())
+        self._sweeping = asyncio.create_task(self.sweep.run())
 
     def endpoints(self) -> list[Endpoint]:
         return [
@@ -317,14 +321,15 @@ class Supervisor(Actor):
                 self.log.warning("partitions.unknown", error=repr(exc))
 
     async def on_stop(self) -> None:
-        """Leave the partitions to the other replicas at once."""
+        """Stop sweeping; leave the partitions to the other replicas at once."""
         sharing = getattr(self, "_sharing", None)
-        if sharing is None:
-            return
-        sharing.cancel()
-        await asyncio.gather(sharing, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._presence.delete(f"supervisor.{self._instance}")
+        tasks = [task for task in (getattr(self, "_sweeping", None), sharing) if task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if sharing is not None:
+            with contextlib.suppress(Exception):
+                await self._presence.delete(f"supervisor.{self._instance}")
 
     # --- the API -----------------------------------------------------------------
 

@@ -371,15 +371,13 @@ async def ensure_topology(
         (names.tools_bucket, "Rig tools each executor serves (<executor>.<tool>: a ToolEntry)"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas)
-    try:
-        await js.key_value(names.index_bucket)
-        indexed = True
-    except BucketNotFoundError:
-        indexed = False  # a deployment from before the index: its jobs are entered below
+    indexed = await _exists(js, names.index_bucket)  # else its jobs are entered below
+    swept = await _exists(js, names.running_bucket)
     # Buckets whose entries expire one by one (an ended job's, a cached answer).
     for bucket, description in (
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.index_bucket, "Rig job index: a JobEntry per <agent>.<job_id>, for listing"),
+        (names.running_bucket, "Rig jobs not ended, by <partition>.<job_id>: the timer sweep's"),
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
         (names.threads_bucket, "Rig threads: the turns of each conversation, by id"),
         (names.memory_bucket, "Rig memory: what agents remember (<agent>.<scope>.<owner>.<key>)"),
@@ -390,8 +388,8 @@ async def ensure_topology(
         (names.flows_bucket, "Rig concurrency keys: who runs and who waits, by agent.key"),
     ):
         await _ensure_bucket(js, bucket, description, replicas=replicas)
-    if not indexed:
-        await _enter_jobs(js, names)
+    if not (indexed and swept):
+        await _enter_jobs(js, names, index=not indexed, running=not swept)
     await _ensure_bucket(
         js,
         names.presence_bucket,
@@ -437,16 +435,28 @@ async def ensure_topology(
         await _scale(js, await js.stream_info(f"OBJ_{names.results_store}"), replicas)
 
 
-async def _enter_jobs(js: JetStreamContext, names: Names) -> None:
-    """Enter every job kept in `RIG_JOBS` in a new index (once, when it is made)."""
+async def _exists(js: JetStreamContext, bucket: str) -> bool:
+    try:
+        await js.key_value(bucket)
+    except BucketNotFoundError:
+        return False
+    return True
+
+
+async def _enter_jobs(js: JetStreamContext, names: Names, *, index: bool, running: bool) -> None:
+    """Enter the jobs kept in `RIG_JOBS` in a new index, and those not ended in a new
+    `RIG_RUNNING` (once, when a deployment from before them gets them)."""
     entered = 0
     async for job_id, data in kv_latest(js, names.jobs_bucket):
         job = decode_as(JobSnapshot, data)[0]
-        key = kv_subject(names.index_bucket, names.index_key(job.agent, job_id))
-        await js.publish(key, encode(job.entry()))
+        if index:
+            key = kv_subject(names.index_bucket, names.index_key(job.agent, job_id))
+            await js.publish(key, encode(job.entry()))
+        if running and not job.terminal:
+            await js.publish(kv_subject(names.running_bucket, names.running_key(job_id)), b"1")
         entered += 1
     if entered:
-        log.info("index.filled", jobs=entered)
+        log.info("index.filled", jobs=entered, index=index, running=running)
 
 
 def partitions_made(info: Any) -> int:

@@ -136,6 +136,13 @@ SETTINGS: tuple[Setting, ...] = (
             "a supervisor's name among its replicas (`rig up` gives "
             "each slot one, so a restarted one takes its partitions back at once)",
         ),
+        (
+            "RIG_TIMER_SWEEP_S",
+            "60",
+            "every this many seconds a supervisor sends again the timers (deadline, stall, "
+            "signal timeout, schedule tick) of its jobs that are overdue by as much: what "
+            "the servers lost",
+        ),
         ("RIG_HOSTNAME", "the system's", "this host's name in the local ledger's presence"),
         (
             "RIG_ALLOW_SECOND_LEDGER",
@@ -345,6 +352,7 @@ class RigConfig:
     log_file: Path | None = None
     uvloop: bool = True
     instance: str | None = None  # a supervisor's name among its replicas
+    timer_sweep_s: float = 60.0  # how often, and how late, a lost timer is sent again
     hostname: str | None = None  # this host's name in the local ledger's presence
     allow_second_ledger: bool = False
     profile_dir: Path | None = None
@@ -400,6 +408,7 @@ class RigConfig:
             log_file=env.path("RIG_LOG_FILE"),
             uvloop=env.flag("RIG_UVLOOP", True),
             instance=env.text("RIG_INSTANCE") or None,
+            timer_sweep_s=env.number("RIG_TIMER_SWEEP_S", 60.0, low=0.1, high=86400),
             hostname=env.text("RIG_HOSTNAME") or None,
             allow_second_ledger=env.flag("RIG_ALLOW_SECOND_LEDGER", False),
             profile_dir=env.path("RIG_PROFILE_DIR"),

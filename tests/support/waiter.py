@@ -3,7 +3,7 @@
 `Waiter` asks a question (the model routes it to `waiting`), then waits up to an hour
 for the signal `customer_reply`, whose data (a `Reply`) is the arguments of its
 `got_reply` edge; it answers with the reply's text. `Hasty` is the same agent waiting
-one second, whose timeout edge closes the job.
+one second, whose timeout edge closes the job; `Patient` waits eight.
 """
 
 from __future__ import annotations
@@ -71,6 +71,13 @@ class Hasty(Agent):
     name = "hasty"
     graph = waiting(1.0)
     example_input = {"ticket": "T-2"}
+    llm = RuleLLM(route)
+
+
+class Patient(Agent):
+    name = "patient"
+    graph = waiting(8.0)
+    example_input = {"ticket": "T-3"}
     llm = RuleLLM(route)
 
 
