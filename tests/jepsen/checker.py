@@ -76,6 +76,14 @@ def check_folder(folder: Path) -> Verdict:
     times = folder / "times.json"
     if times.exists():  # how long the jobs took to settle once the faults stopped
         verdict.counts["settled_s"] = json.loads(times.read_text()).get("settled_s", -1)
+    # The timers the servers lost that a supervisor's sweep sent again (a count to read,
+    # not a verdict: a late timer is sent again too).
+    sweeps = ('"timers.resent"', '"schedule.tick_resent"')
+    verdict.counts["timers resent"] = sum(
+        any(said in line for said in sweeps)
+        for path in folder.glob("work/h*/supervisor.log")
+        for line in path.read_text(errors="replace").splitlines()
+    )
     return verdict
 
 

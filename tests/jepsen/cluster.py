@@ -198,6 +198,8 @@ async def cluster_on_hosts(
                 "RIG_REPLICAS": "3",
                 "RIG_SUPERVISOR_PARTITIONS": str(PARTITIONS),
                 "RIG_ACK_WAIT": "2",
+                # A timer the servers lose is sent again within the settle bound.
+                "RIG_TIMER_SWEEP_S": "10",
                 "RIG_LOG_FORMAT": "json",
                 "RIG_HOSTNAME": host.name,
                 "PYTHONPATH": str(ROOT),
