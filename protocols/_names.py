@@ -238,8 +238,9 @@ class Names:
 
     @property
     def running_bucket(self) -> str:
-        """The jobs that have not ended, by `running_key`: what each supervisor's timer
-        sweep reads for its partitions (an ended job's key is deleted)."""
+        """The jobs that run or wait to start, by `running_key`: what each supervisor's
+        timer sweep reads for its partitions (the key goes while a job waits for a person,
+        and when it ends)."""
         return f"{self.prefix.upper()}_RUNNING"
 
     def running_key(self, job_id: str) -> str:

@@ -618,10 +618,12 @@ class Rules:
 
     def index(self, job: JobSnapshot) -> None:
         """Write the job's entry in the index that listing reads (`Names.index_bucket`),
-        and its key in `Names.running_bucket` (deleted as it ends): the timer sweep's."""
+        and its key in `Names.running_bucket` while it runs or waits to start: what the
+        timer sweep reads (a job that ended or waits for a person has no timer)."""
         key = self.names.index_key(job.agent, job.job_id)
         running = kv_subject(self.names.running_bucket, self.names.running_key(job.job_id))
-        ended = {Header.KV_OPERATION: "DEL"} if job.terminal else {}
+        timed = job.status in ("accepted", "running")
+        ended = {} if timed else {Header.KV_OPERATION: "DEL"}
         job.outbox += [
             Outgoing(
                 subject=kv_subject(self.names.index_bucket, key),
@@ -632,7 +634,7 @@ class Rules:
             Outgoing(
                 subject=running,
                 msg_id=msg_id(job.job_id, job.event_seq, "running"),
-                data=b"" if job.terminal else b"1",
+                data=b"1" if timed else b"",
                 headers=ended | self.expiry(job),
             ),
         ]

@@ -4,9 +4,9 @@ A job's timers (its deadline, its stall watchdog, a signal's timeout, its concur
 key's wake-up) and a schedule's chain of ticks wait on the server: messages of
 `rig.work.timer` held back by nak-with-delay. A server can lose such a message's place
 in its consumer (nats-server 2.15.1 did around a power cut: docs/design/jepsen.md), and
-then nothing would ever move the job. So every `RIG_TIMER_SWEEP_S` each supervisor reads
-the jobs of its partitions that have not ended (`RIG_RUNNING`, a key per job) and sends
-again each timer due longer ago than that (`Rules.overdue`); the replicas that take
+then nothing would ever move the job. So every `RIG_TIMER_SWEEP_S` each supervisor
+reads the jobs of its partitions that run or wait to start (`RIG_RUNNING`, a key per
+job) and sends again each timer due longer ago than that (`Rules.overdue`); those that take
 partition 0 do the same for the schedules' next ticks (`Scheduler.overdue`). A timer's
 handler judges it as it would have judged the lost one, and a timer's cause is its
 identity: one that did fire after all is applied once.

@@ -377,7 +377,7 @@ async def ensure_topology(
     for bucket, description in (
         (names.jobs_bucket, "Rig job snapshots (compare-and-set on revision)"),
         (names.index_bucket, "Rig job index: a JobEntry per <agent>.<job_id>, for listing"),
-        (names.running_bucket, "Rig jobs not ended, by <partition>.<job_id>: the timer sweep's"),
+        (names.running_bucket, "Rig jobs running or to start (<partition>.<job_id>): swept"),
         (names.llm_cache_bucket, "Rig LLM response cache (exact match, temperature 0)"),
         (names.threads_bucket, "Rig threads: the turns of each conversation, by id"),
         (names.memory_bucket, "Rig memory: what agents remember (<agent>.<scope>.<owner>.<key>)"),
@@ -444,15 +444,15 @@ async def _exists(js: JetStreamContext, bucket: str) -> bool:
 
 
 async def _enter_jobs(js: JetStreamContext, names: Names, *, index: bool, running: bool) -> None:
-    """Enter the jobs kept in `RIG_JOBS` in a new index, and those not ended in a new
-    `RIG_RUNNING` (once, when a deployment from before them gets them)."""
+    """Enter the jobs kept in `RIG_JOBS` in a new index, and those that run or wait to
+    start in a new `RIG_RUNNING` (once, when a deployment from before them gets them)."""
     entered = 0
     async for job_id, data in kv_latest(js, names.jobs_bucket):
         job = decode_as(JobSnapshot, data)[0]
         if index:
             key = kv_subject(names.index_bucket, names.index_key(job.agent, job_id))
             await js.publish(key, encode(job.entry()))
-        if running and not job.terminal:
+        if running and job.status in ("accepted", "running"):
             await js.publish(kv_subject(names.running_bucket, names.running_key(job_id)), b"1")
         entered += 1
     if entered:

@@ -75,8 +75,12 @@ def test_a_stall_check_lost_is_sent_and_a_job_that_did_not_move_goes_to_a_person
     [timer] = late.overdue(job, GRAPH, GRACE)
     assert timer == StallCheck(job_id="w", at=1030.0, seq=job.event_seq, arm=job.stall_arm)
     parked, again = late.stall(job, GRAPH, timer, "human")
-    assert again is None and parked is not None and parked.status == "waiting_human"
-    assert late.overdue(parked, GRAPH, GRACE) == []  # on a person's time now
+    assert again is None
+    parked = settled(late, parked)
+    assert parked.status == "waiting_human"
+    assert late.overdue(parked, GRAPH, GRACE) == []  # on a person's time now: no timer,
+    [(data, headers)] = running_key(parked)  # so no key either (a resume puts it back)
+    assert data == b"" and headers == {Header.KV_OPERATION: "DEL"}
 
 
 def test_a_deadline_lost_is_sent_and_ends_the_job() -> None:
