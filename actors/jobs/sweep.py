@@ -18,7 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from actors.runtime.nats import kv_latest
-from protocols import Header, RigError, kv_subject, msg_id
+from protocols import FlowTick, Header, RigError, kv_subject, msg_id
 
 if TYPE_CHECKING:
     from actors.jobs.supervisor import Supervisor
@@ -45,22 +45,28 @@ class TimerSweep:
         names = self.sup.names
         owned = sorted(self.sup._owned)
         sent = 0
+        woken: set[str] = set()  # concurrency keys woken: once each, however many wait
         for partition in owned:
             keys = kv_latest(self.sup.js, names.running_bucket, f"{partition}.*")
             async for key, _value in keys:
-                sent += await self._job(key.split(".", 1)[1], grace)
+                sent += await self._job(key.split(".", 1)[1], grace, woken)
         if 0 in owned:
             sent += await self.sup.scheduler.overdue(grace)
         return sent
 
-    async def _job(self, job_id: str, grace: float) -> int:
+    async def _job(self, job_id: str, grace: float, woken: set[str]) -> int:
         try:
             job, _revision = await self.sup._load(job_id)
             if job is None or job.terminal:
                 await self._forget(job_id)  # its end's delete was lost, or it expired
                 return 0
             rules = self.sup.rules
-            timers = rules.overdue(job, await self.sup._graph_of(job), grace)
+            timers = [
+                timer
+                for timer in rules.overdue(job, await self.sup._graph_of(job), grace)
+                if not isinstance(timer, FlowTick) or timer.key not in woken
+            ]
+            woken |= {timer.key for timer in timers if isinstance(timer, FlowTick)}
             for timer in timers:
                 again = msg_id(job_id, job.event_seq, f"swept-{timer.kind}-{int(rules.now)}")
                 await self.sup.publish(self.sup.names.timer, timer, msg_id=again)
