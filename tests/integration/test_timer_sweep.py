@@ -7,9 +7,11 @@ import json
 
 import pytest
 
+from actors.runtime.nats import ensure_topology, kv_latest
 from actors.testing import Deployment, eventually
 from protocols import JobSnapshot, decode_as
 from tests.integration.test_schedules import CHATTER, fired
+from tests.support.waiter import WAITERS
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +54,26 @@ async def test_timers_lost_by_the_servers_are_sent_again(rig: Deployment) -> Non
     resent = [(s.get("job_id"), s["timers"]) for s in said if s["event"] == "timers.resent"]
     assert resent == [("p-1", ["signal_timeout"])]  # once: what it sent fired
     assert "beat" in {s.get("schedule") for s in said if s["event"] == "schedule.tick_resent"}
+
+
+async def test_a_deployment_from_before_the_sweep_gets_its_running_jobs_entered(
+    rig: Deployment,
+) -> None:
+    """`ensure_topology` (what `rig up` runs) on a deployment without `RIG_RUNNING`
+    makes it with a key for each job that runs or waits to start, none for an ended one."""
+    await rig.spawn(*WAITERS)
+    await rig.client.submit("waiter", {"ticket": "T-1"}, job_id="w-1")  # waits an hour
+    await rig.client.submit("hasty", {"ticket": "T-2"}, job_id="h-1")  # ends in a second
+    assert (await rig.client.wait("h-1", timeout=rig.within())).status == "failed"
+
+    async def waits() -> bool:
+        return (await rig.client.status("w-1")).waiting_signal == "customer_reply"
+
+    await eventually(waits, timeout=rig.within(), message="w-1 waits for its signal")
+    js = rig.nc.jetstream()
+    keys = {key async for key, _ in kv_latest(js, rig.names.running_bucket)}
+    assert keys == {rig.names.running_key("w-1")}  # put as it started, h-1's deleted
+    await js.delete_key_value(rig.names.running_bucket)
+    await ensure_topology(js, rig.names)
+    keys = {key async for key, _ in kv_latest(js, rig.names.running_bucket)}
+    assert keys == {rig.names.running_key("w-1")}
