@@ -16,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from actors.jobs.rules import check_input
 from actors.jobs.schedules import check_spec, due, jitter, ticks_after
+from actors.runtime.metrics import TIMERS_RESENT, child
 from actors.runtime.nats import kv_latest, kv_read
 from protocols import (
     TERMINAL_STATUSES,
@@ -175,6 +176,7 @@ class Scheduler:
             if at + jitter(schedule.name, at, schedule.spec.jitter_s) + grace < now:
                 await self._send(schedule, at, again=int(now))
                 self.sup.log.warning("schedule.tick_resent", schedule=schedule.name, at=at)
+                child(TIMERS_RESENT, "schedule_tick").inc()
                 sent += 1
         return sent
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from actors.runtime.metrics import TIMERS_RESENT, child
 from actors.runtime.nats import kv_latest
 from protocols import FlowTick, Header, RigError, kv_subject, msg_id
 
@@ -70,6 +71,7 @@ class TimerSweep:
             for timer in timers:
                 again = msg_id(job_id, job.event_seq, f"swept-{timer.kind}-{int(rules.now)}")
                 await self.sup.publish(self.sup.names.timer, timer, msg_id=again)
+                child(TIMERS_RESENT, timer.kind).inc()
         except RigError as exc:  # an unreadable snapshot, an agent gone: said, not fatal
             self.sup.log.warning("timers.job_unswept", job_id=job_id, error=exc.message)
             return 0

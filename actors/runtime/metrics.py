@@ -139,6 +139,12 @@ FORGED_REPORTS = Counter(
     "report claims or the job's step waits for, by sender (kind.name)",
     ["sender"],
 )
+TIMERS_RESENT = Counter(
+    "rig_timers_resent_total",
+    "Timers a supervisor's sweep sent again, overdue by more than RIG_TIMER_SWEEP_S (lost "
+    "by the servers, or held by a process that stopped), by kind",
+    ["kind"],
+)
 SNAPSHOTS_UNREADABLE = Counter(
     "rig_snapshots_unreadable_total",
     "Job snapshots that did not decode when a supervisor read them (something other than a "

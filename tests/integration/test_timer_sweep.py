@@ -8,8 +8,10 @@ import json
 import pytest
 
 from actors.runtime.nats import ensure_topology, kv_latest
+from actors.runtime.net import free_port
 from actors.testing import Deployment, eventually
 from protocols import JobSnapshot, decode_as
+from tests.integration.test_observe import scrape, total
 from tests.integration.test_schedules import CHATTER, fired
 from tests.support.waiter import WAITERS
 
@@ -43,6 +45,7 @@ async def test_timers_lost_by_the_servers_are_sent_again(rig: Deployment) -> Non
     info = await js.stream_info(rig.names.work_stream, subjects_filter=rig.names.timer)
     assert not info.state.subjects  # no timer left anywhere
 
+    rig.extra_env["RIG_METRICS_PORT"] = str(port := free_port())
     await rig.spawn("actors:Supervisor")
     done = await rig.client.wait("p-1", timeout=rig.within(30))
     assert (done.status, done.state) == ("failed", "closed")
@@ -54,6 +57,9 @@ async def test_timers_lost_by_the_servers_are_sent_again(rig: Deployment) -> Non
     resent = [(s.get("job_id"), s["timers"]) for s in said if s["event"] == "timers.resent"]
     assert resent == [("p-1", ["signal_timeout"])]  # once: what it sent fired
     assert "beat" in {s.get("schedule") for s in said if s["event"] == "schedule.tick_resent"}
+    samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+    assert total(samples, "rig_timers_resent_total", kind="signal_timeout") == 1
+    assert total(samples, "rig_timers_resent_total", kind="schedule_tick") >= 1
 
 
 async def test_a_deployment_from_before_the_sweep_gets_its_running_jobs_entered(
