@@ -48,9 +48,10 @@ class TimerSweep:
         sent = 0
         woken: set[str] = set()  # concurrency keys woken: once each, however many wait
         for partition in owned:
+            # The keys first, then the jobs: no consumer stays open while snapshots are read.
             keys = kv_latest(self.sup.js, names.running_bucket, f"{partition}.*")
-            async for key, _value in keys:
-                sent += await self._job(key.split(".", 1)[1], grace, woken)
+            for job_id in [key.split(".", 1)[1] async for key, _value in keys]:
+                sent += await self._job(job_id, grace, woken)
         if 0 in owned:
             sent += await self.sup.scheduler.overdue(grace)
         return sent
