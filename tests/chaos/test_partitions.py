@@ -5,17 +5,21 @@ the share handed over when a replica stops or dies (docs/design/architecture.md,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 
 import pytest
 from nats.js.api import ConsumerConfig
 
 from actors.examples.refund import RefundAgent
+from actors.jobs.supervisor import partitions_of
 from actors.runtime.discovery import discover
 from actors.runtime.nats import PARTITIONS_KEY, ensure_topology
 from actors.testing import Deployment, eventually
 from protocols import MAX_PARTITIONS
+from protocols._names import partition_of
 from tests.conftest import REFUND
+from tests.integration.test_schedules import CHATTER
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -129,3 +133,48 @@ async def split(rig: Deployment, partitions: int) -> None:
     info = await js.stream_info(rig.names.work_stream)
     info.config.metadata = {**(info.config.metadata or {}), PARTITIONS_KEY: str(partitions)}
     await js.update_stream(info.config)
+
+
+async def test_a_replicas_old_copy_of_a_job_never_sends_its_outbox_again(
+    rig: Deployment,
+) -> None:
+    """A replica that answers a submit keeps the snapshot it wrote; the replica of the
+    job's partition runs the job to its end. When a later message of the job (its stall
+    check, the other replica gone) comes to the first, the outbox of its old copy went
+    out long ago: sent again past the stream's duplicate window (here half a second) it
+    would be stored twice (the Jepsen harness, seed 16). Each journal holds each event
+    once."""
+    await split(rig, MAX_PARTITIONS)
+    js = rig.nc.jetstream()
+    events = await js.stream_info(rig.names.events_stream)
+    events.config.duplicate_window = 0.5
+    await js.update_stream(events.config)
+    replicas = {}
+    for name in ("a", "b"):
+        rig.extra_env["RIG_INSTANCE"] = name
+        [replicas[name]] = await rig.spawn("actors:Supervisor")
+    del rig.extra_env["RIG_INSTANCE"]
+    await rig.spawn(CHATTER)
+    await eventually(lambda: _shares(rig, 2), timeout=30, message="two replicas share")
+    theirs = partitions_of("b", ["a", "b"], MAX_PARTITIONS)
+    ids = (f"old-{n}" for n in itertools.count())
+    jobs = list(itertools.islice((i for i in ids if partition_of(i, MAX_PARTITIONS) in theirs), 20))
+    # About half are answered by "a" (the API is a queue group): those it keeps.
+    for job_id in jobs:
+        await rig.client.submit("chatter", {"text": "hi"}, job_id=job_id, stall_s=8)
+    for job_id in jobs:
+        assert (await rig.client.wait(job_id, timeout=rig.within(30))).status == "succeeded"
+    replicas["b"].kill()
+    await replicas["b"].wait()
+
+    async def checked() -> bool:  # every stall check came (to "a") and was handled
+        info = await js.consumer_info(rig.names.work_stream, rig.names.timer_durable)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await eventually(checked, timeout=rig.within(30), message="the stall checks handled")
+    for job_id in jobs:
+        seqs = [event.seq for event in await rig.client.journal(job_id)]
+        assert seqs == list(range(1, len(seqs) + 1)), (job_id, seqs)
+        subject = rig.names.events(job_id)
+        stored = await js.stream_info(rig.names.events_stream, subjects_filter=subject)
+        assert (stored.state.subjects or {}).get(subject) == len(seqs), job_id  # none twice
