@@ -1389,6 +1389,12 @@ class JobSnapshot(_Wire):
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def timed(self) -> bool:
+        """Whether it may wait for a timer: it runs or waits to start (one that ended, or
+        that waits for a person, has none). Such a job has a key in `RIG_RUNNING`."""
+        return self.status in ("accepted", "running")
+
     def entry(self) -> JobEntry:
         return JobEntry(
             job_id=self.job_id,

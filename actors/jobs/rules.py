@@ -528,7 +528,7 @@ class Rules:
         identity: one that did fire is not applied twice)."""
         late = self.now - grace
         found: list[DeadlineCheck | StallCheck | SignalTimeout | FlowTick] = []
-        if job.status not in ("accepted", "running"):
+        if not job.timed:
             return found  # ended, or on a person's time
         if job.deadline is not None and job.deadline < late:
             found.append(DeadlineCheck(job_id=job.job_id, at=job.deadline))
@@ -622,8 +622,7 @@ class Rules:
         timer sweep reads (a job that ended or waits for a person has no timer)."""
         key = self.names.index_key(job.agent, job.job_id)
         running = kv_subject(self.names.running_bucket, self.names.running_key(job.job_id))
-        timed = job.status in ("accepted", "running")
-        ended = {} if timed else {Header.KV_OPERATION: "DEL"}
+        ended = {} if job.timed else {Header.KV_OPERATION: "DEL"}
         job.outbox += [
             Outgoing(
                 subject=kv_subject(self.names.index_bucket, key),
@@ -634,7 +633,7 @@ class Rules:
             Outgoing(
                 subject=running,
                 msg_id=msg_id(job.job_id, job.event_seq, "running"),
-                data=b"1" if timed else b"",
+                data=b"1" if job.timed else b"",
                 headers=ended | self.expiry(job),
             ),
         ]

@@ -452,7 +452,7 @@ async def _enter_jobs(js: JetStreamContext, names: Names, *, index: bool, runnin
         if index:
             key = kv_subject(names.index_bucket, names.index_key(job.agent, job_id))
             await js.publish(key, encode(job.entry()))
-        if running and job.status in ("accepted", "running"):
+        if running and job.timed:
             await js.publish(kv_subject(names.running_bucket, names.running_key(job_id)), b"1")
         entered += 1
     if entered:
