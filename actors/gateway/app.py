@@ -675,6 +675,7 @@ class Gateway(Actor):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=2.0)
         await site.start()
+        self.port = self._runner.addresses[0][1]  # the one bound, when asked for 0 (any)
         self.log.info("gateway.listening", url=f"http://{self.host}:{self.port}", open_files=files)
 
     async def on_stop(self) -> None:

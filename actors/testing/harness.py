@@ -349,13 +349,17 @@ class Deployment:
         try:
             proc = await self.rig_up(wanted)
             self.procs.append(proc)
-            try:
-                async with asyncio.timeout(self.within(30)):
-                    for _ in range(sum(wanted.values())):
-                        await sub.next_msg(timeout=self.within(30))
-            except TimeoutError:
+            announced = asyncio.create_task(_announcements(sub, sum(wanted.values())))
+            exited = asyncio.create_task(proc.wait())
+            done, _ = await asyncio.wait(
+                {announced, exited}, timeout=self.within(30), return_when=asyncio.FIRST_COMPLETED
+            )
+            announced.cancel()
+            exited.cancel()
+            if announced not in done or announced.cancelled():
                 log = _tail(self.home / "up.out", 20)
-                raise AssertionError(f"rig up's actors did not all announce: {log}") from None
+                why = f"exited {proc.returncode}" if exited in done else "timed out"
+                raise AssertionError(f"rig up's actors did not all announce ({why}): {log}")
         finally:
             await sub.unsubscribe()
         return proc
@@ -449,6 +453,11 @@ async def deployment(
 
 
 _TROUBLE = re.compile(r'"level": "(warning|error|critical)"|Traceback|^\w+Error\b')
+
+
+async def _announcements(sub: Any, count: int) -> None:
+    for _ in range(count):
+        await sub.next_msg(timeout=None)
 
 
 def _tail(path: Path, lines: int = 5) -> list[str]:

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from actors.deploy.up import free_port
 from actors.gateway.app import WRITE_TIMEOUT_S
 from actors.gateway.keys import add_key, revoke_key
 from actors.testing import Deployment, eventually
@@ -33,10 +32,14 @@ OVER_LIMIT = {"order_id": "A-1001", "amount": 650.0, "reason": "never arrived"} 
 
 
 async def start_gateway(rig: Deployment) -> tuple[str, asyncio.subprocess.Process]:
-    port = free_port()
-    rig.extra_env["RIG_GATEWAY_PORT"] = str(port)
-    [proc] = await rig.spawn("actors:Gateway")
-    return f"http://127.0.0.1:{port}", proc
+    """A gateway on a port it picks itself (`RIG_GATEWAY_PORT=0`), and the URL it logged:
+    no other process can take that port between a check and the bind."""
+    rig.extra_env["RIG_GATEWAY_PORT"] = "0"
+    [proc] = await rig.spawn("actors:Gateway")  # it announces itself once it listens
+    lines = rig.log_of("actors:Gateway").read_text().splitlines()
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    *_, url = [line["url"] for line in logged if line["event"] == "gateway.listening"]
+    return str(url), proc
 
 
 async def sse(
