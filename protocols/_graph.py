@@ -58,7 +58,7 @@ def check_tool_set(entries: tuple[str, ...]) -> None:
 class Edge(BaseModel):
     """One choice the LLM may make in a state."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     to: str
@@ -225,7 +225,7 @@ class State(BaseModel):
     """A state of the job: terminal (ends it), human (parks it), waiting for a signal (a
     named message from outside), or decided by the LLM."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     description: str = ""
     edges: tuple[Edge, ...] = ()
@@ -307,7 +307,7 @@ class State(BaseModel):
 class Graph(BaseModel):
     """A validated finite-state machine; see the module docstring for an example."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     initial: str
     states: dict[str, State]

@@ -70,9 +70,12 @@ def now() -> float:
 
 
 class _Wire(BaseModel):
-    """Between actors: unknown fields are ignored (forward compatible)."""
+    """Between actors: unknown fields are ignored (forward compatible).
 
-    model_config = ConfigDict(extra="ignore")
+    Every message model here defers building its validator to its first use: a process
+    uses a few of them (building them all at import cost each process about 15 ms)."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class _Api(BaseModel):
@@ -80,7 +83,7 @@ class _Api(BaseModel):
     so is anything else `check_plain` refuses, in any field (a lone surrogate in a note,
     an integer past 64 bits)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)  # as _Wire
 
     @model_validator(mode="before")
     @classmethod
