@@ -350,16 +350,22 @@ class Deployment:
             proc = await self.rig_up(wanted)
             self.procs.append(proc)
             announced = asyncio.create_task(_announcements(sub, sum(wanted.values())))
-            exited = asyncio.create_task(proc.wait())
-            done, _ = await asyncio.wait(
-                {announced, exited}, timeout=self.within(30), return_when=asyncio.FIRST_COMPLETED
-            )
-            announced.cancel()
-            exited.cancel()
-            if announced not in done or announced.cancelled():
+            exited = asyncio.create_task(proc.wait())  # then no announcement will come
+            try:
+                done, _ = await asyncio.wait(
+                    {announced, exited},
+                    timeout=self.within(30),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for task in (announced, exited):
+                    task.cancel()
+                await asyncio.gather(announced, exited, return_exceptions=True)
+            if announced not in done:
                 log = _tail(self.home / "up.out", 20)
                 why = f"exited {proc.returncode}" if exited in done else "timed out"
                 raise AssertionError(f"rig up's actors did not all announce ({why}): {log}")
+            announced.result()
         finally:
             await sub.unsubscribe()
         return proc
