@@ -655,7 +655,7 @@ class Gateway(Actor):
             )
         self.webhooks = WebhookSettings.of(self.config)
         if self.webhooks.secret is not None:
-            records = await self.js.key_value(self.names.webhooks_bucket)
+            records = await self.bucket(self.names.webhooks_bucket)
             self._sender = WebhookSender(self.webhooks, records)
         else:
             self.log.info("gateway.webhooks_off", why="no RIG_WEBHOOK_SECRET")

@@ -189,9 +189,9 @@ class Supervisor(Actor):
     name = "supervisor"
 
     async def on_start(self) -> None:
-        self._jobs: KeyValue = await self.js.key_value(self.names.jobs_bucket)
-        self._agents: KeyValue = await self.js.key_value(self.names.agents_bucket)
-        self._graphs: KeyValue = await self.js.key_value(self.names.graphs_bucket)
+        self._jobs: KeyValue = await self.bucket(self.names.jobs_bucket)
+        self._agents: KeyValue = await self.bucket(self.names.agents_bucket)
+        self._graphs: KeyValue = await self.bucket(self.names.graphs_bucket)
         self._versions: dict[str, AgentInfo] = {}
         self._agent_cache: dict[str, tuple[float, AgentInfo]] = {}
         self._live_cache: dict[str, tuple[float, bool]] = {}
@@ -224,8 +224,8 @@ class Supervisor(Actor):
         if self.names.partitions == 1:
             self._owned = frozenset({0})
         else:
-            self._presence = await self.js.key_value(self.names.presence_bucket)
-            await self._share()
+            self._presence = await self.bucket(self.names.presence_bucket)
+            await self.patiently(self._share, doing="taking its share of the partitions")
             self._sharing = asyncio.create_task(self._keep_sharing())
         self._sweeping = asyncio.create_task(self.sweep.run())
 

@@ -356,21 +356,22 @@ class Agent(Actor):
 
     async def on_start(self) -> None:
         self._kvs = (
-            await self.js.key_value(self.names.breakers_bucket),
-            await self.js.key_value(self.names.llm_cache_bucket),
+            await self.bucket(self.names.breakers_bucket),
+            await self.bucket(self.names.llm_cache_bucket),
         )
+        graphs = await self.bucket(self.names.graphs_bucket)
+        agents = await self.bucket(self.names.agents_bucket)
+        self._presence = await self.bucket(self.names.presence_bucket)
         self._llm = self.create_llm()
         await self._check_providers()
         info = encode(self.info())
         # This version first: a job started on it must always find its graph.
-        graphs = await self.js.key_value(self.names.graphs_bucket)
-        await graphs.put(f"{self.name}.{self.graph.version}", info)
-        agents = await self.js.key_value(self.names.agents_bucket)
-        await agents.put(self.name, info)
-        self._presence = await self.js.key_value(self.names.presence_bucket)
+        key = f"{self.name}.{self.graph.version}"
+        await self.patiently(lambda: graphs.put(key, info), doing="writing its graph")
+        await self.patiently(lambda: agents.put(self.name, info), doing="registering")
         self.catalog = Catalog(self.js, self.names)
         self._instance = uuid.uuid4().hex[:12]
-        await self._beat()
+        await self.patiently(self._beat, doing="saying it is alive")
         self._heart = asyncio.create_task(keep_beating(self._beat, self.log))
 
     _configured: AgentLLMConfig | None = None

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import structlog
 from nats.aio.client import Client
@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 
 from actors.runtime import tracing as tracing
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 log = structlog.get_logger("rig.actor")
+T = TypeVar("T")
 
 # The headers of the request an endpoint's responder is answering (its task's own).
 REQUEST_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
@@ -453,6 +455,20 @@ class Actor:
                 await metrics.cleanup()
             await asyncio.to_thread(tracing.stop)  # what is buffered goes out
             self.log.info("actor.stopped")
+
+    async def patiently(self, attempt: Callable[[], Awaitable[T]], *, doing: str) -> T:
+        """`attempt()`, waited out while the servers are away or a cluster elects its
+        leaders (up to `OUTAGE_S`): what `on_start` asks of JetStream (opening buckets,
+        writing what the process serves) goes through here, so that an actor started
+        during an election waits for it rather than exiting. `attempt` runs again, so it
+        must be safe to repeat."""
+        return await outlasting(attempt, doing=doing, waiting=self._waits)
+
+    async def bucket(self, name: str) -> KeyValue:
+        """The key-value bucket `name`, opened patiently (see `patiently`)."""
+        return await self.patiently(
+            functools.partial(self.js.key_value, name), doing=f"opening the bucket {name}"
+        )
 
     def _waits(self, exc: BaseException) -> None:
         """Say why a starting actor is not ready yet: the servers are away, or a cluster

@@ -292,17 +292,21 @@ class ToolExecutor(Actor):
 
     async def on_start(self) -> None:
         owner = ledger_owner(self.config.hostname)
-        await self._claim_ledger_scope()
+        await self.patiently(self._claim_ledger_scope, doing="reading the ledgers in use")
         self.ledger: Ledger | ClusterLedger
         if self.config.ledger == "cluster":
-            self.ledger = await ClusterLedger.open(self.js, self.names, owner=owner)
+            self.ledger = await self.patiently(
+                lambda: ClusterLedger.open(self.js, self.names, owner=owner),
+                doing="opening the cluster's ledger",
+            )
         else:
             self.ledger = await Ledger.open(self.config.home / "ledger.sqlite3", owner=owner)
         for name in self.tools:
             await self.nc.subscribe(self.names.tool_cancel(name), cb=self._on_cancel)
         with contextlib.suppress(BucketNotFoundError, NotFoundError):  # an older topology
-            self._cancels = await self.js.key_value(self.names.cancels_bucket)
-        await publish_catalog(self, self.catalog())
+            self._cancels = await self.bucket(self.names.cancels_bucket)
+        entries = self.catalog()
+        await self.patiently(lambda: publish_catalog(self, entries), doing="writing its tools")
 
     def catalog(self) -> list[ToolEntry]:
         """What this process serves, as agents and `rig graph` read it (`RIG_TOOLS`)."""
