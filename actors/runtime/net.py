@@ -10,6 +10,7 @@ import socket
 # a port found free stays free until its server binds it (unless another picks it too).
 _QUIET = range(20000, 32768)
 _TRIES = 50
+_CHOICE = random.SystemRandom()  # not the shared generator, which a test may have seeded
 
 
 def free_port() -> int:
@@ -17,7 +18,7 @@ def free_port() -> int:
     at random from below the ephemeral range: a busy test machine opens thousands of
     connections, and one of them could take a port the OS handed out between our check
     and the server's bind."""
-    for port in random.sample(_QUIET, _TRIES):
+    for port in _CHOICE.sample(_QUIET, _TRIES):
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
