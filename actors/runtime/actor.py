@@ -395,9 +395,7 @@ class Actor:
         try:
             # A cluster electing its leaders (all of it just started) answers in seconds:
             # waited out, not an exit.
-            await outlasting(
-                self._find_topology, doing="reading Rig's streams at start", waiting=self._waits
-            )
+            await self.patiently(self._find_topology, doing="reading Rig's streams at start")
             if self.config.metrics_port is not None:
                 metrics = await self._serve_metrics()
             await self.on_start()
@@ -410,10 +408,8 @@ class Actor:
             for endpoint in self.endpoints():
                 await self._serve(endpoint)
             for inbox in inboxes:
-                await outlasting(
-                    functools.partial(self._ensure_consumer, inbox),
-                    doing="making its consumers",
-                    waiting=self._waits,
+                await self.patiently(
+                    functools.partial(self._ensure_consumer, inbox), doing="making its consumers"
                 )
                 self._pull_tasks.append(asyncio.create_task(self._consume(inbox)))
             self._consumer_tasks = [*self._pull_tasks, asyncio.create_task(self._keep_alive())]
@@ -458,10 +454,10 @@ class Actor:
 
     async def patiently(self, attempt: Callable[[], Awaitable[T]], *, doing: str) -> T:
         """`attempt()`, waited out while the servers are away or a cluster elects its
-        leaders (up to `OUTAGE_S`): what `on_start` asks of JetStream (opening buckets,
-        writing what the process serves) goes through here, so that an actor started
-        during an election waits for it rather than exiting. `attempt` runs again, so it
-        must be safe to repeat."""
+        leaders (up to `OUTAGE_S`): what a starting actor asks of JetStream (its streams,
+        its consumers, and in `on_start` its buckets and what it writes of itself) goes
+        through here, so that an actor started during an election waits for it rather
+        than exiting. `attempt` runs again, so it must be safe to repeat."""
         return await outlasting(attempt, doing=doing, waiting=self._waits)
 
     async def bucket(self, name: str) -> KeyValue:

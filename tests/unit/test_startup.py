@@ -55,7 +55,7 @@ class _Starting(Actor):
 
 
 async def test_what_on_start_opens_waits_out_an_election_and_says_so() -> None:
-    """The CI's seed: a cluster lost its majority between an actor's reading of the
+    """Seen in CI: a cluster lost its majority between an actor's reading of the
     streams and its `on_start`, whose first bucket answered 503 and the process exited
     ("a bug in rig"). What `on_start` opens goes through `Actor.bucket` (`patiently`)."""
     actor = _Starting(config=RigConfig())
